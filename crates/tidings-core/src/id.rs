@@ -1,0 +1,135 @@
+use std::fmt;
+use std::str::FromStr;
+
+/// Length in characters of a [`Sid`] rendered as text.
+const SID_TEXT_LEN: usize = 22;
+
+/// URL-safe base64 alphabet (RFC 4648 §5), without padding.
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A session or socket id: 128 random bits from the operating system's CSPRNG.
+///
+/// It is rendered as 22 characters of URL-safe base64 (no padding), which is what clients see in
+/// the Engine.IO handshake and in the Socket.IO CONNECT reply. 128 bits make ids unguessable:
+/// knowing a socket's id lets a peer address that socket's room, so ids must not be predictable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sid(u128);
+
+impl Sid {
+    /// A new random id.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the operating system cannot provide random bytes; a server that cannot draw
+    /// unpredictable ids must not hand out predictable ones instead.
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Self {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        Sid(u128::from_le_bytes(bytes))
+    }
+
+    /// Writes the 22-character text form into `out`.
+    fn encode(self, out: &mut [u8; SID_TEXT_LEN]) {
+        let mut v = self.0;
+        for slot in out.iter_mut() {
+            *slot = ALPHABET[(v & 63) as usize];
+            v >>= 6;
+        }
+    }
+}
+
+impl Default for Sid {
+    fn default() -> Self {
+        Sid::new()
+    }
+}
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; SID_TEXT_LEN];
+        self.encode(&mut buf);
+        // The alphabet is ASCII, so the buffer is always valid UTF-8.
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sid({self})")
+    }
+}
+
+/// The text given to [`Sid::from_str`] is not an id this server could have issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session id")]
+pub struct SidParseError;
+
+impl FromStr for Sid {
+    type Err = SidParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != SID_TEXT_LEN {
+            return Err(SidParseError);
+        }
+        let mut v: u128 = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let digit = match b {
+                b'A'..=b'Z' => b - b'A',
+                b'a'..=b'z' => b - b'a' + 26,
+                b'0'..=b'9' => b - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => return Err(SidParseError),
+            } as u128;
+            // The last character carries only 2 significant bits (22 * 6 = 132 > 128).
+            if i == SID_TEXT_LEN - 1 && digit > 3 {
+                return Err(SidParseError);
+            }
+            v |= digit << (6 * i);
+        }
+        Ok(Sid(v))
+    }
+}
+
+impl serde::Serialize for Sid {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn text_form_round_trips() {
+        for _ in 0..1000 {
+            let sid = Sid::new();
+            let text = sid.to_string();
+            assert_eq!(text.len(), SID_TEXT_LEN);
+            assert_eq!(text.parse::<Sid>(), Ok(sid));
+        }
+    }
+
+    #[test]
+    fn ids_do_not_repeat() {
+        let ids: HashSet<Sid> = (0..10_000).map(|_| Sid::new()).collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+
+    #[test]
+    fn rejects_foreign_text() {
+        assert_eq!("short".parse::<Sid>(), Err(SidParseError));
+        assert_eq!("AAAAAAAAAAAAAAAAAAAAA!".parse::<Sid>(), Err(SidParseError));
+        // 22 valid characters, but the last one would need more than 128 bits.
+        assert_eq!("AAAAAAAAAAAAAAAAAAAAAz".parse::<Sid>(), Err(SidParseError));
+    }
+
+    #[test]
+    fn text_is_url_safe() {
+        let text = Sid::new().to_string();
+        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+}

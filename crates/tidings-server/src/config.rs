@@ -1,0 +1,204 @@
+//! Server configuration with documented defaults, validated once by [`ServerConfigBuilder::build`].
+
+use std::time::Duration;
+
+/// Which origins may use the server from a browser (CORS, for HTTP long-polling).
+///
+/// CORS only matters to browsers using the polling transport; WebSocket upgrades and
+/// non-browser clients are not affected. Disabled by default: no CORS headers are sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers (the default).
+    #[default]
+    Disabled,
+    /// Any origin (`*`; with credentials, the request's origin is reflected instead).
+    Any,
+    /// Only these exact origins, e.g. `https://app.example.com`.
+    List(Vec<String>),
+}
+
+/// CORS settings for the polling transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Allowed origins.
+    pub origins: CorsOrigins,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, auth headers).
+    pub credentials: bool,
+}
+
+/// The configuration of a [`crate::Server`].
+///
+/// Build it with [`ServerConfig::builder`]; every field has a default that suits production.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The HTTP path clients connect to. Default `/socket.io/`.
+    pub path: String,
+    /// How often the server pings each session. Default 25 s.
+    pub ping_interval: Duration,
+    /// How long a ping may wait for its pong before the session is closed. Default 20 s.
+    pub ping_timeout: Duration,
+    /// Largest accepted message (WebSocket) or polling request body, in bytes. Default 1 MB.
+    pub max_payload: usize,
+    /// How long a new session may take to connect to a namespace. Default 45 s.
+    pub connect_timeout: Duration,
+    /// How long a polling→WebSocket upgrade may take. Default 10 s.
+    pub upgrade_timeout: Duration,
+    /// Bytes that may wait in one session's outbound buffer before the session is judged too
+    /// slow and disconnected with the reason `slow client`. Default 16 MiB.
+    ///
+    /// This is the slow-consumer policy: a message is never skipped; a client that cannot keep
+    /// up is disconnected (counted and logged) and everything queued before stays in order.
+    pub max_buffered_bytes: usize,
+    /// Accept the HTTP long-polling transport. Default true.
+    pub allow_polling: bool,
+    /// Accept the WebSocket transport. Default true.
+    pub allow_websocket: bool,
+    /// CORS for browser polling. Default disabled.
+    pub cors: CorsConfig,
+    /// Handle the built-in events `join`, `leave` and `broadcast` on every namespace (what
+    /// `tidings serve` offers to clients with no server code). Default false for the library.
+    pub builtin_events: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            path: "/socket.io/".to_owned(),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            connect_timeout: Duration::from_secs(45),
+            upgrade_timeout: Duration::from_secs(10),
+            max_buffered_bytes: 16 * 1024 * 1024,
+            allow_polling: true,
+            allow_websocket: true,
+            cors: CorsConfig::default(),
+            builtin_events: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ServerConfigBuilder {
+        ServerConfigBuilder { config: ServerConfig::default() }
+    }
+}
+
+/// A configuration value is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Builder for [`ServerConfig`]; [`build`](Self::build) validates.
+#[derive(Debug, Clone)]
+pub struct ServerConfigBuilder {
+    config: ServerConfig,
+}
+
+impl ServerConfigBuilder {
+    /// See [`ServerConfig::path`].
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.config.path = path.into();
+        self
+    }
+    /// See [`ServerConfig::ping_interval`].
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.config.ping_interval = d;
+        self
+    }
+    /// See [`ServerConfig::ping_timeout`].
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.config.ping_timeout = d;
+        self
+    }
+    /// See [`ServerConfig::max_payload`].
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.config.max_payload = bytes;
+        self
+    }
+    /// See [`ServerConfig::connect_timeout`].
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+    /// See [`ServerConfig::upgrade_timeout`].
+    pub fn upgrade_timeout(mut self, d: Duration) -> Self {
+        self.config.upgrade_timeout = d;
+        self
+    }
+    /// See [`ServerConfig::max_buffered_bytes`].
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_buffered_bytes = bytes;
+        self
+    }
+    /// See [`ServerConfig::allow_polling`].
+    pub fn allow_polling(mut self, yes: bool) -> Self {
+        self.config.allow_polling = yes;
+        self
+    }
+    /// See [`ServerConfig::allow_websocket`].
+    pub fn allow_websocket(mut self, yes: bool) -> Self {
+        self.config.allow_websocket = yes;
+        self
+    }
+    /// See [`ServerConfig::cors`].
+    pub fn cors(mut self, cors: CorsConfig) -> Self {
+        self.config.cors = cors;
+        self
+    }
+    /// See [`ServerConfig::builtin_events`].
+    pub fn builtin_events(mut self, yes: bool) -> Self {
+        self.config.builtin_events = yes;
+        self
+    }
+
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<ServerConfig, ConfigError> {
+        let c = self.config;
+        if !c.path.starts_with('/') {
+            return Err(ConfigError(format!("path must start with '/', got {:?}", c.path)));
+        }
+        if c.ping_interval.is_zero() || c.ping_timeout.is_zero() {
+            return Err(ConfigError("ping interval and ping timeout must be positive".into()));
+        }
+        if c.max_payload < 64 {
+            return Err(ConfigError(format!("max payload must be at least 64 bytes, got {}", c.max_payload)));
+        }
+        if c.max_buffered_bytes < c.max_payload {
+            return Err(ConfigError(
+                "max buffered bytes must be at least max payload, or one large message could never be sent".into(),
+            ));
+        }
+        if !c.allow_polling && !c.allow_websocket {
+            return Err(ConfigError("at least one transport must be allowed".into()));
+        }
+        if let CorsOrigins::List(list) = &c.cors.origins {
+            if list.iter().any(|o| o.is_empty()) {
+                return Err(ConfigError("a CORS origin must not be empty".into()));
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ServerConfig::builder().build().is_ok());
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        assert!(ServerConfig::builder().path("socket.io").build().is_err());
+        assert!(ServerConfig::builder().ping_interval(Duration::ZERO).build().is_err());
+        assert!(ServerConfig::builder().max_buffered_bytes(10).build().is_err());
+        assert!(
+            ServerConfig::builder().allow_polling(false).allow_websocket(false).build().is_err()
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! The HTTP face of the engine: query parsing, CORS, the Engine.IO error bodies, and the
+//! dispatch to the polling and WebSocket transports.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tidings_core::Sid;
+
+use super::{Engine, Handshake, TransportKind, polling, websocket};
+use crate::config::CorsOrigins;
+
+/// The response body type of every engine response.
+pub type Body = Full<Bytes>;
+
+/// The Engine.IO error codes, as the reference server sends them in `{"code":…,"message":…}`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EngineError {
+    UnknownTransport,
+    UnknownSid,
+    BadHandshakeMethod,
+    BadRequest,
+    UnsupportedProtocolVersion,
+}
+
+impl EngineError {
+    fn code(self) -> u8 {
+        match self {
+            EngineError::UnknownTransport => 0,
+            EngineError::UnknownSid => 1,
+            EngineError::BadHandshakeMethod => 2,
+            EngineError::BadRequest => 3,
+            EngineError::UnsupportedProtocolVersion => 5,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            EngineError::UnknownTransport => "Transport unknown",
+            EngineError::UnknownSid => "Session ID unknown",
+            EngineError::BadHandshakeMethod => "Bad handshake method",
+            EngineError::BadRequest => "Bad request",
+            EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    pub(crate) fn response(self) -> Response<Body> {
+        let status = StatusCode::BAD_REQUEST;
+        let body = format!(r#"{{"code":{},"message":"{}"}}"#, self.code(), self.message());
+        let mut res = Response::new(Full::new(Bytes::from(body)));
+        *res.status_mut() = status;
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res
+    }
+}
+
+/// The query parameters the engine reads.
+#[derive(Debug, Default)]
+pub(crate) struct Query<'a> {
+    pub eio: Option<&'a str>,
+    pub transport: Option<&'a str>,
+    pub sid: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    pub(crate) fn parse(query: &'a str) -> Query<'a> {
+        let mut q = Query::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "EIO" => q.eio = Some(value),
+                "transport" => q.transport = Some(value),
+                "sid" => q.sid = Some(value),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+pub(crate) fn text_response(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+pub(crate) async fn handle(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut res = route(engine, req, remote_addr).await;
+    apply_cors(engine, origin.as_ref(), &mut res);
+    res
+}
+
+async fn route(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+    if req.method() == Method::OPTIONS {
+        return preflight(engine, &req);
+    }
+    let query_string = req.uri().query().unwrap_or("").to_owned();
+    let query = Query::parse(&query_string);
+    if query.eio != Some("4") {
+        return EngineError::UnsupportedProtocolVersion.response();
+    }
+    let config = engine.config();
+    let transport = match query.transport {
+        Some("polling") if config.allow_polling => TransportKind::Polling,
+        Some("websocket") if config.allow_websocket => TransportKind::WebSocket,
+        _ => return EngineError::UnknownTransport.response(),
+    };
+    let is_ws_request = websocket::is_upgrade_request(&req);
+    if transport == TransportKind::WebSocket && !is_ws_request {
+        return EngineError::BadRequest.response();
+    }
+
+    match query.sid {
+        None => {
+            if transport == TransportKind::Polling && req.method() != Method::GET {
+                return EngineError::BadHandshakeMethod.response();
+            }
+            let handshake = Handshake {
+                remote_addr,
+                headers: req.headers().clone(),
+                query: query_string.clone(),
+            };
+            match transport {
+                TransportKind::Polling => {
+                    let session = engine.open_session(TransportKind::Polling, handshake);
+                    polling::get(session).await
+                }
+                TransportKind::WebSocket => websocket::open(engine.clone(), req, handshake),
+            }
+        }
+        Some(sid) => {
+            let Some(session) = sid.parse::<Sid>().ok().and_then(|sid| engine.session(sid)) else {
+                return EngineError::UnknownSid.response();
+            };
+            match transport {
+                TransportKind::Polling => match *req.method() {
+                    Method::GET => polling::get(session).await,
+                    Method::POST => polling::post(session, req).await,
+                    _ => EngineError::BadRequest.response(),
+                },
+                TransportKind::WebSocket => websocket::upgrade(session, req),
+            }
+        }
+    }
+}
+
+fn allowed_origin(engine: &Engine, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+    let cors = &engine.config().cors;
+    match &cors.origins {
+        CorsOrigins::Disabled => None,
+        CorsOrigins::Any => match (cors.credentials, origin) {
+            // `*` is not allowed with credentials: reflect the request's origin instead.
+            (true, Some(origin)) => Some(origin.clone()),
+            _ => Some(HeaderValue::from_static("*")),
+        },
+        CorsOrigins::List(list) => {
+            let origin = origin?;
+            let text = origin.to_str().ok()?;
+            list.iter().any(|allowed| allowed == text).then(|| origin.clone())
+        }
+    }
+}
+
+/// Adds the CORS headers to a response. A disallowed origin still gets its answer, only
+/// without the allow header, so the browser refuses to hand it to the page.
+fn apply_cors(engine: &Engine, origin: Option<&HeaderValue>, res: &mut Response<Body>) {
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let Some(allowed) = allowed_origin(engine, origin) else {
+        return;
+    };
+    let headers = res.headers_mut();
+    if allowed != "*" {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    if engine.config().cors.credentials {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+}
+
+fn preflight(engine: &Engine, req: &Request<Incoming>) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    if allowed_origin(engine, req.headers().get(header::ORIGIN)).is_some() {
+        let headers = res.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+        );
+        if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_engine_query() {
+        let q = Query::parse("EIO=4&transport=polling&t=abc&sid=xyz");
+        assert_eq!(q.eio, Some("4"));
+        assert_eq!(q.transport, Some("polling"));
+        assert_eq!(q.sid, Some("xyz"));
+        let q = Query::parse("");
+        assert_eq!(q.eio, None);
+    }
+
+    #[test]
+    fn error_body_matches_reference() {
+        let res = EngineError::UnknownSid.response();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+}

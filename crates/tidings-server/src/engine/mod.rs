@@ -1,0 +1,259 @@
+//! The Engine.IO v4 transport: HTTP long-polling, WebSocket, the upgrade between them and the
+//! heartbeat, behind one seam ([`EngineHandler`] / [`SessionHandler`]).
+//!
+//! Above this module nothing knows which transport carries a session: the Socket.IO layer sees
+//! text and binary messages in and queues [`Frame`]s out. The conformance example plugs a plain
+//! echo handler into the same seam to run the official Engine.IO suite.
+
+mod http;
+mod polling;
+mod session;
+mod websocket;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tidings_core::Sid;
+use tidings_proto::engine::{Frame, PacketType};
+
+use crate::config::ServerConfig;
+
+pub use self::http::Body;
+pub use session::{CloseReason, Handshake, SendError, Session, TransportKind};
+
+/// A message received from a client, in order.
+#[derive(Debug)]
+pub enum Inbound<'a> {
+    /// A text message (the Engine.IO `4` packet's data).
+    Text(&'a str),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// Creates the per-session handler of each new session: the seam between the transport and
+/// what runs on top of it (the Socket.IO layer, or the conformance example's echo).
+pub trait EngineHandler: Send + Sync + 'static {
+    /// A session opened. Called before any message of it is delivered.
+    fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler>;
+}
+
+/// Receives one session's messages, in the order the client sent them.
+pub trait SessionHandler: Send + Sync + 'static {
+    /// A message arrived. Runs on the transport's task: keep it short (spawn long work).
+    fn on_message(&self, message: Inbound<'_>);
+    /// The session closed. Called exactly once.
+    fn on_close(&self, reason: CloseReason);
+}
+
+/// Counters of the transport, for logs, the CLI and tests.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Sessions opened since start.
+    pub sessions_opened: AtomicU64,
+    /// Sessions closed because the client read too slowly (outbound buffer full).
+    pub slow_client_disconnects: AtomicU64,
+    /// Sessions closed because the client sent something malformed or oversized.
+    pub protocol_errors: AtomicU64,
+}
+
+pub(crate) struct EngineShared {
+    pub(crate) config: Arc<ServerConfig>,
+    sessions: Mutex<HashMap<Sid, Arc<Session>>>,
+    handler: Arc<dyn EngineHandler>,
+    pub(crate) stats: EngineStats,
+}
+
+impl EngineShared {
+    pub(crate) fn remove(&self, sid: Sid) {
+        self.sessions.lock().remove(&sid);
+    }
+
+    fn get(&self, sid: Sid) -> Option<Arc<Session>> {
+        self.sessions.lock().get(&sid).cloned()
+    }
+
+    pub(crate) fn count_protocol_error(&self) {
+        self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The Engine.IO server: owns the sessions and answers the HTTP requests under the configured
+/// path. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<EngineShared>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("sessions", &self.session_count()).finish()
+    }
+}
+
+impl Engine {
+    /// A new engine that hands each session to `handler`.
+    pub fn new(config: Arc<ServerConfig>, handler: Arc<dyn EngineHandler>) -> Engine {
+        Engine {
+            shared: Arc::new(EngineShared {
+                config,
+                sessions: Mutex::new(HashMap::new()),
+                handler,
+                stats: EngineStats::default(),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.lock().len()
+    }
+
+    /// The transport counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.shared.stats
+    }
+
+    /// Closes every session with `reason` (used on shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<_> = self.shared.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            session.close(reason);
+        }
+    }
+
+    /// Whether `path` is the engine's endpoint.
+    pub fn matches_path(&self, path: &str) -> bool {
+        let configured = self.shared.config.path.as_str();
+        path == configured || path == configured.trim_end_matches('/')
+    }
+
+    /// Answers one HTTP request addressed to the engine's path.
+    pub async fn handle(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+        remote_addr: SocketAddr,
+    ) -> hyper::Response<Body> {
+        http::handle(self, req, remote_addr).await
+    }
+
+    /// Creates a session, registers it, hands it to the handler and starts its heartbeat.
+    /// The open packet is queued as the session's first frame.
+    fn open_session(&self, transport: TransportKind, handshake: Handshake) -> Arc<Session> {
+        let session = Session::new(transport, handshake, self.shared.clone());
+        self.shared.sessions.lock().insert(session.sid(), session.clone());
+        self.shared.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
+
+        let config = &self.shared.config;
+        let upgrades: &[&str] = if transport == TransportKind::Polling && config.allow_websocket {
+            &["websocket"]
+        } else {
+            &[]
+        };
+        let open = serde_json::json!({
+            "sid": session.sid().to_string(),
+            "upgrades": upgrades,
+            "pingInterval": config.ping_interval.as_millis() as u64,
+            "pingTimeout": config.ping_timeout.as_millis() as u64,
+            "maxPayload": config.max_payload,
+        });
+        // A fresh session has an empty buffer, far below any valid max_buffered_bytes.
+        let _ = session.send(Frame::text(PacketType::Open, &open.to_string()));
+
+        let handler = self.shared.handler.on_open(&session);
+        let _ = session.handler.set(handler);
+        tracing::debug!(sid = %session.sid(), transport = transport.as_str(), "session opened");
+        tokio::spawn(heartbeat(session.clone()));
+        session
+    }
+
+    fn session(&self, sid: Sid) -> Option<Arc<Session>> {
+        self.shared.get(sid)
+    }
+}
+
+/// Pings the client every `ping_interval` and closes the session when a pong does not come
+/// within `ping_timeout`. Starts with the session, so an unresponsive client is gone exactly
+/// `ping_interval + ping_timeout` after the handshake.
+async fn heartbeat(session: Arc<Session>) {
+    let interval = session.config().ping_interval;
+    let timeout = session.config().ping_timeout;
+    loop {
+        tokio::select! {
+            _ = session.closed.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // Forget a pong that came without a ping, so it cannot answer the next one.
+        let pong = session.pong.notified();
+        tokio::pin!(pong);
+        pong.as_mut().enable();
+        if session.send(Frame::from_static("2")).is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = session.closed.cancelled() => return,
+            _ = &mut pong => {}
+            _ = tokio::time::sleep(timeout) => {
+                tracing::debug!(sid = %session.sid(), "ping timeout");
+                session.close(CloseReason::PingTimeout);
+                return;
+            }
+        }
+    }
+}
+
+/// Dispatches one decoded text packet that arrived on the session's main transport.
+/// Returns false when the packet ended the session.
+pub(crate) fn on_text_packet(
+    session: &Arc<Session>,
+    packet: tidings_proto::engine::TextPacket<'_>,
+) -> bool {
+    use tidings_proto::engine::TextPacket;
+    match packet {
+        TextPacket::Message(text) => {
+            if let Some(handler) = session.handler.get() {
+                handler.on_message(Inbound::Text(text));
+            }
+            !session.is_closed()
+        }
+        TextPacket::Pong(_) => {
+            session.pong.notify_waiters();
+            true
+        }
+        TextPacket::Close => {
+            session.close(CloseReason::TransportClose);
+            false
+        }
+        // In v4 the server pings; a ping from the client on the main transport is a protocol
+        // error. So is an open packet, or an upgrade outside of the upgrade handshake.
+        TextPacket::Ping(_) | TextPacket::Open(_) | TextPacket::Upgrade => {
+            session.shared.count_protocol_error();
+            tracing::debug!(sid = %session.sid(), "unexpected engine packet, closing");
+            session.close(CloseReason::ParseError);
+            false
+        }
+        TextPacket::Noop => true,
+        // The packet enum is non-exhaustive upstream: anything new is not ours to accept.
+        #[allow(unreachable_patterns)]
+        _ => {
+            session.close(CloseReason::ParseError);
+            false
+        }
+    }
+}
+
+/// Dispatches one binary message.
+pub(crate) fn on_binary(session: &Arc<Session>, data: Bytes) -> bool {
+    if let Some(handler) = session.handler.get() {
+        handler.on_message(Inbound::Binary(data));
+    }
+    !session.is_closed()
+}

@@ -1,0 +1,167 @@
+//! HTTP long-polling: a GET waits for frames, a POST carries the client's packets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tidings_proto::engine::{self, Frame, PayloadItem};
+
+use super::http::{Body, EngineError, text_response};
+use super::{CloseReason, Session, TransportKind, on_binary, on_text_packet};
+
+/// The most packets one polling response carries. python-engineio drops the connection when a
+/// response holds more than 16 packets; the rest wait for the next GET.
+pub(crate) const MAX_PACKETS_PER_POLL: usize = 16;
+
+const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+
+/// Closes the session if a pending GET is abandoned (hyper drops the handler future when the
+/// client goes away), so a vanished client is noticed without waiting for the ping timeout.
+struct PendingGet {
+    session: Arc<Session>,
+    armed: bool,
+}
+
+impl Drop for PendingGet {
+    fn drop(&mut self) {
+        self.session.state.lock().get_pending = false;
+        if self.armed {
+            tracing::debug!(sid = %self.session.sid(), "polling request aborted by the client");
+            self.session.close(CloseReason::TransportClose);
+        }
+    }
+}
+
+/// A long-polling GET: answers with up to [`MAX_PACKETS_PER_POLL`] queued frames as soon as
+/// there are any, with the close packet when the session closes, or with a noop when the
+/// session moved to WebSocket.
+pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
+    {
+        let mut state = session.state.lock();
+        if state.transport != TransportKind::Polling {
+            return EngineError::BadRequest.response();
+        }
+        if state.get_pending {
+            // Two GETs at once: the client is broken. The waiting one gets the close packet,
+            // this one an error.
+            drop(state);
+            session.close(CloseReason::TransportError);
+            return EngineError::BadRequest.response();
+        }
+        state.get_pending = true;
+    }
+    let mut guard = PendingGet { session: session.clone(), armed: true };
+    let mut frames = Vec::new();
+    loop {
+        let woken = session.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        {
+            let mut state = session.state.lock();
+            Session::take_frames(&mut state, Some(MAX_PACKETS_PER_POLL), &mut frames);
+            // A closing session still delivers what was queued before the close, then the
+            // close packet itself when it fits in this response.
+            let closing = Session::close_reason(&state).is_some();
+            if closing && !Session::has_frames(&state) && frames.len() < MAX_PACKETS_PER_POLL {
+                frames.push(Frame::from_static("1"));
+            }
+            if !frames.is_empty() {
+                break;
+            }
+            if state.transport != TransportKind::Polling {
+                frames.push(Frame::from_static("6"));
+                break;
+            }
+        }
+        woken.await;
+    }
+    guard.armed = false;
+    drop(guard);
+    let mut body = Vec::new();
+    engine::encode_payload(&frames, &mut body);
+    text_response(StatusCode::OK, body, TEXT_PLAIN)
+}
+
+/// Releases the POST slot when the request ends, however it ends.
+struct PendingPost(Arc<Session>);
+
+impl Drop for PendingPost {
+    fn drop(&mut self) {
+        self.0.state.lock().post_pending = false;
+    }
+}
+
+/// A polling POST: decodes the payload and hands each packet to the session, in order.
+pub(crate) async fn post(session: Arc<Session>, req: Request<Incoming>) -> Response<Body> {
+    {
+        let mut state = session.state.lock();
+        if state.transport != TransportKind::Polling {
+            return EngineError::BadRequest.response();
+        }
+        if state.post_pending {
+            drop(state);
+            session.close(CloseReason::TransportError);
+            return EngineError::BadRequest.response();
+        }
+        state.post_pending = true;
+    }
+    let _slot = PendingPost(session.clone());
+    let max = session.config().max_payload;
+    let body = match read_limited(req.into_body(), max).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            tracing::debug!(sid = %session.sid(), max, "polling body over max payload, closing");
+            session.shared.count_protocol_error();
+            session.close(CloseReason::PayloadTooLarge);
+            return text_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large", TEXT_PLAIN);
+        }
+        Err(BodyError::Io) => {
+            session.close(CloseReason::TransportError);
+            return EngineError::BadRequest.response();
+        }
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return reject_payload(&session);
+    };
+    for item in engine::decode_payload(text) {
+        let keep_going = match item {
+            Ok(PayloadItem::Text(packet)) => on_text_packet(&session, packet),
+            Ok(PayloadItem::Binary(data)) => on_binary(&session, Bytes::from(data)),
+            Err(_) => return reject_payload(&session),
+        };
+        if !keep_going {
+            break;
+        }
+    }
+    text_response(StatusCode::OK, "ok", "text/html")
+}
+
+fn reject_payload(session: &Arc<Session>) -> Response<Body> {
+    tracing::debug!(sid = %session.sid(), "malformed polling payload, closing");
+    session.shared.count_protocol_error();
+    session.close(CloseReason::ParseError);
+    EngineError::BadRequest.response()
+}
+
+enum BodyError {
+    TooLarge,
+    Io,
+}
+
+/// Reads a request body, refusing it as soon as it grows past `max` bytes.
+async fn read_limited(mut body: Incoming, max: usize) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Io)?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > max {
+                return Err(BodyError::TooLarge);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,267 @@
+//! One Engine.IO session: its outbound buffer, its transport state and its lifecycle.
+//!
+//! The outbound buffer is the single place where every frame for a session waits, whatever the
+//! transport. Writers (a polling GET or the WebSocket writer task) drain it in order. It is
+//! bounded in bytes: a push that would exceed [`ServerConfig::max_buffered_bytes`] does not skip
+//! the frame, it closes the session with [`CloseReason::SlowClient`]. That is the whole
+//! slow-consumer policy, and why a broadcast can never silently lose a message: each recipient
+//! either has every frame queued in order or is disconnected with a reason.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use tidings_core::Sid;
+use tidings_proto::engine::Frame;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{EngineShared, SessionHandler};
+use crate::config::ServerConfig;
+
+/// Why a session ended. The text forms are the Engine.IO / Socket.IO disconnect reasons that
+/// clients and handlers see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client closed the connection or sent a close packet.
+    TransportClose,
+    /// The connection failed (I/O error, aborted request, protocol violation by the transport).
+    TransportError,
+    /// The client did not answer a ping within the ping timeout.
+    PingTimeout,
+    /// The client sent something that is not a valid packet.
+    ParseError,
+    /// The client sent a message larger than `max_payload`.
+    PayloadTooLarge,
+    /// The client read too slowly: its outbound buffer exceeded `max_buffered_bytes`.
+    SlowClient,
+    /// The client did not connect to any namespace within the connect timeout.
+    ConnectTimeout,
+    /// The server application closed the session.
+    ForcedClose,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// The reason as the clients' libraries name it (`transport close`, `ping timeout`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::PayloadTooLarge => "payload too large",
+            CloseReason::SlowClient => "slow client",
+            CloseReason::ConnectTimeout => "connect timeout",
+            CloseReason::ForcedClose => "forced close",
+            CloseReason::ServerShutdown => "server shutting down",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The session is closed (or closing); nothing more is sent on it.
+    #[error("session closed")]
+    Closed,
+    /// The frame would have exceeded the outbound buffer: the session was closed as too slow.
+    #[error("client too slow: outbound buffer full, session closed")]
+    SlowClient,
+}
+
+/// Which transport currently carries the session's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl TransportKind {
+    /// `polling` or `websocket`, as in the `transport` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// What the client sent when it opened the session.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// The peer's address.
+    pub remote_addr: SocketAddr,
+    /// The request headers of the first request.
+    pub headers: http::HeaderMap,
+    /// The raw query string of the first request.
+    pub query: String,
+}
+
+pub(crate) struct State {
+    queue: VecDeque<Frame>,
+    queued_bytes: usize,
+    pub(crate) transport: TransportKind,
+    /// A WebSocket is probing this polling session.
+    pub(crate) upgrading: bool,
+    /// A polling GET is waiting for frames.
+    pub(crate) get_pending: bool,
+    /// A polling POST is being processed.
+    pub(crate) post_pending: bool,
+    /// Set once, when the session starts closing.
+    close_reason: Option<CloseReason>,
+}
+
+/// An Engine.IO session. Cheap to share (`Arc`); every method is safe to call from any task.
+pub struct Session {
+    sid: Sid,
+    handshake: Handshake,
+    pub(crate) state: Mutex<State>,
+    /// Wakes whichever writer waits for frames or for a state change.
+    pub(crate) wake: Notify,
+    /// Signalled when a pong arrives.
+    pub(crate) pong: Notify,
+    /// Cancelled when the session closes; every task of the session selects on it.
+    pub(crate) closed: CancellationToken,
+    pub(crate) handler: OnceLock<Arc<dyn SessionHandler>>,
+    pub(crate) shared: Arc<EngineShared>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("sid", &self.sid).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        transport: TransportKind,
+        handshake: Handshake,
+        shared: Arc<EngineShared>,
+    ) -> Arc<Session> {
+        Arc::new(Session {
+            sid: Sid::new(),
+            handshake,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                transport,
+                upgrading: false,
+                get_pending: false,
+                post_pending: false,
+                close_reason: None,
+            }),
+            wake: Notify::new(),
+            pong: Notify::new(),
+            closed: CancellationToken::new(),
+            handler: OnceLock::new(),
+            shared,
+        })
+    }
+
+    /// The session id (the Engine.IO `sid`).
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    /// What the client sent when it opened the session.
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// The transport that currently carries the session.
+    pub fn transport(&self) -> TransportKind {
+        self.state.lock().transport
+    }
+
+    /// Whether the session has closed (or started closing).
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Queues one frame.
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.send_all(std::slice::from_ref(&frame))
+    }
+
+    /// Queues several frames atomically and in order: no other frame can come between them.
+    /// A Socket.IO binary packet relies on this (its attachments must follow its header).
+    pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
+        let size: usize = frames.iter().map(Frame::len).sum();
+        {
+            let mut state = self.state.lock();
+            if state.close_reason.is_some() {
+                return Err(SendError::Closed);
+            }
+            if state.queued_bytes + size > self.shared.config.max_buffered_bytes {
+                drop(state);
+                self.shared.stats.slow_client_disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    sid = %self.sid,
+                    limit = self.shared.config.max_buffered_bytes,
+                    "client too slow: outbound buffer full, disconnecting"
+                );
+                self.close(CloseReason::SlowClient);
+                return Err(SendError::SlowClient);
+            }
+            state.queue.extend(frames.iter().cloned());
+            state.queued_bytes += size;
+        }
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    /// Takes up to `max` frames from the front of the buffer (all of them when `max` is None).
+    pub(crate) fn take_frames(state: &mut State, max: Option<usize>, out: &mut Vec<Frame>) {
+        let n = max.map_or(state.queue.len(), |m| m.min(state.queue.len()));
+        for frame in state.queue.drain(..n) {
+            state.queued_bytes -= frame.len();
+            out.push(frame);
+        }
+    }
+
+    pub(crate) fn has_frames(state: &State) -> bool {
+        !state.queue.is_empty()
+    }
+
+    pub(crate) fn close_reason(state: &State) -> Option<CloseReason> {
+        state.close_reason
+    }
+
+    /// Closes the session. Frames already queued are still written (the WebSocket writer and a
+    /// pending polling GET drain them before the close); nothing queued after this is accepted.
+    /// The session handler's `on_close` runs exactly once, whoever calls this first.
+    pub fn close(&self, reason: CloseReason) {
+        {
+            let mut state = self.state.lock();
+            if state.close_reason.is_some() {
+                return;
+            }
+            state.close_reason = Some(reason);
+        }
+        tracing::debug!(sid = %self.sid, reason = %reason, "session closed");
+        self.closed.cancel();
+        self.wake.notify_waiters();
+        self.shared.remove(self.sid);
+        if let Some(handler) = self.handler.get() {
+            handler.on_close(reason);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The WebSocket transport (tokio-websockets over a hyper upgrade), both as a session's first
+//! transport and as the target of the polling→WebSocket upgrade.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tidings_proto::engine::{self, Frame, TextPacket};
+use tokio_websockets::{CloseCode, Limits, Message, WebSocketStream};
+
+use super::http::{Body, EngineError};
+use super::{CloseReason, Engine, Handshake, Session, TransportKind, on_binary, on_text_packet};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// The GUID of RFC 6455 §1.3, appended to the client's key to compute the accept header.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Whether the request asks for a WebSocket upgrade.
+pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
+}
+
+/// The 101 response for a valid WebSocket handshake request.
+fn switching_protocols<B>(req: &Request<B>) -> Result<Response<Body>, EngineError> {
+    if req.method() != http::Method::GET {
+        return Err(EngineError::BadHandshakeMethod);
+    }
+    let version_ok = req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).ok_or(EngineError::BadRequest)?;
+    if !version_ok {
+        return Err(EngineError::BadRequest);
+    }
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WS_GUID.as_bytes());
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes());
+    let accept = HeaderValue::from_str(&accept).map_err(|_| EngineError::BadRequest)?;
+
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = res.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(res)
+}
+
+fn server(io: Upgraded, max_payload: usize) -> Ws {
+    tokio_websockets::ServerBuilder::new()
+        .limits(Limits::default().max_payload_len(Some(max_payload)))
+        .serve(TokioIo::new(io))
+}
+
+/// A new session whose first transport is WebSocket.
+pub(crate) fn open(engine: Engine, mut req: Request<Incoming>, handshake: Handshake) -> Response<Body> {
+    let res = match switching_protocols(&req) {
+        Ok(res) => res,
+        Err(e) => return e.response(),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(io) => {
+                let ws = server(io, engine.config().max_payload);
+                let session = engine.open_session(TransportKind::WebSocket, handshake);
+                run(session, ws).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    res
+}
+
+/// A WebSocket that takes over an existing polling session (the upgrade with probe).
+pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Response<Body> {
+    {
+        let mut state = session.state.lock();
+        // Only a polling session can upgrade, and only once: a second WebSocket for the same
+        // session is refused.
+        if state.transport != TransportKind::Polling || state.upgrading {
+            return EngineError::BadRequest.response();
+        }
+        state.upgrading = true;
+    }
+    let res = match switching_protocols(&req) {
+        Ok(res) => res,
+        Err(e) => {
+            session.state.lock().upgrading = false;
+            return e.response();
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io = match on_upgrade.await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(sid = %session.sid(), error = %e, "websocket upgrade failed");
+                session.state.lock().upgrading = false;
+                return;
+            }
+        };
+        let mut ws = server(io, session.config().max_payload);
+        let timeout = session.config().upgrade_timeout;
+        let probed = tokio::select! {
+            _ = session.closed.cancelled() => false,
+            r = tokio::time::timeout(timeout, probe(&session, &mut ws)) => matches!(r, Ok(true)),
+        };
+        if !probed {
+            tracing::debug!(sid = %session.sid(), "upgrade did not complete");
+            session.state.lock().upgrading = false;
+            let _ = ws.close().await;
+            return;
+        }
+        {
+            let mut state = session.state.lock();
+            state.upgrading = false;
+            state.transport = TransportKind::WebSocket;
+        }
+        // Releases a pending GET (it answers with a noop) and lets the writer take over.
+        session.wake.notify_waiters();
+        tracing::debug!(sid = %session.sid(), "upgraded to websocket");
+        run(session, ws).await;
+    });
+    res
+}
+
+/// The probe exchange: `2probe` → `3probe`, then `5` (upgrade). Returns true when the client
+/// completed it.
+async fn probe(session: &Arc<Session>, ws: &mut Ws) -> bool {
+    loop {
+        let Some(Ok(msg)) = ws.next().await else {
+            return false;
+        };
+        let Some(text) = msg.as_text() else {
+            return false;
+        };
+        match engine::decode_text(text) {
+            Ok(TextPacket::Ping("probe")) => {
+                if ws.send(Message::text(Bytes::from_static(b"3probe"))).await.is_err() {
+                    return false;
+                }
+                // The client will not finish upgrading until its pending GET returns: answer
+                // that GET at once with a noop.
+                if session.send(Frame::from_static("6")).is_err() {
+                    return false;
+                }
+            }
+            Ok(TextPacket::Upgrade) => return true,
+            Ok(TextPacket::Noop) => {}
+            _ => return false,
+        }
+    }
+}
+
+fn to_message(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(bytes) => Message::text(bytes),
+        Frame::Binary(bytes) => Message::binary(bytes),
+    }
+}
+
+/// Reads the client's messages until the session closes; a writer task drains the outbound
+/// buffer meanwhile.
+async fn run(session: Arc<Session>, ws: Ws) {
+    let (sink, mut stream) = ws.split();
+    let writer = tokio::spawn(write_loop(session.clone(), sink));
+    loop {
+        let msg = tokio::select! {
+            _ = session.closed.cancelled() => break,
+            msg = stream.next() => msg,
+        };
+        let keep_going = match msg {
+            None => {
+                session.close(CloseReason::TransportClose);
+                false
+            }
+            Some(Err(tokio_websockets::Error::PayloadTooLong { len, max_len })) => {
+                tracing::debug!(sid = %session.sid(), len, max_len, "websocket message over max payload");
+                session.shared.count_protocol_error();
+                session.close(CloseReason::PayloadTooLarge);
+                false
+            }
+            Some(Err(e)) => {
+                tracing::debug!(sid = %session.sid(), error = %e, "websocket error");
+                session.close(CloseReason::TransportError);
+                false
+            }
+            Some(Ok(msg)) => {
+                if let Some(text) = msg.as_text() {
+                    match engine::decode_text(text) {
+                        Ok(packet) => on_text_packet(&session, packet),
+                        Err(_) => {
+                            tracing::debug!(sid = %session.sid(), "malformed engine packet, closing");
+                            session.shared.count_protocol_error();
+                            session.close(CloseReason::ParseError);
+                            false
+                        }
+                    }
+                } else if msg.is_binary() {
+                    on_binary(&session, Bytes::from(msg.into_payload()))
+                } else if msg.is_close() {
+                    session.close(CloseReason::TransportClose);
+                    false
+                } else {
+                    // WebSocket-level ping/pong: answered by tokio-websockets itself.
+                    true
+                }
+            }
+        };
+        if !keep_going {
+            break;
+        }
+    }
+    let _ = writer.await;
+}
+
+/// Writes queued frames in order, batching everything available into one flush. When the
+/// session closes it writes what was queued before the close, then a close frame.
+async fn write_loop(
+    session: Arc<Session>,
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+) {
+    let mut frames = Vec::new();
+    loop {
+        let woken = session.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let close_reason = {
+            let mut state = session.state.lock();
+            Session::take_frames(&mut state, None, &mut frames);
+            Session::close_reason(&state)
+        };
+        if !frames.is_empty() {
+            for frame in frames.drain(..) {
+                if sink.feed(to_message(frame)).await.is_err() {
+                    session.close(CloseReason::TransportError);
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                session.close(CloseReason::TransportError);
+                return;
+            }
+        }
+        if let Some(reason) = close_reason {
+            let code = match reason {
+                CloseReason::PayloadTooLarge => CloseCode::MESSAGE_TOO_BIG,
+                CloseReason::ServerShutdown => CloseCode::GOING_AWAY,
+                CloseReason::ParseError => CloseCode::PROTOCOL_ERROR,
+                _ => CloseCode::NORMAL_CLOSURE,
+            };
+            let _ = sink.send(Message::close(Some(code), reason.as_str())).await;
+            let _ = sink.close().await;
+            return;
+        }
+        woken.await;
+    }
+}

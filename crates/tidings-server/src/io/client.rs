@@ -1,0 +1,249 @@
+//! The Socket.IO side of one Engine.IO session: decodes packets, reassembles binary ones,
+//! connects namespaces and routes events and acks to sockets.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tidings_proto::packet::{self, Packet, PacketKind};
+
+use super::builtins;
+use super::event::{AckReply, AckSender, Event};
+use super::namespace::{ConnectRequest, Namespace};
+use super::socket::{DisconnectReason, Socket};
+use crate::engine::{CloseReason, Handshake, Inbound, Session, SessionHandler};
+use crate::server::ServerInner;
+
+/// A binary packet waiting for its attachments.
+struct PartialPacket {
+    packet: Packet,
+    attachments: Vec<Bytes>,
+}
+
+pub(crate) struct Client {
+    me: Weak<Client>,
+    session: Arc<Session>,
+    handshake: Arc<Handshake>,
+    server: Arc<ServerInner>,
+    sockets: Mutex<HashMap<Arc<str>, Socket>>,
+    /// Namespaces whose connect middleware is still running.
+    connecting: Mutex<HashSet<String>>,
+    partial: Mutex<Option<PartialPacket>>,
+    /// Held while a message is dispatched and while a socket is established, so that a
+    /// socket's connect handler has registered its event handlers before any of its events
+    /// is dispatched, even when a middleware made the connect asynchronous.
+    dispatch_lock: Mutex<()>,
+}
+
+impl Client {
+    pub(crate) fn new(session: &Arc<Session>, server: Arc<ServerInner>) -> Arc<Client> {
+        let client = Arc::new_cyclic(|me| Client {
+            me: me.clone(),
+            session: session.clone(),
+            handshake: Arc::new(session.handshake().clone()),
+            server,
+            sockets: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashSet::new()),
+            partial: Mutex::new(None),
+            dispatch_lock: Mutex::new(()),
+        });
+        // A session that never joins a namespace is closed after the connect timeout.
+        let weak = Arc::downgrade(&client);
+        let timeout = client.server.config.connect_timeout;
+        let closed = session.closed.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = closed.cancelled() => {}
+                _ = tokio::time::sleep(timeout) => {
+                    if let Some(client) = weak.upgrade() {
+                        let idle = client.sockets.lock().is_empty() && client.connecting.lock().is_empty();
+                        if idle {
+                            tracing::debug!(sid = %client.session.sid(), "no namespace joined in time, closing");
+                            client.session.close(CloseReason::ConnectTimeout);
+                        }
+                    }
+                }
+            }
+        });
+        client
+    }
+
+    fn protocol_error(&self, what: &str) {
+        tracing::debug!(sid = %self.session.sid(), what, "invalid socket.io packet, closing");
+        self.server.count_protocol_error();
+        self.session.close(CloseReason::ParseError);
+    }
+
+    fn on_text(&self, text: &str) {
+        if self.partial.lock().is_some() {
+            return self.protocol_error("text packet while binary attachments were expected");
+        }
+        let packet = match Packet::decode(text) {
+            Ok(packet) => packet,
+            Err(e) => return self.protocol_error(&e.to_string()),
+        };
+        if packet.kind.is_binary() && packet.attachments > 0 {
+            if let Some(data) = &packet.data {
+                if packet::validate_placeholders(data, packet.attachments).is_err() {
+                    return self.protocol_error("placeholders do not match the attachment count");
+                }
+            }
+            *self.partial.lock() = Some(PartialPacket { packet, attachments: Vec::new() });
+            return;
+        }
+        self.dispatch(packet, Vec::new());
+    }
+
+    fn on_binary(&self, data: Bytes) {
+        let complete = {
+            let mut partial = self.partial.lock();
+            let Some(p) = partial.as_mut() else {
+                drop(partial);
+                return self.protocol_error("binary message without a binary packet");
+            };
+            p.attachments.push(data);
+            if p.attachments.len() == p.packet.attachments { partial.take() } else { None }
+        };
+        if let Some(PartialPacket { packet, attachments }) = complete {
+            self.dispatch(packet, attachments);
+        }
+    }
+
+    fn dispatch(&self, packet: Packet, attachments: Vec<Bytes>) {
+        match packet.kind {
+            PacketKind::Connect => self.connect(packet),
+            PacketKind::Disconnect => {
+                let socket = self.sockets.lock().get(packet.namespace.as_str()).cloned();
+                if let Some(socket) = socket {
+                    socket.close(DisconnectReason::ClientNamespaceDisconnect);
+                }
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let Some(socket) = self.socket(&packet.namespace) else {
+                    tracing::debug!(sid = %self.session.sid(), ns = %packet.namespace, "event for a namespace not joined, ignored");
+                    return;
+                };
+                self.on_event(socket, packet, attachments);
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let (Some(socket), Some(id)) = (self.socket(&packet.namespace), packet.id) else {
+                    return;
+                };
+                let args = match packet.data {
+                    Some(Value::Array(args)) => args,
+                    _ => Vec::new(),
+                };
+                socket.settle_ack(id, AckReply { args, attachments });
+            }
+            // Only servers send CONNECT_ERROR.
+            PacketKind::ConnectError => self.protocol_error("connect error from a client"),
+        }
+    }
+
+    fn socket(&self, namespace: &str) -> Option<Socket> {
+        self.sockets.lock().get(namespace).cloned()
+    }
+
+    fn on_event(&self, socket: Socket, packet: Packet, attachments: Vec<Bytes>) {
+        let mut args = match packet.data {
+            Some(Value::Array(args)) => args,
+            _ => return self.protocol_error("event without arguments"),
+        };
+        // The decoder guarantees a first element that is a string or a number.
+        let name = match args.remove(0) {
+            Value::String(name) => name,
+            other => other.to_string(),
+        };
+        let ack = packet.id.map(|id| AckSender::new(self.session.clone(), socket.namespace().inner.name.clone(), id));
+        let event = Event { name, args, attachments, ack };
+        if self.server.config.builtin_events && builtins::is_builtin(&event.name) {
+            builtins::handle(&socket, event);
+            return;
+        }
+        match socket.handler(&event.name) {
+            Some(handler) => {
+                tokio::spawn(handler(socket, event));
+            }
+            None => tracing::trace!(sid = %socket.id(), event = %event.name, "no handler for event"),
+        }
+    }
+
+    fn connect(&self, packet: Packet) {
+        let name = packet.namespace;
+        let Some(ns) = self.server.namespace_for(&name) else {
+            let reply = Packet::connect_error(&name, "Invalid namespace", None);
+            let _ = self.session.send(reply.to_frame());
+            return;
+        };
+        if self.sockets.lock().contains_key(name.as_str()) || !self.connecting.lock().insert(name.clone()) {
+            tracing::debug!(sid = %self.session.sid(), ns = %name, "duplicate connect ignored");
+            return;
+        }
+        let auth = packet.data.unwrap_or_else(|| Value::Object(Default::default()));
+        let middlewares = ns.middlewares();
+        let Some(me) = self.me.upgrade() else { return };
+        if middlewares.is_empty() {
+            me.establish(ns, auth);
+            return;
+        }
+        let request = ConnectRequest { namespace: name.clone(), auth: auth.clone(), handshake: self.handshake.clone() };
+        tokio::spawn(async move {
+            for middleware in middlewares {
+                if let Err(e) = middleware(request.clone()).await {
+                    me.connecting.lock().remove(&name);
+                    tracing::debug!(sid = %me.session.sid(), ns = %name, reason = %e.message, "connect refused");
+                    let reply = Packet::connect_error(&name, &e.message, e.data);
+                    let _ = me.session.send(reply.to_frame());
+                    return;
+                }
+            }
+            let _dispatching = me.dispatch_lock.lock();
+            me.establish(ns, auth);
+        });
+    }
+
+    /// Creates the socket, queues the CONNECT reply, then runs the connect handler.
+    fn establish(&self, ns: Namespace, auth: Value) {
+        let name: Arc<str> = ns.inner.name.clone();
+        let weak = self.me.clone();
+        let leave_name = name.clone();
+        let on_leave = Box::new(move || {
+            if let Some(client) = weak.upgrade() {
+                client.sockets.lock().remove(&leave_name);
+            }
+        });
+        let socket = Socket::new(ns.clone(), self.session.clone(), self.handshake.clone(), auth, on_leave);
+        self.sockets.lock().insert(name.clone(), socket.clone());
+        self.connecting.lock().remove(&*name);
+        ns.add_socket(&socket);
+        let reply = Packet::connect(&name, Some(serde_json::json!({ "sid": socket.id().to_string() })));
+        if self.session.send(reply.to_frame()).is_err() || self.session.is_closed() {
+            // The session ended while the middleware ran.
+            socket.close(DisconnectReason::Transport(CloseReason::TransportClose));
+            return;
+        }
+        tracing::debug!(sid = %socket.id(), ns = %name, "socket connected");
+        if let Some(handler) = ns.connect_handler() {
+            handler(socket);
+        }
+    }
+}
+
+impl SessionHandler for Client {
+    fn on_message(&self, message: Inbound<'_>) {
+        let _dispatching = self.dispatch_lock.lock();
+        match message {
+            Inbound::Text(text) => self.on_text(text),
+            Inbound::Binary(data) => self.on_binary(data),
+        }
+    }
+
+    fn on_close(&self, reason: CloseReason) {
+        let sockets: Vec<Socket> = self.sockets.lock().values().cloned().collect();
+        for socket in sockets {
+            socket.close(DisconnectReason::Transport(reason));
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! What a handler receives (an [`Event`]) and how it answers (an [`AckSender`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tidings_core::ErrorBody;
+use tidings_proto::engine::Frame;
+use tidings_proto::packet::Packet;
+
+use crate::engine::{SendError, Session};
+
+/// An emit could not be queued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The data could not be serialized to JSON.
+    #[error("cannot serialize event data: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The event name is reserved by Socket.IO (`connect`, `disconnect`, …) and would break
+    /// the client.
+    #[error("event name {0:?} is reserved")]
+    ReservedName(String),
+    /// The socket is disconnected, or was just disconnected because it reads too slowly.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// Waiting for an acknowledgement failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// No acknowledgement within the timeout.
+    #[error("acknowledgement timed out")]
+    Timeout,
+    /// The socket disconnected before acknowledging.
+    #[error("socket disconnected before acknowledging")]
+    Disconnected,
+    /// The emit itself failed.
+    #[error("emit failed: {0}")]
+    Send(#[from] SendError),
+}
+
+/// The arguments a client acknowledged with.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AckReply {
+    /// The JSON arguments; binary values appear as placeholders, see [`AckReply::attachments`].
+    pub args: Vec<Value>,
+    /// The binary attachments, indexed by the placeholders' `num`.
+    pub attachments: Vec<Bytes>,
+}
+
+impl AckReply {
+    /// The first argument deserialized as `T`.
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(self.args.first().unwrap_or(&Value::Null))
+    }
+}
+
+/// Event names the Socket.IO client reserves for itself; a client that receives one of them as
+/// an event name rejects the packet and closes the connection.
+pub(crate) const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// The frames of one event packet: the header, then its binary attachments.
+pub(crate) fn event_frames(
+    namespace: &str,
+    event: &str,
+    args: Vec<Value>,
+    attachments: &[Bytes],
+    id: Option<u64>,
+) -> Result<Vec<Frame>, EmitError> {
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(EmitError::ReservedName(event.to_owned()));
+    }
+    let packet = Packet::event(namespace, event, args, id, attachments.len());
+    Ok(with_attachments(&packet, attachments))
+}
+
+pub(crate) fn with_attachments(packet: &Packet, attachments: &[Bytes]) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(packet.to_frame());
+    frames.extend(attachments.iter().cloned().map(Frame::binary));
+    frames
+}
+
+/// Answers one client event that asked for an acknowledgement. Consumed by sending, so an
+/// event is acknowledged at most once.
+#[derive(Debug)]
+pub struct AckSender {
+    session: Arc<Session>,
+    namespace: Arc<str>,
+    id: u64,
+}
+
+impl AckSender {
+    pub(crate) fn new(session: Arc<Session>, namespace: Arc<str>, id: u64) -> Self {
+        AckSender { session, namespace, id }
+    }
+
+    /// Acknowledges with one argument.
+    pub fn send<T: Serialize + ?Sized>(self, data: &T) -> Result<(), EmitError> {
+        let value = serde_json::to_value(data)?;
+        self.send_args(vec![value], Vec::new())
+    }
+
+    /// Acknowledges with `{ok:false, error:{code, message}}`, the shape of every built-in
+    /// event's failure.
+    pub fn send_error(self, error: ErrorBody) -> Result<(), EmitError> {
+        self.send_args(vec![error.to_ack()], Vec::new())
+    }
+
+    /// Acknowledges with several arguments and binary attachments (referenced from `args` by
+    /// [`tidings_proto::packet::placeholder`]).
+    pub fn send_args(self, args: Vec<Value>, attachments: Vec<Bytes>) -> Result<(), EmitError> {
+        let packet = Packet::ack(&self.namespace, self.id, args, attachments.len());
+        self.session.send_all(&with_attachments(&packet, &attachments))?;
+        Ok(())
+    }
+}
+
+/// An event a client emitted, as a handler receives it.
+#[derive(Debug)]
+pub struct Event {
+    pub(crate) name: String,
+    pub(crate) args: Vec<Value>,
+    pub(crate) attachments: Vec<Bytes>,
+    pub(crate) ack: Option<AckSender>,
+}
+
+impl Event {
+    /// The event name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The arguments after the event name. Binary values appear as placeholders
+    /// (`{"_placeholder":true,"num":N}`); resolve them with [`Event::binary`].
+    pub fn args(&self) -> &[Value] {
+        &self.args
+    }
+
+    /// The binary attachments, in placeholder order.
+    pub fn attachments(&self) -> &[Bytes] {
+        &self.attachments
+    }
+
+    /// The first argument, deserialized as `T` (a missing argument deserializes from `null`).
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(self.args.first().unwrap_or(&Value::Null))
+    }
+
+    /// All arguments, deserialized as `T` (a tuple, a `Vec`, or a struct from a sequence).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(serde_json::value::Value::Array(self.args.clone()))
+    }
+
+    /// The bytes a placeholder value refers to, if `value` is a placeholder of this event.
+    pub fn binary(&self, value: &Value) -> Option<&Bytes> {
+        let num = value.get("_placeholder").and_then(Value::as_bool).filter(|b| *b)
+            .and_then(|_| value.get("num")).and_then(Value::as_u64)?;
+        self.attachments.get(usize::try_from(num).ok()?)
+    }
+
+    /// Whether the client asked for an acknowledgement.
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+
+    /// Takes the acknowledgement responder, if the client asked for one.
+    pub fn take_ack(&mut self) -> Option<AckSender> {
+        self.ack.take()
+    }
+
+    /// Splits the event into its arguments, attachments and responder.
+    pub fn into_parts(self) -> (Vec<Value>, Vec<Bytes>, Option<AckSender>) {
+        (self.args, self.attachments, self.ack)
+    }
+}
+
+/// Takes the binary attachments referenced inside `value` out of `attachments`, renumbering
+/// the placeholders depth-first from 0, so that `value` can be sent on its own.
+///
+/// Used to relay part of a packet (the `data` of a `broadcast`): the part may reference only
+/// some of the packet's attachments, in any order.
+pub(crate) fn extract_attachments(value: &mut Value, attachments: &[Bytes]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    renumber(value, attachments, &mut out);
+    out
+}
+
+fn renumber(value: &mut Value, attachments: &[Bytes], out: &mut Vec<Bytes>) {
+    match value {
+        Value::Object(map) => {
+            let is_placeholder = map.get("_placeholder").and_then(Value::as_bool) == Some(true);
+            if is_placeholder {
+                if let Some(bytes) = map
+                    .get("num")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .and_then(|n| attachments.get(n))
+                {
+                    map.insert("num".to_owned(), Value::from(out.len()));
+                    out.push(bytes.clone());
+                    return;
+                }
+            }
+            for v in map.values_mut() {
+                renumber(v, attachments, out);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                renumber(v, attachments, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn extracts_and_renumbers_referenced_attachments() {
+        let attachments = vec![Bytes::from_static(b"zero"), Bytes::from_static(b"one")];
+        let mut data = json!({"b": {"_placeholder": true, "num": 1}, "list": [{"_placeholder": true, "num": 0}]});
+        let taken = extract_attachments(&mut data, &attachments);
+        assert_eq!(taken, vec![Bytes::from_static(b"one"), Bytes::from_static(b"zero")]);
+        assert_eq!(
+            data.to_string(),
+            r#"{"b":{"_placeholder":true,"num":0},"list":[{"_placeholder":true,"num":1}]}"#
+        );
+    }
+
+    #[test]
+    fn reserved_names_are_refused() {
+        assert!(matches!(
+            event_frames("/", "disconnect", vec![], &[], None),
+            Err(EmitError::ReservedName(_))
+        ));
+    }
+}

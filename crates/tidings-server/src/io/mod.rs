@@ -1,0 +1,13 @@
+//! The Socket.IO v5 layer: namespaces, sockets, rooms, events, acks and broadcasts, on top of
+//! the Engine.IO sessions of [`crate::engine`].
+
+pub mod builtins;
+mod client;
+mod event;
+mod namespace;
+mod socket;
+
+pub(crate) use client::Client;
+pub use event::{AckError, AckReply, AckSender, EmitError, Event};
+pub use namespace::{BroadcastOperator, ConnectError, ConnectRequest, Namespace};
+pub use socket::{DisconnectReason, Socket};

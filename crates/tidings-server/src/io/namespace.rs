@@ -1,0 +1,391 @@
+//! Namespaces: their sockets, their rooms, their middleware and connect handler, and the
+//! broadcast operator that addresses sockets by room.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde_json::Value;
+use tidings_core::{Room, Sid};
+
+use super::event::{AckError, AckReply, EmitError, event_frames};
+use super::socket::{DisconnectReason, Socket};
+use crate::engine::Handshake;
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Why a connect middleware refused a client: sent to it as CONNECT_ERROR
+/// `{"message": …, "data": …}` (socket.io-client: `connect_error` with `err.message`,
+/// `err.data`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    /// The message the client sees.
+    pub message: String,
+    /// Optional details for the client.
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    /// A refusal with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConnectError { message: message.into(), data: None }
+    }
+
+    /// Adds details for the client.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// What a connect middleware sees of a connecting client.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// The namespace being joined.
+    pub namespace: String,
+    /// The CONNECT packet's auth payload (`{}` when the client sent none).
+    pub auth: Value,
+    /// The first HTTP request of the client's session.
+    pub handshake: Arc<Handshake>,
+}
+
+type Middleware = Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
+type ConnectHandler = Arc<dyn Fn(Socket) + Send + Sync>;
+
+pub(crate) struct NamespaceInner {
+    pub(crate) name: Arc<str>,
+    pub(crate) sockets: RwLock<HashMap<Sid, Socket>>,
+    rooms: RwLock<HashMap<Room, HashSet<Sid>>>,
+    middlewares: RwLock<Vec<Middleware>>,
+    connect_handler: RwLock<Option<ConnectHandler>>,
+    /// Ack ids are drawn per namespace, so a broadcast with ack uses one id for every
+    /// recipient and is still encoded once.
+    next_ack_id: AtomicU64,
+}
+
+/// A namespace (`/`, `/chat`, …). Cheap to clone.
+#[derive(Clone)]
+pub struct Namespace {
+    pub(crate) inner: Arc<NamespaceInner>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").field("name", &&*self.inner.name).finish_non_exhaustive()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(name: &str) -> Namespace {
+        Namespace {
+            inner: Arc::new(NamespaceInner {
+                name: Arc::from(name),
+                sockets: RwLock::new(HashMap::new()),
+                rooms: RwLock::new(HashMap::new()),
+                middlewares: RwLock::new(Vec::new()),
+                connect_handler: RwLock::new(None),
+                next_ack_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The namespace's name, e.g. `/chat`.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Adds a connect middleware. Middlewares run in order for every connecting client and see
+    /// its auth payload; the first `Err` refuses the client with a CONNECT_ERROR.
+    pub fn use_middleware<F, Fut>(&self, middleware: F) -> &Self
+    where
+        F: Fn(ConnectRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.inner.middlewares.write().push(Arc::new(move |req| Box::pin(middleware(req))));
+        self
+    }
+
+    /// Sets the handler that runs for each connected socket, right after the CONNECT reply was
+    /// queued (so nothing it emits can overtake the reply) and before any event of the socket
+    /// is dispatched (so the handlers it registers see every event). It is synchronous for
+    /// that reason: register the socket's handlers here and spawn longer work.
+    pub fn on_connect<F>(&self, handler: F) -> &Self
+    where
+        F: Fn(Socket) + Send + Sync + 'static,
+    {
+        *self.inner.connect_handler.write() = Some(Arc::new(handler));
+        self
+    }
+
+    pub(crate) fn middlewares(&self) -> Vec<Middleware> {
+        self.inner.middlewares.read().clone()
+    }
+
+    pub(crate) fn connect_handler(&self) -> Option<ConnectHandler> {
+        self.inner.connect_handler.read().clone()
+    }
+
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.inner.next_ack_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_socket(&self, socket: &Socket) {
+        self.inner.sockets.write().insert(socket.id(), socket.clone());
+        self.join(socket.id(), Room::from(socket.id().to_string()));
+    }
+
+    pub(crate) fn remove_socket(&self, sid: Sid, rooms: &[Room]) {
+        self.inner.sockets.write().remove(&sid);
+        let mut index = self.inner.rooms.write();
+        for room in rooms {
+            if let Some(members) = index.get_mut(room) {
+                members.remove(&sid);
+                if members.is_empty() {
+                    index.remove(room);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn join(&self, sid: Sid, room: Room) {
+        self.inner.rooms.write().entry(room).or_default().insert(sid);
+    }
+
+    pub(crate) fn leave(&self, sid: Sid, room: &Room) {
+        let mut index = self.inner.rooms.write();
+        if let Some(members) = index.get_mut(room) {
+            members.remove(&sid);
+            if members.is_empty() {
+                index.remove(room);
+            }
+        }
+    }
+
+    /// The connected socket with this id.
+    pub fn socket(&self, sid: Sid) -> Option<Socket> {
+        self.inner.sockets.read().get(&sid).cloned()
+    }
+
+    /// Every connected socket of the namespace.
+    pub fn sockets(&self) -> Vec<Socket> {
+        self.inner.sockets.read().values().cloned().collect()
+    }
+
+    /// The ids of the sockets in `room`.
+    pub fn sockets_in(&self, room: impl Into<Room>) -> Vec<Sid> {
+        let room = room.into();
+        self.inner.rooms.read().get(&room).map(|m| m.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The names of the rooms that have members.
+    pub fn rooms(&self) -> Vec<Room> {
+        self.inner.rooms.read().keys().cloned().collect()
+    }
+
+    /// Addresses the sockets in `room` (add more with [`BroadcastOperator::to`]).
+    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).to(room)
+    }
+
+    /// Addresses every socket of the namespace except those in `room`.
+    pub fn except(&self, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).except(room)
+    }
+
+    /// Addresses every socket of the namespace.
+    pub fn all(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone())
+    }
+
+    /// Emits to every socket of the namespace; returns how many sockets it was queued for.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<usize, EmitError> {
+        self.all().emit(event, data)
+    }
+}
+
+/// Selects sockets of a namespace by room — `to` (union), `except` (minus), and optionally not
+/// the sender — then emits to them, encoding the packet once.
+#[derive(Clone)]
+pub struct BroadcastOperator {
+    ns: Namespace,
+    rooms: Vec<Room>,
+    except: Vec<Room>,
+    exclude: Option<Sid>,
+}
+
+impl std::fmt::Debug for BroadcastOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BroadcastOperator")
+            .field("ns", &self.ns.name())
+            .field("rooms", &self.rooms)
+            .field("except", &self.except)
+            .field("exclude", &self.exclude)
+            .finish()
+    }
+}
+
+impl BroadcastOperator {
+    pub(crate) fn new(ns: Namespace) -> Self {
+        BroadcastOperator { ns, rooms: Vec::new(), except: Vec::new(), exclude: None }
+    }
+
+    pub(crate) fn excluding(mut self, sid: Sid) -> Self {
+        self.exclude = Some(sid);
+        self
+    }
+
+    /// Also addresses the sockets in `room`.
+    pub fn to(mut self, room: impl Into<Room>) -> Self {
+        self.rooms.push(room.into());
+        self
+    }
+
+    /// Also addresses the sockets in each of `rooms`.
+    pub fn to_rooms<R: Into<Room>>(mut self, rooms: impl IntoIterator<Item = R>) -> Self {
+        self.rooms.extend(rooms.into_iter().map(Into::into));
+        self
+    }
+
+    /// Leaves out the sockets in `room`.
+    pub fn except(mut self, room: impl Into<Room>) -> Self {
+        self.except.push(room.into());
+        self
+    }
+
+    /// Leaves out the sockets in each of `rooms`.
+    pub fn except_rooms<R: Into<Room>>(mut self, rooms: impl IntoIterator<Item = R>) -> Self {
+        self.except.extend(rooms.into_iter().map(Into::into));
+        self
+    }
+
+    /// The addressed sockets.
+    pub fn sockets(&self) -> Vec<Socket> {
+        let ids: Vec<Sid> = {
+            let index = self.ns.inner.rooms.read();
+            let excluded: HashSet<Sid> = self
+                .except
+                .iter()
+                .filter_map(|room| index.get(room))
+                .flat_map(|members| members.iter().copied())
+                .chain(self.exclude)
+                .collect();
+            if self.rooms.is_empty() {
+                drop(index);
+                let sockets = self.ns.inner.sockets.read();
+                return sockets
+                    .iter()
+                    .filter(|(sid, _)| !excluded.contains(sid))
+                    .map(|(_, s)| s.clone())
+                    .collect();
+            }
+            let mut seen = HashSet::new();
+            self.rooms
+                .iter()
+                .filter_map(|room| index.get(room))
+                .flat_map(|members| members.iter().copied())
+                .filter(|sid| !excluded.contains(sid) && seen.insert(*sid))
+                .collect()
+        };
+        let sockets = self.ns.inner.sockets.read();
+        ids.iter().filter_map(|sid| sockets.get(sid).cloned()).collect()
+    }
+
+    /// Emits `event` with one argument; returns how many sockets it was queued for.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<usize, EmitError> {
+        self.emit_args(event, vec![serde_json::to_value(data)?], &[])
+    }
+
+    /// Emits `event` with several arguments and binary attachments. The packet is encoded once
+    /// and the same frames are queued for every recipient. A recipient that cannot take them
+    /// (closed, or too slow) is disconnected, never skipped silently; it is not counted.
+    pub fn emit_args(&self, event: &str, args: Vec<Value>, attachments: &[Bytes]) -> Result<usize, EmitError> {
+        let frames = event_frames(self.ns.name(), event, args, attachments, None)?;
+        Ok(self.sockets().iter().filter(|s| s.session().send_all(&frames).is_ok()).count())
+    }
+
+    /// Emits `event` with one argument to every addressed socket, each asked to acknowledge,
+    /// and collects the answers until all came or `timeout` passed.
+    pub async fn emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<Vec<(Sid, Result<AckReply, AckError>)>, EmitError> {
+        let args = vec![serde_json::to_value(data)?];
+        let id = self.ns.next_ack_id();
+        let frames = event_frames(self.ns.name(), event, args, &[], Some(id))?;
+        let mut waiting = FuturesUnordered::new();
+        let mut results = Vec::new();
+        let mut asked = Vec::new();
+        for socket in self.sockets() {
+            let sid = socket.id();
+            match socket.register_ack(id) {
+                Some(rx) => {
+                    if let Err(e) = socket.session().send_all(&frames) {
+                        socket.forget_ack(id);
+                        results.push((sid, Err(AckError::Send(e))));
+                        continue;
+                    }
+                    waiting.push(async move {
+                        (sid, rx.await.map_err(|_| AckError::Disconnected))
+                    });
+                    asked.push(socket);
+                }
+                None => results.push((sid, Err(AckError::Disconnected))),
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut answered = HashSet::new();
+        loop {
+            tokio::select! {
+                next = waiting.next() => match next {
+                    Some((sid, result)) => {
+                        answered.insert(sid);
+                        results.push((sid, result));
+                    }
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        // Whoever did not answer in time timed out; forget their pending ack.
+        for socket in asked {
+            if !answered.contains(&socket.id()) {
+                socket.forget_ack(id);
+                results.push((socket.id(), Err(AckError::Timeout)));
+            }
+        }
+        Ok(results)
+    }
+
+    /// Makes every addressed socket join `room`.
+    pub fn join(&self, room: impl Into<Room>) {
+        let room = room.into();
+        for socket in self.sockets() {
+            socket.join(room.clone());
+        }
+    }
+
+    /// Makes every addressed socket leave `room`.
+    pub fn leave(&self, room: impl Into<Room>) {
+        let room = room.into();
+        for socket in self.sockets() {
+            socket.leave(room.clone());
+        }
+    }
+
+    /// Disconnects every addressed socket from the namespace.
+    pub fn disconnect(&self) {
+        for socket in self.sockets() {
+            socket.disconnect_with(DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! A socket: one client's connection to one namespace.
+
+use std::any::{Any, TypeId};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tidings_core::{ErrorBody, ErrorCode, Room, Sid};
+use tidings_proto::packet::Packet;
+use tokio::sync::oneshot;
+
+use super::event::{AckError, AckReply, AckSender, EmitError, Event, event_frames};
+use super::namespace::{BoxFuture, BroadcastOperator, Namespace};
+use crate::engine::{CloseReason, Handshake, Session};
+
+/// Why a socket left its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The client left the namespace (`socket.disconnect()` on the client).
+    ClientNamespaceDisconnect,
+    /// The server removed the socket ([`Socket::disconnect`]).
+    ServerNamespaceDisconnect,
+    /// The client's whole session ended.
+    Transport(CloseReason),
+}
+
+impl DisconnectReason {
+    /// The reason as socket.io names it (`client namespace disconnect`, `ping timeout`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
+            DisconnectReason::Transport(reason) => reason.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type EventHandler = Arc<dyn Fn(Socket, Event) -> BoxFuture<()> + Send + Sync>;
+type DisconnectHandler = Box<dyn FnOnce(Socket, DisconnectReason) -> BoxFuture<()> + Send>;
+
+pub(crate) struct SocketInner {
+    id: Sid,
+    ns: Namespace,
+    session: Arc<Session>,
+    handshake: Arc<Handshake>,
+    auth: Value,
+    handlers: RwLock<HashMap<String, EventHandler>>,
+    disconnect_handlers: Mutex<Vec<DisconnectHandler>>,
+    acks: Mutex<HashMap<u64, oneshot::Sender<AckReply>>>,
+    rooms: Mutex<HashSet<Room>>,
+    data: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    connected: AtomicBool,
+    /// Called once when the socket leaves, to unregister it from its client.
+    on_leave: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// One client's connection to one namespace. Cheap to clone; all clones are the same socket.
+#[derive(Clone)]
+pub struct Socket {
+    inner: Arc<SocketInner>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.inner.id)
+            .field("ns", &self.inner.ns.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(
+        ns: Namespace,
+        session: Arc<Session>,
+        handshake: Arc<Handshake>,
+        auth: Value,
+        on_leave: Box<dyn FnOnce() + Send>,
+    ) -> Socket {
+        let id = Sid::new();
+        let mut rooms = HashSet::new();
+        rooms.insert(Room::from(id.to_string()));
+        Socket {
+            inner: Arc::new(SocketInner {
+                id,
+                ns,
+                session,
+                handshake,
+                auth,
+                handlers: RwLock::new(HashMap::new()),
+                disconnect_handlers: Mutex::new(Vec::new()),
+                acks: Mutex::new(HashMap::new()),
+                rooms: Mutex::new(rooms),
+                data: Mutex::new(HashMap::new()),
+                connected: AtomicBool::new(true),
+                on_leave: Mutex::new(Some(on_leave)),
+            }),
+        }
+    }
+
+    /// The socket id (random, 128 bits), which is also the name of a room that holds only
+    /// this socket.
+    pub fn id(&self) -> Sid {
+        self.inner.id
+    }
+
+    /// The namespace the socket belongs to.
+    pub fn namespace(&self) -> &Namespace {
+        &self.inner.ns
+    }
+
+    /// The CONNECT auth payload (`{}` when the client sent none).
+    pub fn auth(&self) -> &Value {
+        &self.inner.auth
+    }
+
+    /// The first HTTP request of the client's session.
+    pub fn handshake(&self) -> &Handshake {
+        &self.inner.handshake
+    }
+
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.inner.session
+    }
+
+    /// Whether the socket is still connected.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
+    }
+
+    /// Registers the handler of `event`. Each event runs its handler in a task of its own, so
+    /// a slow handler does not hold up the socket's other events (as with async handlers in
+    /// Node); events of one socket are dispatched in the order they arrived.
+    pub fn on<F, Fut>(&self, event: impl Into<String>, handler: F)
+    where
+        F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.handlers.write().insert(event.into(), Arc::new(move |s, e| Box::pin(handler(s, e))));
+    }
+
+    /// Registers a handler that receives the event's first argument deserialized as `T`, and
+    /// its ack responder when the client asked for one. A payload that does not deserialize is
+    /// answered with `{ok:false,error:{code:"bad_request",…}}` when an ack was requested, and
+    /// does not reach the handler.
+    pub fn on_data<T, F, Fut>(&self, event: impl Into<String>, handler: F)
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Socket, T, Option<AckSender>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.on(event, move |socket, mut event| {
+            let handler = handler.clone();
+            async move {
+                let ack = event.take_ack();
+                match event.data::<T>() {
+                    Ok(data) => handler(socket, data, ack).await,
+                    Err(e) => {
+                        tracing::debug!(sid = %socket.id(), event = event.name(), error = %e, "bad event payload");
+                        if let Some(ack) = ack {
+                            let _ = ack.send_error(ErrorBody::new(ErrorCode::BadRequest, e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Registers a handler that runs once when the socket disconnects.
+    pub fn on_disconnect<F, Fut>(&self, handler: F)
+    where
+        F: FnOnce(Socket, DisconnectReason) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.disconnect_handlers.lock().push(Box::new(move |s, r| Box::pin(handler(s, r))));
+    }
+
+    pub(crate) fn handler(&self, event: &str) -> Option<EventHandler> {
+        self.inner.handlers.read().get(event).cloned()
+    }
+
+    /// Emits `event` with one argument to this socket.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), EmitError> {
+        self.emit_args(event, vec![serde_json::to_value(data)?], &[])
+    }
+
+    /// Emits `event` with several arguments and binary attachments (referenced from `args` by
+    /// [`tidings_proto::packet::placeholder`]).
+    pub fn emit_args(&self, event: &str, args: Vec<Value>, attachments: &[Bytes]) -> Result<(), EmitError> {
+        let frames = event_frames(self.inner.ns.name(), event, args, attachments, None)?;
+        self.inner.session.send_all(&frames)?;
+        Ok(())
+    }
+
+    /// Emits `event` with one argument and waits up to `timeout` for the client's ack.
+    pub async fn emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<AckReply, AckError> {
+        let args = vec![serde_json::to_value(data).map_err(|_| AckError::Send(crate::engine::SendError::Closed))?];
+        self.emit_args_with_ack(event, args, &[], timeout).await
+    }
+
+    /// Like [`Socket::emit_with_ack`], with several arguments and binary attachments.
+    pub async fn emit_args_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: &[Bytes],
+        timeout: Duration,
+    ) -> Result<AckReply, AckError> {
+        let id = self.inner.ns.next_ack_id();
+        let frames = event_frames(self.inner.ns.name(), event, args, attachments, Some(id))
+            .map_err(|_| AckError::Send(crate::engine::SendError::Closed))?;
+        let rx = self.register_ack(id).ok_or(AckError::Disconnected)?;
+        if let Err(e) = self.inner.session.send_all(&frames) {
+            self.forget_ack(id);
+            return Err(AckError::Send(e));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.forget_ack(id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    /// Registers a pending ack; None when the socket is already gone.
+    pub(crate) fn register_ack(&self, id: u64) -> Option<oneshot::Receiver<AckReply>> {
+        let (tx, rx) = oneshot::channel();
+        let mut acks = self.inner.acks.lock();
+        if !self.is_connected() {
+            return None;
+        }
+        acks.insert(id, tx);
+        Some(rx)
+    }
+
+    /// Forgets a pending ack; true if it was still pending.
+    pub(crate) fn forget_ack(&self, id: u64) -> bool {
+        self.inner.acks.lock().remove(&id).is_some()
+    }
+
+    /// Settles a pending ack with the client's answer. An id this socket never issued (or
+    /// already settled) is ignored.
+    pub(crate) fn settle_ack(&self, id: u64, reply: AckReply) {
+        match self.inner.acks.lock().remove(&id) {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            None => tracing::debug!(sid = %self.id(), id, "ack for an unknown id ignored"),
+        }
+    }
+
+    /// Joins `room`.
+    pub fn join(&self, room: impl Into<Room>) {
+        let room = room.into();
+        let mut rooms = self.inner.rooms.lock();
+        if !self.is_connected() {
+            return;
+        }
+        if rooms.insert(room.clone()) {
+            self.inner.ns.join(self.id(), room);
+        }
+    }
+
+    /// Leaves `room`.
+    pub fn leave(&self, room: impl Into<Room>) {
+        let room = room.into();
+        if self.inner.rooms.lock().remove(&room) {
+            self.inner.ns.leave(self.id(), &room);
+        }
+    }
+
+    /// The rooms the socket is in (including the room of its own id).
+    pub fn rooms(&self) -> Vec<Room> {
+        self.inner.rooms.lock().iter().cloned().collect()
+    }
+
+    /// Addresses the sockets in `room`, except this one.
+    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.inner.ns.clone()).excluding(self.id()).to(room)
+    }
+
+    /// Addresses every socket of the namespace except this one.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.inner.ns.clone()).excluding(self.id())
+    }
+
+    /// Stores a value of type `T` on the socket, replacing any previous one.
+    pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
+        self.inner.data.lock().insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The value of type `T` stored on the socket.
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let value = self.inner.data.lock().get(&TypeId::of::<T>()).cloned()?;
+        value.downcast::<T>().ok()
+    }
+
+    /// Disconnects the socket from its namespace: the client receives a DISCONNECT packet and
+    /// sees the reason `io server disconnect`.
+    pub fn disconnect(&self) {
+        self.disconnect_with(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    /// Removes the socket, telling the client when the server decided it.
+    pub(crate) fn disconnect_with(&self, reason: DisconnectReason) {
+        if reason == DisconnectReason::ServerNamespaceDisconnect {
+            let _ = self.inner.session.send(Packet::disconnect(self.inner.ns.name()).to_frame());
+        }
+        self.close(reason);
+    }
+
+    /// Unregisters the socket everywhere, fails its pending acks and runs its disconnect
+    /// handlers. Idempotent.
+    pub(crate) fn close(&self, reason: DisconnectReason) {
+        let rooms: Vec<Room> = {
+            let mut rooms = self.inner.rooms.lock();
+            if !self.inner.connected.swap(false, Ordering::AcqRel) {
+                return;
+            }
+            rooms.drain().collect()
+        };
+        self.inner.ns.remove_socket(self.id(), &rooms);
+        // Dropping the senders fails every pending emit_with_ack with `Disconnected`.
+        self.inner.acks.lock().clear();
+        if let Some(on_leave) = self.inner.on_leave.lock().take() {
+            on_leave();
+        }
+        tracing::debug!(sid = %self.id(), ns = self.inner.ns.name(), reason = %reason, "socket disconnected");
+        let handlers: Vec<_> = self.inner.disconnect_handlers.lock().drain(..).collect();
+        for handler in handlers {
+            tokio::spawn(handler(self.clone(), reason));
+        }
+    }
+}

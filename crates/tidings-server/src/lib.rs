@@ -1,0 +1,23 @@
+//! The tidings server library: a Socket.IO server (Engine.IO v4 + Socket.IO v5) that
+//! unmodified `socket.io-client` and `python-socketio` clients use as they are.
+//!
+//! - [`Server`] holds namespaces ([`Server::of`], [`Server::of_dynamic`]) and serves HTTP.
+//! - [`Namespace`] has connect middleware, a connect handler, rooms and broadcasts.
+//! - [`Socket`] is one client in one namespace: event handlers, emits, acks, rooms, data.
+//!
+//! No silent drops: every emit either queues its frames for the recipient, in order, or
+//! disconnects a recipient that cannot keep up (see [`ServerConfig::max_buffered_bytes`]).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod engine;
+pub mod io;
+mod server;
+
+pub use config::{ConfigError, CorsConfig, CorsOrigins, ServerConfig, ServerConfigBuilder};
+pub use io::{
+    AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest, DisconnectReason,
+    EmitError, Event, Namespace, Socket,
+};
+pub use server::{Server, ServerStats};
+pub use tidings_core::{ErrorBody, ErrorCode, Room, Sid};

@@ -1,0 +1,263 @@
+//! The [`Server`] handle: namespaces, the HTTP accept loop and shutdown.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::engine::{Body, CloseReason, Engine, EngineHandler, Session, SessionHandler};
+use crate::io::{Client, Namespace};
+
+type Matcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
+type Setup = Box<dyn Fn(&Namespace) + Send + Sync>;
+
+pub(crate) struct ServerInner {
+    pub(crate) config: Arc<ServerConfig>,
+    namespaces: RwLock<HashMap<String, Namespace>>,
+    dynamic: RwLock<Vec<(Matcher, Setup)>>,
+    engine: OnceLock<Engine>,
+    shutdown: CancellationToken,
+    socketio_protocol_errors: AtomicU64,
+}
+
+impl ServerInner {
+    /// The namespace called `name`: a static one, or a dynamic one created on first use by the
+    /// first pattern that matches it.
+    pub(crate) fn namespace_for(&self, name: &str) -> Option<Namespace> {
+        if let Some(ns) = self.namespaces.read().get(name) {
+            return Some(ns.clone());
+        }
+        let dynamic = self.dynamic.read();
+        let (_, setup) = dynamic.iter().find(|(matches, _)| matches(name))?;
+        let mut namespaces = self.namespaces.write();
+        if let Some(ns) = namespaces.get(name) {
+            return Some(ns.clone());
+        }
+        let ns = Namespace::new(name);
+        setup(&ns);
+        namespaces.insert(name.to_owned(), ns.clone());
+        Some(ns)
+    }
+
+    pub(crate) fn count_protocol_error(&self) {
+        self.socketio_protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct SocketIoHandler(Weak<ServerInner>);
+
+/// Used only when the server was dropped while a request was in flight: a session with no
+/// one above it, closed at once.
+struct Orphan;
+
+impl SessionHandler for Orphan {
+    fn on_message(&self, _: crate::engine::Inbound<'_>) {}
+    fn on_close(&self, _: CloseReason) {}
+}
+
+impl EngineHandler for SocketIoHandler {
+    fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {
+        match self.0.upgrade() {
+            Some(server) => Client::new(session, server),
+            None => Arc::new(Orphan),
+        }
+    }
+}
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Open Engine.IO sessions.
+    pub sessions: usize,
+    /// Sessions opened since start.
+    pub sessions_opened: u64,
+    /// Sessions closed because the client read too slowly.
+    pub slow_client_disconnects: u64,
+    /// Sessions closed for malformed or oversized input.
+    pub protocol_errors: u64,
+}
+
+/// A Socket.IO server. Cheap to clone; all clones are the same server.
+///
+/// ```no_run
+/// use tidings_server::{Server, ServerConfig};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let server = Server::new(ServerConfig::default());
+/// server.of("/").on_connect(|socket| {
+///     socket.on("ping", |socket, _event| async move {
+///         let _ = socket.emit("pong", "hello");
+///     });
+/// });
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// server.serve(listener).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server with the given configuration and the default namespace `/`.
+    pub fn new(config: ServerConfig) -> Server {
+        let config = Arc::new(config);
+        let inner = Arc::new(ServerInner {
+            config: config.clone(),
+            namespaces: RwLock::new(HashMap::new()),
+            dynamic: RwLock::new(Vec::new()),
+            engine: OnceLock::new(),
+            shutdown: CancellationToken::new(),
+            socketio_protocol_errors: AtomicU64::new(0),
+        });
+        let engine = Engine::new(config, Arc::new(SocketIoHandler(Arc::downgrade(&inner))));
+        let _ = inner.engine.set(engine);
+        let server = Server { inner };
+        server.of("/");
+        server
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The namespace `name` (created if it does not exist yet).
+    pub fn of(&self, name: &str) -> Namespace {
+        let name = if name.starts_with('/') { name.to_owned() } else { format!("/{name}") };
+        self.inner.namespaces.write().entry(name.clone()).or_insert_with(|| Namespace::new(&name)).clone()
+    }
+
+    /// Accepts namespaces whose name matches `matches` (e.g. `/tenant-*`): each is created on
+    /// first use and handed to `setup`, which installs its middleware and connect handler.
+    pub fn of_dynamic<M, S>(&self, matches: M, setup: S)
+    where
+        M: Fn(&str) -> bool + Send + Sync + 'static,
+        S: Fn(&Namespace) + Send + Sync + 'static,
+    {
+        self.inner.dynamic.write().push((Box::new(matches), Box::new(setup)));
+    }
+
+    /// The namespace `name` if it exists (static, or dynamic and already used).
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        self.inner.namespaces.read().get(name).cloned()
+    }
+
+    fn engine(&self) -> &Engine {
+        // Set in `new`, before the handle is returned; never empty afterwards.
+        self.inner.engine.get().unwrap_or_else(|| unreachable!("engine is set in Server::new"))
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        let engine = self.engine();
+        let stats = engine.stats();
+        ServerStats {
+            sessions: engine.session_count(),
+            sessions_opened: stats.sessions_opened.load(Ordering::Relaxed),
+            slow_client_disconnects: stats.slow_client_disconnects.load(Ordering::Relaxed),
+            protocol_errors: stats.protocol_errors.load(Ordering::Relaxed)
+                + self.inner.socketio_protocol_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Answers one HTTP request: the Engine.IO endpoint at the configured path, 404 elsewhere.
+    /// Use it to embed the server in your own hyper service.
+    pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+        let engine = self.engine();
+        if engine.matches_path(req.uri().path()) {
+            return engine.handle(req, remote_addr).await;
+        }
+        let mut res = Response::new(Full::new(Bytes::from_static(br#"{"error":"not found"}"#)));
+        *res.status_mut() = StatusCode::NOT_FOUND;
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res
+    }
+
+    /// Serves connections from `listener` until [`Server::shutdown`] is called.
+    pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+        self.serve_with(listener, |server, req, addr| async move { server.handle(req, addr).await }).await
+    }
+
+    /// Like [`Server::serve`], with a custom request handler (for example one that adds HTTP
+    /// routes and calls [`Server::handle`] for the rest).
+    pub async fn serve_with<F, Fut>(&self, listener: TcpListener, handler: F) -> std::io::Result<()>
+    where
+        F: Fn(Server, Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    {
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            let (stream, addr) = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors or a connection reset before accept: keep
+                        // serving the clients we have, and try again shortly.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let server = self.clone();
+            let handler = handler.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let server = server.clone();
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(server, req, addr).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::trace!(error = %e, "http connection ended with an error");
+                        }
+                    }
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Stops accepting connections and closes every session with the reason `server shutting
+    /// down`, after writing what was already queued for it.
+    pub fn shutdown(&self) {
+        tracing::info!("shutting down");
+        self.inner.shutdown.cancel();
+        self.engine().close_all(CloseReason::ServerShutdown);
+    }
+}

@@ -1,0 +1,100 @@
+//! `tidings serve`: the server with the built-in events, configured by flags and `TIDINGS_…`
+//! environment variables.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Args;
+use tidings_server::{CorsConfig, CorsOrigins, Server, ServerConfig};
+
+/// Options of `tidings serve`. Every flag can also be set by the environment variable shown.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TIDINGS_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free port; the chosen address is logged and printed).
+    #[arg(long, env = "TIDINGS_PORT", default_value_t = 3000)]
+    port: u16,
+    /// HTTP path of the Socket.IO endpoint.
+    #[arg(long, env = "TIDINGS_PATH", default_value = "/socket.io/")]
+    path: String,
+    /// Origin allowed to use the polling transport from a browser (repeatable; `*` for any).
+    /// In the environment, separate several with commas.
+    #[arg(long = "cors-origin", env = "TIDINGS_CORS_ORIGIN", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+    /// Allow credentials (cookies) on CORS requests.
+    #[arg(long, env = "TIDINGS_CORS_CREDENTIALS")]
+    cors_credentials: bool,
+    /// Largest accepted message or polling body, in bytes.
+    #[arg(long, env = "TIDINGS_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    max_payload: usize,
+    /// Bytes that may wait for one slow client before it is disconnected.
+    #[arg(long, env = "TIDINGS_MAX_BUFFERED_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_buffered_bytes: usize,
+}
+
+fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let origins = if args.cors_origin.is_empty() {
+        CorsOrigins::Disabled
+    } else if args.cors_origin.iter().any(|o| o == "*") {
+        CorsOrigins::Any
+    } else {
+        CorsOrigins::List(args.cors_origin.clone())
+    };
+    ServerConfig::builder()
+        .path(args.path.clone())
+        .max_payload(args.max_payload)
+        .max_buffered_bytes(args.max_buffered_bytes)
+        .cors(CorsConfig { origins, credentials: args.cors_credentials })
+        .builtin_events(true)
+        .build()
+        .context("invalid server configuration")
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = config(&args)?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .with_context(|| format!("invalid listen address {}:{}", args.host, args.port))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let server = Server::new(config);
+    // Every namespace is open: clients need no server code to use the built-in events.
+    server.of_dynamic(|_| true, |_| {});
+
+    tracing::info!(addr = %local, path = %args.path, "tidings listening");
+    // A machine-readable line for scripts and tests that start the server on port 0.
+    println!("listening on http://{local}{}", args.path);
+
+    let stopper = server.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.shutdown();
+    });
+    server.serve(listener).await.context("server failed")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
