@@ -191,7 +191,7 @@ impl Event {
 ///
 /// Used to relay part of a packet (the `data` of a `broadcast`): the part may reference only
 /// some of the packet's attachments, in any order.
-pub(crate) fn extract_attachments(value: &mut Value, attachments: &[Bytes]) -> Vec<Bytes> {
+pub fn extract_attachments(value: &mut Value, attachments: &[Bytes]) -> Vec<Bytes> {
     let mut out = Vec::new();
     renumber(value, attachments, &mut out);
     out

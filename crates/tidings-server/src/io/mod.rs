@@ -8,6 +8,6 @@ mod namespace;
 mod socket;
 
 pub(crate) use client::Client;
-pub use event::{AckError, AckReply, AckSender, EmitError, Event};
+pub use event::{AckError, AckReply, AckSender, EmitError, Event, extract_attachments};
 pub use namespace::{BroadcastOperator, ConnectError, ConnectRequest, Namespace};
 pub use socket::{DisconnectReason, Socket};
