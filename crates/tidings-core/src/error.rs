@@ -54,7 +54,10 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// A new error body.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { code, message: message.into() }
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The whole acknowledgement: `{"ok":false,"error":{"code":…,"message":…}}`.

@@ -130,6 +130,9 @@ mod tests {
     #[test]
     fn text_is_url_safe() {
         let text = Sid::new().to_string();
-        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
     }
 }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_proto::engine::Frame;
-use tidings_server::engine::{CloseReason, Engine, EngineHandler, Inbound, Session, SessionHandler};
+use tidings_server::engine::{
+    CloseReason, Engine, EngineHandler, Inbound, Session, SessionHandler,
+};
 use tidings_server::{Server, ServerConfig, Socket};
 
 struct Echo(Arc<Session>);
@@ -72,7 +74,10 @@ async fn main() -> std::io::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
 
     let server = Server::new(suite_config("/socket.io/"));
     server.of("/").on_connect(on_connect);

@@ -82,7 +82,9 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// A builder starting from the defaults.
     pub fn builder() -> ServerConfigBuilder {
-        ServerConfigBuilder { config: ServerConfig::default() }
+        ServerConfigBuilder {
+            config: ServerConfig::default(),
+        }
     }
 }
 
@@ -158,13 +160,21 @@ impl ServerConfigBuilder {
     pub fn build(self) -> Result<ServerConfig, ConfigError> {
         let c = self.config;
         if !c.path.starts_with('/') {
-            return Err(ConfigError(format!("path must start with '/', got {:?}", c.path)));
+            return Err(ConfigError(format!(
+                "path must start with '/', got {:?}",
+                c.path
+            )));
         }
         if c.ping_interval.is_zero() || c.ping_timeout.is_zero() {
-            return Err(ConfigError("ping interval and ping timeout must be positive".into()));
+            return Err(ConfigError(
+                "ping interval and ping timeout must be positive".into(),
+            ));
         }
         if c.max_payload < 64 {
-            return Err(ConfigError(format!("max payload must be at least 64 bytes, got {}", c.max_payload)));
+            return Err(ConfigError(format!(
+                "max payload must be at least 64 bytes, got {}",
+                c.max_payload
+            )));
         }
         if c.max_buffered_bytes < c.max_payload {
             return Err(ConfigError(
@@ -195,10 +205,24 @@ mod tests {
     #[test]
     fn rejects_nonsense() {
         assert!(ServerConfig::builder().path("socket.io").build().is_err());
-        assert!(ServerConfig::builder().ping_interval(Duration::ZERO).build().is_err());
-        assert!(ServerConfig::builder().max_buffered_bytes(10).build().is_err());
         assert!(
-            ServerConfig::builder().allow_polling(false).allow_websocket(false).build().is_err()
+            ServerConfig::builder()
+                .ping_interval(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+        assert!(
+            ServerConfig::builder()
+                .max_buffered_bytes(10)
+                .build()
+                .is_err()
+        );
+        assert!(
+            ServerConfig::builder()
+                .allow_polling(false)
+                .allow_websocket(false)
+                .build()
+                .is_err()
         );
     }
 }

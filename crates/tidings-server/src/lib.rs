@@ -16,8 +16,8 @@ mod server;
 
 pub use config::{ConfigError, CorsConfig, CorsOrigins, ServerConfig, ServerConfigBuilder};
 pub use io::{
-    AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest, DisconnectReason,
-    EmitError, Event, Namespace, Socket,
+    AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,
+    DisconnectReason, EmitError, Event, Namespace, Socket,
 };
 pub use server::{Server, ServerStats};
 pub use tidings_core::{ErrorBody, ErrorCode, Room, Sid};

@@ -54,7 +54,8 @@ impl ServerInner {
     }
 
     pub(crate) fn count_protocol_error(&self) {
-        self.socketio_protocol_errors.fetch_add(1, Ordering::Relaxed);
+        self.socketio_protocol_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -115,7 +116,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,8 +148,17 @@ impl Server {
 
     /// The namespace `name` (created if it does not exist yet).
     pub fn of(&self, name: &str) -> Namespace {
-        let name = if name.starts_with('/') { name.to_owned() } else { format!("/{name}") };
-        self.inner.namespaces.write().entry(name.clone()).or_insert_with(|| Namespace::new(&name)).clone()
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        self.inner
+            .namespaces
+            .write()
+            .entry(name.clone())
+            .or_insert_with(|| Namespace::new(&name))
+            .clone()
     }
 
     /// Accepts namespaces whose name matches `matches` (e.g. `/tenant-*`): each is created on
@@ -156,7 +168,10 @@ impl Server {
         M: Fn(&str) -> bool + Send + Sync + 'static,
         S: Fn(&Namespace) + Send + Sync + 'static,
     {
-        self.inner.dynamic.write().push((Box::new(matches), Box::new(setup)));
+        self.inner
+            .dynamic
+            .write()
+            .push((Box::new(matches), Box::new(setup)));
     }
 
     /// The namespace `name` if it exists (static, or dynamic and already used).
@@ -166,7 +181,10 @@ impl Server {
 
     fn engine(&self) -> &Engine {
         // Set in `new`, before the handle is returned; never empty afterwards.
-        self.inner.engine.get().unwrap_or_else(|| unreachable!("engine is set in Server::new"))
+        self.inner
+            .engine
+            .get()
+            .unwrap_or_else(|| unreachable!("engine is set in Server::new"))
     }
 
     /// The server's counters.
@@ -191,13 +209,19 @@ impl Server {
         }
         let mut res = Response::new(Full::new(Bytes::from_static(br#"{"error":"not found"}"#)));
         *res.status_mut() = StatusCode::NOT_FOUND;
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         res
     }
 
     /// Serves connections from `listener` until [`Server::shutdown`] is called.
     pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
-        self.serve_with(listener, |server, req, addr| async move { server.handle(req, addr).await }).await
+        self.serve_with(listener, |server, req, addr| async move {
+            server.handle(req, addr).await
+        })
+        .await
     }
 
     /// Like [`Server::serve`], with a custom request handler (for example one that adds HTTP

@@ -33,7 +33,10 @@ js_scenarios! {
 /// 200 clients in one room, 200 broadcasts: every client receives every event, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_no_drops() {
-    let server = support::start(support::interop_app(support::interop_config().build().unwrap())).await;
+    let server = support::start(support::interop_app(
+        support::interop_config().build().unwrap(),
+    ))
+    .await;
     support::run_js("many.mjs", &server.url(), "websocket").await;
     assert_eq!(server.server.stats().slow_client_disconnects, 0);
 }

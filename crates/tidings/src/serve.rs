@@ -21,7 +21,11 @@ pub struct ServeArgs {
     path: String,
     /// Origin allowed to use the polling transport from a browser (repeatable; `*` for any).
     /// In the environment, separate several with commas.
-    #[arg(long = "cors-origin", env = "TIDINGS_CORS_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        env = "TIDINGS_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
     cors_origin: Vec<String>,
     /// Allow credentials (cookies) on CORS requests.
     #[arg(long, env = "TIDINGS_CORS_CREDENTIALS")]
@@ -46,7 +50,10 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         .path(args.path.clone())
         .max_payload(args.max_payload)
         .max_buffered_bytes(args.max_buffered_bytes)
-        .cors(CorsConfig { origins, credentials: args.cors_credentials })
+        .cors(CorsConfig {
+            origins,
+            credentials: args.cors_credentials,
+        })
         .builtin_events(true)
         .build()
         .context("invalid server configuration")
@@ -82,14 +89,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -49,11 +49,17 @@ impl EngineError {
 
     pub(crate) fn response(self) -> Response<Body> {
         let status = StatusCode::BAD_REQUEST;
-        let body = format!(r#"{{"code":{},"message":"{}"}}"#, self.code(), self.message());
+        let body = format!(
+            r#"{{"code":{},"message":"{}"}}"#,
+            self.code(),
+            self.message()
+        );
         let mut res = Response::new(Full::new(Bytes::from(body)));
         *res.status_mut() = status;
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         res
     }
 }
@@ -82,14 +88,23 @@ impl<'a> Query<'a> {
     }
 }
 
-pub(crate) fn text_response(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
+pub(crate) fn text_response(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Body> {
     let mut res = Response::new(Full::new(body.into()));
     *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
-pub(crate) async fn handle(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+pub(crate) async fn handle(
+    engine: &Engine,
+    req: Request<Incoming>,
+    remote_addr: SocketAddr,
+) -> Response<Body> {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut res = route(engine, req, remote_addr).await;
     apply_cors(engine, origin.as_ref(), &mut res);
@@ -162,7 +177,9 @@ fn allowed_origin(engine: &Engine, origin: Option<&HeaderValue>) -> Option<Heade
         CorsOrigins::List(list) => {
             let origin = origin?;
             let text = origin.to_str().ok()?;
-            list.iter().any(|allowed| allowed == text).then(|| origin.clone())
+            list.iter()
+                .any(|allowed| allowed == text)
+                .then(|| origin.clone())
         }
     }
 }
@@ -182,7 +199,10 @@ fn apply_cors(engine: &Engine, origin: Option<&HeaderValue>, res: &mut Response<
     }
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
     if engine.config().cors.credentials {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
 }
 

@@ -90,7 +90,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("sessions", &self.session_count()).finish()
+        f.debug_struct("Engine")
+            .field("sessions", &self.session_count())
+            .finish()
     }
 }
 
@@ -149,8 +151,14 @@ impl Engine {
     /// The open packet is queued as the session's first frame.
     fn open_session(&self, transport: TransportKind, handshake: Handshake) -> Arc<Session> {
         let session = Session::new(transport, handshake, self.shared.clone());
-        self.shared.sessions.lock().insert(session.sid(), session.clone());
-        self.shared.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .sessions
+            .lock()
+            .insert(session.sid(), session.clone());
+        self.shared
+            .stats
+            .sessions_opened
+            .fetch_add(1, Ordering::Relaxed);
 
         let config = &self.shared.config;
         let upgrades: &[&str] = if transport == TransportKind::Polling && config.allow_websocket {

@@ -39,6 +39,11 @@ impl Drop for PendingGet {
 /// there are any, with the close packet when the session closes, or with a noop when the
 /// session moved to WebSocket.
 pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
+    if session.state.lock().probed && !wait_for_upgrade(&session).await {
+        // Still polling after the grace period: a noop keeps the client polling until it
+        // has finished the upgrade.
+        return text_response(StatusCode::OK, "6", TEXT_PLAIN);
+    }
     {
         let mut state = session.state.lock();
         if state.transport != TransportKind::Polling {
@@ -53,7 +58,10 @@ pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
         }
         state.get_pending = true;
     }
-    let mut guard = PendingGet { session: session.clone(), armed: true };
+    let mut guard = PendingGet {
+        session: session.clone(),
+        armed: true,
+    };
     let mut frames = Vec::new();
     loop {
         let woken = session.wake.notified();
@@ -64,14 +72,23 @@ pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
             Session::take_frames(&mut state, Some(MAX_PACKETS_PER_POLL), &mut frames);
             // A closing session still delivers what was queued before the close, then the
             // close packet itself when it fits in this response.
-            let closing = Session::close_reason(&state).is_some();
-            if closing && !Session::has_frames(&state) && frames.len() < MAX_PACKETS_PER_POLL {
-                frames.push(Frame::from_static("1"));
+            // A client that closed the session itself gets a noop (as from the reference
+            // server); a session the server closed ends with the close packet.
+            let close = match Session::close_reason(&state) {
+                Some(CloseReason::TransportClose) => Some(Frame::from_static("6")),
+                Some(_) => Some(Frame::from_static("1")),
+                None => None,
+            };
+            if let Some(close) = close {
+                if !Session::has_frames(&state) && frames.len() < MAX_PACKETS_PER_POLL {
+                    frames.push(close);
+                }
             }
             if !frames.is_empty() {
                 break;
             }
-            if state.transport != TransportKind::Polling {
+            // The WebSocket probed or took over: release this GET with a noop.
+            if state.probed || state.transport != TransportKind::Polling {
                 frames.push(Frame::from_static("6"));
                 break;
             }
@@ -83,6 +100,35 @@ pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
     let mut body = Vec::new();
     engine::encode_payload(&frames, &mut body);
     text_response(StatusCode::OK, body, TEXT_PLAIN)
+}
+
+/// How long a GET that arrives after the probe waits for the upgrade to complete.
+const UPGRADE_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A GET that arrives while a WebSocket probe is in flight may have been sent just after the
+/// client's `5` (upgrade): wait briefly for the upgrade, so it is answered as a request on an
+/// upgraded session (400) rather than with a noop. Returns true when the upgrade completed.
+async fn wait_for_upgrade(session: &Arc<Session>) -> bool {
+    let deadline = tokio::time::sleep(UPGRADE_GRACE);
+    tokio::pin!(deadline);
+    loop {
+        let woken = session.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        {
+            let state = session.state.lock();
+            if state.transport != TransportKind::Polling {
+                return true;
+            }
+            if !state.probed || Session::close_reason(&state).is_some() {
+                return false;
+            }
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = &mut deadline => return false,
+        }
+    }
 }
 
 /// Releases the POST slot when the request ends, however it ends.
@@ -116,7 +162,11 @@ pub(crate) async fn post(session: Arc<Session>, req: Request<Incoming>) -> Respo
             tracing::debug!(sid = %session.sid(), max, "polling body over max payload, closing");
             session.shared.count_protocol_error();
             session.close(CloseReason::PayloadTooLarge);
-            return text_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large", TEXT_PLAIN);
+            return text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload too large",
+                TEXT_PLAIN,
+            );
         }
         Err(BodyError::Io) => {
             session.close(CloseReason::TransportError);

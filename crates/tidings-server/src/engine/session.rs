@@ -117,6 +117,9 @@ pub(crate) struct State {
     pub(crate) transport: TransportKind,
     /// A WebSocket is probing this polling session.
     pub(crate) upgrading: bool,
+    /// The probing WebSocket answered `3probe`: polling GETs now get a noop so the client can
+    /// pause polling and finish the upgrade.
+    pub(crate) probed: bool,
     /// A polling GET is waiting for frames.
     pub(crate) get_pending: bool,
     /// A polling POST is being processed.
@@ -142,7 +145,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("sid", &self.sid).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("sid", &self.sid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,6 +165,7 @@ impl Session {
                 queued_bytes: 0,
                 transport,
                 upgrading: false,
+                probed: false,
                 get_pending: false,
                 post_pending: false,
                 close_reason: None,
@@ -212,7 +218,10 @@ impl Session {
             }
             if state.queued_bytes + size > self.shared.config.max_buffered_bytes {
                 drop(state);
-                self.shared.stats.slow_client_disconnects.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .slow_client_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     sid = %self.sid,
                     limit = self.shared.config.max_buffered_bytes,

@@ -28,7 +28,10 @@ pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
         req.headers().get_all(name).iter().any(|v| {
             v.to_str()
-                .map(|s| s.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+                .map(|s| {
+                    s.split(',')
+                        .any(|part| part.trim().eq_ignore_ascii_case(token))
+                })
                 .unwrap_or(false)
         })
     };
@@ -40,8 +43,14 @@ fn switching_protocols<B>(req: &Request<B>) -> Result<Response<Body>, EngineErro
     if req.method() != http::Method::GET {
         return Err(EngineError::BadHandshakeMethod);
     }
-    let version_ok = req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
-    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).ok_or(EngineError::BadRequest)?;
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(EngineError::BadRequest)?;
     if !version_ok {
         return Err(EngineError::BadRequest);
     }
@@ -67,7 +76,11 @@ fn server(io: Upgraded, max_payload: usize) -> Ws {
 }
 
 /// A new session whose first transport is WebSocket.
-pub(crate) fn open(engine: Engine, mut req: Request<Incoming>, handshake: Handshake) -> Response<Body> {
+pub(crate) fn open(
+    engine: Engine,
+    mut req: Request<Incoming>,
+    handshake: Handshake,
+) -> Response<Body> {
     let res = match switching_protocols(&req) {
         Ok(res) => res,
         Err(e) => return e.response(),
@@ -91,9 +104,11 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
     {
         let mut state = session.state.lock();
         // Only a polling session can upgrade, and only once: a second WebSocket for the same
-        // session is refused.
+        // session is accepted and closed at once (clients handle a close, but some crash on a
+        // failed handshake), and the session carries on.
         if state.transport != TransportKind::Polling || state.upgrading {
-            return EngineError::BadRequest.response();
+            drop(state);
+            return refuse_after_accept(req);
         }
         state.upgrading = true;
     }
@@ -122,13 +137,18 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
         };
         if !probed {
             tracing::debug!(sid = %session.sid(), "upgrade did not complete");
-            session.state.lock().upgrading = false;
+            {
+                let mut state = session.state.lock();
+                state.upgrading = false;
+                state.probed = false;
+            }
             let _ = ws.close().await;
             return;
         }
         {
             let mut state = session.state.lock();
             state.upgrading = false;
+            state.probed = false;
             state.transport = TransportKind::WebSocket;
         }
         // Releases a pending GET (it answers with a noop) and lets the writer take over.
@@ -151,14 +171,18 @@ async fn probe(session: &Arc<Session>, ws: &mut Ws) -> bool {
         };
         match engine::decode_text(text) {
             Ok(TextPacket::Ping("probe")) => {
-                if ws.send(Message::text(Bytes::from_static(b"3probe"))).await.is_err() {
+                if ws
+                    .send(Message::text(Bytes::from_static(b"3probe")))
+                    .await
+                    .is_err()
+                {
                     return false;
                 }
                 // The client will not finish upgrading until its pending GET returns: answer
-                // that GET at once with a noop.
-                if session.send(Frame::from_static("6")).is_err() {
-                    return false;
-                }
+                // that GET at once with a noop (never queued, so it cannot reach the
+                // WebSocket after the upgrade).
+                session.state.lock().probed = true;
+                session.wake.notify_waiters();
             }
             Ok(TextPacket::Upgrade) => return true,
             Ok(TextPacket::Noop) => {}
@@ -226,15 +250,55 @@ async fn run(session: Arc<Session>, ws: Ws) {
             break;
         }
     }
-    let _ = writer.await;
+    // The writer sends what was queued and a close frame. Keep reading meanwhile so the
+    // client's closing handshake is consumed; then drop both halves, which closes the TCP
+    // connection even if the client never answers.
+    let drain = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+    let mut writer = writer;
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// How long a closing connection may take to finish the WebSocket closing handshake (and to
+/// write what was queued before the close) before it is dropped.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Accepts a WebSocket handshake only to close the connection at once.
+fn refuse_after_accept(mut req: Request<Incoming>) -> Response<Body> {
+    let res = match switching_protocols(&req) {
+        Ok(res) => res,
+        Err(e) => return e.response(),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(io) = on_upgrade.await {
+            let mut ws = server(io, 64);
+            let _ = ws
+                .send(Message::close(
+                    Some(CloseCode::POLICY_VIOLATION),
+                    "session already upgraded",
+                ))
+                .await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, ws.close()).await;
+        }
+    });
+    res
 }
 
 /// Writes queued frames in order, batching everything available into one flush. When the
 /// session closes it writes what was queued before the close, then a close frame.
-async fn write_loop(
-    session: Arc<Session>,
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
-) {
+async fn write_loop(session: Arc<Session>, mut sink: futures_util::stream::SplitSink<Ws, Message>) {
     let mut frames = Vec::new();
     loop {
         let woken = session.wake.notified();

@@ -29,7 +29,11 @@ pub(crate) fn is_builtin(name: &str) -> bool {
 pub(crate) fn handle(socket: &Socket, event: Event) {
     let name = event.name.clone();
     let (mut args, attachments, ack) = event.into_parts();
-    let payload = if args.is_empty() { Value::Null } else { args.swap_remove(0) };
+    let payload = if args.is_empty() {
+        Value::Null
+    } else {
+        args.swap_remove(0)
+    };
     let result = match name.as_str() {
         "join" => room_of(&payload).map(|room| {
             socket.join(room);
@@ -83,13 +87,21 @@ fn require_object(payload: &Value, shape: &str) -> Result<(), ErrorBody> {
 
 fn room_of(payload: &Value) -> Result<Room, ErrorBody> {
     require_object(payload, "{room}")?;
-    name_field(payload, "room")?.map(Room::from).ok_or_else(|| bad_request("`room` is required"))
+    name_field(payload, "room")?
+        .map(Room::from)
+        .ok_or_else(|| bad_request("`room` is required"))
 }
 
-fn broadcast(socket: &Socket, payload: Value, attachments: &[bytes::Bytes]) -> Result<Value, ErrorBody> {
+fn broadcast(
+    socket: &Socket,
+    payload: Value,
+    attachments: &[bytes::Bytes],
+) -> Result<Value, ErrorBody> {
     require_object(&payload, "{room?, event, data}")?;
     let room = name_field(&payload, "room")?.map(Room::from);
-    let event = name_field(&payload, "event")?.ok_or_else(|| bad_request("`event` is required"))?.to_owned();
+    let event = name_field(&payload, "event")?
+        .ok_or_else(|| bad_request("`event` is required"))?
+        .to_owned();
     if RESERVED_EVENTS.contains(&event.as_str()) {
         return Err(bad_request(format!("`{event}` is a reserved event name")));
     }

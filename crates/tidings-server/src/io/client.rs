@@ -90,7 +90,10 @@ impl Client {
                     return self.protocol_error("placeholders do not match the attachment count");
                 }
             }
-            *self.partial.lock() = Some(PartialPacket { packet, attachments: Vec::new() });
+            *self.partial.lock() = Some(PartialPacket {
+                packet,
+                attachments: Vec::new(),
+            });
             return;
         }
         self.dispatch(packet, Vec::new());
@@ -104,9 +107,17 @@ impl Client {
                 return self.protocol_error("binary message without a binary packet");
             };
             p.attachments.push(data);
-            if p.attachments.len() == p.packet.attachments { partial.take() } else { None }
+            if p.attachments.len() == p.packet.attachments {
+                partial.take()
+            } else {
+                None
+            }
         };
-        if let Some(PartialPacket { packet, attachments }) = complete {
+        if let Some(PartialPacket {
+            packet,
+            attachments,
+        }) = complete
+        {
             self.dispatch(packet, attachments);
         }
     }
@@ -156,8 +167,19 @@ impl Client {
             Value::String(name) => name,
             other => other.to_string(),
         };
-        let ack = packet.id.map(|id| AckSender::new(self.session.clone(), socket.namespace().inner.name.clone(), id));
-        let event = Event { name, args, attachments, ack };
+        let ack = packet.id.map(|id| {
+            AckSender::new(
+                self.session.clone(),
+                socket.namespace().inner.name.clone(),
+                id,
+            )
+        });
+        let event = Event {
+            name,
+            args,
+            attachments,
+            ack,
+        };
         if self.server.config.builtin_events && builtins::is_builtin(&event.name) {
             builtins::handle(&socket, event);
             return;
@@ -166,7 +188,9 @@ impl Client {
             Some(handler) => {
                 tokio::spawn(handler(socket, event));
             }
-            None => tracing::trace!(sid = %socket.id(), event = %event.name, "no handler for event"),
+            None => {
+                tracing::trace!(sid = %socket.id(), event = %event.name, "no handler for event")
+            }
         }
     }
 
@@ -177,18 +201,26 @@ impl Client {
             let _ = self.session.send(reply.to_frame());
             return;
         };
-        if self.sockets.lock().contains_key(name.as_str()) || !self.connecting.lock().insert(name.clone()) {
+        if self.sockets.lock().contains_key(name.as_str())
+            || !self.connecting.lock().insert(name.clone())
+        {
             tracing::debug!(sid = %self.session.sid(), ns = %name, "duplicate connect ignored");
             return;
         }
-        let auth = packet.data.unwrap_or_else(|| Value::Object(Default::default()));
+        let auth = packet
+            .data
+            .unwrap_or_else(|| Value::Object(Default::default()));
         let middlewares = ns.middlewares();
         let Some(me) = self.me.upgrade() else { return };
         if middlewares.is_empty() {
             me.establish(ns, auth);
             return;
         }
-        let request = ConnectRequest { namespace: name.clone(), auth: auth.clone(), handshake: self.handshake.clone() };
+        let request = ConnectRequest {
+            namespace: name.clone(),
+            auth: auth.clone(),
+            handshake: self.handshake.clone(),
+        };
         tokio::spawn(async move {
             for middleware in middlewares {
                 if let Err(e) = middleware(request.clone()).await {
@@ -214,11 +246,20 @@ impl Client {
                 client.sockets.lock().remove(&leave_name);
             }
         });
-        let socket = Socket::new(ns.clone(), self.session.clone(), self.handshake.clone(), auth, on_leave);
+        let socket = Socket::new(
+            ns.clone(),
+            self.session.clone(),
+            self.handshake.clone(),
+            auth,
+            on_leave,
+        );
         self.sockets.lock().insert(name.clone(), socket.clone());
         self.connecting.lock().remove(&*name);
         ns.add_socket(&socket);
-        let reply = Packet::connect(&name, Some(serde_json::json!({ "sid": socket.id().to_string() })));
+        let reply = Packet::connect(
+            &name,
+            Some(serde_json::json!({ "sid": socket.id().to_string() })),
+        );
         if self.session.send(reply.to_frame()).is_err() || self.session.is_closed() {
             // The session ended while the middleware ran.
             socket.close(DisconnectReason::Transport(CloseReason::TransportClose));

@@ -103,7 +103,11 @@ pub struct AckSender {
 
 impl AckSender {
     pub(crate) fn new(session: Arc<Session>, namespace: Arc<str>, id: u64) -> Self {
-        AckSender { session, namespace, id }
+        AckSender {
+            session,
+            namespace,
+            id,
+        }
     }
 
     /// Acknowledges with one argument.
@@ -122,7 +126,8 @@ impl AckSender {
     /// [`tidings_proto::packet::placeholder`]).
     pub fn send_args(self, args: Vec<Value>, attachments: Vec<Bytes>) -> Result<(), EmitError> {
         let packet = Packet::ack(&self.namespace, self.id, args, attachments.len());
-        self.session.send_all(&with_attachments(&packet, &attachments))?;
+        self.session
+            .send_all(&with_attachments(&packet, &attachments))?;
         Ok(())
     }
 }
@@ -165,8 +170,12 @@ impl Event {
 
     /// The bytes a placeholder value refers to, if `value` is a placeholder of this event.
     pub fn binary(&self, value: &Value) -> Option<&Bytes> {
-        let num = value.get("_placeholder").and_then(Value::as_bool).filter(|b| *b)
-            .and_then(|_| value.get("num")).and_then(Value::as_u64)?;
+        let num = value
+            .get("_placeholder")
+            .and_then(Value::as_bool)
+            .filter(|b| *b)
+            .and_then(|_| value.get("num"))
+            .and_then(Value::as_u64)?;
         self.attachments.get(usize::try_from(num).ok()?)
     }
 
@@ -236,7 +245,10 @@ mod tests {
         let attachments = vec![Bytes::from_static(b"zero"), Bytes::from_static(b"one")];
         let mut data = json!({"b": {"_placeholder": true, "num": 1}, "list": [{"_placeholder": true, "num": 0}]});
         let taken = extract_attachments(&mut data, &attachments);
-        assert_eq!(taken, vec![Bytes::from_static(b"one"), Bytes::from_static(b"zero")]);
+        assert_eq!(
+            taken,
+            vec![Bytes::from_static(b"one"), Bytes::from_static(b"zero")]
+        );
         assert_eq!(
             data.to_string(),
             r#"{"b":{"_placeholder":true,"num":0},"list":[{"_placeholder":true,"num":1}]}"#

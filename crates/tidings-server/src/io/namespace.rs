@@ -35,7 +35,10 @@ pub struct ConnectError {
 impl ConnectError {
     /// A refusal with a message.
     pub fn new(message: impl Into<String>) -> Self {
-        ConnectError { message: message.into(), data: None }
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
     }
 
     /// Adds details for the client.
@@ -78,7 +81,9 @@ pub struct Namespace {
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Namespace").field("name", &&*self.inner.name).finish_non_exhaustive()
+        f.debug_struct("Namespace")
+            .field("name", &&*self.inner.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +113,10 @@ impl Namespace {
         F: Fn(ConnectRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
     {
-        self.inner.middlewares.write().push(Arc::new(move |req| Box::pin(middleware(req))));
+        self.inner
+            .middlewares
+            .write()
+            .push(Arc::new(move |req| Box::pin(middleware(req))));
         self
     }
 
@@ -137,7 +145,10 @@ impl Namespace {
     }
 
     pub(crate) fn add_socket(&self, socket: &Socket) {
-        self.inner.sockets.write().insert(socket.id(), socket.clone());
+        self.inner
+            .sockets
+            .write()
+            .insert(socket.id(), socket.clone());
         self.join(socket.id(), Room::from(socket.id().to_string()));
     }
 
@@ -155,7 +166,12 @@ impl Namespace {
     }
 
     pub(crate) fn join(&self, sid: Sid, room: Room) {
-        self.inner.rooms.write().entry(room).or_default().insert(sid);
+        self.inner
+            .rooms
+            .write()
+            .entry(room)
+            .or_default()
+            .insert(sid);
     }
 
     pub(crate) fn leave(&self, sid: Sid, room: &Room) {
@@ -181,7 +197,12 @@ impl Namespace {
     /// The ids of the sockets in `room`.
     pub fn sockets_in(&self, room: impl Into<Room>) -> Vec<Sid> {
         let room = room.into();
-        self.inner.rooms.read().get(&room).map(|m| m.iter().copied().collect()).unwrap_or_default()
+        self.inner
+            .rooms
+            .read()
+            .get(&room)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The names of the rooms that have members.
@@ -233,7 +254,12 @@ impl std::fmt::Debug for BroadcastOperator {
 
 impl BroadcastOperator {
     pub(crate) fn new(ns: Namespace) -> Self {
-        BroadcastOperator { ns, rooms: Vec::new(), except: Vec::new(), exclude: None }
+        BroadcastOperator {
+            ns,
+            rooms: Vec::new(),
+            except: Vec::new(),
+            exclude: None,
+        }
     }
 
     pub(crate) fn excluding(mut self, sid: Sid) -> Self {
@@ -294,7 +320,9 @@ impl BroadcastOperator {
                 .collect()
         };
         let sockets = self.ns.inner.sockets.read();
-        ids.iter().filter_map(|sid| sockets.get(sid).cloned()).collect()
+        ids.iter()
+            .filter_map(|sid| sockets.get(sid).cloned())
+            .collect()
     }
 
     /// Emits `event` with one argument; returns how many sockets it was queued for.
@@ -305,9 +333,18 @@ impl BroadcastOperator {
     /// Emits `event` with several arguments and binary attachments. The packet is encoded once
     /// and the same frames are queued for every recipient. A recipient that cannot take them
     /// (closed, or too slow) is disconnected, never skipped silently; it is not counted.
-    pub fn emit_args(&self, event: &str, args: Vec<Value>, attachments: &[Bytes]) -> Result<usize, EmitError> {
+    pub fn emit_args(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: &[Bytes],
+    ) -> Result<usize, EmitError> {
         let frames = event_frames(self.ns.name(), event, args, attachments, None)?;
-        Ok(self.sockets().iter().filter(|s| s.session().send_all(&frames).is_ok()).count())
+        Ok(self
+            .sockets()
+            .iter()
+            .filter(|s| s.session().send_all(&frames).is_ok())
+            .count())
     }
 
     /// Emits `event` with one argument to every addressed socket, each asked to acknowledge,
@@ -333,9 +370,8 @@ impl BroadcastOperator {
                         results.push((sid, Err(AckError::Send(e))));
                         continue;
                     }
-                    waiting.push(async move {
-                        (sid, rx.await.map_err(|_| AckError::Disconnected))
-                    });
+                    waiting
+                        .push(async move { (sid, rx.await.map_err(|_| AckError::Disconnected)) });
                     asked.push(socket);
                 }
                 None => results.push((sid, Err(AckError::Disconnected))),

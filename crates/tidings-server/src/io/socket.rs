@@ -150,7 +150,10 @@ impl Socket {
         F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.inner.handlers.write().insert(event.into(), Arc::new(move |s, e| Box::pin(handler(s, e))));
+        self.inner
+            .handlers
+            .write()
+            .insert(event.into(), Arc::new(move |s, e| Box::pin(handler(s, e))));
     }
 
     /// Registers a handler that receives the event's first argument deserialized as `T`, and
@@ -187,7 +190,10 @@ impl Socket {
         F: FnOnce(Socket, DisconnectReason) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.inner.disconnect_handlers.lock().push(Box::new(move |s, r| Box::pin(handler(s, r))));
+        self.inner
+            .disconnect_handlers
+            .lock()
+            .push(Box::new(move |s, r| Box::pin(handler(s, r))));
     }
 
     pub(crate) fn handler(&self, event: &str) -> Option<EventHandler> {
@@ -201,7 +207,12 @@ impl Socket {
 
     /// Emits `event` with several arguments and binary attachments (referenced from `args` by
     /// [`tidings_proto::packet::placeholder`]).
-    pub fn emit_args(&self, event: &str, args: Vec<Value>, attachments: &[Bytes]) -> Result<(), EmitError> {
+    pub fn emit_args(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: &[Bytes],
+    ) -> Result<(), EmitError> {
         let frames = event_frames(self.inner.ns.name(), event, args, attachments, None)?;
         self.inner.session.send_all(&frames)?;
         Ok(())
@@ -214,7 +225,10 @@ impl Socket {
         data: &T,
         timeout: Duration,
     ) -> Result<AckReply, AckError> {
-        let args = vec![serde_json::to_value(data).map_err(|_| AckError::Send(crate::engine::SendError::Closed))?];
+        let args = vec![
+            serde_json::to_value(data)
+                .map_err(|_| AckError::Send(crate::engine::SendError::Closed))?,
+        ];
         self.emit_args_with_ack(event, args, &[], timeout).await
     }
 
@@ -298,7 +312,9 @@ impl Socket {
 
     /// Addresses the sockets in `room`, except this one.
     pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
-        BroadcastOperator::new(self.inner.ns.clone()).excluding(self.id()).to(room)
+        BroadcastOperator::new(self.inner.ns.clone())
+            .excluding(self.id())
+            .to(room)
     }
 
     /// Addresses every socket of the namespace except this one.
@@ -308,7 +324,10 @@ impl Socket {
 
     /// Stores a value of type `T` on the socket, replacing any previous one.
     pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
-        self.inner.data.lock().insert(TypeId::of::<T>(), Arc::new(value));
+        self.inner
+            .data
+            .lock()
+            .insert(TypeId::of::<T>(), Arc::new(value));
     }
 
     /// The value of type `T` stored on the socket.
@@ -326,7 +345,10 @@ impl Socket {
     /// Removes the socket, telling the client when the server decided it.
     pub(crate) fn disconnect_with(&self, reason: DisconnectReason) {
         if reason == DisconnectReason::ServerNamespaceDisconnect {
-            let _ = self.inner.session.send(Packet::disconnect(self.inner.ns.name()).to_frame());
+            let _ = self
+                .inner
+                .session
+                .send(Packet::disconnect(self.inner.ns.name()).to_frame());
         }
         self.close(reason);
     }

@@ -46,7 +46,8 @@ pub fn interop_app(config: ServerConfig) -> Server {
     let server = Server::new(config);
     server.of("/").on_connect(on_connect);
     server.of("/custom").on_connect(on_connect);
-    server.of("/secure")
+    server
+        .of("/secure")
         .use_middleware(|req| async move {
             if req.auth.get("token").and_then(Value::as_str) == Some("let-me-in") {
                 Ok(())
@@ -69,7 +70,12 @@ pub fn interop_app(config: ServerConfig) -> Server {
 }
 
 fn timeout_of(payload: &Value) -> Duration {
-    Duration::from_millis(payload.get("timeoutMs").and_then(Value::as_u64).unwrap_or(1000))
+    Duration::from_millis(
+        payload
+            .get("timeoutMs")
+            .and_then(Value::as_u64)
+            .unwrap_or(1000),
+    )
 }
 
 fn sorted_strings(items: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -143,10 +149,19 @@ fn on_connect(socket: Socket) {
             payload
                 .get(key)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
-        let name = payload.get("event").and_then(Value::as_str).unwrap_or("message").to_owned();
+        let name = payload
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or("message")
+            .to_owned();
         let mut data = payload.get("data").cloned().unwrap_or(Value::Null);
         let attachments = extract_attachments(&mut data, event.attachments());
         let _ = socket
@@ -162,8 +177,16 @@ fn on_connect(socket: Socket) {
     socket.on("burst", |socket, mut event| async move {
         let ack = event.take_ack();
         let payload: Value = event.data().unwrap_or(Value::Null);
-        let n = payload.get("n").and_then(Value::as_u64).unwrap_or(0).min(10_000);
-        let name = payload.get("event").and_then(Value::as_str).unwrap_or("burst-item").to_owned();
+        let n = payload
+            .get("n")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(10_000);
+        let name = payload
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or("burst-item")
+            .to_owned();
         for i in 0..n {
             if socket.emit(&name, &json!({ "i": i })).is_err() {
                 return;
@@ -185,19 +208,36 @@ fn on_connect(socket: Socket) {
     socket.on("room-sockets", |socket, mut event| async move {
         let Some(ack) = event.take_ack() else { return };
         let payload: Value = event.data().unwrap_or(Value::Null);
-        let room = payload.get("room").and_then(Value::as_str).unwrap_or("").to_owned();
-        let sids = sorted_strings(socket.namespace().sockets_in(room).iter().map(|s| s.to_string()));
+        let room = payload
+            .get("room")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let sids = sorted_strings(
+            socket
+                .namespace()
+                .sockets_in(room)
+                .iter()
+                .map(|s| s.to_string()),
+        );
         let _ = ack.send(&json!({ "ok": true, "sids": sids }));
     });
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Runs a client script to completion (bounded) and panics with its output if it failed.
 pub async fn run_script(program: &str, script: PathBuf, url: &str, envs: &[(&str, &str)]) {
-    assert!(script.exists(), "missing client script {}", script.display());
+    assert!(
+        script.exists(),
+        "missing client script {}",
+        script.display()
+    );
     let mut cmd = tokio::process::Command::new(program);
     cmd.arg(&script)
         .env("TIDINGS_URL", url)
@@ -205,7 +245,9 @@ pub async fn run_script(program: &str, script: PathBuf, url: &str, envs: &[(&str
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {program}: {e} (run scripts/test to install the client dependencies)"));
+    let child = cmd.spawn().unwrap_or_else(|e| {
+        panic!("cannot run {program}: {e} (run scripts/test to install the client dependencies)")
+    });
     let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{} did not finish within 90 s", script.display()))
@@ -219,7 +261,12 @@ pub async fn run_script(program: &str, script: PathBuf, url: &str, envs: &[(&str
         envs,
         output.status
     );
-    eprintln!("{} {:?}: {}", script.file_name().unwrap().to_string_lossy(), envs, stdout.trim());
+    eprintln!(
+        "{} {:?}: {}",
+        script.file_name().unwrap().to_string_lossy(),
+        envs,
+        stdout.trim()
+    );
 }
 
 pub fn node() -> String {
@@ -231,7 +278,11 @@ pub fn python() -> String {
         return p;
     }
     let venv = repo_root().join(".venv/bin/python");
-    if venv.exists() { venv.to_string_lossy().into_owned() } else { "python3".to_owned() }
+    if venv.exists() {
+        venv.to_string_lossy().into_owned()
+    } else {
+        "python3".to_owned()
+    }
 }
 
 pub async fn run_js(name: &str, url: &str, transport: &str) {

@@ -1,0 +1,310 @@
+//! Hostile and broken clients, spoken to at the protocol level: each gets its documented answer
+//! (a close, a status code) while a well-behaved client connected at the same time keeps being
+//! served. And the slow-client policy: disconnect with a reason, never skip a message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tidings_server::engine::CloseReason;
+use tidings_server::{DisconnectReason, Server, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_websockets::{ClientBuilder, Message};
+
+type Ws =
+    tokio_websockets::WebSocketStream<tokio_websockets::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A raw Engine.IO/Socket.IO client over WebSocket, connected to namespace `/`.
+struct RawClient {
+    ws: Ws,
+}
+
+impl RawClient {
+    async fn connect(addr: std::net::SocketAddr) -> RawClient {
+        let uri = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = ClientBuilder::from_uri(uri.parse().unwrap())
+            .connect()
+            .await
+            .unwrap();
+        let mut client = RawClient { ws };
+        let open = client.next_text().await.unwrap();
+        assert!(open.starts_with("0{\"sid\":"), "open packet: {open}");
+        client.send_text("40").await;
+        let reply = client.next_text().await.unwrap();
+        assert!(reply.starts_with("40{\"sid\":"), "connect reply: {reply}");
+        client
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_owned())).await.unwrap();
+    }
+
+    /// The next text message that is not a ping (answered) or a `welcome` event; None once
+    /// the server closed the connection.
+    async fn next_text(&mut self) -> Option<String> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("server went silent")?;
+            let msg = msg.ok()?;
+            if msg.is_close() {
+                return None;
+            }
+            let Some(text) = msg.as_text() else { continue };
+            if text == "2" {
+                self.send_text("3").await;
+                continue;
+            }
+            if text.starts_with("42[\"welcome\"") {
+                continue;
+            }
+            return Some(text.to_owned());
+        }
+    }
+
+    /// Waits for the server to close the connection; returns the close code when one came.
+    async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("server did not close")
+            {
+                None | Some(Err(_)) => return None,
+                Some(Ok(msg)) => {
+                    if let Some((code, _)) = msg.as_close() {
+                        return Some(code.into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Proves the connection still works: an echo round trip.
+    async fn assert_served(&mut self, marker: &str) {
+        self.send_text(&format!(r#"42["echo","{marker}"]"#)).await;
+        assert_eq!(
+            self.next_text().await.as_deref(),
+            Some(format!(r#"42["echo-back","{marker}"]"#).as_str())
+        );
+    }
+}
+
+async fn interop(max_payload: usize) -> support::TestServer {
+    let config = support::interop_config()
+        .max_payload(max_payload)
+        .build()
+        .unwrap();
+    support::start(support::interop_app(config)).await
+}
+
+#[tokio::test]
+async fn malformed_packets_close_only_their_own_connection() {
+    let server = interop(100_000).await;
+    let mut good = RawClient::connect(server.addr).await;
+    let cases: &[&[&str]] = &[
+        &["abc"],                                           // unknown engine packet type
+        &["4abc"],                                          // unknown socket.io packet type
+        &["42{}"],                                          // event payload is not an array
+        &["42abc[\"a\"]"],                                  // garbage where the ack id goes
+        &["42[\"a\""],                                      // truncated JSON
+        &["42[]"],                                          // event without a name
+        &["42[\"disconnect\"]"],                            // reserved event name
+        &["451-[\"a\",{\"_placeholder\":true,\"num\":3}]"], // placeholder beyond the attachments
+        &["451-[\"a\",{\"_placeholder\":true,\"num\":0}]", "42[\"b\"]"], // text where binary was due
+        &["2"], // the client may not ping in v4
+        &["0"], // nor open
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let mut bad = RawClient::connect(server.addr).await;
+        for text in *case {
+            bad.send_text(text).await;
+        }
+        bad.closed().await;
+        good.assert_served(&format!("after case {i}")).await;
+    }
+    // A binary frame with no binary packet announced.
+    let mut bad = RawClient::connect(server.addr).await;
+    bad.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    bad.closed().await;
+    good.assert_served("after stray binary").await;
+    assert!(server.server.stats().protocol_errors >= cases.len() as u64 + 1);
+}
+
+#[tokio::test]
+async fn oversized_websocket_message_is_closed_with_1009() {
+    let server = interop(1_000).await;
+    let mut good = RawClient::connect(server.addr).await;
+    let mut bad = RawClient::connect(server.addr).await;
+    let big = format!(r#"42["echo","{}"]"#, "x".repeat(2_000));
+    bad.send_text(&big).await;
+    assert_eq!(bad.closed().await, Some(1009));
+    good.assert_served("still here").await;
+}
+
+/// Sends one raw HTTP/1.1 request and returns the status code and body.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn oversized_polling_body_gets_413_and_closes_that_session() {
+    let server = interop(1_000).await;
+    let mut good = RawClient::connect(server.addr).await;
+    let (status, body) = http(
+        server.addr,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let open: Value = serde_json::from_str(body.trim_start_matches('0')).unwrap();
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let (status, _) = http(
+        server.addr,
+        "POST",
+        &path,
+        format!("4{}", "x".repeat(2_000)).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    // The session is gone: its sid is unknown now.
+    let (status, body) = http(server.addr, "GET", &path, b"").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"code":1,"message":"Session ID unknown"}"#)
+    );
+    good.assert_served("after 413").await;
+}
+
+#[tokio::test]
+async fn bad_handshakes_get_engine_errors() {
+    let server = interop(100_000).await;
+    let cases = [
+        (
+            "/socket.io/?EIO=3&transport=polling",
+            r#"{"code":5,"message":"Unsupported protocol version"}"#,
+        ),
+        (
+            "/socket.io/?EIO=4&transport=carrier-pigeon",
+            r#"{"code":0,"message":"Transport unknown"}"#,
+        ),
+        (
+            "/socket.io/?EIO=4&transport=polling&sid=nope",
+            r#"{"code":1,"message":"Session ID unknown"}"#,
+        ),
+    ];
+    for (path, expected) in cases {
+        let (status, body) = http(server.addr, "GET", path, b"").await;
+        assert_eq!((status, body.as_str()), (400, expected), "{path}");
+    }
+    let (status, body) = http(
+        server.addr,
+        "POST",
+        "/socket.io/?EIO=4&transport=polling",
+        b"40",
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"code":2,"message":"Bad handshake method"}"#)
+    );
+}
+
+/// A member that stops reading is disconnected with the reason `slow client` once its buffer
+/// is full; every other member receives every message of the broadcast, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_is_disconnected_never_skipped() {
+    const MESSAGES: usize = 3_000;
+    let config = ServerConfig::builder()
+        .max_payload(64 * 1024)
+        .max_buffered_bytes(256 * 1024)
+        .builtin_events(true)
+        .build()
+        .unwrap();
+    let server = Server::new(config);
+    let (tx, mut disconnects) = tokio::sync::mpsc::unbounded_channel();
+    server.of("/").on_connect(move |socket| {
+        let tx = tx.clone();
+        socket.on_disconnect(move |socket, reason| async move {
+            let _ = tx.send((socket.id(), reason));
+        });
+    });
+    let running = support::start(server.clone()).await;
+
+    let mut slow = RawClient::connect(running.addr).await;
+    let mut fast = RawClient::connect(running.addr).await;
+    for client in [&mut slow, &mut fast] {
+        client.send_text(r#"420["join",{"room":"crowd"}]"#).await;
+        assert_eq!(
+            client.next_text().await.as_deref(),
+            Some(r#"430[{"ok":true}]"#)
+        );
+    }
+    // From here on `slow` reads nothing: the kernel buffers fill, then its outbound buffer.
+    let padding = "p".repeat(8 * 1024);
+    let reader = tokio::spawn(async move {
+        let mut next = 0usize;
+        while next < MESSAGES {
+            let text = fast
+                .next_text()
+                .await
+                .expect("fast client was disconnected");
+            let expected = format!(r#"42["tick",{{"i":{next},"pad":"#);
+            assert!(
+                text.starts_with(&expected),
+                "message {next} out of order or missing: {}",
+                &text[..40.min(text.len())]
+            );
+            next += 1;
+        }
+        next
+    });
+    for i in 0..MESSAGES {
+        server
+            .of("/")
+            .to("crowd")
+            .emit("tick", &json!({ "i": i, "pad": padding }))
+            .unwrap();
+        if i % 64 == 0 {
+            // Let the writers run between bursts, as real publishers do.
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(reader.await.unwrap(), MESSAGES);
+    let (_, reason) = tokio::time::timeout(WAIT, disconnects.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, DisconnectReason::Transport(CloseReason::SlowClient));
+    assert_eq!(server.stats().slow_client_disconnects, 1);
+    drop(slow);
+}
