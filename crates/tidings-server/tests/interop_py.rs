@@ -1,4 +1,4 @@
-//! The PyPI `python-socketio` client against the interop app, over WebSocket and polling.
+//! The PyPI `python-socketio` client against the interop app, over WebSocket, polling, and polling upgraded to WebSocket.
 mod support;
 
 macro_rules! py_scenarios {
@@ -14,6 +14,8 @@ macro_rules! py_scenarios {
                 async fn websocket() { run("websocket").await }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn polling() { run("polling").await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn upgrade() { run("upgrade").await }
             }
         )*
     };
