@@ -30,13 +30,17 @@ js_scenarios! {
     burst => "burst.mjs",
 }
 
-/// 200 clients in one room, 200 broadcasts: every client receives every event, in order.
+/// 1,000 clients in one room, 200 pipelined broadcasts (200,000 deliveries): every client
+/// receives every event exactly once, in order, and nobody is disconnected. (socketioxide 0.18
+/// silently dropped up to 7% of such a broadcast under load.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_clients_no_drops() {
-    let server = support::start(support::interop_app(
-        support::interop_config().build().unwrap(),
-    ))
-    .await;
-    support::run_js("many.mjs", &server.url(), "websocket").await;
-    assert_eq!(server.server.stats().slow_client_disconnects, 0);
+async fn thousand_member_room_broadcast_drops_nothing() {
+    let config = support::interop_config().build().unwrap();
+    let server = support::start(support::interop_app(config)).await;
+    let script = support::repo_root().join("tests/clients/js/many.mjs");
+    let envs = [("TRANSPORT", "websocket"), ("MANY_CLIENTS", "1000"), ("MANY_EVENTS", "200")];
+    support::run_script(&support::node(), script, &server.url(), &envs).await;
+    let stats = server.server.stats();
+    assert_eq!(stats.slow_client_disconnects, 0);
+    assert_eq!(stats.protocol_errors, 0);
 }
