@@ -31,6 +31,9 @@
 //! ```
 
 use std::fmt::Write as _;
+use std::io;
+
+use bytes::Bytes;
 
 use serde_json::{Map, Value};
 
@@ -234,31 +237,50 @@ impl Packet {
 
     /// Appends the encoded packet to `out`; see [`Packet::encode`].
     pub fn encode_into(&self, out: &mut String) {
-        out.push(self.kind.as_char());
-        if self.kind.is_binary() {
-            // Writing into a String cannot fail.
-            let _ = write!(out, "{}-", self.attachments);
-        }
-        if !self.namespace.is_empty() && self.namespace != DEFAULT_NAMESPACE {
-            out.push_str(&self.namespace);
-            out.push(',');
-        }
-        if let Some(id) = self.id {
-            let _ = write!(out, "{id}");
-        }
-        if let Some(data) = &self.data {
-            // `Value`'s `Display` is compact JSON, the same text as `serde_json::to_string`.
-            let _ = write!(out, "{data}");
+        let start = out.len();
+        if self.write_to(&mut StringWriter(out)).is_err() {
+            // Unreachable: serde_json writes whole UTF-8 fragments. Redo it the slow way.
+            out.truncate(start);
+            self.write_header(&mut StringWriter(out)).ok();
+            if let Some(data) = &self.data {
+                let _ = write!(out, "{data}");
+            }
         }
     }
 
     /// The Engine.IO frame carrying this packet: `Frame::message(&self.encode())` without the
     /// extra copy.
     pub fn to_frame(&self) -> Frame {
-        let mut out = String::with_capacity(1 + self.estimated_len());
-        out.push(PacketType::Message.as_char());
-        self.encode_into(&mut out);
-        Frame::from_encoded(out)
+        let mut out = Vec::with_capacity(1 + self.estimated_len());
+        out.push(PacketType::Message.as_byte());
+        // Writing into a Vec cannot fail, and a `Value` always serializes.
+        let _ = self.write_to(&mut out);
+        Frame::Text(Bytes::from(out))
+    }
+
+    /// Writes `<kind>[<attachments>-][<nsp>,][<id>][<json>]`.
+    fn write_to<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        self.write_header(out)?;
+        if let Some(data) = &self.data {
+            // `to_writer` is about twice as fast as `Value`'s `Display`.
+            serde_json::to_writer(out, data)?;
+        }
+        Ok(())
+    }
+
+    fn write_header<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        out.write_all(&[self.kind.as_byte()])?;
+        if self.kind.is_binary() {
+            write!(out, "{}-", self.attachments)?;
+        }
+        if !self.namespace.is_empty() && self.namespace != DEFAULT_NAMESPACE {
+            out.write_all(self.namespace.as_bytes())?;
+            out.write_all(b",")?;
+        }
+        if let Some(id) = self.id {
+            write!(out, "{id}")?;
+        }
+        Ok(())
     }
 
     /// A `Connect` packet: a client joining `namespace` with optional auth data, or the server's
@@ -355,6 +377,22 @@ impl Packet {
     fn estimated_len(&self) -> usize {
         // Kind, attachments, namespace, comma, id, and room for a small JSON payload.
         1 + 5 + self.namespace.len() + 1 + 20 + if self.data.is_some() { 64 } else { 0 }
+    }
+}
+
+/// An `io::Write` that appends to a `String`, accepting only whole UTF-8 fragments (which is what
+/// serde_json and the header writer produce).
+struct StringWriter<'a>(&'a mut String);
+
+impl io::Write for StringWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = std::str::from_utf8(buf).map_err(|_| io::ErrorKind::InvalidData)?;
+        self.0.push_str(text);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
