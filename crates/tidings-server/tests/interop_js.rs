@@ -1,5 +1,7 @@
 //! The npm `socket.io-client` against the interop app, over WebSocket only, polling only, and
 //! polling upgraded to WebSocket.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 macro_rules! js_scenarios {

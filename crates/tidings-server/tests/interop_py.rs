@@ -1,4 +1,6 @@
 //! The PyPI `python-socketio` client against the interop app, over WebSocket, polling, and polling upgraded to WebSocket.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 macro_rules! py_scenarios {

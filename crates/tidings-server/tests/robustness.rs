@@ -132,7 +132,7 @@ async fn malformed_packets_close_only_their_own_connection() {
     bad.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     bad.closed().await;
     good.assert_served("after stray binary").await;
-    assert!(server.server.stats().protocol_errors >= cases.len() as u64 + 1);
+    assert!(server.server.stats().protocol_errors > cases.len() as u64);
 }
 
 #[tokio::test]
