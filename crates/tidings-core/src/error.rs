@@ -16,6 +16,12 @@ pub enum ErrorCode {
     Timeout,
     /// Something failed inside the server; the request may be retried.
     Internal,
+    /// The request needs a durable identity (`clientId` in the CONNECT auth payload).
+    IdentityRequired,
+    /// The durable store cannot be used right now; nothing was stored. Retry later.
+    StoreUnavailable,
+    /// The topic, subscription or message does not exist.
+    NotFound,
 }
 
 impl ErrorCode {
@@ -26,6 +32,9 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::IdentityRequired => "identity_required",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::NotFound => "not_found",
         }
     }
 }

@@ -22,21 +22,56 @@ impl Sid {
     ///
     /// Panics if the operating system cannot provide random bytes; a server that cannot draw
     /// unpredictable ids must not hand out predictable ones instead.
-    #[allow(clippy::expect_used)]
     pub fn new() -> Self {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-        Sid(u128::from_le_bytes(bytes))
+        Sid(random_u128())
     }
+}
 
-    /// Writes the 22-character text form into `out`.
-    fn encode(self, out: &mut [u8; SID_TEXT_LEN]) {
-        let mut v = self.0;
-        for slot in out.iter_mut() {
-            *slot = ALPHABET[(v & 63) as usize];
-            v >>= 6;
-        }
+/// 128 bits from the operating system's CSPRNG.
+///
+/// # Panics
+///
+/// Panics if the operating system cannot provide random bytes.
+#[allow(clippy::expect_used)]
+pub(crate) fn random_u128() -> u128 {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    u128::from_le_bytes(bytes)
+}
+
+/// Writes the 22-character text form of `v`.
+pub(crate) fn write_u128(mut v: u128, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let mut buf = [0u8; SID_TEXT_LEN];
+    for slot in buf.iter_mut() {
+        *slot = ALPHABET[(v & 63) as usize];
+        v >>= 6;
     }
+    // The alphabet is ASCII, so the buffer is always valid UTF-8.
+    f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+}
+
+/// Parses the 22-character text form.
+pub(crate) fn parse_u128(s: &str) -> Result<u128, SidParseError> {
+    if s.len() != SID_TEXT_LEN {
+        return Err(SidParseError);
+    }
+    let mut v: u128 = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let digit = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return Err(SidParseError),
+        } as u128;
+        // The last character carries only 2 significant bits (22 * 6 = 132 > 128).
+        if i == SID_TEXT_LEN - 1 && digit > 3 {
+            return Err(SidParseError);
+        }
+        v |= digit << (6 * i);
+    }
+    Ok(v)
 }
 
 impl Default for Sid {
@@ -47,10 +82,7 @@ impl Default for Sid {
 
 impl fmt::Display for Sid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; SID_TEXT_LEN];
-        self.encode(&mut buf);
-        // The alphabet is ASCII, so the buffer is always valid UTF-8.
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        write_u128(self.0, f)
     }
 }
 
@@ -69,26 +101,7 @@ impl FromStr for Sid {
     type Err = SidParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != SID_TEXT_LEN {
-            return Err(SidParseError);
-        }
-        let mut v: u128 = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let digit = match b {
-                b'A'..=b'Z' => b - b'A',
-                b'a'..=b'z' => b - b'a' + 26,
-                b'0'..=b'9' => b - b'0' + 52,
-                b'-' => 62,
-                b'_' => 63,
-                _ => return Err(SidParseError),
-            } as u128;
-            // The last character carries only 2 significant bits (22 * 6 = 132 > 128).
-            if i == SID_TEXT_LEN - 1 && digit > 3 {
-                return Err(SidParseError);
-            }
-            v |= digit << (6 * i);
-        }
-        Ok(Sid(v))
+        parse_u128(s).map(Sid)
     }
 }
 

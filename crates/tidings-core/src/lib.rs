@@ -1,14 +1,15 @@
 //! Shared types of tidings.
 //!
 //! This crate holds what every other tidings crate agrees on and nothing else: identifiers
-//! ([`Sid`]), room names ([`Room`]) and the error body that every built-in event acknowledges
-//! with ([`ErrorBody`]). Backends (the durable stores, the Redis cluster) depend on this crate,
+//! ([`Sid`]), room names ([`Room`]), the error body that every built-in event acknowledges
+//! with ([`ErrorBody`]) and the durable [`store::Store`] seam. Backends (the durable stores, the Redis cluster) depend on this crate,
 //! never on the server crate, so that the server can depend on them.
 #![forbid(unsafe_code)]
 
 mod error;
 mod id;
 mod room;
+pub mod store;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use id::{Sid, SidParseError};

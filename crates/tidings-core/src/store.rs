@@ -1,0 +1,582 @@
+//! The durable store seam: topics of messages and the per-subscription queues over them.
+//!
+//! # Model
+//!
+//! A **topic** is an append-only log of messages, each with a per-topic **offset** (1, 2, 3, …;
+//! never reused) and a random **message id**. A **subscription** (an identity's own, or a
+//! competing-consumer group's) is a queue over one topic, kept as:
+//!
+//! - a **cursor**: the next offset never yet handed out to the subscription, and
+//! - **pending entries**: offsets below the cursor that are not settled yet, each either
+//!   *in flight* (handed out, with an ack deadline) or *waiting* (to be redelivered no earlier
+//!   than a given time), with the number of deliveries made so far.
+//!
+//! Every offset below the cursor that has no pending entry is settled (acknowledged, dead-
+//! lettered, or skipped by retention). This is the model of Redis Streams consumer groups
+//! (last-delivered id + pending entries list) and of JetStream consumers, so every backend can
+//! implement it natively, and fanning a message out to N subscriptions costs nothing at publish
+//! time.
+//!
+//! # Durability
+//!
+//! [`Store::append`] returns only once the message (and its idempotency key) is durable as the
+//! backend defines it (SQLite: committed and fsynced with `synchronous=FULL`). The delivery
+//! engine confirms a publish only after that. Acks, requeues and claims are durable the same
+//! way, so a restart redelivers exactly what was not acknowledged.
+//!
+//! Backends implement this trait; the server holds an `Arc<dyn Store>`. Every backend must
+//! pass the conformance suite in `tidings-store-tests`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A future returned by a [`Store`] method.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The offset of a message in its topic: 1 for the first message, then +1 each.
+pub type Offset = u64;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// A store operation failed. Every variant is something the caller reports, never ignores:
+/// a publish that gets an `Err` was not stored and must not be confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend cannot be used right now (disk full, I/O error, connection lost); the
+    /// operation may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend's data is not what this version expects (corrupt file, wrong schema).
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    /// The topic or subscription does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request is invalid for this store (e.g. an offset beyond the head).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// The name of a topic: dot-separated segments of `[A-Za-z0-9_:-]`, 1–200 bytes in all
+/// (`pickup`, `vendor.store-42`). Dots make segments for permission patterns (`vendor.*`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Serialize for Topic {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// The longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 200;
+
+/// A topic, subscription or group name is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid name {name:?}: {reason}")]
+pub struct NameError {
+    /// The rejected name.
+    pub name: String,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
+
+fn valid_segment_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':'
+}
+
+impl Topic {
+    /// Validates a topic name.
+    pub fn new(name: &str) -> Result<Topic, NameError> {
+        let err = |reason| {
+            Err(NameError {
+                name: name.chars().take(64).collect(),
+                reason,
+            })
+        };
+        if name.is_empty() || name.len() > MAX_TOPIC_LEN {
+            return err("a topic name has 1 to 200 bytes");
+        }
+        if name
+            .split('.')
+            .any(|seg| seg.is_empty() || !seg.chars().all(valid_segment_char))
+        {
+            return err("a topic name is dot-separated segments of letters, digits, '_', '-', ':'");
+        }
+        Ok(Topic(Arc::from(name)))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Topic({:?})", &*self.0)
+    }
+}
+
+impl FromStr for Topic {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Topic::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Topic {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Topic::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Who owns a queue: one identity (all its sockets share it) or a competing-consumer group
+/// (each message goes to one member).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SubscriptionName {
+    /// The durable identity named in the CONNECT auth payload (or a verified token's `sub`).
+    Identity(String),
+    /// A group of identities sharing one queue.
+    Group(String),
+}
+
+/// The longest identity or group name, in bytes.
+pub const MAX_SUBSCRIBER_LEN: usize = 200;
+
+impl SubscriptionName {
+    /// An identity's subscription; the name must be 1–200 bytes without control characters.
+    pub fn identity(name: &str) -> Result<Self, NameError> {
+        validate_subscriber(name).map(|()| SubscriptionName::Identity(name.to_owned()))
+    }
+
+    /// A group's subscription; same rules as [`SubscriptionName::identity`].
+    pub fn group(name: &str) -> Result<Self, NameError> {
+        validate_subscriber(name).map(|()| SubscriptionName::Group(name.to_owned()))
+    }
+
+    /// The storage key: `id:<name>` or `group:<name>`, also the `{name}` of the HTTP API.
+    pub fn key(&self) -> String {
+        match self {
+            SubscriptionName::Identity(n) => format!("id:{n}"),
+            SubscriptionName::Group(n) => format!("group:{n}"),
+        }
+    }
+
+    /// Parses a storage key made by [`SubscriptionName::key`].
+    pub fn from_key(key: &str) -> Result<Self, NameError> {
+        if let Some(n) = key.strip_prefix("id:") {
+            SubscriptionName::identity(n)
+        } else if let Some(n) = key.strip_prefix("group:") {
+            SubscriptionName::group(n)
+        } else {
+            Err(NameError {
+                name: key.chars().take(64).collect(),
+                reason: "expected id:<name> or group:<name>",
+            })
+        }
+    }
+}
+
+fn validate_subscriber(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > MAX_SUBSCRIBER_LEN || name.chars().any(char::is_control) {
+        return Err(NameError {
+            name: name.chars().take(64).collect(),
+            reason: "a name has 1 to 200 bytes and no control characters",
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Display for SubscriptionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// A message id: 128 random bits, shown as 22 characters of URL-safe base64 like [`crate::Sid`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u128);
+
+impl MessageId {
+    /// A new random id.
+    pub fn new() -> Self {
+        MessageId(crate::id::random_u128())
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        MessageId::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::id::write_u128(self.0, f)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = crate::SidParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::id::parse_u128(s).map(MessageId)
+    }
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A message to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// The Socket.IO event name subscribers receive.
+    pub event: String,
+    /// The JSON payload, as text (kept byte for byte as the publisher sent it).
+    pub data: String,
+    /// Optional idempotency key: a repeat within the dedup window stores nothing and returns
+    /// the first append's id and offset.
+    pub key: Option<String>,
+    /// When the message was published.
+    pub published_at: Millis,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMessage {
+    /// The message id.
+    pub id: MessageId,
+    /// The message's offset in its topic.
+    pub offset: Offset,
+    /// The event name.
+    pub event: String,
+    /// The JSON payload, as text.
+    #[serde(skip)]
+    pub data: String,
+    /// When it was published.
+    pub published_at: Millis,
+}
+
+/// What [`Store::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's id (the first append's when `duplicate`).
+    pub id: MessageId,
+    /// The message's offset (the first append's when `duplicate`).
+    pub offset: Offset,
+    /// The idempotency key was seen within the dedup window: nothing was stored.
+    pub duplicate: bool,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// Only messages appended after subscribing (the default).
+    New,
+    /// Every retained message.
+    Earliest,
+    /// From this offset on (clamped to what is retained).
+    Offset(Offset),
+}
+
+/// How a claim hands out entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimOptions {
+    /// The current time.
+    pub now: Millis,
+    /// At most this many entries.
+    pub max: usize,
+    /// Claimed entries are in flight until `now + ack_timeout`; after that a claim hands them
+    /// out again.
+    pub ack_timeout: Millis,
+    /// An entry already delivered this many times is moved to the dead letters instead of
+    /// being handed out again.
+    pub max_deliveries: u32,
+}
+
+/// One delivery handed out by [`Store::claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The message.
+    pub message: StoredMessage,
+    /// Which delivery this is: 1 for the first, 2+ for redeliveries.
+    pub attempt: u32,
+}
+
+/// What [`Store::claim`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimResult {
+    /// The entries handed out, in offset order: due redeliveries first, then new messages.
+    pub claimed: Vec<Claimed>,
+    /// Entries moved to the dead letters by this claim (they reached `max_deliveries`).
+    pub dead_lettered: Vec<Offset>,
+}
+
+/// A message that exhausted its deliveries for one subscription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The message (its payload is in `message.data`).
+    #[serde(flatten)]
+    pub message: StoredMessage,
+    /// The subscription that could not settle it.
+    #[serde(serialize_with = "serialize_display")]
+    pub subscription: SubscriptionName,
+    /// Deliveries made.
+    pub attempts: u32,
+    /// When it was dead-lettered.
+    pub dead_at: Millis,
+}
+
+fn serialize_display<T: fmt::Display, S: serde::Serializer>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// A subscription's state, for the API and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionInfo {
+    /// The subscription.
+    #[serde(serialize_with = "serialize_display")]
+    pub name: SubscriptionName,
+    /// Messages not settled yet (in flight, waiting, or never delivered).
+    pub pending: u64,
+    /// Of those, handed out and not acknowledged yet.
+    pub in_flight: u64,
+    /// Messages dead-lettered for this subscription and not requeued.
+    pub dead: u64,
+    /// Unsettled messages that retention removed (each announced with `tidings:gap`).
+    pub gaps: u64,
+    /// The next offset never handed out.
+    pub cursor: Offset,
+}
+
+/// A topic's state, for the API and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicInfo {
+    /// The topic.
+    pub topic: Topic,
+    /// The offset of the newest message (0 when none was ever appended).
+    pub head: Offset,
+    /// The offset of the oldest retained message (head + 1 when none is retained).
+    pub first: Offset,
+    /// Retained messages.
+    pub retained: u64,
+    /// Bytes of retained payloads.
+    pub retained_bytes: u64,
+    /// Its subscriptions.
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// Retention limits of a topic: a message older, or beyond the newest `max_messages` or
+/// `max_bytes`, is removed — even if some subscription has not settled it (that is a gap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Maximum age in milliseconds.
+    pub max_age: Millis,
+    /// Maximum number of retained messages.
+    pub max_messages: u64,
+    /// Maximum retained payload bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for Retention {
+    /// Generous: 7 days, 10 million messages, 10 GiB per topic.
+    fn default() -> Self {
+        Retention {
+            max_age: 7 * 24 * 3600 * 1000,
+            max_messages: 10_000_000,
+            max_bytes: 10 << 30,
+        }
+    }
+}
+
+/// Unsettled messages of one subscription that retention removed: offsets `from..=to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The topic.
+    pub topic: Topic,
+    /// The subscription that lost them.
+    pub subscription: SubscriptionName,
+    /// First removed unsettled offset.
+    pub from: Offset,
+    /// Last removed unsettled offset.
+    pub to: Offset,
+}
+
+/// The durable store: topics, subscriptions and their queues. See the module docs.
+///
+/// Every method is atomic. Methods on an unknown topic or subscription return
+/// `Err(StoreError::NotFound)` unless documented otherwise.
+pub trait Store: Send + Sync + 'static {
+    /// Appends a message (creating the topic on first use) and returns once it is durable.
+    /// With an idempotency key seen within `dedup_window` ms before `msg.published_at`,
+    /// stores nothing and returns the first append with `duplicate: true`.
+    fn append<'a>(
+        &'a self,
+        topic: &'a Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+    ) -> StoreFuture<'a, Appended>;
+
+    /// Creates the subscription if it does not exist (creating the topic too), starting at
+    /// `from`; an existing subscription is left as it is. Returns its state.
+    fn subscribe<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        from: StartFrom,
+    ) -> StoreFuture<'a, SubscriptionInfo>;
+
+    /// Removes the subscription with its pending entries and dead letters. Ok(false) if it did
+    /// not exist.
+    fn unsubscribe<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Every subscription of every topic (to resume deliveries at start-up).
+    fn subscriptions(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName)>>;
+
+    /// Hands out up to `opts.max` entries, in offset order: first the pending entries that are
+    /// due (waiting with `not_before <= now`, or in flight past their deadline), then new
+    /// messages from the cursor (advancing it). Each becomes in flight until
+    /// `now + ack_timeout`, with its attempt count + 1. An entry whose attempt count already
+    /// reached `max_deliveries` is moved to the dead letters instead.
+    fn claim<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        opts: ClaimOptions,
+    ) -> StoreFuture<'a, ClaimResult>;
+
+    /// Settles an entry (acknowledged). Ok(false) if it was not pending (already settled).
+    fn ack<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        offset: Offset,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Makes a pending entry wait until `not_before` before it is handed out again (requeue
+    /// with backoff, or release on disconnect with `not_before = now`). Ok(false) if it was not
+    /// pending.
+    fn requeue<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        offset: Offset,
+        not_before: Millis,
+    ) -> StoreFuture<'a, bool>;
+
+    /// The dead letters of a topic (all subscriptions), oldest first.
+    fn dead_letters<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Vec<DeadLetter>>;
+
+    /// Moves a dead letter back into its subscription's queue as a fresh entry (attempt count
+    /// 0, due now). Ok(false) if there is no such dead letter (or its message was removed).
+    fn requeue_dead<'a>(
+        &'a self,
+        topic: &'a Topic,
+        id: MessageId,
+        now: Millis,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Up to `limit` retained messages with offset >= `from`, in order. An unknown topic has
+    /// no messages (Ok(empty)).
+    fn history<'a>(
+        &'a self,
+        topic: &'a Topic,
+        from: Offset,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>>;
+
+    /// The state of one topic; Ok(None) if it does not exist.
+    fn topic_info<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Option<TopicInfo>>;
+
+    /// Every topic.
+    fn topics(&self) -> StoreFuture<'_, Vec<Topic>>;
+
+    /// Removes what `retention` no longer allows (as of `now`) and forgets idempotency keys
+    /// older than `dedup_window`. Returns, per subscription, the unsettled offsets it lost
+    /// (also counted in [`SubscriptionInfo::gaps`]); those entries are settled.
+    fn enforce_retention<'a>(
+        &'a self,
+        topic: &'a Topic,
+        retention: Retention,
+        now: Millis,
+        dedup_window: Millis,
+    ) -> StoreFuture<'a, Vec<Gap>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for ok in ["pickup", "vendor.store-42", "a:b.c_d", "x"] {
+            assert!(Topic::new(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "a b",
+            "a*",
+            "a>",
+            "é",
+            &"x".repeat(201),
+        ] {
+            assert!(Topic::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subscription_keys_round_trip() {
+        for sub in [
+            SubscriptionName::identity("driver-7").unwrap(),
+            SubscriptionName::group("drivers").unwrap(),
+        ] {
+            assert_eq!(SubscriptionName::from_key(&sub.key()).unwrap(), sub);
+        }
+        assert!(SubscriptionName::identity("").is_err());
+        assert!(SubscriptionName::identity("a\nb").is_err());
+        assert!(SubscriptionName::from_key("nope").is_err());
+    }
+
+    #[test]
+    fn message_ids_round_trip() {
+        let id = MessageId::new();
+        assert_eq!(id.to_string().parse::<MessageId>().unwrap(), id);
+    }
+}
