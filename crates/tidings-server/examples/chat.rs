@@ -4,12 +4,15 @@
 //! Run: `cargo run --example chat -p tidings-server`, then connect a socket.io client to
 //! `http://127.0.0.1:3000/chat` with `auth: {token: "secret"}`.
 
-use std::time::Duration;
 use serde::Deserialize;
+use std::time::Duration;
 use tidings_server::{ConnectError, Server, ServerConfig};
 
 #[derive(Deserialize)]
-struct Chat { room: String, text: String }
+struct Chat {
+    room: String,
+    text: String,
+}
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -25,11 +28,18 @@ async fn main() -> std::io::Result<()> {
         socket.join("lobby");
         socket.on_data("chat", |socket, msg: Chat, ack| async move {
             // to everyone in the room except the sender; encoded once for all of them
-            let n = socket.to(msg.room.as_str()).emit("chat", &msg.text).unwrap_or(0);
-            if let Some(ack) = ack { let _ = ack.send(&serde_json::json!({ "ok": true, "recipients": n })); }
+            let n = socket
+                .to(msg.room.as_str())
+                .emit("chat", &msg.text)
+                .unwrap_or(0);
+            if let Some(ack) = ack {
+                let _ = ack.send(&serde_json::json!({ "ok": true, "recipients": n }));
+            }
         });
         socket.on("ping-me", |socket, _event| async move {
-            let reply = socket.emit_with_ack("ping", "are you there?", Duration::from_secs(5)).await;
+            let reply = socket
+                .emit_with_ack("ping", "are you there?", Duration::from_secs(5))
+                .await;
             tracing::info!(?reply, "client answered");
         });
     });

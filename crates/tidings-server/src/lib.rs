@@ -9,9 +9,11 @@
 //! disconnects a recipient that cannot keep up (see [`ServerConfig::max_buffered_bytes`]).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod engine;
 pub mod io;
+pub mod queue;
 mod server;
 
 pub use config::{ConfigError, CorsConfig, CorsOrigins, ServerConfig, ServerConfigBuilder};
@@ -19,5 +21,6 @@ pub use io::{
     AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,
     DisconnectReason, EmitError, Event, Namespace, Socket,
 };
+pub use queue::{QueueConfig, Queues, RetentionRule};
 pub use server::{Server, ServerStats};
 pub use tidings_core::{ErrorBody, ErrorCode, Room, Sid};

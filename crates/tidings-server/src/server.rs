@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::engine::{Body, CloseReason, Engine, EngineHandler, Session, SessionHandler};
 use crate::io::{Client, Namespace};
+use crate::queue::{QueueConfig, Queues};
+use tidings_core::store::{Store, StoreError};
 
 type Matcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
 type Setup = Box<dyn Fn(&Namespace) + Send + Sync>;
@@ -32,6 +34,7 @@ pub(crate) struct ServerInner {
     engine: OnceLock<Engine>,
     shutdown: CancellationToken,
     socketio_protocol_errors: AtomicU64,
+    queues: OnceLock<Arc<Queues>>,
 }
 
 impl ServerInner {
@@ -51,6 +54,10 @@ impl ServerInner {
         setup(&ns);
         namespaces.insert(name.to_owned(), ns.clone());
         Some(ns)
+    }
+
+    pub(crate) fn queues(&self) -> Option<&Arc<Queues>> {
+        self.queues.get()
     }
 
     pub(crate) fn count_protocol_error(&self) {
@@ -133,6 +140,7 @@ impl Server {
             engine: OnceLock::new(),
             shutdown: CancellationToken::new(),
             socketio_protocol_errors: AtomicU64::new(0),
+            queues: OnceLock::new(),
         });
         let engine = Engine::new(config, Arc::new(SocketIoHandler(Arc::downgrade(&inner))));
         let _ = inner.engine.set(engine);
@@ -187,6 +195,26 @@ impl Server {
             .unwrap_or_else(|| unreachable!("engine is set in Server::new"))
     }
 
+    /// Turns on durable topics on every namespace: the built-in events `subscribe`,
+    /// `unsubscribe`, `publish` and `history`, and deliveries to connected identities. Loads the
+    /// store's subscriptions first. Calling it twice keeps the first store.
+    pub async fn enable_queues(
+        &self,
+        store: Arc<dyn Store>,
+        config: QueueConfig,
+    ) -> Result<Arc<Queues>, StoreError> {
+        if let Some(queues) = self.inner.queues.get() {
+            return Ok(queues.clone());
+        }
+        let queues = Queues::start(store, config).await?;
+        Ok(self.inner.queues.get_or_init(|| queues).clone())
+    }
+
+    /// The delivery engine, when [`Server::enable_queues`] was called.
+    pub fn queues(&self) -> Option<&Arc<Queues>> {
+        self.inner.queues.get()
+    }
+
     /// The server's counters.
     pub fn stats(&self) -> ServerStats {
         let engine = self.engine();
@@ -206,6 +234,12 @@ impl Server {
         let engine = self.engine();
         if engine.matches_path(req.uri().path()) {
             return engine.handle(req, remote_addr).await;
+        }
+        if let Some(queues) = self.inner.queues.get() {
+            let path = req.uri().path();
+            if path == "/v1" || path.starts_with("/v1/") {
+                return crate::api::handle(queues, req, self.inner.config.max_payload).await;
+            }
         }
         let mut res = Response::new(Full::new(Bytes::from_static(br#"{"error":"not found"}"#)));
         *res.status_mut() = StatusCode::NOT_FOUND;
@@ -282,6 +316,9 @@ impl Server {
     pub fn shutdown(&self) {
         tracing::info!("shutting down");
         self.inner.shutdown.cancel();
+        if let Some(queues) = self.inner.queues.get() {
+            queues.shutdown();
+        }
         self.engine().close_all(CloseReason::ServerShutdown);
     }
 }

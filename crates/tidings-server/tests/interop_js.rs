@@ -40,7 +40,11 @@ async fn thousand_member_room_broadcast_drops_nothing() {
     let config = support::interop_config().build().unwrap();
     let server = support::start(support::interop_app(config)).await;
     let script = support::repo_root().join("tests/clients/js/many.mjs");
-    let envs = [("TRANSPORT", "websocket"), ("MANY_CLIENTS", "1000"), ("MANY_EVENTS", "200")];
+    let envs = [
+        ("TRANSPORT", "websocket"),
+        ("MANY_CLIENTS", "1000"),
+        ("MANY_EVENTS", "200"),
+    ];
     support::run_script(&support::node(), script, &server.url(), &envs).await;
     let stats = server.server.stats();
     assert_eq!(stats.slow_client_disconnects, 0);

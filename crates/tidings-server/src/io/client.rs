@@ -180,6 +180,12 @@ impl Client {
             attachments,
             ack,
         };
+        if let Some(queues) = self.server.queues() {
+            if crate::queue::is_queue_event(&event.name) {
+                queues.handle_event(socket, event);
+                return;
+            }
+        }
         if self.server.config.builtin_events && builtins::is_builtin(&event.name) {
             builtins::handle(&socket, event);
             return;
@@ -210,10 +216,19 @@ impl Client {
         let auth = packet
             .data
             .unwrap_or_else(|| Value::Object(Default::default()));
+        let identity = match crate::queue::identity_from_auth(&auth) {
+            Ok(identity) => identity,
+            Err(e) => {
+                self.connecting.lock().remove(&name);
+                let reply = Packet::connect_error(&name, &e.message, e.data);
+                let _ = self.session.send(reply.to_frame());
+                return;
+            }
+        };
         let middlewares = ns.middlewares();
         let Some(me) = self.me.upgrade() else { return };
         if middlewares.is_empty() {
-            me.establish(ns, auth);
+            me.establish(ns, auth, identity);
             return;
         }
         let request = ConnectRequest {
@@ -232,12 +247,12 @@ impl Client {
                 }
             }
             let _dispatching = me.dispatch_lock.lock();
-            me.establish(ns, auth);
+            me.establish(ns, auth, identity);
         });
     }
 
     /// Creates the socket, queues the CONNECT reply, then runs the connect handler.
-    fn establish(&self, ns: Namespace, auth: Value) {
+    fn establish(&self, ns: Namespace, auth: Value, identity: Option<Arc<str>>) {
         let name: Arc<str> = ns.inner.name.clone();
         let weak = self.me.clone();
         let leave_name = name.clone();
@@ -251,6 +266,7 @@ impl Client {
             self.session.clone(),
             self.handshake.clone(),
             auth,
+            identity,
             on_leave,
         );
         self.sockets.lock().insert(name.clone(), socket.clone());
@@ -266,6 +282,9 @@ impl Client {
             return;
         }
         tracing::debug!(sid = %socket.id(), ns = %name, "socket connected");
+        if let Some(queues) = self.server.queues() {
+            queues.on_socket_connected(&socket);
+        }
         if let Some(handler) = ns.connect_handler() {
             handler(socket);
         }

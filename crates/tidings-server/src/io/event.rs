@@ -70,6 +70,11 @@ pub(crate) const RESERVED_EVENTS: &[&str] = &[
     "removeListener",
 ];
 
+/// Whether `name` is an event name the Socket.IO client reserves for itself.
+pub(crate) fn is_reserved_event(name: &str) -> bool {
+    RESERVED_EVENTS.contains(&name)
+}
+
 /// The frames of one event packet: the header, then its binary attachments.
 pub(crate) fn event_frames(
     namespace: &str,

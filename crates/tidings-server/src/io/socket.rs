@@ -58,6 +58,7 @@ pub(crate) struct SocketInner {
     session: Arc<Session>,
     handshake: Arc<Handshake>,
     auth: Value,
+    identity: Option<Arc<str>>,
     handlers: RwLock<HashMap<String, EventHandler>>,
     disconnect_handlers: Mutex<Vec<DisconnectHandler>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<AckReply>>>,
@@ -89,6 +90,7 @@ impl Socket {
         session: Arc<Session>,
         handshake: Arc<Handshake>,
         auth: Value,
+        identity: Option<Arc<str>>,
         on_leave: Box<dyn FnOnce() + Send>,
     ) -> Socket {
         let id = Sid::new();
@@ -101,6 +103,7 @@ impl Socket {
                 session,
                 handshake,
                 auth,
+                identity,
                 handlers: RwLock::new(HashMap::new()),
                 disconnect_handlers: Mutex::new(Vec::new()),
                 acks: Mutex::new(HashMap::new()),
@@ -126,6 +129,13 @@ impl Socket {
     /// The CONNECT auth payload (`{}` when the client sent none).
     pub fn auth(&self) -> &Value {
         &self.inner.auth
+    }
+
+    /// The durable identity of the client, if it has one: the `clientId` of the CONNECT auth
+    /// payload (see [`crate::queue`]). Durable subscriptions belong to identities, never to
+    /// socket ids.
+    pub fn identity(&self) -> Option<&str> {
+        self.inner.identity.as_deref()
     }
 
     /// The first HTTP request of the client's session.

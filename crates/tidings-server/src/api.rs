@@ -1,0 +1,285 @@
+//! The HTTP API of the durable topics, under `/v1` (served when queues are enabled).
+//!
+//! Errors are JSON `{"error":{"code","message"}}` with the status of the code: 400
+//! `bad_request`, 404 `not_found`, 413 `payload_too_large`, 503 `store_unavailable`. The OpenAPI
+//! document is at `/v1/openapi.json`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+use tidings_core::store::{MessageId, SubscriptionName, Topic};
+use tidings_core::{ErrorBody, ErrorCode};
+
+use crate::engine::Body;
+use crate::queue::Queues;
+use crate::queue::events::{MAX_HISTORY, append, messages, store_error};
+
+/// The OpenAPI 3.1 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn error_response(e: &ErrorBody) -> Response<Body> {
+    let status = match e.code {
+        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json_response(status, &json!({ "error": e }))
+}
+
+fn not_found(what: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, what)
+}
+
+fn bad_request(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BadRequest, message)
+}
+
+/// Decodes one `%XX`-escaped path segment.
+fn percent_decode(segment: &str) -> Result<String, ErrorBody> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment
+                .get(i + 1..i + 3)
+                .ok_or_else(|| bad_request("bad %-escape in path"))?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad_request("bad %-escape in path"))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad_request("path is not UTF-8"))
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn parse_u64(query: &str, name: &str, default: u64) -> Result<u64, ErrorBody> {
+    match query_param(query, name) {
+        None | Some("") => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| bad_request(format!("`{name}` must be a non-negative integer"))),
+    }
+}
+
+fn topic_of(segment: &str) -> Result<Topic, ErrorBody> {
+    Topic::new(&percent_decode(segment)?).map_err(|e| bad_request(e.to_string()))
+}
+
+/// Reads a JSON body of at most `max` bytes.
+async fn json_body(body: Incoming, max: usize) -> Result<Value, Response<Body>> {
+    let mut buf = Vec::new();
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| error_response(&bad_request("could not read the request body")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                let e = json!({ "error": { "code": "payload_too_large", "message": format!("body over {max} bytes") } });
+                return Err(json_response(StatusCode::PAYLOAD_TOO_LARGE, &e));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    serde_json::from_slice(&buf)
+        .map_err(|e| error_response(&bad_request(format!("invalid JSON: {e}"))))
+}
+
+/// Answers a request under `/v1`.
+pub async fn handle(queues: &Queues, req: Request<Incoming>, max_body: usize) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let method = req.method().clone();
+    let segments: Vec<&str> = path
+        .trim_start_matches("/v1")
+        .trim_matches('/')
+        .split('/')
+        .collect();
+    let result = match (&method, segments.as_slice()) {
+        (&Method::GET, ["openapi.json"]) => {
+            let mut res = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return res;
+        }
+        (&Method::GET, ["topics"]) => list_topics(queues).await,
+        (&Method::GET, ["topics", topic]) => topic_info(queues, topic).await,
+        (&Method::POST, ["topics", topic, "messages"]) => {
+            let topic = match topic_of(topic) {
+                Ok(t) => t,
+                Err(e) => return error_response(&e),
+            };
+            let body = match json_body(req.into_body(), max_body).await {
+                Ok(body) => body,
+                Err(res) => return res,
+            };
+            publish(queues, &topic, &body).await
+        }
+        (&Method::GET, ["topics", topic, "messages"]) => history(queues, topic, &query).await,
+        (&Method::GET, ["topics", topic, "dead-letters"]) => dead_letters(queues, topic).await,
+        (&Method::POST, ["topics", topic, "dead-letters", id, "requeue"]) => {
+            requeue_dead(queues, topic, id).await
+        }
+        (&Method::DELETE, ["topics", topic, "subscriptions", name]) => {
+            delete_subscription(queues, topic, name).await
+        }
+        _ => Err(not_found(&format!("no route {method} {path}"))),
+    };
+    match result {
+        Ok((status, value)) => json_response(status, &value),
+        Err(e) => error_response(&e),
+    }
+}
+
+type ApiResult = Result<(StatusCode, Value), ErrorBody>;
+
+async fn list_topics(queues: &Queues) -> ApiResult {
+    let store = queues.store();
+    let mut topics = Vec::new();
+    for topic in store.topics().await.map_err(|e| store_error(&e))? {
+        if let Some(info) = store
+            .topic_info(&topic)
+            .await
+            .map_err(|e| store_error(&e))?
+        {
+            topics.push(info);
+        }
+    }
+    Ok((StatusCode::OK, json!({ "topics": topics })))
+}
+
+async fn topic_info(queues: &Queues, topic: &str) -> ApiResult {
+    let topic = topic_of(topic)?;
+    match queues
+        .store()
+        .topic_info(&topic)
+        .await
+        .map_err(|e| store_error(&e))?
+    {
+        Some(info) => Ok((StatusCode::OK, json!(info))),
+        None => Err(not_found(&format!("no topic {topic}"))),
+    }
+}
+
+async fn publish(queues: &Queues, topic: &Topic, body: &Value) -> ApiResult {
+    let event = body
+        .get("event")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_request("`event` must be a string"))?;
+    let key = match body.get("key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) => Some(k.as_str()),
+        Some(_) => return Err(bad_request("`key` must be a string")),
+    };
+    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    let mut answer = append(queues, topic, event, &data, key).await?;
+    if let Some(map) = answer.as_object_mut() {
+        map.remove("ok");
+    }
+    Ok((StatusCode::CREATED, answer))
+}
+
+async fn history(queues: &Queues, topic: &str, query: &str) -> ApiResult {
+    let topic = topic_of(topic)?;
+    let from = parse_u64(query, "from", 1)?;
+    let limit = parse_u64(query, "limit", 100)?;
+    if !(1..=MAX_HISTORY as u64).contains(&limit) {
+        return Err(bad_request(format!("`limit` must be 1 to {MAX_HISTORY}")));
+    }
+    let messages = messages(queues, &topic, from, limit as usize).await?;
+    Ok((StatusCode::OK, json!({ "messages": messages })))
+}
+
+async fn dead_letters(queues: &Queues, topic: &str) -> ApiResult {
+    let topic = topic_of(topic)?;
+    let dead = queues
+        .store()
+        .dead_letters(&topic)
+        .await
+        .map_err(|e| store_error(&e))?;
+    let dead: Vec<Value> = dead
+        .into_iter()
+        .map(|d| {
+            let mut v = json!(d);
+            v["data"] = serde_json::from_str(&d.message.data).unwrap_or(Value::Null);
+            v
+        })
+        .collect();
+    Ok((StatusCode::OK, json!({ "deadLetters": dead })))
+}
+
+async fn requeue_dead(queues: &Queues, topic: &str, id: &str) -> ApiResult {
+    let topic = topic_of(topic)?;
+    let id: MessageId = id.parse().map_err(|_| bad_request("invalid message id"))?;
+    let requeued = queues
+        .store()
+        .requeue_dead(&topic, id, crate::queue::now_millis())
+        .await
+        .map_err(|e| store_error(&e))?;
+    if !requeued {
+        return Err(not_found(&format!("no dead letter {id} in {topic}")));
+    }
+    queues.wake_all(&topic);
+    Ok((StatusCode::OK, json!({ "requeued": true })))
+}
+
+async fn delete_subscription(queues: &Queues, topic: &str, name: &str) -> ApiResult {
+    let topic = topic_of(topic)?;
+    let sub = SubscriptionName::from_key(&percent_decode(name)?)
+        .map_err(|e| bad_request(e.to_string()))?;
+    queues.forget(&topic, &sub);
+    let removed = queues
+        .store()
+        .unsubscribe(&topic, &sub)
+        .await
+        .map_err(|e| store_error(&e))?;
+    if !removed {
+        return Err(not_found(&format!("no subscription {sub} on {topic}")));
+    }
+    Ok((StatusCode::OK, json!({ "deleted": true })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_path_segments() {
+        assert_eq!(percent_decode("id%3Adriver-7").unwrap(), "id:driver-7");
+        assert!(percent_decode("%zz").is_err());
+        assert!(percent_decode("%4").is_err());
+    }
+
+    #[test]
+    fn openapi_is_json() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
+}

@@ -1,0 +1,210 @@
+//! One task per queue (a subscription): claims entries from the store and delivers them to
+//! the queue's connected consumers, at most `max_in_flight` unacknowledged at a time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tidings_core::Sid;
+use tidings_core::store::{ClaimOptions, Claimed, SubscriptionName, Topic};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Queues, millis, now_millis};
+use crate::io::{AckReply, Socket};
+
+/// How often an idle dispatcher with consumers looks for entries that became due (requeued
+/// with backoff, or in flight past their deadline in the store).
+const DUE_POLL: Duration = Duration::from_millis(200);
+
+/// How long a dispatcher waits before retrying after a store error.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+pub(crate) struct Dispatcher {
+    topic: Topic,
+    sub: SubscriptionName,
+    consumers: Mutex<Vec<Socket>>,
+    next_consumer: AtomicUsize,
+    in_flight: AtomicUsize,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        topic: Topic,
+        sub: SubscriptionName,
+        stop: CancellationToken,
+    ) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            topic,
+            sub,
+            consumers: Mutex::new(Vec::new()),
+            next_consumer: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            wake: Notify::new(),
+            stop,
+        })
+    }
+
+    pub(crate) fn add_consumer(&self, socket: Socket) {
+        let mut consumers = self.consumers.lock();
+        if !consumers.iter().any(|s| s.id() == socket.id()) {
+            consumers.push(socket);
+        }
+        drop(consumers);
+        self.wake();
+    }
+
+    pub(crate) fn remove_consumer(&self, sid: Sid) {
+        self.consumers.lock().retain(|s| s.id() != sid);
+    }
+
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// The next connected consumer, round-robin.
+    fn pick_consumer(&self) -> Option<Socket> {
+        let mut consumers = self.consumers.lock();
+        consumers.retain(Socket::is_connected);
+        if consumers.is_empty() {
+            return None;
+        }
+        let i = self.next_consumer.fetch_add(1, Ordering::Relaxed) % consumers.len();
+        Some(consumers[i].clone())
+    }
+
+    fn has_consumers(&self) -> bool {
+        self.consumers.lock().iter().any(Socket::is_connected)
+    }
+
+    pub(crate) async fn run(self: Arc<Self>, queues: Arc<Queues>) {
+        let config = queues.config();
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            let in_flight = self.in_flight.load(Ordering::Acquire);
+            let free = config.max_in_flight.saturating_sub(in_flight);
+            if free == 0 || !self.has_consumers() {
+                // Woken by a new consumer or a settled delivery.
+                tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = self.wake.notified() => continue,
+                }
+            }
+            let opts = ClaimOptions {
+                now: now_millis(),
+                max: free,
+                ack_timeout: millis(config.ack_timeout),
+                max_deliveries: config.max_deliveries,
+            };
+            let pause = match queues.store().claim(&self.topic, &self.sub, opts).await {
+                Ok(result) => {
+                    for offset in &result.dead_lettered {
+                        tracing::warn!(
+                            topic = %self.topic, subscription = %self.sub, offset,
+                            max_deliveries = config.max_deliveries, "message moved to dead letters"
+                        );
+                    }
+                    let claimed_any = !result.claimed.is_empty();
+                    for claimed in result.claimed {
+                        self.deliver(&queues, claimed);
+                    }
+                    if claimed_any { None } else { Some(DUE_POLL) }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, subscription = %self.sub, error = %e, "claim failed");
+                    Some(STORE_RETRY)
+                }
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+
+    /// Emits one claimed entry to a consumer and settles it from the answer.
+    fn deliver(self: &Arc<Self>, queues: &Arc<Queues>, claimed: Claimed) {
+        let offset = claimed.message.offset;
+        let Some(socket) = self.pick_consumer() else {
+            // Everyone left between the claim and now: hand it back at once.
+            let queues = queues.clone();
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = queues
+                    .store()
+                    .requeue(&me.topic, &me.sub, offset, now_millis())
+                    .await
+                {
+                    tracing::warn!(topic = %me.topic, offset, error = %e, "requeue failed; the ack timeout will redeliver");
+                }
+            });
+            return;
+        };
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let me = self.clone();
+        let queues = queues.clone();
+        tokio::spawn(async move {
+            let message = &claimed.message;
+            let data: Value = serde_json::from_str(&message.data).unwrap_or(Value::Null);
+            let mut meta = json!({
+                "topic": me.topic.as_str(),
+                "id": message.id.to_string(),
+                "offset": message.offset,
+            });
+            if let SubscriptionName::Group(group) = &me.sub {
+                meta["group"] = Value::from(group.as_str());
+            }
+            meta["attempt"] = Value::from(claimed.attempt);
+            meta["publishedAt"] = Value::from(message.published_at);
+            let timeout = queues.config().ack_timeout;
+            let answer = socket
+                .emit_args_with_ack(&message.event, vec![data, meta], &[], timeout)
+                .await;
+            let store = queues.store();
+            let settled = match answer {
+                Ok(reply) if wants_requeue(&reply) => {
+                    let delay = queues.config().backoff(claimed.attempt);
+                    store
+                        .requeue(&me.topic, &me.sub, offset, now_millis() + millis(delay))
+                        .await
+                }
+                Ok(_) => store.ack(&me.topic, &me.sub, offset).await,
+                Err(e) => {
+                    tracing::debug!(topic = %me.topic, offset, sid = %socket.id(), error = %e, "delivery not acknowledged; redelivering");
+                    store
+                        .requeue(&me.topic, &me.sub, offset, now_millis())
+                        .await
+                }
+            };
+            if let Err(e) = settled {
+                // The entry stays in flight in the store and is redelivered after its deadline.
+                tracing::warn!(topic = %me.topic, subscription = %me.sub, offset, error = %e, "could not settle a delivery");
+            }
+            me.in_flight.fetch_sub(1, Ordering::AcqRel);
+            me.wake();
+        });
+    }
+}
+
+/// The ack `{requeue:true}` asks for a redelivery; anything else settles the message.
+fn wants_requeue(reply: &AckReply) -> bool {
+    reply
+        .args
+        .first()
+        .and_then(|v| v.get("requeue"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}

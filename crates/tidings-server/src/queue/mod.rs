@@ -1,0 +1,479 @@
+//! Durable topics and per-subscriber queues: the delivery engine on top of a
+//! [`Store`](tidings_core::store::Store).
+//!
+//! Clients use it through built-in events (docs/PROTOCOL.md): `subscribe`, `unsubscribe`,
+//! `publish`, `history`. A publish is acknowledged only once the store made it durable. Each
+//! subscription (an identity's own queue, or a group's shared one) has a [`dispatcher`] task
+//! that claims entries from the store and emits them — `event` with `(data, meta)` and an ack
+//! id — to the connected sockets of its identity or group, at most `max_in_flight` at a time.
+//! The client's ack settles the entry; `{requeue:true}`, a timeout or a disconnect puts it back
+//! (with backoff for requeue); the store dead-letters it after `max_deliveries`.
+//!
+//! Identity: the `clientId` string of the CONNECT auth payload. Queues belong to identities
+//! (or groups), never to socket ids, so a client that reconnects — with a new socket id — finds
+//! its queues and gets its backlog first, then live messages.
+
+mod dispatcher;
+pub(crate) mod events;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tidings_core::store::{Millis, Retention, Store, SubscriptionName, Topic};
+use tokio_util::sync::CancellationToken;
+
+use self::dispatcher::Dispatcher;
+use crate::io::{ConnectError, Event, Socket};
+
+/// The built-in events of the durable queues.
+const QUEUE_EVENTS: &[&str] = &["subscribe", "unsubscribe", "publish", "history"];
+
+/// Whether `name` is one of the queue built-ins.
+pub(crate) fn is_queue_event(name: &str) -> bool {
+    QUEUE_EVENTS.contains(&name)
+}
+
+/// The longest accepted `clientId`, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = tidings_core::store::MAX_SUBSCRIBER_LEN;
+
+/// The durable identity named by the CONNECT auth payload's `clientId`, if any. A `clientId`
+/// that is present but not a usable name refuses the connection (a client that believes it has
+/// an identity must not silently run without one).
+pub(crate) fn identity_from_auth(auth: &Value) -> Result<Option<Arc<str>>, ConnectError> {
+    match auth.get("clientId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if SubscriptionName::identity(id).is_ok() => Ok(Some(Arc::from(id.as_str()))),
+        Some(_) => Err(ConnectError::new("invalid clientId").with_data(json!({
+            "code": "bad_request",
+            "message": format!("clientId must be a string of 1 to {MAX_CLIENT_ID_LEN} bytes without control characters"),
+        }))),
+    }
+}
+
+/// Retention for topics whose name matches a pattern (`*` matches one dot-separated segment,
+/// `>` the rest), first match wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRule {
+    /// The topic pattern, e.g. `vendor.*` or `audit.>`.
+    pub pattern: String,
+    /// The limits for matching topics.
+    pub retention: Retention,
+}
+
+/// Whether `topic` matches `pattern` (`*` one segment, `>` one or more trailing segments).
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    let mut pat = pattern.split('.');
+    let mut top = topic.split('.');
+    loop {
+        match (pat.next(), top.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(t)) if p == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Settings of the delivery engine, with documented defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// How long a delivery may wait for its ack before it is redelivered. Default 30 s.
+    pub ack_timeout: Duration,
+    /// Deliveries of one message to one subscription before it moves to the dead letters.
+    /// Default 10.
+    pub max_deliveries: u32,
+    /// Unacknowledged deliveries per subscription; the rest wait. Default 100.
+    pub max_in_flight: usize,
+    /// How long an idempotency key is remembered. Default 24 h.
+    pub dedup_window: Duration,
+    /// Delay before a message requeued with `{requeue:true}` is redelivered, doubled per
+    /// attempt up to `requeue_backoff_max`. Default 1 s.
+    pub requeue_backoff: Duration,
+    /// Upper bound of the requeue delay. Default 60 s.
+    pub requeue_backoff_max: Duration,
+    /// Retention of topics that match no rule. Default: 7 days, 10 million messages, 10 GiB.
+    pub retention: Retention,
+    /// Per-topic-pattern retention, first match wins.
+    pub retention_rules: Vec<RetentionRule>,
+    /// How often retention is enforced. Default 30 s.
+    pub retention_interval: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            ack_timeout: Duration::from_secs(30),
+            max_deliveries: 10,
+            max_in_flight: 100,
+            dedup_window: Duration::from_secs(24 * 3600),
+            requeue_backoff: Duration::from_secs(1),
+            requeue_backoff_max: Duration::from_secs(60),
+            retention: Retention::default(),
+            retention_rules: Vec::new(),
+            retention_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The retention of `topic`.
+    pub fn retention_for(&self, topic: &Topic) -> Retention {
+        self.retention_rules
+            .iter()
+            .find(|rule| topic_matches(&rule.pattern, topic.as_str()))
+            .map_or(self.retention, |rule| rule.retention)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1).min(16))
+            .unwrap_or(u32::MAX);
+        self.requeue_backoff
+            .saturating_mul(factor)
+            .min(self.requeue_backoff_max)
+    }
+}
+
+pub(crate) fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+pub(crate) fn millis(d: Duration) -> Millis {
+    d.as_millis().min(u128::from(u64::MAX)) as Millis
+}
+
+type QueueKey = (Topic, SubscriptionName);
+
+#[derive(Default)]
+struct Registry {
+    dispatchers: HashMap<QueueKey, Arc<Dispatcher>>,
+    /// The queues each identity consumes: its own subscriptions and its groups'.
+    consumes: HashMap<Arc<str>, HashSet<QueueKey>>,
+    /// Members of each group queue.
+    members: HashMap<QueueKey, HashSet<Arc<str>>>,
+    /// Connected sockets per identity.
+    sockets: HashMap<Arc<str>, Vec<Socket>>,
+}
+
+/// The delivery engine. Created by [`crate::Server::enable_queues`].
+pub struct Queues {
+    me: Weak<Queues>,
+    store: Arc<dyn Store>,
+    config: QueueConfig,
+    registry: Mutex<Registry>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queues {
+    /// Loads the existing subscriptions and starts the retention task.
+    pub(crate) async fn start(
+        store: Arc<dyn Store>,
+        config: QueueConfig,
+    ) -> Result<Arc<Queues>, tidings_core::store::StoreError> {
+        let subscriptions = store.subscriptions().await?;
+        let queues = Arc::new_cyclic(|me| Queues {
+            me: me.clone(),
+            store,
+            config,
+            registry: Mutex::new(Registry::default()),
+            stop: CancellationToken::new(),
+        });
+        {
+            let mut registry = queues.registry.lock();
+            for (topic, sub) in subscriptions {
+                match &sub {
+                    SubscriptionName::Identity(id) => {
+                        registry
+                            .consumes
+                            .entry(Arc::from(id.as_str()))
+                            .or_default()
+                            .insert((topic, sub));
+                    }
+                    SubscriptionName::Group(_) => {
+                        // Group memberships are restored when members subscribe again; see
+                        // docs/PROTOCOL.md.
+                        registry.members.entry((topic, sub)).or_default();
+                    }
+                }
+            }
+        }
+        tokio::spawn(retention_task(queues.clone()));
+        Ok(queues)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Stops every dispatcher (on shutdown).
+    pub(crate) fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    fn dispatcher(&self, registry: &mut Registry, key: &QueueKey) -> Arc<Dispatcher> {
+        if let Some(d) = registry.dispatchers.get(key) {
+            return d.clone();
+        }
+        let d = Dispatcher::new(key.0.clone(), key.1.clone(), self.stop.child_token());
+        registry.dispatchers.insert(key.clone(), d.clone());
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(d.clone().run(me));
+        }
+        d
+    }
+
+    /// A socket with an identity connected: it becomes a consumer of its identity's queues,
+    /// whose backlog is delivered first.
+    pub(crate) fn on_socket_connected(&self, socket: &Socket) {
+        let Some(identity) = socket.identity().map(Arc::<str>::from) else {
+            return;
+        };
+        {
+            let mut registry = self.registry.lock();
+            registry
+                .sockets
+                .entry(identity.clone())
+                .or_default()
+                .push(socket.clone());
+            let keys: Vec<QueueKey> = registry
+                .consumes
+                .get(&identity)
+                .map(|k| k.iter().cloned().collect())
+                .unwrap_or_default();
+            for key in keys {
+                self.dispatcher(&mut registry, &key)
+                    .add_consumer(socket.clone());
+            }
+        }
+        let me = self.me.clone();
+        socket.on_disconnect(move |socket, _reason| async move {
+            if let Some(queues) = me.upgrade() {
+                queues.on_socket_disconnected(&socket, &identity);
+            }
+        });
+    }
+
+    fn on_socket_disconnected(&self, socket: &Socket, identity: &Arc<str>) {
+        let mut registry = self.registry.lock();
+        if let Some(sockets) = registry.sockets.get_mut(identity) {
+            sockets.retain(|s| s.id() != socket.id());
+            if sockets.is_empty() {
+                registry.sockets.remove(identity);
+            }
+        }
+        if let Some(keys) = registry.consumes.get(identity) {
+            for key in keys {
+                if let Some(d) = registry.dispatchers.get(key) {
+                    d.remove_consumer(socket.id());
+                }
+            }
+        }
+    }
+
+    /// Registers `identity` as a consumer of the queue `key` (after a subscribe).
+    fn attach(&self, identity: &Arc<str>, key: &QueueKey) {
+        let mut registry = self.registry.lock();
+        registry
+            .consumes
+            .entry(identity.clone())
+            .or_default()
+            .insert(key.clone());
+        if matches!(key.1, SubscriptionName::Group(_)) {
+            registry
+                .members
+                .entry(key.clone())
+                .or_default()
+                .insert(identity.clone());
+        }
+        let sockets = registry.sockets.get(identity).cloned().unwrap_or_default();
+        let dispatcher = self.dispatcher(&mut registry, key);
+        for socket in sockets {
+            dispatcher.add_consumer(socket);
+        }
+        dispatcher.wake();
+    }
+
+    /// Removes `identity` from the queue `key`. Returns true when nobody consumes the queue
+    /// any more (so its entries can be removed).
+    fn detach(&self, identity: &Arc<str>, key: &QueueKey) -> bool {
+        let mut registry = self.registry.lock();
+        if let Some(keys) = registry.consumes.get_mut(identity) {
+            keys.remove(key);
+        }
+        if let (Some(d), Some(sockets)) = (
+            registry.dispatchers.get(key),
+            registry.sockets.get(identity),
+        ) {
+            for s in sockets {
+                d.remove_consumer(s.id());
+            }
+        }
+        let orphaned = match key.1 {
+            SubscriptionName::Identity(_) => true,
+            SubscriptionName::Group(_) => {
+                let members = registry.members.entry(key.clone()).or_default();
+                members.remove(identity);
+                members.is_empty()
+            }
+        };
+        if orphaned {
+            registry.members.remove(key);
+            if let Some(d) = registry.dispatchers.remove(key) {
+                d.stop();
+            }
+        }
+        orphaned
+    }
+
+    /// Wakes the dispatchers of `topic` (after a publish or a dead-letter requeue).
+    pub(crate) fn wake_all(&self, topic: &Topic) {
+        self.wake_topic(topic);
+    }
+
+    /// Forgets a queue entirely (deleted through the API): no identity consumes it any more.
+    pub(crate) fn forget(&self, topic: &Topic, sub: &SubscriptionName) {
+        let key = (topic.clone(), sub.clone());
+        let mut registry = self.registry.lock();
+        for keys in registry.consumes.values_mut() {
+            keys.remove(&key);
+        }
+        registry.members.remove(&key);
+        if let Some(d) = registry.dispatchers.remove(&key) {
+            d.stop();
+        }
+    }
+
+    /// Wakes the dispatchers of `topic` (after a publish).
+    fn wake_topic(&self, topic: &Topic) {
+        let registry = self.registry.lock();
+        for ((t, _), d) in &registry.dispatchers {
+            if t == topic {
+                d.wake();
+            }
+        }
+    }
+
+    /// Handles a queue built-in event (see docs/PROTOCOL.md).
+    pub(crate) fn handle_event(&self, socket: Socket, event: Event) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(events::handle(me, socket, event));
+    }
+
+    /// Sends `tidings:gap` to the connected consumers of a queue.
+    fn announce_gap(&self, gap: &tidings_core::store::Gap) {
+        let registry = self.registry.lock();
+        let identities: Vec<Arc<str>> = match &gap.subscription {
+            SubscriptionName::Identity(id) => vec![Arc::from(id.as_str())],
+            SubscriptionName::Group(_) => registry
+                .members
+                .get(&(gap.topic.clone(), gap.subscription.clone()))
+                .map(|m| m.iter().cloned().collect())
+                .unwrap_or_default(),
+        };
+        let mut notice = json!({ "topic": gap.topic.as_str(), "from": gap.from, "to": gap.to });
+        if let SubscriptionName::Group(group) = &gap.subscription {
+            notice["group"] = Value::from(group.as_str());
+        }
+        for identity in identities {
+            for socket in registry.sockets.get(&identity).into_iter().flatten() {
+                let _ = socket.emit("tidings:gap", &notice);
+            }
+        }
+    }
+}
+
+/// Enforces retention on every topic, periodically, and announces the gaps.
+async fn retention_task(queues: Arc<Queues>) {
+    let mut tick = tokio::time::interval(queues.config.retention_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = queues.stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = enforce_retention(&queues).await {
+            tracing::warn!(error = %e, "retention pass failed; will retry");
+        }
+    }
+}
+
+/// One retention pass over every topic.
+pub(crate) async fn enforce_retention(
+    queues: &Queues,
+) -> Result<usize, tidings_core::store::StoreError> {
+    let dedup = millis(queues.config.dedup_window);
+    let mut lost = 0;
+    for topic in queues.store.topics().await? {
+        let retention = queues.config.retention_for(&topic);
+        let gaps = queues
+            .store
+            .enforce_retention(&topic, retention, now_millis(), dedup)
+            .await?;
+        for gap in &gaps {
+            lost += 1;
+            tracing::warn!(
+                topic = %gap.topic, subscription = %gap.subscription, from = gap.from, to = gap.to,
+                "retention removed unsettled messages"
+            );
+            queues.announce_gap(gap);
+        }
+    }
+    Ok(lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_segments() {
+        assert!(topic_matches("vendor.*", "vendor.store-1"));
+        assert!(!topic_matches("vendor.*", "vendor.store-1.x"));
+        assert!(topic_matches("vendor.>", "vendor.store-1.x"));
+        assert!(!topic_matches("vendor.>", "vendor"));
+        assert!(topic_matches("pickup", "pickup"));
+        assert!(!topic_matches("pickup", "pickups"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = QueueConfig::default();
+        assert_eq!(c.backoff(1), Duration::from_secs(1));
+        assert_eq!(c.backoff(3), Duration::from_secs(4));
+        assert_eq!(c.backoff(30), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn client_ids() {
+        assert_eq!(identity_from_auth(&json!({})).unwrap(), None);
+        assert_eq!(
+            identity_from_auth(&json!({"clientId": "d-7"}))
+                .unwrap()
+                .as_deref(),
+            Some("d-7")
+        );
+        assert!(identity_from_auth(&json!({"clientId": 7})).is_err());
+        assert!(identity_from_auth(&json!({"clientId": ""})).is_err());
+    }
+}
