@@ -10,14 +10,24 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(packet) = Packet::decode(&input) {
         let encoded = packet.encode();
-        assert_eq!(Packet::decode(&encoded).as_ref(), Ok(&packet), "{input:?} -> {encoded:?}");
+        assert_eq!(
+            Packet::decode(&encoded).as_ref(),
+            Ok(&packet),
+            "{input:?} -> {encoded:?}"
+        );
         let frame = packet.to_frame();
-        assert_eq!(frame.as_text().and_then(|t| t.strip_prefix('4')), Some(encoded.as_str()));
+        assert_eq!(
+            frame.as_text().and_then(|t| t.strip_prefix('4')),
+            Some(encoded.as_str())
+        );
     }
 
     if let Ok(text) = engine::decode_text(&input) {
         let frame = text.to_frame();
-        assert_eq!(engine::decode_text(frame.as_text().unwrap_or_default()), Ok(text));
+        assert_eq!(
+            engine::decode_text(frame.as_text().unwrap_or_default()),
+            Ok(text)
+        );
     }
 
     for item in engine::decode_payload(&input) {
