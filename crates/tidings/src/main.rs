@@ -1,7 +1,9 @@
 //! `tidings`: the tidings server and its command-line tools.
 #![forbid(unsafe_code)]
 
+mod http;
 mod serve;
+mod topics;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -29,6 +31,10 @@ enum LogFormat {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Publish one message to a durable topic (through the HTTP API of a running server).
+    Publish(topics::PublishArgs),
+    /// Show every topic with its subscriptions' pending, in-flight and dead-letter counts.
+    Topics(topics::TopicsArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -52,6 +58,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Publish(args) => topics::publish(args).await,
+            Command::Topics(args) => topics::topics(args).await,
         }
     })
 }

@@ -32,20 +32,29 @@ async fn serve(args: &[&str], envs: &[(&str, &str)]) -> Serve {
         .expect("tidings serve did not report its address within 20 s")
         .unwrap()
         .expect("tidings serve exited before listening");
-    let url = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
     // The origin, without the endpoint path.
     let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
     Serve { child, url: origin }
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn python() -> String {
     std::env::var("TIDINGS_PYTHON").unwrap_or_else(|_| {
         let venv = repo_root().join(".venv/bin/python");
-        if venv.exists() { venv.to_string_lossy().into_owned() } else { "python3".to_owned() }
+        if venv.exists() {
+            venv.to_string_lossy().into_owned()
+        } else {
+            "python3".to_owned()
+        }
     })
 }
 
@@ -56,7 +65,10 @@ async fn run(program: &str, script: &str, url: &str, envs: &[(&str, &str)]) {
         .envs(envs.iter().copied())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), output).await.expect("client timed out").unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("client timed out")
+        .unwrap();
     assert!(
         output.status.success(),
         "{script} {envs:?} failed:\n{}\n{}",
@@ -69,7 +81,13 @@ async fn run(program: &str, script: &str, url: &str, envs: &[(&str, &str)]) {
 async fn builtin_events_with_socket_io_client_over_each_transport() {
     let server = serve(&[], &[]).await;
     for transport in ["websocket", "polling", "upgrade"] {
-        run("node", "js/serve.mjs", &server.url, &[("TRANSPORT", transport)]).await;
+        run(
+            "node",
+            "js/serve.mjs",
+            &server.url,
+            &[("TRANSPORT", transport)],
+        )
+        .await;
     }
     drop(server.child);
 }
@@ -78,14 +96,26 @@ async fn builtin_events_with_socket_io_client_over_each_transport() {
 async fn builtin_events_with_python_socketio() {
     let server = serve(&[], &[]).await;
     for transport in ["websocket", "polling"] {
-        run(&python(), "py/serve.py", &server.url, &[("TRANSPORT", transport)]).await;
+        run(
+            &python(),
+            "py/serve.py",
+            &server.url,
+            &[("TRANSPORT", transport)],
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn path_and_port_come_from_the_environment() {
     let server = serve(&[], &[("TIDINGS_PATH", "/rt/")]).await;
-    run("node", "js/serve.mjs", &server.url, &[("TRANSPORT", "websocket"), ("TIDINGS_PATH", "/rt/")]).await;
+    run(
+        "node",
+        "js/serve.mjs",
+        &server.url,
+        &[("TRANSPORT", "websocket"), ("TIDINGS_PATH", "/rt/")],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -97,5 +127,8 @@ async fn invalid_configuration_is_refused_with_a_clear_error() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("path must start with '/'"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("path must start with '/'"),
+        "stderr: {stderr}"
+    );
 }
