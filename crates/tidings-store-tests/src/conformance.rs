@@ -1,0 +1,1141 @@
+//! One function per behaviour of the [`Store`] contract. Each takes a fresh, empty store and
+//! panics on the first difference.
+//!
+//! Where the trait's docs leave a choice open, these tests pin the choice every backend makes
+//! (see `tidings-store-memory`'s crate docs for the list): inclusive time boundaries, clamping
+//! of start offsets, retention trimming from the front, `requeue_dead` across subscriptions.
+//! Lists whose order the trait does not specify are compared sorted.
+
+use tidings_core::store::{
+    ClaimOptions, ClaimResult, DeadLetter, Gap, Millis, NewMessage, Offset, Retention, StartFrom,
+    Store, StoreError, StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
+};
+
+fn topic(name: &str) -> Topic {
+    Topic::new(name).unwrap()
+}
+
+fn id(name: &str) -> SubscriptionName {
+    SubscriptionName::identity(name).unwrap()
+}
+
+fn group(name: &str) -> SubscriptionName {
+    SubscriptionName::group(name).unwrap()
+}
+
+fn msg(data: &str, at: Millis) -> NewMessage {
+    NewMessage {
+        event: "news".to_owned(),
+        data: data.to_owned(),
+        key: None,
+        published_at: at,
+    }
+}
+
+fn keyed(data: &str, key: &str, at: Millis) -> NewMessage {
+    NewMessage {
+        key: Some(key.to_owned()),
+        ..msg(data, at)
+    }
+}
+
+/// Claim options: ack timeout 1000 ms, 5 deliveries.
+fn opts(now: Millis, max: usize) -> ClaimOptions {
+    ClaimOptions {
+        now,
+        max,
+        ack_timeout: 1000,
+        max_deliveries: 5,
+    }
+}
+
+/// `(offset, attempt)` of each claimed entry.
+fn claimed(r: &ClaimResult) -> Vec<(Offset, u32)> {
+    r.claimed
+        .iter()
+        .map(|c| (c.message.offset, c.attempt))
+        .collect()
+}
+
+async fn append_n<S: Store>(store: &S, t: &Topic, n: u64, at: Millis) {
+    for i in 0..n {
+        store
+            .append(t, msg(&format!("{{\"n\":{i}}}"), at), 0)
+            .await
+            .unwrap();
+    }
+}
+
+async fn info<S: Store>(store: &S, t: &Topic) -> TopicInfo {
+    store.topic_info(t).await.unwrap().expect("topic exists")
+}
+
+async fn sub_info<S: Store>(store: &S, t: &Topic, sub: &SubscriptionName) -> SubscriptionInfo {
+    info(store, t)
+        .await
+        .subscriptions
+        .into_iter()
+        .find(|s| &s.name == sub)
+        .expect("subscription listed in topic_info")
+}
+
+async fn history_offsets<S: Store>(
+    store: &S,
+    t: &Topic,
+    from: Offset,
+    limit: usize,
+) -> Vec<Offset> {
+    store
+        .history(t, from, limit)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.offset)
+        .collect()
+}
+
+fn retention(max_age: Millis, max_messages: u64, max_bytes: u64) -> Retention {
+    Retention {
+        max_age,
+        max_messages,
+        max_bytes,
+    }
+}
+
+fn sorted_gaps(mut gaps: Vec<Gap>) -> Vec<(SubscriptionName, Offset, Offset)> {
+    gaps.sort_by(|a, b| (&a.subscription, a.from).cmp(&(&b.subscription, b.from)));
+    gaps.into_iter()
+        .map(|g| (g.subscription, g.from, g.to))
+        .collect()
+}
+
+fn is_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::NotFound(_)))
+}
+
+/// Offsets are 1, 2, 3… per topic; ids are distinct; messages read back in order.
+pub async fn append_assigns_offsets_per_topic<S: Store>(store: &S) {
+    let a = topic("a");
+    let b = topic("b.x");
+    let mut ids = Vec::new();
+    for expected in 1..=3u64 {
+        let r = store
+            .append(&a, msg(&format!("[{expected}]"), 10 * expected), 0)
+            .await
+            .unwrap();
+        assert_eq!(r.offset, expected);
+        assert!(!r.duplicate);
+        ids.push(r.id);
+    }
+    let rb = store.append(&b, msg("1", 5), 0).await.unwrap();
+    assert_eq!(rb.offset, 1, "offsets are per topic");
+    ids.push(rb.id);
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ids.len(), "message ids are distinct");
+
+    let h = store.history(&a, 1, 10).await.unwrap();
+    let got: Vec<_> = h
+        .iter()
+        .map(|m| (m.offset, m.id, m.data.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, ids[0], "[1]"), (2, ids[1], "[2]"), (3, ids[2], "[3]")]
+    );
+    assert_eq!(
+        h.iter().map(|m| m.published_at).collect::<Vec<_>>(),
+        [10, 20, 30]
+    );
+    let i = info(store, &a).await;
+    assert_eq!(
+        (i.head, i.first, i.retained, i.retained_bytes),
+        (3, 1, 3, 9)
+    );
+    assert!(i.subscriptions.is_empty());
+    let mut topics = store.topics().await.unwrap();
+    topics.sort();
+    assert_eq!(topics, vec![a, b]);
+}
+
+/// Event and data come back exactly as appended; retained bytes count UTF-8 bytes of data.
+pub async fn append_keeps_payloads_byte_for_byte<S: Store>(store: &S) {
+    let t = topic("payloads");
+    let data = "{ \"é\" : [1, 2.50, 1e3],\n\t\"z\": null }";
+    let event = "évènement:2";
+    let r = store
+        .append(
+            &t,
+            NewMessage {
+                event: event.to_owned(),
+                data: data.to_owned(),
+                key: None,
+                published_at: 1_700_000_000_000,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let h = store.history(&t, 1, 1).await.unwrap();
+    assert_eq!(
+        h,
+        vec![StoredMessage {
+            id: r.id,
+            offset: 1,
+            event: event.to_owned(),
+            data: data.to_owned(),
+            published_at: 1_700_000_000_000,
+        }]
+    );
+    assert_eq!(info(store, &t).await.retained_bytes, data.len() as u64);
+}
+
+/// A key seen within the window (`published_at - seen <= dedup_window`) returns the first
+/// append and stores nothing; keys are per topic.
+pub async fn duplicate_key_within_window_stores_nothing<S: Store>(store: &S) {
+    let t = topic("orders");
+    let first = store.append(&t, keyed("1", "k1", 1000), 500).await.unwrap();
+    assert!(!first.duplicate);
+    let dup = store
+        .append(&t, keyed("other payload", "k1", 1500), 500)
+        .await
+        .unwrap();
+    assert_eq!((dup.id, dup.offset, dup.duplicate), (first.id, 1, true));
+    // A publisher's clock may be behind the first append's: still a duplicate.
+    let early = store.append(&t, keyed("x", "k1", 900), 500).await.unwrap();
+    assert_eq!((early.offset, early.duplicate), (1, true));
+    let h = store.history(&t, 1, 10).await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].data, "1");
+    assert_eq!(info(store, &t).await.head, 1);
+
+    let other_key = store.append(&t, keyed("2", "k2", 1500), 500).await.unwrap();
+    assert_eq!((other_key.offset, other_key.duplicate), (2, false));
+    let no_key = store.append(&t, msg("3", 1500), 500).await.unwrap();
+    assert_eq!((no_key.offset, no_key.duplicate), (3, false));
+    let other_topic = store
+        .append(&topic("orders.eu"), keyed("1", "k1", 1500), 500)
+        .await
+        .unwrap();
+    assert_eq!((other_topic.offset, other_topic.duplicate), (1, false));
+}
+
+/// Past the window the key appends again, and then refers to the new message.
+pub async fn duplicate_key_after_window_appends<S: Store>(store: &S) {
+    let t = topic("orders");
+    let first = store.append(&t, keyed("1", "k", 1000), 500).await.unwrap();
+    let later = store.append(&t, keyed("2", "k", 1501), 500).await.unwrap();
+    assert_eq!((later.offset, later.duplicate), (2, false));
+    assert_ne!(later.id, first.id);
+    let dup = store.append(&t, keyed("3", "k", 1600), 500).await.unwrap();
+    assert_eq!((dup.id, dup.offset, dup.duplicate), (later.id, 2, true));
+    // A zero window still catches a repeat in the same millisecond.
+    let same_ms = store.append(&t, keyed("4", "k", 1501), 0).await.unwrap();
+    assert_eq!((same_ms.offset, same_ms.duplicate), (2, true));
+    assert_eq!(history_offsets(store, &t, 1, 10).await, [1, 2]);
+}
+
+/// `enforce_retention` forgets keys older than its `dedup_window` (as of `now`), keeps younger.
+pub async fn retention_forgets_idempotency_keys<S: Store>(store: &S) {
+    let t = topic("orders");
+    store.append(&t, keyed("1", "old", 0), 1000).await.unwrap();
+    store
+        .append(&t, keyed("2", "young", 1900), 1000)
+        .await
+        .unwrap();
+    store
+        .append(&t, keyed("3", "edge", 1000), 1000)
+        .await
+        .unwrap();
+    let gaps = store
+        .enforce_retention(&t, Retention::default(), 2000, 1000)
+        .await
+        .unwrap();
+    assert!(gaps.is_empty());
+    assert_eq!(info(store, &t).await.retained, 3, "young messages are kept");
+    // Within the append's window of the first, but the key was forgotten.
+    let again = store
+        .append(&t, keyed("4", "old", 500), 1000)
+        .await
+        .unwrap();
+    assert_eq!((again.offset, again.duplicate), (4, false));
+    let dup = store
+        .append(&t, keyed("5", "young", 1950), 1000)
+        .await
+        .unwrap();
+    assert_eq!((dup.offset, dup.duplicate), (2, true));
+    // Exactly `dedup_window` old at `now` is still within the window.
+    let edge = store
+        .append(&t, keyed("6", "edge", 2000), 1000)
+        .await
+        .unwrap();
+    assert_eq!((edge.offset, edge.duplicate), (3, true));
+}
+
+/// New starts after the head, Earliest at the first retained offset, Offset(o) at o clamped
+/// to what is retained; subscribing creates the topic.
+pub async fn subscribe_start_positions<S: Store>(store: &S) {
+    let t = topic("jobs");
+    append_n(store, &t, 5, 0).await;
+    let cases = [
+        (id("new"), StartFrom::New, 6, 0),
+        (id("earliest"), StartFrom::Earliest, 1, 5),
+        (id("three"), StartFrom::Offset(3), 3, 3),
+        (id("after-head"), StartFrom::Offset(6), 6, 0),
+        (id("zero"), StartFrom::Offset(0), 1, 5),
+    ];
+    for (sub, from, cursor, pending) in &cases {
+        let i = store.subscribe(&t, sub, *from).await.unwrap();
+        assert_eq!(&i.name, sub);
+        assert_eq!(
+            (i.cursor, i.pending, i.in_flight, i.dead, i.gaps),
+            (*cursor, *pending, 0, 0, 0),
+            "{sub}"
+        );
+    }
+    let r = store.claim(&t, &id("three"), opts(0, 10)).await.unwrap();
+    assert_eq!(claimed(&r), [(3, 1), (4, 1), (5, 1)]);
+
+    store
+        .enforce_retention(&t, retention(u64::MAX, 3, u64::MAX), 0, 0)
+        .await
+        .unwrap();
+    let late = store
+        .subscribe(&t, &id("late-earliest"), StartFrom::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(late.cursor, 3);
+    let clamped = store
+        .subscribe(&t, &id("late-one"), StartFrom::Offset(1))
+        .await
+        .unwrap();
+    assert_eq!((clamped.cursor, clamped.pending), (3, 3));
+
+    let fresh = topic("fresh");
+    let i = store
+        .subscribe(&fresh, &group("g"), StartFrom::New)
+        .await
+        .unwrap();
+    assert_eq!((i.cursor, i.pending), (1, 0));
+    let ti = info(store, &fresh).await;
+    assert_eq!(
+        (ti.head, ti.first, ti.retained, ti.retained_bytes),
+        (0, 1, 0, 0)
+    );
+    assert_eq!(ti.subscriptions.len(), 1);
+    let earliest = store
+        .subscribe(&topic("fresh2"), &id("a"), StartFrom::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(earliest.cursor, 1);
+    store.append(&fresh, msg("1", 0), 0).await.unwrap();
+    let r = store.claim(&fresh, &group("g"), opts(0, 10)).await.unwrap();
+    assert_eq!(claimed(&r), [(1, 1)]);
+}
+
+/// A start offset beyond `head + 1` is Invalid and creates neither subscription nor topic.
+pub async fn subscribe_invalid_offset_changes_nothing<S: Store>(store: &S) {
+    let t = topic("jobs");
+    append_n(store, &t, 2, 0).await;
+    let r = store.subscribe(&t, &id("a"), StartFrom::Offset(4)).await;
+    assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+    assert!(store.subscriptions().await.unwrap().is_empty());
+    let unknown = topic("nothing.here");
+    let r = store
+        .subscribe(&unknown, &id("a"), StartFrom::Offset(2))
+        .await;
+    assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+    assert_eq!(store.topic_info(&unknown).await.unwrap(), None);
+    assert_eq!(store.topics().await.unwrap(), vec![t]);
+}
+
+/// Subscribing again leaves an existing subscription as it is, whatever `from` says.
+pub async fn resubscribe_keeps_state<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 3, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    store.claim(&t, &sub, opts(0, 2)).await.unwrap();
+    assert!(store.ack(&t, &sub, 1).await.unwrap());
+    let before = sub_info(store, &t, &sub).await;
+    assert_eq!((before.cursor, before.pending, before.in_flight), (3, 2, 1));
+    for from in [
+        StartFrom::New,
+        StartFrom::Earliest,
+        StartFrom::Offset(1),
+        StartFrom::Offset(99),
+    ] {
+        let again = store.subscribe(&t, &sub, from).await.unwrap();
+        assert_eq!(again, before, "{from:?}");
+    }
+    let r = store.claim(&t, &sub, opts(0, 10)).await.unwrap();
+    assert_eq!(claimed(&r), [(3, 1)]);
+}
+
+/// New messages are handed out from the cursor in order, at most `max`, with attempt 1.
+pub async fn claim_hands_out_new_messages_in_order<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    append_n(store, &t, 5, 7).await;
+    let history = store.history(&t, 1, 10).await.unwrap();
+    let r = store.claim(&t, &sub, opts(0, 2)).await.unwrap();
+    assert_eq!(claimed(&r), [(1, 1), (2, 1)]);
+    assert_eq!(r.claimed[0].message, history[0]);
+    assert_eq!(r.claimed[1].message, history[1]);
+    assert!(r.dead_lettered.is_empty());
+    let none = store.claim(&t, &sub, opts(0, 0)).await.unwrap();
+    assert_eq!(none, ClaimResult::default());
+    assert_eq!(sub_info(store, &t, &sub).await.cursor, 3);
+    let r = store.claim(&t, &sub, opts(0, 10)).await.unwrap();
+    assert_eq!(claimed(&r), [(3, 1), (4, 1), (5, 1)]);
+    assert!(
+        store
+            .claim(&t, &sub, opts(0, 10))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty()
+    );
+    let i = sub_info(store, &t, &sub).await;
+    assert_eq!((i.cursor, i.pending, i.in_flight), (6, 5, 5));
+    store.append(&t, msg("6", 8), 0).await.unwrap();
+    let r = store.claim(&t, &sub, opts(0, 10)).await.unwrap();
+    assert_eq!(claimed(&r), [(6, 1)]);
+}
+
+/// An in-flight entry is handed out again once `now >= now_at_claim + ack_timeout`, with
+/// attempt + 1; acknowledged entries never are.
+pub async fn claim_redelivers_after_ack_deadline<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 2, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    let o = |now| ClaimOptions {
+        ack_timeout: 100,
+        ..opts(now, 10)
+    };
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(1000)).await.unwrap()),
+        [(1, 1), (2, 1)]
+    );
+    assert!(
+        store
+            .claim(&t, &sub, o(1099))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty()
+    );
+    assert!(store.ack(&t, &sub, 2).await.unwrap());
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(1100)).await.unwrap()),
+        [(1, 2)]
+    );
+    assert!(
+        store
+            .claim(&t, &sub, o(1199))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty()
+    );
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(1200)).await.unwrap()),
+        [(1, 3)]
+    );
+    let i = sub_info(store, &t, &sub).await;
+    assert_eq!((i.pending, i.in_flight, i.cursor), (1, 1, 3));
+}
+
+/// Due entries come first, in offset order, then new messages; `max` counts both.
+pub async fn claim_hands_out_due_entries_before_new<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 6, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, opts(0, 2)).await.unwrap()),
+        [(1, 1), (2, 1)]
+    );
+    assert!(store.requeue(&t, &sub, 2, 0).await.unwrap());
+    assert!(store.requeue(&t, &sub, 1, 0).await.unwrap());
+    let r = store.claim(&t, &sub, opts(0, 3)).await.unwrap();
+    assert_eq!(claimed(&r), [(1, 2), (2, 2), (3, 1)]);
+    assert!(store.requeue(&t, &sub, 2, 0).await.unwrap());
+    assert!(store.requeue(&t, &sub, 3, 0).await.unwrap());
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, opts(0, 1)).await.unwrap()),
+        [(2, 3)]
+    );
+    let r = store.claim(&t, &sub, opts(0, 2)).await.unwrap();
+    assert_eq!(claimed(&r), [(3, 2), (4, 1)]);
+}
+
+/// A requeued entry waits until `not_before` (its in-flight deadline no longer applies);
+/// requeue of an entry that is not pending is Ok(false).
+pub async fn requeue_waits_until_not_before<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 2, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    let o = |now| ClaimOptions {
+        ack_timeout: 10_000,
+        ..opts(now, 1)
+    };
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(0)).await.unwrap()),
+        [(1, 1)]
+    );
+    assert!(store.requeue(&t, &sub, 1, 500).await.unwrap());
+    let i = sub_info(store, &t, &sub).await;
+    assert_eq!((i.pending, i.in_flight), (2, 0));
+    // Not before 500: the claim takes the next new message instead.
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(499)).await.unwrap()),
+        [(2, 1)]
+    );
+    assert!(
+        store
+            .claim(&t, &sub, o(499))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty()
+    );
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(500)).await.unwrap()),
+        [(1, 2)]
+    );
+    // Requeue replaces the deadline: not handed out at the old deadline.
+    assert!(store.requeue(&t, &sub, 1, 50_000).await.unwrap());
+    assert!(
+        store
+            .claim(&t, &sub, o(10_500))
+            .await
+            .unwrap()
+            .claimed
+            .iter()
+            .all(|c| c.message.offset != 1)
+    );
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(50_000)).await.unwrap()),
+        [(1, 3)]
+    );
+    // Requeueing a waiting entry moves its time.
+    assert!(store.requeue(&t, &sub, 1, 60_000).await.unwrap());
+    assert!(store.requeue(&t, &sub, 1, 55_000).await.unwrap());
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(55_000)).await.unwrap()),
+        [(1, 4)]
+    );
+
+    assert!(
+        !store.requeue(&t, &sub, 3, 0).await.unwrap(),
+        "beyond the head"
+    );
+    assert!(store.ack(&t, &sub, 1).await.unwrap());
+    assert!(
+        !store.requeue(&t, &sub, 1, 0).await.unwrap(),
+        "acknowledged"
+    );
+}
+
+/// Ack settles a pending entry (in flight or waiting) once; anything else is Ok(false).
+pub async fn ack_settles_once<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 3, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    store.claim(&t, &sub, opts(0, 2)).await.unwrap();
+    assert!(store.ack(&t, &sub, 1).await.unwrap());
+    assert!(!store.ack(&t, &sub, 1).await.unwrap(), "second ack");
+    assert!(!store.ack(&t, &sub, 3).await.unwrap(), "never delivered");
+    assert!(!store.ack(&t, &sub, 0).await.unwrap());
+    assert!(!store.ack(&t, &sub, u64::MAX).await.unwrap());
+    assert!(store.requeue(&t, &sub, 2, 100).await.unwrap());
+    assert!(
+        store.ack(&t, &sub, 2).await.unwrap(),
+        "a waiting entry is pending"
+    );
+    let i = sub_info(store, &t, &sub).await;
+    assert_eq!((i.pending, i.in_flight, i.cursor), (1, 0, 3));
+    let r = store.claim(&t, &sub, opts(1_000_000, 10)).await.unwrap();
+    assert_eq!(
+        claimed(&r),
+        [(3, 1)],
+        "acknowledged entries are never redelivered"
+    );
+}
+
+/// An entry delivered `max_deliveries` times goes to the dead letters on the next claim that
+/// finds it due; `requeue_dead` brings it back as a fresh entry.
+pub async fn max_deliveries_dead_letters<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    let appended = store.append(&t, msg("payload", 42), 0).await.unwrap();
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    let o = |now| ClaimOptions {
+        now,
+        max: 10,
+        ack_timeout: 10,
+        max_deliveries: 2,
+    };
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(0)).await.unwrap()),
+        [(1, 1)]
+    );
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(10)).await.unwrap()),
+        [(1, 2)]
+    );
+    let r = store.claim(&t, &sub, o(20)).await.unwrap();
+    assert!(r.claimed.is_empty());
+    assert_eq!(r.dead_lettered, [1]);
+    let i = sub_info(store, &t, &sub).await;
+    assert_eq!((i.pending, i.in_flight, i.dead, i.cursor), (0, 0, 1, 2));
+    let message = store.history(&t, 1, 1).await.unwrap().remove(0);
+    assert_eq!(
+        store.dead_letters(&t).await.unwrap(),
+        vec![DeadLetter {
+            message,
+            subscription: sub.clone(),
+            attempts: 2,
+            dead_at: 20,
+        }]
+    );
+    assert_eq!(
+        store.claim(&t, &sub, o(100)).await.unwrap(),
+        ClaimResult::default()
+    );
+    assert!(
+        !store.ack(&t, &sub, 1).await.unwrap(),
+        "a dead letter is settled"
+    );
+    assert!(!store.requeue(&t, &sub, 1, 0).await.unwrap());
+
+    assert!(store.requeue_dead(&t, appended.id, 200).await.unwrap());
+    assert!(store.dead_letters(&t).await.unwrap().is_empty());
+    let i = sub_info(store, &t, &sub).await;
+    assert_eq!((i.pending, i.in_flight, i.dead), (1, 0, 0));
+    assert!(!store.requeue_dead(&t, appended.id, 200).await.unwrap());
+    assert!(
+        store
+            .claim(&t, &sub, o(199))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty(),
+        "due at `now`"
+    );
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, o(200)).await.unwrap()),
+        [(1, 1)]
+    );
+    let unknown = tidings_core::store::MessageId(appended.id.0 ^ 1);
+    assert!(!store.requeue_dead(&t, unknown, 300).await.unwrap());
+}
+
+/// Entries moved to the dead letters do not count against `max`.
+pub async fn dead_letters_do_not_count_against_max<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 4, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    let o = |now, max| ClaimOptions {
+        now,
+        max,
+        ack_timeout: 10,
+        max_deliveries: 1,
+    };
+    let r = store.claim(&t, &sub, o(0, 3)).await.unwrap();
+    assert_eq!(claimed(&r), [(1, 1), (2, 1), (3, 1)]);
+    let r = store.claim(&t, &sub, o(10, 1)).await.unwrap();
+    assert_eq!(r.dead_lettered, [1, 2, 3]);
+    assert_eq!(claimed(&r), [(4, 1)]);
+    let dead = store.dead_letters(&t).await.unwrap();
+    let mut offsets: Vec<_> = dead
+        .iter()
+        .map(|d| (d.message.offset, d.attempts, d.dead_at))
+        .collect();
+    offsets.sort();
+    assert_eq!(offsets, [(1, 1, 10), (2, 1, 10), (3, 1, 10)]);
+}
+
+/// With `max_deliveries == 0` even the first delivery is refused: new messages go straight
+/// to the dead letters (and do not count against `max`).
+pub async fn max_deliveries_zero_dead_letters_new_messages<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 2, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    let r = store
+        .claim(
+            &t,
+            &sub,
+            ClaimOptions {
+                max_deliveries: 0,
+                ..opts(5, 1)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(r.claimed.is_empty());
+    assert_eq!(r.dead_lettered, [1, 2]);
+    let i = sub_info(store, &t, &sub).await;
+    assert_eq!((i.pending, i.dead, i.cursor), (0, 2, 3));
+    assert!(
+        store
+            .dead_letters(&t)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.attempts == 0 && d.dead_at == 5)
+    );
+}
+
+/// The same message dead-lettered by two subscriptions: both are listed, oldest first, and
+/// `requeue_dead` (which names only the message) requeues it for both.
+pub async fn requeue_dead_requeues_every_subscription<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let (a, g) = (id("a"), group("a"));
+    let appended = store.append(&t, msg("1", 0), 0).await.unwrap();
+    for sub in [&a, &g] {
+        store.subscribe(&t, sub, StartFrom::Earliest).await.unwrap();
+    }
+    let o = |now| ClaimOptions {
+        now,
+        max: 10,
+        ack_timeout: 10,
+        max_deliveries: 1,
+    };
+    store.claim(&t, &g, o(0)).await.unwrap();
+    store.claim(&t, &a, o(0)).await.unwrap();
+    assert_eq!(store.claim(&t, &g, o(20)).await.unwrap().dead_lettered, [1]);
+    assert_eq!(store.claim(&t, &a, o(30)).await.unwrap().dead_lettered, [1]);
+    let dead = store.dead_letters(&t).await.unwrap();
+    let listed: Vec<_> = dead
+        .iter()
+        .map(|d| (d.subscription.clone(), d.dead_at))
+        .collect();
+    assert_eq!(listed, [(g.clone(), 20), (a.clone(), 30)], "oldest first");
+    assert!(store.requeue_dead(&t, appended.id, 40).await.unwrap());
+    assert!(store.dead_letters(&t).await.unwrap().is_empty());
+    for sub in [&a, &g] {
+        assert_eq!(
+            claimed(&store.claim(&t, sub, opts(40, 10)).await.unwrap()),
+            [(1, 1)]
+        );
+    }
+}
+
+/// Dead letters keep a copy of their message: still listed after retention removed it, but
+/// `requeue_dead` is Ok(false). A dead letter is settled: retention reports no gap for it.
+pub async fn dead_letter_outlives_retention<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    let appended = store.append(&t, msg("keep me", 3), 0).await.unwrap();
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    let o = |now| ClaimOptions {
+        now,
+        max: 10,
+        ack_timeout: 10,
+        max_deliveries: 1,
+    };
+    store.claim(&t, &sub, o(0)).await.unwrap();
+    assert_eq!(
+        store.claim(&t, &sub, o(10)).await.unwrap().dead_lettered,
+        [1]
+    );
+    let gaps = store
+        .enforce_retention(&t, retention(u64::MAX, 0, u64::MAX), 10, 0)
+        .await
+        .unwrap();
+    assert!(gaps.is_empty(), "{gaps:?}");
+    let ti = info(store, &t).await;
+    assert_eq!((ti.head, ti.first, ti.retained), (1, 2, 0));
+    let dead = store.dead_letters(&t).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].message.id, dead[0].message.data.as_str()),
+        (appended.id, "keep me")
+    );
+    assert!(!store.requeue_dead(&t, appended.id, 20).await.unwrap());
+    assert_eq!(store.dead_letters(&t).await.unwrap().len(), 1);
+}
+
+/// Unsubscribe removes the queue with its pending entries and dead letters.
+pub async fn unsubscribe_removes_queue_and_dead_letters<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let (a, b) = (id("a"), id("b"));
+    append_n(store, &t, 3, 0).await;
+    for sub in [&a, &b] {
+        store.subscribe(&t, sub, StartFrom::Earliest).await.unwrap();
+    }
+    let o = |now| ClaimOptions {
+        now,
+        max: 1,
+        ack_timeout: 10,
+        max_deliveries: 1,
+    };
+    store.claim(&t, &a, o(0)).await.unwrap();
+    store.claim(&t, &a, o(10)).await.unwrap();
+    store.claim(&t, &b, o(0)).await.unwrap();
+    let i = sub_info(store, &t, &a).await;
+    assert_eq!((i.dead, i.in_flight), (1, 1));
+    assert!(store.unsubscribe(&t, &a).await.unwrap());
+    assert!(!store.unsubscribe(&t, &a).await.unwrap());
+    assert!(!store.unsubscribe(&topic("unknown"), &a).await.unwrap());
+    assert!(is_not_found(store.claim(&t, &a, opts(0, 1)).await));
+    assert!(is_not_found(store.ack(&t, &a, 2).await));
+    assert!(store.dead_letters(&t).await.unwrap().is_empty());
+    assert_eq!(
+        store.subscriptions().await.unwrap(),
+        vec![(t.clone(), b.clone())]
+    );
+    let ti = info(store, &t).await;
+    assert_eq!(ti.subscriptions.len(), 1);
+    // b is untouched.
+    assert!(store.ack(&t, &b, 1).await.unwrap());
+    // Subscribing again starts a new queue.
+    let fresh = store.subscribe(&t, &a, StartFrom::New).await.unwrap();
+    assert_eq!(
+        (fresh.cursor, fresh.pending, fresh.in_flight, fresh.dead),
+        (4, 0, 0, 0)
+    );
+}
+
+/// An identity and a group of the same name on one topic are two independent queues.
+pub async fn group_and_identity_are_independent<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let (i, g) = (id("a"), group("a"));
+    store.subscribe(&t, &i, StartFrom::Earliest).await.unwrap();
+    store.subscribe(&t, &g, StartFrom::Earliest).await.unwrap();
+    append_n(store, &t, 2, 0).await;
+    assert_eq!(
+        claimed(&store.claim(&t, &i, opts(0, 1)).await.unwrap()),
+        [(1, 1)]
+    );
+    assert_eq!(
+        claimed(&store.claim(&t, &g, opts(0, 2)).await.unwrap()),
+        [(1, 1), (2, 1)]
+    );
+    assert!(store.ack(&t, &i, 1).await.unwrap());
+    assert!(store.ack(&t, &g, 2).await.unwrap());
+    assert!(
+        !store.ack(&t, &i, 2).await.unwrap(),
+        "never delivered to the identity"
+    );
+    let si = sub_info(store, &t, &i).await;
+    assert_eq!((si.pending, si.in_flight, si.cursor), (1, 0, 2));
+    let sg = sub_info(store, &t, &g).await;
+    assert_eq!((sg.pending, sg.in_flight, sg.cursor), (1, 1, 3));
+    let mut subs = store.subscriptions().await.unwrap();
+    subs.sort();
+    assert_eq!(subs, vec![(t.clone(), i.clone()), (t.clone(), g.clone())]);
+}
+
+/// History: retained messages with offset >= from, at most limit, in order; an unknown topic
+/// has none.
+pub async fn history_from_and_limit<S: Store>(store: &S) {
+    let t = topic("jobs");
+    append_n(store, &t, 5, 0).await;
+    assert_eq!(history_offsets(store, &t, 0, 10).await, [1, 2, 3, 4, 5]);
+    assert_eq!(history_offsets(store, &t, 3, 2).await, [3, 4]);
+    assert_eq!(history_offsets(store, &t, 5, 2).await, [5]);
+    assert!(history_offsets(store, &t, 6, 10).await.is_empty());
+    assert!(history_offsets(store, &t, u64::MAX, 10).await.is_empty());
+    assert!(history_offsets(store, &t, 1, 0).await.is_empty());
+    assert!(
+        history_offsets(store, &topic("unknown"), 1, 10)
+            .await
+            .is_empty()
+    );
+    store
+        .enforce_retention(&t, retention(u64::MAX, 2, u64::MAX), 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(history_offsets(store, &t, 1, 10).await, [4, 5]);
+    assert_eq!(history_offsets(store, &t, 1, usize::MAX).await, [4, 5]);
+}
+
+/// Topic and subscription counters: pending = never delivered + in flight + waiting.
+pub async fn topic_info_counts<S: Store>(store: &S) {
+    let t = topic("jobs");
+    assert_eq!(store.topic_info(&t).await.unwrap(), None);
+    for data in ["a", "bb", "ccc", "dddd"] {
+        store.append(&t, msg(data, 0), 0).await.unwrap();
+    }
+    let (a, b) = (id("a"), id("b"));
+    store.subscribe(&t, &a, StartFrom::Earliest).await.unwrap();
+    store.subscribe(&t, &b, StartFrom::New).await.unwrap();
+    store.claim(&t, &a, opts(0, 2)).await.unwrap();
+    store.requeue(&t, &a, 2, 100).await.unwrap();
+    let expect = |name: &SubscriptionName, pending, in_flight, cursor| SubscriptionInfo {
+        name: name.clone(),
+        pending,
+        in_flight,
+        dead: 0,
+        gaps: 0,
+        cursor,
+    };
+    let mut ti = info(store, &t).await;
+    ti.subscriptions.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(
+        ti,
+        TopicInfo {
+            topic: t.clone(),
+            head: 4,
+            first: 1,
+            retained: 4,
+            retained_bytes: 10,
+            subscriptions: vec![expect(&a, 4, 1, 3), expect(&b, 0, 0, 5)],
+        }
+    );
+    store.append(&t, msg("e", 0), 0).await.unwrap();
+    store.ack(&t, &a, 1).await.unwrap();
+    assert_eq!(sub_info(store, &t, &a).await, expect(&a, 4, 0, 3));
+    assert_eq!(sub_info(store, &t, &b).await, expect(&b, 1, 0, 5));
+}
+
+/// Retention by count: unsettled offsets each subscription loses are reported as gaps (and
+/// settled); settled offsets produce none.
+pub async fn retention_by_count_reports_gaps<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let (settled, lagging, fresh) = (id("settled"), id("lagging"), id("fresh"));
+    for sub in [&settled, &lagging] {
+        store.subscribe(&t, sub, StartFrom::Earliest).await.unwrap();
+    }
+    append_n(store, &t, 6, 0).await;
+    store.subscribe(&t, &fresh, StartFrom::New).await.unwrap();
+    store.claim(&t, &settled, opts(0, 4)).await.unwrap();
+    for offset in 1..=4 {
+        assert!(store.ack(&t, &settled, offset).await.unwrap());
+    }
+    store.claim(&t, &lagging, opts(0, 2)).await.unwrap();
+    assert!(store.ack(&t, &lagging, 2).await.unwrap());
+
+    let gaps = store
+        .enforce_retention(&t, retention(u64::MAX, 2, u64::MAX), 0, 0)
+        .await
+        .unwrap();
+    assert!(gaps.iter().all(|g| g.topic == t));
+    assert_eq!(
+        sorted_gaps(gaps),
+        [(lagging.clone(), 1, 1), (lagging.clone(), 3, 4)]
+    );
+    let ti = info(store, &t).await;
+    assert_eq!((ti.head, ti.first, ti.retained), (6, 5, 2));
+    let l = sub_info(store, &t, &lagging).await;
+    assert_eq!((l.gaps, l.cursor, l.pending, l.in_flight), (3, 5, 2, 0));
+    let s = sub_info(store, &t, &settled).await;
+    assert_eq!((s.gaps, s.cursor, s.pending), (0, 5, 2));
+    assert_eq!(sub_info(store, &t, &fresh).await.gaps, 0);
+    assert!(
+        !store.ack(&t, &lagging, 1).await.unwrap(),
+        "a gap is settled"
+    );
+    assert_eq!(
+        claimed(&store.claim(&t, &lagging, opts(5000, 10)).await.unwrap()),
+        [(5, 1), (6, 1)]
+    );
+    let again = store
+        .enforce_retention(&t, retention(u64::MAX, 2, u64::MAX), 0, 0)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+}
+
+/// Retention by age: a message with `now - published_at > max_age` is removed.
+pub async fn retention_by_age<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    for at in [100, 200, 250, 300] {
+        store.append(&t, msg("x", at), 0).await.unwrap();
+    }
+    let gaps = store
+        .enforce_retention(&t, retention(150, u64::MAX, u64::MAX), 400, 0)
+        .await
+        .unwrap();
+    assert_eq!(sorted_gaps(gaps), [(sub.clone(), 1, 2)]);
+    assert_eq!(history_offsets(store, &t, 0, 10).await, [3, 4]);
+    let ti = info(store, &t).await;
+    assert_eq!((ti.first, ti.retained, ti.retained_bytes), (3, 2, 2));
+}
+
+/// Retention by bytes: the oldest messages go until the retained payload bytes fit.
+pub async fn retention_by_bytes<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    for data in ["aaaa", "bb", "c", "ddd"] {
+        store.append(&t, msg(data, 0), 0).await.unwrap();
+    }
+    store.claim(&t, &sub, opts(0, 10)).await.unwrap();
+    for offset in 1..=4 {
+        store.ack(&t, &sub, offset).await.unwrap();
+    }
+    let gaps = store
+        .enforce_retention(&t, retention(u64::MAX, u64::MAX, 4), 0, 0)
+        .await
+        .unwrap();
+    assert!(gaps.is_empty(), "everything was settled: {gaps:?}");
+    let ti = info(store, &t).await;
+    assert_eq!((ti.first, ti.retained, ti.retained_bytes), (3, 2, 4));
+    assert_eq!(sub_info(store, &t, &sub).await.gaps, 0);
+}
+
+/// Retention trims from the oldest offset and stops at the first message that may stay, so
+/// retained offsets are always `first..=head`.
+pub async fn retention_trims_from_the_front<S: Store>(store: &S) {
+    let t = topic("jobs");
+    for at in [1000, 0, 0] {
+        store.append(&t, msg("x", at), 0).await.unwrap();
+    }
+    let gaps = store
+        .enforce_retention(&t, retention(500, u64::MAX, u64::MAX), 1000, 0)
+        .await
+        .unwrap();
+    assert!(gaps.is_empty());
+    assert_eq!(history_offsets(store, &t, 0, 10).await, [1, 2, 3]);
+    store.append(&t, msg("x", 2000), 0).await.unwrap();
+    store
+        .enforce_retention(&t, retention(500, u64::MAX, u64::MAX), 2000, 0)
+        .await
+        .unwrap();
+    assert_eq!(history_offsets(store, &t, 0, 10).await, [4]);
+    let ti = info(store, &t).await;
+    assert_eq!((ti.first, ti.head, ti.retained), (4, 4, 1));
+}
+
+/// Removing everything leaves `first == head + 1`; offsets go on from the head.
+pub async fn retention_of_everything<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 3, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    store.claim(&t, &sub, opts(0, 1)).await.unwrap();
+    let gaps = store
+        .enforce_retention(&t, retention(u64::MAX, 0, u64::MAX), 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(sorted_gaps(gaps), [(sub.clone(), 1, 3)]);
+    let ti = info(store, &t).await;
+    assert_eq!(
+        (ti.head, ti.first, ti.retained, ti.retained_bytes),
+        (3, 4, 0, 0)
+    );
+    let s = sub_info(store, &t, &sub).await;
+    assert_eq!((s.pending, s.in_flight, s.gaps, s.cursor), (0, 0, 3, 4));
+    assert_eq!(store.append(&t, msg("4", 0), 0).await.unwrap().offset, 4);
+    let ti = info(store, &t).await;
+    assert_eq!((ti.head, ti.first, ti.retained), (4, 4, 1));
+    let late = store
+        .subscribe(&t, &id("late"), StartFrom::Offset(1))
+        .await
+        .unwrap();
+    assert_eq!(late.cursor, 4);
+    assert_eq!(
+        claimed(&store.claim(&t, &sub, opts(0, 10)).await.unwrap()),
+        [(4, 1)]
+    );
+}
+
+/// Unknown topics and subscriptions: NotFound, except where the trait says otherwise.
+pub async fn not_found_errors<S: Store>(store: &S) {
+    let t = topic("unknown");
+    let sub = id("a");
+    assert!(is_not_found(store.claim(&t, &sub, opts(0, 1)).await));
+    assert!(is_not_found(store.ack(&t, &sub, 1).await));
+    assert!(is_not_found(store.requeue(&t, &sub, 1, 0).await));
+    assert!(is_not_found(store.dead_letters(&t).await));
+    assert!(is_not_found(
+        store
+            .requeue_dead(&t, tidings_core::store::MessageId(1), 0)
+            .await
+    ));
+    assert!(is_not_found(
+        store
+            .enforce_retention(&t, Retention::default(), 0, 0)
+            .await
+    ));
+    assert_eq!(store.topic_info(&t).await.unwrap(), None);
+    assert!(store.history(&t, 1, 10).await.unwrap().is_empty());
+    assert!(!store.unsubscribe(&t, &sub).await.unwrap());
+    assert!(
+        store.topics().await.unwrap().is_empty(),
+        "nothing above created a topic"
+    );
+
+    let known = topic("known");
+    store.append(&known, msg("1", 0), 0).await.unwrap();
+    assert!(is_not_found(store.claim(&known, &sub, opts(0, 1)).await));
+    assert!(is_not_found(store.ack(&known, &sub, 1).await));
+    assert!(is_not_found(store.requeue(&known, &sub, 1, 0).await));
+    assert!(store.dead_letters(&known).await.unwrap().is_empty());
+    assert!(store.subscriptions().await.unwrap().is_empty());
+}
+
+/// `topics()` and `subscriptions()` list everything.
+pub async fn topics_and_subscriptions<S: Store>(store: &S) {
+    assert!(store.topics().await.unwrap().is_empty());
+    assert!(store.subscriptions().await.unwrap().is_empty());
+    let (a, b) = (topic("a"), topic("b"));
+    store.append(&b, msg("1", 0), 0).await.unwrap();
+    store.subscribe(&a, &id("x"), StartFrom::New).await.unwrap();
+    store
+        .subscribe(&b, &group("x"), StartFrom::New)
+        .await
+        .unwrap();
+    store.subscribe(&b, &id("y"), StartFrom::New).await.unwrap();
+    let mut topics = store.topics().await.unwrap();
+    topics.sort();
+    assert_eq!(topics, vec![a.clone(), b.clone()]);
+    let mut subs = store.subscriptions().await.unwrap();
+    subs.sort();
+    assert_eq!(
+        subs,
+        vec![(a, id("x")), (b.clone(), id("y")), (b, group("x"))]
+    );
+}
