@@ -467,6 +467,21 @@ pub trait Store: Send + Sync + 'static {
     /// Every subscription of every topic (to resume deliveries at start-up).
     fn subscriptions(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName)>>;
 
+    /// Records that `identity` is (`member = true`) or is no longer (`false`) a member of the
+    /// group subscription `group` on `topic`, so group memberships survive restarts. The group
+    /// subscription must exist (`NotFound` otherwise); removing it removes its members.
+    /// Idempotent.
+    fn set_member<'a>(
+        &'a self,
+        topic: &'a Topic,
+        group: &'a SubscriptionName,
+        identity: &'a str,
+        member: bool,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Every group membership: (topic, group subscription, identity), sorted.
+    fn members(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName, String)>>;
+
     /// Hands out up to `opts.max` entries, in offset order: first the pending entries that are
     /// due (waiting with `not_before <= now`, or in flight past their deadline), then new
     /// messages from the cursor (advancing it). Each becomes in flight until
@@ -502,7 +517,8 @@ pub trait Store: Send + Sync + 'static {
     fn dead_letters<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Vec<DeadLetter>>;
 
     /// Moves a dead letter back into its subscription's queue as a fresh entry (attempt count
-    /// 0, due now). Ok(false) if there is no such dead letter (or its message was removed).
+    /// 0, due now) — for every subscription that dead-lettered that message. Ok(false) if there
+    /// is no such dead letter (or its message was removed).
     fn requeue_dead<'a>(
         &'a self,
         topic: &'a Topic,

@@ -87,6 +87,8 @@ struct SubState {
     /// Unsettled offsets below the cursor; every one of them is retained.
     pending: BTreeMap<Offset, Entry>,
     dead: BTreeMap<Offset, Dead>,
+    /// Identities that are members (group subscriptions only).
+    members: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +155,7 @@ impl SubState {
             gaps: 0,
             pending: BTreeMap::new(),
             dead: BTreeMap::new(),
+            members: std::collections::BTreeSet::new(),
         }
     }
 
@@ -551,6 +554,46 @@ impl Store for MemoryStore {
             Ok(s.topics
                 .iter()
                 .flat_map(|(topic, t)| t.subs.keys().map(|name| (topic.clone(), name.clone())))
+                .collect())
+        })
+    }
+
+    fn set_member<'a>(
+        &'a self,
+        topic: &'a Topic,
+        group: &'a SubscriptionName,
+        identity: &'a str,
+        member: bool,
+    ) -> StoreFuture<'a, ()> {
+        self.ready(|s| {
+            let state = s
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.subs.get_mut(group))
+                .filter(|_| matches!(group, SubscriptionName::Group(_)))
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!("no group subscription {group} on {topic}"))
+                })?;
+            if member {
+                state.members.insert(identity.to_owned());
+            } else {
+                state.members.remove(identity);
+            }
+            Ok(())
+        })
+    }
+
+    fn members(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName, String)>> {
+        self.ready(|s| {
+            Ok(s.topics
+                .iter()
+                .flat_map(|(topic, t)| {
+                    t.subs.iter().flat_map(move |(name, sub)| {
+                        sub.members
+                            .iter()
+                            .map(move |m| (topic.clone(), name.clone(), m.clone()))
+                    })
+                })
                 .collect())
         })
     }

@@ -263,6 +263,25 @@ impl Store for SqliteStore {
         Box::pin(self.inner.reader.run(ops::subscriptions))
     }
 
+    fn set_member<'a>(
+        &'a self,
+        topic: &'a Topic,
+        group: &'a SubscriptionName,
+        identity: &'a str,
+        member: bool,
+    ) -> StoreFuture<'a, ()> {
+        let (topic, group, identity) = (topic.clone(), group.clone(), identity.to_owned());
+        Box::pin(
+            self.inner
+                .writer
+                .run(move |c| ops::set_member(c, &topic, &group, &identity, member)),
+        )
+    }
+
+    fn members(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName, String)>> {
+        Box::pin(self.inner.reader.run(ops::members))
+    }
+
     fn claim<'a>(
         &'a self,
         topic: &'a Topic,

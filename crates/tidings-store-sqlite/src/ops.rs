@@ -301,6 +301,7 @@ pub(crate) fn unsubscribe(c: &Connection, topic: &Topic, sub: &SubscriptionName)
     for sql in [
         "DELETE FROM pending WHERE sub = ?1",
         "DELETE FROM dead_letters WHERE sub = ?1",
+        "DELETE FROM members WHERE sub = ?1",
         "DELETE FROM subscriptions WHERE id = ?1",
     ] {
         c.prepare_cached(sql)
@@ -321,6 +322,55 @@ pub(crate) fn subscriptions(c: &Connection) -> Result<Vec<(Topic, SubscriptionNa
     let mut out = rows
         .iter()
         .map(|(t, s)| Ok((parse_topic(t)?, parse_sub(s)?)))
+        .collect::<Result<Vec<_>>>()?;
+    out.sort();
+    Ok(out)
+}
+
+pub(crate) fn set_member(
+    c: &Connection,
+    topic: &Topic,
+    group: &SubscriptionName,
+    identity: &str,
+    member: bool,
+) -> Result<()> {
+    let found = match group {
+        SubscriptionName::Group(_) => match topic_row(c, topic)? {
+            Some(t) => sub_row(c, t.id, group)?,
+            None => None,
+        },
+        SubscriptionName::Identity(_) => None,
+    };
+    let Some(s) = found else {
+        return Err(StoreError::NotFound(format!(
+            "no group subscription {group} on {topic}"
+        )));
+    };
+    let sql = if member {
+        "INSERT OR IGNORE INTO members (sub, identity) VALUES (?1, ?2)"
+    } else {
+        "DELETE FROM members WHERE sub = ?1 AND identity = ?2"
+    };
+    c.prepare_cached(sql)
+        .and_then(|mut st| st.execute(params![s.id, identity]))
+        .map_err(db)?;
+    Ok(())
+}
+
+pub(crate) fn members(c: &Connection) -> Result<Vec<(Topic, SubscriptionName, String)>> {
+    let rows: Vec<(String, String, String)> = c
+        .prepare_cached(
+            "SELECT t.name, s.name, m.identity FROM members m \
+             JOIN subscriptions s ON s.id = m.sub JOIN topics t ON t.id = s.topic",
+        )
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(db)?;
+    let mut out = rows
+        .into_iter()
+        .map(|(t, s, m)| Ok((parse_topic(&t)?, parse_sub(&s)?, m)))
         .collect::<Result<Vec<_>>>()?;
     out.sort();
     Ok(out)

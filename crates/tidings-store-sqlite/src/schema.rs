@@ -73,6 +73,12 @@ CREATE TABLE pending (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX pending_due ON pending (sub, due_at);
 
+CREATE TABLE members (
+    sub      INTEGER NOT NULL,
+    identity TEXT NOT NULL,
+    PRIMARY KEY (sub, identity)
+) STRICT, WITHOUT ROWID;
+
 CREATE TABLE dead_letters (
     sub          INTEGER NOT NULL,
     seq          INTEGER NOT NULL,

@@ -866,6 +866,41 @@ pub async fn group_and_identity_are_independent<S: Store>(store: &S) {
     assert_eq!(subs, vec![(t.clone(), i.clone()), (t.clone(), g.clone())]);
 }
 
+/// Group memberships are recorded idempotently, listed sorted, removed one by one and with
+/// their group; they need an existing group subscription.
+pub async fn group_memberships<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let (g, h) = (group("drivers"), group("other"));
+    assert!(matches!(
+        store.set_member(&t, &g, "d1", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.subscribe(&t, &g, StartFrom::New).await.unwrap();
+    store.subscribe(&t, &h, StartFrom::New).await.unwrap();
+    for (grp, who) in [(&g, "d2"), (&g, "d1"), (&g, "d1"), (&h, "x")] {
+        store.set_member(&t, grp, who, true).await.unwrap();
+    }
+    let expected = vec![
+        (t.clone(), g.clone(), "d1".to_owned()),
+        (t.clone(), g.clone(), "d2".to_owned()),
+        (t.clone(), h.clone(), "x".to_owned()),
+    ];
+    assert_eq!(store.members().await.unwrap(), expected);
+    store.set_member(&t, &g, "d2", false).await.unwrap();
+    store.set_member(&t, &g, "d2", false).await.unwrap();
+    assert!(store.unsubscribe(&t, &h).await.unwrap());
+    assert_eq!(
+        store.members().await.unwrap(),
+        vec![(t.clone(), g.clone(), "d1".to_owned())]
+    );
+    let i = id("d1");
+    store.subscribe(&t, &i, StartFrom::New).await.unwrap();
+    assert!(matches!(
+        store.set_member(&t, &i, "d1", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 /// History: retained messages with offset >= from, at most limit, in order; an unknown topic
 /// has none.
 pub async fn history_from_and_limit<S: Store>(store: &S) {

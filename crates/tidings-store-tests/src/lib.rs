@@ -113,6 +113,7 @@ macro_rules! store_conformance_tests {
             dead_letter_outlives_retention,
             unsubscribe_removes_queue_and_dead_letters,
             group_and_identity_are_independent,
+            group_memberships,
             history_from_and_limit,
             topic_info_counts,
             retention_by_count_reports_gaps,

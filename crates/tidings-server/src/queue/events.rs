@@ -123,6 +123,13 @@ async fn subscribe(queues: &Queues, socket: &Socket, payload: &Value) -> Answer 
         .subscribe(&topic, &sub, from)
         .await
         .map_err(|e| store_error(&e))?;
+    if matches!(sub, SubscriptionName::Group(_)) {
+        queues
+            .store
+            .set_member(&topic, &sub, &identity, true)
+            .await
+            .map_err(|e| store_error(&e))?;
+    }
     queues.attach(&identity, &(topic.clone(), sub.clone()));
     let group = match &sub {
         SubscriptionName::Group(g) => Value::from(g.as_str()),
@@ -136,6 +143,16 @@ async fn unsubscribe(queues: &Queues, socket: &Socket, payload: &Value) -> Answe
     let topic = topic_of(payload)?;
     let sub = subscription_of(&identity, payload)?;
     let key = (topic.clone(), sub.clone());
+    if matches!(sub, SubscriptionName::Group(_)) {
+        match queues
+            .store
+            .set_member(&topic, &sub, &identity, false)
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(store_error(&e)),
+        }
+    }
     if queues.detach(&identity, &key) {
         // Nobody consumes this queue any more: its entries and dead letters go too.
         queues

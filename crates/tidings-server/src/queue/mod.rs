@@ -186,6 +186,7 @@ impl Queues {
         config: QueueConfig,
     ) -> Result<Arc<Queues>, tidings_core::store::StoreError> {
         let subscriptions = store.subscriptions().await?;
+        let members = store.members().await?;
         let queues = Arc::new_cyclic(|me| Queues {
             me: me.clone(),
             store,
@@ -205,11 +206,19 @@ impl Queues {
                             .insert((topic, sub));
                     }
                     SubscriptionName::Group(_) => {
-                        // Group memberships are restored when members subscribe again; see
-                        // docs/PROTOCOL.md.
                         registry.members.entry((topic, sub)).or_default();
                     }
                 }
+            }
+            for (topic, group, identity) in members {
+                let identity: Arc<str> = Arc::from(identity.as_str());
+                let key = (topic, group);
+                registry
+                    .consumes
+                    .entry(identity.clone())
+                    .or_default()
+                    .insert(key.clone());
+                registry.members.entry(key).or_default().insert(identity);
             }
         }
         tokio::spawn(retention_task(queues.clone()));
