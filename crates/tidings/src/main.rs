@@ -1,7 +1,9 @@
 //! `tidings`: the tidings server and its command-line tools.
 #![forbid(unsafe_code)]
 
+mod config_file;
 mod http;
+mod listen;
 mod serve;
 mod topics;
 
@@ -33,13 +35,15 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Publish one message to a durable topic (through the HTTP API of a running server).
     Publish(topics::PublishArgs),
+    /// Subscribe to a durable topic and print each delivery as a JSON line (acked after printing).
+    Listen(listen::ListenArgs),
     /// Show every topic with its subscriptions' pending, in-flight and dead-letter counts.
     Topics(topics::TopicsArgs),
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -51,7 +55,13 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The server logs its lifecycle; the client commands keep stderr for their own messages.
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format, default_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -60,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(args).await,
             Command::Publish(args) => topics::publish(args).await,
             Command::Topics(args) => topics::topics(args).await,
+            Command::Listen(args) => listen::listen(args).await,
         }
     })
 }

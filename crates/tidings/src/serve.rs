@@ -2,10 +2,34 @@
 //! environment variables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
+use tidings_core::store::Store;
 use tidings_server::{CorsConfig, CorsOrigins, Server, ServerConfig};
+use tidings_store_sqlite::{Durability, SqliteConfig, SqliteStore};
+
+use crate::config_file::ConfigFile;
+
+/// Where durable topics are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// SQLite files in `--data-dir` (the default): durable across restarts and crashes.
+    Sqlite,
+    /// In memory: lost when the server stops. For tests and demos.
+    Memory,
+}
+
+/// When a publish counts as durable (SQLite store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync before confirming: survives power loss (the default).
+    Full,
+    /// Confirm once written to the OS: survives a crash of tidings, not of the machine; faster.
+    Os,
+}
 
 /// Options of `tidings serve`. Every flag can also be set by the environment variable shown.
 #[derive(Debug, Args)]
@@ -36,6 +60,47 @@ pub struct ServeArgs {
     /// Bytes that may wait for one slow client before it is disconnected.
     #[arg(long, env = "TIDINGS_MAX_BUFFERED_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_buffered_bytes: usize,
+    /// Where durable topics are kept.
+    #[arg(long, value_enum, env = "TIDINGS_STORE", default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// Directory of the SQLite store (created if missing).
+    #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./tidings-data")]
+    data_dir: PathBuf,
+    /// When a publish counts as durable with the SQLite store.
+    #[arg(long, value_enum, env = "TIDINGS_DURABILITY", default_value_t = DurabilityArg::Full)]
+    durability: DurabilityArg,
+    /// TOML file with delivery settings and per-topic retention (see docs/CONFIGURATION.md).
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match args.store {
+        StoreKind::Memory => {
+            tracing::warn!("--store memory: durable topics are lost when the server stops");
+            Arc::new(tidings_store_memory::MemoryStore::new())
+        }
+        StoreKind::Sqlite => {
+            let path = args.data_dir.join("tidings.sqlite3");
+            let durability = match args.durability {
+                DurabilityArg::Full => Durability::Full,
+                DurabilityArg::Os => Durability::Os,
+            };
+            let store = SqliteStore::open(
+                &path,
+                SqliteConfig {
+                    durability,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("cannot open the store at {}", path.display()))?;
+            tracing::info!(path = %path.display(), durability = ?args.durability, "store opened");
+            Arc::new(store)
+        }
+    })
 }
 
 fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
@@ -61,6 +126,20 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let queue_config = file.queue_config()?;
+    if args.print_config {
+        println!(
+            "{config:#?}\nstore: {:?} (data dir {}, durability {:?})\n{queue_config:#?}",
+            args.store,
+            args.data_dir.display(),
+            args.durability
+        );
+        return Ok(());
+    }
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .with_context(|| format!("invalid listen address {}:{}", args.host, args.port))?;
@@ -68,9 +147,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    let store = open_store(&args)?;
     let server = Server::new(config);
     // Every namespace is open: clients need no server code to use the built-in events.
     server.of_dynamic(|_| true, |_| {});
+    server
+        .enable_queues(store, queue_config)
+        .await
+        .context("cannot load the durable subscriptions from the store")?;
 
     tracing::info!(addr = %local, path = %args.path, "tidings listening");
     // A machine-readable line for scripts and tests that start the server on port 0.

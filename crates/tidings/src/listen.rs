@@ -1,0 +1,109 @@
+//! `tidings listen`: subscribe to a durable topic and print each delivery as a JSON line,
+//! acknowledging it once printed.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use tidings_client::{Client, ClientOptions, StartFrom, SubscribeOptions};
+
+/// Options of `tidings listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The topic.
+    topic: String,
+    /// Join this competing-consumer group (each message goes to one member).
+    #[arg(long)]
+    group: Option<String>,
+    /// The durable identity to listen as; its queue survives restarts of this command.
+    #[arg(long, env = "TIDINGS_CLIENT_ID", default_value = "tidings-cli")]
+    client_id: String,
+    /// Where a new subscription starts: `new`, `earliest` or an offset.
+    #[arg(long)]
+    from: Option<String>,
+    /// Exit after this many deliveries (default: run until Ctrl-C).
+    #[arg(long)]
+    count: Option<u64>,
+    /// The server.
+    #[arg(long, env = "TIDINGS_URL", default_value = "http://127.0.0.1:3000")]
+    url: String,
+}
+
+fn start_from(from: &str) -> anyhow::Result<StartFrom> {
+    Ok(match from {
+        "new" => StartFrom::New,
+        "earliest" => StartFrom::Earliest,
+        offset => {
+            StartFrom::Offset(offset.parse().with_context(|| {
+                format!("--from must be new, earliest or an offset, got {offset}")
+            })?)
+        }
+    })
+}
+
+pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
+    let options = ClientOptions::builder(&args.url)
+        .auth(json!({ "clientId": args.client_id }))
+        .build()
+        .context("invalid client options")?;
+    let client = Client::connect(options).await.with_context(|| {
+        format!(
+            "cannot connect to {} (is `tidings serve` running?)",
+            args.url
+        )
+    })?;
+    let mut subscribe = SubscribeOptions::new(&args.topic);
+    subscribe.group = args.group.clone();
+    subscribe.from = args.from.as_deref().map(start_from).transpose()?;
+    let mut deliveries = client
+        .subscribe(subscribe)
+        .await
+        .context("subscribe failed")?;
+    eprintln!(
+        "listening to {} as {}{} ({} pending); Ctrl-C to stop",
+        deliveries.topic(),
+        args.client_id,
+        args.group
+            .as_deref()
+            .map(|g| format!(" in group {g}"))
+            .unwrap_or_default(),
+        deliveries.pending()
+    );
+    let mut gaps = client.gaps();
+    let mut received = 0u64;
+    let stdout = std::io::stdout();
+    while args.count.is_none_or(|n| received < n) {
+        tokio::select! {
+            delivery = deliveries.recv() => {
+                let Some(delivery) = delivery else { break };
+                let meta = &delivery.meta;
+                let line = json!({
+                    "event": delivery.event,
+                    "data": delivery.data,
+                    "topic": meta.topic,
+                    "id": meta.id,
+                    "offset": meta.offset,
+                    "group": meta.group,
+                    "attempt": meta.attempt,
+                    "publishedAt": meta.published_at,
+                });
+                {
+                    let mut out = stdout.lock();
+                    writeln!(out, "{line}")?;
+                    out.flush()?;
+                }
+                // Acknowledged only once printed: a crash before this line redelivers it.
+                delivery.ack().await.context("ack failed")?;
+                received += 1;
+            }
+            Some(gap) = gaps.recv() => {
+                eprintln!("gap in {}: offsets {}..={} were removed before being settled", gap.topic, gap.from, gap.to);
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    client.disconnect().await;
+    eprintln!("{received} deliveries");
+    Ok(())
+}
