@@ -18,7 +18,7 @@ struct Serve {
 async fn serve(args: &[&str], envs: &[(&str, &str)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .arg("serve")
-        .args(["--port", "0"])
+        .args(["--port", "0", "--store", "memory"])
         .args(args)
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
