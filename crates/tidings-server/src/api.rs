@@ -201,7 +201,7 @@ async fn publish(queues: &Queues, topic: &Topic, body: &Value) -> ApiResult {
     let data = body.get("data").cloned().unwrap_or(Value::Null);
     let mut answer = append(queues, topic, event, &data, key).await?;
     if let Some(map) = answer.as_object_mut() {
-        map.remove("ok");
+        map.shift_remove("ok");
     }
     Ok((StatusCode::CREATED, answer))
 }

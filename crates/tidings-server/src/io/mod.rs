@@ -11,4 +11,4 @@ pub(crate) use client::Client;
 pub(crate) use event::is_reserved_event;
 pub use event::{AckError, AckReply, AckSender, EmitError, Event, extract_attachments};
 pub use namespace::{BroadcastOperator, ConnectError, ConnectRequest, Namespace};
-pub use socket::{DisconnectReason, Socket};
+pub use socket::{DisconnectReason, PendingAck, Socket};

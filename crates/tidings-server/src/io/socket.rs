@@ -20,6 +20,28 @@ use super::event::{AckError, AckReply, AckSender, EmitError, Event, event_frames
 use super::namespace::{BoxFuture, BroadcastOperator, Namespace};
 use crate::engine::{CloseReason, Handshake, Session};
 
+/// An emitted event's acknowledgement, not yet answered (see [`Socket::send_with_ack`]).
+#[derive(Debug)]
+pub struct PendingAck {
+    socket: Socket,
+    id: u64,
+    rx: oneshot::Receiver<AckReply>,
+}
+
+impl PendingAck {
+    /// Waits up to `timeout` for the client's answer.
+    pub async fn wait(self, timeout: Duration) -> Result<AckReply, AckError> {
+        match tokio::time::timeout(timeout, self.rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.socket.forget_ack(self.id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+}
+
 /// Why a socket left its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -250,6 +272,20 @@ impl Socket {
         attachments: &[Bytes],
         timeout: Duration,
     ) -> Result<AckReply, AckError> {
+        self.send_with_ack(event, args, attachments)?
+            .wait(timeout)
+            .await
+    }
+
+    /// Queues an event that asks for an ack, now, and returns the wait for the answer. Emits
+    /// made one after another this way reach the client in that order, whenever their answers
+    /// are awaited.
+    pub fn send_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: &[Bytes],
+    ) -> Result<PendingAck, AckError> {
         let id = self.inner.ns.next_ack_id();
         let frames = event_frames(self.inner.ns.name(), event, args, attachments, Some(id))
             .map_err(|_| AckError::Send(crate::engine::SendError::Closed))?;
@@ -258,14 +294,11 @@ impl Socket {
             self.forget_ack(id);
             return Err(AckError::Send(e));
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(AckError::Disconnected),
-            Err(_) => {
-                self.forget_ack(id);
-                Err(AckError::Timeout)
-            }
-        }
+        Ok(PendingAck {
+            socket: self.clone(),
+            id,
+            rx,
+        })
     }
 
     /// Registers a pending ack; None when the socket is already gone.

@@ -153,30 +153,35 @@ impl Dispatcher {
             });
             return;
         };
+        let message = &claimed.message;
+        let data: Value = serde_json::from_str(&message.data).unwrap_or(Value::Null);
+        let mut meta = json!({
+            "topic": self.topic.as_str(),
+            "id": message.id.to_string(),
+            "offset": message.offset,
+        });
+        if let SubscriptionName::Group(group) = &self.sub {
+            meta["group"] = Value::from(group.as_str());
+        }
+        meta["attempt"] = Value::from(claimed.attempt);
+        meta["publishedAt"] = Value::from(message.published_at);
+        // Queued here, in the dispatcher's loop, so deliveries leave in offset order; only the
+        // wait for each answer runs in a task of its own.
+        let pending = socket.send_with_ack(&message.event, vec![data, meta], &[]);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let me = self.clone();
         let queues = queues.clone();
+        let attempt = claimed.attempt;
         tokio::spawn(async move {
-            let message = &claimed.message;
-            let data: Value = serde_json::from_str(&message.data).unwrap_or(Value::Null);
-            let mut meta = json!({
-                "topic": me.topic.as_str(),
-                "id": message.id.to_string(),
-                "offset": message.offset,
-            });
-            if let SubscriptionName::Group(group) = &me.sub {
-                meta["group"] = Value::from(group.as_str());
-            }
-            meta["attempt"] = Value::from(claimed.attempt);
-            meta["publishedAt"] = Value::from(message.published_at);
             let timeout = queues.config().ack_timeout;
-            let answer = socket
-                .emit_args_with_ack(&message.event, vec![data, meta], &[], timeout)
-                .await;
+            let answer = match pending {
+                Ok(pending) => pending.wait(timeout).await,
+                Err(e) => Err(e),
+            };
             let store = queues.store();
             let settled = match answer {
                 Ok(reply) if wants_requeue(&reply) => {
-                    let delay = queues.config().backoff(claimed.attempt);
+                    let delay = queues.config().backoff(attempt);
                     store
                         .requeue(&me.topic, &me.sub, offset, now_millis() + millis(delay))
                         .await

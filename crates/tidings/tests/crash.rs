@@ -1,0 +1,491 @@
+//! `kill -9` durability of `tidings serve --store sqlite` (default `--durability full`): the
+//! real binary is SIGKILLed while publishers and a consumer are busy, restarted on the same data
+//! directory, and must have kept every publish it confirmed and every ack it made durable.
+//!
+//! - `confirmed_publishes_survive_kill_9`: five kill/restart cycles on one data directory with
+//!   concurrent publishers. After each restart the topic holds every confirmed publish at its
+//!   confirmed offset, with no hole in the offsets; at the end the durable consumer that
+//!   subscribed `from: earliest` before the first crash, and a fresh one subscribing after the
+//!   last, have each received every confirmed message (at least once).
+//! - `unacked_deliveries_are_redelivered_after_kill_9`: the server is killed while a consumer is
+//!   acking a stream of deliveries; after the restart every message it had not acked comes back
+//!   (with its attempt count kept), and no message whose ack was durable before the crash does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tidings_client::{
+    Client, ClientOptions, MessageId, Offset, PublishError, StartFrom, SubscribeOptions,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+const TOPIC: &str = "crash.orders";
+/// Concurrent publishers (one connection each).
+const PUBLISHERS: usize = 8;
+/// Confirmations to collect in each cycle before the kill.
+const PER_CYCLE: usize = 200;
+const CYCLES: usize = 5;
+/// Redeliveries of messages in flight at the crash wait for their ack deadline.
+const CONFIG: &str = "[queues]\nack_timeout_ms = 1000\n";
+
+/// Fails the test when `fut` takes longer than `secs`.
+async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {secs} s"))
+}
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    /// `tidings serve --port 0 --store sqlite --data-dir DIR --config FILE`.
+    async fn start(dir: &Path) -> Serve {
+        let config = dir.join("tidings.toml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .arg("serve")
+            .args(["--port", "0", "--store", "sqlite", "--data-dir"])
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = within(20, "tidings serve reporting its address", lines.next_line())
+            .await
+            .unwrap()
+            .expect("tidings serve exited before listening");
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        let url = url.split('/').take(3).collect::<Vec<_>>().join("/");
+        Serve { child, url }
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    async fn kill_9(mut self) {
+        self.child.start_kill().unwrap();
+        let status = within(10, "the killed server exiting", self.child.wait())
+            .await
+            .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "{status:?}");
+        }
+        #[cfg(not(unix))]
+        let _ = status;
+    }
+}
+
+/// A client that does not reconnect: after the kill its requests fail instead of waiting.
+async fn client(url: &str, client_id: Option<&str>) -> Client {
+    let mut options = ClientOptions::builder(url)
+        .reconnect(false)
+        .ack_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(id) = client_id {
+        options = options.auth(json!({ "clientId": id }));
+    }
+    within(10, "connecting", Client::connect(options.build().unwrap()))
+        .await
+        .unwrap()
+}
+
+/// One GET of the `/v1` API.
+async fn get_json(url: &str, path: &str) -> Value {
+    let host = url.strip_prefix("http://").unwrap();
+    let stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = within(10, path, sender.send_request(req)).await.unwrap();
+    assert_eq!(res.status(), 200, "GET {path}");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// The subscription `name` of `topic` as `GET /v1/topics/{topic}` shows it.
+async fn subscription_info(url: &str, topic: &str, name: &str) -> Value {
+    let info = get_json(url, &format!("/v1/topics/{topic}")).await;
+    info["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no subscription {name} in {info}"))
+        .clone()
+}
+
+/// Every retained message of the topic, by offset, read through `history` pages.
+async fn stored(url: &str) -> Vec<(Offset, MessageId)> {
+    let reader = client(url, None).await;
+    let mut all = Vec::new();
+    let mut from = 1;
+    for _ in 0..1000 {
+        let page = within(10, "history", reader.history(TOPIC, Some(from), Some(1000)))
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.offset + 1;
+        all.extend(page.iter().map(|m| (m.offset, m.id)));
+    }
+    reader.disconnect().await;
+    all
+}
+
+/// The topic holds every confirmed publish at its confirmed offset, and its offsets run from 1
+/// to the head without a hole.
+fn assert_every_confirmed_is_stored(
+    stored: &[(Offset, MessageId)],
+    confirmed: &[(MessageId, Offset)],
+) {
+    for (i, (offset, _)) in stored.iter().enumerate() {
+        assert_eq!(
+            *offset,
+            i as u64 + 1,
+            "hole in the stored offsets before {offset}"
+        );
+    }
+    let max_confirmed = confirmed.iter().map(|c| c.1).max().unwrap_or(0);
+    assert!(
+        stored.len() as u64 >= max_confirmed,
+        "confirmed offset {max_confirmed} but only {} messages stored",
+        stored.len()
+    );
+    let mut offsets = HashSet::new();
+    for (id, offset) in confirmed {
+        assert!(offsets.insert(*offset), "offset {offset} confirmed twice");
+        assert_eq!(
+            stored[*offset as usize - 1].1,
+            *id,
+            "offset {offset}: the stored message is not the confirmed one"
+        );
+    }
+}
+
+/// Publishes until the server is killed; every confirmation goes into `confirmed`.
+async fn publish_until_killed(
+    publisher: Client,
+    p: usize,
+    confirmed: Arc<Mutex<Vec<(MessageId, Offset)>>>,
+    count: watch::Sender<usize>,
+) -> PublishError {
+    // Bounded: at the measured rate this is minutes of publishing.
+    for i in 0..100_000 {
+        match publisher
+            .publish(TOPIC, "order", &json!({ "p": p, "i": i }))
+            .await
+        {
+            Ok(done) => {
+                assert!(!done.duplicate);
+                confirmed.lock().unwrap().push((done.id, done.offset));
+                count.send_modify(|n| *n += 1);
+            }
+            Err(e) => return e,
+        }
+    }
+    panic!("publisher {p} was never interrupted by the kill");
+}
+
+/// Receives and acks until the connection dies, recording every delivery.
+async fn consume_until_killed(consumer: Client, received: Arc<Mutex<HashMap<MessageId, Offset>>>) {
+    let mut orders = consumer
+        .subscribe(SubscribeOptions::new(TOPIC).from(StartFrom::Earliest))
+        .await
+        .unwrap();
+    while let Some(d) = orders.recv().await {
+        record(&received, &d.meta.id, d.meta.offset);
+        // After the kill the ack fails: the message will be redelivered.
+        let _ = d.ack().await;
+    }
+}
+
+fn record(received: &Mutex<HashMap<MessageId, Offset>>, id: &MessageId, offset: Offset) {
+    if let Some(before) = received.lock().unwrap().insert(*id, offset) {
+        assert_eq!(before, offset, "message {id} delivered with two offsets");
+    }
+}
+
+fn missing(
+    confirmed: &[(MessageId, Offset)],
+    received: &HashMap<MessageId, Offset>,
+) -> Vec<Offset> {
+    let mut missing: Vec<Offset> = confirmed
+        .iter()
+        .filter(|(id, _)| !received.contains_key(id))
+        .map(|c| c.1)
+        .collect();
+    missing.sort_unstable();
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn confirmed_publishes_survive_kill_9() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let confirmed: Arc<Mutex<Vec<(MessageId, Offset)>>> = Arc::default();
+    // What the durable consumer "auditor" received, over every cycle.
+    let received: Arc<Mutex<HashMap<MessageId, Offset>>> = Arc::default();
+    let mut interrupted_publishes = 0;
+
+    for cycle in 0..CYCLES {
+        let server = Serve::start(dir.path()).await;
+        // Whatever the previous crashes interrupted, what was confirmed is there.
+        let so_far = confirmed.lock().unwrap().clone();
+        assert_every_confirmed_is_stored(&stored(&server.url).await, &so_far);
+
+        // The durable consumer: subscribed from earliest before the first crash, resumed after
+        // each restart under the same identity.
+        let consumer = client(&server.url, Some("auditor")).await;
+        let consuming = tokio::spawn(consume_until_killed(consumer, received.clone()));
+
+        let (count, mut counted) = watch::channel(0);
+        let mut publishers = Vec::new();
+        for p in 0..PUBLISHERS {
+            let publisher = client(&server.url, None).await;
+            publishers.push(tokio::spawn(publish_until_killed(
+                publisher,
+                p,
+                confirmed.clone(),
+                count.clone(),
+            )));
+        }
+        within(
+            15,
+            "collecting confirmations",
+            counted.wait_for(|n| *n >= PER_CYCLE),
+        )
+        .await
+        .unwrap();
+        // Publishers are still publishing: kill -9 now.
+        server.kill_9().await;
+
+        for publisher in publishers {
+            let error = within(15, "a publisher noticing the kill", publisher)
+                .await
+                .unwrap();
+            match error {
+                PublishError::Disconnected => interrupted_publishes += 1,
+                PublishError::Emit(_) => {}
+                other => panic!("cycle {cycle}: unexpected publish error {other:?}"),
+            }
+        }
+        within(15, "the consumer noticing the kill", consuming)
+            .await
+            .unwrap();
+    }
+    // Publishes were in flight at the kills (those are neither confirmed nor checked).
+    assert!(interrupted_publishes > 0, "no kill hit a publish in flight");
+
+    let server = Serve::start(dir.path()).await;
+    let confirmed = confirmed.lock().unwrap().clone();
+    assert!(confirmed.len() >= CYCLES * PER_CYCLE);
+    let stored = stored(&server.url).await;
+    assert_every_confirmed_is_stored(&stored, &confirmed);
+
+    // The durable consumer gets the rest: at least once, every confirmed message.
+    let consumer = client(&server.url, Some("auditor")).await;
+    let mut orders = consumer
+        .subscribe(SubscribeOptions::new(TOPIC))
+        .await
+        .unwrap();
+    let before_drain = missing(&confirmed, &received.lock().unwrap()).len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !missing(&confirmed, &received.lock().unwrap()).is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(d)) = tokio::time::timeout(left, orders.recv()).await else {
+            panic!(
+                "the auditor never received offsets {:?}",
+                missing(&confirmed, &received.lock().unwrap())
+            );
+        };
+        record(&received, &d.meta.id, d.meta.offset);
+        d.ack().await.unwrap();
+    }
+
+    // And nothing it received is unknown to the topic.
+    for (id, offset) in received.lock().unwrap().iter() {
+        assert_eq!(
+            stored[*offset as usize - 1].1,
+            *id,
+            "delivered {id} at {offset}"
+        );
+    }
+
+    // A subscriber that arrives after the crashes, from earliest, gets all of it.
+    let late = client(&server.url, Some("late")).await;
+    let mut replay = late
+        .subscribe(SubscribeOptions::new(TOPIC).from(StartFrom::Earliest))
+        .await
+        .unwrap();
+    assert_eq!(replay.pending(), stored.len() as u64);
+    let mut replayed = BTreeMap::new();
+    while replayed.len() < stored.len() {
+        let d = within(20, "the late subscriber's replay", replay.recv())
+            .await
+            .unwrap();
+        replayed.insert(d.meta.offset, d.meta.id);
+        d.ack().await.unwrap();
+    }
+    let expected: BTreeMap<Offset, MessageId> = stored.iter().copied().collect();
+    assert_eq!(replayed, expected);
+
+    server.kill_9().await;
+    eprintln!(
+        "{} confirmed publishes over {CYCLES} kill -9 cycles, {} stored; the auditor got {} \
+         of them only after the last restart; {:?}",
+        confirmed.len(),
+        stored.len(),
+        before_drain,
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unacked_deliveries_are_redelivered_after_kill_9() {
+    const TOTAL: usize = 300;
+    const DURABLY_ACKED: usize = 100;
+    const ACKED_BEFORE_KILL: usize = 150;
+    let topic = TOPIC;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path()).await;
+
+    let publisher = client(&server.url, None).await;
+    let mut confirmed = Vec::new();
+    for i in 0..TOTAL {
+        let done = publisher
+            .publish(topic, "order", &json!({ "i": i }))
+            .await
+            .unwrap();
+        confirmed.push((done.id, done.offset));
+    }
+
+    let consumer = client(&server.url, Some("worker")).await;
+    let mut orders = consumer
+        .subscribe(SubscribeOptions::new(topic).from(StartFrom::Earliest))
+        .await
+        .unwrap();
+    assert_eq!(orders.pending(), TOTAL as u64);
+    // Ids whose ack was sent, and the attempt each message was last delivered with.
+    let mut acked = HashSet::new();
+    let mut seen_before: HashMap<MessageId, u32> = HashMap::new();
+    let mut durable = HashSet::new();
+    while acked.len() < ACKED_BEFORE_KILL {
+        let d = within(10, "a delivery", orders.recv()).await.unwrap();
+        seen_before.insert(d.meta.id, d.meta.attempt);
+        let id = d.meta.id;
+        d.ack().await.unwrap();
+        acked.insert(id);
+        if acked.len() == DURABLY_ACKED {
+            // Wait until the server's store counts these acks: from here they are durable.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let sub = subscription_info(&server.url, topic, "id:worker").await;
+                if sub["pending"] == (TOTAL - DURABLY_ACKED) as u64 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "acks never settled: {sub}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            durable = acked.clone();
+        }
+    }
+    // Mid-stream: deliveries are arriving and the last acks are on their way.
+    server.kill_9().await;
+    // What had arrived but was not acked yet: it must come back with a higher attempt.
+    let mut unacked_arrived = 0;
+    while let Some(d) = within(10, "the subscription ending", orders.recv()).await {
+        seen_before.insert(d.meta.id, d.meta.attempt);
+        unacked_arrived += 1;
+    }
+    assert!(unacked_arrived > 0, "the kill did not happen mid-stream");
+    consumer.disconnect().await;
+
+    let server = Serve::start(dir.path()).await;
+    let restarted = Instant::now();
+    let consumer = client(&server.url, Some("worker")).await;
+    let mut orders = consumer
+        .subscribe(SubscribeOptions::new(topic))
+        .await
+        .unwrap();
+    let must_come: HashSet<MessageId> = confirmed
+        .iter()
+        .map(|c| c.0)
+        .filter(|id| !acked.contains(id))
+        .collect();
+    assert!(must_come.len() >= TOTAL - ACKED_BEFORE_KILL);
+    let mut after: HashMap<MessageId, u32> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    // Until every unacked message came back and the server has nothing left for "worker".
+    loop {
+        tokio::select! {
+            d = orders.recv() => {
+                let d = d.expect("the subscription ended");
+                after.entry(d.meta.id).or_insert(d.meta.attempt);
+                d.ack().await.unwrap();
+            }
+            _ = poll.tick() => {
+                if must_come.iter().all(|id| after.contains_key(id)) {
+                    let sub = subscription_info(&server.url, topic, "id:worker").await;
+                    if sub["pending"] == 0 {
+                        assert_eq!((&sub["inFlight"], &sub["dead"]), (&json!(0), &json!(0)));
+                        break;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "not redelivered after the restart: {} of {}",
+                    must_come.iter().filter(|id| !after.contains_key(id)).count(),
+                    must_come.len()
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{unacked_arrived} delivered-but-unacked at the kill; after the restart {} messages \
+         were redelivered ({} had to be) within {:?}",
+        after.len(),
+        must_come.len(),
+        restarted.elapsed()
+    );
+    for id in &durable {
+        assert!(
+            !after.contains_key(id),
+            "{id} was durably acked but redelivered"
+        );
+    }
+    for (id, attempt) in &after {
+        if let Some(before) = seen_before.get(id) {
+            assert!(
+                attempt > before,
+                "{id} delivered with attempt {before} before the crash, {attempt} after"
+            );
+        }
+    }
+    server.kill_9().await;
+}
