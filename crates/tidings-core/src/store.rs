@@ -513,6 +513,14 @@ pub trait Store: Send + Sync + 'static {
         not_before: Millis,
     ) -> StoreFuture<'a, bool>;
 
+    /// Makes every in-flight entry of every subscription wait until `now` (due at once), keeping
+    /// its attempt count, and returns how many there were. Called when the delivery engine
+    /// starts: nothing handed out before a restart can be acknowledged any more, so waiting for
+    /// the ack deadlines would only delay the redelivery. (A store shared by several server
+    /// processes must not be released by one of them; such backends return Ok(0) and rely on
+    /// the deadlines.)
+    fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64>;
+
     /// The dead letters of a topic (all subscriptions), oldest first.
     fn dead_letters<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Vec<DeadLetter>>;
 

@@ -633,6 +633,22 @@ impl Store for MemoryStore {
         })
     }
 
+    fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {
+        self.ready(|s| {
+            let mut released = 0;
+            for t in s.topics.values_mut() {
+                for sub in t.subs.values_mut() {
+                    for entry in sub.pending.values_mut().filter(|e| e.in_flight) {
+                        entry.in_flight = false;
+                        entry.due = now;
+                        released += 1;
+                    }
+                }
+            }
+            Ok(released)
+        })
+    }
+
     fn dead_letters<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Vec<DeadLetter>> {
         self.ready(|s| s.dead_letters(topic))
     }

@@ -278,6 +278,14 @@ impl Store for SqliteStore {
         )
     }
 
+    fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {
+        Box::pin(
+            self.inner
+                .writer
+                .run(move |c| ops::release_in_flight(c, now)),
+        )
+    }
+
     fn members(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName, String)>> {
         Box::pin(self.inner.reader.run(ops::members))
     }

@@ -327,6 +327,14 @@ pub(crate) fn subscriptions(c: &Connection) -> Result<Vec<(Topic, SubscriptionNa
     Ok(out)
 }
 
+pub(crate) fn release_in_flight(c: &Connection, now: Millis) -> Result<u64> {
+    let n = c
+        .prepare_cached("UPDATE pending SET in_flight = 0, due_at = ?1 WHERE in_flight = 1")
+        .and_then(|mut st| st.execute([int(now)]))
+        .map_err(db)?;
+    Ok(n as u64)
+}
+
 pub(crate) fn set_member(
     c: &Connection,
     topic: &Topic,

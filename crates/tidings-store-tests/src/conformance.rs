@@ -866,6 +866,27 @@ pub async fn group_and_identity_are_independent<S: Store>(store: &S) {
     assert_eq!(subs, vec![(t.clone(), i.clone()), (t.clone(), g.clone())]);
 }
 
+/// Releasing in-flight entries makes them due at once with their attempt counts; waiting
+/// entries are untouched.
+pub async fn release_in_flight_redelivers_at_once<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let s = id("a");
+    store.subscribe(&t, &s, StartFrom::Earliest).await.unwrap();
+    append_n(store, &t, 3, 0).await;
+    assert_eq!(
+        claimed(&store.claim(&t, &s, opts(0, 3)).await.unwrap()),
+        [(1, 1), (2, 1), (3, 1)]
+    );
+    assert!(store.requeue(&t, &s, 3, 1_000_000).await.unwrap());
+    assert_eq!(store.release_in_flight(5).await.unwrap(), 2);
+    assert_eq!(store.release_in_flight(5).await.unwrap(), 0);
+    // Long before the ack deadline, the released entries come back; the waiting one does not.
+    assert_eq!(
+        claimed(&store.claim(&t, &s, opts(6, 10)).await.unwrap()),
+        [(1, 2), (2, 2)]
+    );
+}
+
 /// Group memberships are recorded idempotently, listed sorted, removed one by one and with
 /// their group; they need an existing group subscription.
 pub async fn group_memberships<S: Store>(store: &S) {

@@ -114,6 +114,7 @@ macro_rules! store_conformance_tests {
             unsubscribe_removes_queue_and_dead_letters,
             group_and_identity_are_independent,
             group_memberships,
+            release_in_flight_redelivers_at_once,
             history_from_and_limit,
             topic_info_counts,
             retention_by_count_reports_gaps,

@@ -187,6 +187,15 @@ impl Queues {
     ) -> Result<Arc<Queues>, tidings_core::store::StoreError> {
         let subscriptions = store.subscriptions().await?;
         let members = store.members().await?;
+        // Deliveries handed out before a restart can no longer be acknowledged: make them due
+        // now instead of after their ack deadlines.
+        let released = store.release_in_flight(now_millis()).await?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "deliveries in flight before the restart will be redelivered"
+            );
+        }
         let queues = Arc::new_cyclic(|me| Queues {
             me: me.clone(),
             store,
