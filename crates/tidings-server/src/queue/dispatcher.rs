@@ -1,6 +1,7 @@
 //! One task per queue (a subscription): claims entries from the store and delivers them to
 //! the queue's connected consumers, at most `max_in_flight` unacknowledged at a time.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tidings_core::Sid;
-use tidings_core::store::{ClaimOptions, Claimed, SubscriptionName, Topic};
+use tidings_core::store::{ClaimOptions, Claimed, Offset, SubscriptionName, Topic};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +23,23 @@ const DUE_POLL: Duration = Duration::from_millis(200);
 /// How long a dispatcher waits before retrying after a store error.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
+/// The store's own deadline for a claimed entry: a backstop for deliveries whose waiting task
+/// died with the process (those are released at the next start anyway). It must be later than
+/// the dispatcher's own ack timeout — which starts only when the delivery is sent, after the
+/// claim's commit — or the store would hand out an entry that is still awaited.
+fn store_deadline(ack_timeout: Duration) -> u64 {
+    millis(ack_timeout).saturating_mul(2).saturating_add(5_000)
+}
+
 pub(crate) struct Dispatcher {
     topic: Topic,
     sub: SubscriptionName,
     consumers: Mutex<Vec<Socket>>,
     next_consumer: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Offsets delivered and not settled yet. A claim that returns one of them again is not
+    /// sent twice.
+    awaiting: Mutex<HashSet<Offset>>,
     wake: Notify,
     stop: CancellationToken,
 }
@@ -44,6 +56,7 @@ impl Dispatcher {
             consumers: Mutex::new(Vec::new()),
             next_consumer: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            awaiting: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             stop,
         })
@@ -103,7 +116,7 @@ impl Dispatcher {
             let opts = ClaimOptions {
                 now: now_millis(),
                 max: free,
-                ack_timeout: millis(config.ack_timeout),
+                ack_timeout: store_deadline(config.ack_timeout),
                 max_deliveries: config.max_deliveries,
             };
             let pause = match queues.store().claim(&self.topic, &self.sub, opts).await {
@@ -138,6 +151,11 @@ impl Dispatcher {
     /// Emits one claimed entry to a consumer and settles it from the answer.
     fn deliver(self: &Arc<Self>, queues: &Arc<Queues>, claimed: Claimed) {
         let offset = claimed.message.offset;
+        if self.awaiting.lock().contains(&offset) {
+            // Still waiting for this entry's answer: never two deliveries of one entry at once.
+            tracing::debug!(topic = %self.topic, subscription = %self.sub, offset, "claimed entry is still awaited; not resent");
+            return;
+        }
         let Some(socket) = self.pick_consumer() else {
             // Everyone left between the claim and now: hand it back at once.
             let queues = queues.clone();
@@ -168,6 +186,7 @@ impl Dispatcher {
         // Queued here, in the dispatcher's loop, so deliveries leave in offset order; only the
         // wait for each answer runs in a task of its own.
         let pending = socket.send_with_ack(&message.event, vec![data, meta], &[]);
+        self.awaiting.lock().insert(offset);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let me = self.clone();
         let queues = queues.clone();
@@ -198,6 +217,7 @@ impl Dispatcher {
                 // The entry stays in flight in the store and is redelivered after its deadline.
                 tracing::warn!(topic = %me.topic, subscription = %me.sub, offset, error = %e, "could not settle a delivery");
             }
+            me.awaiting.lock().remove(&offset);
             me.in_flight.fetch_sub(1, Ordering::AcqRel);
             me.wake();
         });
