@@ -227,11 +227,28 @@ def wire_log(sio):
     return log
 
 
+def leave(sio):
+    """Disconnects ``sio`` in a way the server sees at once.
+
+    python-engineio's polling write loop re-checks ``state == 'connected'`` after each POST, so
+    a ``disconnect()`` made while a POST is still in flight (e.g. right after a ``call`` whose
+    ack came back on the long-poll GET before the POST's response) drops the queued DISCONNECT
+    and CLOSE packets, and the server only notices at the heartbeat timeout. Its send queue
+    counts ``task_done`` per sent packet, so waiting for ``queue.join()`` first (bounded by the
+    engine's request timeout) leaves the write loop idle in ``queue.get``.
+    """
+    if sio.eio.state == "connected":
+        idle = threading.Thread(target=sio.eio.queue.join, daemon=True)
+        idle.start()
+        idle.join(WAIT_S)
+    sio.disconnect()
+
+
 def done():
     """Disconnects every client, prints the result line and exits 0."""
     for sio in _clients:
         try:
-            sio.disconnect()
+            leave(sio)
         except Exception as exc:  # noqa: BLE001 - a failed goodbye must not hide the result
             sys.stderr.write(f"{SCRIPT}: warning: disconnect failed: {exc}\n")
     sys.stdout.write(f"ok: {_checks} checks\n")

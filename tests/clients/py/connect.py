@@ -5,6 +5,7 @@ import time
 
 import socketio
 
+from common import leave
 from common import (URL, TRANSPORTS, WAIT_S, Inbox, call, call_ok, check, check_eq, check_json,
                     client, connect, fail, round_trip, run, uniq)
 
@@ -112,7 +113,7 @@ def main():
     before = call_ok("room-sockets before", b, "room-sockets", {"room": room})
     check_eq("room-sockets lists a and b", before.get("sids"), sorted([a.get_sid("/"), b.get_sid("/")]))
     aid = a.get_sid("/")
-    a.disconnect()
+    leave(a)
     sids = None
     for _ in range(100):
         sids = call_ok("room-sockets after a.disconnect()", b, "room-sockets", {"room": room})["sids"]

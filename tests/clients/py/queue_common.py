@@ -23,6 +23,7 @@ import urllib.request
 import socketio
 
 import common
+from common import leave  # noqa: F401 - re-exported for the queue scenarios
 from common import (TRANSPORTS, URL, WAIT_S, call, check, check_eq, client, fail,
                     fail_on_disconnect, wire_log)
 
@@ -175,34 +176,10 @@ def connect_as(name, client_id=None, *listeners, expect_disconnect=False):
     return sio
 
 
-def leave(sio):
-    """Disconnects ``sio`` in a way the server sees at once.
-
-    python-engineio's polling write loop re-checks ``state == 'connected'`` after each POST, so
-    a ``disconnect()`` made while a POST is still in flight (e.g. right after a ``call`` whose
-    ack came back on the long-poll GET before the POST's response) drops the queued DISCONNECT
-    and CLOSE packets, and the server only notices at the heartbeat timeout. Its send queue
-    counts ``task_done`` per sent packet, so waiting for ``queue.join()`` first (bounded by the
-    engine's request timeout) leaves the write loop idle in ``queue.get``.
-    """
-    if sio.eio.state == "connected":
-        idle = threading.Thread(target=sio.eio.queue.join, daemon=True)
-        idle.start()
-        idle.join(WAIT_S)
-    sio.disconnect()
-
-
 def run(main, seconds=WATCHDOG_S):
-    """``common.run`` with every client leaving through ``leave`` first: ``common.done``'s plain
-    ``disconnect()`` can lose the goodbye over polling (see ``leave``), and python-engineio then
-    waits for the server's next heartbeat (25 s) before its long-poll GET returns."""
-    def main_then_leave():
-        main()
-        for sio in list(common._clients):
-            if sio.connected:
-                leave(sio)
-
-    common.run(main_then_leave, seconds)
+    """``common.run`` with the queue scenarios' longer watchdog (``common.done`` leaves every
+    client through ``common.leave``)."""
+    common.run(main, seconds)
 
 
 def connect_refused(name, auth):
