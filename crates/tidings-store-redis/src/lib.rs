@@ -1,0 +1,894 @@
+//! A [`Store`] on Redis: each topic is a Redis Stream, each subscription a consumer group of
+//! it, and every operation one atomic Lua script (`EVALSHA`).
+//!
+//! Several `tidings serve` processes can share one Redis: they see the same topics, queues and
+//! dead letters, and a delivery handed out by a node that died is handed out again by any node
+//! once its ack deadline passes.
+//!
+//! ```no_run
+//! use tidings_core::store::{NewMessage, Store, Topic};
+//! use tidings_store_redis::{RedisConfig, RedisStore};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::open(RedisConfig {
+//!     url: "redis://127.0.0.1:6379".to_owned(),
+//!     ..RedisConfig::default()
+//! })?;
+//! let topic = Topic::new("pickup")?;
+//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), key: None, published_at: 0 };
+//! let appended = store.append(&topic, msg, 60_000).await?;
+//! println!("stored at offset {}", appended.offset);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Mapping of the store model onto Redis
+//!
+//! - **Offsets → stream ids.** The message at offset `n` is the stream entry with the explicit
+//!   id `n-0`, so `XRANGE topic n +` reads from offset `n` and the ids of a topic are its
+//!   offsets. The head (the last offset handed out) is kept in the topic's `meta` hash and
+//!   never goes back, even when retention empties the stream.
+//! - **Subscriptions → consumer groups.** The group is named by the subscription's key
+//!   (`id:<identity>` or `group:<name>`). Its last-delivered id is the cursor − 1: a claim of
+//!   new messages is an `XREADGROUP … >` (which advances it), retention moves it past removed
+//!   messages with `XGROUP SETID`. Its pending entries list (PEL) holds exactly the pending
+//!   entries: ack and dead-lettering `XACK`, a redelivery `XCLAIM`s the entry with
+//!   `RETRYCOUNT` set to the attempt, `requeue_dead` puts it back with `XCLAIM … FORCE`. So
+//!   `XINFO GROUPS` and `XPENDING` show an operator the real queues.
+//! - **What streams do not have** is kept next to the group, in the same scripts: the due time
+//!   of every pending entry (its ack deadline when in flight, its `not_before` when waiting)
+//!   in a sorted set, the attempt counts in a hash (the PEL's delivery counter mirrors them),
+//!   the in-flight offsets in a set, dead letters (with a copy of the message, which outlives
+//!   retention) and the gap counters in hashes. The trait's clock is the `now` its callers
+//!   pass, not Redis's: deadlines and backoffs are compared with it, never with the PEL's idle
+//!   times, and `XAUTOCLAIM` is not needed — a delivery stranded on a dead node is due at its
+//!   deadline, and the next claim of any node hands it out (with its attempt count + 1).
+//! - **Retention** runs in [`Store::enforce_retention`], as the trait requires (it must report
+//!   the unsettled offsets each subscription loses): it walks the stream from its oldest entry,
+//!   then `XTRIM MINID` at the first message that stays. Appends never trim (an `XADD MAXLEN`
+//!   would drop messages without reporting the gaps).
+//! - **Idempotency keys** are a hash (key → offset, id, publish time) and a sorted set by
+//!   publish time, per topic. Not `SET NX PX`: the dedup window is measured between the
+//!   publish times the callers pass, and keys are forgotten by `enforce_retention` as of its
+//!   `now`, which a wall-clock expiry cannot follow.
+//!
+//! # Key layout
+//!
+//! Every key starts with the configured prefix `P` (default `tidings:`), so several
+//! deployments, or tests, can share one Redis. A topic `T`'s keys all contain `{T}` (a topic
+//! name cannot contain braces, so keys of different topics never collide, and on a Redis
+//! Cluster they would share one hash slot); `S` is a subscription key such as `id:driver-7`:
+//!
+//! | key | type | content |
+//! | --- | --- | --- |
+//! | `P topics` | set | topic names |
+//! | `P{T}:meta` | hash | `head`, `first` (oldest retained offset), `bytes` (retained payload bytes) |
+//! | `P{T}:log` | stream | entry `<offset>-0` with fields `id` (32 hex digits), `ev`, `data`, `at` (publish time, ms); one consumer group per subscription |
+//! | `P{T}:subs` | set | subscription keys |
+//! | `P{T}:gaps` | hash | subscription key → unsettled messages lost to retention |
+//! | `P{T}:keys` | hash | idempotency key → `<offset> <id> <seen_at>` |
+//! | `P{T}:keyat` | sorted set | idempotency key, scored by `seen_at` |
+//! | `P{T}:s:S:due` | sorted set | pending offsets, scored by due time (ms) |
+//! | `P{T}:s:S:att` | hash | pending offset → deliveries made |
+//! | `P{T}:s:S:flight` | set | pending offsets in flight (the others wait) |
+//! | `P{T}:s:S:dead` | hash | offset → `<attempts> <dead_at> <published_at> <id> <event bytes> <event><data>` |
+//! | `P{T}:s:S:members` | set | identities that are members of a group subscription |
+//!
+//! (`P topics` is the prefix immediately followed by `topics`, as in `tidings:topics`.)
+//!
+//! The scripts build the keys from the prefix and topic they are given, so they need a
+//! standalone Redis (or a primary with replicas, or Sentinel), not a Redis Cluster. Numbers are
+//! compared in Lua as doubles: times in milliseconds since the epoch and offsets are exact
+//! (below 2^53).
+//!
+//! # Durability
+//!
+//! What an `Ok` from [`Store::append`] (or an ack, a claim…) promises is what Redis promises
+//! for a write it has answered. With `appendonly yes` and `appendfsync always`, Redis fsyncs
+//! the append-only file before it replies, so a confirmed publish survives a crash of Redis or
+//! of its machine; with the default `appendfsync everysec` up to a second of confirmed writes
+//! can be lost; with no AOF, everything since the last snapshot. On Redis 7.2 or later,
+//! [`RedisConfig::wait_aof`] additionally sends `WAITAOF 1 0 <timeout>` after every write and
+//! fails the operation (as [`StoreError::Unavailable`]) unless the local AOF has it, which
+//! turns a misconfigured server into errors instead of silent loss (older servers reject the
+//! command, so every write fails: leave it off there). See `docs/REDIS.md`.
+//!
+//! # When Redis is down
+//!
+//! The store holds one multiplexed connection ([`redis::aio::ConnectionManager`]), made on
+//! first use, that reconnects by itself. While Redis cannot be reached, every operation fails
+//! with [`StoreError::Unavailable`] after at most about `connect_timeout` × (1 +
+//! `reconnect_retries`) or `response_timeout`, never a panic; the server reports
+//! `store_unavailable` to publishers, and nothing unconfirmed was stored. The first operation
+//! after Redis is back may still fail while the connection is re-established.
+//!
+//! The connection is made on the Tokio runtime of the first operation and lives as long as
+//! that runtime; use one store from one runtime.
+//!
+//! # A shared store
+//!
+//! [`Store::release_in_flight`] makes every in-flight entry due at once; on a store shared by
+//! several server processes one of them restarting must not do that to deliveries the others
+//! have handed out, so with [`RedisConfig::is_shared`] (the default) it does nothing and
+//! returns `Ok(0)`. A deployment with a single server process may set it to `false` and get
+//! the immediate redelivery after a restart that SQLite gives.
+#![forbid(unsafe_code)]
+
+mod reply;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, Value};
+use tidings_core::store::{
+    Appended, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId, Millis, NewMessage,
+    Offset, Retention, StartFrom, Store, StoreError, StoreFuture, StoredMessage, SubscriptionInfo,
+    SubscriptionName, Topic, TopicInfo,
+};
+use tokio::sync::OnceCell;
+use tracing::{debug, warn};
+
+use reply::{array, at, flag, string, u32_of, u64_of};
+
+/// The Lua script of every operation; see the key layout in the crate docs.
+const SCRIPT: &str = include_str!("store.lua");
+
+/// How to reach Redis and how to use it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// The server: `redis://[user:password@]host:port[/db]` (`rediss://` is not compiled in).
+    /// Default `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Prepended to every key, so that several deployments or tests can share one Redis.
+    /// Must not contain `{` or `}`. Default `tidings:`.
+    pub prefix: String,
+    /// How long one connection attempt may take. Default 2 s.
+    pub connect_timeout: Duration,
+    /// How long Redis may take to answer one operation. Default 10 s.
+    pub response_timeout: Duration,
+    /// How many times an operation that finds the connection lost retries to connect (with
+    /// a backoff from 100 ms) before it fails with [`StoreError::Unavailable`]. Default 1.
+    pub reconnect_retries: usize,
+    /// Other server processes use the same keys: [`Store::release_in_flight`] then does
+    /// nothing (see the crate docs). Default `true`.
+    pub is_shared: bool,
+    /// After every write, wait with `WAITAOF 1 0 <timeout>` (Redis ≥ 7.2) until the local
+    /// append-only file has it, and fail as unavailable if it does not within the timeout.
+    /// Default `None` (trust the server's `appendfsync`).
+    pub wait_aof: Option<Duration>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            prefix: "tidings:".to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(10),
+            reconnect_retries: 1,
+            is_shared: true,
+            wait_aof: None,
+        }
+    }
+}
+
+/// The URL with its password replaced by `***`, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("reconnect_retries", &self.reconnect_retries)
+            .field("is_shared", &self.is_shared)
+            .field("wait_aof", &self.wait_aof)
+            .finish()
+    }
+}
+
+/// A [`RedisConfig`] that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisConfigError {
+    /// The URL is not a Redis URL.
+    #[error("invalid redis url {url}: {reason}")]
+    Url {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The prefix contains a brace.
+    #[error("invalid key prefix {0:?}: it must not contain '{{' or '}}'")]
+    Prefix(String),
+}
+
+/// The Redis store. A cheap-clone handle: clones share one connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    config: RedisConfig,
+    conn: OnceCell<ConnectionManager>,
+    script: redis::Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a Redis failure to the store's errors: a value of the wrong type, or a script that
+/// fails on the data it finds, is corruption; anything else (no connection, a timeout, a
+/// server that is loading, read-only, out of memory or refusing writes) is unavailability,
+/// which may pass.
+fn store_error(e: &RedisError) -> StoreError {
+    let message = e.to_string();
+    let is_data = e.code() == Some("WRONGTYPE")
+        || (e.kind() == ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+            && (message.contains("user_script") || message.contains("Error running script")));
+    if is_data {
+        warn!(error = %message, "redis data is not what the store expects");
+        StoreError::Corrupt(format!("redis: {message}"))
+    } else {
+        warn!(error = %message, "redis unavailable");
+        StoreError::Unavailable(format!("redis: {message}"))
+    }
+}
+
+/// Arguments of one script call.
+type Args<'a> = Vec<std::borrow::Cow<'a, str>>;
+
+fn owned<'a>(s: impl ToString) -> std::borrow::Cow<'a, str> {
+    std::borrow::Cow::Owned(s.to_string())
+}
+
+fn borrowed(s: &str) -> std::borrow::Cow<'_, str> {
+    std::borrow::Cow::Borrowed(s)
+}
+
+fn sub_info(v: &Value) -> Result<SubscriptionInfo, StoreError> {
+    const WHAT: &str = "subscription info";
+    let i = array(v, WHAT)?;
+    Ok(SubscriptionInfo {
+        name: reply::sub(at(i, 0, WHAT)?)?,
+        pending: u64_of(at(i, 1, WHAT)?, WHAT)?,
+        in_flight: u64_of(at(i, 2, WHAT)?, WHAT)?,
+        dead: u64_of(at(i, 3, WHAT)?, WHAT)?,
+        gaps: u64_of(at(i, 4, WHAT)?, WHAT)?,
+        cursor: u64_of(at(i, 5, WHAT)?, WHAT)?,
+    })
+}
+
+impl RedisStore {
+    /// A store over the Redis at `config.url`. Does no I/O: the connection is made by the
+    /// first operation (use [`RedisStore::ping`] to check it at start-up).
+    pub fn open(config: RedisConfig) -> Result<RedisStore, RedisConfigError> {
+        if config.prefix.contains(['{', '}']) {
+            return Err(RedisConfigError::Prefix(config.prefix));
+        }
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| RedisConfigError::Url {
+                url: redact_url(&config.url),
+                reason: e.to_string(),
+            })?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                conn: OnceCell::new(),
+                script: redis::Script::new(SCRIPT),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// Checks that Redis answers (`PING`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| store_error(&e))
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let config = &self.inner.config;
+        self.inner
+            .conn
+            .get_or_try_init(|| async {
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    .set_number_of_retries(config.reconnect_retries)
+                    .set_min_delay(Duration::from_millis(100))
+                    .set_max_delay(Duration::from_secs(2));
+                debug!(url = %redact_url(&config.url), prefix = %config.prefix, "redis store connecting");
+                ConnectionManager::new_lazy_with_config(self.inner.client.clone(), manager_config)
+                    .map_err(|e| store_error(&e))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs one operation of the script and returns the reply after its status.
+    async fn run(
+        &self,
+        op: &str,
+        topic: &str,
+        args: Args<'_>,
+        is_write: bool,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut invocation = self.inner.script.prepare_invoke();
+        invocation
+            .arg(op)
+            .arg(self.inner.config.prefix.as_str())
+            .arg(topic);
+        for a in &args {
+            invocation.arg(a.as_ref());
+        }
+        let reply: Value = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| store_error(&e))?;
+        if is_write {
+            if let Some(timeout) = self.inner.config.wait_aof {
+                self.wait_aof(&mut conn, timeout).await?;
+            }
+        }
+        let Value::Array(mut items) = reply else {
+            return Err(reply::corrupt(op, &reply));
+        };
+        if items.is_empty() {
+            return Err(reply::corrupt(op, &Value::Array(items)));
+        }
+        let status = string(&items[0], op)?;
+        let message = || {
+            items
+                .get(1)
+                .and_then(|m| string(m, op).ok())
+                .unwrap_or_default()
+        };
+        match status.as_str() {
+            "ok" => {
+                items.remove(0);
+                Ok(items)
+            }
+            "notfound" => Err(StoreError::NotFound(format!(
+                "{} of topic {topic}",
+                message()
+            ))),
+            "invalid" => Err(StoreError::Invalid(message())),
+            "corrupt" => Err(StoreError::Corrupt(format!("topic {topic}: {}", message()))),
+            _ => Err(reply::corrupt(op, &items[0])),
+        }
+    }
+
+    async fn wait_aof(
+        &self,
+        conn: &mut ConnectionManager,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let millis = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let acks: Vec<i64> = redis::cmd("WAITAOF")
+            .arg(1)
+            .arg(0)
+            .arg(millis)
+            .query_async(conn)
+            .await
+            .map_err(|e| store_error(&e))?;
+        if acks.first().copied().unwrap_or(0) < 1 {
+            warn!(
+                timeout_ms = millis,
+                "redis did not fsync a write to its AOF in time"
+            );
+            return Err(StoreError::Unavailable(
+                "redis did not fsync the write to its append-only file in time".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn not_found_sub(topic: &Topic, sub: &SubscriptionName) -> StoreError {
+        StoreError::NotFound(format!("subscription {sub} of topic {topic}"))
+    }
+
+    async fn append_impl(
+        &self,
+        topic: &Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+    ) -> Result<Appended, StoreError> {
+        let id = reply::id_to_hex(MessageId::new());
+        let args = vec![
+            borrowed(&id),
+            borrowed(&msg.event),
+            borrowed(&msg.data),
+            owned(msg.published_at),
+            borrowed(msg.key.as_deref().unwrap_or("")),
+            owned(dedup_window),
+        ];
+        let r = self.run("append", topic.as_str(), args, true).await?;
+        const WHAT: &str = "append";
+        let appended = Appended {
+            offset: u64_of(at(&r, 0, WHAT)?, WHAT)?,
+            id: reply::id_from_hex(&string(at(&r, 1, WHAT)?, WHAT)?)?,
+            duplicate: flag(at(&r, 2, WHAT)?, WHAT)?,
+        };
+        Ok(appended)
+    }
+
+    async fn subscribe_impl(
+        &self,
+        topic: &Topic,
+        sub: &SubscriptionName,
+        from: StartFrom,
+    ) -> Result<SubscriptionInfo, StoreError> {
+        let key = sub.key();
+        let (mode, offset) = match from {
+            StartFrom::New => ("new", 0),
+            StartFrom::Earliest => ("earliest", 0),
+            StartFrom::Offset(o) => ("offset", o),
+        };
+        let args = vec![borrowed(&key), borrowed(mode), owned(offset)];
+        let r = self.run("subscribe", topic.as_str(), args, true).await?;
+        sub_info(at(&r, 0, "subscribe")?)
+    }
+
+    async fn claim_impl(
+        &self,
+        topic: &Topic,
+        sub: &SubscriptionName,
+        opts: ClaimOptions,
+    ) -> Result<ClaimResult, StoreError> {
+        const WHAT: &str = "claim";
+        let key = sub.key();
+        let args = vec![
+            borrowed(&key),
+            owned(opts.now),
+            owned(opts.max.min(i64::MAX as usize)),
+            owned(opts.now.saturating_add(opts.ack_timeout)),
+            owned(opts.max_deliveries),
+        ];
+        let r = self
+            .run(WHAT, topic.as_str(), args, true)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
+                e => e,
+            })?;
+        let mut result = ClaimResult::default();
+        for c in array(at(&r, 0, WHAT)?, WHAT)? {
+            let c = array(c, WHAT)?;
+            result.claimed.push(Claimed {
+                message: reply::message(at(c, 0, WHAT)?)?,
+                attempt: u32_of(at(c, 1, WHAT)?, WHAT)?,
+            });
+        }
+        for o in array(at(&r, 1, WHAT)?, WHAT)? {
+            result.dead_lettered.push(u64_of(o, WHAT)?);
+        }
+        if !result.dead_lettered.is_empty() {
+            warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
+        }
+        Ok(result)
+    }
+
+    /// `ack` and `requeue`: a flag for an entry of one subscription.
+    async fn entry_op(
+        &self,
+        op: &str,
+        topic: &Topic,
+        sub: &SubscriptionName,
+        mut args: Args<'_>,
+    ) -> Result<bool, StoreError> {
+        let key = sub.key();
+        args.insert(0, borrowed(&key));
+        let r = self
+            .run(op, topic.as_str(), args, true)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
+                e => e,
+            })?;
+        flag(at(&r, 0, op)?, op)
+    }
+
+    async fn dead_letters_impl(&self, topic: &Topic) -> Result<Vec<DeadLetter>, StoreError> {
+        const WHAT: &str = "dead letters";
+        let r = self
+            .run("dead_letters", topic.as_str(), vec![], false)
+            .await?;
+        let mut out = Vec::new();
+        for d in array(at(&r, 0, WHAT)?, WHAT)? {
+            let d = array(d, WHAT)?;
+            let subscription = reply::sub(at(d, 0, WHAT)?)?;
+            let offset = u64_of(at(d, 1, WHAT)?, WHAT)?;
+            let rec = reply::dead_record(&string(at(d, 2, WHAT)?, WHAT)?)?;
+            out.push(DeadLetter {
+                message: StoredMessage {
+                    id: rec.id,
+                    offset,
+                    event: rec.event,
+                    data: rec.data,
+                    published_at: rec.published_at,
+                },
+                subscription,
+                attempts: rec.attempts,
+                dead_at: rec.dead_at,
+            });
+        }
+        out.sort_by(|a, b| {
+            (a.dead_at, a.message.offset, &a.subscription).cmp(&(
+                b.dead_at,
+                b.message.offset,
+                &b.subscription,
+            ))
+        });
+        Ok(out)
+    }
+
+    async fn history_impl(
+        &self,
+        topic: &Topic,
+        from: Offset,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        const WHAT: &str = "history";
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let args = vec![owned(from), owned(limit.min(i64::MAX as usize))];
+        let r = self.run(WHAT, topic.as_str(), args, false).await?;
+        array(at(&r, 0, WHAT)?, WHAT)?
+            .iter()
+            .map(reply::message)
+            .collect()
+    }
+
+    async fn topic_info_impl(&self, topic: &Topic) -> Result<Option<TopicInfo>, StoreError> {
+        const WHAT: &str = "topic info";
+        let r = self
+            .run("topic_info", topic.as_str(), vec![], false)
+            .await?;
+        let info = at(&r, 0, WHAT)?;
+        if *info == Value::Nil {
+            return Ok(None);
+        }
+        let i = array(info, WHAT)?;
+        let mut subscriptions = array(at(i, 4, WHAT)?, WHAT)?
+            .iter()
+            .map(sub_info)
+            .collect::<Result<Vec<_>, _>>()?;
+        subscriptions.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(TopicInfo {
+            topic: topic.clone(),
+            head: u64_of(at(i, 0, WHAT)?, WHAT)?,
+            first: u64_of(at(i, 1, WHAT)?, WHAT)?,
+            retained: u64_of(at(i, 2, WHAT)?, WHAT)?,
+            retained_bytes: u64_of(at(i, 3, WHAT)?, WHAT)?,
+            subscriptions,
+        }))
+    }
+
+    async fn enforce_retention_impl(
+        &self,
+        topic: &Topic,
+        retention: Retention,
+        now: Millis,
+        dedup_window: Millis,
+    ) -> Result<Vec<Gap>, StoreError> {
+        const WHAT: &str = "retention";
+        // Keys seen before `now - dedup_window` are older than the window.
+        let key_before = now
+            .checked_sub(dedup_window)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let args = vec![
+            owned(retention.max_age),
+            owned(retention.max_messages),
+            owned(retention.max_bytes),
+            owned(now),
+            owned(key_before),
+        ];
+        let r = self
+            .run("enforce_retention", topic.as_str(), args, true)
+            .await?;
+        let mut gaps = Vec::new();
+        for g in array(at(&r, 0, WHAT)?, WHAT)? {
+            let g = array(g, WHAT)?;
+            let gap = Gap {
+                topic: topic.clone(),
+                subscription: reply::sub(at(g, 0, WHAT)?)?,
+                from: u64_of(at(g, 1, WHAT)?, WHAT)?,
+                to: u64_of(at(g, 2, WHAT)?, WHAT)?,
+            };
+            warn!(topic = %topic, sub = %gap.subscription, from = gap.from, to = gap.to,
+                "retention removed unsettled messages");
+            gaps.push(gap);
+        }
+        gaps.sort_by(|a, b| (&a.subscription, a.from).cmp(&(&b.subscription, b.from)));
+        Ok(gaps)
+    }
+
+    async fn members_impl(&self) -> Result<Vec<(Topic, SubscriptionName, String)>, StoreError> {
+        const WHAT: &str = "members";
+        let r = self.run(WHAT, "", vec![], false).await?;
+        let mut out = array(at(&r, 0, WHAT)?, WHAT)?
+            .iter()
+            .map(|m| {
+                let m = array(m, WHAT)?;
+                Ok((
+                    reply::topic(at(m, 0, WHAT)?)?,
+                    reply::sub(at(m, 1, WHAT)?)?,
+                    string(at(m, 2, WHAT)?, WHAT)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn subscriptions_impl(&self) -> Result<Vec<(Topic, SubscriptionName)>, StoreError> {
+        const WHAT: &str = "subscriptions";
+        let r = self.run(WHAT, "", vec![], false).await?;
+        let mut out = array(at(&r, 0, WHAT)?, WHAT)?
+            .iter()
+            .map(|s| {
+                let s = array(s, WHAT)?;
+                Ok((reply::topic(at(s, 0, WHAT)?)?, reply::sub(at(s, 1, WHAT)?)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn topics_impl(&self) -> Result<Vec<Topic>, StoreError> {
+        const WHAT: &str = "topics";
+        let r = self.run(WHAT, "", vec![], false).await?;
+        let mut out = array(at(&r, 0, WHAT)?, WHAT)?
+            .iter()
+            .map(reply::topic)
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl Store for RedisStore {
+    fn append<'a>(
+        &'a self,
+        topic: &'a Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+    ) -> StoreFuture<'a, Appended> {
+        Box::pin(self.append_impl(topic, msg, dedup_window))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        from: StartFrom,
+    ) -> StoreFuture<'a, SubscriptionInfo> {
+        Box::pin(self.subscribe_impl(topic, sub, from))
+    }
+
+    fn unsubscribe<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let key = sub.key();
+            let r = self
+                .run("unsubscribe", topic.as_str(), vec![borrowed(&key)], true)
+                .await?;
+            let removed = flag(at(&r, 0, "unsubscribe")?, "unsubscribe")?;
+            if removed {
+                debug!(topic = %topic, sub = %sub, "subscription removed");
+            }
+            Ok(removed)
+        })
+    }
+
+    fn subscriptions(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName)>> {
+        Box::pin(self.subscriptions_impl())
+    }
+
+    fn set_member<'a>(
+        &'a self,
+        topic: &'a Topic,
+        group: &'a SubscriptionName,
+        identity: &'a str,
+        member: bool,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let not_found =
+                || StoreError::NotFound(format!("no group subscription {group} on {topic}"));
+            if !matches!(group, SubscriptionName::Group(_)) {
+                return Err(not_found());
+            }
+            let key = group.key();
+            let args = vec![
+                borrowed(&key),
+                borrowed(identity),
+                borrowed(if member { "1" } else { "0" }),
+            ];
+            match self.run("set_member", topic.as_str(), args, true).await {
+                Err(StoreError::NotFound(_)) => Err(not_found()),
+                other => other.map(|_| ()),
+            }
+        })
+    }
+
+    fn members(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName, String)>> {
+        Box::pin(self.members_impl())
+    }
+
+    fn claim<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        opts: ClaimOptions,
+    ) -> StoreFuture<'a, ClaimResult> {
+        Box::pin(self.claim_impl(topic, sub, opts))
+    }
+
+    fn ack<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        offset: Offset,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.entry_op("ack", topic, sub, vec![owned(offset)]))
+    }
+
+    fn requeue<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        offset: Offset,
+        not_before: Millis,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.entry_op(
+            "requeue",
+            topic,
+            sub,
+            vec![owned(offset), owned(not_before)],
+        ))
+    }
+
+    fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            if self.inner.config.is_shared {
+                debug!("shared redis store: in-flight deliveries wait for their ack deadlines");
+                return Ok(0);
+            }
+            let r = self
+                .run("release_in_flight", "", vec![owned(now)], true)
+                .await?;
+            u64_of(at(&r, 0, "release_in_flight")?, "release_in_flight")
+        })
+    }
+
+    fn dead_letters<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Vec<DeadLetter>> {
+        Box::pin(self.dead_letters_impl(topic))
+    }
+
+    fn requeue_dead<'a>(
+        &'a self,
+        topic: &'a Topic,
+        id: MessageId,
+        now: Millis,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let hex = reply::id_to_hex(id);
+            let args = vec![borrowed(&hex), owned(now)];
+            let r = self.run("requeue_dead", topic.as_str(), args, true).await?;
+            flag(at(&r, 0, "requeue_dead")?, "requeue_dead")
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        topic: &'a Topic,
+        from: Offset,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(self.history_impl(topic, from, limit))
+    }
+
+    fn topic_info<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Option<TopicInfo>> {
+        Box::pin(self.topic_info_impl(topic))
+    }
+
+    fn topics(&self) -> StoreFuture<'_, Vec<Topic>> {
+        Box::pin(self.topics_impl())
+    }
+
+    fn enforce_retention<'a>(
+        &'a self,
+        topic: &'a Topic,
+        retention: Retention,
+        now: Millis,
+        dedup_window: Millis,
+    ) -> StoreFuture<'a, Vec<Gap>> {
+        Box::pin(self.enforce_retention_impl(topic, retention, now, dedup_window))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/2"),
+            "redis://user:***@host:6379/2"
+        );
+        assert_eq!(redact_url("redis://:secret@host"), "redis://:***@host");
+        assert_eq!(redact_url("redis://host:1"), "redis://host:1");
+        let config = RedisConfig {
+            url: "redis://:hunter2@localhost".to_owned(),
+            ..RedisConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn open_validates_without_connecting() {
+        assert!(RedisStore::open(RedisConfig::default()).is_ok());
+        let bad_prefix = RedisConfig {
+            prefix: "a{b".to_owned(),
+            ..RedisConfig::default()
+        };
+        assert!(matches!(
+            RedisStore::open(bad_prefix),
+            Err(RedisConfigError::Prefix(_))
+        ));
+        let bad_url = RedisConfig {
+            url: "http://:pw@x".to_owned(),
+            ..RedisConfig::default()
+        };
+        let err = RedisStore::open(bad_url).unwrap_err();
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+}

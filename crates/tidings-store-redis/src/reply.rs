@@ -1,0 +1,145 @@
+//! Decoding of the Lua script's replies into the store's types. A reply that does not have the
+//! expected shape is [`StoreError::Corrupt`]: the keys under the prefix were not written by
+//! this version of the script.
+
+use redis::Value;
+use tidings_core::store::{MessageId, StoreError, StoredMessage, SubscriptionName, Topic};
+
+pub(crate) fn corrupt(what: &str, v: &Value) -> StoreError {
+    let mut shown = format!("{v:?}");
+    if shown.len() > 120 {
+        let mut end = 120;
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+    }
+    StoreError::Corrupt(format!("unexpected reply from redis for {what}: {shown}"))
+}
+
+pub(crate) fn array<'v>(v: &'v Value, what: &str) -> Result<&'v [Value], StoreError> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        other => Err(corrupt(what, other)),
+    }
+}
+
+/// The `i`th element of an array reply.
+pub(crate) fn at<'v>(items: &'v [Value], i: usize, what: &str) -> Result<&'v Value, StoreError> {
+    items
+        .get(i)
+        .ok_or_else(|| StoreError::Corrupt(format!("short reply from redis for {what}")))
+}
+
+pub(crate) fn string(v: &Value, what: &str) -> Result<String, StoreError> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| corrupt(what, v)),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        other => Err(corrupt(what, other)),
+    }
+}
+
+pub(crate) fn u64_of(v: &Value, what: &str) -> Result<u64, StoreError> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).map_err(|_| corrupt(what, v)),
+        _ => string(v, what)?.parse().map_err(|_| corrupt(what, v)),
+    }
+}
+
+pub(crate) fn u32_of(v: &Value, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(u64_of(v, what)?).map_err(|_| corrupt(what, v))
+}
+
+pub(crate) fn flag(v: &Value, what: &str) -> Result<bool, StoreError> {
+    Ok(u64_of(v, what)? != 0)
+}
+
+/// Message ids are stored as 32 lowercase hex digits.
+pub(crate) fn id_to_hex(id: MessageId) -> String {
+    format!("{:032x}", id.0)
+}
+
+pub(crate) fn id_from_hex(s: &str) -> Result<MessageId, StoreError> {
+    u128::from_str_radix(s, 16)
+        .map(MessageId)
+        .map_err(|_| StoreError::Corrupt(format!("bad message id {s:?} in redis")))
+}
+
+pub(crate) fn topic(v: &Value) -> Result<Topic, StoreError> {
+    let name = string(v, "topic name")?;
+    Topic::new(&name).map_err(|e| StoreError::Corrupt(format!("bad topic name in redis: {e}")))
+}
+
+pub(crate) fn sub(v: &Value) -> Result<SubscriptionName, StoreError> {
+    let key = string(v, "subscription key")?;
+    SubscriptionName::from_key(&key)
+        .map_err(|e| StoreError::Corrupt(format!("bad subscription key in redis: {e}")))
+}
+
+/// `{offset, id, event, data, published_at}`.
+pub(crate) fn message(v: &Value) -> Result<StoredMessage, StoreError> {
+    const WHAT: &str = "message";
+    let m = array(v, WHAT)?;
+    Ok(StoredMessage {
+        offset: u64_of(at(m, 0, WHAT)?, WHAT)?,
+        id: id_from_hex(&string(at(m, 1, WHAT)?, WHAT)?)?,
+        event: string(at(m, 2, WHAT)?, WHAT)?,
+        data: string(at(m, 3, WHAT)?, WHAT)?,
+        published_at: u64_of(at(m, 4, WHAT)?, WHAT)?,
+    })
+}
+
+/// A dead letter's record: `<attempts> <dead_at> <published_at> <id> <#event> <event><data>`.
+pub(crate) struct DeadRecord {
+    pub attempts: u32,
+    pub dead_at: u64,
+    pub published_at: u64,
+    pub id: MessageId,
+    pub event: String,
+    pub data: String,
+}
+
+pub(crate) fn dead_record(s: &str) -> Result<DeadRecord, StoreError> {
+    let bad = || StoreError::Corrupt("bad dead letter record in redis".to_owned());
+    let mut parts = s.splitn(6, ' ');
+    let mut next = || parts.next().ok_or_else(bad);
+    let attempts = next()?.parse().map_err(|_| bad())?;
+    let dead_at = next()?.parse().map_err(|_| bad())?;
+    let published_at = next()?.parse().map_err(|_| bad())?;
+    let id = id_from_hex(next()?)?;
+    let event_len: usize = next()?.parse().map_err(|_| bad())?;
+    let rest = next()?;
+    let event = rest.get(..event_len).ok_or_else(bad)?;
+    let data = rest.get(event_len..).ok_or_else(bad)?;
+    Ok(DeadRecord {
+        attempts,
+        dead_at,
+        published_at,
+        id,
+        event: event.to_owned(),
+        data: data.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_records_split_event_from_data() {
+        let r = dead_record("2 20 42 000000000000000000000000000000ff 5 év t{\"a\": 1}").unwrap();
+        assert_eq!((r.attempts, r.dead_at, r.published_at), (2, 20, 42));
+        assert_eq!(r.id, MessageId(255));
+        assert_eq!((r.event.as_str(), r.data.as_str()), ("év t", "{\"a\": 1}"));
+        assert!(dead_record("2 20 42 ff 9 short").is_err());
+        assert!(dead_record("2 20").is_err());
+    }
+
+    #[test]
+    fn ids_round_trip_through_hex() {
+        let id = MessageId::new();
+        assert_eq!(id_from_hex(&id_to_hex(id)).unwrap(), id);
+        assert!(id_from_hex("zz").is_err());
+    }
+}

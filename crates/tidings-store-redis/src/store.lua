@@ -1,0 +1,452 @@
+-- The tidings Store on Redis: one script, every operation of the Store trait, each run
+-- atomically by EVALSHA. ARGV[1] is the operation, ARGV[2] the key prefix, ARGV[3] the topic
+-- (empty for operations over every topic), then the operation's arguments.
+--
+-- Every reply is a table whose first element is a status: 'ok', 'notfound', 'invalid' or
+-- 'corrupt' (then the second element is a message). Numbers that must stay exact (message ids,
+-- publish times) travel as strings; offsets, counts and times are compared as Lua numbers
+-- (doubles), exact below 2^53.
+--
+-- Key layout (the crate docs describe it for operators):
+--   P..'topics'              SET of topic names
+--   B = P..'{'..T..'}'       the topic's base: the braces make it a cluster hash tag, and a
+--                            topic name cannot contain '}', so no two topics' keys collide
+--   B..':meta'               HASH head, first, bytes (exists iff the topic exists)
+--   B..':log'                STREAM of messages, entry id '<offset>-0', fields id ev data at
+--                            consumer group per subscription, named by its key (id:x, group:x):
+--                            last-delivered-id = cursor - 1, PEL = pending entries
+--   B..':subs'               SET of subscription keys
+--   B..':gaps'               HASH subscription key -> gaps
+--   B..':keys'               HASH idempotency key -> '<offset> <id> <seen_at>'
+--   B..':keyat'              ZSET idempotency key, score seen_at
+--   B..':s:'..S..':due'      ZSET pending offset, score due time (deadline or not_before)
+--   B..':s:'..S..':att'      HASH pending offset -> deliveries made
+--   B..':s:'..S..':flight'   SET pending offsets that are in flight (the others wait)
+--   B..':s:'..S..':dead'     HASH offset -> '<attempts> <dead_at> <published_at> <id> <#event> <event><data>'
+--   B..':s:'..S..':members'  SET identities (group subscriptions)
+
+local OP = ARGV[1]
+local P = ARGV[2]
+local CONSUMER = 'tidings'
+
+local function K(topic)
+  local b = P .. '{' .. topic .. '}'
+  return {
+    meta = b .. ':meta', log = b .. ':log', subs = b .. ':subs', gaps = b .. ':gaps',
+    keys = b .. ':keys', keyat = b .. ':keyat',
+    sub = function(s, what) return b .. ':s:' .. s .. ':' .. what end,
+  }
+end
+
+local function sub_keys(k, s)
+  return {
+    due = k.sub(s, 'due'), att = k.sub(s, 'att'), flight = k.sub(s, 'flight'),
+    dead = k.sub(s, 'dead'), members = k.sub(s, 'members'),
+  }
+end
+
+local function sid(offset) return tostring(offset) .. '-0' end
+
+local function offset_of(id) return tonumber(string.match(id, '^(%d+)')) end
+
+local function exists(k) return redis.call('EXISTS', k.meta) == 1 end
+
+local function create_topic(k, topic)
+  if not exists(k) then
+    redis.call('HSET', k.meta, 'head', 0, 'first', 1, 'bytes', 0)
+    redis.call('SADD', P .. 'topics', topic)
+  end
+end
+
+-- head, first, bytes
+local function meta(k)
+  local m = redis.call('HMGET', k.meta, 'head', 'first', 'bytes')
+  return tonumber(m[1] or 0), tonumber(m[2] or 1), tonumber(m[3] or 0)
+end
+
+-- Fields of a stream entry as a map.
+local function fields(raw)
+  local f = {}
+  for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+  return f
+end
+
+-- A message as returned to Rust: offset, id, event, data, published_at.
+local function message(offset, f)
+  return {offset, f['id'], f['ev'], f['data'], f['at']}
+end
+
+local function read_message(k, offset)
+  local r = redis.call('XRANGE', k.log, sid(offset), sid(offset))
+  if #r == 0 then return nil end
+  return fields(r[1][2])
+end
+
+-- subscription key -> cursor, from the consumer groups' last-delivered ids.
+local function cursors(k)
+  local out = {}
+  if redis.call('EXISTS', k.log) == 0 then return out end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', k.log)) do
+    local f = fields(g)
+    out[f['name']] = offset_of(f['last-delivered-id']) + 1
+  end
+  return out
+end
+
+local function sub_info(k, s, head, cursor)
+  local sk = sub_keys(k, s)
+  local pending = redis.call('ZCARD', sk.due) + (head + 1 - cursor)
+  return {s, pending, redis.call('SCARD', sk.flight), redis.call('HLEN', sk.dead),
+    tonumber(redis.call('HGET', k.gaps, s) or 0), cursor}
+end
+
+local function is_sub(k, s) return redis.call('SISMEMBER', k.subs, s) == 1 end
+
+local function numeric(a, b) return tonumber(a) < tonumber(b) end
+
+-- Settles a pending entry: out of the extra state and out of the group's PEL.
+local function settle(k, sk, s, o)
+  redis.call('ZREM', sk.due, o)
+  redis.call('HDEL', sk.att, o)
+  redis.call('SREM', sk.flight, o)
+  redis.call('XACK', k.log, s, sid(o))
+end
+
+local function bury(sk, o, f, attempts, now)
+  local ev = f['ev']
+  redis.call('HSET', sk.dead, o, attempts .. ' ' .. now .. ' ' .. f['at'] .. ' ' .. f['id'] ..
+    ' ' .. #ev .. ' ' .. ev .. f['data'])
+end
+
+local ops = {}
+
+-- topic, id, event, data, published_at, key ('' for none), dedup_window
+function ops.append(topic, id, ev, data, at, key, window)
+  local k = K(topic)
+  if key ~= '' then
+    local rec = redis.call('HGET', k.keys, key)
+    if rec then
+      local off, first_id, seen = string.match(rec, '^(%S+) (%S+) (%S+)$')
+      local age = tonumber(at) - tonumber(seen)
+      if age < 0 then age = 0 end
+      if age <= tonumber(window) then return {'ok', tonumber(off), first_id, 1} end
+    end
+  end
+  create_topic(k, topic)
+  local off = redis.call('HINCRBY', k.meta, 'head', 1)
+  redis.call('HINCRBY', k.meta, 'bytes', #data)
+  redis.call('XADD', k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at)
+  if key ~= '' then
+    redis.call('HSET', k.keys, key, off .. ' ' .. id .. ' ' .. at)
+    redis.call('ZADD', k.keyat, at, key)
+  end
+  return {'ok', off, id, 0}
+end
+
+-- topic, sub, mode ('new' | 'earliest' | 'offset'), offset
+function ops.subscribe(topic, s, mode, from)
+  local k = K(topic)
+  local head, first = meta(k)
+  if exists(k) and is_sub(k, s) then
+    return {'ok', sub_info(k, s, head, cursors(k)[s])}
+  end
+  local cursor
+  if mode == 'new' then
+    cursor = head + 1
+  elseif mode == 'earliest' then
+    cursor = first
+  else
+    local o = tonumber(from)
+    if o > head + 1 then
+      return {'invalid', 'start offset ' .. from .. ' is beyond the head ' .. head .. ' of the topic'}
+    end
+    cursor = math.max(o, first)
+  end
+  create_topic(k, topic)
+  redis.call('XGROUP', 'CREATE', k.log, s, sid(cursor - 1), 'MKSTREAM')
+  redis.call('SADD', k.subs, s)
+  return {'ok', sub_info(k, s, head, cursor)}
+end
+
+function ops.unsubscribe(topic, s)
+  local k = K(topic)
+  if not (exists(k) and is_sub(k, s)) then return {'ok', 0} end
+  local sk = sub_keys(k, s)
+  redis.call('XGROUP', 'DESTROY', k.log, s)
+  redis.call('DEL', sk.due, sk.att, sk.flight, sk.dead, sk.members)
+  redis.call('HDEL', k.gaps, s)
+  redis.call('SREM', k.subs, s)
+  return {'ok', 1}
+end
+
+-- Every (topic, subscription key).
+function ops.subscriptions()
+  local out = {}
+  for _, t in ipairs(redis.call('SMEMBERS', P .. 'topics')) do
+    for _, s in ipairs(redis.call('SMEMBERS', K(t).subs)) do
+      table.insert(out, {t, s})
+    end
+  end
+  return {'ok', out}
+end
+
+-- topic, group subscription key, identity, '1' to add or '0' to remove
+function ops.set_member(topic, s, who, add)
+  local k = K(topic)
+  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no group subscription'} end
+  if add == '1' then
+    redis.call('SADD', k.sub(s, 'members'), who)
+  else
+    redis.call('SREM', k.sub(s, 'members'), who)
+  end
+  return {'ok'}
+end
+
+-- Every (topic, group subscription key, identity).
+function ops.members()
+  local out = {}
+  for _, t in ipairs(redis.call('SMEMBERS', P .. 'topics')) do
+    local k = K(t)
+    for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
+      for _, who in ipairs(redis.call('SMEMBERS', k.sub(s, 'members'))) do
+        table.insert(out, {t, s, who})
+      end
+    end
+  end
+  return {'ok', out}
+end
+
+-- topic, sub, now, max, deadline (now + ack_timeout), max_deliveries
+function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
+  local k = K(topic)
+  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
+  local sk = sub_keys(k, s)
+  local now, max, maxdel = tonumber(now_s), tonumber(max_s), tonumber(maxdel_s)
+  local claimed, dead = {}, {}
+
+  local due = redis.call('ZRANGEBYSCORE', sk.due, '-inf', now_s)
+  table.sort(due, numeric)
+  for _, o in ipairs(due) do
+    if #claimed >= max then break end
+    local f = read_message(k, o)
+    if not f then
+      return {'corrupt', 'offset ' .. o .. ' is pending for ' .. s .. ' but not retained'}
+    end
+    local attempt = tonumber(redis.call('HGET', sk.att, o) or 0)
+    if attempt >= maxdel then
+      settle(k, sk, s, o)
+      bury(sk, o, f, attempt, now_s)
+      table.insert(dead, tonumber(o))
+    else
+      attempt = attempt + 1
+      redis.call('HSET', sk.att, o, attempt)
+      redis.call('ZADD', sk.due, deadline, o)
+      redis.call('SADD', sk.flight, o)
+      -- Mirror the delivery in the group's PEL (delivery count and time).
+      redis.call('XCLAIM', k.log, s, CONSUMER, 0, sid(o), 'RETRYCOUNT', attempt, 'JUSTID')
+      table.insert(claimed, {message(tonumber(o), f), attempt})
+    end
+  end
+
+  local head = meta(k)
+  local cursor = cursors(k)[s]
+  if #claimed < max and cursor <= head then
+    local count = max - #claimed
+    if maxdel == 0 then count = head - cursor + 1 end
+    local r = redis.call('XREADGROUP', 'GROUP', s, CONSUMER, 'COUNT', count, 'STREAMS', k.log, '>')
+    if r then
+      for _, e in ipairs(r[1][2]) do
+        local o = offset_of(e[1])
+        local f = fields(e[2])
+        if maxdel == 0 then
+          redis.call('XACK', k.log, s, e[1])
+          bury(sk, tostring(o), f, 0, now_s)
+          table.insert(dead, o)
+        else
+          redis.call('HSET', sk.att, o, 1)
+          redis.call('ZADD', sk.due, deadline, o)
+          redis.call('SADD', sk.flight, o)
+          table.insert(claimed, {message(o, f), 1})
+        end
+      end
+    end
+  end
+  return {'ok', claimed, dead}
+end
+
+function ops.ack(topic, s, o)
+  local k = K(topic)
+  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
+  local sk = sub_keys(k, s)
+  if redis.call('ZSCORE', sk.due, o) then
+    settle(k, sk, s, o)
+    return {'ok', 1}
+  end
+  return {'ok', 0}
+end
+
+function ops.requeue(topic, s, o, not_before)
+  local k = K(topic)
+  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
+  local sk = sub_keys(k, s)
+  if redis.call('ZSCORE', sk.due, o) then
+    redis.call('ZADD', sk.due, not_before, o)
+    redis.call('SREM', sk.flight, o)
+    return {'ok', 1}
+  end
+  return {'ok', 0}
+end
+
+-- (no topic), now: every in-flight entry of every subscription waits until now.
+function ops.release_in_flight(_, now)
+  local released = 0
+  for _, t in ipairs(redis.call('SMEMBERS', P .. 'topics')) do
+    local k = K(t)
+    for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
+      local sk = sub_keys(k, s)
+      for _, o in ipairs(redis.call('SMEMBERS', sk.flight)) do
+        redis.call('ZADD', sk.due, now, o)
+        released = released + 1
+      end
+      redis.call('DEL', sk.flight)
+    end
+  end
+  return {'ok', released}
+end
+
+-- Every dead letter of the topic: {sub, offset, record}.
+function ops.dead_letters(topic)
+  local k = K(topic)
+  if not exists(k) then return {'notfound', 'no such topic'} end
+  local out = {}
+  for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
+    local d = redis.call('HGETALL', k.sub(s, 'dead'))
+    for i = 1, #d, 2 do table.insert(out, {s, d[i], d[i + 1]}) end
+  end
+  return {'ok', out}
+end
+
+-- topic, message id, now
+function ops.requeue_dead(topic, id, now)
+  local k = K(topic)
+  if not exists(k) then return {'notfound', 'no such topic'} end
+  local _, first = meta(k)
+  local found = 0
+  for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
+    local sk = sub_keys(k, s)
+    local d = redis.call('HGETALL', sk.dead)
+    for i = 1, #d, 2 do
+      local o = d[i]
+      local dead_id = string.match(d[i + 1], '^%S+ %S+ %S+ (%S+) ')
+      if dead_id == id and tonumber(o) >= first then
+        redis.call('HDEL', sk.dead, o)
+        redis.call('ZADD', sk.due, now, o)
+        redis.call('HSET', sk.att, o, 0)
+        redis.call('SREM', sk.flight, o)
+        -- Back into the group's PEL, with no delivery made.
+        redis.call('XCLAIM', k.log, s, CONSUMER, 0, sid(o), 'RETRYCOUNT', 0, 'FORCE', 'JUSTID')
+        found = 1
+      end
+    end
+  end
+  return {'ok', found}
+end
+
+-- topic, from, limit (> 0)
+function ops.history(topic, from, limit)
+  local k = K(topic)
+  local out = {}
+  if redis.call('EXISTS', k.log) == 0 then return {'ok', out} end
+  for _, e in ipairs(redis.call('XRANGE', k.log, from, '+', 'COUNT', limit)) do
+    table.insert(out, message(offset_of(e[1]), fields(e[2])))
+  end
+  return {'ok', out}
+end
+
+function ops.topic_info(topic)
+  local k = K(topic)
+  if not exists(k) then return {'ok', false} end
+  local head, first, bytes = meta(k)
+  local cur = cursors(k)
+  local subs = {}
+  for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
+    table.insert(subs, sub_info(k, s, head, cur[s]))
+  end
+  return {'ok', {head, first, head + 1 - first, bytes, subs}}
+end
+
+function ops.topics()
+  return {'ok', redis.call('SMEMBERS', P .. 'topics')}
+end
+
+-- topic, max_age, max_messages, max_bytes, now, key threshold ('' for none: keys seen before
+-- it are forgotten)
+function ops.enforce_retention(topic, max_age_s, max_messages_s, max_bytes_s, now_s, key_before)
+  local k = K(topic)
+  if not exists(k) then return {'notfound', 'no such topic'} end
+  local max_age, max_messages, max_bytes = tonumber(max_age_s), tonumber(max_messages_s),
+    tonumber(max_bytes_s)
+  local now = tonumber(now_s)
+  local head, first, bytes = meta(k)
+  local first0 = first
+  -- Trim from the oldest message; stop at the first that may stay.
+  while first <= head do
+    local f = read_message(k, first)
+    if not f then return {'corrupt', 'offset ' .. first .. ' is not in the stream'} end
+    local age = now - tonumber(f['at'])
+    if age < 0 then age = 0 end
+    if not (head - first + 1 > max_messages or bytes > max_bytes or age > max_age) then break end
+    bytes = bytes - #f['data']
+    first = first + 1
+  end
+  if first ~= first0 then
+    redis.call('XTRIM', k.log, 'MINID', sid(first))
+    redis.call('HSET', k.meta, 'first', first, 'bytes', bytes)
+  end
+
+  local gaps = {}
+  local cur = cursors(k)
+  for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
+    local sk = sub_keys(k, s)
+    local lost = {}
+    for _, o in ipairs(redis.call('ZRANGE', sk.due, 0, -1)) do
+      if tonumber(o) < first then table.insert(lost, o) end
+    end
+    table.sort(lost, numeric)
+    local runs = {}
+    local function push(from, to)
+      local last = runs[#runs]
+      if last and last[2] + 1 == from then last[2] = to else table.insert(runs, {from, to}) end
+    end
+    for _, o in ipairs(lost) do
+      settle(k, sk, s, o)
+      push(tonumber(o), tonumber(o))
+    end
+    local cursor = cur[s]
+    if cursor < first then
+      push(cursor, first - 1)
+      redis.call('XGROUP', 'SETID', k.log, s, sid(first - 1))
+    end
+    local n = 0
+    for _, r in ipairs(runs) do
+      n = n + r[2] - r[1] + 1
+      table.insert(gaps, {s, r[1], r[2]})
+    end
+    if n > 0 then redis.call('HINCRBY', k.gaps, s, n) end
+  end
+
+  if key_before ~= '' then
+    local old = redis.call('ZRANGEBYSCORE', k.keyat, '-inf', '(' .. key_before)
+    -- In batches: unpack is bounded by the Lua stack.
+    for i = 1, #old, 500 do
+      local batch = {unpack(old, i, math.min(i + 499, #old))}
+      redis.call('HDEL', k.keys, unpack(batch))
+      redis.call('ZREM', k.keyat, unpack(batch))
+    end
+  end
+  return {'ok', gaps}
+end
+
+local f = ops[OP]
+if not f then return redis.error_reply('tidings: unknown store operation ' .. tostring(OP)) end
+return f(unpack(ARGV, 3))

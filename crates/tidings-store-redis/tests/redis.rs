@@ -1,0 +1,283 @@
+//! Behaviour specific to the Redis store: losing and regaining Redis, shared stores, prefixes,
+//! the key layout operators see, `WAITAOF`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{RedisServer, have_redis_server, random_prefix, store_with};
+use tidings_core::store::{
+    ClaimOptions, NewMessage, StartFrom, Store, StoreError, SubscriptionName, Topic,
+};
+use tidings_store_redis::{RedisConfig, RedisStore};
+use tidings_store_tests::block_on;
+
+fn msg(data: &str) -> NewMessage {
+    NewMessage {
+        event: "news".to_owned(),
+        data: data.to_owned(),
+        key: None,
+        published_at: 1_000,
+    }
+}
+
+fn opts(now: u64, max: usize) -> ClaimOptions {
+    ClaimOptions {
+        now,
+        max,
+        ack_timeout: 1_000,
+        max_deliveries: 5,
+    }
+}
+
+fn private_store(server: &RedisServer, tune: impl FnOnce(&mut RedisConfig)) -> RedisStore {
+    let mut config = RedisConfig {
+        url: server.url(),
+        prefix: random_prefix(),
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_secs(2),
+        ..RedisConfig::default()
+    };
+    tune(&mut config);
+    RedisStore::open(config).unwrap()
+}
+
+fn need_redis_server() {
+    assert!(
+        have_redis_server(),
+        "this test starts and kills its own redis-server: put redis-server on PATH \
+         (apt-get install redis-server); TIDINGS_REDIS_URL is not enough"
+    );
+}
+
+/// Redis killed (-9) while the store is in use: operations fail with Unavailable (no panic, no
+/// hang); once Redis is back the same store works again, and everything confirmed before the
+/// crash is there (AOF with appendfsync always).
+#[test]
+fn survives_a_redis_crash_without_losing_confirmed_writes() {
+    need_redis_server();
+    let mut server = RedisServer::start_durable();
+    let store = private_store(&server, |_| {});
+    let t = Topic::new("orders").unwrap();
+    let sub = SubscriptionName::identity("worker").unwrap();
+    block_on(async {
+        store.ping().await.unwrap();
+        store
+            .subscribe(&t, &sub, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(store.append(&t, msg(&format!("{i}")), 0).await.unwrap().id);
+        }
+        let claimed = store.claim(&t, &sub, opts(0, 2)).await.unwrap();
+        assert_eq!(claimed.claimed.len(), 2);
+        assert!(store.ack(&t, &sub, 1).await.unwrap());
+
+        server.kill();
+        let started = Instant::now();
+        let r = store.append(&t, msg("lost"), 0).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        let r = store.claim(&t, &sub, opts(0, 10)).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        let r = store.topic_info(&t).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "failing took {:?}",
+            started.elapsed()
+        );
+
+        server.restart();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let appended = loop {
+            match store.append(&t, msg("3"), 0).await {
+                Ok(a) => break a,
+                Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("store did not come back: {e}"),
+            }
+        };
+        assert_eq!(appended.offset, 4, "the failed append stored nothing");
+        let history = store.history(&t, 1, 10).await.unwrap();
+        let got: Vec<_> = history
+            .iter()
+            .map(|m| (m.offset, m.data.as_str()))
+            .collect();
+        assert_eq!(got, [(1, "0"), (2, "1"), (3, "2"), (4, "3")]);
+        assert_eq!(history[..3].iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+        let info = store.topic_info(&t).await.unwrap().unwrap();
+        let s = &info.subscriptions[0];
+        assert_eq!((s.cursor, s.pending, s.in_flight), (3, 3, 1), "{s:?}");
+        assert!(!store.ack(&t, &sub, 1).await.unwrap(), "the ack survived");
+        // Offset 2 is still in flight until its deadline, then redelivered.
+        let r = store.claim(&t, &sub, opts(1_000, 10)).await.unwrap();
+        let offsets: Vec<_> = r
+            .claimed
+            .iter()
+            .map(|c| (c.message.offset, c.attempt))
+            .collect();
+        assert_eq!(offsets, [(2, 2), (3, 1), (4, 1)]);
+    });
+}
+
+/// A store made while Redis is down fails with Unavailable, then works once it is up.
+#[test]
+fn starts_while_redis_is_down() {
+    need_redis_server();
+    let mut server = RedisServer::start_durable();
+    server.kill();
+    let store = private_store(&server, |_| {});
+    let t = Topic::new("early").unwrap();
+    block_on(async {
+        let r = store.append(&t, msg("x"), 0).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        server.restart();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.ping().await.is_err() {
+            assert!(Instant::now() < deadline, "store did not come back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(store.append(&t, msg("x"), 0).await.unwrap().offset, 1);
+    });
+}
+
+/// A shared store (the default) does not release in-flight deliveries: they wait for their
+/// deadlines, which any node's claim honours.
+#[test]
+fn shared_store_does_not_release_in_flight() {
+    let h = store_with(|_| {});
+    assert!(h.store.config().is_shared);
+    let store = &h.store;
+    let t = Topic::new("jobs").unwrap();
+    let sub = SubscriptionName::group("workers").unwrap();
+    block_on(async {
+        store
+            .subscribe(&t, &sub, StartFrom::Earliest)
+            .await
+            .unwrap();
+        store.append(&t, msg("1"), 0).await.unwrap();
+        assert_eq!(
+            store
+                .claim(&t, &sub, opts(0, 1))
+                .await
+                .unwrap()
+                .claimed
+                .len(),
+            1
+        );
+        assert_eq!(store.release_in_flight(5).await.unwrap(), 0);
+        assert!(
+            store
+                .claim(&t, &sub, opts(6, 1))
+                .await
+                .unwrap()
+                .claimed
+                .is_empty()
+        );
+        // Another node (another handle on the same keys) redelivers after the deadline.
+        let other = RedisStore::open(store.config().clone()).unwrap();
+        let r = other.claim(&t, &sub, opts(1_000, 1)).await.unwrap();
+        assert_eq!(r.claimed[0].attempt, 2);
+    });
+}
+
+/// Stores on different prefixes of one Redis do not see each other.
+#[test]
+fn prefixes_isolate_stores() {
+    let a = store_with(|_| {});
+    let b = store_with(|c| {
+        if let common::Guard::Private(_) = &a.guard {
+            c.url = a.store.config().url.clone();
+        }
+    });
+    let t = Topic::new("shared.name").unwrap();
+    block_on(async {
+        a.store.append(&t, msg("a"), 0).await.unwrap();
+        assert!(b.store.topics().await.unwrap().is_empty());
+        assert_eq!(b.store.append(&t, msg("b"), 0).await.unwrap().offset, 1);
+        assert_eq!(a.store.topics().await.unwrap(), vec![t.clone()]);
+    });
+}
+
+/// The layout the crate docs promise: offsets are stream ids, subscriptions consumer groups
+/// whose last-delivered id is the cursor - 1 and whose PEL holds the pending entries.
+#[test]
+fn topics_are_streams_and_subscriptions_consumer_groups() {
+    let h = store_with(|_| {});
+    let store = &h.store;
+    let prefix = store.config().prefix.clone();
+    let t = Topic::new("pickup").unwrap();
+    let sub = SubscriptionName::identity("driver-7").unwrap();
+    block_on(async {
+        for i in 0..3 {
+            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
+        }
+        store
+            .subscribe(&t, &sub, StartFrom::Earliest)
+            .await
+            .unwrap();
+        store.claim(&t, &sub, opts(0, 2)).await.unwrap();
+        store.ack(&t, &sub, 1).await.unwrap();
+        store.claim(&t, &sub, opts(1_000, 2)).await.unwrap();
+    });
+    let client = redis::Client::open(store.config().url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let log = format!("{prefix}{{pickup}}:log");
+    let ids: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(&log)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["1-0", "2-0", "3-0"]);
+    // XPENDING summary: count, smallest, greatest, consumers.
+    let pending: (u64, String, String, Vec<(String, String)>) = redis::cmd("XPENDING")
+        .arg(&log)
+        .arg("id:driver-7")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        (pending.0, pending.1.as_str(), pending.2.as_str()),
+        (2, "2-0", "3-0")
+    );
+    // Extended form: the delivery counts mirror the attempts (offset 2 was redelivered).
+    let detail: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&log)
+        .arg("id:driver-7")
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query(&mut conn)
+        .unwrap();
+    let counts: Vec<(&str, u64)> = detail.iter().map(|d| (d.0.as_str(), d.3)).collect();
+    assert_eq!(counts, [("2-0", 2), ("3-0", 1)]);
+    let topics: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}topics"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(topics, ["pickup"]);
+}
+
+/// `wait_aof` fails writes as unavailable unless the server has them in its AOF: an
+/// in-memory server (or one older than 7.2, without WAITAOF) refuses.
+#[test]
+fn wait_aof_refuses_a_server_without_aof() {
+    need_redis_server();
+    let server = RedisServer::start();
+    let store = private_store(&server, |c| c.wait_aof = Some(Duration::from_millis(500)));
+    let t = Topic::new("t").unwrap();
+    block_on(async {
+        let r = store.append(&t, msg("x"), 0).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        // Reads do not wait.
+        assert!(store.history(&t, 1, 10).await.is_ok());
+    });
+}
