@@ -12,6 +12,8 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod queue;
 mod server;

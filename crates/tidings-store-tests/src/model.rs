@@ -561,138 +561,195 @@ fn sorted_gaps(mut gaps: Vec<Gap>) -> Vec<Gap> {
 async fn run_case<S: Store>(store: &S, case: &Case) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     let mut now: Millis = 1_000;
-    let window = case.dedup_window;
     for (step, op) in case.ops.iter().enumerate() {
         let ctx = format!("step {step} {op:?} at {now}");
-        match *op {
-            Op::Tick(d) => now += d,
-            Op::Append {
-                topic: ti,
-                key,
-                len,
-                skew,
-            } => {
-                let t = topic(ti);
-                let msg = NewMessage {
-                    event: format!("e{len}"),
-                    data: format!(
-                        "\"{}{}\"",
-                        "é".repeat(usize::from(len % 3)),
-                        "d".repeat(usize::from(len))
-                    ),
-                    key: key.map(|k| format!("k{k}")),
-                    published_at: now - Millis::from(skew),
-                };
-                let got = store
-                    .append(&t, msg.clone(), window)
-                    .await
-                    .map_err(|e| kind(&e));
-                let want = match &got {
-                    Ok(r) => Ok(model.append(&t, msg, window, r.id)),
-                    Err(_) => Ok(model.append(&t, msg, window, MessageId(0))),
-                };
-                same(&ctx, got, want)?;
-            }
-            Op::Subscribe {
-                topic: ti,
-                sub: si,
-                from,
-            } => {
-                let (t, s) = (topic(ti), sub(si));
-                let got = store.subscribe(&t, &s, from).await.map_err(|e| kind(&e));
-                same(&ctx, got, model.subscribe(&t, &s, from))?;
-            }
-            Op::Unsubscribe { topic: ti, sub: si } => {
-                let (t, s) = (topic(ti), sub(si));
-                let got = store.unsubscribe(&t, &s).await.map_err(|e| kind(&e));
-                same(&ctx, got, Ok(model.unsubscribe(&t, &s)))?;
-            }
-            Op::Claim {
-                topic: ti,
-                sub: si,
-                max,
-                ack_timeout,
-                max_deliveries,
-            } => {
-                let (t, s) = (topic(ti), sub(si));
-                let o = ClaimOptions {
-                    now,
-                    max: usize::from(max),
-                    ack_timeout: Millis::from(ack_timeout),
-                    max_deliveries: u32::from(max_deliveries),
-                };
-                let got = store.claim(&t, &s, o).await.map_err(|e| kind(&e));
-                same(&ctx, got, model.claim(&t, &s, o))?;
-            }
-            Op::Ack {
-                topic: ti,
-                sub: si,
-                offset,
-            } => {
-                let (t, s) = (topic(ti), sub(si));
-                let got = store
-                    .ack(&t, &s, Offset::from(offset))
-                    .await
-                    .map_err(|e| kind(&e));
-                same(&ctx, got, model.ack(&t, &s, Offset::from(offset)))?;
-            }
-            Op::Requeue {
-                topic: ti,
-                sub: si,
-                offset,
-                delay,
-            } => {
-                let (t, s) = (topic(ti), sub(si));
-                let not_before = now + Millis::from(delay);
-                let got = store
-                    .requeue(&t, &s, Offset::from(offset), not_before)
-                    .await
-                    .map_err(|e| kind(&e));
-                same(
-                    &ctx,
-                    got,
-                    model.requeue(&t, &s, Offset::from(offset), not_before),
-                )?;
-            }
-            Op::RequeueDead { topic: ti, pick } => {
-                let t = topic(ti);
-                // Mostly a listed dead letter; otherwise a retained message's id or a random one.
-                let dead = model.dead_letters(&t).unwrap_or_default();
-                let history = model.history(&t);
-                let id = if !dead.is_empty() && pick < 192 {
-                    dead[usize::from(pick) % dead.len()].message.id
-                } else if !history.is_empty() && pick < 224 {
-                    history[usize::from(pick) % history.len()].id
-                } else {
-                    MessageId(u128::from(pick) + 1)
-                };
-                let got = store.requeue_dead(&t, id, now).await.map_err(|e| kind(&e));
-                same(&ctx, got, model.requeue_dead(&t, id, now))?;
-            }
-            Op::Retention {
-                topic: ti,
-                max_age,
-                max_messages,
-                max_bytes,
-            } => {
-                let t = topic(ti);
-                let r = Retention {
-                    max_age: Millis::from(max_age),
-                    max_messages: u64::from(max_messages),
-                    max_bytes: u64::from(max_bytes),
-                };
-                let got = store
-                    .enforce_retention(&t, r, now, window)
-                    .await
-                    .map(sorted_gaps)
-                    .map_err(|e| kind(&e));
-                let want = model.enforce_retention(&t, r, now, window).map(sorted_gaps);
-                same(&ctx, got, want)?;
-            }
-        }
+        apply(store, &mut model, op, &mut now, case.dedup_window, &ctx).await?;
         compare_state(store, &model)
             .await
             .map_err(|e| TestCaseError::fail(format!("after {ctx}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs one case like the model-based test, and crashes the store before every step in
+/// `crash_before` (and after the last step when it holds `case.ops.len()`): `crash` takes the
+/// running store and must return a store opened on what a crash at that instant leaves on disk
+/// (e.g. a copy of the files taken while the store still runs, as `kill -9` leaves them).
+///
+/// Every step returned before the crash, so everything it confirmed must still be there: the
+/// reopened store's whole visible state must equal the model's, which a crash does not touch.
+///
+/// # Errors
+///
+/// The first difference from the model, or why `crash` could not reopen the store.
+pub async fn run_case_with_crashes<S: Store>(
+    mut store: S,
+    case: &Case,
+    crash_before: &[usize],
+    mut crash: impl FnMut(S) -> Result<S, String>,
+) -> Result<(), String> {
+    let mut model = Model::default();
+    let mut now: Millis = 1_000;
+    for step in 0..=case.ops.len() {
+        if crash_before.contains(&step) {
+            store = crash(store).map_err(|e| format!("reopening before step {step}: {e}"))?;
+            compare_state(&store, &model)
+                .await
+                .map_err(|e| format!("after a crash before step {step}: {e}"))?;
+        }
+        let Some(op) = case.ops.get(step) else {
+            break;
+        };
+        let ctx = format!("step {step} {op:?} at {now}");
+        apply(&store, &mut model, op, &mut now, case.dedup_window, &ctx)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    compare_state(&store, &model)
+        .await
+        .map_err(|e| format!("at the end: {e}"))
+}
+
+/// Runs `op` on the store and on the model and compares their answers.
+async fn apply<S: Store>(
+    store: &S,
+    model: &mut Model,
+    op: &Op,
+    now: &mut Millis,
+    window: Millis,
+    ctx: &str,
+) -> Result<(), TestCaseError> {
+    let now = {
+        if let Op::Tick(d) = *op {
+            *now += d;
+        }
+        *now
+    };
+    match *op {
+        Op::Tick(_) => {}
+        Op::Append {
+            topic: ti,
+            key,
+            len,
+            skew,
+        } => {
+            let t = topic(ti);
+            let msg = NewMessage {
+                event: format!("e{len}"),
+                data: format!(
+                    "\"{}{}\"",
+                    "é".repeat(usize::from(len % 3)),
+                    "d".repeat(usize::from(len))
+                ),
+                key: key.map(|k| format!("k{k}")),
+                published_at: now - Millis::from(skew),
+            };
+            let got = store
+                .append(&t, msg.clone(), window)
+                .await
+                .map_err(|e| kind(&e));
+            let want = match &got {
+                Ok(r) => Ok(model.append(&t, msg, window, r.id)),
+                Err(_) => Ok(model.append(&t, msg, window, MessageId(0))),
+            };
+            same(ctx, got, want)?;
+        }
+        Op::Subscribe {
+            topic: ti,
+            sub: si,
+            from,
+        } => {
+            let (t, s) = (topic(ti), sub(si));
+            let got = store.subscribe(&t, &s, from).await.map_err(|e| kind(&e));
+            same(ctx, got, model.subscribe(&t, &s, from))?;
+        }
+        Op::Unsubscribe { topic: ti, sub: si } => {
+            let (t, s) = (topic(ti), sub(si));
+            let got = store.unsubscribe(&t, &s).await.map_err(|e| kind(&e));
+            same(ctx, got, Ok(model.unsubscribe(&t, &s)))?;
+        }
+        Op::Claim {
+            topic: ti,
+            sub: si,
+            max,
+            ack_timeout,
+            max_deliveries,
+        } => {
+            let (t, s) = (topic(ti), sub(si));
+            let o = ClaimOptions {
+                now,
+                max: usize::from(max),
+                ack_timeout: Millis::from(ack_timeout),
+                max_deliveries: u32::from(max_deliveries),
+            };
+            let got = store.claim(&t, &s, o).await.map_err(|e| kind(&e));
+            same(ctx, got, model.claim(&t, &s, o))?;
+        }
+        Op::Ack {
+            topic: ti,
+            sub: si,
+            offset,
+        } => {
+            let (t, s) = (topic(ti), sub(si));
+            let got = store
+                .ack(&t, &s, Offset::from(offset))
+                .await
+                .map_err(|e| kind(&e));
+            same(ctx, got, model.ack(&t, &s, Offset::from(offset)))?;
+        }
+        Op::Requeue {
+            topic: ti,
+            sub: si,
+            offset,
+            delay,
+        } => {
+            let (t, s) = (topic(ti), sub(si));
+            let not_before = now + Millis::from(delay);
+            let got = store
+                .requeue(&t, &s, Offset::from(offset), not_before)
+                .await
+                .map_err(|e| kind(&e));
+            same(
+                ctx,
+                got,
+                model.requeue(&t, &s, Offset::from(offset), not_before),
+            )?;
+        }
+        Op::RequeueDead { topic: ti, pick } => {
+            let t = topic(ti);
+            // Mostly a listed dead letter; otherwise a retained message's id or a random one.
+            let dead = model.dead_letters(&t).unwrap_or_default();
+            let history = model.history(&t);
+            let id = if !dead.is_empty() && pick < 192 {
+                dead[usize::from(pick) % dead.len()].message.id
+            } else if !history.is_empty() && pick < 224 {
+                history[usize::from(pick) % history.len()].id
+            } else {
+                MessageId(u128::from(pick) + 1)
+            };
+            let got = store.requeue_dead(&t, id, now).await.map_err(|e| kind(&e));
+            same(ctx, got, model.requeue_dead(&t, id, now))?;
+        }
+        Op::Retention {
+            topic: ti,
+            max_age,
+            max_messages,
+            max_bytes,
+        } => {
+            let t = topic(ti);
+            let r = Retention {
+                max_age: Millis::from(max_age),
+                max_messages: u64::from(max_messages),
+                max_bytes: u64::from(max_bytes),
+            };
+            let got = store
+                .enforce_retention(&t, r, now, window)
+                .await
+                .map(sorted_gaps)
+                .map_err(|e| kind(&e));
+            let want = model.enforce_retention(&t, r, now, window).map(sorted_gaps);
+            same(ctx, got, want)?;
+        }
     }
     Ok(())
 }

@@ -85,11 +85,24 @@ fn require_object(payload: &Value, shape: &str) -> Result<(), ErrorBody> {
     }
 }
 
-fn room_of(payload: &Value) -> Result<Room, ErrorBody> {
+pub(crate) fn room_of(payload: &Value) -> Result<Room, ErrorBody> {
     require_object(payload, "{room}")?;
     name_field(payload, "room")?
         .map(Room::from)
         .ok_or_else(|| bad_request("`room` is required"))
+}
+
+/// The `room` (none: the whole namespace) and `event` of a `broadcast` payload.
+pub(crate) fn broadcast_fields(payload: &Value) -> Result<(Option<Room>, String), ErrorBody> {
+    require_object(payload, "{room?, event, data}")?;
+    let room = name_field(payload, "room")?.map(Room::from);
+    let event = name_field(payload, "event")?
+        .ok_or_else(|| bad_request("`event` is required"))?
+        .to_owned();
+    if RESERVED_EVENTS.contains(&event.as_str()) {
+        return Err(bad_request(format!("`{event}` is a reserved event name")));
+    }
+    Ok((room, event))
 }
 
 fn broadcast(
@@ -97,14 +110,7 @@ fn broadcast(
     payload: Value,
     attachments: &[bytes::Bytes],
 ) -> Result<Value, ErrorBody> {
-    require_object(&payload, "{room?, event, data}")?;
-    let room = name_field(&payload, "room")?.map(Room::from);
-    let event = name_field(&payload, "event")?
-        .ok_or_else(|| bad_request("`event` is required"))?
-        .to_owned();
-    if RESERVED_EVENTS.contains(&event.as_str()) {
-        return Err(bad_request(format!("`{event}` is a reserved event name")));
-    }
+    let (room, event) = broadcast_fields(&payload)?;
     let mut data = match payload {
         Value::Object(mut map) => map.remove("data").unwrap_or(Value::Null),
         _ => Value::Null,

@@ -65,7 +65,7 @@ pub(crate) async fn handle(queues: Arc<Queues>, socket: Socket, event: Event) {
     }
 }
 
-fn topic_of(payload: &Value) -> Result<Topic, ErrorBody> {
+pub(crate) fn topic_of(payload: &Value) -> Result<Topic, ErrorBody> {
     let name = payload
         .get("topic")
         .and_then(Value::as_str)
@@ -92,7 +92,10 @@ fn identity_of(socket: &Socket) -> Result<Arc<str>, ErrorBody> {
     })
 }
 
-fn subscription_of(identity: &str, payload: &Value) -> Result<SubscriptionName, ErrorBody> {
+pub(crate) fn subscription_of(
+    identity: &str,
+    payload: &Value,
+) -> Result<SubscriptionName, ErrorBody> {
     let sub = match optional_string(payload, "group")? {
         Some(group) => SubscriptionName::group(group),
         None => SubscriptionName::identity(identity),
@@ -100,7 +103,7 @@ fn subscription_of(identity: &str, payload: &Value) -> Result<SubscriptionName, 
     sub.map_err(|e| bad_request(e.to_string()))
 }
 
-fn start_of(payload: &Value) -> Result<StartFrom, ErrorBody> {
+pub(crate) fn start_of(payload: &Value) -> Result<StartFrom, ErrorBody> {
     match payload.get("from") {
         None | Some(Value::Null) => Ok(StartFrom::New),
         Some(Value::String(s)) if s == "new" => Ok(StartFrom::New),
@@ -172,14 +175,7 @@ pub(crate) async fn append(
     data: &Value,
     key: Option<&str>,
 ) -> Answer {
-    if event.is_empty() || event.len() > MAX_NAME_LEN {
-        return Err(bad_request(format!(
-            "`event` must be a non-empty string of at most {MAX_NAME_LEN} bytes"
-        )));
-    }
-    if crate::io::is_reserved_event(event) {
-        return Err(bad_request(format!("`{event}` is a reserved event name")));
-    }
+    check_event(event)?;
     let message = NewMessage {
         event: event.to_owned(),
         data: data.to_string(),
@@ -202,13 +198,32 @@ pub(crate) async fn append(
     }))
 }
 
-async fn publish(queues: &Queues, payload: &Value) -> Answer {
+/// The event name of a publish: non-empty, at most [`MAX_NAME_LEN`] bytes, not reserved.
+pub(crate) fn check_event(event: &str) -> Result<(), ErrorBody> {
+    if event.is_empty() || event.len() > MAX_NAME_LEN {
+        return Err(bad_request(format!(
+            "`event` must be a non-empty string of at most {MAX_NAME_LEN} bytes"
+        )));
+    }
+    if crate::io::is_reserved_event(event) {
+        return Err(bad_request(format!("`{event}` is a reserved event name")));
+    }
+    Ok(())
+}
+
+/// The `topic`, `event` and `key` of a `publish` payload (`event` is checked by [`append`]).
+pub(crate) fn publish_fields(payload: &Value) -> Result<(Topic, &str, Option<&str>), ErrorBody> {
     let topic = topic_of(payload)?;
     let event = payload
         .get("event")
         .and_then(Value::as_str)
         .ok_or_else(|| bad_request("`event` must be a string"))?;
     let key = optional_string(payload, "key")?;
+    Ok((topic, event, key))
+}
+
+async fn publish(queues: &Queues, payload: &Value) -> Answer {
+    let (topic, event, key) = publish_fields(payload)?;
     let data = payload.get("data").cloned().unwrap_or(Value::Null);
     append(queues, &topic, event, &data, key).await
 }
@@ -239,7 +254,8 @@ pub(crate) async fn messages(
         .collect())
 }
 
-async fn history(queues: &Queues, payload: &Value) -> Answer {
+/// The `topic`, first offset and `limit` of a `history` payload.
+pub(crate) fn history_fields(payload: &Value) -> Result<(Topic, u64, usize), ErrorBody> {
     let topic = topic_of(payload)?;
     let from = match payload.get("from") {
         None | Some(Value::Null) => 1,
@@ -255,6 +271,11 @@ async fn history(queues: &Queues, payload: &Value) -> Answer {
             .ok_or_else(|| bad_request(format!("`limit` must be 1 to {MAX_HISTORY}")))?
             as usize,
     };
+    Ok((topic, from, limit))
+}
+
+async fn history(queues: &Queues, payload: &Value) -> Answer {
+    let (topic, from, limit) = history_fields(payload)?;
     let messages = messages(queues, &topic, from, limit).await?;
     Ok(json!({ "ok": true, "messages": messages }))
 }

@@ -1,0 +1,42 @@
+//! The checks of the fuzz targets, as plain functions over bytes.
+//!
+//! Each function takes one fuzz input, runs it through a decoder we own (or a random operation
+//! sequence through the SQLite store) and panics when a property breaks: "no panic" is the
+//! least of it, every target also checks a round trip or a model. The same functions run
+//!
+//! - under libFuzzer: `fuzz/` is a `cargo fuzz` crate (nightly, not a workspace member) whose
+//!   targets are one line each, e.g. `fuzz_target!(|data| tidings_fuzz::decode_packet(data))`;
+//!   `scripts/fuzz` runs them all;
+//! - under `cargo test` on stable: `tests/fuzz_corpus.rs` replays every file of the checked-in
+//!   corpus `fuzz/corpus/<target>/` (minimized with `cargo fuzz cmin`) through its check.
+//!
+//! | target | input | property |
+//! |---|---|---|
+//! | [`decode_packet`] | a Socket.IO packet | `decode(encode(p)) == p`, and the encoding is stable |
+//! | [`decode_engine`] | an Engine.IO packet / a polling body | decode → encode → decode is stable |
+//! | [`wire_payloads`] | a built-in event's JSON payload | the handler's parse is deterministic, its result re-parses to itself, errors are `bad_request` |
+//! | [`config_file`] | a `--config` TOML file | a valid file's effective config, written back as TOML, loads to the same config |
+//! | [`store_crash`] | operations with crash points | the SQLite store equals the model, also after every crash and reopen |
+#![forbid(unsafe_code)]
+
+mod codec;
+mod config;
+mod store;
+mod wire;
+
+pub use codec::{decode_engine, decode_packet};
+pub use config::config_file;
+pub use store::store_crash;
+pub use wire::wire_payloads;
+
+/// A target's check: panics when the input breaks a property.
+pub type Check = fn(&[u8]);
+
+/// Every target's name (its directory under `fuzz/corpus/`) and check.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("decode_packet", decode_packet),
+    ("decode_engine", decode_engine),
+    ("wire_payloads", wire_payloads),
+    ("config_file", config_file),
+    ("store_crash", store_crash),
+];

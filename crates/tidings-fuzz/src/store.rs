@@ -1,0 +1,188 @@
+//! The SQLite store against the model of `tidings-store-tests`, with crash points.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use tidings_core::store::{Millis, StartFrom};
+use tidings_store_sqlite::{Durability, SqliteConfig, SqliteStore};
+use tidings_store_tests::model::{Case, Op, run_case_with_crashes};
+
+/// Most operations one input runs (more bytes are ignored).
+const MAX_OPS: usize = 48;
+/// Most crashes one input runs: each one reopens the store.
+const MAX_CRASHES: usize = 4;
+
+/// Reads bytes front to back; zeros once they run out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[usize::from(self.byte()) % from.len()]
+    }
+}
+
+/// The operations of one input and the steps before which the store crashes.
+fn decode(data: &[u8]) -> (Case, Vec<usize>) {
+    const SHORT: &[u8] = &[0, 1, 5, 10, 20];
+    let mut b = Bytes(data);
+    let dedup_window: Millis = b.pick(&[0, 1, 5, 10, 20]);
+    let mut ops = Vec::new();
+    let mut crashes = Vec::new();
+    while !b.0.is_empty() && ops.len() < MAX_OPS {
+        let tag = b.byte();
+        // The low nibble picks the operation, the high bits its topic and subscription: two
+        // topics, three subscriptions (as the model-based test).
+        let topic = (tag >> 4) & 1;
+        let sub = (tag >> 5) % 3;
+        let op = match tag & 0x0f {
+            0 | 1 => Op::Tick(b.pick(&[0, 1, 2, 5, 10, 20])),
+            2 | 3 => Op::Append {
+                topic,
+                key: match b.byte() % 4 {
+                    3 => None,
+                    k => Some(k),
+                },
+                len: b.byte() % 6,
+                skew: b.pick(&[0, 0, 1, 5]),
+            },
+            4 => Op::Subscribe {
+                topic,
+                sub,
+                from: match b.byte() {
+                    0..=63 => StartFrom::New,
+                    64..=127 => StartFrom::Earliest,
+                    n => StartFrom::Offset(u64::from(n % 12)),
+                },
+            },
+            5 => Op::Unsubscribe { topic, sub },
+            6 | 7 => Op::Claim {
+                topic,
+                sub,
+                max: b.byte() % 4,
+                ack_timeout: b.pick(SHORT),
+                max_deliveries: b.byte() % 4,
+            },
+            8 | 9 => Op::Ack {
+                topic,
+                sub,
+                offset: b.byte() % 10,
+            },
+            10 => Op::Requeue {
+                topic,
+                sub,
+                offset: b.byte() % 10,
+                delay: b.pick(SHORT),
+            },
+            11 => Op::RequeueDead {
+                topic,
+                pick: b.byte(),
+            },
+            12 => Op::Retention {
+                topic,
+                max_age: b.pick(&[0, 5, 10, 20, 50, 1000]),
+                max_messages: b.pick(&[0, 1, 2, 4, 8, 100]),
+                max_bytes: b.pick(&[0, 5, 10, 20, 50, 255]),
+            },
+            _ => {
+                if crashes.len() < MAX_CRASHES && crashes.last() != Some(&ops.len()) {
+                    crashes.push(ops.len());
+                }
+                continue;
+            }
+        };
+        ops.push(op);
+    }
+    (Case { dedup_window, ops }, crashes)
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(
+        || match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(runtime) => runtime,
+            Err(e) => panic!("cannot build a tokio runtime: {e}"),
+        },
+    )
+}
+
+/// Where the databases go: a RAM disk when there is one (this target is bound by file I/O).
+fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    };
+    match dir {
+        Ok(dir) => dir,
+        Err(e) => panic!("cannot create a scratch directory: {e}"),
+    }
+}
+
+fn config() -> SqliteConfig {
+    SqliteConfig {
+        // A commit is written to the OS before it is confirmed: that survives a process crash,
+        // which is what the crash points simulate (the file copies see what the OS has).
+        durability: Durability::Os,
+        ..SqliteConfig::default()
+    }
+}
+
+/// What `kill -9` leaves at this instant: the database file and its WAL as the OS has them,
+/// copied while the store still runs (the wal-index `-shm` is rebuilt from the WAL on open).
+/// Then the old store goes away and a new one opens the copy.
+fn crash(store: SqliteStore, dir: &Path, n: &mut usize) -> Result<SqliteStore, String> {
+    *n += 1;
+    let from = store.path().to_owned();
+    let to = dir.join(format!("crash-{n}.db"));
+    let with_suffix = |path: &Path, suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    std::fs::copy(&from, &to).map_err(|e| format!("copy {}: {e}", from.display()))?;
+    let wal = with_suffix(&from, "-wal");
+    if wal.exists() {
+        std::fs::copy(&wal, with_suffix(&to, "-wal")).map_err(|e| format!("copy wal: {e}"))?;
+    }
+    drop(store);
+    SqliteStore::open(&to, config()).map_err(|e| e.to_string())
+}
+
+/// Decodes the input into store operations (those of the model-based test) and crash points,
+/// runs them on a fresh SQLite store and on the model, and crashes the store at each crash
+/// point: [`crash`] copies the files as a killed process leaves them and reopens the copy.
+/// Every answer must equal the model's, and so must the whole visible state after each reopen
+/// (what was appended stays appended, acked stays acked, claimed stays in flight).
+///
+/// # Panics
+///
+/// When the store differs from the model.
+pub fn store_crash(data: &[u8]) {
+    let (case, crashes) = decode(data);
+    if case.ops.is_empty() {
+        return;
+    }
+    let dir = scratch();
+    let store = match SqliteStore::open(&dir.path().join("store.db"), config()) {
+        Ok(store) => store,
+        Err(e) => panic!("cannot open the store: {e}"),
+    };
+    let mut n = 0;
+    let result = runtime().block_on(run_case_with_crashes(store, &case, &crashes, |store| {
+        crash(store, dir.path(), &mut n)
+    }));
+    if let Err(e) = result {
+        panic!("store differs from the model (crashes before steps {crashes:?}): {e}\n{case:#?}");
+    }
+}
