@@ -186,3 +186,20 @@ pub fn store_crash(data: &[u8]) {
         panic!("store differs from the model (crashes before steps {crashes:?}): {e}\n{case:#?}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_points_fall_between_operations() {
+        // Window 1; subscribe; append; crash; crash (the same point); claim; crash at the end.
+        let input = [1, 0x04, 0, 0x02, 0, 3, 0, 0x0d, 0x0e, 0x06, 3, 1, 3, 0x0f];
+        let (case, crashes) = decode(&input);
+        assert_eq!(case.dedup_window, 1);
+        assert_eq!(case.ops.len(), 3);
+        assert!(matches!(case.ops[2], Op::Claim { max: 3, .. }));
+        assert_eq!(crashes, [2, 3]);
+        store_crash(&input);
+    }
+}
