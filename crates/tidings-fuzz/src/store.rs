@@ -138,6 +138,17 @@ fn config() -> SqliteConfig {
     }
 }
 
+/// `std::fs::copy`, again when a signal interrupts it (libFuzzer's timers do: `EINTR`).
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    loop {
+        match std::fs::copy(from, to) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("copy {}: {e}", from.display())),
+        }
+    }
+}
+
 /// What `kill -9` leaves at this instant: the database file and its WAL as the OS has them,
 /// copied while the store still runs (the wal-index `-shm` is rebuilt from the WAL on open).
 /// Then the old store goes away and a new one opens the copy.
@@ -150,10 +161,10 @@ fn crash(store: SqliteStore, dir: &Path, n: &mut usize) -> Result<SqliteStore, S
         name.push(suffix);
         PathBuf::from(name)
     };
-    std::fs::copy(&from, &to).map_err(|e| format!("copy {}: {e}", from.display()))?;
+    copy(&from, &to)?;
     let wal = with_suffix(&from, "-wal");
     if wal.exists() {
-        std::fs::copy(&wal, with_suffix(&to, "-wal")).map_err(|e| format!("copy wal: {e}"))?;
+        copy(&wal, &with_suffix(&to, "-wal"))?;
     }
     drop(store);
     SqliteStore::open(&to, config()).map_err(|e| e.to_string())
