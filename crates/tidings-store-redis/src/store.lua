@@ -251,7 +251,8 @@ function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
   local head = meta(k)
   local cursor = cursors(k)[s]
   if #claimed < max and cursor <= head then
-    local count = max - #claimed
+    -- Never more than what is there: COUNT must stay an integer Redis can parse.
+    local count = math.min(max - #claimed, head - cursor + 1)
     if maxdel == 0 then count = head - cursor + 1 end
     local r = redis.call('XREADGROUP', 'GROUP', s, CONSUMER, 'COUNT', count, 'STREAMS', k.log, '>')
     if r then

@@ -281,3 +281,50 @@ fn wait_aof_refuses_a_server_without_aof() {
         assert!(store.history(&t, 1, 10).await.is_ok());
     });
 }
+
+/// Limits the delivery engine may pass as "no limit" reach Redis as integers it accepts.
+#[test]
+fn huge_limits_are_accepted() {
+    let h = store_with(|_| {});
+    let store = &h.store;
+    let t = Topic::new("t").unwrap();
+    let sub = SubscriptionName::identity("a").unwrap();
+    block_on(async {
+        store
+            .subscribe(&t, &sub, StartFrom::Earliest)
+            .await
+            .unwrap();
+        for i in 0..3 {
+            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
+        }
+        let r = store
+            .claim(
+                &t,
+                &sub,
+                ClaimOptions {
+                    now: u64::MAX - 1,
+                    max: usize::MAX,
+                    ack_timeout: u64::MAX,
+                    max_deliveries: u32::MAX,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.claimed.len(), 3);
+        assert_eq!(store.history(&t, 0, usize::MAX).await.unwrap().len(), 3);
+        let gaps = store
+            .enforce_retention(
+                &t,
+                tidings_core::store::Retention {
+                    max_age: u64::MAX,
+                    max_messages: u64::MAX,
+                    max_bytes: u64::MAX,
+                },
+                u64::MAX,
+                u64::MAX,
+            )
+            .await
+            .unwrap();
+        assert!(gaps.is_empty());
+    });
+}
