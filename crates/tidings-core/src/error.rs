@@ -22,6 +22,10 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The topic, subscription or message does not exist.
     NotFound,
+    /// No valid token was presented (missing, bad signature, wrong algorithm, malformed).
+    Unauthorized,
+    /// The token's `exp` has passed; get a fresh one and reconnect.
+    TokenExpired,
 }
 
 impl ErrorCode {
@@ -35,6 +39,8 @@ impl ErrorCode {
             ErrorCode::IdentityRequired => "identity_required",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 }

@@ -1,8 +1,15 @@
 //! The HTTP API of the durable topics, under `/v1` (served when queues are enabled).
 //!
 //! Errors are JSON `{"error":{"code","message"}}` with the status of the code: 400
-//! `bad_request`, 404 `not_found`, 413 `payload_too_large`, 503 `store_unavailable`. The OpenAPI
-//! document is at `/v1/openapi.json`.
+//! `bad_request`, 401 `unauthorized` / `token_expired`, 403 `forbidden`, 404 `not_found`, 413
+//! `payload_too_large`, 503 `store_unavailable`. The OpenAPI document is at `/v1/openapi.json`.
+//!
+//! With an [`Authenticator`] every route but the OpenAPI document wants `Authorization: Bearer
+//! <token>`, and the token's permissions apply (see [`crate::auth`]): publishing needs
+//! `publish` on the topic; reading a topic (info, history, dead letters) needs `subscribe`; a
+//! non-admin sees and changes only its own identity's queue — other identities' and groups'
+//! subscriptions are left out of listings, and deleting one or requeueing its dead letters is
+//! 403.
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -13,6 +20,7 @@ use serde_json::{Value, json};
 use tidings_core::store::{MessageId, SubscriptionName, Topic};
 use tidings_core::{ErrorBody, ErrorCode};
 
+use crate::auth::{Action, AuthError, Authenticator, Principal, forbidden};
 use crate::engine::Body;
 use crate::queue::Queues;
 use crate::queue::events::{MAX_HISTORY, append, messages, store_error};
@@ -35,6 +43,7 @@ fn error_response(e: &ErrorBody) -> Response<Body> {
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,8 +119,90 @@ async fn json_body(body: Incoming, max: usize) -> Result<Value, Response<Body>> 
         .map_err(|e| error_response(&bad_request(format!("invalid JSON: {e}"))))
 }
 
-/// Answers a request under `/v1`.
-pub async fn handle(queues: &Queues, req: Request<Incoming>, max_body: usize) -> Response<Body> {
+/// Who calls the API: anyone (no authenticator) or a verified principal.
+enum Caller {
+    Open,
+    Verified(Principal),
+}
+
+impl Caller {
+    fn check(&self, action: Action, topic: &Topic) -> Result<(), ErrorBody> {
+        match self {
+            Caller::Open => Ok(()),
+            Caller::Verified(p) => p.check(action, topic.as_str()),
+        }
+    }
+
+    fn allows(&self, action: Action, topic: &Topic) -> bool {
+        self.check(action, topic).is_ok()
+    }
+
+    /// Whether the caller may see and change the queue `sub`: its own identity's, or any as
+    /// an admin.
+    fn owns(&self, sub: &SubscriptionName) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Verified(p) => {
+                p.is_admin() || matches!(sub, SubscriptionName::Identity(id) if id == p.identity())
+            }
+        }
+    }
+
+    fn check_owner(&self, sub: &SubscriptionName, what: &str) -> Result<(), ErrorBody> {
+        match self {
+            Caller::Verified(p) if !self.owns(sub) => Err(forbidden(format!(
+                "{} may not {what} {sub} (only its own queue; admin for others)",
+                p.identity()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The caller of `req`: 401 without a valid bearer token when an authenticator is set.
+fn caller(
+    auth: Option<&Authenticator>,
+    req: &Request<Incoming>,
+) -> Result<Caller, Box<Response<Body>>> {
+    let Some(auth) = auth else {
+        return Ok(Caller::Open);
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let verified = match token {
+        Some(token) if !token.is_empty() => auth.verify(token),
+        _ => Err(AuthError::Missing),
+    };
+    verified.map(Caller::Verified).map_err(|e| {
+        tracing::debug!(code = %e.code(), reason = %e, "api request unauthorized");
+        let mut res = error_response(&e.body());
+        let challenge = match e {
+            AuthError::Missing => "Bearer",
+            _ => "Bearer error=\"invalid_token\"",
+        };
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        Box::new(res)
+    })
+}
+
+/// Answers a request under `/v1`. `auth`: the server's authenticator, if any (see the module
+/// documentation).
+pub async fn handle(
+    queues: &Queues,
+    req: Request<Incoming>,
+    max_body: usize,
+    auth: Option<&Authenticator>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
@@ -120,6 +211,14 @@ pub async fn handle(queues: &Queues, req: Request<Incoming>, max_body: usize) ->
         .trim_matches('/')
         .split('/')
         .collect();
+    let caller = if method == Method::GET && segments.as_slice() == ["openapi.json"] {
+        Caller::Open
+    } else {
+        match caller(auth, &req) {
+            Ok(caller) => caller,
+            Err(res) => return *res,
+        }
+    };
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["openapi.json"]) => {
             let mut res = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
@@ -129,8 +228,8 @@ pub async fn handle(queues: &Queues, req: Request<Incoming>, max_body: usize) ->
             );
             return res;
         }
-        (&Method::GET, ["topics"]) => list_topics(queues).await,
-        (&Method::GET, ["topics", topic]) => topic_info(queues, topic).await,
+        (&Method::GET, ["topics"]) => list_topics(queues, &caller).await,
+        (&Method::GET, ["topics", topic]) => topic_info(queues, &caller, topic).await,
         (&Method::POST, ["topics", topic, "messages"]) => {
             let topic = match topic_of(topic) {
                 Ok(t) => t,
@@ -140,15 +239,22 @@ pub async fn handle(queues: &Queues, req: Request<Incoming>, max_body: usize) ->
                 Ok(body) => body,
                 Err(res) => return res,
             };
-            publish(queues, &topic, &body).await
+            match caller.check(Action::Publish, &topic) {
+                Ok(()) => publish(queues, &topic, &body).await,
+                Err(e) => Err(e),
+            }
         }
-        (&Method::GET, ["topics", topic, "messages"]) => history(queues, topic, &query).await,
-        (&Method::GET, ["topics", topic, "dead-letters"]) => dead_letters(queues, topic).await,
+        (&Method::GET, ["topics", topic, "messages"]) => {
+            history(queues, &caller, topic, &query).await
+        }
+        (&Method::GET, ["topics", topic, "dead-letters"]) => {
+            dead_letters(queues, &caller, topic).await
+        }
         (&Method::POST, ["topics", topic, "dead-letters", id, "requeue"]) => {
-            requeue_dead(queues, topic, id).await
+            requeue_dead(queues, &caller, topic, id).await
         }
         (&Method::DELETE, ["topics", topic, "subscriptions", name]) => {
-            delete_subscription(queues, topic, name).await
+            delete_subscription(queues, &caller, topic, name).await
         }
         _ => Err(not_found(&format!("no route {method} {path}"))),
     };
@@ -160,30 +266,38 @@ pub async fn handle(queues: &Queues, req: Request<Incoming>, max_body: usize) ->
 
 type ApiResult = Result<(StatusCode, Value), ErrorBody>;
 
-async fn list_topics(queues: &Queues) -> ApiResult {
+async fn list_topics(queues: &Queues, caller: &Caller) -> ApiResult {
     let store = queues.store();
     let mut topics = Vec::new();
     for topic in store.topics().await.map_err(|e| store_error(&e))? {
-        if let Some(info) = store
+        if !caller.allows(Action::Subscribe, &topic) {
+            continue;
+        }
+        if let Some(mut info) = store
             .topic_info(&topic)
             .await
             .map_err(|e| store_error(&e))?
         {
+            info.subscriptions.retain(|s| caller.owns(&s.name));
             topics.push(info);
         }
     }
     Ok((StatusCode::OK, json!({ "topics": topics })))
 }
 
-async fn topic_info(queues: &Queues, topic: &str) -> ApiResult {
+async fn topic_info(queues: &Queues, caller: &Caller, topic: &str) -> ApiResult {
     let topic = topic_of(topic)?;
+    caller.check(Action::Subscribe, &topic)?;
     match queues
         .store()
         .topic_info(&topic)
         .await
         .map_err(|e| store_error(&e))?
     {
-        Some(info) => Ok((StatusCode::OK, json!(info))),
+        Some(mut info) => {
+            info.subscriptions.retain(|s| caller.owns(&s.name));
+            Ok((StatusCode::OK, json!(info)))
+        }
         None => Err(not_found(&format!("no topic {topic}"))),
     }
 }
@@ -206,8 +320,9 @@ async fn publish(queues: &Queues, topic: &Topic, body: &Value) -> ApiResult {
     Ok((StatusCode::CREATED, answer))
 }
 
-async fn history(queues: &Queues, topic: &str, query: &str) -> ApiResult {
+async fn history(queues: &Queues, caller: &Caller, topic: &str, query: &str) -> ApiResult {
     let topic = topic_of(topic)?;
+    caller.check(Action::Subscribe, &topic)?;
     let from = parse_u64(query, "from", 1)?;
     let limit = parse_u64(query, "limit", 100)?;
     if !(1..=MAX_HISTORY as u64).contains(&limit) {
@@ -217,8 +332,9 @@ async fn history(queues: &Queues, topic: &str, query: &str) -> ApiResult {
     Ok((StatusCode::OK, json!({ "messages": messages })))
 }
 
-async fn dead_letters(queues: &Queues, topic: &str) -> ApiResult {
+async fn dead_letters(queues: &Queues, caller: &Caller, topic: &str) -> ApiResult {
     let topic = topic_of(topic)?;
+    caller.check(Action::Subscribe, &topic)?;
     let dead = queues
         .store()
         .dead_letters(&topic)
@@ -226,6 +342,7 @@ async fn dead_letters(queues: &Queues, topic: &str) -> ApiResult {
         .map_err(|e| store_error(&e))?;
     let dead: Vec<Value> = dead
         .into_iter()
+        .filter(|d| caller.owns(&d.subscription))
         .map(|d| {
             let mut v = json!(d);
             v["data"] = serde_json::from_str(&d.message.data).unwrap_or(Value::Null);
@@ -235,9 +352,21 @@ async fn dead_letters(queues: &Queues, topic: &str) -> ApiResult {
     Ok((StatusCode::OK, json!({ "deadLetters": dead })))
 }
 
-async fn requeue_dead(queues: &Queues, topic: &str, id: &str) -> ApiResult {
+async fn requeue_dead(queues: &Queues, caller: &Caller, topic: &str, id: &str) -> ApiResult {
     let topic = topic_of(topic)?;
     let id: MessageId = id.parse().map_err(|_| bad_request("invalid message id"))?;
+    caller.check(Action::Subscribe, &topic)?;
+    if !matches!(caller, Caller::Open) {
+        // A dead letter belongs to one subscription; requeueing acts on every subscription's.
+        let dead = queues
+            .store()
+            .dead_letters(&topic)
+            .await
+            .map_err(|e| store_error(&e))?;
+        for d in dead.iter().filter(|d| d.message.id == id) {
+            caller.check_owner(&d.subscription, "requeue the dead letters of")?;
+        }
+    }
     let requeued = queues
         .store()
         .requeue_dead(&topic, id, crate::queue::now_millis())
@@ -250,10 +379,16 @@ async fn requeue_dead(queues: &Queues, topic: &str, id: &str) -> ApiResult {
     Ok((StatusCode::OK, json!({ "requeued": true })))
 }
 
-async fn delete_subscription(queues: &Queues, topic: &str, name: &str) -> ApiResult {
+async fn delete_subscription(
+    queues: &Queues,
+    caller: &Caller,
+    topic: &str,
+    name: &str,
+) -> ApiResult {
     let topic = topic_of(topic)?;
     let sub = SubscriptionName::from_key(&percent_decode(name)?)
         .map_err(|e| bad_request(e.to_string()))?;
+    caller.check_owner(&sub, "delete")?;
     queues.forget(&topic, &sub);
     let removed = queues
         .store()

@@ -1,6 +1,9 @@
 //! Server configuration with documented defaults, validated once by [`ServerConfigBuilder::build`].
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::Authenticator;
 
 /// Which origins may use the server from a browser (CORS, for HTTP long-polling).
 ///
@@ -59,6 +62,49 @@ pub struct ServerConfig {
     /// Handle the built-in events `join`, `leave` and `broadcast` on every namespace (what
     /// `tidings serve` offers to clients with no server code). Default false for the library.
     pub builtin_events: bool,
+    /// Verified identities and permissions (JSON Web Tokens; see [`crate::auth`]). Default
+    /// `None`: development mode, every client may do everything.
+    pub auth: Option<Arc<Authenticator>>,
+    /// Connection State Recovery (socket.io's `connectionStateRecovery`). Default `None`: off,
+    /// as in socket.io, and nothing is logged.
+    pub recovery: Option<RecoveryConfig>,
+}
+
+/// Connection State Recovery: a client that lost its connection gets back its socket id, its
+/// rooms and every event it missed, if it reconnects within
+/// [`max_disconnection_duration`](Self::max_disconnection_duration). See
+/// [`crate::recovery`] and docs/PROTOCOL.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryConfig {
+    /// How long a disconnected session (and each recoverable packet) is kept. Default 2 min.
+    pub max_disconnection_duration: Duration,
+    /// Whether a recovered client skips the namespace's connect middlewares, as in socket.io.
+    /// Default true.
+    pub skip_middlewares: bool,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            max_disconnection_duration: Duration::from_secs(120),
+            skip_middlewares: true,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// The defaults with another recovery window.
+    pub fn with_max_disconnection_duration(mut self, d: Duration) -> Self {
+        self.max_disconnection_duration = d;
+        self
+    }
+
+    /// The defaults, running (`false`) or skipping (`true`) middlewares on recovery.
+    pub fn with_skip_middlewares(mut self, yes: bool) -> Self {
+        self.skip_middlewares = yes;
+        self
+    }
 }
 
 impl Default for ServerConfig {
@@ -75,6 +121,8 @@ impl Default for ServerConfig {
             allow_websocket: true,
             cors: CorsConfig::default(),
             builtin_events: false,
+            auth: None,
+            recovery: None,
         }
     }
 }
@@ -150,9 +198,20 @@ impl ServerConfigBuilder {
         self.config.cors = cors;
         self
     }
+    /// See [`ServerConfig::auth`].
+    pub fn auth(mut self, authenticator: Authenticator) -> Self {
+        self.config.auth = Some(Arc::new(authenticator));
+        self
+    }
     /// See [`ServerConfig::builtin_events`].
     pub fn builtin_events(mut self, yes: bool) -> Self {
         self.config.builtin_events = yes;
+        self
+    }
+
+    /// See [`ServerConfig::recovery`].
+    pub fn recovery(mut self, recovery: Option<RecoveryConfig>) -> Self {
+        self.config.recovery = recovery;
         self
     }
 
@@ -183,6 +242,13 @@ impl ServerConfigBuilder {
         }
         if !c.allow_polling && !c.allow_websocket {
             return Err(ConfigError("at least one transport must be allowed".into()));
+        }
+        if let Some(r) = &c.recovery {
+            if r.max_disconnection_duration.is_zero() {
+                return Err(ConfigError(
+                    "the recovery window (max disconnection duration) must be positive".into(),
+                ));
+            }
         }
         if let CorsOrigins::List(list) = &c.cors.origins {
             if list.iter().any(|o| o.is_empty()) {

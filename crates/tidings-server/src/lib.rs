@@ -10,19 +10,27 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
+mod cluster;
 pub mod config;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
 pub mod queue;
+pub mod recovery;
 mod server;
 
-pub use config::{ConfigError, CorsConfig, CorsOrigins, ServerConfig, ServerConfigBuilder};
+pub use auth::{AccessRule, Action, AuthError, Authenticator, KeyError, Permissions, Principal};
+pub use config::{
+    ConfigError, CorsConfig, CorsOrigins, RecoveryConfig, ServerConfig, ServerConfigBuilder,
+};
 pub use io::{
     AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,
     DisconnectReason, EmitError, Event, Namespace, Socket,
 };
 pub use queue::{QueueConfig, Queues, RetentionRule};
+pub use recovery::MemorySessionLog;
 pub use server::{Server, ServerStats};
+pub use tidings_core::cluster::RemoteSocket;
 pub use tidings_core::{ErrorBody, ErrorCode, Room, Sid};

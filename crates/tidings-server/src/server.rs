@@ -18,10 +18,14 @@ use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::ClusterLink;
 use crate::config::ServerConfig;
 use crate::engine::{Body, CloseReason, Engine, EngineHandler, Session, SessionHandler};
 use crate::io::{Client, Namespace};
 use crate::queue::{QueueConfig, Queues};
+use crate::recovery::{MemorySessionLog, Recovery};
+use tidings_core::cluster::Cluster;
+use tidings_core::session_log::SessionLog;
 use tidings_core::store::{Store, StoreError};
 
 type Matcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
@@ -35,9 +39,18 @@ pub(crate) struct ServerInner {
     shutdown: CancellationToken,
     socketio_protocol_errors: AtomicU64,
     queues: OnceLock<Arc<Queues>>,
+    recovery: Option<Arc<Recovery>>,
+    /// The other nodes, once [`Server::enable_cluster`] was called.
+    pub(crate) cluster: Arc<ClusterLink>,
 }
 
 impl ServerInner {
+    /// The namespace called `name` if it exists here (a broadcast from another node to a
+    /// namespace nobody uses on this node creates nothing).
+    pub(crate) fn existing_namespace(&self, name: &str) -> Option<Namespace> {
+        self.namespaces.read().get(name).cloned()
+    }
+
     /// The namespace called `name`: a static one, or a dynamic one created on first use by the
     /// first pattern that matches it.
     pub(crate) fn namespace_for(&self, name: &str) -> Option<Namespace> {
@@ -50,7 +63,7 @@ impl ServerInner {
         if let Some(ns) = namespaces.get(name) {
             return Some(ns.clone());
         }
-        let ns = Namespace::new(name);
+        let ns = Namespace::new(name, self.recovery.clone(), self.cluster.clone());
         setup(&ns);
         namespaces.insert(name.to_owned(), ns.clone());
         Some(ns)
@@ -131,7 +144,21 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// A server with the given configuration and the default namespace `/`.
+    ///
+    /// With [`ServerConfig::recovery`] set, the recovery log is kept in memory
+    /// ([`MemorySessionLog`]); use [`Server::with_session_log`] for another backend.
     pub fn new(config: ServerConfig) -> Server {
+        Self::with_session_log(config, Arc::new(MemorySessionLog::new()))
+    }
+
+    /// A server whose Connection State Recovery keeps its log in `log` (e.g.
+    /// `tidings_store_sqlite::SqliteSessionLog`, so that sessions survive a restart). The log
+    /// is unused unless [`ServerConfig::recovery`] is set.
+    pub fn with_session_log(config: ServerConfig, log: Arc<dyn SessionLog>) -> Server {
+        let recovery = config
+            .recovery
+            .clone()
+            .map(|r| Arc::new(Recovery::new(log, r)));
         let config = Arc::new(config);
         let inner = Arc::new(ServerInner {
             config: config.clone(),
@@ -141,7 +168,12 @@ impl Server {
             shutdown: CancellationToken::new(),
             socketio_protocol_errors: AtomicU64::new(0),
             queues: OnceLock::new(),
+            recovery,
+            cluster: Arc::new(ClusterLink::default()),
         });
+        if let Some(recovery) = &inner.recovery {
+            recovery.spawn_trimmer(inner.shutdown.clone());
+        }
         let engine = Engine::new(config, Arc::new(SocketIoHandler(Arc::downgrade(&inner))));
         let _ = inner.engine.set(engine);
         let server = Server { inner };
@@ -165,7 +197,13 @@ impl Server {
             .namespaces
             .write()
             .entry(name.clone())
-            .or_insert_with(|| Namespace::new(&name))
+            .or_insert_with(|| {
+                Namespace::new(
+                    &name,
+                    self.inner.recovery.clone(),
+                    self.inner.cluster.clone(),
+                )
+            })
             .clone()
     }
 
@@ -206,8 +244,28 @@ impl Server {
         if let Some(queues) = self.inner.queues.get() {
             return Ok(queues.clone());
         }
-        let queues = Queues::start(store, config).await?;
+        let queues = Queues::start(store, config, self.inner.cluster.clone()).await?;
         Ok(self.inner.queues.get_or_init(|| queues).clone())
+    }
+
+    /// Joins this server to a cluster of nodes (e.g. `tidings_cluster_redis::RedisCluster`):
+    /// from now on every broadcast and room operation made here also reaches the sockets of
+    /// the other nodes, and theirs reach ours. Call it before serving; a second call is
+    /// ignored and returns false.
+    pub fn enable_cluster(&self, cluster: Arc<dyn Cluster>) -> bool {
+        self.inner
+            .cluster
+            .enable(cluster, Arc::downgrade(&self.inner))
+    }
+
+    /// The cluster, when [`Server::enable_cluster`] was called.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.inner.cluster.get()
+    }
+
+    /// The Connection State Recovery log, when [`ServerConfig::recovery`] is set.
+    pub fn session_log(&self) -> Option<&Arc<dyn SessionLog>> {
+        self.inner.recovery.as_ref().map(|r| &r.log)
     }
 
     /// The delivery engine, when [`Server::enable_queues`] was called.
@@ -238,7 +296,9 @@ impl Server {
         if let Some(queues) = self.inner.queues.get() {
             let path = req.uri().path();
             if path == "/v1" || path.starts_with("/v1/") {
-                return crate::api::handle(queues, req, self.inner.config.max_payload).await;
+                let config = &self.inner.config;
+                return crate::api::handle(queues, req, config.max_payload, config.auth.as_deref())
+                    .await;
             }
         }
         let mut res = Response::new(Full::new(Bytes::from_static(br#"{"error":"not found"}"#)));

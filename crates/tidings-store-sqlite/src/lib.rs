@@ -43,6 +43,7 @@
 
 mod ops;
 mod schema;
+mod session_log;
 mod worker;
 
 use std::fmt;
@@ -63,6 +64,7 @@ use crate::ops::db;
 use crate::worker::{Counters, Reader, Writer};
 
 pub use crate::schema::SCHEMA_VERSION;
+pub use crate::session_log::SqliteSessionLog;
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -16,15 +16,27 @@
 //! [[retention.rules]]           # first match wins; `*` = one segment, `>` = the rest
 //! pattern = "vendor.*"
 //! max_age_ms = 86400000
+//!
+//! [access]                      # verified identities (docs/SECURITY.md)
+//! jwt_public_key = "/etc/tidings/jwt.pem"   # or jwt_secret = "…" (HS256)
+//! leeway_secs = 60
+//! audience = "tidings"          # optional: required `aud`
+//! issuer = "https://auth.example.com"       # optional: required `iss`
+//!
+//! [[access.rules]]              # added to the token's `tidings` claim; `*` = any characters
+//! identity = "driver-*"
+//! publish = ["pickup.>"]
+//! subscribe = ["vendor.*"]
+//! join = ["zone.*"]
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
 use tidings_core::store::Retention;
-use tidings_server::{QueueConfig, RetentionRule};
+use tidings_server::{AccessRule, Authenticator, Permissions, QueueConfig, RetentionRule};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +45,57 @@ pub struct ConfigFile {
     queues: QueuesSection,
     #[serde(default)]
     retention: RetentionSection,
+    #[serde(default)]
+    access: AccessSection,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessSection {
+    jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    leeway_secs: Option<u64>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    #[serde(default)]
+    rules: Vec<AccessRuleSection>,
+}
+
+impl std::fmt::Debug for AccessSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessSection")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessRuleSection {
+    identity: String,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    join: Vec<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// Where the token key comes from: a flag or variable wins over the file.
+#[derive(Debug, Default)]
+pub struct KeyOverride<'a> {
+    pub jwt_secret: Option<&'a str>,
+    pub jwt_public_key: Option<&'a Path>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +150,70 @@ impl ConfigFile {
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
+    /// The authenticator, when a key is configured (flags and variables in `keys` win over the
+    /// file's `[access]` keys); None is development mode.
+    pub fn authenticator(&self, keys: &KeyOverride<'_>) -> anyhow::Result<Option<Authenticator>> {
+        let a = &self.access;
+        let (secret, public_key) = if keys.jwt_secret.is_some() || keys.jwt_public_key.is_some() {
+            (keys.jwt_secret, keys.jwt_public_key)
+        } else {
+            (a.jwt_secret.as_deref(), a.jwt_public_key.as_deref())
+        };
+        let authenticator = match (secret, public_key) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("set either a JWT secret (HS256) or a JWT public key, not both")
+            }
+            (Some(secret), None) => Authenticator::hs256(secret.as_bytes())?,
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("cannot read the JWT public key {}", path.display())
+                })?;
+                Authenticator::from_public_key_pem(&pem)
+                    .with_context(|| format!("invalid JWT public key {}", path.display()))?
+            }
+            (None, None) => {
+                anyhow::ensure!(
+                    a.rules.is_empty()
+                        && a.audience.is_none()
+                        && a.issuer.is_none()
+                        && a.leeway_secs.is_none(),
+                    "[access] settings need a JWT secret or public key"
+                );
+                return Ok(None);
+            }
+        };
+        let mut authenticator = authenticator;
+        if let Some(secs) = a.leeway_secs {
+            authenticator = authenticator.leeway(Duration::from_secs(secs));
+        }
+        if let Some(audience) = &a.audience {
+            authenticator = authenticator.audience(audience);
+        }
+        if let Some(issuer) = &a.issuer {
+            authenticator = authenticator.issuer(issuer);
+        }
+        let mut rules = Vec::new();
+        for rule in &a.rules {
+            anyhow::ensure!(
+                !rule.identity.is_empty(),
+                "access.rules: identity must not be empty"
+            );
+            for pattern in rule.publish.iter().chain(&rule.subscribe).chain(&rule.join) {
+                anyhow::ensure!(
+                    valid_pattern(pattern),
+                    "access.rules: invalid pattern {pattern:?}"
+                );
+            }
+            let mut permissions = Permissions::new(&rule.publish, &rule.subscribe, &rule.join);
+            permissions.admin = rule.admin;
+            rules.push(AccessRule {
+                identity: rule.identity.clone(),
+                permissions,
+            });
+        }
+        Ok(Some(authenticator.rules(rules)))
+    }
+
     /// The delivery settings: defaults overridden by the file.
     pub fn queue_config(&self) -> anyhow::Result<QueueConfig> {
         let mut config = QueueConfig::default();
@@ -112,11 +239,11 @@ impl ConfigFile {
         }
         config.retention = self.retention.default.over(config.retention);
         for rule in &self.retention.rules {
-            let valid = rule.pattern.split('.').all(|seg| {
-                !seg.is_empty()
-                    && (seg == "*" || seg == ">" || tidings_core::store::Topic::new(seg).is_ok())
-            });
-            anyhow::ensure!(valid, "invalid retention pattern {:?}", rule.pattern);
+            anyhow::ensure!(
+                valid_pattern(&rule.pattern),
+                "invalid retention pattern {:?}",
+                rule.pattern
+            );
             config.retention_rules.push(RetentionRule {
                 pattern: rule.pattern.clone(),
                 retention: rule.limits.over(config.retention),
@@ -124,6 +251,14 @@ impl ConfigFile {
         }
         Ok(config)
     }
+}
+
+/// A topic or room pattern: dot-separated non-empty segments, `*` or `>` allowed.
+fn valid_pattern(pattern: &str) -> bool {
+    pattern.split('.').all(|seg| {
+        !seg.is_empty()
+            && (seg == "*" || seg == ">" || tidings_core::store::Topic::new(seg).is_ok())
+    })
 }
 
 #[cfg(test)]
@@ -160,5 +295,50 @@ mod tests {
         assert!(zero.queue_config().is_err());
         let bad: ConfigFile = toml::from_str("[[retention.rules]]\npattern = \"a..b\"").unwrap();
         assert!(bad.queue_config().is_err());
+    }
+
+    #[test]
+    fn access_section() {
+        let none = KeyOverride::default();
+        let file: ConfigFile = toml::from_str(
+            r#"
+            [access]
+            jwt_secret = "0123456789abcdef0123456789abcdef"
+            leeway_secs = 5
+            [[access.rules]]
+            identity = "driver-*"
+            publish = ["pickup.>"]
+            "#,
+        )
+        .unwrap();
+        let auth = file.authenticator(&none).unwrap().unwrap();
+        assert_eq!(auth.algorithm(), "HS256");
+        assert!(!format!("{file:?}").contains("0123456789abcdef"));
+        // A flag wins over the file; both kinds of key at once is an error.
+        let flag = KeyOverride {
+            jwt_secret: Some("another-secret-of-at-least-32-bytes!"),
+            jwt_public_key: None,
+        };
+        assert!(file.authenticator(&flag).is_ok());
+        let both: ConfigFile =
+            toml::from_str("[access]\njwt_secret = \"x\"\njwt_public_key = \"k.pem\"").unwrap();
+        assert!(both.authenticator(&none).is_err());
+        let short: ConfigFile = toml::from_str("[access]\njwt_secret = \"short\"").unwrap();
+        assert!(short.authenticator(&none).is_err());
+        let keyless: ConfigFile =
+            toml::from_str("[[access.rules]]\nidentity = \"*\"\nadmin = true").unwrap();
+        assert!(keyless.authenticator(&none).is_err());
+        assert!(toml::from_str::<ConfigFile>("[access]\njwt = \"x\"").is_err());
+        let bad: ConfigFile = toml::from_str(
+            "[access]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n[[access.rules]]\nidentity = \"a\"\njoin = [\"a..b\"]",
+        )
+        .unwrap();
+        assert!(bad.authenticator(&none).is_err());
+        assert!(
+            ConfigFile::default()
+                .authenticator(&none)
+                .unwrap()
+                .is_none()
+        );
     }
 }

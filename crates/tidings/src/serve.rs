@@ -11,7 +11,7 @@ use tidings_core::store::Store;
 use tidings_server::{CorsConfig, CorsOrigins, Server, ServerConfig};
 use tidings_store_sqlite::{Durability, SqliteConfig, SqliteStore};
 
-use crate::config_file::ConfigFile;
+use crate::config_file::{ConfigFile, KeyOverride};
 
 /// Where durable topics are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,6 +69,19 @@ pub struct ServeArgs {
     /// When a publish counts as durable with the SQLite store.
     #[arg(long, value_enum, env = "TIDINGS_DURABILITY", default_value_t = DurabilityArg::Full)]
     durability: DurabilityArg,
+    /// Verify clients with HS256 JSON Web Tokens signed with this shared secret (at least 32
+    /// bytes). Clients connect with `auth: {token}`; the API wants `Authorization: Bearer`.
+    #[arg(
+        long,
+        env = "TIDINGS_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    jwt_secret: Option<String>,
+    /// Verify clients with JSON Web Tokens signed by the private half of this PEM public key
+    /// (RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA).
+    #[arg(long, env = "TIDINGS_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
     /// TOML file with delivery settings and per-topic retention (see docs/CONFIGURATION.md).
     #[arg(long, env = "TIDINGS_CONFIG")]
     config: Option<PathBuf>,
@@ -103,7 +116,7 @@ fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
-fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+fn config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<ServerConfig> {
     let origins = if args.cors_origin.is_empty() {
         CorsOrigins::Disabled
     } else if args.cors_origin.iter().any(|o| o == "*") {
@@ -111,7 +124,25 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     } else {
         CorsOrigins::List(args.cors_origin.clone())
     };
-    ServerConfig::builder()
+    let keys = KeyOverride {
+        jwt_secret: args.jwt_secret.as_deref(),
+        jwt_public_key: args.jwt_public_key.as_deref(),
+    };
+    let mut builder = ServerConfig::builder();
+    match file.authenticator(&keys)? {
+        Some(authenticator) => {
+            tracing::info!(
+                algorithm = %authenticator.algorithm(),
+                "clients must present a JSON Web Token; permissions from its `tidings` claim"
+            );
+            builder = builder.auth(authenticator);
+        }
+        None => tracing::warn!(
+            "NO AUTHENTICATION: every client may use every topic, room and queue, and claim any \
+             identity. Development mode only: set --jwt-secret or --jwt-public-key (docs/SECURITY.md)"
+        ),
+    }
+    builder
         .path(args.path.clone())
         .max_payload(args.max_payload)
         .max_buffered_bytes(args.max_buffered_bytes)
@@ -125,11 +156,11 @@ fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = config(&args)?;
     let file = match &args.config {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
     };
+    let config = config(&args, &file)?;
     let queue_config = file.queue_config()?;
     if args.print_config {
         println!(

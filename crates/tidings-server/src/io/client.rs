@@ -12,9 +12,12 @@ use tidings_proto::packet::{self, Packet, PacketKind};
 use super::builtins;
 use super::event::{AckReply, AckSender, Event};
 use super::namespace::{ConnectRequest, Namespace};
-use super::socket::{DisconnectReason, Socket};
+use super::socket::{DisconnectReason, RecoveryState, Socket};
 use crate::engine::{CloseReason, Handshake, Inbound, Session, SessionHandler};
+use crate::recovery::{self, Recovery, Restored};
 use crate::server::ServerInner;
+use tidings_core::Sid;
+use tidings_core::session_log::{LoggedPacket, SessionRecord};
 
 /// A binary packet waiting for its attachments.
 struct PartialPacket {
@@ -180,6 +183,12 @@ impl Client {
             attachments,
             ack,
         };
+        let queues_enabled = self.server.queues().is_some();
+        let builtins_enabled = self.server.config.builtin_events;
+        let Some(event) = crate::auth::guard(&socket, event, queues_enabled, builtins_enabled)
+        else {
+            return;
+        };
         if let Some(queues) = self.server.queues() {
             if crate::queue::is_queue_event(&event.name) {
                 queues.handle_event(socket, event);
@@ -213,11 +222,14 @@ impl Client {
             tracing::debug!(sid = %self.session.sid(), ns = %name, "duplicate connect ignored");
             return;
         }
-        let auth = packet
+        let mut auth = packet
             .data
             .unwrap_or_else(|| Value::Object(Default::default()));
-        let identity = match crate::queue::identity_from_auth(&auth) {
-            Ok(identity) => identity,
+        // Connection State Recovery: `pid`/`offset` are the protocol's, taken out of the auth
+        // payload before anything of the application sees it.
+        let claim = ns.recovery().and_then(|_| Recovery::claim(&mut auth));
+        let admission = match crate::auth::admit(self.server.config.auth.as_deref(), &auth) {
+            Ok(admission) => admission,
             Err(e) => {
                 self.connecting.lock().remove(&name);
                 let reply = Packet::connect_error(&name, &e.message, e.data);
@@ -227,8 +239,8 @@ impl Client {
         };
         let middlewares = ns.middlewares();
         let Some(me) = self.me.upgrade() else { return };
-        if middlewares.is_empty() {
-            me.establish(ns, auth, identity);
+        if middlewares.is_empty() && claim.is_none() {
+            me.establish(ns, auth, admission);
             return;
         }
         let request = ConnectRequest {
@@ -237,6 +249,17 @@ impl Client {
             handshake: self.handshake.clone(),
         };
         tokio::spawn(async move {
+            let restored = match (claim, ns.recovery()) {
+                (Some(claim), Some(recovery)) => recovery.restore(&name, claim).await,
+                _ => None,
+            };
+            let skip_middlewares =
+                restored.is_some() && ns.recovery().is_some_and(|r| r.config.skip_middlewares);
+            let middlewares = if skip_middlewares {
+                Vec::new()
+            } else {
+                middlewares
+            };
             for middleware in middlewares {
                 if let Err(e) = middleware(request.clone()).await {
                     me.connecting.lock().remove(&name);
@@ -246,13 +269,60 @@ impl Client {
                     return;
                 }
             }
-            let _dispatching = me.dispatch_lock.lock();
-            me.establish(ns, auth, identity);
+            match restored {
+                Some(restored) => me.establish_recovered(ns, auth, admission, restored).await,
+                None => {
+                    let _dispatching = me.dispatch_lock.lock();
+                    me.establish(ns, auth, admission);
+                }
+            }
         });
     }
 
+    /// Establishes a recovered socket: registers it (same sid, same rooms) while holding its
+    /// live packets, reads the log again, then replays, replies and releases what was held.
+    async fn establish_recovered(
+        self: Arc<Self>,
+        ns: Namespace,
+        auth: Value,
+        admission: crate::auth::Admission,
+        restored: Restored,
+    ) {
+        let Some(recovery) = ns.recovery().cloned() else {
+            return;
+        };
+        let record = restored.record;
+        let socket = {
+            let _dispatching = self.dispatch_lock.lock();
+            self.register(&ns, auth, admission, Some(&record))
+        };
+        // Packets appended between the first read and the registration are in this one; later
+        // ones are held by the socket. Duplicates go by offset.
+        let mut packets = restored.replay;
+        packets.extend(
+            recovery
+                .catch_up(ns.name(), restored.start, &record.rooms)
+                .await,
+        );
+        let packets = recovery::dedup(packets);
+        let _dispatching = self.dispatch_lock.lock();
+        self.finish(&ns, socket, &packets);
+    }
+
     /// Creates the socket, queues the CONNECT reply, then runs the connect handler.
-    fn establish(&self, ns: Namespace, auth: Value, identity: Option<Arc<str>>) {
+    fn establish(&self, ns: Namespace, auth: Value, admission: crate::auth::Admission) {
+        let socket = self.register(&ns, auth, admission, None);
+        self.finish(&ns, socket, &[]);
+    }
+
+    /// Creates the socket and registers it with the client and the namespace.
+    fn register(
+        &self,
+        ns: &Namespace,
+        auth: Value,
+        admission: crate::auth::Admission,
+        restored: Option<&SessionRecord>,
+    ) -> Socket {
         let name: Arc<str> = ns.inner.name.clone();
         let weak = self.me.clone();
         let leave_name = name.clone();
@@ -261,25 +331,72 @@ impl Client {
                 client.sockets.lock().remove(&leave_name);
             }
         });
+        let state = match (ns.recovery(), restored) {
+            (None, _) => RecoveryState::default(),
+            (Some(recovery), None) => RecoveryState {
+                pid: Some(Arc::from(Sid::new().to_string())),
+                restored: None,
+                base_offset: recovery.log.head(),
+                last_offset: 0,
+            },
+            (Some(_), Some(record)) => RecoveryState {
+                pid: Some(Arc::from(record.pid.as_str())),
+                restored: Some((record.sid, record.rooms.clone())),
+                base_offset: record.base_offset,
+                last_offset: record.last_offset,
+            },
+        };
         let socket = Socket::new(
             ns.clone(),
             self.session.clone(),
             self.handshake.clone(),
             auth,
-            identity,
+            admission.identity,
             on_leave,
+            state,
         );
+        crate::auth::attach(&socket, admission.principal);
         self.sockets.lock().insert(name.clone(), socket.clone());
         self.connecting.lock().remove(&*name);
         ns.add_socket(&socket);
-        let reply = Packet::connect(
-            &name,
-            Some(serde_json::json!({ "sid": socket.id().to_string() })),
-        );
-        if self.session.send(reply.to_frame()).is_err() || self.session.is_closed() {
+        if let (Some(recovery), Some(pid)) = (ns.recovery(), socket.pid()) {
+            recovery.register_live(pid.clone(), &socket);
+        }
+        socket
+    }
+
+    /// Replays `replay` (a recovered session's missed packets), queues the CONNECT reply,
+    /// sends what the socket held meanwhile, then runs the connect handler.
+    fn finish(&self, ns: &Namespace, socket: Socket, replay: &[LoggedPacket]) {
+        let name = ns.name();
+        let mut replayed = HashSet::with_capacity(replay.len());
+        for packet in replay {
+            let Some(frames) = recovery::packet_frames(packet) else {
+                tracing::warn!(ns = %name, offset = packet.offset, "corrupt packet in the recovery log, skipped");
+                continue;
+            };
+            if self.session.send_all(&frames).is_err() {
+                break;
+            }
+            socket.note_offset(packet.offset);
+            replayed.insert(packet.offset);
+        }
+        let mut data = serde_json::Map::new();
+        data.insert("sid".to_owned(), Value::String(socket.id().to_string()));
+        if let Some(pid) = socket.pid() {
+            data.insert("pid".to_owned(), Value::String(pid.to_string()));
+        }
+        let reply = Packet::connect(name, Some(Value::Object(data)));
+        if self.session.send(reply.to_frame()).is_err()
+            || self.session.is_closed()
+            || socket.release_held(&replayed).is_err()
+        {
             // The session ended while the middleware ran.
             socket.close(DisconnectReason::Transport(CloseReason::TransportClose));
             return;
+        }
+        if socket.is_recovered() {
+            tracing::debug!(sid = %socket.id(), ns = %name, replayed = replayed.len(), "socket recovered");
         }
         tracing::debug!(sid = %socket.id(), ns = %name, "socket connected");
         if let Some(queues) = self.server.queues() {

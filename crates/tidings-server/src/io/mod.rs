@@ -8,7 +8,7 @@ mod namespace;
 mod socket;
 
 pub(crate) use client::Client;
-pub(crate) use event::is_reserved_event;
 pub use event::{AckError, AckReply, AckSender, EmitError, Event, extract_attachments};
+pub(crate) use event::{event_frames, is_reserved_event};
 pub use namespace::{BroadcastOperator, ConnectError, ConnectRequest, Namespace};
 pub use socket::{DisconnectReason, PendingAck, Socket};

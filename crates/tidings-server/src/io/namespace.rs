@@ -13,11 +13,15 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::Value;
+use tidings_core::cluster::{ClusterMessage, RemoteSocket, Target};
 use tidings_core::{Room, Sid};
+use tidings_proto::engine::Frame;
 
 use super::event::{AckError, AckReply, EmitError, event_frames};
 use super::socket::{DisconnectReason, Socket};
+use crate::cluster::{ClusterLink, wire_frames};
 use crate::engine::Handshake;
+use crate::recovery::Recovery;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -71,6 +75,10 @@ pub(crate) struct NamespaceInner {
     /// Ack ids are drawn per namespace, so a broadcast with ack uses one id for every
     /// recipient and is still encoded once.
     next_ack_id: AtomicU64,
+    /// Connection State Recovery, when enabled on the server.
+    recovery: Option<Arc<Recovery>>,
+    /// The other nodes (empty on a single node).
+    cluster: Arc<ClusterLink>,
 }
 
 /// A namespace (`/`, `/chat`, …). Cheap to clone.
@@ -88,7 +96,11 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(name: &str) -> Namespace {
+    pub(crate) fn new(
+        name: &str,
+        recovery: Option<Arc<Recovery>>,
+        cluster: Arc<ClusterLink>,
+    ) -> Namespace {
         Namespace {
             inner: Arc::new(NamespaceInner {
                 name: Arc::from(name),
@@ -97,6 +109,8 @@ impl Namespace {
                 middlewares: RwLock::new(Vec::new()),
                 connect_handler: RwLock::new(None),
                 next_ack_id: AtomicU64::new(0),
+                recovery,
+                cluster,
             }),
         }
     }
@@ -144,12 +158,20 @@ impl Namespace {
         self.inner.next_ack_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    pub(crate) fn recovery(&self) -> Option<&Arc<Recovery>> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// Registers a socket in the namespace and in its rooms (its own, plus those of a
+    /// recovered session).
     pub(crate) fn add_socket(&self, socket: &Socket) {
         self.inner
             .sockets
             .write()
             .insert(socket.id(), socket.clone());
-        self.join(socket.id(), Room::from(socket.id().to_string()));
+        for room in socket.rooms() {
+            self.join(socket.id(), room);
+        }
     }
 
     pub(crate) fn remove_socket(&self, sid: Sid, rooms: &[Room]) {
@@ -339,12 +361,86 @@ impl BroadcastOperator {
         args: Vec<Value>,
         attachments: &[Bytes],
     ) -> Result<usize, EmitError> {
+        if let Some(recovery) = self.ns.recovery() {
+            // Logged once, before the recipients are resolved: a socket recovering now either
+            // is among them or finds the packet in the log.
+            let mut except = self.except.clone();
+            except.extend(self.exclude.map(|sid| Room::from(sid.to_string())));
+            let (frames, offset) = recovery.log_event(
+                self.ns.name(),
+                event,
+                args,
+                attachments,
+                &self.rooms,
+                except,
+            )?;
+            self.publish_to_cluster(&frames, Some(offset));
+            return Ok(self.deliver_local(&frames, Some(offset)));
+        }
         let frames = event_frames(self.ns.name(), event, args, attachments, None)?;
-        Ok(self
+        self.publish_to_cluster(&frames, None);
+        Ok(self.deliver_local(&frames, None))
+    }
+
+    /// Queues already encoded frames for the addressed sockets of this node; returns how
+    /// many took them.
+    pub(crate) fn deliver_local(&self, frames: &[Frame], offset: Option<u64>) -> usize {
+        self.sockets()
+            .iter()
+            .filter(|s| s.deliver(frames, offset).is_ok())
+            .count()
+    }
+
+    /// Who this operator addresses, as the other nodes see it: the sender is left out through
+    /// its own room (a socket's id).
+    fn target(&self) -> Target {
+        Target {
+            namespace: self.ns.name().to_owned(),
+            rooms: self.rooms.iter().map(|r| r.as_str().to_owned()).collect(),
+            except: self
+                .except
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .chain(self.exclude.map(|sid| sid.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Hands a broadcast to the other nodes, encoded as it is for the local sockets.
+    fn publish_to_cluster(&self, frames: &[Frame], offset: Option<u64>) {
+        self.ns.inner.cluster.publish(|| ClusterMessage::Broadcast {
+            target: self.target(),
+            frames: wire_frames(frames),
+            offset,
+        });
+    }
+
+    /// The addressed sockets on every node: this node's, then the others' as they answer
+    /// within `timeout` (a node that does not answer in time is left out, and logged).
+    pub async fn fetch_sockets(&self, timeout: Duration) -> Vec<RemoteSocket> {
+        let node = self
+            .ns
+            .inner
+            .cluster
+            .get()
+            .map_or_else(String::new, |c| c.node_id().to_owned());
+        let mut sockets: Vec<RemoteSocket> = self
             .sockets()
             .iter()
-            .filter(|s| s.session().send_all(&frames).is_ok())
-            .count())
+            .map(|s| RemoteSocket {
+                sid: s.id().to_string(),
+                node: node.clone(),
+                rooms: s.rooms().iter().map(|r| r.as_str().to_owned()).collect(),
+            })
+            .collect();
+        sockets.extend(
+            self.ns
+                .inner
+                .cluster
+                .fetch_remote(self.target(), timeout)
+                .await,
+        );
+        sockets
     }
 
     /// Emits `event` with one argument to every addressed socket, each asked to acknowledge,
@@ -365,7 +461,7 @@ impl BroadcastOperator {
             let sid = socket.id();
             match socket.register_ack(id) {
                 Some(rx) => {
-                    if let Err(e) = socket.session().send_all(&frames) {
+                    if let Err(e) = socket.deliver(&frames, None) {
                         socket.forget_ack(id);
                         results.push((sid, Err(AckError::Send(e))));
                         continue;
@@ -402,24 +498,50 @@ impl BroadcastOperator {
         Ok(results)
     }
 
-    /// Makes every addressed socket join `room`.
+    /// Makes every addressed socket join `room` (on every node).
     pub fn join(&self, room: impl Into<Room>) {
         let room = room.into();
+        self.join_local(&room);
+        self.ns.inner.cluster.publish(|| ClusterMessage::Join {
+            target: self.target(),
+            room: room.as_str().to_owned(),
+        });
+    }
+
+    pub(crate) fn join_local(&self, room: &Room) {
         for socket in self.sockets() {
             socket.join(room.clone());
         }
     }
 
-    /// Makes every addressed socket leave `room`.
+    /// Makes every addressed socket leave `room` (on every node).
     pub fn leave(&self, room: impl Into<Room>) {
         let room = room.into();
+        self.leave_local(&room);
+        self.ns.inner.cluster.publish(|| ClusterMessage::Leave {
+            target: self.target(),
+            room: room.as_str().to_owned(),
+        });
+    }
+
+    pub(crate) fn leave_local(&self, room: &Room) {
         for socket in self.sockets() {
             socket.leave(room.clone());
         }
     }
 
-    /// Disconnects every addressed socket from the namespace.
+    /// Disconnects every addressed socket from the namespace (on every node).
     pub fn disconnect(&self) {
+        self.disconnect_local();
+        self.ns
+            .inner
+            .cluster
+            .publish(|| ClusterMessage::Disconnect {
+                target: self.target(),
+            });
+    }
+
+    pub(crate) fn disconnect_local(&self) {
         for socket in self.sockets() {
             socket.disconnect_with(DisconnectReason::ServerNamespaceDisconnect);
         }

@@ -4,7 +4,7 @@ use std::any::{Any, TypeId};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,9 +16,13 @@ use tidings_core::{ErrorBody, ErrorCode, Room, Sid};
 use tidings_proto::packet::Packet;
 use tokio::sync::oneshot;
 
+use tidings_core::session_log::{Offset, SessionRecord, now_millis};
+use tidings_proto::engine::Frame;
+
 use super::event::{AckError, AckReply, AckSender, EmitError, Event, event_frames};
 use super::namespace::{BoxFuture, BroadcastOperator, Namespace};
-use crate::engine::{CloseReason, Handshake, Session};
+use crate::engine::{CloseReason, Handshake, SendError, Session};
+use crate::recovery;
 
 /// An emitted event's acknowledgement, not yet answered (see [`Socket::send_with_ack`]).
 #[derive(Debug)]
@@ -52,6 +56,9 @@ pub enum DisconnectReason {
     ServerNamespaceDisconnect,
     /// The client's whole session ended.
     Transport(CloseReason),
+    /// The client recovered this socket's session on a new connection (Connection State
+    /// Recovery) while this one still looked alive; this one was closed.
+    Replaced,
 }
 
 impl DisconnectReason {
@@ -61,6 +68,7 @@ impl DisconnectReason {
             DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
             DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
             DisconnectReason::Transport(reason) => reason.as_str(),
+            DisconnectReason::Replaced => "replaced by a recovered connection",
         }
     }
 }
@@ -89,6 +97,28 @@ pub(crate) struct SocketInner {
     connected: AtomicBool,
     /// Called once when the socket leaves, to unregister it from its client.
     on_leave: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Connection State Recovery: the private session id (None when recovery is off).
+    pid: Option<Arc<str>>,
+    recovered: bool,
+    /// The log position when the session began.
+    base_offset: Offset,
+    /// The last offset queued to the session.
+    last_offset: AtomicU64,
+    /// True while a recovering socket waits for its replay: live packets are held here, in
+    /// order, and sent after the replay and the CONNECT reply.
+    holding: AtomicBool,
+    held: Mutex<Vec<(Option<Offset>, Vec<Frame>)>>,
+}
+
+/// How a socket starts with respect to Connection State Recovery.
+#[derive(Debug, Default)]
+pub(crate) struct RecoveryState {
+    /// Recovery is on: the private session id.
+    pub(crate) pid: Option<Arc<str>>,
+    /// A recovered session: its sid and rooms.
+    pub(crate) restored: Option<(Sid, Vec<Room>)>,
+    pub(crate) base_offset: Offset,
+    pub(crate) last_offset: Offset,
 }
 
 /// One client's connection to one namespace. Cheap to clone; all clones are the same socket.
@@ -114,9 +144,11 @@ impl Socket {
         auth: Value,
         identity: Option<Arc<str>>,
         on_leave: Box<dyn FnOnce() + Send>,
+        state: RecoveryState,
     ) -> Socket {
-        let id = Sid::new();
-        let mut rooms = HashSet::new();
+        let recovered = state.restored.is_some();
+        let (id, restored_rooms) = state.restored.unwrap_or_else(|| (Sid::new(), Vec::new()));
+        let mut rooms: HashSet<Room> = restored_rooms.into_iter().collect();
         rooms.insert(Room::from(id.to_string()));
         Socket {
             inner: Arc::new(SocketInner {
@@ -133,6 +165,12 @@ impl Socket {
                 data: Mutex::new(HashMap::new()),
                 connected: AtomicBool::new(true),
                 on_leave: Mutex::new(Some(on_leave)),
+                pid: state.pid,
+                recovered,
+                base_offset: state.base_offset,
+                last_offset: AtomicU64::new(state.last_offset),
+                holding: AtomicBool::new(recovered),
+                held: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -165,8 +203,85 @@ impl Socket {
         &self.inner.handshake
     }
 
-    pub(crate) fn session(&self) -> &Arc<Session> {
-        &self.inner.session
+    /// Whether this socket recovered the session of a lost connection (Connection State
+    /// Recovery): same id, same rooms, and the missed events were replayed to it before its
+    /// connect handler ran. The client sees `socket.recovered === true`.
+    pub fn is_recovered(&self) -> bool {
+        self.inner.recovered
+    }
+
+    pub(crate) fn pid(&self) -> Option<&Arc<str>> {
+        self.inner.pid.as_ref()
+    }
+
+    /// Queues frames for the client, or holds them while a recovering socket waits for its
+    /// replay. `offset`: the recovery log offset the frames carry.
+    pub(crate) fn deliver(
+        &self,
+        frames: &[Frame],
+        offset: Option<Offset>,
+    ) -> Result<(), SendError> {
+        if self.inner.holding.load(Ordering::Acquire) {
+            let mut held = self.inner.held.lock();
+            // Re-checked under the lock: `release_held` clears it while holding the lock.
+            if self.inner.holding.load(Ordering::Acquire) {
+                held.push((offset, frames.to_vec()));
+                return Ok(());
+            }
+        }
+        self.inner.session.send_all(frames)?;
+        if let Some(offset) = offset {
+            self.inner.last_offset.fetch_max(offset, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Records that a replayed packet was queued.
+    pub(crate) fn note_offset(&self, offset: Offset) {
+        self.inner.last_offset.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// Sends what was held during the replay (except what the replay already carried) and
+    /// stops holding.
+    pub(crate) fn release_held(&self, replayed: &HashSet<Offset>) -> Result<(), SendError> {
+        let mut held = self.inner.held.lock();
+        let mut result = Ok(());
+        for (offset, frames) in held.drain(..) {
+            if offset.is_some_and(|o| replayed.contains(&o)) || result.is_err() {
+                continue;
+            }
+            result = self.inner.session.send_all(&frames);
+            if let (Ok(()), Some(o)) = (&result, offset) {
+                self.inner.last_offset.fetch_max(o, Ordering::AcqRel);
+            }
+        }
+        self.inner.holding.store(false, Ordering::Release);
+        result
+    }
+
+    fn session_record(&self, pid: &str, rooms: Vec<Room>) -> SessionRecord {
+        SessionRecord {
+            pid: pid.to_owned(),
+            sid: self.id(),
+            namespace: self.inner.ns.name().to_owned(),
+            rooms,
+            base_offset: self.inner.base_offset,
+            last_offset: self.inner.last_offset.load(Ordering::Acquire),
+            disconnected_at: now_millis(),
+        }
+    }
+
+    /// Closes this socket because its client recovered it on another connection, and hands
+    /// over its session. The old connection gets a DISCONNECT for the namespace, so a client
+    /// that is in fact still there does not reconnect and fight over the session.
+    pub(crate) fn evict_for_recovery(&self) -> Option<SessionRecord> {
+        let pid = self.inner.pid.clone()?;
+        let _ = self
+            .inner
+            .session
+            .send(Packet::disconnect(self.inner.ns.name()).to_frame());
+        let rooms = self.close_inner(DisconnectReason::Replaced)?;
+        Some(self.session_record(&pid, rooms))
     }
 
     /// Whether the socket is still connected.
@@ -245,6 +360,19 @@ impl Socket {
         args: Vec<Value>,
         attachments: &[Bytes],
     ) -> Result<(), EmitError> {
+        if let Some(recovery) = self.inner.ns.recovery() {
+            let own = [Room::from(self.id().to_string())];
+            let (frames, offset) = recovery.log_event(
+                self.inner.ns.name(),
+                event,
+                args,
+                attachments,
+                &own,
+                Vec::new(),
+            )?;
+            self.deliver(&frames, Some(offset))?;
+            return Ok(());
+        }
         let frames = event_frames(self.inner.ns.name(), event, args, attachments, None)?;
         self.inner.session.send_all(&frames)?;
         Ok(())
@@ -399,13 +527,31 @@ impl Socket {
     /// Unregisters the socket everywhere, fails its pending acks and runs its disconnect
     /// handlers. Idempotent.
     pub(crate) fn close(&self, reason: DisconnectReason) {
+        let Some(rooms) = self.close_inner(reason) else {
+            return;
+        };
+        if let (Some(pid), Some(recovery)) = (&self.inner.pid, self.inner.ns.recovery()) {
+            if recovery::is_recoverable(reason) {
+                recovery
+                    .log
+                    .persist_session(self.session_record(pid, rooms));
+            }
+        }
+    }
+
+    /// [`Socket::close`] without persisting the session; the rooms it was in, or None when it
+    /// was already closed.
+    fn close_inner(&self, reason: DisconnectReason) -> Option<Vec<Room>> {
         let rooms: Vec<Room> = {
             let mut rooms = self.inner.rooms.lock();
             if !self.inner.connected.swap(false, Ordering::AcqRel) {
-                return;
+                return None;
             }
             rooms.drain().collect()
         };
+        if let (Some(pid), Some(recovery)) = (&self.inner.pid, self.inner.ns.recovery()) {
+            recovery.unregister_live(pid, self);
+        }
         self.inner.ns.remove_socket(self.id(), &rooms);
         // Dropping the senders fails every pending emit_with_ack with `Disconnected`.
         self.inner.acks.lock().clear();
@@ -417,5 +563,6 @@ impl Socket {
         for handler in handlers {
             tokio::spawn(handler(self.clone(), reason));
         }
+        Some(rooms)
     }
 }

@@ -26,7 +26,9 @@ use tidings_core::store::{Millis, Retention, Store, SubscriptionName, Topic};
 use tokio_util::sync::CancellationToken;
 
 use self::dispatcher::Dispatcher;
+use crate::cluster::ClusterLink;
 use crate::io::{ConnectError, Event, Socket};
+use tidings_core::cluster::ClusterMessage;
 
 /// The built-in events of the durable queues.
 const QUEUE_EVENTS: &[&str] = &["subscribe", "unsubscribe", "publish", "history"];
@@ -169,6 +171,8 @@ pub struct Queues {
     config: QueueConfig,
     registry: Mutex<Registry>,
     stop: CancellationToken,
+    /// Other nodes sharing the store: told about publishes and subscription changes.
+    cluster: Arc<ClusterLink>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -184,6 +188,7 @@ impl Queues {
     pub(crate) async fn start(
         store: Arc<dyn Store>,
         config: QueueConfig,
+        cluster: Arc<ClusterLink>,
     ) -> Result<Arc<Queues>, tidings_core::store::StoreError> {
         let subscriptions = store.subscriptions().await?;
         let members = store.members().await?;
@@ -202,6 +207,7 @@ impl Queues {
             config,
             registry: Mutex::new(Registry::default()),
             stop: CancellationToken::new(),
+            cluster,
         });
         {
             let mut registry = queues.registry.lock();
@@ -309,8 +315,49 @@ impl Queues {
         }
     }
 
-    /// Registers `identity` as a consumer of the queue `key` (after a subscribe).
+    /// Registers `identity` as a consumer of the queue `key` (after a subscribe), here and on
+    /// the other nodes.
     fn attach(&self, identity: &Arc<str>, key: &QueueKey) {
+        self.attach_local(identity, key);
+        self.announce_subscription(identity, key, true);
+    }
+
+    fn announce_subscription(&self, identity: &str, key: &QueueKey, subscribed: bool) {
+        self.cluster.publish(|| ClusterMessage::Subscribed {
+            topic: key.0.as_str().to_owned(),
+            key: key.1.key(),
+            identity: identity.to_owned(),
+            subscribed,
+        });
+    }
+
+    /// Another node's client subscribed or unsubscribed: this node's sockets of that identity
+    /// consume (or stop consuming) the queue too.
+    pub(crate) fn on_remote_subscription(
+        &self,
+        topic: &str,
+        key: &str,
+        identity: &str,
+        subscribed: bool,
+    ) {
+        let (Ok(topic), Ok(sub)) = (Topic::new(topic), SubscriptionName::from_key(key)) else {
+            tracing::warn!(
+                topic,
+                key,
+                "cluster: ignored a subscription change with invalid names"
+            );
+            return;
+        };
+        let identity: Arc<str> = Arc::from(identity);
+        let key = (topic, sub);
+        if subscribed {
+            self.attach_local(&identity, &key);
+        } else {
+            self.detach_local(&identity, &key);
+        }
+    }
+
+    fn attach_local(&self, identity: &Arc<str>, key: &QueueKey) {
         let mut registry = self.registry.lock();
         registry
             .consumes
@@ -335,6 +382,12 @@ impl Queues {
     /// Removes `identity` from the queue `key`. Returns true when nobody consumes the queue
     /// any more (so its entries can be removed).
     fn detach(&self, identity: &Arc<str>, key: &QueueKey) -> bool {
+        let orphaned = self.detach_local(identity, key);
+        self.announce_subscription(identity, key, false);
+        orphaned
+    }
+
+    fn detach_local(&self, identity: &Arc<str>, key: &QueueKey) -> bool {
         let mut registry = self.registry.lock();
         if let Some(keys) = registry.consumes.get_mut(identity) {
             keys.remove(key);
@@ -382,8 +435,22 @@ impl Queues {
         }
     }
 
-    /// Wakes the dispatchers of `topic` (after a publish).
+    /// Wakes the dispatchers of `topic` (after a publish), here and on the other nodes.
     fn wake_topic(&self, topic: &Topic) {
+        self.wake_local(topic);
+        self.cluster.publish(|| ClusterMessage::Published {
+            topic: topic.as_str().to_owned(),
+        });
+    }
+
+    /// Another node appended to `topic`.
+    pub(crate) fn wake_topic_by_name(&self, topic: &str) {
+        if let Ok(topic) = Topic::new(topic) {
+            self.wake_local(&topic);
+        }
+    }
+
+    fn wake_local(&self, topic: &Topic) {
         let registry = self.registry.lock();
         for ((t, _), d) in &registry.dispatchers {
             if t == topic {

@@ -43,7 +43,12 @@ pub fn interop_config() -> tidings_server::ServerConfigBuilder {
 
 /// The interop app described in tests/clients/README.md.
 pub fn interop_app(config: ServerConfig) -> Server {
-    let server = Server::new(config);
+    install_interop_app(Server::new(config))
+}
+
+/// Installs the interop app's namespaces on `server` (e.g. one made with
+/// `Server::with_session_log`).
+pub fn install_interop_app(server: Server) -> Server {
     server.of("/").on_connect(on_connect);
     server.of("/custom").on_connect(on_connect);
     server

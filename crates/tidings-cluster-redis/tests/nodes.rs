@@ -1,0 +1,261 @@
+//! Three in-process tidings servers joined by a real `redis-server` (a private one on a free
+//! port, or `TIDINGS_REDIS_URL`), with real Rust clients: room broadcasts, remote room
+//! operations and fetch-sockets reach every node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tidings_client::{Client, ClientOptions, EventStream};
+use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
+use tidings_server::{Server, ServerConfig};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A private redis-server, killed on drop; or nothing when `TIDINGS_REDIS_URL` is set.
+struct Redis {
+    child: Option<std::process::Child>,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn redis() -> Redis {
+    if let Ok(url) = std::env::var("TIDINGS_REDIS_URL") {
+        return Redis {
+            child: None,
+            url,
+            _dir: None,
+        };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("these tests need redis-server on PATH (apt-get install redis-server) or TIDINGS_REDIS_URL: {e}")
+        });
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Redis {
+        child: Some(child),
+        url: format!("redis://127.0.0.1:{port}"),
+        _dir: Some(dir),
+    }
+}
+
+struct Node {
+    server: Server,
+    url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.server.shutdown();
+    }
+}
+
+/// A server with the built-in events on 127.0.0.1:0, in the cluster of `prefix`.
+async fn node(redis: &str, prefix: &str) -> Node {
+    let server = Server::new(
+        ServerConfig::builder()
+            .builtin_events(true)
+            .build()
+            .unwrap(),
+    );
+    let cluster = RedisCluster::connect(RedisClusterConfig::new(redis).prefix(prefix))
+        .await
+        .unwrap();
+    assert!(server.enable_cluster(Arc::new(cluster)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let s = server.clone();
+    tokio::spawn(async move { s.serve(listener).await });
+    Node { server, url }
+}
+
+async fn cluster_of_three(redis: &Redis) -> Vec<Node> {
+    let prefix = format!("t{}:", fastrand_suffix());
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&redis.url, &prefix).await);
+    }
+    // Every node listens before the test starts: peers() counts subscriptions.
+    let deadline = Instant::now() + WAIT;
+    for n in &nodes {
+        loop {
+            let peers = n.server.cluster().unwrap().peers().await.unwrap();
+            if peers == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes never saw each other ({peers} peers)"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    nodes
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+async fn client(node: &Node) -> Client {
+    Client::connect(ClientOptions::builder(&node.url).build().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn join(c: &Client, room: &str) {
+    let ack = c
+        .emit_with_ack("join", &json!({ "room": room }), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ack[0], json!({ "ok": true }));
+}
+
+async fn next(stream: &mut EventStream) -> serde_json::Value {
+    tokio::time::timeout(WAIT, stream.recv())
+        .await
+        .expect("no event within 10 s")
+        .unwrap()
+        .args[0]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_broadcasts_reach_every_node_in_order() {
+    let redis = redis();
+    let nodes = cluster_of_three(&redis).await;
+    let mut members = Vec::new();
+    for n in &nodes {
+        let c = client(n).await;
+        let chat = c.on("chat");
+        join(&c, "lobby").await;
+        members.push((c, chat));
+    }
+    // A client in another room on every node must not get the room's broadcasts.
+    let outsider = client(&nodes[2]).await;
+    let mut outsider_chat = outsider.on("chat");
+    join(&outsider, "elsewhere").await;
+
+    const N: u64 = 200;
+    for i in 0..N {
+        let ack = members[0]
+            .0
+            .emit_with_ack(
+                "broadcast",
+                &json!({ "room": "lobby", "event": "chat", "data": { "i": i } }),
+                WAIT,
+            )
+            .await
+            .unwrap();
+        assert_eq!(ack[0]["ok"], json!(true));
+    }
+    // Nodes 2 and 3 get every broadcast, in order; the sender does not get its own.
+    for (c, chat) in members.iter_mut().skip(1) {
+        for i in 0..N {
+            assert_eq!(next(chat).await, json!({ "i": i }), "client {:?}", c.id());
+        }
+    }
+    // A marker broadcast to the outsider's room arrives first: nothing from lobby reached it.
+    let ack = members[1]
+        .0
+        .emit_with_ack(
+            "broadcast",
+            &json!({ "room": "elsewhere", "event": "chat", "data": "marker" }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], json!(true));
+    assert_eq!(next(&mut outsider_chat).await, json!("marker"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_room_operations_and_fetch_sockets() {
+    let redis = redis();
+    let nodes = cluster_of_three(&redis).await;
+    let a = client(&nodes[1]).await;
+    let b = client(&nodes[2]).await;
+    let mut a_news = a.on("news");
+    let mut b_news = b.on("news");
+    join(&a, "lobby").await;
+    join(&b, "lobby").await;
+
+    // Node 0 has no member of the room, yet sees both.
+    let ns = nodes[0].server.of("/");
+    let mut found = ns.to("lobby").fetch_sockets(WAIT).await;
+    found.sort_by(|x, y| x.sid.cmp(&y.sid));
+    let mut expected = vec![a.id().unwrap().to_string(), b.id().unwrap().to_string()];
+    expected.sort();
+    assert_eq!(
+        found.iter().map(|s| s.sid.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(found.iter().all(|s| s.rooms.iter().any(|r| r == "lobby")));
+
+    // Node 0 makes the lobby join `vip`, then broadcasts to `vip`: both receive it.
+    ns.to("lobby").join("vip");
+    // Ordered after the join: same node, same channel.
+    ns.to("vip").emit("news", "for vips").unwrap();
+    assert_eq!(next(&mut a_news).await, json!("for vips"));
+    assert_eq!(next(&mut b_news).await, json!("for vips"));
+
+    // Node 0 makes `b` leave `vip` (addressed by its own room, its id).
+    ns.to(b.id().unwrap().to_string().as_str()).leave("vip");
+    ns.to("vip").emit("news", "second").unwrap();
+    ns.to("lobby").emit("news", "third").unwrap();
+    assert_eq!(next(&mut a_news).await, json!("second"));
+    assert_eq!(next(&mut a_news).await, json!("third"));
+    // b left vip: its next news is the lobby one.
+    assert_eq!(next(&mut b_news).await, json!("third"));
+
+    // Disconnect by room, from a node that holds neither socket.
+    ns.to("vip").disconnect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = ns.to("lobby").fetch_sockets(WAIT).await;
+        if left.len() == 1 {
+            assert_eq!(left[0].sid, b.id().unwrap().to_string());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a was not disconnected: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // b is still served.
+    ns.to("lobby").emit("news", "after").unwrap();
+    assert_eq!(next(&mut b_news).await, json!("after"));
+}

@@ -1,0 +1,409 @@
+//! The cross-node seam: how several tidings nodes share room broadcasts and remote operations.
+//!
+//! A node hands every broadcast it makes — already encoded, once — to its [`Cluster`], which
+//! delivers it to every other node; each node then delivers it to its own sockets in the
+//! addressed rooms. Room operations (`join` / `leave` / `disconnect` by room) travel the same
+//! way, and "which sockets are in this room across all nodes" is a request that every other
+//! node answers. The durable topics do not travel here: they live in a shared
+//! [`crate::store::Store`]; only a wake-up hint ([`ClusterMessage::Published`]) and
+//! subscription changes ([`ClusterMessage::Subscribed`]) do.
+//!
+//! Guarantees a backend must give: messages from one node reach every other node in the order
+//! they were published, a node never receives its own messages, and a failure is logged and
+//! counted, never a panic. Broadcasts are as volatile across nodes as they are on one node: a
+//! node that is cut off from the cluster misses them (durable topics are the tool for what
+//! must arrive).
+//!
+//! The wire form ([`ClusterMessage::encode`] / [`ClusterMessage::decode`]) is JSON with binary
+//! frames in base64; a broadcast is encoded once however many nodes receive it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A future returned by a [`Cluster`] method.
+pub type ClusterFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ClusterError>> + Send + 'a>>;
+
+/// A cluster operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The backend cannot be reached right now.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// A message from another node could not be decoded.
+    #[error("malformed cluster message: {0}")]
+    Malformed(String),
+}
+
+/// Which sockets of a namespace an operation addresses: those in any of `rooms` (every socket
+/// of the namespace when empty) and in none of `except`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The namespace, e.g. `/` or `/chat`.
+    pub namespace: String,
+    /// Rooms addressed; empty = the whole namespace.
+    pub rooms: Vec<String>,
+    /// Rooms whose members are left out.
+    pub except: Vec<String>,
+}
+
+/// One encoded Engine.IO frame of a broadcast, as it goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireFrame {
+    /// A text packet including its Engine.IO type digit, e.g. `42["news",1]`.
+    Text(Bytes),
+    /// A binary attachment's bytes.
+    Binary(Bytes),
+}
+
+/// A socket on some node, as reported by a fetch-sockets request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSocket {
+    /// The socket id.
+    pub sid: String,
+    /// The node that holds it.
+    pub node: String,
+    /// Its rooms.
+    pub rooms: Vec<String>,
+}
+
+/// What nodes tell each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterMessage {
+    /// Deliver these frames to the local sockets of `target`.
+    Broadcast {
+        /// Who receives it.
+        target: Target,
+        /// The encoded packet: one text frame, then its binary attachments.
+        frames: Vec<WireFrame>,
+        /// The Connection State Recovery offset the packet carries, if any.
+        offset: Option<u64>,
+    },
+    /// Make the local sockets of `target` join `room`.
+    Join {
+        /// Whose sockets.
+        target: Target,
+        /// The room to join.
+        room: String,
+    },
+    /// Make the local sockets of `target` leave `room`.
+    Leave {
+        /// Whose sockets.
+        target: Target,
+        /// The room to leave.
+        room: String,
+    },
+    /// Disconnect the local sockets of `target` from their namespace.
+    Disconnect {
+        /// Whose sockets.
+        target: Target,
+    },
+    /// Report the local sockets of `target` to node `origin` with [`ClusterMessage::Sockets`].
+    FetchSockets {
+        /// Matches the answers to the request.
+        request: u64,
+        /// The asking node.
+        origin: String,
+        /// Whose sockets.
+        target: Target,
+    },
+    /// The answer to [`ClusterMessage::FetchSockets`].
+    Sockets {
+        /// The request answered.
+        request: u64,
+        /// The answering node's sockets.
+        sockets: Vec<RemoteSocket>,
+    },
+    /// A message was appended to durable `topic`: dispatchers of its subscriptions should
+    /// look for work now rather than at their next poll.
+    Published {
+        /// The topic.
+        topic: String,
+    },
+    /// `identity` subscribed to (`subscribed = true`) or left (`false`) the queue `key`
+    /// (`id:<name>` or `group:<name>`) of `topic`; other nodes update their routing.
+    Subscribed {
+        /// The topic.
+        topic: String,
+        /// The subscription key.
+        key: String,
+        /// The identity.
+        identity: String,
+        /// Joined (true) or left (false).
+        subscribed: bool,
+    },
+}
+
+/// The JSON shape of a [`ClusterMessage`] on the wire.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum Wire {
+    Broadcast {
+        target: Target,
+        /// Text frames as strings, binary frames as `{"b": base64}`.
+        frames: Vec<WireFrameJson>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    Join {
+        target: Target,
+        room: String,
+    },
+    Leave {
+        target: Target,
+        room: String,
+    },
+    Disconnect {
+        target: Target,
+    },
+    FetchSockets {
+        request: u64,
+        origin: String,
+        target: Target,
+    },
+    Sockets {
+        request: u64,
+        sockets: Vec<RemoteSocket>,
+    },
+    Published {
+        topic: String,
+    },
+    Subscribed {
+        topic: String,
+        key: String,
+        identity: String,
+        subscribed: bool,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WireFrameJson {
+    Text(String),
+    Binary { b: String },
+}
+
+/// A message and the node that sent it, as carried between nodes.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    /// The sending node.
+    from: String,
+    #[serde(flatten)]
+    message: Wire,
+}
+
+impl ClusterMessage {
+    /// Encodes the message sent by node `from`.
+    pub fn encode(&self, from: &str) -> Vec<u8> {
+        let message = match self.clone() {
+            ClusterMessage::Broadcast {
+                target,
+                frames,
+                offset,
+            } => Wire::Broadcast {
+                target,
+                frames: frames
+                    .into_iter()
+                    .map(|f| match f {
+                        WireFrame::Text(t) => {
+                            WireFrameJson::Text(String::from_utf8_lossy(&t).into_owned())
+                        }
+                        WireFrame::Binary(b) => WireFrameJson::Binary {
+                            b: base64::engine::general_purpose::STANDARD.encode(&b),
+                        },
+                    })
+                    .collect(),
+                offset,
+            },
+            ClusterMessage::Join { target, room } => Wire::Join { target, room },
+            ClusterMessage::Leave { target, room } => Wire::Leave { target, room },
+            ClusterMessage::Disconnect { target } => Wire::Disconnect { target },
+            ClusterMessage::FetchSockets {
+                request,
+                origin,
+                target,
+            } => Wire::FetchSockets {
+                request,
+                origin,
+                target,
+            },
+            ClusterMessage::Sockets { request, sockets } => Wire::Sockets { request, sockets },
+            ClusterMessage::Published { topic } => Wire::Published { topic },
+            ClusterMessage::Subscribed {
+                topic,
+                key,
+                identity,
+                subscribed,
+            } => Wire::Subscribed {
+                topic,
+                key,
+                identity,
+                subscribed,
+            },
+        };
+        let envelope = Envelope {
+            from: from.to_owned(),
+            message,
+        };
+        // Serializing plain strings, numbers and vectors cannot fail.
+        serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    /// Decodes a message; returns it with the id of the node that sent it.
+    pub fn decode(bytes: &[u8]) -> Result<(String, ClusterMessage), ClusterError> {
+        let envelope: Envelope =
+            serde_json::from_slice(bytes).map_err(|e| ClusterError::Malformed(e.to_string()))?;
+        let message = match envelope.message {
+            Wire::Broadcast {
+                target,
+                frames,
+                offset,
+            } => {
+                let mut out = Vec::with_capacity(frames.len());
+                for f in frames {
+                    out.push(match f {
+                        WireFrameJson::Text(t) => WireFrame::Text(Bytes::from(t)),
+                        WireFrameJson::Binary { b } => WireFrame::Binary(Bytes::from(
+                            base64::engine::general_purpose::STANDARD
+                                .decode(b.as_bytes())
+                                .map_err(|e| ClusterError::Malformed(e.to_string()))?,
+                        )),
+                    });
+                }
+                ClusterMessage::Broadcast {
+                    target,
+                    frames: out,
+                    offset,
+                }
+            }
+            Wire::Join { target, room } => ClusterMessage::Join { target, room },
+            Wire::Leave { target, room } => ClusterMessage::Leave { target, room },
+            Wire::Disconnect { target } => ClusterMessage::Disconnect { target },
+            Wire::FetchSockets {
+                request,
+                origin,
+                target,
+            } => ClusterMessage::FetchSockets {
+                request,
+                origin,
+                target,
+            },
+            Wire::Sockets { request, sockets } => ClusterMessage::Sockets { request, sockets },
+            Wire::Published { topic } => ClusterMessage::Published { topic },
+            Wire::Subscribed {
+                topic,
+                key,
+                identity,
+                subscribed,
+            } => ClusterMessage::Subscribed {
+                topic,
+                key,
+                identity,
+                subscribed,
+            },
+        };
+        Ok((envelope.from, message))
+    }
+}
+
+/// Receives the messages of other nodes, in the order each node sent them.
+pub type ClusterHandler = Arc<dyn Fn(ClusterMessage) + Send + Sync>;
+
+/// The cross-node bus. See the module docs for what a backend guarantees.
+pub trait Cluster: Send + Sync + 'static {
+    /// This node's id, unique in the cluster.
+    fn node_id(&self) -> &str;
+
+    /// Sends `message` to every other node. Never blocks: the backend queues it and sends
+    /// queued messages in order; a failure is logged and counted by the backend.
+    fn publish(&self, message: ClusterMessage);
+
+    /// Sends `message` to node `node` only (answers to requests).
+    fn send_to(&self, node: &str, message: ClusterMessage);
+
+    /// Starts delivering other nodes' messages to `handler` (called once, at start-up).
+    fn start(&self, handler: ClusterHandler);
+
+    /// How many other nodes are listening now: the number of answers a request can expect.
+    fn peers(&self) -> ClusterFuture<'_, usize>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let target = Target {
+            namespace: "/chat".into(),
+            rooms: vec!["lobby".into()],
+            except: vec!["muted".into()],
+        };
+        let cases = vec![
+            ClusterMessage::Broadcast {
+                target: target.clone(),
+                frames: vec![
+                    WireFrame::Text(Bytes::from_static(
+                        br#"451-/chat,["x",{"_placeholder":true,"num":0}]"#,
+                    )),
+                    WireFrame::Binary(Bytes::from_static(&[0, 255, 7])),
+                ],
+                offset: Some(42),
+            },
+            ClusterMessage::Join {
+                target: target.clone(),
+                room: "r".into(),
+            },
+            ClusterMessage::Leave {
+                target: target.clone(),
+                room: "r".into(),
+            },
+            ClusterMessage::Disconnect {
+                target: target.clone(),
+            },
+            ClusterMessage::FetchSockets {
+                request: 9,
+                origin: "n1".into(),
+                target,
+            },
+            ClusterMessage::Sockets {
+                request: 9,
+                sockets: vec![RemoteSocket {
+                    sid: "abc".into(),
+                    node: "n2".into(),
+                    rooms: vec!["abc".into(), "lobby".into()],
+                }],
+            },
+            ClusterMessage::Published {
+                topic: "pickup".into(),
+            },
+            ClusterMessage::Subscribed {
+                topic: "pickup".into(),
+                key: "group:drivers".into(),
+                identity: "d-1".into(),
+                subscribed: true,
+            },
+        ];
+        for message in cases {
+            let bytes = message.encode("node-a");
+            let (from, back) = ClusterMessage::decode(&bytes).unwrap();
+            assert_eq!(from, "node-a");
+            assert_eq!(back, message);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bad in [&b""[..], b"{", b"{\"from\":\"a\",\"t\":\"nope\"}", b"[1]"] {
+            assert!(ClusterMessage::decode(bad).is_err());
+        }
+        let bad_base64 = br#"{"from":"a","t":"broadcast","target":{"namespace":"/","rooms":[],"except":[]},"frames":[{"b":"%%%"}]}"#;
+        assert!(ClusterMessage::decode(bad_base64).is_err());
+    }
+}

@@ -1,0 +1,596 @@
+//! Verified identities and permissions: JSON Web Tokens checked with one pinned algorithm, and
+//! the `tidings` claim (plus configured [`AccessRule`]s) deciding what a client may do.
+//!
+//! With an [`Authenticator`] in [`crate::ServerConfig::auth`]:
+//!
+//! - a client connects with `auth: {token}`; the token's `sub` becomes the socket's durable
+//!   identity (a `clientId` in the payload is ignored, so nobody can claim another identity).
+//!   A missing or bad token is refused with CONNECT_ERROR `{message, data:{code, message}}`,
+//!   `code` being `unauthorized` or `token_expired`;
+//! - the socket is disconnected when its token expires, after the event
+//!   `tidings:disconnecting` `{code:"token_expired", message}`;
+//! - the built-in events check the [`Permissions`]: `publish` (topic), `subscribe` and
+//!   `history` (topic), `join` (room), `broadcast` (`publish` on the room; `admin` for a
+//!   namespace-wide broadcast). A refusal is `{ok:false,error:{code:"forbidden",message}}`;
+//! - the `/v1` HTTP API wants `Authorization: Bearer <token>` (401 without a valid one) and
+//!   answers 403 for what the token does not allow; only `admin` sees or changes other
+//!   identities' queues.
+//!
+//! Without an authenticator every client may do everything (development mode), as before.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidings_core::store::SubscriptionName;
+use tidings_core::{ErrorBody, ErrorCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::io::{ConnectError, Event, Socket};
+use crate::queue::topic_matches;
+
+/// The shortest accepted HS256 secret, in bytes (RFC 7518 §3.2: at least the hash size).
+pub const MIN_HS256_SECRET_LEN: usize = 32;
+
+/// The event a socket receives right before the server disconnects it for a reason of its
+/// own (an expired token): `{code, message}`.
+pub const DISCONNECTING_EVENT: &str = "tidings:disconnecting";
+
+/// What a client may do, from the token's `tidings` claim and the matching [`AccessRule`]s.
+///
+/// Patterns are topic or room names with `*` for one dot-separated segment and `>` for the
+/// rest (`orders.*`, `vendor.>`, `>` for everything). `admin` grants everything, including
+/// other identities' queues through the HTTP API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Permissions {
+    /// Topics the client may publish to, and rooms it may `broadcast` to.
+    pub publish: Vec<String>,
+    /// Topics the client may subscribe to and read the history of.
+    pub subscribe: Vec<String>,
+    /// Rooms the client may join.
+    pub join: Vec<String>,
+    /// Everything, and other identities' queues (HTTP API).
+    pub admin: bool,
+}
+
+impl Permissions {
+    /// Permissions granting `publish`, `subscribe` and `join` patterns, without admin.
+    pub fn new(
+        publish: impl IntoIterator<Item = impl Into<String>>,
+        subscribe: impl IntoIterator<Item = impl Into<String>>,
+        join: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Permissions {
+        Permissions {
+            publish: publish.into_iter().map(Into::into).collect(),
+            subscribe: subscribe.into_iter().map(Into::into).collect(),
+            join: join.into_iter().map(Into::into).collect(),
+            admin: false,
+        }
+    }
+
+    /// Every permission.
+    pub fn admin() -> Permissions {
+        Permissions {
+            admin: true,
+            ..Permissions::default()
+        }
+    }
+
+    /// Whether `action` on `name` (a topic or a room) is allowed.
+    pub fn allows(&self, action: Action, name: &str) -> bool {
+        if self.admin {
+            return true;
+        }
+        let patterns = match action {
+            Action::Publish => &self.publish,
+            Action::Subscribe => &self.subscribe,
+            Action::Join => &self.join,
+        };
+        patterns.iter().any(|p| topic_matches(p, name))
+    }
+
+    fn extend(&mut self, other: &Permissions) {
+        self.publish.extend(other.publish.iter().cloned());
+        self.subscribe.extend(other.subscribe.iter().cloned());
+        self.join.extend(other.join.iter().cloned());
+        self.admin |= other.admin;
+    }
+}
+
+/// Something a client may or may not do to a topic or room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Publish to a topic, or broadcast to a room.
+    Publish,
+    /// Subscribe to a topic or read its history.
+    Subscribe,
+    /// Join a room.
+    Join,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Publish => "publish to",
+            Action::Subscribe => "subscribe to",
+            Action::Join => "join",
+        }
+    }
+}
+
+/// Permissions granted by configuration to every identity that matches `identity`, in
+/// addition to its token's: `*` in `identity` matches any run of characters (`driver-*`,
+/// `*` for everyone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRule {
+    /// The identity (`sub`) pattern.
+    pub identity: String,
+    /// What it grants.
+    pub permissions: Permissions,
+}
+
+/// Whether `identity` matches a glob where `*` is any run of characters.
+fn glob_matches(pattern: &str, identity: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = identity.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// A verified client: its identity, when its token expires, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    identity: Arc<str>,
+    expires_at: Option<SystemTime>,
+    permissions: Permissions,
+}
+
+impl Principal {
+    /// The token's `sub`: the durable identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// When the token stops being accepted (its `exp` plus the leeway).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// The effective permissions (token claim and matching rules).
+    pub fn permissions(&self) -> &Permissions {
+        &self.permissions
+    }
+
+    /// Whether `action` on `name` is allowed.
+    pub fn allows(&self, action: Action, name: &str) -> bool {
+        self.permissions.allows(action, name)
+    }
+
+    /// Whether the principal may act on other identities' queues.
+    pub fn is_admin(&self) -> bool {
+        self.permissions.admin
+    }
+
+    /// `Ok` when `action` on `name` is allowed, else the `forbidden` error body.
+    pub fn check(&self, action: Action, name: &str) -> Result<(), ErrorBody> {
+        if self.allows(action, name) {
+            Ok(())
+        } else {
+            Err(forbidden(format!(
+                "{} may not {} {name:?}",
+                self.identity,
+                action.as_str()
+            )))
+        }
+    }
+}
+
+pub(crate) fn forbidden(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Forbidden, message)
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No token was presented.
+    #[error("a token is required")]
+    Missing,
+    /// The token's `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// The token's `nbf` is in the future.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// Anything else: bad signature, wrong algorithm, malformed, missing claims.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+impl AuthError {
+    /// The wire code: `token_expired` or `unauthorized`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::Expired => ErrorCode::TokenExpired,
+            _ => ErrorCode::Unauthorized,
+        }
+    }
+
+    /// The error body `{code, message}`.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+/// The authenticator's key could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid token key: {0}")]
+pub struct KeyError(String);
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: Option<u64>,
+    #[serde(default)]
+    tidings: Option<Permissions>,
+}
+
+/// Verifies JSON Web Tokens with one key and one pinned algorithm (HS256 for a shared secret,
+/// RS256 / ES256 / EdDSA for an RSA / P-256 / Ed25519 public key): a token whose header names
+/// any other algorithm — `none`, or HS256 signed with the public key's bytes — is refused.
+///
+/// `exp` and `sub` are required; `exp` and `nbf` are checked with a leeway (default 60 s),
+/// `aud` and `iss` only when configured.
+#[derive(Clone)]
+pub struct Authenticator {
+    key: DecodingKey,
+    algorithm: Algorithm,
+    validation: Validation,
+    rules: Vec<AccessRule>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key (an HS256 secret).
+        f.debug_struct("Authenticator")
+            .field("algorithm", &self.algorithm)
+            .field("key", &"<redacted>")
+            .field("leeway_secs", &self.validation.leeway)
+            .field("audience", &self.validation.aud)
+            .field("issuer", &self.validation.iss)
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    fn with_key(key: DecodingKey, algorithm: Algorithm) -> Authenticator {
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        Authenticator {
+            key,
+            algorithm,
+            validation,
+            rules: Vec::new(),
+        }
+    }
+
+    /// Tokens signed with HS256 and this shared secret (at least
+    /// [`MIN_HS256_SECRET_LEN`] bytes).
+    pub fn hs256(secret: &[u8]) -> Result<Authenticator, KeyError> {
+        if secret.len() < MIN_HS256_SECRET_LEN {
+            return Err(KeyError(format!(
+                "an HS256 secret must be at least {MIN_HS256_SECRET_LEN} bytes, got {}",
+                secret.len()
+            )));
+        }
+        Ok(Self::with_key(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+        ))
+    }
+
+    /// Tokens signed with the private half of this PEM public key (`-----BEGIN PUBLIC
+    /// KEY-----`): RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA.
+    pub fn from_public_key_pem(pem: &[u8]) -> Result<Authenticator, KeyError> {
+        let text = String::from_utf8_lossy(pem);
+        if text.contains("PRIVATE KEY") {
+            return Err(KeyError(
+                "expected a public key, got a private key (keep it with the token issuer)".into(),
+            ));
+        }
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(Self::with_key(key, Algorithm::RS256));
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            return Ok(Self::with_key(key, Algorithm::ES256));
+        }
+        if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            return Ok(Self::with_key(key, Algorithm::EdDSA));
+        }
+        Err(KeyError(
+            "not a PEM RSA, EC P-256 or Ed25519 public key".into(),
+        ))
+    }
+
+    /// The pinned algorithm, e.g. `HS256`.
+    pub fn algorithm(&self) -> String {
+        format!("{:?}", self.algorithm)
+    }
+
+    /// Clock skew tolerated on `exp` and `nbf` (whole seconds). Default 60 s.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.validation.leeway = leeway.as_secs();
+        self
+    }
+
+    /// Accept only tokens whose `aud` contains `audience`.
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.validation.set_audience(&[audience]);
+        self.validation.validate_aud = true;
+        self.validation
+            .required_spec_claims
+            .insert("aud".to_owned());
+        self
+    }
+
+    /// Accept only tokens whose `iss` is `issuer`.
+    pub fn issuer(mut self, issuer: &str) -> Self {
+        self.validation.set_issuer(&[issuer]);
+        self.validation
+            .required_spec_claims
+            .insert("iss".to_owned());
+        self
+    }
+
+    /// Permissions granted by configuration, added to every matching token's.
+    pub fn rules(mut self, rules: Vec<AccessRule>) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// Verifies `token` and returns who presented it and what it may do.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| self.explain(e.kind()))?;
+        let claims = data.claims;
+        if SubscriptionName::identity(&claims.sub).is_err() {
+            return Err(AuthError::Invalid(
+                "`sub` must be 1 to 200 bytes without control characters".into(),
+            ));
+        }
+        let mut permissions = claims.tidings.unwrap_or_default();
+        for rule in &self.rules {
+            if glob_matches(&rule.identity, &claims.sub) {
+                permissions.extend(&rule.permissions);
+            }
+        }
+        let expires_at = claims.exp.map(|exp| {
+            UNIX_EPOCH + Duration::from_secs(exp.saturating_add(self.validation.leeway))
+        });
+        Ok(Principal {
+            identity: Arc::from(claims.sub),
+            expires_at,
+            permissions,
+        })
+    }
+
+    fn explain(&self, kind: &ErrorKind) -> AuthError {
+        let why = match kind {
+            ErrorKind::ExpiredSignature => return AuthError::Expired,
+            ErrorKind::ImmatureSignature => return AuthError::NotYetValid,
+            ErrorKind::InvalidSignature => "signature does not match".to_owned(),
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => format!(
+                "algorithm not accepted (this server accepts {:?} only)",
+                self.algorithm
+            ),
+            ErrorKind::MissingRequiredClaim(claim) => format!("missing claim `{claim}`"),
+            ErrorKind::InvalidClaimFormat(claim) => format!("malformed claim `{claim}`"),
+            ErrorKind::InvalidAudience => "wrong audience".to_owned(),
+            ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
+            ErrorKind::Json(_) => "malformed header or claims".to_owned(),
+            _ => "malformed token".to_owned(),
+        };
+        AuthError::Invalid(why)
+    }
+}
+
+/// Who a connecting client is: its durable identity, and its principal when verified.
+pub(crate) struct Admission {
+    pub(crate) identity: Option<Arc<str>>,
+    pub(crate) principal: Option<Arc<Principal>>,
+}
+
+/// Decides who the CONNECT auth payload names: with an authenticator, the verified token's
+/// `sub` (a `clientId` is ignored); without, the `clientId` (see
+/// [`crate::queue::identity_from_auth`]).
+pub(crate) fn admit(
+    authenticator: Option<&Authenticator>,
+    auth: &Value,
+) -> Result<Admission, ConnectError> {
+    let Some(authenticator) = authenticator else {
+        return Ok(Admission {
+            identity: crate::queue::identity_from_auth(auth)?,
+            principal: None,
+        });
+    };
+    let verified = match auth.get("token") {
+        Some(Value::String(token)) => authenticator.verify(token),
+        None | Some(Value::Null) => Err(AuthError::Missing),
+        Some(_) => Err(AuthError::Invalid("`token` must be a string".into())),
+    };
+    match verified {
+        Ok(principal) => Ok(Admission {
+            identity: Some(principal.identity.clone()),
+            principal: Some(Arc::new(principal)),
+        }),
+        Err(e) => Err(ConnectError::new(e.to_string()).with_data(json!(e.body()))),
+    }
+}
+
+/// The verified principal stored on a socket. A private type, so no other code can put one
+/// there.
+struct Verified(Arc<Principal>);
+
+impl Socket {
+    /// The verified principal of the socket (None without an [`Authenticator`]).
+    pub fn principal(&self) -> Option<Arc<Principal>> {
+        self.data::<Verified>().map(|v| v.0.clone())
+    }
+
+    /// `Ok` when the socket may do `action` on `name`: always without an authenticator, else
+    /// as its principal's permissions say (`forbidden` otherwise).
+    pub fn check_access(&self, action: Action, name: &str) -> Result<(), ErrorBody> {
+        match self.principal() {
+            Some(principal) => principal.check(action, name),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The access a built-in event needs, from its payload; None when it needs none, or when the
+/// payload is malformed (the event's handler answers `bad_request` then).
+fn needed_access(
+    name: &str,
+    payload: &Value,
+    queues_enabled: bool,
+    builtins_enabled: bool,
+) -> Option<Result<(Action, String), &'static str>> {
+    let field = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_owned);
+    match name {
+        "publish" if queues_enabled => field("topic").map(|t| Ok((Action::Publish, t))),
+        "subscribe" | "history" if queues_enabled => {
+            field("topic").map(|t| Ok((Action::Subscribe, t)))
+        }
+        "join" if builtins_enabled => field("room").map(|r| Ok((Action::Join, r))),
+        "broadcast" if builtins_enabled && payload.is_object() => match payload.get("room") {
+            None | Some(Value::Null) => Some(Err("broadcast to the whole namespace")),
+            Some(Value::String(room)) => Some(Ok((Action::Publish, room.clone()))),
+            Some(_) => None,
+        },
+        _ => None,
+    }
+}
+
+/// Checks a built-in event against the socket's permissions before it is handled: returns the
+/// event when it may proceed, or answers its ack with `forbidden` and returns None.
+pub(crate) fn guard(
+    socket: &Socket,
+    mut event: Event,
+    queues_enabled: bool,
+    builtins_enabled: bool,
+) -> Option<Event> {
+    // No verified principal: development mode, everything is allowed.
+    let Some(principal) = socket.principal() else {
+        return Some(event);
+    };
+    let Some(payload) = event.args.first() else {
+        return Some(event);
+    };
+    let verdict = match needed_access(&event.name, payload, queues_enabled, builtins_enabled) {
+        None => return Some(event),
+        Some(Ok((action, name))) => principal.check(action, &name),
+        Some(Err(_)) if principal.is_admin() => Ok(()),
+        Some(Err(what)) => Err(forbidden(format!(
+            "{} may not {what} (admin only)",
+            principal.identity()
+        ))),
+    };
+    let Err(e) = verdict else {
+        return Some(event);
+    };
+    tracing::debug!(sid = %socket.id(), identity = principal.identity(), event = %event.name, "built-in event forbidden");
+    if let Some(ack) = event.ack.take() {
+        let _ = ack.send_error(e);
+    }
+    None
+}
+/// Stores the principal on a new socket and disconnects the socket when its token expires.
+pub(crate) fn attach(socket: &Socket, principal: Option<Arc<Principal>>) {
+    let Some(principal) = principal else { return };
+    let expires_at = principal.expires_at;
+    socket.set_data(Verified(principal));
+    let Some(expires_at) = expires_at else { return };
+    let left = expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    let gone = CancellationToken::new();
+    let cancel = gone.clone();
+    socket.on_disconnect(move |_, _| async move { cancel.cancel() });
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = gone.cancelled() => {}
+            _ = tokio::time::sleep(left) => {
+                tracing::debug!(sid = %socket.id(), ns = socket.namespace().name(), "token expired, disconnecting");
+                let notice = AuthError::Expired.body();
+                let _ = socket.emit(DISCONNECTING_EVENT, &notice);
+                socket.disconnect();
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("*", "anyone"));
+        assert!(glob_matches("driver-*", "driver-7"));
+        assert!(glob_matches("driver-*", "driver-"));
+        assert!(!glob_matches("driver-*", "drive-7"));
+        assert!(glob_matches("*-admin", "ops-admin"));
+        assert!(glob_matches("a*b*c", "a-b-c"));
+        assert!(!glob_matches("a*b*c", "a-c-b"));
+        assert!(glob_matches("exact", "exact"));
+        assert!(!glob_matches("exact", "exactly"));
+        assert!(!glob_matches("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn permissions() {
+        let p = Permissions::new(["orders.*"], ["vendor.>"], ["room.1"]);
+        assert!(p.allows(Action::Publish, "orders.new"));
+        assert!(!p.allows(Action::Publish, "orders.new.x"));
+        assert!(!p.allows(Action::Subscribe, "orders.new"));
+        assert!(p.allows(Action::Subscribe, "vendor.a.b"));
+        assert!(p.allows(Action::Join, "room.1"));
+        assert!(!p.allows(Action::Join, "room.2"));
+        assert!(Permissions::admin().allows(Action::Join, "anything"));
+    }
+
+    #[test]
+    fn short_secrets_and_private_keys_are_refused() {
+        assert!(Authenticator::hs256(b"short").is_err());
+        assert!(Authenticator::from_public_key_pem(b"-----BEGIN PRIVATE KEY-----").is_err());
+        assert!(Authenticator::from_public_key_pem(b"garbage").is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let a = Authenticator::hs256(b"0123456789abcdef0123456789abcdef-secret").unwrap();
+        assert!(!format!("{a:?}").contains("secret"));
+    }
+}
