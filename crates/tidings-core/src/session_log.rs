@@ -165,29 +165,49 @@ pub trait SessionLog: Send + Sync + 'static {
 
 /// Hands out offsets from the wall clock: `unix_ms << 20`, one more per offset within a
 /// millisecond, and never below a floor (the highest offset already used). Lock-free.
+///
+/// Nodes sharing one log use [`OffsetClock::tagged`]: the low 8 bits of every offset are the
+/// node's tag, so two nodes never hand out the same offset in the same millisecond (which
+/// would make a replay skip the other node's packet).
 #[derive(Debug)]
 pub struct OffsetClock {
     last: AtomicU64,
+    /// Bits of an offset below the node's counter: 0 untagged, 0xFF tagged.
+    tag_mask: u64,
+    tag: u64,
 }
 
 impl OffsetClock {
     /// Bits below the millisecond: about a million offsets per millisecond before the clock
-    /// runs ahead of the wall clock.
+    /// runs ahead of the wall clock (4,096 per node when tagged).
     pub const SHIFT: u32 = 20;
 
     /// A clock whose offsets are all greater than `floor`.
     pub fn new(floor: Offset) -> Self {
         OffsetClock {
             last: AtomicU64::new(floor),
+            tag_mask: 0,
+            tag: 0,
+        }
+    }
+
+    /// A clock for one of several nodes sharing a log: offsets greater than `floor` whose low
+    /// 8 bits are `tag`, unique among nodes with different tags.
+    pub fn tagged(floor: Offset, tag: u8) -> Self {
+        OffsetClock {
+            last: AtomicU64::new(floor),
+            tag_mask: 0xFF,
+            tag: u64::from(tag),
         }
     }
 
     /// The next offset.
     pub fn next(&self) -> Offset {
         let now = now_millis() << Self::SHIFT;
+        let step = self.tag_mask + 1;
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            let next = now.max(last + 1);
+            let next = (now.max((last & !self.tag_mask) + step) & !self.tag_mask) | self.tag;
             match self
                 .last
                 .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -255,5 +275,24 @@ mod tests {
         clock.observe(far + 10);
         assert_eq!(clock.next(), far + 11);
         assert_eq!(clock.head(), far + 11);
+    }
+
+    #[test]
+    fn tagged_clocks_never_collide() {
+        let a = OffsetClock::tagged(0, 1);
+        let b = OffsetClock::tagged(0, 2);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let (x, y) = (a.next(), b.next());
+            assert_eq!(x & 0xFF, 1);
+            assert_eq!(y & 0xFF, 2);
+            assert!(seen.insert(x) && seen.insert(y));
+        }
+        // Observing another node's offset moves this one past it.
+        let far = (now_millis() + 60_000) << OffsetClock::SHIFT;
+        a.observe(far | 7);
+        let next = a.next();
+        assert!(next > far | 7);
+        assert_eq!(next & 0xFF, 1);
     }
 }

@@ -115,6 +115,9 @@
 #![forbid(unsafe_code)]
 
 mod reply;
+mod session_log;
+
+pub use session_log::RedisSessionLog;
 
 use std::fmt;
 use std::sync::Arc;

@@ -17,6 +17,14 @@
 //! pattern = "vendor.*"
 //! max_age_ms = 86400000
 //!
+//! [redis]                       # several nodes on one Redis (docs/DEPLOY.md)
+//! url = "redis://127.0.0.1:6379"
+//! prefix = "tidings:"
+//!
+//! [recovery]                    # Connection State Recovery (off by default)
+//! enabled = true
+//! max_disconnection_ms = 120000
+//!
 //! [access]                      # verified identities (docs/SECURITY.md)
 //! jwt_public_key = "/etc/tidings/jwt.pem"   # or jwt_secret = "…" (HS256)
 //! leeway_secs = 60
@@ -47,6 +55,37 @@ pub struct ConfigFile {
     retention: RetentionSection,
     #[serde(default)]
     access: AccessSection,
+    #[serde(default)]
+    redis: RedisSection,
+    #[serde(default)]
+    recovery: RecoverySection,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisSection {
+    url: Option<String>,
+    prefix: Option<String>,
+}
+
+impl std::fmt::Debug for RedisSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSection")
+            .field(
+                "url",
+                &self.url.as_deref().map(tidings_store_redis::redact_url),
+            )
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoverySection {
+    #[serde(default)]
+    enabled: bool,
+    max_disconnection_ms: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -148,6 +187,26 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// `[redis] url`.
+    pub fn redis_url(&self) -> Option<String> {
+        self.redis.url.clone()
+    }
+
+    /// `[redis] prefix`.
+    pub fn redis_prefix(&self) -> Option<String> {
+        self.redis.prefix.clone()
+    }
+
+    /// `[recovery] enabled`.
+    pub fn recovery_enabled(&self) -> bool {
+        self.recovery.enabled
+    }
+
+    /// `[recovery] max_disconnection_ms`.
+    pub fn recovery_window_ms(&self) -> Option<u64> {
+        self.recovery.max_disconnection_ms
     }
 
     /// The authenticator, when a key is configured (flags and variables in `keys` win over the

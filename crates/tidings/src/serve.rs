@@ -4,12 +4,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
+use tidings_core::session_log::SessionLog;
 use tidings_core::store::Store;
-use tidings_server::{CorsConfig, CorsOrigins, Server, ServerConfig};
-use tidings_store_sqlite::{Durability, SqliteConfig, SqliteStore};
+use tidings_server::{CorsConfig, CorsOrigins, RecoveryConfig, Server, ServerConfig};
+use tidings_store_redis::{RedisConfig, RedisSessionLog, RedisStore, redact_url};
+use tidings_store_sqlite::{Durability, SqliteConfig, SqliteSessionLog, SqliteStore};
 
 use crate::config_file::{ConfigFile, KeyOverride};
 
@@ -20,6 +24,8 @@ pub enum StoreKind {
     Sqlite,
     /// In memory: lost when the server stops. For tests and demos.
     Memory,
+    /// Redis at `--redis URL` (what `--redis` selects): shared by every node on that Redis.
+    Redis,
 }
 
 /// When a publish counts as durable (SQLite store).
@@ -82,6 +88,22 @@ pub struct ServeArgs {
     /// (RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA).
     #[arg(long, env = "TIDINGS_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
+    /// Run as one node of several on this Redis (`redis://[user:password@]host:port[/db]`):
+    /// durable topics in Redis Streams, room broadcasts and remote room operations over Redis
+    /// pub/sub, the recovery log in Redis. See docs/DEPLOY.md and docs/REDIS.md.
+    #[arg(long, env = "TIDINGS_REDIS", hide_env_values = true)]
+    redis: Option<String>,
+    /// Prefix of every Redis key and channel: nodes that work together use the same one.
+    #[arg(long, env = "TIDINGS_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
+    /// Connection State Recovery (socket.io-client's `connectionStateRecovery`): a client that
+    /// reconnects within the window gets back its id, its rooms and every event it missed.
+    /// Kept in the store: it survives restarts (SQLite) and node changes (Redis).
+    #[arg(long, env = "TIDINGS_RECOVERY")]
+    recovery: bool,
+    /// How long a disconnected session stays recoverable, in milliseconds.
+    #[arg(long, env = "TIDINGS_RECOVERY_WINDOW_MS")]
+    recovery_window_ms: Option<u64>,
     /// TOML file with delivery settings and per-topic retention (see docs/CONFIGURATION.md).
     #[arg(long, env = "TIDINGS_CONFIG")]
     config: Option<PathBuf>,
@@ -90,8 +112,39 @@ pub struct ServeArgs {
     print_config: bool,
 }
 
-fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
+/// The Redis settings, when `--redis` (or `[redis] url`) is set.
+fn redis_config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<Option<RedisConfig>> {
+    let url = args.redis.clone().or_else(|| file.redis_url());
+    let Some(url) = url else {
+        anyhow::ensure!(
+            args.store != StoreKind::Redis,
+            "--store redis needs --redis URL (or TIDINGS_REDIS, or [redis] url in the config file)"
+        );
+        return Ok(None);
+    };
+    let mut config = RedisConfig {
+        url,
+        ..RedisConfig::default()
+    };
+    if let Some(prefix) = args.redis_prefix.clone().or_else(|| file.redis_prefix()) {
+        config.prefix = prefix;
+    }
+    Ok(Some(config))
+}
+
+fn open_store(args: &ServeArgs, redis: Option<&RedisConfig>) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(redis) = redis {
+        anyhow::ensure!(
+            matches!(args.store, StoreKind::Sqlite | StoreKind::Redis),
+            "--redis keeps durable topics in Redis: drop --store {:?}",
+            args.store
+        );
+        let store = RedisStore::open(redis.clone()).context("invalid Redis settings")?;
+        tracing::info!(url = %redact_url(&redis.url), prefix = %redis.prefix, "store: redis");
+        return Ok(Arc::new(store));
+    }
     Ok(match args.store {
+        StoreKind::Redis => anyhow::bail!("--store redis needs --redis URL"),
         StoreKind::Memory => {
             tracing::warn!("--store memory: durable topics are lost when the server stops");
             Arc::new(tidings_store_memory::MemoryStore::new())
@@ -142,7 +195,20 @@ fn config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<ServerConfig> {
              identity. Development mode only: set --jwt-secret or --jwt-public-key (docs/SECURITY.md)"
         ),
     }
+    let recovery = if args.recovery || file.recovery_enabled() {
+        let mut recovery = RecoveryConfig::default();
+        if let Some(ms) = args
+            .recovery_window_ms
+            .or_else(|| file.recovery_window_ms())
+        {
+            recovery = recovery.with_max_disconnection_duration(Duration::from_millis(ms));
+        }
+        Some(recovery)
+    } else {
+        None
+    };
     builder
+        .recovery(recovery)
         .path(args.path.clone())
         .max_payload(args.max_payload)
         .max_buffered_bytes(args.max_buffered_bytes)
@@ -162,13 +228,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = config(&args, &file)?;
     let queue_config = file.queue_config()?;
+    let redis = redis_config(&args, &file)?;
     if args.print_config {
-        println!(
-            "{config:#?}\nstore: {:?} (data dir {}, durability {:?})\n{queue_config:#?}",
-            args.store,
-            args.data_dir.display(),
-            args.durability
-        );
+        match &redis {
+            Some(redis) => println!("{config:#?}\nstore: redis {redis:#?}\n{queue_config:#?}"),
+            None => println!(
+                "{config:#?}\nstore: {:?} (data dir {}, durability {:?})\n{queue_config:#?}",
+                args.store,
+                args.data_dir.display(),
+                args.durability
+            ),
+        }
         return Ok(());
     }
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
@@ -178,8 +248,42 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let store = open_store(&args)?;
-    let server = Server::new(config);
+    let store = open_store(&args, redis.as_ref())?;
+    let server = match (&config.recovery, &redis) {
+        (None, _) => Server::new(config),
+        (Some(_), Some(redis)) => {
+            let log = RedisSessionLog::connect(redis.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot reach Redis at {} for the recovery log",
+                        redact_url(&redis.url)
+                    )
+                })?;
+            tracing::info!("connection state recovery: on, sessions kept in Redis");
+            Server::with_session_log(config, Arc::new(log) as Arc<dyn SessionLog>)
+        }
+        (Some(_), None) if args.store == StoreKind::Sqlite => {
+            let path = args.data_dir.join("recovery.sqlite3");
+            let log = SqliteSessionLog::open(&path)
+                .with_context(|| format!("cannot open the recovery log at {}", path.display()))?;
+            tracing::info!(path = %path.display(), "connection state recovery: on, sessions kept in SQLite");
+            Server::with_session_log(config, Arc::new(log) as Arc<dyn SessionLog>)
+        }
+        (Some(_), None) => {
+            tracing::info!("connection state recovery: on, sessions kept in memory");
+            Server::new(config)
+        }
+    };
+    if let Some(redis) = &redis {
+        let cluster = RedisCluster::connect(
+            RedisClusterConfig::new(redis.url.clone()).prefix(redis.prefix.clone()),
+        )
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact_url(&redis.url)))?;
+        tracing::info!(node = %tidings_core::cluster::Cluster::node_id(&cluster), "cluster: on, over Redis pub/sub");
+        server.enable_cluster(Arc::new(cluster));
+    }
     // Every namespace is open: clients need no server code to use the built-in events.
     server.of_dynamic(|_| true, |_| {});
     server

@@ -1,0 +1,87 @@
+//! The Redis recovery log shared by two "nodes" (two logs on one Redis and prefix): a session
+//! persisted by one is taken once by the other, packets appended by one are replayed by the
+//! other in offset order and filtered by namespace and rooms, and trimming marks replays
+//! from before the mark incomplete.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use tidings_core::session_log::{LoggedPacket, SessionLog, SessionRecord, now_millis};
+use tidings_core::{Room, Sid};
+use tidings_store_redis::RedisSessionLog;
+
+fn packet(log: &RedisSessionLog, ns: &str, rooms: &[&str], except: &[&str]) -> LoggedPacket {
+    let offset = log.next_offset();
+    LoggedPacket {
+        offset,
+        namespace: ns.into(),
+        rooms: rooms.iter().map(|r| Room::from(*r)).collect(),
+        except: except.iter().map(|r| Room::from(*r)).collect(),
+        packet: Bytes::from(format!("2[\"e\",\"{offset}\"]")),
+        attachments: vec![Bytes::from_static(&[1, 2, 3])],
+        emitted_at: now_millis(),
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_share_sessions_and_packets() {
+    let h = common::store_with(|_| {});
+    let config = h.store.config().clone();
+    let node1 = RedisSessionLog::connect(config.clone()).await.unwrap();
+    let node2 = RedisSessionLog::connect(config.clone()).await.unwrap();
+
+    let base = node1.head();
+    let sid = Sid::new();
+    let rooms = vec![Room::from(sid.to_string().as_str()), Room::from("news")];
+    let p1 = packet(&node1, "/", &["news"], &[]);
+    let p2 = packet(&node2, "/", &[], &[]);
+    let other_room = packet(&node1, "/", &["sports"], &[]);
+    let other_ns = packet(&node1, "/admin", &[], &[]);
+    let excluded = packet(&node2, "/", &["news"], &[sid.to_string().as_str()]);
+    let p3 = packet(&node1, "/", &["news"], &[]);
+    for p in [&p1, &other_room, &other_ns, &p3] {
+        node1.append((*p).clone());
+    }
+    for p in [&p2, &excluded] {
+        node2.append((*p).clone());
+    }
+    node1.persist_session(SessionRecord {
+        pid: "pid-a".into(),
+        sid,
+        namespace: "/".into(),
+        rooms: rooms.clone(),
+        base_offset: base,
+        last_offset: p1.offset,
+        disconnected_at: now_millis(),
+    });
+    node1.flush().await.unwrap();
+    node2.flush().await.unwrap();
+
+    // The other node takes the session, once.
+    let record = node2.take_session("pid-a").await.unwrap().expect("session");
+    assert_eq!(record.sid, sid);
+    assert_eq!(record.last_offset, p1.offset);
+    assert!(node1.take_session("pid-a").await.unwrap().is_none());
+    assert!(node2.take_session("pid-a").await.unwrap().is_none());
+
+    let replay = node2.since("/", base, &rooms).await.unwrap();
+    assert!(replay.is_complete());
+    let offsets: Vec<_> = replay.packets.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, vec![p1.offset, p2.offset, p3.offset]);
+    assert_eq!(replay.packets[0], p1);
+    let after_p2 = node1.since("/", p2.offset, &rooms).await.unwrap();
+    assert_eq!(after_p2.packets.len(), 1);
+    assert_eq!(after_p2.packets[0].offset, p3.offset);
+
+    // A third node starting now hands out offsets above everything logged.
+    let node3 = RedisSessionLog::connect(config).await.unwrap();
+    assert!(node3.head() >= p3.offset.max(excluded.offset));
+    assert!(node3.next_offset() > p3.offset);
+
+    // Trimming past everything: replays from before the mark say they may be incomplete.
+    node1.trim(now_millis() + 10).await.unwrap();
+    let trimmed = node2.since("/", base, &rooms).await.unwrap();
+    assert!(trimmed.packets.is_empty());
+    assert!(!trimmed.is_complete());
+}
