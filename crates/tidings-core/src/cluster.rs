@@ -120,6 +120,25 @@ pub enum ClusterMessage {
         /// The answering node's sockets.
         sockets: Vec<RemoteSocket>,
     },
+    /// Connection State Recovery: a client reconnected to node `origin` with the private
+    /// session id `pid` of a socket that may still be connected here (its node has not noticed
+    /// the connection is gone). The node holding it closes it, writes its session to the
+    /// shared recovery log and answers [`ClusterMessage::SessionReleased`].
+    ReleaseSession {
+        /// Matches the answers to the request.
+        request: u64,
+        /// The asking node.
+        origin: String,
+        /// The private session id (a secret: nodes trust each other).
+        pid: String,
+    },
+    /// The answer to [`ClusterMessage::ReleaseSession`].
+    SessionReleased {
+        /// The request answered.
+        request: u64,
+        /// Whether this node held the session (and has written it to the log).
+        found: bool,
+    },
     /// A message was appended to durable `topic`: dispatchers of its subscriptions should
     /// look for work now rather than at their next poll.
     Published {
@@ -170,6 +189,15 @@ enum Wire {
     Sockets {
         request: u64,
         sockets: Vec<RemoteSocket>,
+    },
+    ReleaseSession {
+        request: u64,
+        origin: String,
+        pid: String,
+    },
+    SessionReleased {
+        request: u64,
+        found: bool,
     },
     Published {
         topic: String,
@@ -234,6 +262,18 @@ impl ClusterMessage {
                 target,
             },
             ClusterMessage::Sockets { request, sockets } => Wire::Sockets { request, sockets },
+            ClusterMessage::ReleaseSession {
+                request,
+                origin,
+                pid,
+            } => Wire::ReleaseSession {
+                request,
+                origin,
+                pid,
+            },
+            ClusterMessage::SessionReleased { request, found } => {
+                Wire::SessionReleased { request, found }
+            }
             ClusterMessage::Published { topic } => Wire::Published { topic },
             ClusterMessage::Subscribed {
                 topic,
@@ -295,6 +335,18 @@ impl ClusterMessage {
                 target,
             },
             Wire::Sockets { request, sockets } => ClusterMessage::Sockets { request, sockets },
+            Wire::ReleaseSession {
+                request,
+                origin,
+                pid,
+            } => ClusterMessage::ReleaseSession {
+                request,
+                origin,
+                pid,
+            },
+            Wire::SessionReleased { request, found } => {
+                ClusterMessage::SessionReleased { request, found }
+            }
             Wire::Published { topic } => ClusterMessage::Published { topic },
             Wire::Subscribed {
                 topic,
@@ -379,6 +431,15 @@ mod tests {
                     node: "n2".into(),
                     rooms: vec!["abc".into(), "lobby".into()],
                 }],
+            },
+            ClusterMessage::ReleaseSession {
+                request: 9,
+                origin: "n2".into(),
+                pid: "p".into(),
+            },
+            ClusterMessage::SessionReleased {
+                request: 9,
+                found: true,
             },
             ClusterMessage::Published {
                 topic: "pickup".into(),

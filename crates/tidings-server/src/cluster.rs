@@ -24,6 +24,8 @@ pub(crate) struct ClusterLink {
     cluster: OnceLock<Arc<dyn Cluster>>,
     /// Fetch-sockets requests waiting for the other nodes' answers.
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<RemoteSocket>>>>,
+    /// Release-session requests waiting for the other nodes' answers.
+    releases: Mutex<HashMap<u64, mpsc::UnboundedSender<bool>>>,
     next_request: AtomicU64,
 }
 
@@ -96,6 +98,52 @@ impl ClusterLink {
         }
         self.pending.lock().remove(&request);
         sockets
+    }
+}
+
+impl ClusterLink {
+    /// Asks the other nodes to release the recovery session `pid` if one of them still holds
+    /// its socket (its node did not notice yet that the connection is gone): that node closes
+    /// the socket and writes the session to the shared log. True once a node says it did;
+    /// false when none holds it, there is no other node, or none answers within `timeout`.
+    pub(crate) async fn release_remote_session(&self, pid: &str, timeout: Duration) -> bool {
+        let Some(cluster) = self.get() else {
+            return false;
+        };
+        let expected = match cluster.peers().await {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot count the other nodes");
+                return false;
+            }
+        };
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.releases.lock().insert(request, tx);
+        cluster.publish(ClusterMessage::ReleaseSession {
+            request,
+            origin: cluster.node_id().to_owned(),
+            pid: pid.to_owned(),
+        });
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut found = false;
+        for _ in 0..expected {
+            tokio::select! {
+                answer = rx.recv() => match answer {
+                    Some(true) => {
+                        found = true;
+                        break;
+                    }
+                    Some(false) => {}
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        self.releases.lock().remove(&request);
+        found
     }
 }
 
@@ -176,6 +224,34 @@ fn on_message(server: &ServerInner, message: ClusterMessage) {
         ClusterMessage::Sockets { request, sockets } => {
             if let Some(tx) = server.cluster.pending.lock().get(&request) {
                 let _ = tx.send(sockets);
+            }
+        }
+        ClusterMessage::ReleaseSession {
+            request,
+            origin,
+            pid,
+        } => {
+            let Some(cluster) = server.cluster.get().cloned() else {
+                return;
+            };
+            let Some(recovery) = server.recovery.clone() else {
+                cluster.send_to(
+                    &origin,
+                    ClusterMessage::SessionReleased {
+                        request,
+                        found: false,
+                    },
+                );
+                return;
+            };
+            tokio::spawn(async move {
+                let found = recovery.release_live(&pid).await;
+                cluster.send_to(&origin, ClusterMessage::SessionReleased { request, found });
+            });
+        }
+        ClusterMessage::SessionReleased { request, found } => {
+            if let Some(tx) = server.cluster.releases.lock().get(&request) {
+                let _ = tx.send(found);
             }
         }
         ClusterMessage::Published { topic } => {

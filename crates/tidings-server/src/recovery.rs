@@ -33,9 +33,13 @@ use tidings_core::session_log::{
 use tidings_core::store::Millis;
 use tidings_proto::engine::Frame;
 
+use crate::cluster::ClusterLink;
 use crate::config::RecoveryConfig;
 use crate::engine::CloseReason;
 use crate::io::{DisconnectReason, EmitError, Socket, event_frames, is_reserved_event};
+
+/// How long a recovering client waits for another node to release its old socket.
+const REMOTE_RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The [`SessionLog`] kept in the server's memory: lost when the process stops. The default
 /// when recovery is enabled with [`crate::Server::new`].
@@ -227,9 +231,38 @@ impl Recovery {
         }
     }
 
+    /// Closes the live socket of `pid`, if it is here, and writes its session to the log for
+    /// the node its client reconnected to. True if it was here.
+    pub(crate) async fn release_live(&self, pid: &str) -> bool {
+        let Some(old) = self.live.lock().remove(pid) else {
+            // Not live: if it closed a moment ago, its record is queued; make sure it is in
+            // the log before the asking node looks again.
+            if let Err(e) = self.log.flush().await {
+                tracing::warn!(error = %e, "recovery log unavailable");
+            }
+            return false;
+        };
+        tracing::debug!(sid = %old.id(), "releasing a socket whose client recovered on another node");
+        let Some(record) = old.evict_for_recovery() else {
+            return false;
+        };
+        self.log.persist_session(record);
+        if let Err(e) = self.log.flush().await {
+            tracing::warn!(error = %e, "recovery log unavailable: the released session is lost");
+            return false;
+        }
+        true
+    }
+
     /// Finds the session of `claim` in namespace `ns` and what to replay, or `None`: then the
-    /// client gets a new session.
-    pub(crate) async fn restore(&self, ns: &str, claim: Claim) -> Option<Restored> {
+    /// client gets a new session. `cluster`: where to look when the session is neither live
+    /// here nor in the log (its socket may still be connected to another node).
+    pub(crate) async fn restore(
+        &self,
+        ns: &str,
+        claim: Claim,
+        cluster: &ClusterLink,
+    ) -> Option<Restored> {
         // A socket with this pid still connected: its connection is a zombie (the client
         // would not reconnect if it were alive). Evict it and take over its state.
         let live = self.live.lock().remove(claim.pid.as_str());
@@ -244,6 +277,14 @@ impl Recovery {
                 None
             }
             None => match self.log.take_session(&claim.pid).await {
+                Ok(None) if cluster.get().is_some() => {
+                    // Either a node still holds the socket and now wrote its session, or
+                    // the socket closed while we asked: every node flushed before answering.
+                    cluster
+                        .release_remote_session(&claim.pid, REMOTE_RELEASE_TIMEOUT)
+                        .await;
+                    self.log.take_session(&claim.pid).await.ok().flatten()
+                }
                 Ok(record) => record,
                 Err(e) => {
                     tracing::warn!(ns, error = %e, "recovery log unavailable, new session");

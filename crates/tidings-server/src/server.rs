@@ -39,7 +39,7 @@ pub(crate) struct ServerInner {
     shutdown: CancellationToken,
     socketio_protocol_errors: AtomicU64,
     queues: OnceLock<Arc<Queues>>,
-    recovery: Option<Arc<Recovery>>,
+    pub(crate) recovery: Option<Arc<Recovery>>,
     /// The other nodes, once [`Server::enable_cluster`] was called.
     pub(crate) cluster: Arc<ClusterLink>,
 }

@@ -100,9 +100,14 @@ fn fast_redelivery(dir: &Path) -> PathBuf {
 
 /// Starts `tidings serve --port 0 --redis URL --config FILE` and returns it with its origin.
 async fn node(redis: &str, config: &Path) -> (Child, String) {
+    node_with(redis, config, &[]).await
+}
+
+async fn node_with(redis: &str, config: &Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .args(["serve", "--port", "0", "--redis", redis, "--config"])
         .arg(config)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -210,4 +215,20 @@ async fn redis_stopped_and_restarted_under_load_loses_no_confirmed_message() {
     redis.launch();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     passes("cluster-redis-outage.mjs", child, Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_io_client_recovers_on_another_node() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_redelivery(dir.path());
+    let mut urls = Vec::new();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let (child, url) = node_with(&redis.url(), &config, &["--recovery"]).await;
+        nodes.push(child);
+        urls.push(url);
+    }
+    let (child, _lines) = scenario("recovery-cluster.mjs", &urls);
+    passes("recovery-cluster.mjs", child, Duration::from_secs(90)).await;
 }

@@ -250,7 +250,9 @@ impl Client {
         };
         tokio::spawn(async move {
             let restored = match (claim, ns.recovery()) {
-                (Some(claim), Some(recovery)) => recovery.restore(&name, claim).await,
+                (Some(claim), Some(recovery)) => {
+                    recovery.restore(&name, claim, ns.cluster_link()).await
+                }
                 _ => None,
             };
             let skip_middlewares =

@@ -162,6 +162,11 @@ impl Namespace {
         self.inner.recovery.as_ref()
     }
 
+    /// The server's cluster link (empty on a single node).
+    pub(crate) fn cluster_link(&self) -> &ClusterLink {
+        &self.inner.cluster
+    }
+
     /// Registers a socket in the namespace and in its rooms (its own, plus those of a
     /// recovered session).
     pub(crate) fn add_socket(&self, socket: &Socket) {

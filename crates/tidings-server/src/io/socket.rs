@@ -536,6 +536,9 @@ impl Socket {
                     .log
                     .persist_session(self.session_record(pid, rooms));
             }
+            // Only now: a node asking for this pid either finds it live or, after a flush of
+            // the log, finds the record.
+            recovery.unregister_live(pid, self);
         }
     }
 
@@ -549,9 +552,6 @@ impl Socket {
             }
             rooms.drain().collect()
         };
-        if let (Some(pid), Some(recovery)) = (&self.inner.pid, self.inner.ns.recovery()) {
-            recovery.unregister_live(pid, self);
-        }
         self.inner.ns.remove_socket(self.id(), &rooms);
         // Dropping the senders fails every pending emit_with_ack with `Disconnected`.
         self.inner.acks.lock().clear();
