@@ -21,6 +21,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -247,7 +249,8 @@ pub struct KeyError(String);
 
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
+    // Optional here so that a missing `sub` is reported as such, not as malformed claims.
+    sub: Option<String>,
     exp: Option<u64>,
     #[serde(default)]
     tidings: Option<Permissions>,
@@ -371,17 +374,21 @@ impl Authenticator {
 
     /// Verifies `token` and returns who presented it and what it may do.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.check_algorithm(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| self.explain(e.kind()))?;
         let claims = data.claims;
-        if SubscriptionName::identity(&claims.sub).is_err() {
+        let Some(sub) = claims.sub else {
+            return Err(AuthError::Invalid("missing claim `sub`".into()));
+        };
+        if SubscriptionName::identity(&sub).is_err() {
             return Err(AuthError::Invalid(
                 "`sub` must be 1 to 200 bytes without control characters".into(),
             ));
         }
         let mut permissions = claims.tidings.unwrap_or_default();
         for rule in &self.rules {
-            if glob_matches(&rule.identity, &claims.sub) {
+            if glob_matches(&rule.identity, &sub) {
                 permissions.extend(&rule.permissions);
             }
         }
@@ -389,10 +396,33 @@ impl Authenticator {
             UNIX_EPOCH + Duration::from_secs(exp.saturating_add(self.validation.leeway))
         });
         Ok(Principal {
-            identity: Arc::from(claims.sub),
+            identity: Arc::from(sub),
             expires_at,
             permissions,
         })
+    }
+
+    /// Refuses a token whose header names another algorithm than the pinned one, with a
+    /// message that says so: `jsonwebtoken` cannot even parse a header with `alg: none` and
+    /// would only report it as malformed.
+    fn check_algorithm(&self, token: &str) -> Result<(), AuthError> {
+        let header = token.split('.').next().unwrap_or("");
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')) else {
+            return Ok(()); // `decode` explains what is malformed
+        };
+        let alg = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_owned));
+        match alg {
+            Some(alg) if alg != format!("{:?}", self.algorithm) => {
+                Err(AuthError::Invalid(format!(
+                    "algorithm {:?} not accepted (this server accepts {:?} only)",
+                    alg.chars().take(16).collect::<String>(),
+                    self.algorithm
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn explain(&self, kind: &ErrorKind) -> AuthError {
@@ -586,6 +616,19 @@ mod tests {
         assert!(Authenticator::hs256(b"short").is_err());
         assert!(Authenticator::from_public_key_pem(b"-----BEGIN PRIVATE KEY-----").is_err());
         assert!(Authenticator::from_public_key_pem(b"garbage").is_err());
+    }
+
+    #[test]
+    fn alg_none_is_refused_as_a_wrong_algorithm() {
+        let a = Authenticator::hs256(b"0123456789abcdef0123456789abcdef-secret").unwrap();
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(br#"{"sub":"a","exp":99999999999}"#);
+        let e = a.verify(&format!("{header}.{claims}.")).unwrap_err();
+        assert!(
+            e.to_string().contains("algorithm \"none\" not accepted"),
+            "{e}"
+        );
+        assert_eq!(e.code(), ErrorCode::Unauthorized);
     }
 
     #[test]

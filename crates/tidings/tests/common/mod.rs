@@ -1,0 +1,253 @@
+//! Shared by the security tests (`access.rs`, `hostile.rs`, `limits.rs`): the real `tidings
+//! serve` on an ephemeral port, the npm / PyPI client scenarios, plain HTTP/1.1 calls and
+//! tokens minted here with the test keys of `tidings-server/tests/testdata`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The HS256 secret of the servers these tests start.
+pub const SECRET: &str = "tidings-test-secret-0123456789abcdef";
+
+/// Fails the test when `fut` takes longer than `secs`.
+pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {secs} s"))
+}
+
+pub struct Serve {
+    pub child: Child,
+    /// The origin, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Serve {
+    /// `127.0.0.1:port`.
+    pub fn host(&self) -> &str {
+        self.url.strip_prefix("http://").unwrap()
+    }
+}
+
+/// `tidings serve --port 0 --store memory [--config FILE] ARGS…`, waiting for its address.
+pub async fn serve(config: &str, args: &[&str], envs: &[(&str, &str)]) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command.args(["serve", "--port", "0", "--store", "memory"]);
+    if !config.is_empty() {
+        let file = dir.path().join("tidings.toml");
+        std::fs::write(&file, config).unwrap();
+        command.arg("--config").arg(file);
+    }
+    let mut child = command
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or("warn".into()),
+        )
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within(20, "tidings serve reporting its address", lines.next_line())
+        .await
+        .unwrap()
+        .expect("tidings serve exited before listening");
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    Serve {
+        child,
+        url: url.split('/').take(3).collect::<Vec<_>>().join("/"),
+        dir,
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+pub fn testdata(file: &str) -> PathBuf {
+    repo_root()
+        .join("crates/tidings-server/tests/testdata")
+        .join(file)
+}
+
+pub fn python() -> String {
+    std::env::var("TIDINGS_PYTHON").unwrap_or_else(|_| {
+        let venv = repo_root().join(".venv/bin/python");
+        if venv.exists() {
+            venv.to_string_lossy().into_owned()
+        } else {
+            "python3".to_owned()
+        }
+    })
+}
+
+pub fn node() -> String {
+    std::env::var("TIDINGS_NODE").unwrap_or_else(|_| "node".to_owned())
+}
+
+/// Runs a client scenario (`js/…` with node, `py/…` with python) against `url`; fails the test
+/// with the script's output unless it exits 0 within 90 s.
+pub async fn run_client(script: &str, url: &str, envs: &[(&str, &str)]) -> String {
+    let program = if script.ends_with(".py") {
+        python()
+    } else {
+        node()
+    };
+    let output = Command::new(program)
+        .arg(repo_root().join("tests/clients").join(script))
+        .env("TIDINGS_URL", url)
+        .envs(envs.iter().copied())
+        .kill_on_drop(true)
+        .output();
+    let output = within(90, script, output).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    // Tokens make long values: show the start of each.
+    let shown: Vec<String> = envs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.chars().take(24).collect::<String>()))
+        .collect();
+    assert!(
+        output.status.success(),
+        "{script} {shown:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims valid for an hour for `sub` with the `tidings` claim `perms` (none if null).
+pub fn claims(sub: &str, perms: Value) -> Value {
+    let mut c = json!({ "sub": sub, "exp": now() + 3600, "iat": now() });
+    if !perms.is_null() {
+        c["tidings"] = perms;
+    }
+    c
+}
+
+/// An HS256 token with `secret`.
+pub fn hs256(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// An HS256 token with the servers' [`SECRET`].
+pub fn token(claims: &Value) -> String {
+    hs256(claims, SECRET)
+}
+
+/// An RS256 token signed with the test RSA key.
+pub fn rs256(claims: &Value) -> String {
+    let pem = std::fs::read(testdata("rsa-private.pem")).unwrap();
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        claims,
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+/// An ES256 token signed with the test P-256 key.
+pub fn es256(claims: &Value) -> String {
+    let pem = std::fs::read(testdata("ec-private.pem")).unwrap();
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        claims,
+        &EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+/// An unsigned token (`alg: none`, empty signature), as an attacker writes it by hand.
+pub fn alg_none(claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("{header}.{body}.")
+}
+
+/// The HS/RS confusion attack: HS256 "signed" with the bytes of the server's RSA public key.
+pub fn hs_with_public_key(claims: &Value) -> String {
+    let public = std::fs::read_to_string(testdata("rsa-public.pem")).unwrap();
+    hs256(claims, &public)
+}
+
+/// One HTTP/1.1 answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// `error.code` of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// One request to the server, with an optional bearer token and a raw body.
+pub async fn http(
+    url: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    let host = url.strip_prefix("http://").unwrap();
+    let stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .header("content-type", "application/json");
+    if let Some(token) = bearer {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let res = within(10, path, sender.send_request(req)).await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
