@@ -26,6 +26,11 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token's `exp` has passed; get a fresh one and reconnect.
     TokenExpired,
+    /// Too many requests in a short time (events per connection, publishes per identity);
+    /// nothing was done. Retry later, more slowly.
+    RateLimited,
+    /// A configured maximum was reached (e.g. subscriptions per identity); nothing was done.
+    LimitExceeded,
 }
 
 impl ErrorCode {
@@ -41,6 +46,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
         }
     }
 }

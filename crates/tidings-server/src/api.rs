@@ -1,8 +1,8 @@
 //! The HTTP API of the durable topics, under `/v1` (served when queues are enabled).
 //!
 //! Errors are JSON `{"error":{"code","message"}}` with the status of the code: 400
-//! `bad_request`, 401 `unauthorized` / `token_expired`, 403 `forbidden`, 404 `not_found`, 413
-//! `payload_too_large`, 503 `store_unavailable`. The OpenAPI document is at `/v1/openapi.json`.
+//! `bad_request`, 401 `unauthorized` / `token_expired`, 403 `forbidden` / `limit_exceeded`, 404
+//! `not_found`, 413 `payload_too_large`, 429 `rate_limited`, 503 `store_unavailable`. The OpenAPI document is at `/v1/openapi.json`.
 //!
 //! With an [`Authenticator`] every route but the OpenAPI document wants `Authorization: Bearer
 //! <token>`, and the token's permissions apply (see [`crate::auth`]): publishing needs
@@ -46,6 +46,8 @@ fn error_response(e: &ErrorBody) -> Response<Body> {
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::LimitExceeded => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     json_response(status, &json!({ "error": e }))
@@ -239,7 +241,14 @@ pub async fn handle(
                 Ok(body) => body,
                 Err(res) => return res,
             };
-            match caller.check(Action::Publish, &topic) {
+            let identity = match &caller {
+                Caller::Verified(p) => Some(p.identity()),
+                Caller::Open => None,
+            };
+            match caller
+                .check(Action::Publish, &topic)
+                .and_then(|()| queues.admit_publish(identity))
+            {
                 Ok(()) => publish(queues, &topic, &body).await,
                 Err(e) => Err(e),
             }

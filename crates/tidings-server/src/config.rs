@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
+use crate::limits::Limits;
 
 /// Which origins may use the server from a browser (CORS, for HTTP long-polling).
 ///
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     /// Connection State Recovery (socket.io's `connectionStateRecovery`). Default `None`: off,
     /// as in socket.io, and nothing is logged.
     pub recovery: Option<RecoveryConfig>,
+    /// Connection and traffic limits (docs/SECURITY.md). Default: see [`Limits`].
+    pub limits: Limits,
 }
 
 /// Connection State Recovery: a client that lost its connection gets back its socket id, its
@@ -123,6 +126,7 @@ impl Default for ServerConfig {
             builtin_events: false,
             auth: None,
             recovery: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -215,6 +219,12 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// See [`ServerConfig::limits`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<ServerConfig, ConfigError> {
         let c = self.config;
@@ -239,6 +249,10 @@ impl ServerConfigBuilder {
             return Err(ConfigError(
                 "max buffered bytes must be at least max payload, or one large message could never be sent".into(),
             ));
+        }
+        c.limits.validate().map_err(ConfigError)?;
+        if c.connect_timeout.is_zero() {
+            return Err(ConfigError("the connect timeout must be positive".into()));
         }
         if !c.allow_polling && !c.allow_websocket {
             return Err(ConfigError("at least one transport must be allowed".into()));

@@ -17,6 +17,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
+pub mod limits;
 pub mod queue;
 pub mod recovery;
 mod server;
@@ -29,6 +30,7 @@ pub use io::{
     AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,
     DisconnectReason, EmitError, Event, Namespace, Socket,
 };
+pub use limits::Limits;
 pub use queue::{QueueConfig, Queues, RetentionRule};
 pub use recovery::MemorySessionLog;
 pub use server::{Server, ServerStats};

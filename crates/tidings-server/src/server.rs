@@ -22,6 +22,7 @@ use crate::cluster::ClusterLink;
 use crate::config::ServerConfig;
 use crate::engine::{Body, CloseReason, Engine, EngineHandler, Session, SessionHandler};
 use crate::io::{Client, Namespace};
+use crate::limits::ConnectionLimiter;
 use crate::queue::{QueueConfig, Queues};
 use crate::recovery::{MemorySessionLog, Recovery};
 use tidings_core::cluster::Cluster;
@@ -38,6 +39,9 @@ pub(crate) struct ServerInner {
     engine: OnceLock<Engine>,
     shutdown: CancellationToken,
     socketio_protocol_errors: AtomicU64,
+    /// Events refused by [`crate::Limits::events_per_second`].
+    pub(crate) rate_limited_events: AtomicU64,
+    connections: Arc<ConnectionLimiter>,
     queues: OnceLock<Arc<Queues>>,
     pub(crate) recovery: Option<Arc<Recovery>>,
     /// The other nodes, once [`Server::enable_cluster`] was called.
@@ -111,6 +115,11 @@ pub struct ServerStats {
     pub slow_client_disconnects: u64,
     /// Sessions closed for malformed or oversized input.
     pub protocol_errors: u64,
+    /// Connections refused by [`crate::Limits::max_connections`] or
+    /// [`crate::Limits::max_connections_per_ip`].
+    pub connections_refused: u64,
+    /// Events refused by [`crate::Limits::events_per_second`].
+    pub rate_limited_events: u64,
 }
 
 /// A Socket.IO server. Cheap to clone; all clones are the same server.
@@ -167,6 +176,8 @@ impl Server {
             engine: OnceLock::new(),
             shutdown: CancellationToken::new(),
             socketio_protocol_errors: AtomicU64::new(0),
+            rate_limited_events: AtomicU64::new(0),
+            connections: Arc::new(ConnectionLimiter::default()),
             queues: OnceLock::new(),
             recovery,
             cluster: Arc::new(ClusterLink::default()),
@@ -283,6 +294,8 @@ impl Server {
             slow_client_disconnects: stats.slow_client_disconnects.load(Ordering::Relaxed),
             protocol_errors: stats.protocol_errors.load(Ordering::Relaxed)
                 + self.inner.socketio_protocol_errors.load(Ordering::Relaxed),
+            connections_refused: self.inner.connections.refused.load(Ordering::Relaxed),
+            rate_limited_events: self.inner.rate_limited_events.load(Ordering::Relaxed),
         }
     }
 
@@ -340,19 +353,32 @@ impl Server {
                     }
                 },
             };
+            let limits = &self.inner.config.limits;
+            let permit = match self.inner.connections.admit(addr.ip(), limits) {
+                Ok(permit) => permit,
+                Err(why) => {
+                    tokio::spawn(refuse(stream, why));
+                    continue;
+                }
+            };
+            let header_timeout = limits.header_timeout;
             let _ = stream.set_nodelay(true);
             let server = self.clone();
             let handler = handler.clone();
             let shutdown = shutdown.clone();
+            // Travels with each request, so that a WebSocket holds it after the upgrade, when
+            // this connection task is over.
+            let permit = Arc::new(permit);
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(permit.clone());
                     let server = server.clone();
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(server, req, addr).await) }
                 });
                 let conn = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 tokio::pin!(conn);
@@ -381,4 +407,20 @@ impl Server {
         }
         self.engine().close_all(CloseReason::ServerShutdown);
     }
+}
+
+/// Answers a connection over the limits with `503` and closes it (bounded: 1 s).
+async fn refuse(mut stream: tokio::net::TcpStream, why: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answer = crate::limits::refusal(why);
+    // Read what the client sent until it closes, so that closing with unread input does not
+    // reset the connection before the answer arrives.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }

@@ -25,6 +25,10 @@
 //! enabled = true
 //! max_disconnection_ms = 120000
 //!
+//! [limits]                      # against abuse (docs/SECURITY.md); flags win
+//! max_connections_per_ip = 100
+//! max_events_per_second = 200
+//!
 //! [access]                      # verified identities (docs/SECURITY.md)
 //! jwt_public_key = "/etc/tidings/jwt.pem"   # or jwt_secret = "…" (HS256)
 //! leeway_secs = 60
@@ -59,6 +63,8 @@ pub struct ConfigFile {
     redis: RedisSection,
     #[serde(default)]
     recovery: RecoverySection,
+    #[serde(default)]
+    limits: crate::limits::LimitsSection,
 }
 
 #[derive(Default, Deserialize)]
@@ -197,6 +203,11 @@ impl ConfigFile {
     /// `[redis] prefix`.
     pub fn redis_prefix(&self) -> Option<String> {
         self.redis.prefix.clone()
+    }
+
+    /// `[limits]`.
+    pub fn limits(&self) -> &crate::limits::LimitsSection {
+        &self.limits
     }
 
     /// `[recovery] enabled`.

@@ -3,6 +3,7 @@
 
 mod config_file;
 mod http;
+mod limits;
 mod listen;
 mod serve;
 mod topics;
@@ -29,6 +30,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up: the size of the serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.

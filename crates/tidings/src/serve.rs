@@ -110,6 +110,8 @@ pub struct ServeArgs {
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// The Redis settings, when `--redis` (or `[redis] url`) is set.
@@ -207,7 +209,8 @@ fn config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<ServerConfig> {
     } else {
         None
     };
-    builder
+    args.limits
+        .server(file.limits(), builder)
         .recovery(recovery)
         .path(args.path.clone())
         .max_payload(args.max_payload)
@@ -227,7 +230,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => ConfigFile::default(),
     };
     let config = config(&args, &file)?;
-    let queue_config = file.queue_config()?;
+    let mut queue_config = file.queue_config()?;
+    args.limits.queues(file.limits(), &mut queue_config)?;
     let redis = redis_config(&args, &file)?;
     if args.print_config {
         match &redis {

@@ -85,8 +85,10 @@ pub(crate) fn open(
         Ok(res) => res,
         Err(e) => return e.response(),
     };
+    let permit = crate::limits::held_permit(&mut req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let _permit = permit;
         match on_upgrade.await {
             Ok(io) => {
                 let ws = server(io, engine.config().max_payload);
@@ -119,8 +121,10 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
             return e.response();
         }
     };
+    let permit = crate::limits::held_permit(&mut req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let _permit = permit;
         let io = match on_upgrade.await {
             Ok(io) => io,
             Err(e) => {
@@ -280,8 +284,10 @@ fn refuse_after_accept(mut req: Request<Incoming>) -> Response<Body> {
         Ok(res) => res,
         Err(e) => return e.response(),
     };
+    let permit = crate::limits::held_permit(&mut req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let _permit = permit;
         if let Ok(io) = on_upgrade.await {
             let mut ws = server(io, 64);
             let _ = ws

@@ -38,10 +38,17 @@ pub(crate) struct Client {
     /// socket's connect handler has registered its event handlers before any of its events
     /// is dispatched, even when a middleware made the connect asynchronous.
     dispatch_lock: Mutex<()>,
+    /// [`crate::Limits::events_per_second`], when set.
+    events: Option<Mutex<crate::limits::TokenBucket>>,
 }
 
 impl Client {
     pub(crate) fn new(session: &Arc<Session>, server: Arc<ServerInner>) -> Arc<Client> {
+        let events = server
+            .config
+            .limits
+            .events_per_second
+            .map(|rate| Mutex::new(crate::limits::TokenBucket::new(rate)));
         let client = Arc::new_cyclic(|me| Client {
             me: me.clone(),
             session: session.clone(),
@@ -51,6 +58,7 @@ impl Client {
             connecting: Mutex::new(HashSet::new()),
             partial: Mutex::new(None),
             dispatch_lock: Mutex::new(()),
+            events,
         });
         // A session that never joins a namespace is closed after the connect timeout.
         let weak = Arc::downgrade(&client);
@@ -183,6 +191,21 @@ impl Client {
             attachments,
             ack,
         };
+        if let Some(bucket) = &self.events {
+            if !bucket.lock().take() {
+                self.server
+                    .rate_limited_events
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(sid = %socket.id(), event = %event.name, "event over the rate limit refused");
+                if let Some(ack) = event.ack {
+                    let _ = ack.send_error(tidings_core::ErrorBody::new(
+                        tidings_core::ErrorCode::RateLimited,
+                        "too many events: slow down",
+                    ));
+                }
+                return;
+            }
+        }
         let queues_enabled = self.server.queues().is_some();
         let builtins_enabled = self.server.config.builtin_events;
         let Some(event) = crate::auth::guard(&socket, event, queues_enabled, builtins_enabled)

@@ -48,7 +48,10 @@ pub(crate) async fn handle(queues: Arc<Queues>, socket: Socket, event: Event) {
             "publish" if has_binary => Err(bad_request(
                 "binary data cannot be published to durable topics",
             )),
-            "publish" => publish(&queues, &payload).await,
+            "publish" => match queues.admit_publish(socket.identity()) {
+                Ok(()) => publish(&queues, &payload).await,
+                Err(e) => Err(e),
+            },
             _ => history(&queues, &payload).await,
         }
     };
@@ -121,6 +124,7 @@ async fn subscribe(queues: &Queues, socket: &Socket, payload: &Value) -> Answer 
     let topic = topic_of(payload)?;
     let sub = subscription_of(&identity, payload)?;
     let from = start_of(payload)?;
+    queues.admit_subscription(&identity, &(topic.clone(), sub.clone()))?;
     let info = queues
         .store
         .subscribe(&topic, &sub, from)

@@ -17,6 +17,7 @@ mod dispatcher;
 pub(crate) mod events;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,7 @@ use self::dispatcher::Dispatcher;
 use crate::cluster::ClusterLink;
 use crate::io::{ConnectError, Event, Socket};
 use tidings_core::cluster::ClusterMessage;
+use tidings_core::{ErrorBody, ErrorCode};
 
 /// The built-in events of the durable queues.
 const QUEUE_EVENTS: &[&str] = &["subscribe", "unsubscribe", "publish", "history"];
@@ -104,6 +106,14 @@ pub struct QueueConfig {
     pub retention_rules: Vec<RetentionRule>,
     /// How often retention is enforced. Default 30 s.
     pub retention_interval: Duration,
+    /// Publishes per second per identity (socket events and the HTTP API together), with a
+    /// burst of the same size; past it a publish is refused with `rate_limited` and nothing
+    /// is stored. Anonymous publishers are held by the per-connection event limit only.
+    /// Default unlimited.
+    pub max_publishes_per_second: Option<u32>,
+    /// Subscriptions (own queues and group memberships) per identity; one more is refused
+    /// with `limit_exceeded`. Default 10,000.
+    pub max_subscriptions_per_identity: Option<usize>,
 }
 
 impl Default for QueueConfig {
@@ -118,6 +128,8 @@ impl Default for QueueConfig {
             retention: Retention::default(),
             retention_rules: Vec::new(),
             retention_interval: Duration::from_secs(30),
+            max_publishes_per_second: None,
+            max_subscriptions_per_identity: Some(10_000),
         }
     }
 }
@@ -173,6 +185,12 @@ pub struct Queues {
     stop: CancellationToken,
     /// Other nodes sharing the store: told about publishes and subscription changes.
     cluster: Arc<ClusterLink>,
+    /// [`QueueConfig::max_publishes_per_second`] per identity.
+    publish_buckets: crate::limits::KeyedBuckets,
+    /// Publishes refused by the per-identity rate limit.
+    rate_limited_publishes: AtomicU64,
+    /// Subscribes refused by [`QueueConfig::max_subscriptions_per_identity`].
+    subscriptions_refused: AtomicU64,
 }
 
 impl std::fmt::Debug for Queues {
@@ -208,6 +226,9 @@ impl Queues {
             registry: Mutex::new(Registry::default()),
             stop: CancellationToken::new(),
             cluster,
+            publish_buckets: crate::limits::KeyedBuckets::default(),
+            rate_limited_publishes: AtomicU64::new(0),
+            subscriptions_refused: AtomicU64::new(0),
         });
         {
             let mut registry = queues.registry.lock();
@@ -248,6 +269,69 @@ impl Queues {
     /// The configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    /// Publishes refused by [`QueueConfig::max_publishes_per_second`] since start.
+    pub fn rate_limited_publishes(&self) -> u64 {
+        self.rate_limited_publishes.load(Ordering::Relaxed)
+    }
+
+    /// Subscribes refused by [`QueueConfig::max_subscriptions_per_identity`] since start.
+    pub fn subscriptions_refused(&self) -> u64 {
+        self.subscriptions_refused.load(Ordering::Relaxed)
+    }
+
+    /// `Err(rate_limited)` when `identity` published more than
+    /// [`QueueConfig::max_publishes_per_second`].
+    pub(crate) fn admit_publish(&self, identity: Option<&str>) -> Result<(), ErrorBody> {
+        let (Some(rate), Some(identity)) = (self.config.max_publishes_per_second, identity) else {
+            return Ok(());
+        };
+        if self.publish_buckets.take(&Arc::from(identity), rate) {
+            return Ok(());
+        }
+        let n = self.rate_limited_publishes.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 1000 == 1 {
+            tracing::warn!(
+                identity,
+                refused = n,
+                "publish over the per-identity rate limit refused"
+            );
+        }
+        Err(ErrorBody::new(
+            ErrorCode::RateLimited,
+            format!("more than {rate} publishes per second: slow down"),
+        ))
+    }
+
+    /// `Err(limit_exceeded)` when `identity` already has
+    /// [`QueueConfig::max_subscriptions_per_identity`] subscriptions and `key` is not one.
+    pub(crate) fn admit_subscription(
+        &self,
+        identity: &str,
+        key: &QueueKey,
+    ) -> Result<(), ErrorBody> {
+        let Some(max) = self.config.max_subscriptions_per_identity else {
+            return Ok(());
+        };
+        let registry = self.registry.lock();
+        let Some(keys) = registry.consumes.get(identity) else {
+            return Ok(());
+        };
+        if keys.len() < max || keys.contains(key) {
+            return Ok(());
+        }
+        drop(registry);
+        self.subscriptions_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            identity,
+            max,
+            "subscription over the per-identity limit refused"
+        );
+        Err(ErrorBody::new(
+            ErrorCode::LimitExceeded,
+            format!("at most {max} subscriptions per identity"),
+        ))
     }
 
     /// Stops every dispatcher (on shutdown).

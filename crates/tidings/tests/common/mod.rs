@@ -251,3 +251,86 @@ pub async fn http(
         body,
     }
 }
+
+/// Two well-behaved Rust clients (tidings-client, WebSocket) in one room, connected for the
+/// whole of a test: [`Bystanders::still_served`] proves that the server still serves them.
+pub struct Bystanders {
+    a: tidings_client::Client,
+    b: tidings_client::Client,
+    inbox: tidings_client::EventStream,
+    room: String,
+    n: u64,
+}
+
+impl Bystanders {
+    /// Connects both with `auth` (e.g. `{token}`; `{}` without a verifier) and joins a room.
+    pub async fn connect(url: &str, auth: Value) -> Bystanders {
+        let connect = |auth: Value| async move {
+            let options = tidings_client::ClientOptions::builder(url)
+                .auth(auth)
+                .reconnect(false)
+                .build()
+                .unwrap();
+            within(
+                10,
+                "bystander connect",
+                tidings_client::Client::connect(options),
+            )
+            .await
+            .unwrap()
+        };
+        let a = connect(auth.clone()).await;
+        let b = connect(auth).await;
+        let room = "bystanders".to_owned();
+        for c in [&a, &b] {
+            let ack = within(
+                10,
+                "bystander join",
+                c.emit_with_ack("join", &json!({ "room": room }), Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+            assert_eq!(ack, [json!({ "ok": true })]);
+        }
+        let inbox = b.on("chat");
+        Bystanders {
+            a,
+            b,
+            inbox,
+            room,
+            n: 0,
+        }
+    }
+
+    /// One broadcast from a to b, acknowledged and received in order.
+    pub async fn still_served(&mut self, case: &str) {
+        self.n += 1;
+        let ack = within(
+            10,
+            case,
+            self.a.emit_with_ack(
+                "broadcast",
+                &json!({ "room": self.room, "event": "chat", "data": { "n": self.n } }),
+                Duration::from_secs(10),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{case}: the bystander's broadcast failed: {e}"));
+        assert_eq!(ack, [json!({ "ok": true, "recipients": 1 })], "{case}");
+        let got = within(10, case, self.inbox.recv())
+            .await
+            .unwrap_or_else(|| panic!("{case}: the bystander's connection closed"));
+        assert_eq!(
+            got.args,
+            [json!({ "n": self.n })],
+            "{case}: bystander got the wrong message"
+        );
+        for c in [&self.a, &self.b] {
+            assert_eq!(
+                c.state(),
+                tidings_client::ConnectionState::Connected,
+                "{case}: a bystander is not connected"
+            );
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Limits against abuse: connections in total and per IP address, the time allowed for HTTP
+//! headers, and events per second per connection. Each has a documented answer and a counter
+//! in [`crate::ServerStats`]; docs/SECURITY.md lists them all with their defaults.
+//!
+//! The per-identity limits of the durable queues (publishes per second, subscriptions) live
+//! in [`crate::QueueConfig`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// Connection and traffic limits of a [`crate::Server`]. `None` means unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Open TCP connections in total. Past it, a new connection gets `503` with
+    /// `{"error":{"code":"too_many_connections"}}` and is closed. Default unlimited.
+    pub max_connections: Option<usize>,
+    /// Open TCP connections per peer IP address (the TCP peer: behind a proxy, the proxy's).
+    /// Same answer. Default unlimited.
+    pub max_connections_per_ip: Option<usize>,
+    /// How long a client may take to send a request's headers before the connection is closed
+    /// (slowloris). Default 10 s.
+    pub header_timeout: Duration,
+    /// Socket.IO events per second per Engine.IO session, with a burst of the same size. An
+    /// event past it is not handled: its ack, if it asked for one, is `{ok:false,
+    /// error:{code:"rate_limited"}}`. Default unlimited.
+    pub events_per_second: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: None,
+            max_connections_per_ip: None,
+            header_timeout: Duration::from_secs(10),
+            events_per_second: None,
+        }
+    }
+}
+
+impl Limits {
+    /// See [`Limits::max_connections`].
+    pub fn max_connections(mut self, n: Option<usize>) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// See [`Limits::max_connections_per_ip`].
+    pub fn max_connections_per_ip(mut self, n: Option<usize>) -> Self {
+        self.max_connections_per_ip = n;
+        self
+    }
+    /// See [`Limits::header_timeout`].
+    pub fn header_timeout(mut self, d: Duration) -> Self {
+        self.header_timeout = d;
+        self
+    }
+    /// See [`Limits::events_per_second`].
+    pub fn events_per_second(mut self, n: Option<u32>) -> Self {
+        self.events_per_second = n;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
+            return Err("connection limits must be at least 1".into());
+        }
+        if self.events_per_second == Some(0) {
+            return Err("events per second must be at least 1".into());
+        }
+        if self.header_timeout.is_zero() {
+            return Err("the header timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `rate` (the burst).
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(rate: u32) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    pub(crate) fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket would be full now (nothing to remember about its owner).
+    pub(crate) fn is_full(&self) -> bool {
+        self.tokens + Instant::now().duration_since(self.last).as_secs_f64() * self.rate
+            >= self.rate
+    }
+}
+
+/// Token buckets per key (e.g. per identity), forgetting full ones when the map grows.
+#[derive(Debug, Default)]
+pub(crate) struct KeyedBuckets {
+    buckets: Mutex<HashMap<Arc<str>, TokenBucket>>,
+}
+
+/// Past this many keys, full buckets are forgotten (a full bucket is the same as a new one).
+const KEYED_PRUNE_AT: usize = 10_000;
+
+impl KeyedBuckets {
+    pub(crate) fn take(&self, key: &Arc<str>, rate: u32) -> bool {
+        let mut buckets = self.buckets.lock();
+        if buckets.len() >= KEYED_PRUNE_AT && !buckets.contains_key(key) {
+            buckets.retain(|_, b| !b.is_full());
+        }
+        buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(rate))
+            .take()
+    }
+}
+
+/// Counts open connections in total and per IP; hands out a permit per admitted connection.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionLimiter {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub(crate) refused: AtomicU64,
+}
+
+/// Held for the life of one admitted connection.
+pub(crate) struct ConnectionPermit {
+    limiter: Arc<ConnectionLimiter>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.limiter.total.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.limiter.per_ip.lock();
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionLimiter {
+    /// A permit for a new connection from `ip`, or the reason it is refused.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        limits: &Limits,
+    ) -> Result<ConnectionPermit, &'static str> {
+        let mut per_ip = self.per_ip.lock();
+        let total = self.total.load(Ordering::Acquire);
+        let mine = per_ip.get(&ip).copied().unwrap_or(0);
+        let refused = if limits.max_connections.is_some_and(|max| total >= max) {
+            Some("the server has too many connections")
+        } else if limits.max_connections_per_ip.is_some_and(|max| mine >= max) {
+            Some("too many connections from this address")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            // One line per 1000 refusals: a flood must not flood the log too.
+            if n % 1000 == 1 {
+                tracing::warn!(%ip, total, from_ip = mine, refused = n, "connection refused: {why}");
+            }
+            return Err(why);
+        }
+        self.total.fetch_add(1, Ordering::AcqRel);
+        per_ip.insert(ip, mine + 1);
+        Ok(ConnectionPermit {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// The connection permit a request carries (set by [`crate::Server::serve`]), for a WebSocket
+/// to hold once its connection has left hyper.
+pub(crate) fn held_permit<B>(req: &mut http::Request<B>) -> Option<Arc<ConnectionPermit>> {
+    req.extensions_mut().remove::<Arc<ConnectionPermit>>()
+}
+
+/// The answer to a refused connection: a complete HTTP/1.1 response, then close.
+pub(crate) fn refusal(why: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": { "code": "too_many_connections", "message": why } })
+        .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_refill_at_the_rate() {
+        let mut b = TokenBucket::new(10);
+        assert_eq!((0..20).filter(|_| b.take()).count(), 10);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!((0..20).filter(|_| b.take()).count(), 5);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(b.is_full());
+    }
+
+    #[test]
+    fn permits_count_per_ip_and_in_total() {
+        let limiter = Arc::new(ConnectionLimiter::default());
+        let limits = Limits::default()
+            .max_connections(Some(3))
+            .max_connections_per_ip(Some(2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = limiter.admit(a, &limits).unwrap();
+        let _p2 = limiter.admit(a, &limits).unwrap();
+        assert!(limiter.admit(a, &limits).is_err());
+        let _p3 = limiter.admit(b, &limits).unwrap();
+        assert!(limiter.admit(b, &limits).is_err(), "total reached");
+        drop(p1);
+        assert!(limiter.admit(a, &limits).is_ok());
+        assert_eq!(limiter.refused.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,116 @@
+//! The limits of `tidings serve` (docs/SECURITY.md): flags and `TIDINGS_…` variables over the
+//! `[limits]` section of the TOML file over the library defaults.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+use tidings_server::{Limits, QueueConfig, ServerConfigBuilder};
+
+/// Limits against abuse. Unset: the `[limits]` section of `--config`, else the default.
+#[derive(Debug, Default, Args)]
+pub struct LimitArgs {
+    /// Open TCP connections in total; past it new ones get 503 (default: unlimited).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open TCP connections per client IP address; past it new ones get 503 (default:
+    /// unlimited).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Milliseconds a client may take to send a request's headers (default 10000).
+    #[arg(long, env = "TIDINGS_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// Milliseconds a new session may take to join a namespace (default 45000).
+    #[arg(long, env = "TIDINGS_CONNECT_TIMEOUT_MS")]
+    connect_timeout_ms: Option<u64>,
+    /// Socket.IO events per second per connection; past it an event's ack is `rate_limited`
+    /// (default: unlimited).
+    #[arg(long, env = "TIDINGS_MAX_EVENTS_PER_SECOND")]
+    max_events_per_second: Option<u32>,
+    /// Publishes per second per identity; past it a publish is `rate_limited` (default:
+    /// unlimited).
+    #[arg(long, env = "TIDINGS_MAX_PUBLISHES_PER_SECOND")]
+    max_publishes_per_second: Option<u32>,
+    /// Subscriptions per identity; past it a subscribe is `limit_exceeded` (default 10000).
+    #[arg(long, env = "TIDINGS_MAX_SUBSCRIPTIONS_PER_IDENTITY")]
+    max_subscriptions_per_identity: Option<usize>,
+}
+
+/// `[limits]` of the TOML file: the same settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    max_events_per_second: Option<u32>,
+    max_publishes_per_second: Option<u32>,
+    max_subscriptions_per_identity: Option<usize>,
+}
+
+impl LimitArgs {
+    /// Applies the server-side limits to `builder`.
+    pub fn server(
+        &self,
+        file: &LimitsSection,
+        builder: ServerConfigBuilder,
+    ) -> ServerConfigBuilder {
+        let mut limits = Limits::default()
+            .max_connections(self.max_connections.or(file.max_connections))
+            .max_connections_per_ip(self.max_connections_per_ip.or(file.max_connections_per_ip))
+            .events_per_second(self.max_events_per_second.or(file.max_events_per_second));
+        if let Some(ms) = self.header_timeout_ms.or(file.header_timeout_ms) {
+            limits = limits.header_timeout(Duration::from_millis(ms));
+        }
+        let mut builder = builder.limits(limits);
+        if let Some(ms) = self.connect_timeout_ms.or(file.connect_timeout_ms) {
+            builder = builder.connect_timeout(Duration::from_millis(ms));
+        }
+        builder
+    }
+
+    /// Applies the per-identity queue limits to `config`.
+    pub fn queues(&self, file: &LimitsSection, config: &mut QueueConfig) -> anyhow::Result<()> {
+        if let Some(n) = self
+            .max_publishes_per_second
+            .or(file.max_publishes_per_second)
+        {
+            anyhow::ensure!(n > 0, "max publishes per second must be at least 1");
+            config.max_publishes_per_second = Some(n);
+        }
+        if let Some(n) = self
+            .max_subscriptions_per_identity
+            .or(file.max_subscriptions_per_identity)
+        {
+            anyhow::ensure!(n > 0, "max subscriptions per identity must be at least 1");
+            config.max_subscriptions_per_identity = Some(n);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_server::ServerConfig;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: LimitsSection =
+            toml::from_str("max_connections = 5\nmax_events_per_second = 7").unwrap();
+        let args = LimitArgs {
+            max_connections: Some(9),
+            ..LimitArgs::default()
+        };
+        let config = args.server(&file, ServerConfig::builder()).build().unwrap();
+        assert_eq!(config.limits.max_connections, Some(9));
+        assert_eq!(config.limits.events_per_second, Some(7));
+        assert!(toml::from_str::<LimitsSection>("max_conections = 5").is_err());
+        let zero: LimitsSection = toml::from_str("max_connections_per_ip = 0").unwrap();
+        let built = LimitArgs::default()
+            .server(&zero, ServerConfig::builder())
+            .build();
+        assert!(built.is_err());
+    }
+}

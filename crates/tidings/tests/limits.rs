@@ -1,0 +1,220 @@
+//! The limits of `tidings serve` (docs/SECURITY.md), each pushed past with the real binary and
+//! each answered as documented, while two well-behaved clients connected all along are still
+//! served: connections in total and per IP, slow headers, the connect timeout (raw TCP and
+//! HTTP here), events per second per connection, publishes per second per identity and
+//! subscriptions per identity (socket.io-client, tests/clients/js/limits.mjs).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A kept-alive HTTP connection that has been served once (so the server admitted it).
+async fn admitted(
+    host: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let stream = TcpStream::connect(host).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/v1/topics")
+        .header("host", host)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let res = within(10, "admitted connection", sender.send_request(req))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    sender
+}
+
+/// Sends `request` on a new connection and reads until the server closes it.
+async fn raw(host: &str, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(host).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    within(10, "raw answer", stream.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+const GET_TOPICS: &[u8] = b"GET /v1/topics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+
+/// Polls (bounded: 100 tries, 20 ms apart) until a new connection is served again.
+async fn until_served_again(host: &str) {
+    for _ in 0..100 {
+        if raw(host, GET_TOPICS).await.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no connection served again within 2 s of one closing");
+}
+
+#[tokio::test]
+async fn connections_per_ip_over_the_limit_get_503() {
+    let server = serve("", &["--max-connections-per-ip", "4"], &[]).await;
+    let host = server.host().to_owned();
+    let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+    let first = admitted(&host).await;
+    let _second = admitted(&host).await;
+    for attempt in 0..3 {
+        let answer = raw(&host, GET_TOPICS).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 503"),
+            "attempt {attempt}: {answer}"
+        );
+        assert!(
+            answer.contains(r#""code":"too_many_connections""#),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("too many connections from this address"),
+            "{answer}"
+        );
+        bystanders.still_served("over the per-IP limit").await;
+    }
+    drop(first);
+    until_served_again(&host).await;
+    bystanders.still_served("after a connection closed").await;
+}
+
+#[tokio::test]
+async fn connections_over_the_total_get_503() {
+    let server = serve("", &[], &[("TIDINGS_MAX_CONNECTIONS", "3")]).await;
+    let host = server.host().to_owned();
+    let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+    let idle = admitted(&host).await;
+    let answer = raw(&host, GET_TOPICS).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("the server has too many connections"),
+        "{answer}"
+    );
+    bystanders.still_served("over the total").await;
+    drop(idle);
+    until_served_again(&host).await;
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let server = serve("[limits]\nheader_timeout_ms = 300\n", &[], &[]).await;
+    let host = server.host().to_owned();
+    let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+    // Slowloris: one byte of headers every 50 ms, never finishing them.
+    let mut stream = TcpStream::connect(&host).await.unwrap();
+    let started = Instant::now();
+    let request = b"GET /v1/topics HTTP/1.1\r\nhost: x\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut = false;
+    for byte in request.iter() {
+        if stream.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = true;
+                break;
+            }
+            Ok(Ok(_)) => {} // an error answer (408) before the close
+            Err(_) => {}    // nothing yet: go on dripping
+        }
+    }
+    assert!(
+        cut,
+        "a client dripping headers for {:?} was not cut off",
+        started.elapsed()
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "cut off after {took:?}"
+    );
+    bystanders.still_served("after slowloris").await;
+}
+
+#[tokio::test]
+async fn a_session_that_never_joins_a_namespace_is_closed() {
+    let server = serve("", &["--connect-timeout-ms", "300"], &[]).await;
+    let host = server.host().to_owned();
+    let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+    let handshake = raw(
+        &host,
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let sid = handshake
+        .split(r#""sid":""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no sid in {handshake}"))
+        .to_owned();
+    // The long-poll is answered with the close packet `1` (or the session is already gone:
+    // 400) once the connect timeout passes — long before the 25 s ping interval.
+    let started = Instant::now();
+    let poll = format!(
+        "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    );
+    let answer = raw(&host, poll.as_bytes()).await;
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(
+        (answer.starts_with("HTTP/1.1 200") && body == "1") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    bystanders.still_served("after the connect timeout").await;
+}
+
+#[tokio::test]
+async fn rate_and_subscription_limits_with_socket_io_client() {
+    let server = serve(
+        "[limits]\nmax_events_per_second = 50\nmax_subscriptions_per_identity = 2\n",
+        &["--max-publishes-per-second", "5"],
+        &[],
+    )
+    .await;
+    for transport in ["websocket", "polling"] {
+        run_client(
+            "js/limits.mjs",
+            &server.url,
+            &[
+                ("TRANSPORT", transport),
+                ("EVENTS_PER_SECOND", "50"),
+                ("PUBLISHES_PER_SECOND", "5"),
+                ("MAX_SUBSCRIPTIONS", "2"),
+            ],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_limits_are_refused_at_start_up() {
+    for args in [
+        vec!["--max-connections", "0"],
+        vec!["--max-events-per-second", "0"],
+        vec!["--max-subscriptions-per-identity", "0"],
+        vec!["--header-timeout-ms", "0"],
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["serve", "--port", "0", "--store", "memory"])
+            .args(&args)
+            .output();
+        let output = within(20, "tidings serve", output).await.unwrap();
+        assert!(!output.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("at least 1") || stderr.contains("positive"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
