@@ -1,0 +1,220 @@
+//! Idle connections: how much memory and CPU a server spends per connected, silent client.
+//!
+//! The clients live in worker processes (`tidings-bench idle-worker`), at most
+//! [`PER_WORKER`] each and each worker on its own 127.0.0.x source address: the open-files
+//! hard limit here is 20,000 per process, and one source address has ~28,000 ephemeral ports.
+//! The server process itself is bound by the same limit, so "as many as the machine allows"
+//! means just under 20,000 connections into one server process.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use futures_util::{SinkExt, StreamExt, stream};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_websockets::Message;
+
+use crate::metrics::Record;
+use crate::server::{Peer, ServerProc};
+use crate::{Ctx, bar, sio};
+
+/// Connections per worker process: well under the 20,000 open-files limit.
+pub const PER_WORKER: usize = 5_000;
+
+/// Measures `conns` idle connections to `peer`, held for `hold` after they all connected.
+pub async fn run(
+    ctx: &Ctx,
+    peer: Peer,
+    conns: usize,
+    hold: Duration,
+    rep: usize,
+) -> Result<Record> {
+    let tag = format!("idle{conns}-{}-{rep}", peer.name().replace(' ', "_"));
+    let server = ServerProc::start(peer, &ctx.programs, &tag).await?;
+    let result = measure(ctx, peer, conns, hold, &server).await;
+    server.stop().await;
+    result
+}
+
+async fn measure(
+    ctx: &Ctx,
+    peer: Peer,
+    conns: usize,
+    hold: Duration,
+    server: &ServerProc,
+) -> Result<Record> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = server.usage()?;
+    let workers = conns.div_ceil(PER_WORKER);
+    let pb = bar(
+        ctx,
+        conns as u64,
+        &format!("idle {conns} {}: connecting", peer.name()),
+    );
+    let mut children = Vec::new();
+    let mut reports = Vec::new();
+    for w in 0..workers {
+        let count = (conns - w * PER_WORKER).min(PER_WORKER);
+        let src = ctx.source(w * PER_WORKER).map(|ip| ip.to_string());
+        let mut cmd = Command::new(&ctx.programs.bench);
+        cmd.arg("idle-worker")
+            .args(["--addr", &server.addr.to_string(), "--path", &server.path])
+            .args(["--count", &count.to_string()])
+            .args(["--hold-secs", &(hold.as_secs() + 120).to_string()]);
+        if let Some(src) = src {
+            cmd.args(["--source", &src]);
+        }
+        if !peer.is_socketio() {
+            cmd.arg("--bare");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start idle-worker")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let pb = pb.clone();
+        reports.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                // `progress N` while connecting, then `connected OK FAILED`.
+                if let Some(n) = line.strip_prefix("progress ") {
+                    pb.inc(n.trim().parse().unwrap_or(0));
+                } else if let Some(rest) = line.strip_prefix("connected ") {
+                    let mut it = rest.split_whitespace().map(|v| v.parse::<usize>().ok());
+                    return (it.next().flatten(), it.next().flatten());
+                }
+            }
+            (None, None)
+        }));
+        children.push(child);
+    }
+    let mut connected = 0usize;
+    let mut failed = 0usize;
+    for report in reports {
+        let (ok, bad) = tokio::time::timeout(Duration::from_secs(300), report)
+            .await
+            .map_err(|_| anyhow!("idle workers did not finish connecting within 300 s"))??;
+        connected += ok.unwrap_or(0);
+        failed += bad.unwrap_or(0);
+    }
+    pb.finish_and_clear();
+    // Let the server settle (buffers from the handshakes freed), then hold.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = server.usage()?;
+    tokio::time::sleep(hold).await;
+    let held = server.usage()?;
+    stop_workers(children).await;
+
+    let n = connected.max(1) as f64;
+    let mut rec = Record::new("idle", conns.to_string(), conns as u64, peer);
+    rec.set("conns", connected as f64)
+        .set("failed", failed as f64)
+        .set("completeness", connected as f64 / conns as f64)
+        .set("rss_base_mib", base.rss_kib as f64 / 1024.0)
+        .set("rss_mib", loaded.rss_kib as f64 / 1024.0)
+        .set(
+            "rss_kib_per_conn",
+            (loaded.rss_kib.saturating_sub(base.rss_kib)) as f64 / n,
+        )
+        .set(
+            "connect_cpu_ms_per_conn",
+            (loaded.cpu_secs - base.cpu_secs) * 1e3 / n,
+        )
+        .set(
+            "idle_cpu_us_per_conn_s",
+            (held.cpu_secs - loaded.cpu_secs) * 1e6 / n / hold.as_secs_f64(),
+        );
+    ctx.progress.println(format!(
+        "  idle       {:<14} {connected}/{conns} connected  RSS {:.1} KiB/conn  idle CPU {:.2} µs/conn/s",
+        peer.name(),
+        rec.values.get("rss_kib_per_conn").copied().unwrap_or(0.0),
+        rec.values.get("idle_cpu_us_per_conn_s").copied().unwrap_or(0.0),
+    ))?;
+    Ok(rec)
+}
+
+async fn stop_workers(children: Vec<Child>) {
+    for mut child in children {
+        // Closing stdin tells the worker to close its connections and exit.
+        drop(child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+}
+
+/// The worker process: connects `count` clients from `source`, reports, holds them (answering
+/// pings) until stdin closes or `hold` passes.
+pub async fn worker(
+    addr: SocketAddr,
+    path: String,
+    count: usize,
+    source: Option<IpAddr>,
+    bare: bool,
+    hold: Duration,
+) -> Result<()> {
+    let mut ok = Vec::new();
+    let mut failed = 0usize;
+    let mut done = 0usize;
+    let mut attempts = stream::iter(0..count)
+        .map(|_| {
+            let path = path.clone();
+            async move {
+                if bare {
+                    sio::open_ws(addr, &path, source).await
+                } else {
+                    sio::connect(addr, &path, source, None).await
+                }
+            }
+        })
+        .buffer_unordered(128);
+    let mut first_error = None;
+    while let Some(result) = attempts.next().await {
+        match result {
+            Ok(ws) => ok.push(ws),
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        done += 1;
+        if done.is_multiple_of(250) {
+            println!("progress 250");
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("idle-worker: {failed} connections failed; first: {e:#}");
+    }
+    println!("connected {} {failed}", ok.len());
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut ws in ok {
+        tasks.spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.as_text() == Some("2") && ws.send(Message::text("3")).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    let _ = tokio::time::timeout(hold, async {
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    tasks.shutdown().await;
+    Ok(())
+}
