@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -27,7 +25,7 @@ const MAX_PAYLOAD: usize = 10_000;
 enum Next {
     Text(String),
     Binary,
-    Closed(Option<u16>, String),
+    Closed(Option<u16>),
 }
 
 /// The server of every matrix test, its bystanders and an honest token.
@@ -109,11 +107,11 @@ async fn send(ws: &mut Ws, text: &str) {
 async fn next(ws: &mut Ws) -> Next {
     for _ in 0..100 {
         let msg = match within(10, "next ws message", ws.next()).await {
-            None | Some(Err(_)) => return Next::Closed(None, String::new()),
+            None | Some(Err(_)) => return Next::Closed(None),
             Some(Ok(msg)) => msg,
         };
-        if let Some((code, reason)) = msg.as_close() {
-            return Next::Closed(Some(u16::from(code)), reason.to_owned());
+        if let Some((code, _)) = msg.as_close() {
+            return Next::Closed(Some(u16::from(code)));
         }
         if let Some(text) = msg.as_text() {
             if text == "2" {
@@ -133,7 +131,7 @@ async fn next(ws: &mut Ws) -> Next {
 async fn closed(ws: &mut Ws, case: &str) -> Option<u16> {
     for _ in 0..20 {
         match next(ws).await {
-            Next::Closed(code, _) => return code,
+            Next::Closed(code) => return code,
             Next::Text(_) | Next::Binary => continue,
         }
     }
