@@ -146,6 +146,8 @@ pub(crate) struct ConnectionLimiter {
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) refused: AtomicU64,
+    /// Woken whenever a connection closes (for the drain after a shutdown).
+    closed: tokio::sync::Notify,
 }
 
 /// Held for the life of one admitted connection.
@@ -164,10 +166,30 @@ impl Drop for ConnectionPermit {
                 per_ip.remove(&self.ip);
             }
         }
+        drop(per_ip);
+        self.limiter.closed.notify_waiters();
     }
 }
 
 impl ConnectionLimiter {
+    /// Waits until no admitted connection is open, at most until `deadline`; true if none is.
+    pub(crate) async fn drained(&self, deadline: Instant) -> bool {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.total.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            tokio::select! {
+                _ = closed => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return self.total.load(Ordering::Acquire) == 0;
+                }
+            }
+        }
+    }
+
     /// A permit for a new connection from `ip`, or the reason it is refused.
     pub(crate) fn admit(
         self: &Arc<Self>,

@@ -397,6 +397,14 @@ impl Server {
         }
     }
 
+    /// After [`Server::shutdown`]: waits until every connection served by [`Server::serve`]
+    /// has closed — WebSockets have written their close frame (`1001 server shutting down`),
+    /// pending long-polls have been answered — at most `timeout`. Returns whether all did.
+    pub async fn drain(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.inner.connections.drained(deadline).await
+    }
+
     /// Stops accepting connections and closes every session with the reason `server shutting
     /// down`, after writing what was already queued for it.
     pub fn shutdown(&self) {

@@ -305,6 +305,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stopper.shutdown();
     });
     server.serve(listener).await.context("server failed")?;
+    // Let every client read its close (with the reason) before the process goes.
+    if !server.drain(Duration::from_secs(5)).await {
+        tracing::warn!("some connections were still open 5 s after the shutdown");
+    }
     Ok(())
 }
 
