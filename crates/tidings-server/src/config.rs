@@ -71,6 +71,10 @@ pub struct ServerConfig {
     pub recovery: Option<RecoveryConfig>,
     /// Connection and traffic limits (docs/SECURITY.md). Default: see [`Limits`].
     pub limits: Limits,
+    /// Origins (`https://app.example.com`) allowed to open a WebSocket from a browser. A
+    /// browser upgrade with another `Origin` gets 403; requests without `Origin` (non-browser
+    /// clients) are not affected. Default `None`: any origin.
+    pub ws_allowed_origins: Option<Vec<String>>,
 }
 
 /// Connection State Recovery: a client that lost its connection gets back its socket id, its
@@ -127,6 +131,7 @@ impl Default for ServerConfig {
             auth: None,
             recovery: None,
             limits: Limits::default(),
+            ws_allowed_origins: None,
         }
     }
 }
@@ -222,6 +227,12 @@ impl ServerConfigBuilder {
     /// See [`ServerConfig::limits`].
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
+        self
+    }
+
+    /// See [`ServerConfig::ws_allowed_origins`].
+    pub fn ws_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
+        self.config.ws_allowed_origins = origins;
         self
     }
 

@@ -34,6 +34,14 @@ pub struct LimitArgs {
     /// Subscriptions per identity; past it a subscribe is `limit_exceeded` (default 10000).
     #[arg(long, env = "TIDINGS_MAX_SUBSCRIPTIONS_PER_IDENTITY")]
     max_subscriptions_per_identity: Option<usize>,
+    /// Origin allowed to open a WebSocket from a browser (repeatable; comma-separated in the
+    /// environment). Unset: any. Browser upgrades from other origins get 403.
+    #[arg(
+        long = "ws-allowed-origin",
+        env = "TIDINGS_WS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    ws_allowed_origins: Vec<String>,
 }
 
 /// `[limits]` of the TOML file: the same settings.
@@ -47,6 +55,7 @@ pub struct LimitsSection {
     max_events_per_second: Option<u32>,
     max_publishes_per_second: Option<u32>,
     max_subscriptions_per_identity: Option<usize>,
+    ws_allowed_origins: Option<Vec<String>>,
 }
 
 impl LimitArgs {
@@ -63,7 +72,12 @@ impl LimitArgs {
         if let Some(ms) = self.header_timeout_ms.or(file.header_timeout_ms) {
             limits = limits.header_timeout(Duration::from_millis(ms));
         }
-        let mut builder = builder.limits(limits);
+        let origins = if self.ws_allowed_origins.is_empty() {
+            file.ws_allowed_origins.clone()
+        } else {
+            Some(self.ws_allowed_origins.clone())
+        };
+        let mut builder = builder.limits(limits).ws_allowed_origins(origins);
         if let Some(ms) = self.connect_timeout_ms.or(file.connect_timeout_ms) {
             builder = builder.connect_timeout(Duration::from_millis(ms));
         }

@@ -218,3 +218,57 @@ async fn invalid_limits_are_refused_at_start_up() {
         );
     }
 }
+
+/// A raw WebSocket upgrade to the Engine.IO endpoint with an optional `Origin`: whether the
+/// server accepted it.
+async fn ws_upgrade(host: &str, origin: Option<&str>) -> bool {
+    let uri = format!("ws://{host}/socket.io/?EIO=4&transport=websocket");
+    let mut builder = tokio_websockets::ClientBuilder::new().uri(&uri).unwrap();
+    if let Some(origin) = origin {
+        builder = builder
+            .add_header(
+                hyper::header::ORIGIN,
+                hyper::header::HeaderValue::from_str(origin).unwrap(),
+            )
+            .unwrap();
+    }
+    within(10, "ws upgrade", builder.connect()).await.is_ok()
+}
+
+#[tokio::test]
+async fn websocket_upgrades_from_other_origins_are_refused() {
+    let server = serve("", &["--ws-allowed-origin", "https://app.example.com"], &[]).await;
+    let host = server.host().to_owned();
+    let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+    assert!(ws_upgrade(&host, Some("https://app.example.com")).await);
+    assert!(
+        ws_upgrade(&host, None).await,
+        "non-browser clients send no Origin"
+    );
+    assert!(!ws_upgrade(&host, Some("https://evil.example")).await);
+    assert!(!ws_upgrade(&host, Some("null")).await);
+    // The answer itself (kept alive: read until its JSON body is complete, bounded).
+    let mut stream = TcpStream::connect(&host).await.unwrap();
+    stream
+        .write_all(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\norigin: https://evil.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    for _ in 0..100 {
+        let mut buf = [0u8; 1024];
+        let n = within(10, "403 answer", stream.read(&mut buf))
+            .await
+            .unwrap();
+        bytes.extend_from_slice(&buf[..n]);
+        if n == 0 || bytes.ends_with(b"}") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&bytes);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains(r#"{"code":4,"message":"Forbidden"}"#),
+        "{answer}"
+    );
+    bystanders.still_served("after cross-origin upgrades").await;
+}

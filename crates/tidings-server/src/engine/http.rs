@@ -23,6 +23,7 @@ pub(crate) enum EngineError {
     UnknownSid,
     BadHandshakeMethod,
     BadRequest,
+    Forbidden,
     UnsupportedProtocolVersion,
 }
 
@@ -33,6 +34,7 @@ impl EngineError {
             EngineError::UnknownSid => 1,
             EngineError::BadHandshakeMethod => 2,
             EngineError::BadRequest => 3,
+            EngineError::Forbidden => 4,
             EngineError::UnsupportedProtocolVersion => 5,
         }
     }
@@ -43,12 +45,16 @@ impl EngineError {
             EngineError::UnknownSid => "Session ID unknown",
             EngineError::BadHandshakeMethod => "Bad handshake method",
             EngineError::BadRequest => "Bad request",
+            EngineError::Forbidden => "Forbidden",
             EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
         }
     }
 
     pub(crate) fn response(self) -> Response<Body> {
-        let status = StatusCode::BAD_REQUEST;
+        let status = match self {
+            EngineError::Forbidden => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
         let body = format!(
             r#"{{"code":{},"message":"{}"}}"#,
             self.code(),
@@ -111,6 +117,21 @@ pub(crate) async fn handle(
     res
 }
 
+/// Whether a WebSocket upgrade with this `Origin` may proceed: always without
+/// [`crate::ServerConfig::ws_allowed_origins`]; else only without an `Origin` (not a browser)
+/// or with one in the list.
+fn websocket_origin_allowed(config: &crate::ServerConfig, origin: Option<&HeaderValue>) -> bool {
+    let Some(allowed) = &config.ws_allowed_origins else {
+        return true;
+    };
+    match origin {
+        None => true,
+        Some(origin) => origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a == o)),
+    }
+}
+
 async fn route(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
     if req.method() == Method::OPTIONS {
         return preflight(engine, &req);
@@ -129,6 +150,11 @@ async fn route(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr)
     let is_ws_request = websocket::is_upgrade_request(&req);
     if transport == TransportKind::WebSocket && !is_ws_request {
         return EngineError::BadRequest.response();
+    }
+    if is_ws_request && !websocket_origin_allowed(config, req.headers().get(header::ORIGIN)) {
+        // Cross-site WebSocket hijacking: browsers send the page's origin and enforce nothing.
+        tracing::debug!(origin = ?req.headers().get(header::ORIGIN), "websocket upgrade from a disallowed origin");
+        return EngineError::Forbidden.response();
     }
 
     match query.sid {
