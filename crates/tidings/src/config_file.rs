@@ -64,7 +64,7 @@ pub struct ConfigFile {
     #[serde(default)]
     recovery: RecoverySection,
     #[serde(default)]
-    limits: crate::limits::LimitsSection,
+    limits: LimitsSection,
 }
 
 #[derive(Default, Deserialize)]
@@ -77,10 +77,7 @@ struct RedisSection {
 impl std::fmt::Debug for RedisSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSection")
-            .field(
-                "url",
-                &self.url.as_deref().map(tidings_store_redis::redact_url),
-            )
+            .field("url", &self.url.as_deref().map(tidings_core::redact_url))
             .field("prefix", &self.prefix)
             .finish()
     }
@@ -134,6 +131,20 @@ struct AccessRuleSection {
     join: Vec<String>,
     #[serde(default)]
     admin: bool,
+}
+
+/// `[limits]` of the TOML file: the same settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) header_timeout_ms: Option<u64>,
+    pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) max_events_per_second: Option<u32>,
+    pub(crate) max_publishes_per_second: Option<u32>,
+    pub(crate) max_subscriptions_per_identity: Option<usize>,
+    pub(crate) ws_allowed_origins: Option<Vec<String>>,
 }
 
 /// Where the token key comes from: a flag or variable wins over the file.
@@ -206,7 +217,7 @@ impl ConfigFile {
     }
 
     /// `[limits]`.
-    pub fn limits(&self) -> &crate::limits::LimitsSection {
+    pub fn limits(&self) -> &LimitsSection {
         &self.limits
     }
 

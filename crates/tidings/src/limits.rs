@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use clap::Args;
-use serde::Deserialize;
 use tidings_server::{Limits, QueueConfig, ServerConfigBuilder};
+
+use crate::config_file::LimitsSection;
 
 /// Limits against abuse. Unset: the `[limits]` section of `--config`, else the default.
 #[derive(Debug, Default, Args)]
@@ -42,20 +43,6 @@ pub struct LimitArgs {
         value_delimiter = ','
     )]
     ws_allowed_origins: Vec<String>,
-}
-
-/// `[limits]` of the TOML file: the same settings.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSection {
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    header_timeout_ms: Option<u64>,
-    connect_timeout_ms: Option<u64>,
-    max_events_per_second: Option<u32>,
-    max_publishes_per_second: Option<u32>,
-    max_subscriptions_per_identity: Option<usize>,
-    ws_allowed_origins: Option<Vec<String>>,
 }
 
 impl LimitArgs {
