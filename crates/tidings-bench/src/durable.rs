@@ -265,7 +265,7 @@ fn fill(rec: &mut Record, run: &PublishRun) {
 
 fn println_rec(ctx: &Ctx, rec: &Record) -> Result<()> {
     let v = |k: &str| rec.values.get(k).copied().unwrap_or(f64::NAN);
-    ctx.progress.println(format!(
+    ctx.say(format!(
         "  {:<14} {:<12} {:<14} {:>9.0} msg/s  completeness {:.4}  p50 {:.2} ms  p99 {:.2} ms",
         rec.scenario,
         rec.peer.name(),
@@ -412,7 +412,7 @@ pub async fn fanout(
         .set("expected", expected as f64)
         .set("delivered", pending as f64)
         .set("completeness", pending as f64 / expected.max(1) as f64);
-    ctx.progress.println(format!(
+    ctx.say(format!(
         "  fanout-durable {:<12} {:>9.0} entries/s  queued {pending}/{expected}",
         peer.name(),
         expected as f64 / run.secs
@@ -519,7 +519,7 @@ pub async fn drain(
             "cpu_s_per_m",
             (after.cpu_secs - before.cpu_secs) / distinct.max(1) as f64 * 1e6,
         );
-    ctx.progress.println(format!(
+    ctx.say(format!(
         "  drain      {:<14} {distinct}/{count} acked  {:>9.0} msg/s (filled at {:.0} msg/s)",
         peer.name(),
         distinct as f64 / secs,

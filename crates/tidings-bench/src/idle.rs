@@ -129,7 +129,7 @@ async fn measure(
             "idle_cpu_us_per_conn_s",
             (held.cpu_secs - loaded.cpu_secs) * 1e6 / n / hold.as_secs_f64(),
         );
-    ctx.progress.println(format!(
+    ctx.say(format!(
         "  idle       {:<14} {connected}/{conns} connected  RSS {:.1} KiB/conn  idle CPU {:.2} µs/conn/s",
         peer.name(),
         rec.values.get("rss_kib_per_conn").copied().unwrap_or(0.0),

@@ -145,6 +145,17 @@ impl Ctx {
         }
         Some(self.sources[(i / idle::PER_WORKER) % self.sources.len()])
     }
+
+    /// Prints a result line above the progress bars, or on stderr when they are hidden (not a
+    /// terminal, as in CI), where indicatif would drop it.
+    pub fn say(&self, line: String) -> std::io::Result<()> {
+        if self.progress.is_hidden() {
+            eprintln!("{line}");
+            Ok(())
+        } else {
+            self.progress.println(line)
+        }
+    }
 }
 
 /// A progress bar under the run's MultiProgress (hidden when stderr is not a terminal).
@@ -255,7 +266,9 @@ fn plan(args: &RunArgs) -> Plan {
             reps,
             idle: vec![
                 (10_000, Duration::from_secs(5), reps),
-                (max, Duration::from_secs(5), 1),
+                // Held past one heartbeat round (25 s ping interval for every peer), so the idle
+                // CPU figure includes the pings; once, as it is the longest step.
+                (max, Duration::from_secs(30), 1),
             ],
             fanout: RoomSpec {
                 scenario: "fanout",
@@ -376,16 +389,14 @@ async fn run(args: RunArgs) -> Result<()> {
                 Ok(r) => records.extend(r),
                 Err(e) => {
                     let msg = format!("{}: {e:#}", $what);
-                    let _ = ctx.progress.println(format!("  FAILED {msg}"));
+                    let _ = ctx.say(format!("  FAILED {msg}"));
                     failures.push(msg);
                 }
             }
         };
     }
     for rep in 0..plan.reps {
-        let _ = ctx
-            .progress
-            .println(format!("== repetition {} of {}", rep + 1, plan.reps));
+        let _ = ctx.say(format!("== repetition {} of {}", rep + 1, plan.reps));
         if wants("idle") {
             for &(conns, hold, reps) in &plan.idle {
                 if rep >= reps {

@@ -122,7 +122,7 @@ async fn run_against(
         }
     }
     if let Some(e) = first_error {
-        ctx.progress.println(format!(
+        ctx.say(format!(
             "  {} {}: {join_failed} of {} clients could not join; first: {e:#}",
             spec.scenario,
             peer.name(),
@@ -214,7 +214,7 @@ async fn run_against(
             .set("stale", state.stale.load(Ordering::SeqCst) as f64)
             .set("join_failed", join_failed as f64)
             .set_latency(&state.hist.take());
-        ctx.progress.println(format!(
+        ctx.say(format!(
             "  {:<10} {:<14} {:>7}/s  delivered {}/{} ({:.4})  {:>10.0} deliveries/s  p99 {:.1} ms",
             spec.scenario,
             peer.name(),
