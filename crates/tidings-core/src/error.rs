@@ -29,8 +29,12 @@ pub enum ErrorCode {
     /// Too many requests in a short time (events per connection, publishes per identity);
     /// nothing was done. Retry later, more slowly.
     RateLimited,
-    /// A configured maximum was reached (e.g. subscriptions per identity); nothing was done.
+    /// A configured maximum was reached (e.g. subscriptions per identity, topics); nothing
+    /// was done.
     LimitExceeded,
+    /// A subscription of the topic holds its maximum queue depth and the overflow policy is
+    /// `reject`: the publish was not stored. Retry once its consumers caught up.
+    QueueFull,
 }
 
 impl ErrorCode {
@@ -48,6 +52,7 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::QueueFull => "queue_full",
         }
     }
 }

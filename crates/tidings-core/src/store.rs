@@ -432,6 +432,85 @@ pub struct Gap {
     pub to: Offset,
 }
 
+/// What a full subscription queue does to a publish (see [`QueueBound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Overflow {
+    /// Refuse the publish: nothing is stored (the default).
+    #[default]
+    Reject,
+    /// Store the publish; every full subscription loses its oldest unsettled entries, each
+    /// loss reported as a [`Gap`] (and counted in [`SubscriptionInfo::gaps`]).
+    DropOldest,
+}
+
+impl Overflow {
+    /// The name used in configuration: `reject` or `drop-oldest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Reject => "reject",
+            Overflow::DropOldest => "drop-oldest",
+        }
+    }
+}
+
+impl fmt::Display for Overflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Overflow {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reject" => Ok(Overflow::Reject),
+            "drop-oldest" => Ok(Overflow::DropOldest),
+            other => Err(format!(
+                "unknown overflow policy {other:?} (expected \"reject\" or \"drop-oldest\")"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Overflow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The most entries a subscription's queue may hold — its depth: pending entries (in flight or
+/// waiting) plus messages not handed out yet, i.e. [`SubscriptionInfo::pending`] — and what a
+/// publish that would exceed it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueBound {
+    /// The most entries per subscription.
+    pub max_depth: u64,
+    /// What happens to a publish beyond it.
+    pub overflow: Overflow,
+}
+
+/// What [`Store::append_bounded`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundedAppend {
+    /// The message was stored (or was a duplicate, which stores nothing).
+    Appended {
+        /// As [`Store::append`] returns it.
+        appended: Appended,
+        /// With [`Overflow::DropOldest`]: the unsettled entries that full subscriptions lost
+        /// to make room, sorted by (subscription, offset). Empty otherwise.
+        dropped: Vec<Gap>,
+    },
+    /// With [`Overflow::Reject`]: `subscription` already holds `depth >= max_depth` entries,
+    /// so nothing was stored (and an idempotency key was not recorded).
+    Full {
+        /// A full subscription (one of them, when several are).
+        subscription: SubscriptionName,
+        /// Its depth.
+        depth: u64,
+    },
+}
+
 /// The durable store: topics, subscriptions and their queues. See the module docs.
 ///
 /// Every method is atomic. Methods on an unknown topic or subscription return
@@ -446,6 +525,26 @@ pub trait Store: Send + Sync + 'static {
         msg: NewMessage,
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended>;
+
+    /// [`Store::append`], atomically bounded by `bound` on every subscription of the topic.
+    ///
+    /// A duplicate (idempotency key within the window) is answered as by `append`, whatever
+    /// the queues hold. Otherwise, with [`Overflow::Reject`], when some subscription already
+    /// holds `bound.max_depth` entries or more, nothing is stored and the answer is
+    /// [`BoundedAppend::Full`]. With [`Overflow::DropOldest`] the message is stored and every
+    /// subscription then holding more than `max_depth` entries loses its oldest unsettled
+    /// ones — pending entries (in flight or waiting) first, as they are older than anything
+    /// not handed out, then undelivered messages by advancing its cursor — until it holds
+    /// `max_depth`. The messages stay in the topic (other subscriptions, `history`); the losses
+    /// are returned as gaps and counted in [`SubscriptionInfo::gaps`], as retention's are. An
+    /// ack of a dropped in-flight entry then returns Ok(false).
+    fn append_bounded<'a>(
+        &'a self,
+        topic: &'a Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+        bound: QueueBound,
+    ) -> StoreFuture<'a, BoundedAppend>;
 
     /// Creates the subscription if it does not exist (creating the topic too), starting at
     /// `from`; an existing subscription is left as it is. Returns its state.

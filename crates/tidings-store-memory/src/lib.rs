@@ -43,9 +43,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tidings_core::store::{
-    Appended, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId, Millis, NewMessage,
-    Offset, Retention, StartFrom, Store, StoreError, StoreFuture, StoredMessage, SubscriptionInfo,
-    SubscriptionName, Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
+    Millis, NewMessage, Offset, Overflow, QueueBound, Retention, StartFrom, Store, StoreError,
+    StoreFuture, StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tracing::{debug, warn};
 
@@ -121,6 +121,16 @@ impl TopicState {
         self.head + 1 - self.messages.len() as u64
     }
 
+    /// The first append of `msg`'s idempotency key, if it is within the window.
+    fn duplicate(&self, msg: &NewMessage, dedup_window: Millis) -> Option<Appended> {
+        let rec = msg.key.as_ref().and_then(|k| self.keys.get(k))?;
+        (msg.published_at.saturating_sub(rec.at) <= dedup_window).then_some(Appended {
+            id: rec.id,
+            offset: rec.offset,
+            duplicate: true,
+        })
+    }
+
     fn info(&self, topic: &Topic) -> TopicInfo {
         TopicInfo {
             topic: topic.clone(),
@@ -159,10 +169,15 @@ impl SubState {
         }
     }
 
+    /// Entries in the queue: pending ones plus messages not handed out yet.
+    fn depth(&self, head: Offset) -> u64 {
+        self.pending.len() as u64 + (head + 1 - self.cursor)
+    }
+
     fn info(&self, name: &SubscriptionName, head: Offset) -> SubscriptionInfo {
         SubscriptionInfo {
             name: name.clone(),
-            pending: self.pending.len() as u64 + (head + 1 - self.cursor),
+            pending: self.depth(head),
             in_flight: self.pending.values().filter(|e| e.in_flight).count() as u64,
             dead: self.dead.len() as u64,
             gaps: self.gaps,
@@ -211,14 +226,8 @@ impl State {
             .topics
             .entry(topic.clone())
             .or_insert_with(TopicState::new);
-        if let Some(rec) = msg.key.as_ref().and_then(|k| t.keys.get(k)) {
-            if msg.published_at.saturating_sub(rec.at) <= dedup_window {
-                return Appended {
-                    id: rec.id,
-                    offset: rec.offset,
-                    duplicate: true,
-                };
-            }
+        if let Some(first) = t.duplicate(&msg, dedup_window) {
+            return first;
         }
         let id = MessageId::new();
         let offset = t.head + 1;
@@ -240,6 +249,70 @@ impl State {
             offset,
             duplicate: false,
         }
+    }
+
+    fn append_bounded(
+        &mut self,
+        topic: &Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+        bound: QueueBound,
+    ) -> BoundedAppend {
+        if let Some(t) = self.topics.get(topic) {
+            if let Some(first) = t.duplicate(&msg, dedup_window) {
+                return BoundedAppend::Appended {
+                    appended: first,
+                    dropped: Vec::new(),
+                };
+            }
+            if bound.overflow == Overflow::Reject {
+                let full = t
+                    .subs
+                    .iter()
+                    .find(|(_, s)| s.depth(t.head) >= bound.max_depth);
+                if let Some((name, s)) = full {
+                    return BoundedAppend::Full {
+                        subscription: name.clone(),
+                        depth: s.depth(t.head),
+                    };
+                }
+            }
+        }
+        let appended = self.append(topic, msg, dedup_window);
+        let mut dropped = Vec::new();
+        if bound.overflow == Overflow::DropOldest {
+            if let Some(t) = self.topics.get_mut(topic) {
+                let head = t.head;
+                for (name, s) in &mut t.subs {
+                    let Some(mut excess) = s.depth(head).checked_sub(bound.max_depth) else {
+                        continue;
+                    };
+                    let mut ranges = Vec::new();
+                    while excess > 0 {
+                        let Some((offset, _)) = s.pending.pop_first() else {
+                            break;
+                        };
+                        push_range(&mut ranges, offset, offset);
+                        excess -= 1;
+                    }
+                    if excess > 0 {
+                        push_range(&mut ranges, s.cursor, s.cursor + excess - 1);
+                        s.cursor += excess;
+                    }
+                    for (from, to) in ranges {
+                        s.gaps += to - from + 1;
+                        warn!(topic = %topic, sub = %name, from, to, "queue full: dropped its oldest unsettled messages");
+                        dropped.push(Gap {
+                            topic: topic.clone(),
+                            subscription: name.clone(),
+                            from,
+                            to,
+                        });
+                    }
+                }
+            }
+        }
+        BoundedAppend::Appended { appended, dropped }
     }
 
     fn subscribe(
@@ -520,6 +593,16 @@ impl Store for MemoryStore {
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended> {
         self.ready(|s| Ok(s.append(topic, msg, dedup_window)))
+    }
+
+    fn append_bounded<'a>(
+        &'a self,
+        topic: &'a Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+        bound: QueueBound,
+    ) -> StoreFuture<'a, BoundedAppend> {
+        self.ready(|s| Ok(s.append_bounded(topic, msg, dedup_window, bound)))
     }
 
     fn subscribe<'a>(

@@ -126,9 +126,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Value};
 use tidings_core::store::{
-    Appended, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId, Millis, NewMessage,
-    Offset, Retention, StartFrom, Store, StoreError, StoreFuture, StoredMessage, SubscriptionInfo,
-    SubscriptionName, Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
+    Millis, NewMessage, Offset, QueueBound, Retention, StartFrom, Store, StoreError, StoreFuture,
+    StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
@@ -438,6 +438,54 @@ impl RedisStore {
         Ok(appended)
     }
 
+    async fn append_bounded_impl(
+        &self,
+        topic: &Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+        bound: QueueBound,
+    ) -> Result<BoundedAppend, StoreError> {
+        const WHAT: &str = "append_bounded";
+        let id = reply::id_to_hex(MessageId::new());
+        let args = vec![
+            borrowed(&id),
+            borrowed(&msg.event),
+            borrowed(&msg.data),
+            owned(msg.published_at),
+            borrowed(msg.key.as_deref().unwrap_or("")),
+            owned(dedup_window),
+            owned(bound.max_depth),
+            borrowed(bound.overflow.as_str()),
+        ];
+        let r = self.run(WHAT, topic.as_str(), args, true).await?;
+        if r.len() > 4 {
+            return Ok(BoundedAppend::Full {
+                subscription: reply::sub(at(&r, 4, WHAT)?)?,
+                depth: u64_of(at(&r, 5, WHAT)?, WHAT)?,
+            });
+        }
+        let appended = Appended {
+            offset: u64_of(at(&r, 0, WHAT)?, WHAT)?,
+            id: reply::id_from_hex(&string(at(&r, 1, WHAT)?, WHAT)?)?,
+            duplicate: flag(at(&r, 2, WHAT)?, WHAT)?,
+        };
+        let mut dropped = Vec::new();
+        for g in array(at(&r, 3, WHAT)?, WHAT)? {
+            let g = array(g, WHAT)?;
+            let gap = Gap {
+                topic: topic.clone(),
+                subscription: reply::sub(at(g, 0, WHAT)?)?,
+                from: u64_of(at(g, 1, WHAT)?, WHAT)?,
+                to: u64_of(at(g, 2, WHAT)?, WHAT)?,
+            };
+            warn!(topic = %topic, sub = %gap.subscription, from = gap.from, to = gap.to,
+                "queue full: dropped its oldest unsettled messages");
+            dropped.push(gap);
+        }
+        dropped.sort_by(|a, b| (&a.subscription, a.from).cmp(&(&b.subscription, b.from)));
+        Ok(BoundedAppend::Appended { appended, dropped })
+    }
+
     async fn subscribe_impl(
         &self,
         topic: &Topic,
@@ -683,6 +731,16 @@ impl Store for RedisStore {
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended> {
         Box::pin(self.append_impl(topic, msg, dedup_window))
+    }
+
+    fn append_bounded<'a>(
+        &'a self,
+        topic: &'a Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+        bound: QueueBound,
+    ) -> StoreFuture<'a, BoundedAppend> {
+        Box::pin(self.append_bounded_impl(topic, msg, dedup_window, bound))
     }
 
     fn subscribe<'a>(

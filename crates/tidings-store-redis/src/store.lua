@@ -120,18 +120,42 @@ end
 
 local ops = {}
 
+-- The reply of a duplicate append, if `key` was seen within the window; nil otherwise.
+local function duplicate(k, key, at, window)
+  if key == '' then return nil end
+  local rec = redis.call('HGET', k.keys, key)
+  if not rec then return nil end
+  local off, first_id, seen = string.match(rec, '^(%S+) (%S+) (%S+)$')
+  local age = tonumber(at) - tonumber(seen)
+  if age < 0 then age = 0 end
+  if age <= tonumber(window) then return {'ok', tonumber(off), first_id, 1} end
+  return nil
+end
+
+-- Every subscription of the topic with its queue depth (pending + never delivered), by key.
+local function depths(k)
+  local head = meta(k)
+  local cur = cursors(k)
+  local subs = redis.call('SMEMBERS', k.subs)
+  table.sort(subs)
+  local out = {}
+  for _, s in ipairs(subs) do
+    table.insert(out, {s, redis.call('ZCARD', k.sub(s, 'due')) + (head + 1 - cur[s]), cur[s]})
+  end
+  return out
+end
+
+-- Appends ascending runs of offsets: push(runs, from, to) merges with the last if adjacent.
+local function push_run(runs, from, to)
+  local last = runs[#runs]
+  if last and last[2] + 1 == from then last[2] = to else table.insert(runs, {from, to}) end
+end
+
 -- topic, id, event, data, published_at, key ('' for none), dedup_window
 function ops.append(topic, id, ev, data, at, key, window)
   local k = K(topic)
-  if key ~= '' then
-    local rec = redis.call('HGET', k.keys, key)
-    if rec then
-      local off, first_id, seen = string.match(rec, '^(%S+) (%S+) (%S+)$')
-      local age = tonumber(at) - tonumber(seen)
-      if age < 0 then age = 0 end
-      if age <= tonumber(window) then return {'ok', tonumber(off), first_id, 1} end
-    end
-  end
+  local dup = duplicate(k, key, at, window)
+  if dup then return dup end
   create_topic(k, topic)
   local off = redis.call('HINCRBY', k.meta, 'head', 1)
   redis.call('HINCRBY', k.meta, 'bytes', #data)
@@ -141,6 +165,55 @@ function ops.append(topic, id, ev, data, at, key, window)
     redis.call('ZADD', k.keyat, at, key)
   end
   return {'ok', off, id, 0}
+end
+
+-- topic, id, event, data, published_at, key, dedup_window, max_depth, overflow ('reject' |
+-- 'drop-oldest'). Stored: {'ok', offset, id, duplicate, {{sub, from, to}...}} (the dropped
+-- runs); refused: {'ok', 0, '', 0, {}, sub, depth}.
+function ops.append_bounded(topic, id, ev, data, at, key, window, max_s, overflow)
+  local k = K(topic)
+  local max = tonumber(max_s)
+  if exists(k) then
+    local dup = duplicate(k, key, at, window)
+    if dup then
+      table.insert(dup, {})
+      return dup
+    end
+    if overflow == 'reject' then
+      for _, d in ipairs(depths(k)) do
+        if d[2] >= max then return {'ok', 0, '', 0, {}, d[1], d[2]} end
+      end
+    end
+  end
+  local r = ops.append(topic, id, ev, data, at, key, window)
+  local dropped = {}
+  if overflow == 'drop-oldest' and r[4] == 0 then
+    for _, d in ipairs(depths(k)) do
+      local s, excess, cursor = d[1], d[2] - max, d[3]
+      if excess > 0 then
+        local sk = sub_keys(k, s)
+        -- Pending entries are all below the cursor: they are the oldest.
+        local pending = redis.call('ZRANGE', sk.due, 0, -1)
+        table.sort(pending, numeric)
+        local runs, n = {}, 0
+        for _, o in ipairs(pending) do
+          if n >= excess then break end
+          settle(k, sk, s, o)
+          push_run(runs, tonumber(o), tonumber(o))
+          n = n + 1
+        end
+        local skip = excess - n
+        if skip > 0 then
+          push_run(runs, cursor, cursor + skip - 1)
+          redis.call('XGROUP', 'SETID', k.log, s, sid(cursor + skip - 1))
+        end
+        for _, run in ipairs(runs) do table.insert(dropped, {s, run[1], run[2]}) end
+        redis.call('HINCRBY', k.gaps, s, excess)
+      end
+    end
+  end
+  table.insert(r, dropped)
+  return r
 end
 
 -- topic, sub, mode ('new' | 'earliest' | 'offset'), offset

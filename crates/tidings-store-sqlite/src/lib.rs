@@ -54,9 +54,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use tidings_core::store::{
-    Appended, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis, NewMessage, Offset,
-    Retention, StartFrom, Store, StoreError, StoreFuture, StoredMessage, SubscriptionInfo,
-    SubscriptionName, Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis,
+    NewMessage, Offset, QueueBound, Retention, StartFrom, Store, StoreError, StoreFuture,
+    StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tracing::info;
 
@@ -231,6 +231,21 @@ impl Store for SqliteStore {
             self.inner
                 .writer
                 .run(move |c| ops::append(c, &topic, msg, dedup_window)),
+        )
+    }
+
+    fn append_bounded<'a>(
+        &'a self,
+        topic: &'a Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+        bound: QueueBound,
+    ) -> StoreFuture<'a, BoundedAppend> {
+        let topic = topic.clone();
+        Box::pin(
+            self.inner
+                .writer
+                .run(move |c| ops::append_bounded(c, &topic, msg, dedup_window, bound)),
         )
     }
 

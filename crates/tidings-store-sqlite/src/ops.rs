@@ -4,9 +4,9 @@
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use tidings_core::store::{
-    Appended, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId, Millis, NewMessage,
-    Offset, Retention, StartFrom, StoreError, StoredMessage, SubscriptionInfo, SubscriptionName,
-    Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
+    Millis, NewMessage, Offset, Overflow, QueueBound, Retention, StartFrom, StoreError,
+    StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tracing::{debug, warn};
 
@@ -190,6 +190,146 @@ fn start_cursor(from: StartFrom, head: Offset, first: Offset) -> Result<Offset> 
     }
 }
 
+/// The first append of `msg`'s idempotency key, if it is within the window.
+fn duplicate(
+    c: &Connection,
+    topic_id: i64,
+    msg: &NewMessage,
+    dedup_window: Millis,
+) -> Result<Option<Appended>> {
+    let Some(key) = &msg.key else {
+        return Ok(None);
+    };
+    let seen: Option<(Offset, [u8; 16], Millis)> = c
+        .prepare_cached("SELECT seq, id, at FROM idempotency WHERE topic = ?1 AND key = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![topic_id, key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    Ok(seen
+        .filter(|(_, _, at)| msg.published_at.saturating_sub(*at) <= dedup_window)
+        .map(|(offset, id, _)| Appended {
+            id: MessageId(u128::from_be_bytes(id)),
+            offset,
+            duplicate: true,
+        }))
+}
+
+/// Every subscription of a topic with its queue depth (pending entries + never delivered).
+fn depths(c: &Connection, t: &TopicRow) -> Result<Vec<(String, SubRow, u64)>> {
+    let rows: Vec<(String, SubRow, u64)> = c
+        .prepare_cached(
+            "SELECT s.name, s.id, s.cursor, s.gaps,
+                    (SELECT count(*) FROM pending p WHERE p.sub = s.id)
+             FROM subscriptions s WHERE s.topic = ?1 ORDER BY s.name",
+        )
+        .and_then(|mut st| {
+            st.query_map([t.id], |r| {
+                Ok((
+                    r.get(0)?,
+                    SubRow {
+                        id: r.get(1)?,
+                        cursor: r.get(2)?,
+                        gaps: r.get(3)?,
+                    },
+                    r.get(4)?,
+                ))
+            })?
+            .collect()
+        })
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|(name, s, entries)| {
+            let never_delivered = (t.head + 1).checked_sub(s.cursor).ok_or_else(|| {
+                corrupt(format!(
+                    "cursor {} of {name} is past head {}",
+                    s.cursor, t.head
+                ))
+            })?;
+            Ok((name, s, entries + never_delivered))
+        })
+        .collect()
+}
+
+pub(crate) fn append_bounded(
+    c: &Connection,
+    topic: &Topic,
+    msg: NewMessage,
+    dedup_window: Millis,
+    bound: QueueBound,
+) -> Result<BoundedAppend> {
+    if let Some(t) = topic_row(c, topic)? {
+        if let Some(first) = duplicate(c, t.id, &msg, dedup_window)? {
+            return Ok(BoundedAppend::Appended {
+                appended: first,
+                dropped: Vec::new(),
+            });
+        }
+        if bound.overflow == Overflow::Reject {
+            let full = depths(c, &t)?
+                .into_iter()
+                .find(|(_, _, depth)| *depth >= bound.max_depth);
+            if let Some((name, _, depth)) = full {
+                return Ok(BoundedAppend::Full {
+                    subscription: parse_sub(&name)?,
+                    depth,
+                });
+            }
+        }
+    }
+    let appended = append(c, topic, msg, dedup_window)?;
+    let mut dropped = Vec::new();
+    if bound.overflow == Overflow::DropOldest && !appended.duplicate {
+        let t = require_topic(c, topic)?;
+        for (name, s, depth) in depths(c, &t)? {
+            let Some(excess) = depth.checked_sub(bound.max_depth).filter(|e| *e > 0) else {
+                continue;
+            };
+            // Pending entries are all below the cursor: they are the oldest.
+            let lost: Vec<Offset> = c
+                .prepare_cached("SELECT seq FROM pending WHERE sub = ?1 ORDER BY seq LIMIT ?2")
+                .and_then(|mut st| {
+                    st.query_map(params![s.id, int(excess)], |r| r.get(0))?
+                        .collect()
+                })
+                .map_err(db)?;
+            let mut ranges = Vec::new();
+            for &offset in &lost {
+                push_range(&mut ranges, offset, offset);
+            }
+            if let Some(&last) = lost.last() {
+                c.prepare_cached("DELETE FROM pending WHERE sub = ?1 AND seq <= ?2")
+                    .and_then(|mut st| st.execute(params![s.id, int(last)]))
+                    .map_err(db)?;
+            }
+            let skipped = excess - lost.len() as u64;
+            if skipped > 0 {
+                push_range(&mut ranges, s.cursor, s.cursor + skipped - 1);
+            }
+            c.prepare_cached("UPDATE subscriptions SET cursor = ?2, gaps = ?3 WHERE id = ?1")
+                .and_then(|mut st| {
+                    st.execute(params![s.id, int(s.cursor + skipped), int(s.gaps + excess)])
+                })
+                .map_err(db)?;
+            let name = parse_sub(&name)?;
+            for (from, to) in ranges {
+                warn!(topic = %topic, sub = %name, from, to, "queue full: dropped its oldest unsettled messages");
+                dropped.push(Gap {
+                    topic: topic.clone(),
+                    subscription: name.clone(),
+                    from,
+                    to,
+                });
+            }
+        }
+        dropped.sort_by(|a, b| (&a.subscription, a.from).cmp(&(&b.subscription, b.from)));
+    }
+    Ok(BoundedAppend::Appended { appended, dropped })
+}
+
 pub(crate) fn append(
     c: &Connection,
     topic: &Topic,
@@ -197,25 +337,8 @@ pub(crate) fn append(
     dedup_window: Millis,
 ) -> Result<Appended> {
     let t = ensure_topic(c, topic)?;
-    if let Some(key) = &msg.key {
-        let seen: Option<(Offset, [u8; 16], Millis)> = c
-            .prepare_cached("SELECT seq, id, at FROM idempotency WHERE topic = ?1 AND key = ?2")
-            .and_then(|mut s| {
-                s.query_row(params![t.id, key], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()
-            })
-            .map_err(db)?;
-        if let Some((offset, id, at)) = seen {
-            if msg.published_at.saturating_sub(at) <= dedup_window {
-                return Ok(Appended {
-                    id: MessageId(u128::from_be_bytes(id)),
-                    offset,
-                    duplicate: true,
-                });
-            }
-        }
+    if let Some(first) = duplicate(c, t.id, &msg, dedup_window)? {
+        return Ok(first);
     }
     let id = MessageId::new();
     let offset = t.head + 1;

@@ -7,8 +7,9 @@
 //! Lists whose order the trait does not specify are compared sorted.
 
 use tidings_core::store::{
-    ClaimOptions, ClaimResult, DeadLetter, Gap, Millis, NewMessage, Offset, Retention, StartFrom,
-    Store, StoreError, StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, DeadLetter, Gap, Millis, NewMessage,
+    Offset, Overflow, QueueBound, Retention, StartFrom, Store, StoreError, StoredMessage,
+    SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 
 fn topic(name: &str) -> Topic {
@@ -1193,5 +1194,218 @@ pub async fn topics_and_subscriptions<S: Store>(store: &S) {
     assert_eq!(
         subs,
         vec![(a, id("x")), (b.clone(), id("y")), (b, group("x"))]
+    );
+}
+
+fn bound(max_depth: u64, overflow: Overflow) -> QueueBound {
+    QueueBound {
+        max_depth,
+        overflow,
+    }
+}
+
+/// The appended result of a bounded append that must have stored (or deduplicated).
+fn stored(r: BoundedAppend) -> (Appended, Vec<(SubscriptionName, Offset, Offset)>) {
+    match r {
+        BoundedAppend::Appended { appended, dropped } => {
+            assert!(dropped.iter().all(|g| g.topic.as_str() == "jobs"));
+            (appended, sorted_gaps(dropped))
+        }
+        full @ BoundedAppend::Full { .. } => panic!("expected a stored message, got {full:?}"),
+    }
+}
+
+/// `reject`: a publish is refused — nothing stored, no key recorded — while any subscription
+/// holds `max_depth` entries (pending, in flight or never delivered); a duplicate is still
+/// answered as a duplicate; a topic without subscriptions (or a new one) is never full.
+pub async fn bounded_append_rejects_when_a_queue_is_full<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let reject = bound(2, Overflow::Reject);
+    let (fast, slow) = (id("fast"), id("slow"));
+    // New topic, then no subscription: not bounded at all.
+    for i in 0..3 {
+        let (a, dropped) = stored(
+            store
+                .append_bounded(&t, keyed("{}", &format!("k{i}"), 0), 1000, reject)
+                .await
+                .unwrap(),
+        );
+        assert_eq!((a.offset, a.duplicate, dropped.len()), (i + 1, false, 0));
+    }
+    for sub in [&fast, &slow] {
+        store.subscribe(&t, sub, StartFrom::New).await.unwrap();
+    }
+    for offset in 4..=5 {
+        let (a, _) = stored(
+            store
+                .append_bounded(&t, msg("{}", 0), 1000, reject)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(a.offset, offset);
+    }
+    // Both hold 2 now.
+    let refused = store
+        .append_bounded(&t, keyed("{}", "late", 0), 1000, reject)
+        .await
+        .unwrap();
+    let BoundedAppend::Full {
+        subscription,
+        depth,
+    } = refused
+    else {
+        panic!("expected full, got {refused:?}");
+    };
+    assert!(
+        subscription == fast || subscription == slow,
+        "{subscription}"
+    );
+    assert_eq!(depth, 2);
+    assert_eq!(info(store, &t).await.head, 5, "nothing stored");
+    assert_eq!(history_offsets(store, &t, 1, 10).await, [1, 2, 3, 4, 5]);
+    // A duplicate is answered even when full.
+    let (dup, _) = stored(
+        store
+            .append_bounded(&t, keyed("{}", "k1", 0), 1000, reject)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((dup.offset, dup.duplicate), (2, true));
+
+    // In flight still counts; only settling makes room.
+    assert_eq!(
+        claimed(&store.claim(&t, &fast, opts(0, 10)).await.unwrap()),
+        [(4, 1), (5, 1)]
+    );
+    assert!(matches!(
+        store
+            .append_bounded(&t, msg("{}", 0), 1000, reject)
+            .await
+            .unwrap(),
+        BoundedAppend::Full { depth: 2, .. }
+    ));
+    assert!(store.ack(&t, &fast, 4).await.unwrap());
+    let still = store
+        .append_bounded(&t, msg("{}", 0), 1000, reject)
+        .await
+        .unwrap();
+    assert_eq!(
+        still,
+        BoundedAppend::Full {
+            subscription: slow.clone(),
+            depth: 2
+        }
+    );
+    store.claim(&t, &slow, opts(0, 10)).await.unwrap();
+    assert!(store.ack(&t, &slow, 4).await.unwrap());
+    // The refused key was never recorded: it stores now, as a new message.
+    let (a, dropped) = stored(
+        store
+            .append_bounded(&t, keyed("{}", "late", 0), 1000, reject)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((a.offset, a.duplicate, dropped.len()), (6, false, 0));
+    for sub in [&fast, &slow] {
+        let s = sub_info(store, &t, sub).await;
+        assert_eq!((s.pending, s.gaps), (2, 0), "{sub}");
+    }
+    // The unbounded append is not held back by a bound it does not have.
+    assert_eq!(
+        store.append(&t, msg("{}", 0), 1000).await.unwrap().offset,
+        7
+    );
+}
+
+/// `drop-oldest`: the publish is stored and each subscription over `max_depth` loses its oldest
+/// unsettled entries — pending ones (in flight or waiting) first, then undelivered ones by
+/// moving its cursor — reported as gaps and counted; the messages stay in the topic.
+pub async fn bounded_append_drops_oldest<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let drop2 = bound(2, Overflow::DropOldest);
+    let (a, b, g) = (id("a"), id("b"), group("g"));
+    store.subscribe(&t, &a, StartFrom::New).await.unwrap();
+    append_n(store, &t, 3, 0).await;
+    // a: 1 and 2 in flight, 3 never delivered.
+    assert_eq!(
+        claimed(&store.claim(&t, &a, opts(0, 2)).await.unwrap()),
+        [(1, 1), (2, 1)]
+    );
+    let (appended, dropped) = stored(
+        store
+            .append_bounded(&t, msg("{}", 0), 0, drop2)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((appended.offset, appended.duplicate), (4, false));
+    assert_eq!(dropped, [(a.clone(), 1, 2)]);
+    let s = sub_info(store, &t, &a).await;
+    assert_eq!((s.pending, s.in_flight, s.gaps, s.cursor), (2, 0, 2, 3));
+    assert!(
+        !store.ack(&t, &a, 1).await.unwrap(),
+        "a dropped entry is settled"
+    );
+    assert_eq!(
+        claimed(&store.claim(&t, &a, opts(0, 10)).await.unwrap()),
+        [(3, 1), (4, 1)]
+    );
+
+    // a: 3 acked, 4 waiting (requeued); b and g from the start: 4 never delivered each.
+    assert!(store.ack(&t, &a, 3).await.unwrap());
+    assert!(store.requeue(&t, &a, 4, 10_000).await.unwrap());
+    store.subscribe(&t, &b, StartFrom::Earliest).await.unwrap();
+    store.subscribe(&t, &g, StartFrom::Offset(4)).await.unwrap();
+    let (appended, dropped) = stored(
+        store
+            .append_bounded(&t, msg("{}", 0), 0, bound(1, Overflow::DropOldest))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(appended.offset, 5);
+    // a held 4 (waiting) and 5: loses 4. b held 1..=5: loses 1..=4. g held 4, 5: loses 4.
+    assert_eq!(
+        dropped,
+        [(a.clone(), 4, 4), (b.clone(), 1, 4), (g.clone(), 4, 4)]
+    );
+    for (sub, gaps, cursor) in [(&a, 3, 5), (&b, 4, 5), (&g, 1, 5)] {
+        let s = sub_info(store, &t, sub).await;
+        assert_eq!((s.pending, s.gaps, s.cursor), (1, gaps, cursor), "{sub}");
+    }
+    for sub in [&a, &b, &g] {
+        let got = claimed(&store.claim(&t, sub, opts(20_000, 10)).await.unwrap());
+        assert_eq!(got, [(5, 1)], "{sub}: only the newest is left");
+    }
+    assert_eq!(
+        history_offsets(store, &t, 1, 10).await,
+        [1, 2, 3, 4, 5],
+        "dropping from queues removes no message"
+    );
+    // Under the bound nothing is dropped; a duplicate drops nothing either.
+    let (k, dropped) = stored(
+        store
+            .append_bounded(
+                &t,
+                keyed("{}", "k", 0),
+                1000,
+                bound(10, Overflow::DropOldest),
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(dropped.is_empty());
+    let (dup, dropped) = stored(
+        store
+            .append_bounded(
+                &t,
+                keyed("{}", "k", 0),
+                1000,
+                bound(0, Overflow::DropOldest),
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (dup.offset, dup.duplicate, dropped.len()),
+        (k.offset, true, 0)
     );
 }

@@ -13,9 +13,9 @@
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tidings_core::store::{
-    Appended, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis, NewMessage, Offset,
-    Retention, StartFrom, Store, StoreError, StoreFuture, StoredMessage, SubscriptionInfo,
-    SubscriptionName, Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis,
+    NewMessage, Offset, QueueBound, Retention, StartFrom, Store, StoreError, StoreFuture,
+    StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 
 /// The fault a [`FaultyStore`] injects.
@@ -125,6 +125,19 @@ impl<S: Store> Store for FaultyStore<S> {
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended> {
         Box::pin(self.run("append", self.inner.append(topic, msg, dedup_window)))
+    }
+
+    fn append_bounded<'a>(
+        &'a self,
+        topic: &'a Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+        bound: QueueBound,
+    ) -> StoreFuture<'a, BoundedAppend> {
+        Box::pin(self.run(
+            "append_bounded",
+            self.inner.append_bounded(topic, msg, dedup_window, bound),
+        ))
     }
 
     fn subscribe<'a>(

@@ -125,6 +125,8 @@ macro_rules! store_conformance_tests {
             retention_of_everything,
             not_found_errors,
             topics_and_subscriptions,
+            bounded_append_rejects_when_a_queue_is_full,
+            bounded_append_drops_oldest,
         );
         #[test]
         fn model_based() {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tidings_core::store::{
-    Appended, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis, NewMessage, Offset,
-    Retention, StartFrom, Store, StoreFuture, StoredMessage, SubscriptionInfo, SubscriptionName,
-    Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis,
+    NewMessage, Offset, QueueBound, Retention, StartFrom, Store, StoreFuture, StoredMessage,
+    SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tidings_server::{QueueConfig, Queues, RetentionRule};
 use tidings_store_sqlite::{SqliteConfig, SqliteStore};
@@ -180,6 +180,16 @@ impl Store for SlowClaims {
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended> {
         self.inner.append(topic, msg, dedup_window)
+    }
+
+    fn append_bounded<'a>(
+        &'a self,
+        topic: &'a Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+        bound: QueueBound,
+    ) -> StoreFuture<'a, BoundedAppend> {
+        self.inner.append_bounded(topic, msg, dedup_window, bound)
     }
 
     fn subscribe<'a>(
