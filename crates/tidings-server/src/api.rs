@@ -48,6 +48,7 @@ fn error_response(e: &ErrorBody) -> Response<Body> {
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::LimitExceeded => StatusCode::FORBIDDEN,
+        ErrorCode::QueueFull => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     json_response(status, &json!({ "error": e }))

@@ -28,6 +28,14 @@
 //! [limits]                      # against abuse (docs/SECURITY.md); flags win
 //! max_connections_per_ip = 100
 //! max_events_per_second = 200
+//! max_queue_depth = 100000      # entries per subscription; then `overflow`
+//! overflow = "reject"           # or "drop-oldest"
+//! max_topics = 100000
+//!
+//! [[limits.queue_depth_rules]]  # first match wins; unset values come from [limits]
+//! pattern = "telemetry.>"
+//! max_queue_depth = 1000
+//! overflow = "drop-oldest"
 //!
 //! [access]                      # verified identities (docs/SECURITY.md)
 //! jwt_public_key = "/etc/tidings/jwt.pem"   # or jwt_secret = "…" (HS256)
@@ -47,7 +55,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
-use tidings_core::store::Retention;
+use tidings_core::store::{Overflow, Retention};
+use tidings_server::queue::QueueDepthRule;
 use tidings_server::{AccessRule, Authenticator, Permissions, QueueConfig, RetentionRule};
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +154,50 @@ pub struct LimitsSection {
     pub(crate) max_publishes_per_second: Option<u32>,
     pub(crate) max_subscriptions_per_identity: Option<usize>,
     pub(crate) ws_allowed_origins: Option<Vec<String>>,
+    pub(crate) max_queue_depth: Option<u64>,
+    pub(crate) overflow: Option<Overflow>,
+    pub(crate) max_topics: Option<u64>,
+    #[serde(default)]
+    queue_depth_rules: Vec<QueueDepthRuleSection>,
+}
+
+/// `[[limits.queue_depth_rules]]`: the depth bound of the topics a pattern matches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueDepthRuleSection {
+    pattern: String,
+    max_queue_depth: Option<u64>,
+    overflow: Option<Overflow>,
+}
+
+impl LimitsSection {
+    /// `[[limits.queue_depth_rules]]`, validated; a value a rule does not set is `max` /
+    /// `overflow` (the effective `[limits]` settings, flags applied).
+    pub fn queue_depth_rules(
+        &self,
+        max: Option<u64>,
+        overflow: Overflow,
+    ) -> anyhow::Result<Vec<QueueDepthRule>> {
+        self.queue_depth_rules
+            .iter()
+            .map(|rule| {
+                anyhow::ensure!(
+                    valid_pattern(&rule.pattern),
+                    "invalid queue depth pattern {:?}",
+                    rule.pattern
+                );
+                anyhow::ensure!(
+                    rule.max_queue_depth != Some(0),
+                    "limits.queue_depth_rules: max_queue_depth must be at least 1"
+                );
+                Ok(QueueDepthRule {
+                    pattern: rule.pattern.clone(),
+                    max_queue_depth: rule.max_queue_depth.or(max),
+                    overflow: rule.overflow.unwrap_or(overflow),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Where the token key comes from: a flag or variable wins over the file.
@@ -376,6 +429,66 @@ mod tests {
         assert!(zero.queue_config().is_err());
         let bad: ConfigFile = toml::from_str("[[retention.rules]]\npattern = \"a..b\"").unwrap();
         assert!(bad.queue_config().is_err());
+    }
+
+    #[test]
+    fn queue_depth_and_topic_limits() {
+        let file: ConfigFile = toml::from_str(
+            r#"
+            [limits]
+            max_queue_depth = 500
+            max_topics = 7
+            [[limits.queue_depth_rules]]
+            pattern = "telemetry.>"
+            max_queue_depth = 10
+            overflow = "drop-oldest"
+            [[limits.queue_depth_rules]]
+            pattern = "orders.*"
+            "#,
+        )
+        .unwrap();
+        let l = file.limits();
+        assert_eq!(
+            (l.max_queue_depth, l.overflow, l.max_topics),
+            (Some(500), None, Some(7))
+        );
+        let rules = l.queue_depth_rules(Some(500), Overflow::Reject).unwrap();
+        assert_eq!(
+            (rules[0].max_queue_depth, rules[0].overflow),
+            (Some(10), Overflow::DropOldest)
+        );
+        assert_eq!(
+            (rules[1].max_queue_depth, rules[1].overflow),
+            (Some(500), Overflow::Reject)
+        );
+        assert!(
+            toml::from_str::<ConfigFile>(
+                "[limits]
+overflow = \"drop-newest\""
+            )
+            .is_err()
+        );
+        let bad: ConfigFile = toml::from_str(
+            "[[limits.queue_depth_rules]]
+pattern = \"a..b\"",
+        )
+        .unwrap();
+        assert!(
+            bad.limits()
+                .queue_depth_rules(None, Overflow::Reject)
+                .is_err()
+        );
+        let zero: ConfigFile = toml::from_str(
+            "[[limits.queue_depth_rules]]
+pattern = \"a\"
+max_queue_depth = 0",
+        )
+        .unwrap();
+        assert!(
+            zero.limits()
+                .queue_depth_rules(None, Overflow::Reject)
+                .is_err()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use tidings_core::store::Overflow;
 use tidings_server::{Limits, QueueConfig, ServerConfigBuilder};
 
 use crate::config_file::LimitsSection;
@@ -43,6 +44,19 @@ pub struct LimitArgs {
         value_delimiter = ','
     )]
     ws_allowed_origins: Vec<String>,
+    /// Entries (pending, in flight or not yet delivered) one subscription's queue may hold;
+    /// past it a publish to its topic meets `--overflow` (default: unbounded).
+    #[arg(long, env = "TIDINGS_MAX_QUEUE_DEPTH")]
+    max_queue_depth: Option<u64>,
+    /// What a publish does when a subscription's queue is full: `reject` (refused with
+    /// `queue_full`, nothing stored; the default) or `drop-oldest` (stored; the subscription
+    /// loses its oldest unsettled entries, announced with `tidings:gap`).
+    #[arg(long, env = "TIDINGS_OVERFLOW", value_name = "reject|drop-oldest")]
+    overflow: Option<Overflow>,
+    /// Topics in all; a publish or subscribe that would create one more is `limit_exceeded`
+    /// (default: unlimited).
+    #[arg(long, env = "TIDINGS_MAX_TOPICS")]
+    max_topics: Option<u64>,
 }
 
 impl LimitArgs {
@@ -87,6 +101,18 @@ impl LimitArgs {
             anyhow::ensure!(n > 0, "max subscriptions per identity must be at least 1");
             config.max_subscriptions_per_identity = Some(n);
         }
+        let max_queue_depth = self.max_queue_depth.or(file.max_queue_depth);
+        anyhow::ensure!(
+            max_queue_depth != Some(0),
+            "max queue depth must be at least 1"
+        );
+        config.max_queue_depth = max_queue_depth;
+        config.overflow = self.overflow.or(file.overflow).unwrap_or_default();
+        config.queue_depth_rules = file.queue_depth_rules(max_queue_depth, config.overflow)?;
+        if let Some(n) = self.max_topics.or(file.max_topics) {
+            anyhow::ensure!(n > 0, "max topics must be at least 1");
+            config.max_topics = Some(n);
+        }
         Ok(())
     }
 }
@@ -113,5 +139,32 @@ mod tests {
             .server(&zero, ServerConfig::builder())
             .build();
         assert!(built.is_err());
+    }
+
+    #[test]
+    fn queue_depth_flags_win_over_the_file() {
+        let file: LimitsSection = toml::from_str(
+            "max_queue_depth = 5\noverflow = \"drop-oldest\"\nmax_topics = 3\n[[queue_depth_rules]]\npattern = \"t.>\"",
+        )
+        .unwrap();
+        let args = LimitArgs {
+            max_queue_depth: Some(9),
+            ..LimitArgs::default()
+        };
+        let mut config = QueueConfig::default();
+        args.queues(&file, &mut config).unwrap();
+        assert_eq!(config.max_queue_depth, Some(9));
+        assert_eq!(config.overflow, Overflow::DropOldest);
+        assert_eq!(config.max_topics, Some(3));
+        let rule = &config.queue_depth_rules[0];
+        assert_eq!(
+            (rule.max_queue_depth, rule.overflow),
+            (Some(9), Overflow::DropOldest)
+        );
+        let zero = LimitArgs {
+            max_topics: Some(0),
+            ..LimitArgs::default()
+        };
+        assert!(zero.queues(&file, &mut QueueConfig::default()).is_err());
     }
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tidings_core::store::{NewMessage, StartFrom, StoreError, SubscriptionName, Topic};
+use tidings_core::store::{
+    BoundedAppend, NewMessage, StartFrom, StoreError, SubscriptionName, Topic,
+};
 use tidings_core::{ErrorBody, ErrorCode};
 
 use super::{Queues, millis, now_millis};
@@ -125,11 +127,13 @@ async fn subscribe(queues: &Queues, socket: &Socket, payload: &Value) -> Answer 
     let sub = subscription_of(&identity, payload)?;
     let from = start_of(payload)?;
     queues.admit_subscription(&identity, &(topic.clone(), sub.clone()))?;
+    let _creating = queues.admit_topic(&topic).await?;
     let info = queues
         .store
         .subscribe(&topic, &sub, from)
         .await
         .map_err(|e| store_error(&e))?;
+    queues.topic_created(&topic);
     if matches!(sub, SubscriptionName::Group(_)) {
         queues
             .store
@@ -186,11 +190,28 @@ pub(crate) async fn append(
         key: key.map(str::to_owned),
         published_at: now_millis(),
     };
-    let appended = queues
-        .store
-        .append(topic, message, millis(queues.config.dedup_window))
-        .await
-        .map_err(|e| store_error(&e))?;
+    let dedup_window = millis(queues.config.dedup_window);
+    let _creating = queues.admit_topic(topic).await?;
+    let appended = match queues.config.queue_bound_for(topic) {
+        None => queues.store.append(topic, message, dedup_window).await,
+        Some(bound) => match queues
+            .store
+            .append_bounded(topic, message, dedup_window, bound)
+            .await
+        {
+            Ok(BoundedAppend::Appended { appended, dropped }) => {
+                queues.overflowed(&dropped);
+                Ok(appended)
+            }
+            Ok(BoundedAppend::Full {
+                subscription,
+                depth,
+            }) => return Err(queues.queue_full(topic, bound, &subscription, depth)),
+            Err(e) => Err(e),
+        },
+    }
+    .map_err(|e| store_error(&e))?;
+    queues.topic_created(topic);
     if !appended.duplicate {
         queues.wake_topic(topic);
     }

@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tidings_core::store::{Millis, Retention, Store, SubscriptionName, Topic};
+use tidings_core::store::{
+    Gap, Millis, Overflow, QueueBound, Retention, Store, SubscriptionName, Topic,
+};
 use tokio_util::sync::CancellationToken;
 
 use self::dispatcher::Dispatcher;
@@ -65,6 +67,18 @@ pub struct RetentionRule {
     pub pattern: String,
     /// The limits for matching topics.
     pub retention: Retention,
+}
+
+/// The queue depth bound of topics whose name matches a pattern (`*` one segment, `>` the
+/// rest), first match wins: see [`QueueConfig::max_queue_depth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepthRule {
+    /// The topic pattern, e.g. `telemetry.>`.
+    pub pattern: String,
+    /// The most entries per subscription of matching topics; None: unbounded.
+    pub max_queue_depth: Option<u64>,
+    /// What a publish to a matching topic does when a subscription is full.
+    pub overflow: Overflow,
 }
 
 /// Whether `topic` matches `pattern` (`*` one segment, `>` one or more trailing segments).
@@ -114,6 +128,24 @@ pub struct QueueConfig {
     /// Subscriptions (own queues and group memberships) per identity; one more is refused
     /// with `limit_exceeded`. Default 10,000.
     pub max_subscriptions_per_identity: Option<usize>,
+    /// The most entries a subscription's queue may hold — pending (in flight or waiting) plus
+    /// not yet delivered, the `pending` of the topic info — checked atomically with each
+    /// publish by the store ([`Store::append_bounded`]). Default None: unbounded (retention
+    /// still bounds every topic).
+    pub max_queue_depth: Option<u64>,
+    /// What a publish does when a subscription of its topic holds `max_queue_depth` entries:
+    /// [`Overflow::Reject`] (the default) refuses it with `queue_full` and stores nothing;
+    /// [`Overflow::DropOldest`] stores it, and each full subscription loses its oldest
+    /// unsettled entries — a gap, counted, logged and announced with `tidings:gap`. Never a
+    /// silent drop.
+    pub overflow: Overflow,
+    /// Per-topic-pattern depth bounds, first match wins; topics that match none use
+    /// `max_queue_depth` and `overflow`.
+    pub queue_depth_rules: Vec<QueueDepthRule>,
+    /// The most topics; a publish or subscribe that would create one more is refused with
+    /// `limit_exceeded`. Topics are never deleted, so this bounds them for good. Default None:
+    /// unlimited.
+    pub max_topics: Option<u64>,
 }
 
 impl Default for QueueConfig {
@@ -130,6 +162,10 @@ impl Default for QueueConfig {
             retention_interval: Duration::from_secs(30),
             max_publishes_per_second: None,
             max_subscriptions_per_identity: Some(10_000),
+            max_queue_depth: None,
+            overflow: Overflow::Reject,
+            queue_depth_rules: Vec::new(),
+            max_topics: None,
         }
     }
 }
@@ -141,6 +177,21 @@ impl QueueConfig {
             .iter()
             .find(|rule| topic_matches(&rule.pattern, topic.as_str()))
             .map_or(self.retention, |rule| rule.retention)
+    }
+
+    /// The queue depth bound of `topic`, if it has one.
+    pub fn queue_bound_for(&self, topic: &Topic) -> Option<QueueBound> {
+        let (max_depth, overflow) = self
+            .queue_depth_rules
+            .iter()
+            .find(|rule| topic_matches(&rule.pattern, topic.as_str()))
+            .map_or((self.max_queue_depth, self.overflow), |rule| {
+                (rule.max_queue_depth, rule.overflow)
+            });
+        max_depth.map(|max_depth| QueueBound {
+            max_depth,
+            overflow,
+        })
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -191,6 +242,18 @@ pub struct Queues {
     rate_limited_publishes: AtomicU64,
     /// Subscribes refused by [`QueueConfig::max_subscriptions_per_identity`].
     subscriptions_refused: AtomicU64,
+    /// Publishes refused with `queue_full`.
+    queue_full_publishes: AtomicU64,
+    /// Unsettled entries dropped by [`Overflow::DropOldest`].
+    overflow_dropped: AtomicU64,
+    /// Publishes and subscribes refused by [`QueueConfig::max_topics`].
+    topics_refused: AtomicU64,
+    /// Topics known to exist (with `max_topics` only): topics are never deleted, so a topic
+    /// in here needs no check.
+    known_topics: Mutex<HashSet<Topic>>,
+    /// Held while a topic is created under `max_topics`, so that this node's concurrent
+    /// creations are counted one after the other.
+    creating_topic: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -229,6 +292,11 @@ impl Queues {
             publish_buckets: crate::limits::KeyedBuckets::default(),
             rate_limited_publishes: AtomicU64::new(0),
             subscriptions_refused: AtomicU64::new(0),
+            queue_full_publishes: AtomicU64::new(0),
+            overflow_dropped: AtomicU64::new(0),
+            topics_refused: AtomicU64::new(0),
+            known_topics: Mutex::new(HashSet::new()),
+            creating_topic: tokio::sync::Mutex::new(()),
         });
         {
             let mut registry = queues.registry.lock();
@@ -279,6 +347,110 @@ impl Queues {
     /// Subscribes refused by [`QueueConfig::max_subscriptions_per_identity`] since start.
     pub fn subscriptions_refused(&self) -> u64 {
         self.subscriptions_refused.load(Ordering::Relaxed)
+    }
+
+    /// Publishes refused with `queue_full` since start.
+    pub fn queue_full_publishes(&self) -> u64 {
+        self.queue_full_publishes.load(Ordering::Relaxed)
+    }
+
+    /// Unsettled entries dropped from full queues ([`Overflow::DropOldest`]) since start.
+    pub fn overflow_dropped(&self) -> u64 {
+        self.overflow_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Publishes and subscribes refused by [`QueueConfig::max_topics`] since start.
+    pub fn topics_refused(&self) -> u64 {
+        self.topics_refused.load(Ordering::Relaxed)
+    }
+
+    /// Under [`QueueConfig::max_topics`]: Ok(None) when `topic` exists (or there is no
+    /// limit); Ok(Some(guard)) when it may be created — hold the guard until the store created
+    /// it, then call [`Queues::topic_created`]; `Err(limit_exceeded)` when there are already
+    /// `max_topics`. The count comes from the store, so topics other nodes created count too;
+    /// the guard serialises this node's creations, so only nodes creating topics at the same
+    /// moment can overshoot the limit (by at most one topic per other node).
+    pub(crate) async fn admit_topic(
+        &self,
+        topic: &Topic,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ErrorBody> {
+        let Some(max) = self.config.max_topics else {
+            return Ok(None);
+        };
+        if self.known_topics.lock().contains(topic) {
+            return Ok(None);
+        }
+        let guard = self.creating_topic.lock().await;
+        let topics = self
+            .store
+            .topics()
+            .await
+            .map_err(|e| events::store_error(&e))?;
+        let mut known = self.known_topics.lock();
+        known.extend(topics);
+        if known.contains(topic) {
+            return Ok(None);
+        }
+        let count = known.len() as u64;
+        if count < max {
+            return Ok(Some(guard));
+        }
+        drop(known);
+        let n = self.topics_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 1000 == 1 {
+            tracing::warn!(topic = %topic, max, refused = n, "new topic over max_topics refused");
+        }
+        Err(ErrorBody::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "this server holds its maximum of {max} topics: topic {topic} cannot be created"
+            ),
+        ))
+    }
+
+    /// The store created (or found) `topic`: no more checks for it under `max_topics`.
+    pub(crate) fn topic_created(&self, topic: &Topic) {
+        if self.config.max_topics.is_some() {
+            self.known_topics.lock().insert(topic.clone());
+        }
+    }
+
+    /// A publish was refused because a queue of `topic` is full.
+    pub(crate) fn queue_full(
+        &self,
+        topic: &Topic,
+        bound: QueueBound,
+        subscription: &SubscriptionName,
+        depth: u64,
+    ) -> ErrorBody {
+        let n = self.queue_full_publishes.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 1000 == 1 {
+            tracing::warn!(
+                topic = %topic, subscription = %subscription, depth, max = bound.max_depth,
+                refused = n, "publish refused: a subscription's queue is full"
+            );
+        }
+        // The subscription's name (an identity) is not the publisher's business.
+        ErrorBody::new(
+            ErrorCode::QueueFull,
+            format!(
+                "a subscription of topic {topic} holds {depth} unsettled messages (max_queue_depth {}): nothing was stored; retry once its consumers catch up",
+                bound.max_depth
+            ),
+        )
+    }
+
+    /// Entries dropped from full queues by a publish: counted, logged, announced.
+    pub(crate) fn overflowed(&self, dropped: &[Gap]) {
+        for gap in dropped {
+            self.overflow_dropped
+                .fetch_add(gap.to - gap.from + 1, Ordering::Relaxed);
+            tracing::warn!(
+                topic = %gap.topic, subscription = %gap.subscription, from = gap.from, to = gap.to,
+                "queue full: dropped the subscription's oldest unsettled messages"
+            );
+            self.announce_gap(gap);
+        }
     }
 
     /// `Err(rate_limited)` when `identity` published more than
@@ -550,7 +722,7 @@ impl Queues {
     }
 
     /// Sends `tidings:gap` to the connected consumers of a queue.
-    fn announce_gap(&self, gap: &tidings_core::store::Gap) {
+    fn announce_gap(&self, gap: &Gap) {
         let registry = self.registry.lock();
         let identities: Vec<Arc<str>> = match &gap.subscription {
             SubscriptionName::Identity(id) => vec![Arc::from(id.as_str())],
