@@ -301,7 +301,7 @@ impl State {
                     }
                     for (from, to) in ranges {
                         s.gaps += to - from + 1;
-                        warn!(topic = %topic, sub = %name, from, to, "queue full: dropped its oldest unsettled messages");
+                        debug!(topic = %topic, sub = %name, from, to, "queue full: dropped its oldest unsettled messages");
                         dropped.push(Gap {
                             topic: topic.clone(),
                             subscription: name.clone(),

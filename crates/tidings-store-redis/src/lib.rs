@@ -478,7 +478,7 @@ impl RedisStore {
                 from: u64_of(at(g, 1, WHAT)?, WHAT)?,
                 to: u64_of(at(g, 2, WHAT)?, WHAT)?,
             };
-            warn!(topic = %topic, sub = %gap.subscription, from = gap.from, to = gap.to,
+            debug!(topic = %topic, sub = %gap.subscription, from = gap.from, to = gap.to,
                 "queue full: dropped its oldest unsettled messages");
             dropped.push(gap);
         }

@@ -316,7 +316,7 @@ pub(crate) fn append_bounded(
                 .map_err(db)?;
             let name = parse_sub(&name)?;
             for (from, to) in ranges {
-                warn!(topic = %topic, sub = %name, from, to, "queue full: dropped its oldest unsettled messages");
+                debug!(topic = %topic, sub = %name, from, to, "queue full: dropped its oldest unsettled messages");
                 dropped.push(Gap {
                     topic: topic.clone(),
                     subscription: name.clone(),

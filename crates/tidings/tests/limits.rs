@@ -2,7 +2,9 @@
 //! each answered as documented, while two well-behaved clients connected all along are still
 //! served: connections in total and per IP, slow headers, the connect timeout (raw TCP and
 //! HTTP here), events per second per connection, publishes per second per identity and
-//! subscriptions per identity (socket.io-client, tests/clients/js/limits.mjs).
+//! subscriptions per identity (socket.io-client, tests/clients/js/limits.mjs), the queue depth
+//! per subscription with both overflow policies and the number of topics (socket.io-client and
+//! the HTTP API, tests/clients/js/queue-limits.mjs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -197,9 +199,91 @@ async fn rate_and_subscription_limits_with_socket_io_client() {
     }
 }
 
+/// `[limits]` as documented in docs/CONFIGURATION.md: depth 3 with `reject`, `drop-oldest` for
+/// `drop.>`, 4 topics. One server per transport: the scenario counts the topics it creates.
+const QUEUE_LIMITS: &str = r#"
+[limits]
+max_queue_depth = 3
+max_topics = 4
+[[limits.queue_depth_rules]]
+pattern = "drop.>"
+overflow = "drop-oldest"
+"#;
+
+#[tokio::test]
+async fn queue_depth_and_topic_limits_with_socket_io_client() {
+    for transport in ["websocket", "polling"] {
+        let server = serve(QUEUE_LIMITS, &[], &[]).await;
+        run_client(
+            "js/queue-limits.mjs",
+            &server.url,
+            &[
+                ("TRANSPORT", transport),
+                ("MAX_QUEUE_DEPTH", "3"),
+                ("MAX_TOPICS", "4"),
+            ],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn queue_depth_and_topic_limits_from_flags_and_env() {
+    let server = serve(
+        "",
+        &["--max-queue-depth", "1", "--overflow", "drop-oldest"],
+        &[("TIDINGS_MAX_TOPICS", "1")],
+    )
+    .await;
+    let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+    let publish = |topic: &str| {
+        let path = format!("/v1/topics/{topic}/messages");
+        let url = server.url.clone();
+        async move { http(&url, "POST", &path, None, br#"{"event":"e","data":1}"#).await }
+    };
+    assert_eq!(publish("first").await.status, 201);
+    assert_eq!(
+        publish("first").await.status,
+        201,
+        "no subscription: never full"
+    );
+    let over = publish("second").await;
+    assert_eq!(
+        (over.status, over.code()),
+        (403, "limit_exceeded"),
+        "{over:?}"
+    );
+    assert!(
+        over.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maximum of 1 topics")),
+        "{over:?}"
+    );
+    bystanders.still_served("after the topic limit").await;
+
+    let printed = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--print-config", "--store", "memory"])
+        .args(["--max-queue-depth", "7", "--overflow", "drop-oldest"])
+        .env("TIDINGS_MAX_TOPICS", "9")
+        .output();
+    let printed = within(20, "tidings serve --print-config", printed)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&printed.stdout);
+    for expected in [
+        "max_queue_depth: Some(\n        7,",
+        "overflow: DropOldest",
+        "max_topics: Some(\n        9,",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in {text}");
+    }
+}
+
 #[tokio::test]
 async fn invalid_limits_are_refused_at_start_up() {
     for args in [
+        vec!["--max-queue-depth", "0"],
+        vec!["--max-topics", "0"],
         vec!["--max-connections", "0"],
         vec!["--max-events-per-second", "0"],
         vec!["--max-subscriptions-per-identity", "0"],

@@ -443,12 +443,21 @@ impl Queues {
     /// Entries dropped from full queues by a publish: counted, logged, announced.
     pub(crate) fn overflowed(&self, dropped: &[Gap]) {
         for gap in dropped {
-            self.overflow_dropped
-                .fetch_add(gap.to - gap.from + 1, Ordering::Relaxed);
-            tracing::warn!(
-                topic = %gap.topic, subscription = %gap.subscription, from = gap.from, to = gap.to,
-                "queue full: dropped the subscription's oldest unsettled messages"
-            );
+            let lost = gap.to - gap.from + 1;
+            let before = self.overflow_dropped.fetch_add(lost, Ordering::Relaxed);
+            // Every publish to a topic with a lagging subscriber drops: warn once per 1000.
+            if before / 1000 != (before + lost) / 1000 || before == 0 {
+                tracing::warn!(
+                    topic = %gap.topic, subscription = %gap.subscription, from = gap.from,
+                    to = gap.to, dropped = before + lost,
+                    "queue full: dropped the subscription's oldest unsettled messages"
+                );
+            } else {
+                tracing::debug!(
+                    topic = %gap.topic, subscription = %gap.subscription, from = gap.from,
+                    to = gap.to, "queue full: dropped the subscription's oldest unsettled messages"
+                );
+            }
             self.announce_gap(gap);
         }
     }
