@@ -2,7 +2,8 @@
 //!
 //! Errors are JSON `{"error":{"code","message"}}` with the status of the code: 400
 //! `bad_request`, 401 `unauthorized` / `token_expired`, 403 `forbidden` / `limit_exceeded`, 404
-//! `not_found`, 413 `payload_too_large`, 429 `rate_limited`, 503 `store_unavailable`. The OpenAPI document is at `/v1/openapi.json`.
+//! `not_found`, 413 `payload_too_large`, 429 `rate_limited`, 503 `store_unavailable`, 507
+//! `queue_full`. The OpenAPI document is at `/v1/openapi.json`.
 //!
 //! With an [`Authenticator`] every route but the OpenAPI document wants `Authorization: Bearer
 //! <token>`, and the token's permissions apply (see [`crate::auth`]): publishing needs
