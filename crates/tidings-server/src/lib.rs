@@ -21,6 +21,7 @@ pub mod limits;
 pub mod queue;
 pub mod recovery;
 mod server;
+pub mod tls;
 
 pub use auth::{AccessRule, Action, AuthError, Authenticator, KeyError, Permissions, Principal};
 pub use config::{
@@ -33,6 +34,8 @@ pub use io::{
 pub use limits::Limits;
 pub use queue::{QueueConfig, Queues, RetentionRule};
 pub use recovery::MemorySessionLog;
+/// The rustls version of [`Server::serve_tls`] and [`tls::server_config_from_pem`].
+pub use rustls;
 pub use server::{Server, ServerStats};
 pub use tidings_core::cluster::RemoteSocket;
 pub use tidings_core::{ErrorBody, ErrorCode, Room, Sid};

@@ -15,14 +15,16 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::ClusterLink;
 use crate::config::ServerConfig;
 use crate::engine::{Body, CloseReason, Engine, EngineHandler, Session, SessionHandler};
 use crate::io::{Client, Namespace};
-use crate::limits::ConnectionLimiter;
+use crate::limits::{ConnectionLimiter, ConnectionPermit};
 use crate::queue::{QueueConfig, Queues};
 use crate::recovery::{MemorySessionLog, Recovery};
 use tidings_core::cluster::Cluster;
@@ -338,6 +340,48 @@ impl Server {
         F: Fn(Server, Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
     {
+        self.accept_loop(listener, None, handler).await
+    }
+
+    /// Like [`Server::serve`], over TLS (`https://`, `wss://`) with `tls`, e.g. from
+    /// [`crate::tls::server_config_from_pem`]. The limits, upgrades and shutdown are the
+    /// same; the handshake must be done within [`crate::Limits::header_timeout`].
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<()> {
+        self.serve_tls_with(listener, tls, |server, req, addr| async move {
+            server.handle(req, addr).await
+        })
+        .await
+    }
+
+    /// [`Server::serve_with`] over TLS: see [`Server::serve_tls`].
+    pub async fn serve_tls_with<F, Fut>(
+        &self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        handler: F,
+    ) -> std::io::Result<()>
+    where
+        F: Fn(Server, Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    {
+        self.accept_loop(listener, Some(TlsAcceptor::from(tls)), handler)
+            .await
+    }
+
+    async fn accept_loop<F, Fut>(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        handler: F,
+    ) -> std::io::Result<()>
+    where
+        F: Fn(Server, Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    {
         let shutdown = self.inner.shutdown.clone();
         loop {
             let (stream, addr) = tokio::select! {
@@ -357,7 +401,7 @@ impl Server {
             let permit = match self.inner.connections.admit(addr.ip(), limits) {
                 Ok(permit) => permit,
                 Err(why) => {
-                    tokio::spawn(refuse(stream, why));
+                    tokio::spawn(refuse(stream, tls.clone(), why));
                     continue;
                 }
             };
@@ -369,29 +413,26 @@ impl Server {
             // Travels with each request, so that a WebSocket holds it after the upgrade, when
             // this connection task is over.
             let permit = Arc::new(permit);
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(permit.clone());
-                    let server = server.clone();
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(server, req, addr).await) }
-                });
-                let conn = http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::trace!(error = %e, "http connection ended with an error");
-                        }
-                    }
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+                let conn = Connection {
+                    server,
+                    handler,
+                    addr,
+                    permit,
+                    header_timeout,
+                    shutdown,
+                };
+                let Some(acceptor) = tls else {
+                    return conn.serve(stream).await;
+                };
+                let deadline = tokio::time::Instant::now() + header_timeout;
+                let accepted = tokio::select! {
+                    accepted = crate::tls::accept(&acceptor, stream, addr, deadline) => accepted,
+                    _ = conn.shutdown.cancelled() => None,
+                };
+                if let Some(stream) = accepted {
+                    conn.serve(stream).await;
                 }
             });
         }
@@ -417,10 +458,78 @@ impl Server {
     }
 }
 
-/// Answers a connection over the limits with `503` and closes it (bounded: 1 s).
-async fn refuse(mut stream: tokio::net::TcpStream, why: &'static str) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// One admitted connection, served by hyper once its transport is ready.
+struct Connection<F> {
+    server: Server,
+    handler: F,
+    addr: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+    header_timeout: std::time::Duration,
+    shutdown: CancellationToken,
+}
+
+impl<F, Fut> Connection<F>
+where
+    F: Fn(Server, Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            server,
+            handler,
+            addr,
+            permit,
+            header_timeout,
+            shutdown,
+        } = self;
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(permit.clone());
+            let server = server.clone();
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(server, req, addr).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::trace!(error = %e, "http connection ended with an error");
+                }
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+}
+
+/// Answers a connection over the limits with `503` and closes it (bounded: 1 s, the TLS
+/// handshake included).
+async fn refuse(stream: TcpStream, tls: Option<TlsAcceptor>, why: &'static str) {
     let answer = crate::limits::refusal(why);
+    let Some(acceptor) = tls else {
+        return answer_and_close(stream, answer).await;
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    if let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        let _ = tokio::time::timeout_at(deadline, answer_and_close(stream, answer)).await;
+    }
+}
+
+/// Writes `answer` and closes the connection (bounded: 1 s).
+pub(crate) async fn answer_and_close<S>(mut stream: S, answer: Vec<u8>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Read what the client sent until it closes, so that closing with unread input does not
     // reset the connection before the answer arrives.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {

@@ -37,6 +37,10 @@
 //! max_queue_depth = 1000
 //! overflow = "drop-oldest"
 //!
+//! [tls]                         # https/wss; flags win
+//! cert = "/etc/tidings/cert.pem"
+//! key = "/etc/tidings/key.pem"
+//!
 //! [access]                      # verified identities (docs/SECURITY.md)
 //! jwt_public_key = "/etc/tidings/jwt.pem"   # or jwt_secret = "…" (HS256)
 //! leeway_secs = 60
@@ -74,6 +78,16 @@ pub struct ConfigFile {
     recovery: RecoverySection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    tls: TlsSection,
+}
+
+/// `[tls]`: PEM files for https/wss; `--tls-cert` / `--tls-key` win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]
@@ -272,6 +286,11 @@ impl ConfigFile {
     /// `[limits]`.
     pub fn limits(&self) -> &LimitsSection {
         &self.limits
+    }
+
+    /// `[tls]`.
+    pub fn tls(&self) -> &TlsSection {
+        &self.tls
     }
 
     /// `[recovery] enabled`.

@@ -6,6 +6,7 @@ mod http;
 mod limits;
 mod listen;
 mod serve;
+mod tls;
 mod topics;
 
 use clap::{Parser, Subcommand, ValueEnum};

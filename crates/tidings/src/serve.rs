@@ -112,6 +112,8 @@ pub struct ServeArgs {
     print_config: bool,
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
 }
 
 /// The Redis settings, when `--redis` (or `[redis] url`) is set.
@@ -233,7 +235,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut queue_config = file.queue_config()?;
     args.limits.queues(file.limits(), &mut queue_config)?;
     let redis = redis_config(&args, &file)?;
+    let tls = args.tls.load(file.tls())?;
     if args.print_config {
+        match &tls {
+            Some(tls) => println!(
+                "tls: on (cert {}, key {})",
+                tls.cert.display(),
+                tls.key.display()
+            ),
+            None => println!("tls: off"),
+        }
         match &redis {
             Some(redis) => println!("{config:#?}\nstore: redis {redis:#?}\n{queue_config:#?}"),
             None => println!(
@@ -296,15 +307,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot load the durable subscriptions from the store")?;
 
     tracing::info!(addr = %local, path = %args.path, "tidings listening");
+    let scheme = match &tls {
+        Some(tls) => {
+            tracing::info!(cert = %tls.cert.display(), "tls: on (https, wss)");
+            "https"
+        }
+        None => "http",
+    };
     // A machine-readable line for scripts and tests that start the server on port 0.
-    println!("listening on http://{local}{}", args.path);
+    println!("listening on {scheme}://{local}{}", args.path);
 
     let stopper = server.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         stopper.shutdown();
     });
-    server.serve(listener).await.context("server failed")?;
+    match tls {
+        Some(tls) => server.serve_tls(listener, tls.config).await,
+        None => server.serve(listener).await,
+    }
+    .context("server failed")?;
     // Let every client read its close (with the reason) before the process goes.
     if !server.drain(Duration::from_secs(5)).await {
         tracing::warn!("some connections were still open 5 s after the shutdown");
