@@ -807,6 +807,40 @@ mod tests {
     }
 
     #[test]
+    fn queue_bounds_per_pattern() {
+        let topic = |name| Topic::new(name).unwrap();
+        let mut c = QueueConfig::default();
+        assert_eq!(c.queue_bound_for(&topic("a")), None, "unbounded by default");
+        c.max_queue_depth = Some(10);
+        c.queue_depth_rules = vec![
+            QueueDepthRule {
+                pattern: "telemetry.>".into(),
+                max_queue_depth: Some(3),
+                overflow: Overflow::DropOldest,
+            },
+            QueueDepthRule {
+                pattern: "free.*".into(),
+                max_queue_depth: None,
+                overflow: Overflow::Reject,
+            },
+        ];
+        let reject10 = QueueBound {
+            max_depth: 10,
+            overflow: Overflow::Reject,
+        };
+        assert_eq!(c.queue_bound_for(&topic("a")), Some(reject10));
+        assert_eq!(
+            c.queue_bound_for(&topic("telemetry.x.y")),
+            Some(QueueBound {
+                max_depth: 3,
+                overflow: Overflow::DropOldest
+            })
+        );
+        assert_eq!(c.queue_bound_for(&topic("free.x")), None);
+        assert_eq!(c.queue_bound_for(&topic("free.x.y")), Some(reject10));
+    }
+
+    #[test]
     fn backoff_doubles_up_to_the_cap() {
         let c = QueueConfig::default();
         assert_eq!(c.backoff(1), Duration::from_secs(1));
