@@ -9,9 +9,9 @@ use std::fmt::Debug;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tidings_core::store::{
-    Appended, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId, Millis, NewMessage,
-    Offset, Retention, StartFrom, Store, StoreError, StoredMessage, SubscriptionInfo,
-    SubscriptionName, Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
+    Millis, NewMessage, Offset, Overflow, QueueBound, Retention, StartFrom, Store, StoreError,
+    StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 
 use crate::Harness;
@@ -83,6 +83,14 @@ pub enum Op {
         len: u8,
         skew: u8,
     },
+    /// [`Store::append_bounded`] with `max_depth`, dropping the oldest when `drop_oldest`.
+    AppendBounded {
+        topic: u8,
+        key: Option<u8>,
+        len: u8,
+        max_depth: u8,
+        drop_oldest: bool,
+    },
     Subscribe {
         topic: u8,
         sub: u8,
@@ -136,6 +144,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => select(vec![0u64, 1, 2, 5, 10, 20]).prop_map(Op::Tick),
         4 => (0..2u8, proptest::option::of(0..3u8), 0..6u8, select(vec![0u8, 0, 1, 5]))
             .prop_map(|(topic, key, len, skew)| Op::Append { topic, key, len, skew }),
+        3 => (0..2u8, proptest::option::of(0..3u8), 0..6u8, 0..4u8, any::<bool>())
+            .prop_map(|(topic, key, len, max_depth, drop_oldest)| Op::AppendBounded {
+                topic, key, len, max_depth, drop_oldest,
+            }),
         2 => (0..2u8, 0..3u8, from).prop_map(|(topic, sub, from)| Op::Subscribe { topic, sub, from }),
         1 => (0..2u8, 0..3u8).prop_map(|(topic, sub)| Op::Unsubscribe { topic, sub }),
         4 => (0..2u8, 0..3u8, 0..4u8, short(), 0..4u8).prop_map(
@@ -292,6 +304,73 @@ impl Model {
             offset,
             duplicate: false,
         }
+    }
+
+    /// The bounded append: Err(the full subscriptions with their depths) when refused;
+    /// otherwise what `append` answers and the entries dropped.
+    fn append_bounded(
+        &mut self,
+        topic: &Topic,
+        msg: NewMessage,
+        window: Millis,
+        bound: QueueBound,
+        new_id: MessageId,
+    ) -> Result<(Appended, Vec<Gap>), Vec<(SubscriptionName, u64)>> {
+        if let Some(t) = self.topics.get(topic) {
+            let duplicate = msg
+                .key
+                .as_ref()
+                .and_then(|k| t.keys.get(k))
+                .is_some_and(|&(_, _, at)| msg.published_at.saturating_sub(at) <= window);
+            if !duplicate && bound.overflow == Overflow::Reject {
+                let full: Vec<(SubscriptionName, u64)> = t
+                    .subs
+                    .iter()
+                    .map(|(name, s)| {
+                        (
+                            name.clone(),
+                            s.pending.len() as u64 + (t.head + 1 - s.cursor),
+                        )
+                    })
+                    .filter(|(_, depth)| *depth >= bound.max_depth)
+                    .collect();
+                if !full.is_empty() {
+                    return Err(full);
+                }
+            }
+        }
+        let appended = self.append(topic, msg, window, new_id);
+        let mut dropped = Vec::new();
+        if appended.duplicate || bound.overflow == Overflow::Reject {
+            return Ok((appended, dropped));
+        }
+        let t = self.topics.entry(topic.clone()).or_default();
+        let head = t.head;
+        for (name, s) in &mut t.subs {
+            // The unsettled offsets, oldest first: pending entries, then never delivered.
+            let unsettled: Vec<Offset> = s.pending.keys().copied().chain(s.cursor..=head).collect();
+            let excess = (unsettled.len() as u64).saturating_sub(bound.max_depth);
+            for &offset in unsettled.iter().take(excess as usize) {
+                s.gaps += 1;
+                if s.pending.remove(&offset).is_none() {
+                    s.cursor = offset + 1;
+                }
+                match dropped.last_mut() {
+                    Some(Gap {
+                        subscription, to, ..
+                    }) if subscription == name && *to + 1 == offset => {
+                        *to = offset;
+                    }
+                    _ => dropped.push(Gap {
+                        topic: topic.clone(),
+                        subscription: name.clone(),
+                        from: offset,
+                        to: offset,
+                    }),
+                }
+            }
+        }
+        Ok((appended, sorted_gaps(dropped)))
     }
 
     fn subscribe(
@@ -653,6 +732,53 @@ async fn apply<S: Store>(
                 Err(_) => Ok(model.append(&t, msg, window, MessageId(0))),
             };
             same(ctx, got, want)?;
+        }
+        Op::AppendBounded {
+            topic: ti,
+            key,
+            len,
+            max_depth,
+            drop_oldest,
+        } => {
+            let t = topic(ti);
+            let msg = NewMessage {
+                event: format!("b{len}"),
+                data: format!("\"{}\"", "b".repeat(usize::from(len))),
+                key: key.map(|k| format!("k{k}")),
+                published_at: now,
+            };
+            let bound = QueueBound {
+                max_depth: u64::from(max_depth),
+                overflow: if drop_oldest {
+                    Overflow::DropOldest
+                } else {
+                    Overflow::Reject
+                },
+            };
+            let got = store
+                .append_bounded(&t, msg.clone(), window, bound)
+                .await
+                .map_err(|e| kind(&e));
+            match got {
+                Err(e) => same(ctx, Err(e), Ok(()))?,
+                Ok(BoundedAppend::Full {
+                    subscription,
+                    depth,
+                }) => {
+                    // The store names one of the full subscriptions.
+                    let full = model
+                        .append_bounded(&t, msg, window, bound, MessageId(0))
+                        .err()
+                        .unwrap_or_default();
+                    same(ctx, full.contains(&(subscription.clone(), depth)), true).map_err(
+                        |e| TestCaseError::fail(format!("{e}\n  full: {subscription} {depth}")),
+                    )?;
+                }
+                Ok(BoundedAppend::Appended { appended, dropped }) => {
+                    let want = model.append_bounded(&t, msg, window, bound, appended.id);
+                    same(ctx, Ok((appended, sorted_gaps(dropped))), want)?;
+                }
+            }
         }
         Op::Subscribe {
             topic: ti,
