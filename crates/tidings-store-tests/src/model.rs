@@ -200,6 +200,9 @@ fn same<T: PartialEq + Debug>(what: &str, got: T, want: T) -> Result<(), TestCas
     }
 }
 
+/// The subscriptions that refused a bounded append, with their depths.
+type FullQueues = Vec<(SubscriptionName, u64)>;
+
 /// The reference: the trait's contract, directly.
 #[derive(Debug, Default)]
 pub struct Model {
@@ -315,7 +318,7 @@ impl Model {
         window: Millis,
         bound: QueueBound,
         new_id: MessageId,
-    ) -> Result<(Appended, Vec<Gap>), Vec<(SubscriptionName, u64)>> {
+    ) -> Result<(Appended, Vec<Gap>), FullQueues> {
         if let Some(t) = self.topics.get(topic) {
             let duplicate = msg
                 .key
