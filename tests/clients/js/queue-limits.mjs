@@ -4,7 +4,8 @@
 //   MAX_QUEUE_DEPTH  [limits] max_queue_depth, overflow "reject" (the default);
 //                    topics under "drop." use overflow "drop-oldest" with the same depth
 //   MAX_TOPICS       [limits] max_topics; this scenario creates 3 topics before it fills them up
-// - reject: a subscriber that never acks fills its queue; the next publish gets `queue_full`
+// - reject: a subscriber that never acks fills its queue — a burst of concurrent publishes
+//   stores exactly the depth, never more; the next publish gets `queue_full`
 //   (on the ack and HTTP 507) and nothing is stored — also not its idempotency key; once the
 //   subscriber acks one message, publishing works again;
 // - drop-oldest: publishes past the depth are stored, the subscriber gets `tidings:gap` for
@@ -76,7 +77,14 @@ run(async () => {
     const clientId = uniq("stuck");
     const stuck = await connect({ clientId }, inbox);
     await subscribe("stuck subscribes", stuck, { topic }, { pending: 0 });
-    for (const n of range(1, DEPTH)) await publish(`publish ${n}`, publisher, topic, "job", { n }, { offset: n });
+    // A burst of concurrent publishes: the bound is checked atomically with each append, so
+    // exactly DEPTH are stored and the rest refused — never one more.
+    const burst = await Promise.all(
+      range(1, DEPTH * 3).map((n) => must(`burst ${n}`, emitAck(publisher, "publish", { topic, event: "job", data: { n } }))),
+    );
+    const accepted = burst.filter((a) => a?.ok === true);
+    checkEqual("burst: exactly the depth stored", accepted.map((a) => a.offset).sort((a, b) => a - b), range(1, DEPTH));
+    for (const a of burst.filter((a) => a?.ok !== true)) checkError("burst: the rest refused", a, "queue_full");
     await inbox.until("the stuck subscriber holds every delivery", (items) => items.length === DEPTH);
     const refused = await must("publish over the depth", emitAck(publisher, "publish", { topic, event: "job", data: {}, key: "late" }));
     checkError("publish over the depth", refused, "queue_full");
