@@ -32,8 +32,8 @@ use crate::queue::{
 /// drops. The connection closes when [`Client::disconnect`] is called or when the last handle
 /// (including those held by [`EventStream`]s and [`Subscription`]s) is dropped.
 ///
-/// Only the WebSocket transport is used (no HTTP long-polling), and only plain `ws://`: put a
-/// TLS-terminating proxy in front of the server for `wss://`.
+/// Only the WebSocket transport is used (no HTTP long-polling): `ws://`, or `wss://` with
+/// [`ClientOptionsBuilder::tls`](crate::ClientOptionsBuilder::tls).
 ///
 /// ```no_run
 /// use tidings_client::{Client, ClientOptions, SubscribeOptions};

@@ -110,10 +110,15 @@ async fn next_text(ws: &mut Ws, during: &str) -> Result<String, ConnectError> {
 }
 
 async fn handshake(options: &ClientOptions) -> Result<Connection, ConnectError> {
-    let (mut ws, _response) = tokio_websockets::ClientBuilder::from_uri(options.uri.clone())
-        .connect()
-        .await
-        .map_err(ws_error)?;
+    let connector = options
+        .tls
+        .clone()
+        .map(|tls| tokio_websockets::Connector::Rustls(tokio_rustls::TlsConnector::from(tls)));
+    let mut builder = tokio_websockets::ClientBuilder::from_uri(options.uri.clone());
+    if let Some(connector) = &connector {
+        builder = builder.connector(connector);
+    }
+    let (mut ws, _response) = builder.connect().await.map_err(ws_error)?;
 
     let open = next_text(&mut ws, "the engine.io handshake").await?;
     let handshake: Handshake = match engine::decode_text(&open) {

@@ -63,6 +63,8 @@ pub use queue::{
     Delivery, DeliveryMeta, Gap, GapStream, HistoryMessage, Published, SubscribeOptions,
     Subscription,
 };
+/// The rustls version of [`ClientOptionsBuilder::tls`].
+pub use rustls;
 pub use tidings_core::store::{MessageId, Millis, NameError, Offset, StartFrom, Topic};
 pub use tidings_core::{ErrorCode, Sid};
 pub use tidings_proto::packet::placeholder;

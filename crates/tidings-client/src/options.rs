@@ -2,6 +2,7 @@
 //! [`ClientOptionsBuilder::build`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
@@ -30,7 +31,8 @@ use tidings_proto::packet::check_namespace;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientOptions {
-    /// The server, e.g. `http://127.0.0.1:3000` (`ws://` works too). A path in the URL, as in
+    /// The server, e.g. `http://127.0.0.1:3000` (`ws://` works too; `https://` / `wss://` with
+    /// [`ClientOptionsBuilder::tls`]). A path in the URL, as in
     /// `http://host:3000/chat`, names the namespace unless [`ClientOptionsBuilder::namespace`]
     /// sets one, as with `socket.io-client`.
     pub url: String,
@@ -61,6 +63,8 @@ pub struct ClientOptions {
     /// Outgoing packets that may wait for the connection task (and, while reconnecting, for
     /// the next connection) before an emit waits for room. Default 1024.
     pub command_capacity: usize,
+    /// The TLS settings (the roots to trust) for an `https://` / `wss://` URL. Default none.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The WebSocket address derived from `url` and `path`.
     pub(crate) uri: Uri,
 }
@@ -80,6 +84,7 @@ impl fmt::Debug for ClientOptions {
             .field("ack_timeout", &self.ack_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_capacity", &self.command_capacity)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -119,6 +124,7 @@ impl ClientOptions {
             ack_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(20),
             command_capacity: 1024,
+            tls: None,
         }
     }
 
@@ -150,6 +156,7 @@ pub struct ClientOptionsBuilder {
     ack_timeout: Duration,
     connect_timeout: Duration,
     command_capacity: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for ClientOptionsBuilder {
@@ -164,6 +171,35 @@ impl fmt::Debug for ClientOptionsBuilder {
 }
 
 impl ClientOptionsBuilder {
+    /// Connects over TLS (`https://` / `wss://` URLs) with this rustls configuration: the roots
+    /// it trusts decide which certificates are accepted. For example, a private CA:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tidings_client::{ClientOptions, rustls};
+    ///
+    /// # fn ca_der() -> rustls::pki_types::CertificateDer<'static> { unimplemented!() }
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.add(ca_der())?;
+    /// let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    ///     rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()?
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth();
+    /// let options = ClientOptions::builder("https://127.0.0.1:3443")
+    ///     .tls(Arc::new(tls))
+    ///     .build()?;
+    /// assert!(options.websocket_url().starts_with("wss://"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// See [`ClientOptions::path`].
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
@@ -220,8 +256,8 @@ impl ClientOptionsBuilder {
     ///
     /// # Errors
     ///
-    /// [`OptionsError`] for a URL that is not `http://` or `ws://` with a host (TLS is not
-    /// built in yet), a path that does not start with `/`, an invalid namespace, an auth
+    /// [`OptionsError`] for a URL that is not `http://`, `ws://`, `https://` or `wss://` with a
+    /// host, `https://` / `wss://` without [`tls`](Self::tls) (or `tls` with a plain URL), a path that does not start with `/`, an invalid namespace, an auth
     /// payload that is not an object, a zero timeout or delay, a maximum delay below the
     /// minimum, a jitter outside 0..=1 or a zero command capacity.
     pub fn build(self) -> Result<ClientOptions, OptionsError> {
@@ -230,15 +266,30 @@ impl ClientOptionsBuilder {
             Ok(url) => url,
             Err(e) => return err(format!("url {:?}: {e}", self.url)),
         };
-        match url.scheme_str() {
-            Some("http" | "ws") => {}
-            Some("https" | "wss") => {
+        let secure = match url.scheme_str() {
+            Some("http" | "ws") => false,
+            Some("https" | "wss") => true,
+            _ => {
                 return err(format!(
-                    "url {:?}: TLS (https/wss) is not supported yet; use http:// or ws://",
+                    "url {:?}: expected http://, ws://, https:// or wss://",
                     self.url
                 ));
             }
-            _ => return err(format!("url {:?}: expected http:// or ws://", self.url)),
+        };
+        match (secure, self.tls.is_some()) {
+            (true, false) => {
+                return err(format!(
+                    "url {:?}: https/wss needs ClientOptionsBuilder::tls (the roots to trust)",
+                    self.url
+                ));
+            }
+            (false, true) => {
+                return err(format!(
+                    "url {:?}: TLS settings given for a plain http/ws URL; use https:// or wss://",
+                    self.url
+                ));
+            }
+            _ => {}
         }
         let Some(authority) = url.authority().cloned() else {
             return err(format!("url {:?}: no host", self.url));
@@ -280,7 +331,7 @@ impl ClientOptionsBuilder {
         if self.command_capacity == 0 {
             return err("command capacity must be positive".to_owned());
         }
-        let uri = websocket_uri(authority, &self.path)
+        let uri = websocket_uri(authority, &self.path, secure)
             .map_err(|e| OptionsError(format!("url {:?}: {e}", self.url)))?;
         Ok(ClientOptions {
             url: self.url,
@@ -295,15 +346,16 @@ impl ClientOptionsBuilder {
             ack_timeout: self.ack_timeout,
             connect_timeout: self.connect_timeout,
             command_capacity: self.command_capacity,
+            tls: self.tls,
             uri,
         })
     }
 }
 
-fn websocket_uri(authority: Authority, path: &str) -> Result<Uri, http::Error> {
+fn websocket_uri(authority: Authority, path: &str, secure: bool) -> Result<Uri, http::Error> {
     let path_and_query: PathAndQuery = format!("{path}?EIO=4&transport=websocket").parse()?;
     Uri::builder()
-        .scheme(Scheme::try_from("ws")?)
+        .scheme(Scheme::try_from(if secure { "wss" } else { "ws" })?)
         .authority(authority)
         .path_and_query(path_and_query)
         .build()
@@ -349,6 +401,32 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(options.namespace, "/admin");
+    }
+
+    #[test]
+    fn tls_urls() {
+        let tls = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        );
+        for url in ["https://localhost:4000", "wss://localhost:4000"] {
+            let options = ClientOptions::builder(url)
+                .tls(tls.clone())
+                .build()
+                .unwrap();
+            assert_eq!(
+                options.websocket_url(),
+                "wss://localhost:4000/socket.io/?EIO=4&transport=websocket"
+            );
+            assert!(format!("{options:?}").contains("tls: true"));
+        }
+        let plain = ClientOptions::builder("http://localhost:4000").tls(tls);
+        assert!(plain.build().is_err());
     }
 
     #[test]
