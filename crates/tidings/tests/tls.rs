@@ -1,8 +1,8 @@
 //! TLS of `tidings serve` (`--tls-cert` / `--tls-key`, `TIDINGS_TLS_…`, `[tls]`) against the
 //! real binary: a CA and a server certificate made here with rcgen; socket.io-client
 //! (tests/clients/js/tls.mjs) over wss:// and https:// long-polling and python-socketio
-//! (tests/clients/py/tls.py), both trusting the CA (certificates verified, not skipped); the
-//! HTTP API over https; plain HTTP and garbage on the TLS port; stalled and failed handshakes
+//! (tests/clients/py/tls.py), both trusting the CA (certificates verified, not skipped);
+//! tidings-client over wss and a SIGTERM while connected; the HTTP API over https; plain HTTP and garbage on the TLS port; stalled and failed handshakes
 //! under a connection limit; start-up errors and `--print-config`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,6 +22,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use serde_json::{Value, json};
+use tidings_client::{Client, ClientOptions, ConnectionState};
 use tidings_server::rustls;
 use tidings_server::rustls::pki_types::pem::PemObject;
 use tidings_server::rustls::pki_types::{CertificateDer, ServerName};
@@ -88,8 +89,8 @@ impl Pki {
         ]
     }
 
-    /// A TLS client that trusts the test CA only.
-    fn connector(&self) -> TlsConnector {
+    /// A TLS client configuration that trusts the test CA only.
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&self.ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -101,7 +102,11 @@ impl Pki {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+        Arc::new(config)
+    }
+
+    fn connector(&self) -> TlsConnector {
+        TlsConnector::from(self.client_config())
     }
 }
 
@@ -233,6 +238,67 @@ async fn python_socketio_over_https_and_wss() {
         )
         .await;
     }
+}
+
+async fn rust_client(pki: &Pki, url: &str) -> Client {
+    let options = ClientOptions::builder(url)
+        .tls(pki.client_config())
+        .reconnect(false)
+        .build()
+        .unwrap();
+    within(10, "connect over wss", Client::connect(options))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rust_client_over_wss_and_graceful_shutdown() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, "", &[]).await;
+    let (a, b) = (
+        rust_client(&pki, &server.url).await,
+        rust_client(&pki, &server.url).await,
+    );
+    assert!(a.options().websocket_url().starts_with("wss://"));
+    let ack = Duration::from_secs(5);
+    for c in [&a, &b] {
+        let reply = c.emit_with_ack("join", &json!({ "room": "r" }), ack).await;
+        assert_eq!(reply.unwrap(), [json!({ "ok": true })]);
+    }
+    let mut news = b.on("news");
+    let reply = a
+        .emit_with_ack(
+            "broadcast",
+            &json!({ "room": "r", "event": "news", "data": { "over": "wss" } }),
+            ack,
+        )
+        .await;
+    assert_eq!(reply.unwrap(), [json!({ "ok": true, "recipients": 1 })]);
+    let got = within(5, "news over wss", news.recv()).await.unwrap();
+    assert_eq!(got.args, [json!({ "over": "wss" })]);
+
+    // SIGTERM: the TLS connections are closed the same way, and the process exits 0.
+    let mut state = a.watch_state();
+    let pid = server.child.id().unwrap().to_string();
+    let kill = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success());
+    let closed = within(
+        10,
+        "client closed by the shutdown",
+        state.wait_for(|s| matches!(s, ConnectionState::Closed(_))),
+    )
+    .await
+    .unwrap()
+    .clone();
+    assert!(matches!(closed, ConnectionState::Closed(_)), "{closed:?}");
+    let status = within(15, "tidings serve exit", server.child.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
 }
 
 #[tokio::test]
