@@ -25,6 +25,7 @@ use crate::auth::{Action, AuthError, Authenticator, Principal, forbidden};
 use crate::engine::Body;
 use crate::queue::Queues;
 use crate::queue::events::{MAX_HISTORY, append, messages, store_error};
+use crate::server::ServerStats;
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -206,6 +207,7 @@ pub async fn handle(
     req: Request<Incoming>,
     max_body: usize,
     auth: Option<&Authenticator>,
+    server_stats: ServerStats,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -232,6 +234,7 @@ pub async fn handle(
             );
             return res;
         }
+        (&Method::GET, ["stats"]) => stats(queues, &caller, server_stats),
         (&Method::GET, ["topics"]) => list_topics(queues, &caller).await,
         (&Method::GET, ["topics", topic]) => topic_info(queues, &caller, topic).await,
         (&Method::POST, ["topics", topic, "messages"]) => {
@@ -276,6 +279,35 @@ pub async fn handle(
 }
 
 type ApiResult = Result<(StatusCode, Value), ErrorBody>;
+
+/// `GET /v1/stats`: the server's and the delivery engine's counters, for operators (admin
+/// only when tokens are verified: the counters describe every client).
+fn stats(queues: &Queues, caller: &Caller, server: ServerStats) -> ApiResult {
+    if let Caller::Verified(p) = caller {
+        if !p.is_admin() {
+            return Err(forbidden(format!(
+                "{} may not read the server's counters (admin only)",
+                p.identity()
+            )));
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        json!({
+            "sessions": server.sessions,
+            "sessionsOpened": server.sessions_opened,
+            "slowClientDisconnects": server.slow_client_disconnects,
+            "protocolErrors": server.protocol_errors,
+            "connectionsRefused": server.connections_refused,
+            "rateLimitedEvents": server.rate_limited_events,
+            "rateLimitedPublishes": queues.rate_limited_publishes(),
+            "subscriptionsRefused": queues.subscriptions_refused(),
+            "queueFullPublishes": queues.queue_full_publishes(),
+            "overflowDropped": queues.overflow_dropped(),
+            "topicsRefused": queues.topics_refused(),
+        }),
+    ))
+}
 
 async fn list_topics(queues: &Queues, caller: &Caller) -> ApiResult {
     let store = queues.store();

@@ -312,8 +312,15 @@ impl Server {
             let path = req.uri().path();
             if path == "/v1" || path.starts_with("/v1/") {
                 let config = &self.inner.config;
-                return crate::api::handle(queues, req, config.max_payload, config.auth.as_deref())
-                    .await;
+                let stats = self.stats();
+                return crate::api::handle(
+                    queues,
+                    req,
+                    config.max_payload,
+                    config.auth.as_deref(),
+                    stats,
+                )
+                .await;
             }
         }
         let mut res = Response::new(Full::new(Bytes::from_static(br#"{"error":"not found"}"#)));

@@ -144,6 +144,15 @@ async fn the_http_api_wants_a_token_and_owns_queues_per_identity() {
         "Bearer error=\"invalid_token\""
     );
 
+    // The server's counters describe every client: admin only.
+    let answer = http(url, "GET", "/v1/stats", None, b"").await;
+    assert_eq!((answer.status, answer.code()), (401, "unauthorized"));
+    let answer = http(url, "GET", "/v1/stats", Some(&alice), b"").await;
+    assert_eq!((answer.status, answer.code()), (403, "forbidden"));
+    let answer = http(url, "GET", "/v1/stats", Some(&admin), b"").await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert!(answer.body["sessionsOpened"].is_u64(), "{:?}", answer.body);
+
     let publish = br#"{"event":"order","data":{"n":1}}"#;
     let answer = http(
         url,

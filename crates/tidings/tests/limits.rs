@@ -50,6 +50,18 @@ async fn raw(host: &str, request: &[u8]) -> String {
 
 const GET_TOPICS: &[u8] = b"GET /v1/topics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
 
+/// The counters of `GET /v1/stats`.
+async fn stats(host: &str) -> serde_json::Value {
+    let answer = raw(
+        host,
+        b"GET /v1/stats HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
 /// Polls (bounded: 100 tries, 20 ms apart) until a new connection is served again.
 async fn until_served_again(host: &str) {
     for _ in 0..100 {
@@ -87,6 +99,12 @@ async fn connections_per_ip_over_the_limit_get_503() {
     drop(first);
     until_served_again(&host).await;
     bystanders.still_served("after a connection closed").await;
+    // Every refusal is counted, and the count is there for operators.
+    let counters = stats(&host).await;
+    assert!(
+        counters["connectionsRefused"].as_u64().unwrap() >= 3,
+        "{counters}"
+    );
 }
 
 #[tokio::test]
@@ -197,6 +215,18 @@ async fn rate_and_subscription_limits_with_socket_io_client() {
         )
         .await;
     }
+    let counters = stats(server.host()).await;
+    for counter in [
+        "rateLimitedEvents",
+        "rateLimitedPublishes",
+        "subscriptionsRefused",
+    ] {
+        assert!(
+            counters[counter].as_u64().unwrap() > 0,
+            "{counter}: {counters}"
+        );
+    }
+    assert_eq!(counters["queueFullPublishes"], 0, "{counters}");
 }
 
 /// `[limits]` as documented in docs/CONFIGURATION.md: depth 3 with `reject`, `drop-oldest` for
@@ -224,6 +254,13 @@ async fn queue_depth_and_topic_limits_with_socket_io_client() {
             ],
         )
         .await;
+        let counters = stats(server.host()).await;
+        for counter in ["queueFullPublishes", "overflowDropped", "topicsRefused"] {
+            assert!(
+                counters[counter].as_u64().unwrap() > 0,
+                "{counter}: {counters}"
+            );
+        }
     }
 }
 
