@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_websockets::Message;
 
 use crate::metrics::{Record, Shards};
-use crate::server::{Peer, RedisProc, ServerProc, Usage};
+use crate::server::{Peer, RedisProc, ServerProc, Usage, machine_busy_secs};
 use crate::sio::{self, Ws};
 use crate::{Ctx, bar};
 
@@ -47,6 +47,8 @@ struct PublishRun {
     secs: f64,
     cpu_secs: f64,
     hist: hdrhistogram::Histogram<u64>,
+    /// CPU seconds of processes other than the server and the generator meanwhile.
+    other_cpu: f64,
 }
 
 /// `publishers` concurrent publishers into `topic`, each awaiting its confirmation before the
@@ -85,6 +87,8 @@ async fn publish_run(
         });
     }
     let before = Usage::of(target.pid())?;
+    let gen_before = Usage::of(std::process::id())?;
+    let busy_before = machine_busy_secs();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let interval = rate.map(|r| Duration::from_secs_f64(publishers as f64 / r.max(1.0)));
@@ -149,8 +153,12 @@ async fn publish_run(
     }
     let secs_taken = start.elapsed().as_secs_f64();
     let after = Usage::of(target.pid())?;
+    let gen_cpu = Usage::of(std::process::id())?.cpu_secs - gen_before.cpu_secs;
+    let other_cpu =
+        (machine_busy_secs() - busy_before - (after.cpu_secs - before.cpu_secs) - gen_cpu).max(0.0);
     pb.finish_and_clear();
     Ok(PublishRun {
+        other_cpu,
         confirmed: confirmed.load(Ordering::SeqCst),
         failed: failed.load(Ordering::SeqCst),
         secs: secs_taken,
@@ -260,6 +268,7 @@ fn fill(rec: &mut Record, run: &PublishRun) {
             "cpu_s_per_m",
             run.cpu_secs / run.confirmed.max(1) as f64 * 1e6,
         )
+        .set("other_cpu_s", run.other_cpu)
         .set_latency(&run.hist);
 }
 

@@ -274,7 +274,7 @@ fn plan(args: &RunArgs) -> Plan {
                 scenario: "fanout",
                 clients: 1_000,
                 rooms: 1,
-                rates: vec![50, 100, 200, 500, 1_000, 2_000],
+                rates: vec![50, 100, 200, 500, 1_000, 2_000, 4_000],
                 step_secs: 3.0,
                 drain: Duration::from_secs(3),
             },
@@ -282,7 +282,7 @@ fn plan(args: &RunArgs) -> Plan {
                 scenario: "rooms",
                 clients: 10_000,
                 rooms: 1_000,
-                rates: vec![1_000, 5_000, 10_000, 20_000],
+                rates: vec![1_000, 5_000, 10_000, 20_000, 40_000],
                 step_secs: 3.0,
                 drain: Duration::from_secs(3),
             },
@@ -384,9 +384,12 @@ async fn run(args: RunArgs) -> Result<()> {
     // Each scenario × peer × repetition is independent: a failure is recorded and the run goes
     // on, so one broken peer does not hide the others' figures.
     macro_rules! attempt {
-        ($what:expr, $fut:expr) => {
+        ($rep:expr, $what:expr, $fut:expr) => {
             match $fut.await {
-                Ok(r) => records.extend(r),
+                Ok(r) => records.extend(r.into_iter().map(|mut x: Record| {
+                    x.rep = $rep;
+                    x
+                })),
                 Err(e) => {
                     let msg = format!("{}: {e:#}", $what);
                     let _ = ctx.say(format!("  FAILED {msg}"));
@@ -403,7 +406,7 @@ async fn run(args: RunArgs) -> Result<()> {
                     continue;
                 }
                 for &peer in &realtime {
-                    attempt!(format!("idle {conns} {}", peer.name()), async {
+                    attempt!(rep, format!("idle {conns} {}", peer.name()), async {
                         idle::run(&ctx, peer, conns, hold, rep)
                             .await
                             .map(|r| vec![r])
@@ -417,6 +420,7 @@ async fn run(args: RunArgs) -> Result<()> {
             }
             for &peer in &realtime {
                 attempt!(
+                    rep,
                     format!("{name} {}", peer.name()),
                     rooms::run(&ctx, peer, spec, rep)
                 );
@@ -425,6 +429,7 @@ async fn run(args: RunArgs) -> Result<()> {
         if wants("publish") {
             for &peer in &durable {
                 attempt!(
+                    rep,
                     format!("publish {}", peer.name()),
                     durable::publish(&ctx, peer, &plan.publish, plan.publish_secs, rep)
                 );
@@ -432,7 +437,7 @@ async fn run(args: RunArgs) -> Result<()> {
         }
         if wants("fanout-durable") {
             for &peer in &durable {
-                attempt!(format!("fanout-durable {}", peer.name()), async {
+                attempt!(rep, format!("fanout-durable {}", peer.name()), async {
                     durable::fanout(
                         &ctx,
                         peer,
@@ -448,7 +453,7 @@ async fn run(args: RunArgs) -> Result<()> {
         }
         if wants("drain") && rep < plan.drain_reps {
             for &peer in &durable {
-                attempt!(format!("drain {}", peer.name()), async {
+                attempt!(rep, format!("drain {}", peer.name()), async {
                     durable::drain(&ctx, peer, plan.drain, Duration::from_secs(30), rep)
                         .await
                         .map(|r| vec![r])
@@ -482,8 +487,8 @@ async fn run(args: RunArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     md.push_str(&report::tables(&aggs));
-    md.push_str(&report::ratios(&aggs));
-    md.push_str(&report::targets(&aggs));
+    md.push_str(&report::ratios(&aggs, &records));
+    md.push_str(&report::targets(&aggs, &records));
     if !failures.is_empty() {
         md.push_str("Failures in this run:\n\n");
         for f in &failures {

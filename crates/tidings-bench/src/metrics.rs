@@ -21,6 +21,8 @@ pub struct Record {
     pub peer: Peer,
     /// Named figures (see [`crate::report`] for the names).
     pub values: BTreeMap<&'static str, f64>,
+    /// The repetition (0-based), set by the orchestrator.
+    pub rep: usize,
 }
 
 impl Record {
@@ -32,6 +34,7 @@ impl Record {
             order,
             peer,
             values: BTreeMap::new(),
+            rep: 0,
         }
     }
 

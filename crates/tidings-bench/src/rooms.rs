@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_websockets::Message;
 
 use crate::metrics::{Clock, Record, Shards};
-use crate::server::{Peer, ServerProc, Usage};
+use crate::server::{Peer, ServerProc, Usage, machine_busy_secs};
 use crate::sio::{self, Ws};
 use crate::{Ctx, bar};
 
@@ -179,6 +179,7 @@ async fn run_against(
         );
         let before = server.usage()?;
         let gen_before = Usage::of(std::process::id())?;
+        let busy_before = machine_busy_secs();
         let start_us = ctx.clock.now_us();
         let sent = publish(
             &mut publisher,
@@ -213,6 +214,7 @@ async fn run_against(
         }
         let after = server.usage()?;
         let gen_after = Usage::of(std::process::id())?;
+        let busy = machine_busy_secs() - busy_before;
         pb.finish_and_clear();
         let delivered = state.delivered.load(Ordering::SeqCst);
         let last_us = state.last_us.load(Ordering::SeqCst).max(start_us + 1);
@@ -233,6 +235,13 @@ async fn run_against(
             .set("server_cpu_s", after.cpu_secs - before.cpu_secs)
             .set("gen_cpu_s", gen_after.cpu_secs - gen_before.cpu_secs)
             .set("wall_s", span)
+            .set(
+                "other_cpu_s",
+                (busy
+                    - (after.cpu_secs - before.cpu_secs)
+                    - (gen_after.cpu_secs - gen_before.cpu_secs))
+                    .max(0.0),
+            )
             .set("rss_mib", after.rss_kib as f64 / 1024.0)
             .set("stale", state.stale.load(Ordering::SeqCst) as f64)
             .set("join_failed", join_failed as f64)

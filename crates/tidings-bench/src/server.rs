@@ -214,6 +214,32 @@ impl Usage {
     }
 }
 
+/// CPU seconds the whole machine spent busy since boot (all cores; `/proc/stat` minus idle and
+/// iowait). Taken around a step and minus the server's and the generator's share, it shows
+/// how much of the machine other processes (other engineers' builds, here) took meanwhile.
+pub fn machine_busy_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(cpu) = stat.lines().next() else {
+        return 0.0;
+    };
+    let fields: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy: f64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(8)
+        .map(|(_, v)| v)
+        .sum();
+    busy / clock_ticks()
+}
+
 /// Clock ticks per second for /proc times (`getconf CLK_TCK`; 100 on every Linux we run on).
 fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
