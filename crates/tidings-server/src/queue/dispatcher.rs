@@ -197,6 +197,12 @@ impl Dispatcher {
                 Ok(pending) => pending.wait(timeout).await,
                 Err(e) => Err(e),
             };
+            // No longer awaited before it is settled: once a requeue makes the entry due, the
+            // next claim must deliver it. (Removed after the settle, a claim in between was
+            // skipped as "still awaited" and left the entry in flight in the store until its
+            // deadline: a redelivery late by 2 × ack timeout + 5 s.) Until the settle lands the
+            // store still has the entry in flight, so no claim can return it twice.
+            me.awaiting.lock().remove(&offset);
             let store = queues.store();
             let settled = match answer {
                 Ok(reply) if wants_requeue(&reply) => {
@@ -217,7 +223,6 @@ impl Dispatcher {
                 // The entry stays in flight in the store and is redelivered after its deadline.
                 tracing::warn!(topic = %me.topic, subscription = %me.sub, offset, error = %e, "could not settle a delivery");
             }
-            me.awaiting.lock().remove(&offset);
             me.in_flight.fetch_sub(1, Ordering::AcqRel);
             me.wake();
         });
