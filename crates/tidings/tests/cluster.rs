@@ -4,6 +4,8 @@
 //! on PATH (scripts/test installs it) and the npm packages of tests/clients/js.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -104,25 +106,12 @@ async fn node(redis: &str, config: &Path) -> (Child, String) {
 }
 
 async fn node_with(redis: &str, config: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
         .args(["serve", "--port", "0", "--redis", redis, "--config"])
         .arg(config)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("tidings serve did not report its address within 20 s")
-        .unwrap()
-        .expect("tidings serve exited before listening");
-    let url = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (child, url.split('/').take(3).collect::<Vec<_>>().join("/"))
+        .args(extra);
+    common::spawn_serve(&mut command).await
 }
 
 async fn nodes(redis: &Redis, config: &Path, n: usize) -> (Vec<Child>, Vec<String>) {

@@ -3,6 +3,8 @@
 //! `socket.io-client`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -19,7 +21,8 @@ fn repo_root() -> PathBuf {
 
 /// Starts `tidings serve --recovery` on `port` (0: a free one) and returns it with its origin.
 async fn serve(data: &Path, port: u16) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
         .args([
             "serve",
             "--recovery",
@@ -27,22 +30,8 @@ async fn serve(data: &Path, port: u16) -> (Child, String) {
             &port.to_string(),
             "--data-dir",
         ])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("tidings serve did not report its address within 20 s")
-        .unwrap()
-        .expect("tidings serve exited before listening");
-    let url = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (child, url.split('/').take(3).collect::<Vec<_>>().join("/"))
+        .arg(data);
+    common::spawn_serve(&mut command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,12 @@
 //! idempotency keys and queues. Needs `redis-server` on PATH (`apt-get install redis-server`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A private redis-server on a free port; killed on drop.
@@ -55,24 +56,9 @@ fn start_redis() -> Redis {
 
 /// Starts `tidings serve --port 0 --redis URL` and returns it with its origin.
 async fn serve(redis: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["serve", "--port", "0", "--redis", redis])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("tidings serve did not report its address within 20 s")
-        .unwrap()
-        .expect("tidings serve exited before listening");
-    let url = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
-    (child, origin)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command.args(["serve", "--port", "0", "--redis", redis]);
+    common::spawn_serve(&mut command).await
 }
 
 /// Runs the CLI and returns its standard output.

@@ -1,5 +1,5 @@
-//! Shared by the security tests (`access.rs`, `hostile.rs`, `limits.rs`): the real `tidings
-//! serve` on an ephemeral port, the npm / PyPI client scenarios, plain HTTP/1.1 calls and
+//! Shared by the integration tests (`access.rs`, `hostile.rs`, `limits.rs`, `cluster.rs`,
+//! `recovery.rs`, `redis.rs`, …): the real `tidings serve` on an ephemeral port, the npm / PyPI client scenarios, plain HTTP/1.1 calls and
 //! tokens minted here with the test keys of `tidings-server/tests/testdata`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,13 +51,21 @@ pub async fn serve(config: &str, args: &[&str], envs: &[(&str, &str)]) -> Serve 
         std::fs::write(&file, config).unwrap();
         command.arg("--config").arg(file);
     }
-    let mut child = command
+    command
         .args(args)
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or("warn".into()),
         )
-        .envs(envs.iter().copied())
+        .envs(envs.iter().copied());
+    let (child, url) = spawn_serve(&mut command).await;
+    Serve { child, url, dir }
+}
+
+/// Spawns `command` (a `tidings serve …` with its flags) and waits for its `listening on`
+/// line: the child, killed on drop, and the origin it serves (`http://127.0.0.1:41234`).
+pub async fn spawn_serve(command: &mut Command) -> (Child, String) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -71,11 +79,7 @@ pub async fn serve(config: &str, args: &[&str], envs: &[(&str, &str)]) -> Serve 
     let url = line
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    Serve {
-        child,
-        url: url.split('/').take(3).collect::<Vec<_>>().join("/"),
-        dir,
-    }
+    (child, url.split('/').take(3).collect::<Vec<_>>().join("/"))
 }
 
 pub fn repo_root() -> PathBuf {
