@@ -271,6 +271,11 @@ async fn slow_client_is_disconnected_never_skipped() {
     }
     // From here on `slow` reads nothing: the kernel buffers fill, then its outbound buffer.
     let padding = "p".repeat(8 * 1024);
+    // The fast member reports its progress; the broadcaster never runs more than WINDOW
+    // messages (128 KiB, half its buffer) ahead of it, so on a loaded machine the fast member
+    // stays within its budget while the slow one, reading nothing, overflows.
+    const WINDOW: usize = 16;
+    let (progress, mut received) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let mut next = 0usize;
         while next < MESSAGES {
@@ -285,10 +290,17 @@ async fn slow_client_is_disconnected_never_skipped() {
                 &text[..40.min(text.len())]
             );
             next += 1;
+            let _ = progress.send(next);
         }
         next
     });
     for i in 0..MESSAGES {
+        if i >= WINDOW {
+            tokio::time::timeout(WAIT, received.wait_for(|n| i - n < WINDOW))
+                .await
+                .expect("the fast member stopped reading")
+                .expect("the fast member's reader ended");
+        }
         server
             .of("/")
             .to("crowd")
