@@ -149,32 +149,86 @@ fn copy(from: &Path, to: &Path) -> Result<(), String> {
     }
 }
 
+fn wal_of(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
 /// What `kill -9` leaves at this instant: the database file and its WAL as the OS has them,
 /// copied while the store still runs (the wal-index `-shm` is rebuilt from the WAL on open).
-/// Then the old store goes away and a new one opens the copy.
+fn crash_copy(store: &SqliteStore, to: &Path) -> Result<(), String> {
+    let from = store.path();
+    copy(from, to)?;
+    let wal = wal_of(from);
+    if wal.exists() {
+        copy(&wal, &wal_of(to))?;
+    }
+    Ok(())
+}
+
+/// A crash point: [`crash_copy`], then the old store goes away (without a checkpoint, as a
+/// killed process) and a new one opens the copy.
 fn crash(store: SqliteStore, dir: &Path, n: &mut usize) -> Result<SqliteStore, String> {
     *n += 1;
-    let from = store.path().to_owned();
     let to = dir.join(format!("crash-{n}.db"));
-    let with_suffix = |path: &Path, suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    copy(&from, &to)?;
-    let wal = with_suffix(&from, "-wal");
-    if wal.exists() {
-        copy(&wal, &with_suffix(&to, "-wal"))?;
-    }
+    crash_copy(&store, &to)?;
     drop(store);
-    SqliteStore::open(&to, config()).map_err(|e| e.to_string())
+    SqliteStore::open_for_fuzzing(&to, config()).map_err(|e| e.to_string())
+}
+
+/// The files of a new store as a crash right after [`SqliteStore::open`] created it leaves
+/// them (the schema is in the WAL). Made once per process: creating the schema is a quarter of
+/// an input's work, and it is the same every time.
+struct Template {
+    db: Vec<u8>,
+    wal: Vec<u8>,
+}
+
+fn template() -> &'static Template {
+    static TEMPLATE: OnceLock<Template> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let made = (|| {
+            let dir = scratch();
+            let store = SqliteStore::open_for_fuzzing(&dir.path().join("new.db"), config())
+                .map_err(|e| e.to_string())?;
+            let to = dir.path().join("template.db");
+            crash_copy(&store, &to)?;
+            drop(store);
+            let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            Ok::<_, String>(Template {
+                db: read(&to)?,
+                wal: read(&wal_of(&to))?,
+            })
+        })();
+        match made {
+            Ok(template) => template,
+            Err(e) => panic!("cannot make the template store: {e}"),
+        }
+    })
+}
+
+/// A new store in `dir`: the [`template`]'s files, opened by [`SqliteStore::open_for_fuzzing`]
+/// (which checks the schema version, as on every restart).
+fn new_store(dir: &Path) -> Result<SqliteStore, String> {
+    let path = dir.join("store.db");
+    let t = template();
+    let write = |p: &Path, bytes: &[u8]| {
+        std::fs::write(p, bytes).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write(&path, &t.db)?;
+    write(&wal_of(&path), &t.wal)?;
+    SqliteStore::open_for_fuzzing(&path, config()).map_err(|e| e.to_string())
 }
 
 /// Decodes the input into store operations (those of the model-based test) and crash points,
-/// runs them on a fresh SQLite store and on the model, and crashes the store at each crash
+/// runs them on a new SQLite store and on the model, and crashes the store at each crash
 /// point: [`crash`] copies the files as a killed process leaves them and reopens the copy.
 /// Every answer must equal the model's, and so must the whole visible state after each reopen
 /// (what was appended stays appended, acked stays acked, claimed stays in flight).
+///
+/// The store is opened with [`SqliteStore::open_for_fuzzing`]: the same writes, reads and
+/// transactions as [`SqliteStore::open`], on this thread instead of the store's two threads.
 ///
 /// # Panics
 ///
@@ -185,7 +239,7 @@ pub fn store_crash(data: &[u8]) {
         return;
     }
     let dir = scratch();
-    let store = match SqliteStore::open(&dir.path().join("store.db"), config()) {
+    let store = match new_store(dir.path()) {
         Ok(store) => store,
         Err(e) => panic!("cannot open the store: {e}"),
     };

@@ -1,4 +1,5 @@
 //! The two threads that own the connections: one writer doing group commits, one reader.
+//! ([`Writer`] and [`Reader`] also have an inline form for the fuzz target, below.)
 //!
 //! Every write goes to the writer thread over a channel. The writer takes every command waiting
 //! in the channel (up to `max_batch`) and runs them in **one** transaction, each inside its own
@@ -11,9 +12,8 @@
 //!   not stored;
 //! - commands take effect in the order they were sent (a batch is one serial transaction).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -80,25 +80,75 @@ where
     }
 }
 
+/// Where the write commands run.
+pub(crate) enum Writer {
+    /// On the writer thread, with group commit (every store but the fuzz target's).
+    Thread(WriterThread),
+    /// On the caller's thread, each command a batch of one, through the same [`commit_batch`]
+    /// (`SqliteStore::open_for_fuzzing`).
+    Inline {
+        conn: Mutex<Connection>,
+        counters: Arc<Counters>,
+    },
+}
+
+impl Writer {
+    /// Runs `op` in a batch's transaction; resolves once the batch is committed (or failed).
+    pub(crate) async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self {
+            Writer::Thread(thread) => thread.run(op).await,
+            Writer::Inline { conn, counters } => {
+                let (job, mut answer) = Job::boxed(op);
+                commit_batch(&*conn.lock().map_err(|_| poisoned())?, vec![job], counters);
+                answer.try_recv().map_err(|_| stopped())?
+            }
+        }
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Unavailable("sqlite connection lost: an operation panicked".to_owned())
+}
+
+impl<T, F> Job<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    fn boxed(op: F) -> (Box<dyn Command>, oneshot::Receiver<Result<T, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Job {
+            op: Some(op),
+            result: None,
+            reply,
+        });
+        (job, answer)
+    }
+}
+
 /// The handle of the writer thread. Dropping it lets the thread finish the commands already
 /// sent, then joins it.
-pub(crate) struct Writer {
+pub(crate) struct WriterThread {
     tx: Option<mpsc::Sender<Box<dyn Command>>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Writer {
+impl WriterThread {
     pub(crate) fn spawn(
         conn: Connection,
         max_batch: usize,
         counters: Arc<Counters>,
-    ) -> Result<Writer, StoreError> {
+    ) -> Result<WriterThread, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Command>>();
         let thread = std::thread::Builder::new()
             .name("tidings-sqlite-writer".to_owned())
             .spawn(move || writer_loop(&conn, &rx, max_batch, &counters))
             .map_err(|e| StoreError::Unavailable(format!("cannot start sqlite writer: {e}")))?;
-        Ok(Writer {
+        Ok(WriterThread {
             tx: Some(tx),
             thread: Some(thread),
         })
@@ -119,12 +169,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Box::new(Job {
-            op: Some(op),
-            result: None,
-            reply,
-        });
+        let (job, answer) = Job::boxed(op);
         self.tx
             .as_ref()
             .ok_or_else(stopped)?
@@ -134,7 +179,7 @@ impl Writer {
     }
 }
 
-impl Drop for Writer {
+impl Drop for WriterThread {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(thread) = self.thread.take() {
@@ -159,23 +204,28 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(conn, &mut batch);
-        counters.transactions.fetch_add(1, Ordering::Relaxed);
-        counters
-            .commands
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        match &outcome {
-            Ok(()) => trace!(commands = batch.len(), "group commit"),
-            Err(e) => {
-                counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, commands = batch.len(), "sqlite transaction failed; none of its commands is confirmed");
-            }
-        }
-        for cmd in batch {
-            cmd.finish(&outcome);
-        }
+        commit_batch(conn, batch, counters);
     }
     debug!("sqlite writer stopped");
+}
+
+/// Runs a batch in one transaction, counts it, and then answers each command.
+fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Command>>, counters: &Counters) {
+    let outcome = run_batch(conn, &mut batch);
+    counters.transactions.fetch_add(1, Ordering::Relaxed);
+    counters
+        .commands
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    match &outcome {
+        Ok(()) => trace!(commands = batch.len(), "group commit"),
+        Err(e) => {
+            counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, commands = batch.len(), "sqlite transaction failed; none of its commands is confirmed");
+        }
+    }
+    for cmd in batch {
+        cmd.finish(&outcome);
+    }
 }
 
 /// Runs a batch in one transaction. `Ok` only if `COMMIT` succeeded.
@@ -224,15 +274,43 @@ fn run_in_savepoint(conn: &Connection, cmd: &mut dyn Command) -> Result<(), Stor
 
 type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// Where the reads run: on the reader's connection, in its thread or (the fuzz target's
+/// `SqliteStore::open_for_fuzzing`) on the caller's thread.
+pub(crate) enum Reader {
+    Thread(ReaderThread),
+    Inline(Mutex<Connection>),
+}
+
+impl Reader {
+    /// Runs `op` in a read transaction, so that a multi-query read sees one snapshot.
+    pub(crate) async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self {
+            Reader::Thread(thread) => thread.run(op).await,
+            Reader::Inline(conn) => read(&mut *conn.lock().map_err(|_| poisoned())?, op),
+        }
+    }
+}
+
+fn read<T>(
+    conn: &mut Connection,
+    op: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.transaction().map_err(db).and_then(|tx| op(&tx))
+}
+
 /// The handle of the reader thread, which owns a second connection. With WAL, its reads run
 /// concurrently with the writer's transaction and see the last commit before they start.
-pub(crate) struct Reader {
+pub(crate) struct ReaderThread {
     tx: Option<mpsc::Sender<ReadJob>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Reader {
-    pub(crate) fn spawn(mut conn: Connection) -> Result<Reader, StoreError> {
+impl ReaderThread {
+    pub(crate) fn spawn(mut conn: Connection) -> Result<ReaderThread, StoreError> {
         let (tx, rx) = mpsc::channel::<ReadJob>();
         let thread = std::thread::Builder::new()
             .name("tidings-sqlite-reader".to_owned())
@@ -243,22 +321,20 @@ impl Reader {
                 debug!("sqlite reader stopped");
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start sqlite reader: {e}")))?;
-        Ok(Reader {
+        Ok(ReaderThread {
             tx: Some(tx),
             thread: Some(thread),
         })
     }
 
-    /// Runs `op` in a read transaction, so that a multi-query read sees one snapshot.
-    pub(crate) async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn: &mut Connection| {
-            let result = conn.transaction().map_err(db).and_then(|tx| op(&tx));
-            let _ = reply.send(result);
+            let _ = reply.send(read(conn, op));
         });
         self.tx
             .as_ref()
@@ -269,7 +345,7 @@ impl Reader {
     }
 }
 
-impl Drop for Reader {
+impl Drop for ReaderThread {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(thread) = self.thread.take() {
@@ -286,12 +362,12 @@ mod tests {
 
     use super::*;
 
-    fn spawn(setup: &str) -> (Writer, Arc<Counters>) {
+    fn spawn(setup: &str) -> (WriterThread, Arc<Counters>) {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(setup).unwrap();
         let counters = Arc::new(Counters::default());
         (
-            Writer::spawn(conn, 1024, Arc::clone(&counters)).unwrap(),
+            WriterThread::spawn(conn, 1024, Arc::clone(&counters)).unwrap(),
             counters,
         )
     }
@@ -307,7 +383,7 @@ mod tests {
     type TestOp = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
 
     /// Runs `ops` as one batch: a first command holds the writer until all are queued.
-    async fn one_batch(w: &Writer, ops: Vec<TestOp>) -> Vec<Result<(), StoreError>> {
+    async fn one_batch(w: &WriterThread, ops: Vec<TestOp>) -> Vec<Result<(), StoreError>> {
         let (release, hold) = mpsc::channel::<()>();
         let (started_tx, started) = mpsc::channel::<()>();
         let blocker = w
@@ -329,7 +405,7 @@ mod tests {
         out
     }
 
-    async fn count(w: &Writer, table: &'static str) -> i64 {
+    async fn count(w: &WriterThread, table: &'static str) -> i64 {
         w.run(move |c| {
             c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
                 .map_err(db)
