@@ -162,11 +162,7 @@ async fn route(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr)
             if transport == TransportKind::Polling && req.method() != Method::GET {
                 return EngineError::BadHandshakeMethod.response();
             }
-            let handshake = Handshake {
-                remote_addr,
-                headers: req.headers().clone(),
-                query: query_string.clone(),
-            };
+            let handshake = Handshake::new(remote_addr, req.headers(), query_string.clone());
             match transport {
                 TransportKind::Polling => {
                     let session = engine.open_session(TransportKind::Polling, handshake);

@@ -12,8 +12,9 @@ mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -24,6 +25,7 @@ use crate::config::ServerConfig;
 
 pub use self::http::Body;
 pub use session::{CloseReason, Handshake, SendError, Session, TransportKind};
+use session::{HeartbeatDue, millis};
 
 /// A message received from a client, in order.
 #[derive(Debug)]
@@ -65,6 +67,10 @@ pub(crate) struct EngineShared {
     sessions: Mutex<HashMap<Sid, Arc<Session>>>,
     handler: Arc<dyn EngineHandler>,
     pub(crate) stats: EngineStats,
+    /// The origin of the heartbeat's millisecond clock.
+    epoch: tokio::time::Instant,
+    /// Whether the heartbeat sweeper runs (it starts with the first session).
+    sweeper_started: AtomicBool,
 }
 
 impl EngineShared {
@@ -74,6 +80,12 @@ impl EngineShared {
 
     fn get(&self, sid: Sid) -> Option<Arc<Session>> {
         self.sessions.lock().get(&sid).cloned()
+    }
+
+    /// Milliseconds since the engine started: the heartbeat's clock (tokio's, so a test with
+    /// a paused clock controls it).
+    pub(crate) fn now_ms(&self) -> u64 {
+        millis(self.epoch.elapsed())
     }
 
     pub(crate) fn count_protocol_error(&self) {
@@ -105,6 +117,8 @@ impl Engine {
                 sessions: Mutex::new(HashMap::new()),
                 handler,
                 stats: EngineStats::default(),
+                epoch: tokio::time::Instant::now(),
+                sweeper_started: AtomicBool::new(false),
             }),
         }
     }
@@ -179,7 +193,9 @@ impl Engine {
         let handler = self.shared.handler.on_open(&session);
         let _ = session.handler.set(handler);
         tracing::debug!(sid = %session.sid(), transport = transport.as_str(), "session opened");
-        tokio::spawn(heartbeat(session.clone()));
+        if !self.shared.sweeper_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(heartbeat_sweeper(Arc::downgrade(&self.shared)));
+        }
         session
     }
 
@@ -188,32 +204,54 @@ impl Engine {
     }
 }
 
-/// Pings the client every `ping_interval` and closes the session when a pong does not come
-/// within `ping_timeout`. Starts with the session, so an unresponsive client is gone exactly
-/// `ping_interval + ping_timeout` after the handshake.
-async fn heartbeat(session: Arc<Session>) {
-    let interval = session.config().ping_interval;
-    let timeout = session.config().ping_timeout;
+/// Pings every session `ping_interval` after its handshake or its last pong, and closes a
+/// session whose pong does not come within `ping_timeout`: an unresponsive client is gone
+/// `ping_interval + ping_timeout` after the handshake, give or take one tick.
+///
+/// One task for all the engine's sessions, waking every tick (an eighth of the shorter of the
+/// two durations, between 1 ms and 500 ms): a task with two timers per session cost about
+/// 1 KiB of memory per idle connection and two timer wake-ups per round trip. Clients allow
+/// `ping_interval + ping_timeout` between pings, so a tick's lateness is far inside their
+/// tolerance. Ends within a tick of the engine being dropped.
+async fn heartbeat_sweeper(shared: Weak<EngineShared>) {
+    let tick = match shared.upgrade() {
+        Some(shared) => {
+            let shorter = shared.config.ping_interval.min(shared.config.ping_timeout);
+            (shorter / 8).clamp(Duration::from_millis(1), Duration::from_millis(500))
+        }
+        None => return,
+    };
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping = Vec::new();
+    let mut timed_out = Vec::new();
     loop {
-        tokio::select! {
-            _ = session.closed.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        // Forget a pong that came without a ping, so it cannot answer the next one.
-        let pong = session.pong.notified();
-        tokio::pin!(pong);
-        pong.as_mut().enable();
-        if session.send(Frame::from_static("2")).is_err() {
+        ticker.tick().await;
+        let Some(shared) = shared.upgrade() else {
             return;
-        }
-        tokio::select! {
-            _ = session.closed.cancelled() => return,
-            _ = &mut pong => {}
-            _ = tokio::time::sleep(timeout) => {
-                tracing::debug!(sid = %session.sid(), "ping timeout");
-                session.close(CloseReason::PingTimeout);
-                return;
+        };
+        let now = shared.now_ms();
+        {
+            // Only the sessions with something due are cloned out of the lock.
+            let sessions = shared.sessions.lock();
+            for session in sessions.values() {
+                match session.heartbeat.due(now) {
+                    HeartbeatDue::Nothing => {}
+                    HeartbeatDue::Ping => ping.push(session.clone()),
+                    HeartbeatDue::Timeout => timed_out.push(session.clone()),
+                }
             }
+        }
+        for session in timed_out.drain(..) {
+            tracing::debug!(sid = %session.sid(), "ping timeout");
+            session.close(CloseReason::PingTimeout);
+        }
+        let deadline = now.saturating_add(millis(shared.config.ping_timeout));
+        for session in ping.drain(..) {
+            // Await the pong before sending, so a fast one is not missed. A session whose
+            // buffer is full is closed by `send` itself.
+            session.heartbeat.ping_sent(deadline);
+            let _ = session.send(Frame::from_static("2"));
         }
     }
 }
@@ -233,7 +271,10 @@ pub(crate) fn on_text_packet(
             !session.is_closed()
         }
         TextPacket::Pong(_) => {
-            session.pong.notify_waiters();
+            let shared = &session.shared;
+            session
+                .heartbeat
+                .pong_received(shared.now_ms(), millis(shared.config.ping_interval));
             true
         }
         TextPacket::Close => {

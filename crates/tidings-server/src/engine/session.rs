@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -111,6 +111,30 @@ pub struct Handshake {
     pub query: String,
 }
 
+impl Handshake {
+    /// Copies what a session keeps of its first request.
+    ///
+    /// The header values are copied into allocations of their own: hyper's `HeaderValue`s are
+    /// slices of the connection's read buffer, and keeping one alive would keep that whole
+    /// buffer (8 KiB) alive for as long as the session lives — half of an idle connection's
+    /// memory before this copy.
+    pub(crate) fn new(remote_addr: SocketAddr, headers: &http::HeaderMap, query: String) -> Handshake {
+        let mut owned = http::HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            // Both conversions copy; neither can fail on what was a valid name and value.
+            let (Ok(name), Ok(mut copy)) = (
+                http::HeaderName::from_bytes(name.as_str().as_bytes()),
+                http::HeaderValue::from_bytes(value.as_bytes()),
+            ) else {
+                continue;
+            };
+            copy.set_sensitive(value.is_sensitive());
+            owned.append(name, copy);
+        }
+        Handshake { remote_addr, headers: owned, query }
+    }
+}
+
 pub(crate) struct State {
     queue: VecDeque<Frame>,
     queued_bytes: usize,
@@ -128,15 +152,73 @@ pub(crate) struct State {
     close_reason: Option<CloseReason>,
 }
 
+/// One session's heartbeat state, read by the engine's sweeper (one task for all sessions:
+/// a task and two timers per session cost ~1 KiB and a wake-up per timer).
+///
+/// Times are milliseconds since the engine's start ([`EngineShared::now_ms`]).
+#[derive(Debug)]
+pub(crate) struct Heartbeat {
+    /// When the next ping is due, while no pong is awaited.
+    next_ping: AtomicU64,
+    /// When an awaited pong is late; 0 while none is awaited.
+    pong_deadline: AtomicU64,
+}
+
+/// What the sweeper has to do for a session now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeartbeatDue {
+    Nothing,
+    Ping,
+    Timeout,
+}
+
+impl Heartbeat {
+    fn new(first_ping: u64) -> Heartbeat {
+        Heartbeat {
+            next_ping: AtomicU64::new(first_ping),
+            pong_deadline: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn due(&self, now: u64) -> HeartbeatDue {
+        match self.pong_deadline.load(Ordering::Acquire) {
+            0 if now >= self.next_ping.load(Ordering::Acquire) => HeartbeatDue::Ping,
+            0 => HeartbeatDue::Nothing,
+            deadline if now >= deadline => HeartbeatDue::Timeout,
+            _ => HeartbeatDue::Nothing,
+        }
+    }
+
+    /// A ping is about to be sent: a pong is awaited until `deadline` (at least 1 ms, since 0
+    /// means none is awaited).
+    pub(crate) fn ping_sent(&self, deadline: u64) {
+        self.pong_deadline.store(deadline.max(1), Ordering::Release);
+    }
+
+    /// A pong arrived at `now`. A pong that came without a ping is ignored, so it cannot
+    /// answer the next one.
+    pub(crate) fn pong_received(&self, now: u64, interval: u64) {
+        if self.pong_deadline.swap(0, Ordering::AcqRel) != 0 {
+            self.next_ping.store(now + interval, Ordering::Release);
+        }
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
 /// An Engine.IO session. Cheap to share (`Arc`); every method is safe to call from any task.
 pub struct Session {
     sid: Sid,
-    handshake: Handshake,
+    handshake: Arc<Handshake>,
     pub(crate) state: Mutex<State>,
     /// Wakes whichever writer waits for frames or for a state change.
     pub(crate) wake: Notify,
-    /// Signalled when a pong arrives.
-    pub(crate) pong: Notify,
+    /// When the next ping is due and whether a pong is awaited (driven by the engine's
+    /// heartbeat sweeper).
+    pub(crate) heartbeat: Heartbeat,
     /// Cancelled when the session closes; every task of the session selects on it.
     pub(crate) closed: CancellationToken,
     pub(crate) handler: OnceLock<Arc<dyn SessionHandler>>,
@@ -159,7 +241,7 @@ impl Session {
     ) -> Arc<Session> {
         Arc::new(Session {
             sid: Sid::new(),
-            handshake,
+            handshake: Arc::new(handshake),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -171,7 +253,7 @@ impl Session {
                 close_reason: None,
             }),
             wake: Notify::new(),
-            pong: Notify::new(),
+            heartbeat: Heartbeat::new(shared.now_ms() + millis(shared.config.ping_interval)),
             closed: CancellationToken::new(),
             handler: OnceLock::new(),
             shared,
@@ -186,6 +268,11 @@ impl Session {
     /// What the client sent when it opened the session.
     pub fn handshake(&self) -> &Handshake {
         &self.handshake
+    }
+
+    /// The handshake, shared (the Socket.IO client and its sockets keep it without a copy).
+    pub(crate) fn shared_handshake(&self) -> Arc<Handshake> {
+        self.handshake.clone()
     }
 
     /// The transport that currently carries the session.

@@ -40,6 +40,9 @@ pub(crate) struct Client {
     dispatch_lock: Mutex<()>,
     /// [`crate::Limits::events_per_second`], when set.
     events: Option<Mutex<crate::limits::TokenBucket>>,
+    /// The connect-timeout task, aborted when the first namespace is joined (as Node's
+    /// socket.io clears its timer) so that an idle connection does not keep a task alive.
+    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Client {
@@ -52,19 +55,20 @@ impl Client {
         let client = Arc::new_cyclic(|me| Client {
             me: me.clone(),
             session: session.clone(),
-            handshake: Arc::new(session.handshake().clone()),
+            handshake: session.shared_handshake(),
             server,
             sockets: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashSet::new()),
             partial: Mutex::new(None),
             dispatch_lock: Mutex::new(()),
             events,
+            connect_timer: Mutex::new(None),
         });
         // A session that never joins a namespace is closed after the connect timeout.
         let weak = Arc::downgrade(&client);
         let timeout = client.server.config.connect_timeout;
         let closed = session.closed.clone();
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::select! {
                 _ = closed.cancelled() => {}
                 _ = tokio::time::sleep(timeout) => {
@@ -78,6 +82,7 @@ impl Client {
                 }
             }
         });
+        *client.connect_timer.lock() = Some(timer.abort_handle());
         client
     }
 
@@ -391,6 +396,9 @@ impl Client {
         crate::auth::attach(&socket, admission.principal);
         self.sockets.lock().insert(name.clone(), socket.clone());
         self.connecting.lock().remove(&*name);
+        if let Some(timer) = self.connect_timer.lock().take() {
+            timer.abort();
+        }
         ns.add_socket(&socket);
         if let (Some(recovery), Some(pid)) = (ns.recovery(), socket.pid()) {
             recovery.register_live(pid.clone(), &socket);
