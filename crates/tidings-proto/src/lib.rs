@@ -7,6 +7,8 @@
 //!   HTTP long-polling payload (packets joined by `0x1e`, binary as `b` + base64).
 //! - [`packet`] — Socket.IO v5: `<kind>[<attachments>-][<nsp>,][<id>][<json>]`, validated the way
 //!   the JavaScript `socket.io-parser` validates it, and encoded byte for byte as it encodes.
+//! - [`ws`] — RFC 6455 WebSocket framing, server side, which carries Engine.IO's WebSocket
+//!   transport.
 //!
 //! The two layers nest: a Socket.IO packet travels as the data of an Engine.IO `message` (`4`).
 //!
@@ -34,5 +36,6 @@
 
 pub mod engine;
 pub mod packet;
+pub mod ws;
 
 pub use bytes::Bytes;

@@ -9,6 +9,7 @@ mod http;
 mod polling;
 mod session;
 mod websocket;
+mod ws_io;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

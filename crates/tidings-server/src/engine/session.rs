@@ -118,7 +118,11 @@ impl Handshake {
     /// slices of the connection's read buffer, and keeping one alive would keep that whole
     /// buffer (8 KiB) alive for as long as the session lives — half of an idle connection's
     /// memory before this copy.
-    pub(crate) fn new(remote_addr: SocketAddr, headers: &http::HeaderMap, query: String) -> Handshake {
+    pub(crate) fn new(
+        remote_addr: SocketAddr,
+        headers: &http::HeaderMap,
+        query: String,
+    ) -> Handshake {
         let mut owned = http::HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
             // Both conversions copy; neither can fail on what was a valid name and value.
@@ -131,7 +135,11 @@ impl Handshake {
             copy.set_sensitive(value.is_sensitive());
             owned.append(name, copy);
         }
-        Handshake { remote_addr, headers: owned, query }
+        Handshake {
+            remote_addr,
+            headers: owned,
+            query,
+        }
     }
 }
 
@@ -148,6 +156,8 @@ pub(crate) struct State {
     pub(crate) get_pending: bool,
     /// A polling POST is being processed.
     pub(crate) post_pending: bool,
+    /// A WebSocket ping's data, for the writer to answer with a pong.
+    pub(crate) ws_pong: Option<bytes::Bytes>,
     /// Set once, when the session starts closing.
     close_reason: Option<CloseReason>,
 }
@@ -250,6 +260,7 @@ impl Session {
                 probed: false,
                 get_pending: false,
                 post_pending: false,
+                ws_pong: None,
                 close_reason: None,
             }),
             wake: Notify::new(),

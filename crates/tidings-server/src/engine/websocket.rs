@@ -1,11 +1,10 @@
-//! The WebSocket transport (tokio-websockets over a hyper upgrade), both as a session's first
-//! transport and as the target of the polling→WebSocket upgrade.
+//! The WebSocket transport (our own RFC 6455 framing, [`super::ws_io`], over a hyper upgrade),
+//! both as a session's first transport and as the target of the polling→WebSocket upgrade.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -13,12 +12,16 @@ use hyper::upgrade::Upgraded;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tidings_proto::engine::{self, Frame, TextPacket};
-use tokio_websockets::{CloseCode, Limits, Message, WebSocketStream};
+use tidings_proto::ws::{CloseCode, Message};
+use tokio::io::{ReadHalf, WriteHalf};
 
 use super::http::{Body, EngineError};
+use super::ws_io::{ReadError, WsReader, WsWriter};
 use super::{CloseReason, Engine, Handshake, Session, TransportKind, on_binary, on_text_packet};
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Io = TokioIo<Upgraded>;
+type Reader = WsReader<ReadHalf<Io>>;
+type Writer = WsWriter<WriteHalf<Io>>;
 
 /// The GUID of RFC 6455 §1.3, appended to the client's key to compute the accept header.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -69,10 +72,10 @@ fn switching_protocols<B>(req: &Request<B>) -> Result<Response<Body>, EngineErro
     Ok(res)
 }
 
-fn server(io: Upgraded, max_payload: usize) -> Ws {
-    tokio_websockets::ServerBuilder::new()
-        .limits(Limits::default().max_payload_len(Some(max_payload)))
-        .serve(TokioIo::new(io))
+/// The two halves of the upgraded connection.
+fn server(io: Upgraded, max_payload: usize) -> (Reader, Writer) {
+    let (read, write) = tokio::io::split(TokioIo::new(io));
+    (WsReader::new(read, max_payload), WsWriter::new(write))
 }
 
 /// A new session whose first transport is WebSocket.
@@ -91,9 +94,9 @@ pub(crate) fn open(
         let _permit = permit;
         match on_upgrade.await {
             Ok(io) => {
-                let ws = server(io, engine.config().max_payload);
+                let (reader, writer) = server(io, engine.config().max_payload);
                 let session = engine.open_session(TransportKind::WebSocket, handshake);
-                run(session, ws).await;
+                run(session, reader, writer).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -133,11 +136,11 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
                 return;
             }
         };
-        let mut ws = server(io, session.config().max_payload);
+        let (mut reader, mut writer) = server(io, session.config().max_payload);
         let timeout = session.config().upgrade_timeout;
         let probed = tokio::select! {
             _ = session.closed.cancelled() => false,
-            r = tokio::time::timeout(timeout, probe(&session, &mut ws)) => matches!(r, Ok(true)),
+            r = tokio::time::timeout(timeout, probe(&session, &mut reader, &mut writer)) => matches!(r, Ok(true)),
         };
         if !probed {
             tracing::debug!(sid = %session.sid(), "upgrade did not complete");
@@ -146,7 +149,7 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
                 state.upgrading = false;
                 state.probed = false;
             }
-            let _ = ws.close().await;
+            let _ = writer.close(CloseCode::NORMAL, "upgrade failed").await;
             return;
         }
         {
@@ -158,28 +161,36 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
         // Releases a pending GET (it answers with a noop) and lets the writer take over.
         session.wake.notify_waiters();
         tracing::debug!(sid = %session.sid(), "upgraded to websocket");
-        run(session, ws).await;
+        run(session, reader, writer).await;
     });
     res
 }
 
 /// The probe exchange: `2probe` → `3probe`, then `5` (upgrade). Returns true when the client
 /// completed it.
-async fn probe(session: &Arc<Session>, ws: &mut Ws) -> bool {
+async fn probe(session: &Arc<Session>, reader: &mut Reader, writer: &mut Writer) -> bool {
     loop {
-        let Some(Ok(msg)) = ws.next().await else {
-            return false;
+        let msg = match reader.next().await {
+            Ok(Some(msg)) => msg,
+            _ => return false,
         };
+        if let Message::Ping(data) = msg {
+            if writer
+                .write_batch(Some(data), &mut Vec::new())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            continue;
+        }
         let Some(text) = msg.as_text() else {
             return false;
         };
         match engine::decode_text(text) {
             Ok(TextPacket::Ping("probe")) => {
-                if ws
-                    .send(Message::text(Bytes::from_static(b"3probe")))
-                    .await
-                    .is_err()
-                {
+                let mut answer = vec![Frame::from_static("3probe")];
+                if writer.write_batch(None, &mut answer).await.is_err() {
                     return false;
                 }
                 // The client will not finish upgrading until its pending GET returns: answer
@@ -195,60 +206,59 @@ async fn probe(session: &Arc<Session>, ws: &mut Ws) -> bool {
     }
 }
 
-fn to_message(frame: Frame) -> Message {
-    match frame {
-        Frame::Text(bytes) => Message::text(bytes),
-        Frame::Binary(bytes) => Message::binary(bytes),
-    }
-}
-
 /// Reads the client's messages until the session closes; a writer task drains the outbound
 /// buffer meanwhile.
-async fn run(session: Arc<Session>, ws: Ws) {
-    let (sink, mut stream) = ws.split();
-    let writer = tokio::spawn(write_loop(session.clone(), sink));
+async fn run(session: Arc<Session>, mut reader: Reader, writer: Writer) {
+    let writer = tokio::spawn(write_loop(session.clone(), writer));
     loop {
         let msg = tokio::select! {
             _ = session.closed.cancelled() => break,
-            msg = stream.next() => msg,
+            msg = reader.next() => msg,
         };
         let keep_going = match msg {
-            None => {
+            Ok(None) => {
                 session.close(CloseReason::TransportClose);
                 false
             }
-            Some(Err(tokio_websockets::Error::PayloadTooLong { len, max_len })) => {
-                tracing::debug!(sid = %session.sid(), len, max_len, "websocket message over max payload");
+            Err(ReadError::Ws(e)) => {
+                tracing::debug!(sid = %session.sid(), error = %e, "websocket protocol error, closing");
                 session.shared.count_protocol_error();
-                session.close(CloseReason::PayloadTooLarge);
+                session.close(match e {
+                    tidings_proto::ws::WsError::TooBig { .. } => CloseReason::PayloadTooLarge,
+                    _ => CloseReason::ParseError,
+                });
                 false
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 tracing::debug!(sid = %session.sid(), error = %e, "websocket error");
                 session.close(CloseReason::TransportError);
                 false
             }
-            Some(Ok(msg)) => {
-                if let Some(text) = msg.as_text() {
-                    match engine::decode_text(text) {
-                        Ok(packet) => on_text_packet(&session, packet),
-                        Err(_) => {
-                            tracing::debug!(sid = %session.sid(), "malformed engine packet, closing");
-                            session.shared.count_protocol_error();
-                            session.close(CloseReason::ParseError);
-                            false
-                        }
+            Ok(Some(Message::Text(bytes))) => match std::str::from_utf8(&bytes) {
+                Ok(text) => match engine::decode_text(text) {
+                    Ok(packet) => on_text_packet(&session, packet),
+                    Err(_) => {
+                        tracing::debug!(sid = %session.sid(), "malformed engine packet, closing");
+                        session.shared.count_protocol_error();
+                        session.close(CloseReason::ParseError);
+                        false
                     }
-                } else if msg.is_binary() {
-                    on_binary(&session, Bytes::from(msg.into_payload()))
-                } else if msg.is_close() {
-                    session.close(CloseReason::TransportClose);
-                    false
-                } else {
-                    // WebSocket-level ping/pong: answered by tokio-websockets itself.
-                    true
-                }
+                },
+                // The decoder checked it; never taken.
+                Err(_) => false,
+            },
+            Ok(Some(Message::Binary(bytes))) => on_binary(&session, bytes),
+            Ok(Some(Message::Close(_))) => {
+                session.close(CloseReason::TransportClose);
+                false
             }
+            Ok(Some(Message::Ping(data))) => {
+                // Answered by the writer; a newer ping replaces an unanswered one (§5.5.3).
+                session.state.lock().ws_pong = Some(data);
+                session.wake.notify_waiters();
+                true
+            }
+            Ok(Some(Message::Pong(_))) => true,
         };
         if !keep_going {
             break;
@@ -258,8 +268,8 @@ async fn run(session: Arc<Session>, ws: Ws) {
     // client's closing handshake is consumed; then drop both halves, which closes the TCP
     // connection even if the client never answers.
     let drain = async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if msg.is_close() {
+        while let Ok(Some(msg)) = reader.next().await {
+            if matches!(msg, Message::Close(_)) {
                 break;
             }
         }
@@ -289,53 +299,55 @@ fn refuse_after_accept(mut req: Request<Incoming>) -> Response<Body> {
     tokio::spawn(async move {
         let _permit = permit;
         if let Ok(io) = on_upgrade.await {
-            let mut ws = server(io, 64);
-            let _ = ws
-                .send(Message::close(
-                    Some(CloseCode::POLICY_VIOLATION),
-                    "session already upgraded",
-                ))
-                .await;
-            let _ = tokio::time::timeout(CLOSE_GRACE, ws.close()).await;
+            let (mut reader, mut writer) = server(io, 125);
+            let closing = async {
+                let _ = writer
+                    .close(CloseCode::POLICY_VIOLATION, "session already upgraded")
+                    .await;
+                // Wait for the client's close frame (or anything that ends the read).
+                while let Ok(Some(msg)) = reader.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
         }
     });
     res
 }
 
-/// Writes queued frames in order, batching everything available into one flush. When the
+/// Writes queued frames in order, batching everything available into one write. When the
 /// session closes it writes what was queued before the close, then a close frame.
-async fn write_loop(session: Arc<Session>, mut sink: futures_util::stream::SplitSink<Ws, Message>) {
+async fn write_loop(session: Arc<Session>, mut writer: Writer) {
     let mut frames = Vec::new();
     loop {
         let woken = session.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let close_reason = {
+        let (pong, close_reason) = {
             let mut state = session.state.lock();
             Session::take_frames(&mut state, None, &mut frames);
-            Session::close_reason(&state)
+            (state.ws_pong.take(), Session::close_reason(&state))
         };
-        if !frames.is_empty() {
-            for frame in frames.drain(..) {
-                if sink.feed(to_message(frame)).await.is_err() {
-                    session.close(CloseReason::TransportError);
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
-                session.close(CloseReason::TransportError);
-                return;
-            }
+        if (!frames.is_empty() || pong.is_some())
+            && writer.write_batch(pong, &mut frames).await.is_err()
+        {
+            session.close(CloseReason::TransportError);
+            return;
+        }
+        if frames.capacity() > 64 {
+            // A burst grew the batch vector: do not keep it for an idle connection.
+            frames = Vec::new();
         }
         if let Some(reason) = close_reason {
             let code = match reason {
                 CloseReason::PayloadTooLarge => CloseCode::MESSAGE_TOO_BIG,
                 CloseReason::ServerShutdown => CloseCode::GOING_AWAY,
                 CloseReason::ParseError => CloseCode::PROTOCOL_ERROR,
-                _ => CloseCode::NORMAL_CLOSURE,
+                _ => CloseCode::NORMAL,
             };
-            let _ = sink.send(Message::close(Some(code), reason.as_str())).await;
-            let _ = sink.close().await;
+            let _ = writer.close(code, reason.as_str()).await;
             return;
         }
         woken.await;
