@@ -14,6 +14,7 @@
 //! |---|---|---|
 //! | [`decode_packet`] | a Socket.IO packet | `decode(encode(p)) == p`, and the encoding is stable |
 //! | [`decode_engine`] | an Engine.IO packet / a polling body | decode → encode → decode is stable |
+//! | [`decode_ws`] | bytes a client sends on a WebSocket | the same messages in any chunking, within the limits, each re-encoded frame decodes to itself |
 //! | [`wire_payloads`] | a built-in event's JSON payload | the handler's parse is deterministic, its result re-parses to itself, errors are `bad_request` |
 //! | [`config_file`] | a `--config` TOML file | a valid file's effective config, written back as TOML, loads to the same config |
 //! | [`store_crash`] | operations with crash points | the SQLite store equals the model, also after every crash and reopen |
@@ -23,11 +24,13 @@ mod codec;
 mod config;
 mod store;
 mod wire;
+mod ws;
 
 pub use codec::{decode_engine, decode_packet};
 pub use config::config_file;
 pub use store::store_crash;
 pub use wire::wire_payloads;
+pub use ws::decode_ws;
 
 /// A target's check: panics when the input breaks a property.
 pub type Check = fn(&[u8]);
@@ -36,6 +39,7 @@ pub type Check = fn(&[u8]);
 pub const TARGETS: &[(&str, Check)] = &[
     ("decode_packet", decode_packet),
     ("decode_engine", decode_engine),
+    ("decode_ws", decode_ws),
     ("wire_payloads", wire_payloads),
     ("config_file", config_file),
     ("store_crash", store_crash),

@@ -43,6 +43,11 @@ fn decode_engine_corpus() {
 }
 
 #[test]
+fn decode_ws_corpus() {
+    replay("decode_ws", tidings_fuzz::decode_ws);
+}
+
+#[test]
 fn wire_payloads_corpus() {
     replay("wire_payloads", tidings_fuzz::wire_payloads);
 }
@@ -62,6 +67,7 @@ fn every_target_has_a_replay_test() {
     let tested = [
         "decode_packet",
         "decode_engine",
+        "decode_ws",
         "wire_payloads",
         "config_file",
         "store_crash",
