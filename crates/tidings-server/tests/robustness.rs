@@ -320,3 +320,48 @@ async fn slow_client_is_disconnected_never_skipped() {
     assert_eq!(server.stats().slow_client_disconnects, 1);
     drop(slow);
 }
+
+#[tokio::test]
+async fn heartbeat_closes_a_silent_client_and_keeps_the_ones_that_answer() {
+    let config = support::interop_config()
+        .ping_interval(Duration::from_millis(100))
+        .ping_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let server = support::start(support::interop_app(config)).await;
+    let mut answering = RawClient::connect(server.addr).await;
+    let uri = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let (mut silent, _) = ClientBuilder::from_uri(uri.parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+
+    // The answering client goes through three ping rounds: it is never closed.
+    let mut rounds = 0;
+    while rounds < 3 {
+        let msg = tokio::time::timeout(WAIT, answering.ws.next())
+            .await
+            .expect("no ping came")
+            .expect("the answering client was closed")
+            .unwrap();
+        if msg.as_text() == Some("2") {
+            answering.send_text("3").await;
+            rounds += 1;
+        }
+    }
+
+    // The silent one got exactly one ping, then the close.
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout(WAIT, silent.next())
+            .await
+            .expect("the silent client was not closed")
+        {
+            None | Some(Err(_)) => break,
+            Some(Ok(msg)) if msg.is_close() => break,
+            Some(Ok(msg)) => pings += usize::from(msg.as_text() == Some("2")),
+        }
+    }
+    assert_eq!(pings, 1, "one ping, then the ping timeout");
+    answering.assert_served("after three rounds").await;
+}

@@ -672,3 +672,178 @@ async fn hostile_http_and_polling() {
 
     assert!(m.cases >= 15, "{} cases", m.cases);
 }
+
+/// A WebSocket opened by hand on a TCP stream, to send frames no client library would send.
+async fn raw_ws(host: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nhost: {host}\r\n\
+         upgrade: websocket\r\nconnection: Upgrade\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The response head, byte by byte so that no frame after it is read.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = within(10, "101 response", stream.read_u8()).await.unwrap();
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "upgrade answer: {head}");
+    stream
+}
+
+/// A client frame: `first` is the first header byte (FIN, RSV bits, opcode) as sent; the
+/// payload is masked when `mask` is given.
+fn ws_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut out = vec![first];
+    match payload.len() {
+        len @ 0..=125 => out.push(mask_bit | len as u8),
+        len @ 126..=0xFFFF => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(mask) => {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+const MASK: Option<[u8; 4]> = Some([0x12, 0x34, 0x56, 0x78]);
+
+/// The server's frames (opcode, payload) until it ends the connection.
+async fn server_frames(stream: &mut TcpStream, case: &str) -> Vec<(u8, Vec<u8>)> {
+    let mut bytes = Vec::new();
+    within(10, case, stream.read_to_end(&mut bytes))
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 2 {
+        let (len, header) = match rest[1] & 0x7F {
+            126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+            127 => panic!("{case}: unexpected 64-bit frame from the server"),
+            len => (usize::from(len), 2),
+        };
+        assert_eq!(rest[1] & 0x80, 0, "{case}: the server masked a frame");
+        frames.push((rest[0] & 0x0F, rest[header..header + len].to_vec()));
+        rest = &rest[header + len..];
+    }
+    assert!(rest.is_empty(), "{case}: a truncated frame from the server");
+    frames
+}
+
+/// The close code of the server's close frame.
+fn close_code(frames: &[(u8, Vec<u8>)], case: &str) -> u16 {
+    let (_, body) = frames
+        .iter()
+        .find(|(opcode, _)| *opcode == 0x8)
+        .unwrap_or_else(|| panic!("{case}: no close frame in {frames:?}"));
+    u16::from_be_bytes([body[0], body[1]])
+}
+
+#[tokio::test]
+async fn hostile_websocket_framing() {
+    let mut m = Matrix::start().await;
+    let host = m.server.host().to_owned();
+
+    // Each is refused with its RFC 6455 close code, and only that connection is closed.
+    let big = vec![b'x'; MAX_PAYLOAD / 2 + 1];
+    let mut gigabyte_header = vec![0x82, 0x80 | 127];
+    gigabyte_header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    gigabyte_header.extend_from_slice(&[1, 2, 3, 4]);
+    for (case, bytes, code) in [
+        (
+            "websocket: unmasked client frame: 1002",
+            ws_frame(0x81, b"40", None),
+            1002,
+        ),
+        (
+            "websocket: reserved bit set without an extension: 1002",
+            ws_frame(0x80 | 0x40 | 0x1, b"40", MASK),
+            1002,
+        ),
+        (
+            "websocket: unknown opcode: 1002",
+            ws_frame(0x83, b"40", MASK),
+            1002,
+        ),
+        (
+            "websocket: continuation with nothing to continue: 1002",
+            ws_frame(0x80, b"40", MASK),
+            1002,
+        ),
+        (
+            "websocket: control frame over 125 bytes: 1002",
+            ws_frame(0x89, &[0; 126], MASK),
+            1002,
+        ),
+        (
+            "websocket: text that is not UTF-8: 1002",
+            ws_frame(0x81, &[0x34, 0xff, 0xfe], MASK),
+            1002,
+        ),
+        (
+            "websocket: fragments adding up to over maxPayload: 1009",
+            [ws_frame(0x01, &big, MASK), ws_frame(0x80, &big, MASK)].concat(),
+            1009,
+        ),
+        (
+            "websocket: a frame header announcing 1 GiB: 1009 before any payload",
+            gigabyte_header,
+            1009,
+        ),
+    ] {
+        let mut ws = raw_ws(&host).await;
+        ws.write_all(&bytes).await.unwrap();
+        let frames = server_frames(&mut ws, case).await;
+        assert!(
+            frames
+                .first()
+                .is_some_and(|(op, body)| *op == 0x1 && body.starts_with(b"0{")),
+            "{case}: the open packet first: {frames:?}"
+        );
+        assert_eq!(close_code(&frames, case), code, "{case}");
+        m.done(case).await;
+    }
+
+    let case = "websocket: a ping is answered with a pong, then the client is served";
+    let mut ws = raw_ws(&host).await;
+    let mut bytes = ws_frame(0x89, b"are you there", MASK);
+    // A fragmented CONNECT with the ping between its fragments is still one message.
+    let connect = format!("40{}", json!({ "token": m.alice }));
+    let (first, second) = connect.as_bytes().split_at(5);
+    bytes.extend(ws_frame(0x01, first, MASK));
+    bytes.extend(ws_frame(0x89, b"again", MASK));
+    bytes.extend(ws_frame(0x80, second, MASK));
+    bytes.extend(ws_frame(0x88, &1000u16.to_be_bytes(), MASK));
+    ws.write_all(&bytes).await.unwrap();
+    let frames = server_frames(&mut ws, case).await;
+    let pongs: Vec<&[u8]> = frames
+        .iter()
+        .filter(|(op, _)| *op == 0xA)
+        .map(|(_, body)| &body[..])
+        .collect();
+    // A newer ping may replace one not answered yet (RFC 6455 §5.5.3): the last is answered.
+    assert_eq!(pongs.last(), Some(&&b"again"[..]), "{case}: {frames:?}");
+    assert!(
+        frames
+            .iter()
+            .any(|(op, body)| *op == 0x1 && body.starts_with(b"40{")),
+        "{case}: the CONNECT reply: {frames:?}"
+    );
+    assert_eq!(close_code(&frames, case), 1000, "{case}");
+    m.done(case).await;
+
+    assert!(m.cases >= 9, "{} cases", m.cases);
+}

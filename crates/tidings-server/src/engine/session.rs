@@ -162,8 +162,9 @@ pub(crate) struct State {
     close_reason: Option<CloseReason>,
 }
 
-/// One session's heartbeat state, read by the engine's sweeper (one task for all sessions:
-/// a task and two timers per session cost ~1 KiB and a wake-up per timer).
+/// One session's heartbeat state, read by the engine's sweeper when one of the session's
+/// deadlines comes due (one task for all sessions: a task and two timers per session cost
+/// ~1 KiB and a wake-up per timer).
 ///
 /// Times are milliseconds since the engine's start ([`EngineShared::now_ms`]).
 #[derive(Debug)]
@@ -205,12 +206,20 @@ impl Heartbeat {
         self.pong_deadline.store(deadline.max(1), Ordering::Release);
     }
 
-    /// A pong arrived at `now`. A pong that came without a ping is ignored, so it cannot
-    /// answer the next one.
-    pub(crate) fn pong_received(&self, now: u64, interval: u64) {
-        if self.pong_deadline.swap(0, Ordering::AcqRel) != 0 {
-            self.next_ping.store(now + interval, Ordering::Release);
+    /// A pong arrived at `now`: returns when the next ping is due. A pong that came without
+    /// a ping is ignored (None), so it cannot answer the next one.
+    pub(crate) fn pong_received(&self, now: u64, interval: u64) -> Option<u64> {
+        if self.pong_deadline.swap(0, Ordering::AcqRel) == 0 {
+            return None;
         }
+        let next = now.saturating_add(interval);
+        self.next_ping.store(next, Ordering::Release);
+        Some(next)
+    }
+
+    /// When the next ping is (or was) due.
+    pub(crate) fn next_ping(&self) -> u64 {
+        self.next_ping.load(Ordering::Acquire)
     }
 }
 
