@@ -230,7 +230,7 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Command>>, counters: &
 
 /// Runs a batch in one transaction. `Ok` only if `COMMIT` succeeded.
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Command>]) -> Result<(), StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    control(conn, "BEGIN IMMEDIATE")?;
     let mut outcome = Ok(());
     for cmd in batch.iter_mut() {
         outcome = run_in_savepoint(conn, cmd.as_mut());
@@ -239,7 +239,7 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Command>]) -> Result<(), St
         }
     }
     if outcome.is_ok() {
-        outcome = conn.execute_batch("COMMIT").map_err(db);
+        outcome = control(conn, "COMMIT");
     }
     if outcome.is_err() && !conn.is_autocommit() {
         if let Err(e) = conn.execute_batch("ROLLBACK") {
@@ -247,6 +247,16 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Command>]) -> Result<(), St
         }
     }
     outcome
+}
+
+/// Runs a transaction-control statement through the statement cache: `execute_batch` parses
+/// and prepares its SQL on every call, and a batch runs two of these plus two per command
+/// (SQL parsing and preparing showed in the writer thread's profile of a drain, BENCHMARKS.md).
+fn control(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
+        .map_err(db)
 }
 
 /// Runs one command inside a savepoint of the open transaction. An `Err` means the batch's
@@ -259,9 +269,9 @@ fn run_in_savepoint(conn: &Connection, cmd: &mut dyn Command) -> Result<(), Stor
     if conn.is_autocommit() {
         return Err(lost());
     }
-    conn.execute_batch("SAVEPOINT command").map_err(db)?;
+    control(conn, "SAVEPOINT command")?;
     if cmd.run(conn) {
-        conn.execute_batch("RELEASE command").map_err(db)?;
+        control(conn, "RELEASE command")?;
     } else {
         conn.execute_batch("ROLLBACK TO command; RELEASE command")
             .map_err(db)?;
