@@ -244,8 +244,12 @@ async fn run(session: Arc<Session>, mut reader: Reader, writer: Writer) {
                         false
                     }
                 },
-                // The decoder checked it; never taken.
-                Err(_) => false,
+                // The decoder checked it, so this is never taken; if it were, the session must
+                // still end properly (its writer waits for the close).
+                Err(_) => {
+                    session.close(CloseReason::ParseError);
+                    false
+                }
             },
             Ok(Some(Message::Binary(bytes))) => on_binary(&session, bytes),
             Ok(Some(Message::Close(_))) => {
