@@ -2,7 +2,8 @@
 //!
 //! Errors are JSON `{"error":{"code","message"}}` with the status of the code: 400
 //! `bad_request`, 401 `unauthorized` / `token_expired`, 403 `forbidden` / `limit_exceeded`, 404
-//! `not_found`, 413 `payload_too_large`, 429 `rate_limited`, 503 `store_unavailable`, 507
+//! `not_found`, 408 `request_timeout` (the body did not arrive within the body timeout), 413
+//! `payload_too_large`, 429 `rate_limited`, 503 `store_unavailable`, 507
 //! `queue_full`. The OpenAPI document is at `/v1/openapi.json`.
 //!
 //! With an [`Authenticator`] every route but the OpenAPI document wants `Authorization: Bearer
@@ -14,14 +15,17 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 use tidings_core::store::{MessageId, SubscriptionName, Topic};
 use tidings_core::{ErrorBody, ErrorCode};
 
+use std::sync::atomic::Ordering;
+
 use crate::auth::{Action, AuthError, Authenticator, Principal, forbidden};
+use crate::body::{BodyError, read_body};
 use crate::engine::Body;
 use crate::queue::Queues;
 use crate::queue::events::{MAX_HISTORY, append, messages, store_error};
@@ -106,22 +110,47 @@ fn topic_of(segment: &str) -> Result<Topic, ErrorBody> {
 }
 
 /// Reads a JSON body of at most `max` bytes.
-async fn json_body(body: Incoming, max: usize) -> Result<Value, Response<Body>> {
-    let mut buf = Vec::new();
-    let mut body = body;
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| error_response(&bad_request("could not read the request body")))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
-                let e = json!({ "error": { "code": "payload_too_large", "message": format!("body over {max} bytes") } });
-                return Err(json_response(StatusCode::PAYLOAD_TOO_LARGE, &e));
-            }
-            buf.extend_from_slice(&data);
+async fn json_body(body: Incoming, limits: &BodyLimits<'_>) -> Result<Value, Response<Body>> {
+    let max = limits.max_bytes;
+    let buf = match read_body(body, max, limits.timeout).await {
+        Ok(buf) => buf,
+        Err(BodyError::TooLarge) => {
+            let e = json!({ "error": { "code": "payload_too_large", "message": format!("body over {max} bytes") } });
+            return Err(json_response(StatusCode::PAYLOAD_TOO_LARGE, &e));
         }
-    }
+        Err(BodyError::TimedOut) => {
+            limits.timed_out.fetch_add(1, Ordering::Relaxed);
+            let ms = limits.timeout.as_millis();
+            tracing::debug!(
+                timeout_ms = ms,
+                "API request body not received within the body timeout"
+            );
+            let e = json!({ "error": { "code": "request_timeout", "message": format!("the request body did not arrive within {ms} ms") } });
+            let mut res = json_response(StatusCode::REQUEST_TIMEOUT, &e);
+            // The rest of the body may still come: do not read it, close the connection.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(res);
+        }
+        Err(BodyError::Io) => {
+            return Err(error_response(&bad_request(
+                "could not read the request body",
+            )));
+        }
+    };
     serde_json::from_slice(&buf)
         .map_err(|e| error_response(&bad_request(format!("invalid JSON: {e}"))))
+}
+
+/// The limits on an API request's body: [`crate::ServerConfig::max_payload`] bytes, within
+/// [`crate::Limits::body_timeout`]; a request past the timeout is counted in `timed_out`.
+pub struct BodyLimits<'a> {
+    /// Most bytes a body may have (413 `payload_too_large` past it).
+    pub max_bytes: usize,
+    /// How long the whole body may take to arrive (408 `request_timeout` past it).
+    pub timeout: std::time::Duration,
+    /// Counts the requests refused for the timeout.
+    pub timed_out: &'a std::sync::atomic::AtomicU64,
 }
 
 /// Who calls the API: anyone (no authenticator) or a verified principal.
@@ -205,7 +234,7 @@ fn caller(
 pub async fn handle(
     queues: &Queues,
     req: Request<Incoming>,
-    max_body: usize,
+    body_limits: BodyLimits<'_>,
     auth: Option<&Authenticator>,
     server_stats: ServerStats,
 ) -> Response<Body> {
@@ -242,7 +271,7 @@ pub async fn handle(
                 Ok(t) => t,
                 Err(e) => return error_response(&e),
             };
-            let body = match json_body(req.into_body(), max_body).await {
+            let body = match json_body(req.into_body(), &body_limits).await {
                 Ok(body) => body,
                 Err(res) => return res,
             };
@@ -298,6 +327,7 @@ fn stats(queues: &Queues, caller: &Caller, server: ServerStats) -> ApiResult {
             "sessionsOpened": server.sessions_opened,
             "slowClientDisconnects": server.slow_client_disconnects,
             "protocolErrors": server.protocol_errors,
+            "slowRequests": server.slow_requests,
             "connectionsRefused": server.connections_refused,
             "rateLimitedEvents": server.rate_limited_events,
             "rateLimitedPublishes": queues.rate_limited_publishes(),

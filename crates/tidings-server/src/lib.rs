@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+mod body;
 mod cluster;
 pub mod config;
 pub mod engine;

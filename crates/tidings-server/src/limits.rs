@@ -27,6 +27,10 @@ pub struct Limits {
     /// How long a client may take to send a request's headers before the connection is closed
     /// (slowloris). Default 10 s.
     pub header_timeout: Duration,
+    /// How long a request's body (a long-polling POST, an HTTP API call) may take to arrive
+    /// in full, counted from when the server starts reading it. Past it the request gets
+    /// `408` and its connection is closed (a polling session too). Default 30 s.
+    pub body_timeout: Duration,
     /// Socket.IO events per second per Engine.IO session, with a burst of the same size. An
     /// event past it is not handled: its ack, if it asked for one, is `{ok:false,
     /// error:{code:"rate_limited"}}`. Default unlimited.
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_connections: None,
             max_connections_per_ip: None,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             events_per_second: None,
         }
     }
@@ -60,6 +65,11 @@ impl Limits {
         self.header_timeout = d;
         self
     }
+    /// See [`Limits::body_timeout`].
+    pub fn body_timeout(mut self, d: Duration) -> Self {
+        self.body_timeout = d;
+        self
+    }
     /// See [`Limits::events_per_second`].
     pub fn events_per_second(mut self, n: Option<u32>) -> Self {
         self.events_per_second = n;
@@ -75,6 +85,9 @@ impl Limits {
         }
         if self.header_timeout.is_zero() {
             return Err("the header timeout must be positive".into());
+        }
+        if self.body_timeout.is_zero() {
+            return Err("the body timeout must be positive".into());
         }
         Ok(())
     }

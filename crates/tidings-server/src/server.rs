@@ -122,6 +122,8 @@ pub struct ServerStats {
     pub connections_refused: u64,
     /// Events refused by [`crate::Limits::events_per_second`].
     pub rate_limited_events: u64,
+    /// Requests whose body did not arrive within [`crate::Limits::body_timeout`].
+    pub slow_requests: u64,
 }
 
 /// A Socket.IO server. Cheap to clone; all clones are the same server.
@@ -298,6 +300,7 @@ impl Server {
                 + self.inner.socketio_protocol_errors.load(Ordering::Relaxed),
             connections_refused: self.inner.connections.refused.load(Ordering::Relaxed),
             rate_limited_events: self.inner.rate_limited_events.load(Ordering::Relaxed),
+            slow_requests: stats.slow_requests.load(Ordering::Relaxed),
         }
     }
 
@@ -316,7 +319,11 @@ impl Server {
                 return crate::api::handle(
                     queues,
                     req,
-                    config.max_payload,
+                    crate::api::BodyLimits {
+                        max_bytes: config.max_payload,
+                        timeout: config.limits.body_timeout,
+                        timed_out: &engine.stats().slow_requests,
+                    },
                     config.auth.as_deref(),
                     stats,
                 )

@@ -163,6 +163,7 @@ pub struct LimitsSection {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) header_timeout_ms: Option<u64>,
+    pub(crate) body_timeout_ms: Option<u64>,
     pub(crate) connect_timeout_ms: Option<u64>,
     pub(crate) max_events_per_second: Option<u32>,
     pub(crate) max_publishes_per_second: Option<u32>,

@@ -22,6 +22,10 @@ pub struct LimitArgs {
     /// Milliseconds a client may take to send a request's headers (default 10000).
     #[arg(long, env = "TIDINGS_HEADER_TIMEOUT_MS")]
     header_timeout_ms: Option<u64>,
+    /// Milliseconds a request body (polling POST, HTTP API call) may take to arrive in full;
+    /// past it the request gets 408 and its connection is closed (default 30000).
+    #[arg(long, env = "TIDINGS_BODY_TIMEOUT_MS")]
+    body_timeout_ms: Option<u64>,
     /// Milliseconds a new session may take to join a namespace (default 45000).
     #[arg(long, env = "TIDINGS_CONNECT_TIMEOUT_MS")]
     connect_timeout_ms: Option<u64>,
@@ -72,6 +76,9 @@ impl LimitArgs {
             .events_per_second(self.max_events_per_second.or(file.max_events_per_second));
         if let Some(ms) = self.header_timeout_ms.or(file.header_timeout_ms) {
             limits = limits.header_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.body_timeout_ms.or(file.body_timeout_ms) {
+            limits = limits.body_timeout(Duration::from_millis(ms));
         }
         let origins = if self.ws_allowed_origins.is_empty() {
             file.ws_allowed_origins.clone()

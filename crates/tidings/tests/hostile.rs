@@ -789,9 +789,14 @@ async fn hostile_websocket_framing() {
             1002,
         ),
         (
-            "websocket: text that is not UTF-8: 1002",
+            "websocket: text that is not UTF-8: 1007",
             ws_frame(0x81, &[0x34, 0xff, 0xfe], MASK),
-            1002,
+            1007,
+        ),
+        (
+            "websocket: a close reason that is not UTF-8: 1007",
+            ws_frame(0x88, &[0x03, 0xe8, 0xff], MASK),
+            1007,
         ),
         (
             "websocket: fragments adding up to over maxPayload: 1009",

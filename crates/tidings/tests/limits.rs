@@ -1,6 +1,6 @@
 //! The limits of `tidings serve` (docs/SECURITY.md), each pushed past with the real binary and
 //! each answered as documented, while two well-behaved clients connected all along are still
-//! served: connections in total and per IP, slow headers, the connect timeout (raw TCP and
+//! served: connections in total and per IP, slow headers, slow bodies, the connect timeout (raw TCP and
 //! HTTP here), events per second per connection, publishes per second per identity and
 //! subscriptions per identity (socket.io-client, tests/clients/js/limits.mjs), the queue depth
 //! per subscription with both overflow policies and the number of topics (socket.io-client and
@@ -160,6 +160,85 @@ async fn slow_headers_are_cut_off() {
         "cut off after {took:?}"
     );
     bystanders.still_served("after slowloris").await;
+}
+
+/// Sends the headers of `request` and the first `sent` bytes of its body, then reads until the
+/// server closes the connection (the rest of the body never comes).
+async fn partial_body(host: &str, head: &str, body: &[u8], sent: usize) -> String {
+    let mut stream = TcpStream::connect(host).await.unwrap();
+    let head = format!("{head}\r\ncontent-length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    let mut answer = Vec::new();
+    within(
+        10,
+        "answer to a partial body",
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn slow_bodies_are_cut_off() {
+    let server = serve("[limits]\nbody_timeout_ms = 300\n", &[], &[]).await;
+    let host = server.host().to_owned();
+    let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+
+    // The HTTP API: headers at once, then half of a publish body, then nothing.
+    let body = br#"{"event":"e","data":{"text":"never finished"}}"#;
+    let started = Instant::now();
+    let answer = partial_body(
+        &host,
+        "POST /v1/topics/slow.body/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json",
+        body,
+        body.len() / 2,
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    // Nothing was published.
+    let topics = raw(&host, GET_TOPICS).await;
+    assert!(!topics.contains("slow.body"), "{topics}");
+
+    // A long-polling POST: the same; its session is closed.
+    let handshake = raw(
+        &host,
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let sid = handshake
+        .split(r#""sid":""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no sid in {handshake}"))
+        .to_owned();
+    let answer = partial_body(
+        &host,
+        &format!("POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain"),
+        b"40{\"clientId\":\"slow\"}",
+        3,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let poll = format!(
+        "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    );
+    let answer = raw(&host, poll.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "the session lives on: {answer}"
+    );
+
+    let counters = stats(&host).await;
+    assert_eq!(counters["slowRequests"], 2, "{counters}");
+    bystanders.still_served("after two slow bodies").await;
 }
 
 #[tokio::test]
@@ -325,6 +404,7 @@ async fn invalid_limits_are_refused_at_start_up() {
         vec!["--max-events-per-second", "0"],
         vec!["--max-subscriptions-per-identity", "0"],
         vec!["--header-timeout-ms", "0"],
+        vec!["--body-timeout-ms", "0"],
     ] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
             .args(["serve", "--port", "0", "--store", "memory"])

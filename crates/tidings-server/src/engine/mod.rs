@@ -62,6 +62,9 @@ pub struct EngineStats {
     pub slow_client_disconnects: AtomicU64,
     /// Sessions closed because the client sent something malformed or oversized.
     pub protocol_errors: AtomicU64,
+    /// Requests whose body did not arrive within [`crate::Limits::body_timeout`] (polling
+    /// POSTs and HTTP API calls).
+    pub slow_requests: AtomicU64,
 }
 
 pub(crate) struct EngineShared {
@@ -102,6 +105,10 @@ impl EngineShared {
         if deadline < self.sweeper_until.load(Ordering::Acquire) {
             self.sweeper_wake.notify_one();
         }
+    }
+
+    pub(crate) fn count_slow_request(&self) {
+        self.stats.slow_requests.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_protocol_error(&self) {

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tidings_proto::engine::{self, Frame, PayloadItem};
 
 use super::http::{Body, EngineError, text_response};
 use super::{CloseReason, Session, TransportKind, on_binary, on_text_packet};
+use crate::body::{BodyError, read_body};
 
 /// The most packets one polling response carries. python-engineio drops the connection when a
 /// response holds more than 16 packets; the rest wait for the next GET.
@@ -156,7 +156,8 @@ pub(crate) async fn post(session: Arc<Session>, req: Request<Incoming>) -> Respo
     }
     let _slot = PendingPost(session.clone());
     let max = session.config().max_payload;
-    let body = match read_limited(req.into_body(), max).await {
+    let timeout = session.config().limits.body_timeout;
+    let body = match read_body(req.into_body(), max, timeout).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             tracing::debug!(sid = %session.sid(), max, "polling body over max payload, closing");
@@ -167,6 +168,22 @@ pub(crate) async fn post(session: Arc<Session>, req: Request<Incoming>) -> Respo
                 "payload too large",
                 TEXT_PLAIN,
             );
+        }
+        Err(BodyError::TimedOut) => {
+            tracing::debug!(
+                sid = %session.sid(),
+                timeout_ms = timeout.as_millis(),
+                "polling body not received within the body timeout, closing"
+            );
+            session.shared.count_slow_request();
+            session.close(CloseReason::TransportError);
+            let mut res = text_response(StatusCode::REQUEST_TIMEOUT, "request timeout", TEXT_PLAIN);
+            // The rest of the body may still come: do not read it, close the connection.
+            res.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return res;
         }
         Err(BodyError::Io) => {
             session.close(CloseReason::TransportError);
@@ -194,24 +211,4 @@ fn reject_payload(session: &Arc<Session>) -> Response<Body> {
     session.shared.count_protocol_error();
     session.close(CloseReason::ParseError);
     EngineError::BadRequest.response()
-}
-
-enum BodyError {
-    TooLarge,
-    Io,
-}
-
-/// Reads a request body, refusing it as soon as it grows past `max` bytes.
-async fn read_limited(mut body: Incoming, max: usize) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| BodyError::Io)?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > max {
-                return Err(BodyError::TooLarge);
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out)
 }

@@ -158,6 +158,9 @@ pub(crate) struct State {
     pub(crate) post_pending: bool,
     /// A WebSocket ping's data, for the writer to answer with a pong.
     pub(crate) ws_pong: Option<bytes::Bytes>,
+    /// The WebSocket close code a framing error calls for (RFC 6455: 1007 for text that is
+    /// not UTF-8), when it is not the one the close reason maps to.
+    pub(crate) ws_close_code: Option<tidings_proto::ws::CloseCode>,
     /// Set once, when the session starts closing.
     close_reason: Option<CloseReason>,
 }
@@ -270,6 +273,7 @@ impl Session {
                 get_pending: false,
                 post_pending: false,
                 ws_pong: None,
+                ws_close_code: None,
                 close_reason: None,
             }),
             wake: Notify::new(),

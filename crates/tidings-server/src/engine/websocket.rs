@@ -223,6 +223,7 @@ async fn run(session: Arc<Session>, mut reader: Reader, writer: Writer) {
             Err(ReadError::Ws(e)) => {
                 tracing::debug!(sid = %session.sid(), error = %e, "websocket protocol error, closing");
                 session.shared.count_protocol_error();
+                session.state.lock().ws_close_code = Some(e.close_code());
                 session.close(match e {
                     tidings_proto::ws::WsError::TooBig { .. } => CloseReason::PayloadTooLarge,
                     _ => CloseReason::ParseError,
@@ -329,10 +330,14 @@ async fn write_loop(session: Arc<Session>, mut writer: Writer) {
         let woken = session.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let (pong, close_reason) = {
+        let (pong, close_reason, close_code) = {
             let mut state = session.state.lock();
             Session::take_frames(&mut state, None, &mut frames);
-            (state.ws_pong.take(), Session::close_reason(&state))
+            (
+                state.ws_pong.take(),
+                Session::close_reason(&state),
+                state.ws_close_code,
+            )
         };
         if (!frames.is_empty() || pong.is_some())
             && writer.write_batch(pong, &mut frames).await.is_err()
@@ -345,12 +350,12 @@ async fn write_loop(session: Arc<Session>, mut writer: Writer) {
             frames = Vec::new();
         }
         if let Some(reason) = close_reason {
-            let code = match reason {
+            let code = close_code.unwrap_or(match reason {
                 CloseReason::PayloadTooLarge => CloseCode::MESSAGE_TOO_BIG,
                 CloseReason::ServerShutdown => CloseCode::GOING_AWAY,
                 CloseReason::ParseError => CloseCode::PROTOCOL_ERROR,
                 _ => CloseCode::NORMAL,
-            };
+            });
             let _ = writer.close(code, reason.as_str()).await;
             return;
         }
