@@ -1,54 +1,51 @@
 //! A minimal HTTP/1.1 client for the CLI's calls to the `/v1` API of a running server.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-/// The scheme, host and port of a server URL like `http://127.0.0.1:3000`.
-pub fn authority(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("the server URL must start with http://, got {url}"))?;
-    let host = rest.split('/').next().unwrap_or(rest);
-    if host.is_empty() {
-        bail!("the server URL has no host: {url}");
-    }
-    Ok(host.to_owned())
-}
+use crate::remote::{RemoteArgs, endpoint};
 
-/// Sends one request and returns the status and the JSON body.
+/// Sends one request to the server of `remote` (over TLS for `https://`, with its token as
+/// `Authorization: Bearer`) and returns the status and the JSON body.
 pub async fn call(
-    url: &str,
+    remote: &RemoteArgs,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let host = authority(url)?;
-    let stream = tokio::net::TcpStream::connect(&host)
+    let url = &remote.url;
+    let endpoint = endpoint(url)?;
+    let tls = remote.tls()?;
+    let stream = tokio::net::TcpStream::connect(&endpoint.address)
         .await
         .with_context(|| {
             format!("cannot reach the tidings server at {url} (is `tidings serve` running?)")
         })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", &host)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(payload)))?;
-    let res = sender
-        .send_request(req)
-        .await
-        .with_context(|| format!("{method} {path} failed"))?;
-    let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await?.to_bytes();
+        .header("host", &endpoint.host_header)
+        .header("content-type", "application/json");
+    if let Some(token) = &remote.token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::from(payload)))?;
+    let (status, bytes) = match tls {
+        None => send(stream, req).await,
+        Some(config) => {
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(remote.server_name()?, stream)
+                .await
+                .with_context(|| format!("TLS handshake with {url} failed"))?;
+            send(stream, req).await
+        }
+    }
+    .with_context(|| format!("{method} {path} failed"))?;
     let value = if bytes.is_empty() {
         Value::Null
     } else {
@@ -56,6 +53,21 @@ pub async fn call(
             .with_context(|| format!("{method} {path}: the server answered non-JSON"))?
     };
     Ok((status, value))
+}
+
+/// One request on a new HTTP/1.1 connection over `stream`.
+async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let res = sender.send_request(req).await?;
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
 }
 
 /// Turns an API error body into an error message.

@@ -6,7 +6,9 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use tidings_client::{Client, ClientOptions, StartFrom, SubscribeOptions};
+use tidings_client::{Client, ClientOptions, ConnectError, StartFrom, SubscribeOptions};
+
+use crate::remote::RemoteArgs;
 
 /// Options of `tidings listen`.
 #[derive(Debug, Args)]
@@ -25,9 +27,8 @@ pub struct ListenArgs {
     /// Exit after this many deliveries (default: run until Ctrl-C).
     #[arg(long)]
     count: Option<u64>,
-    /// The server.
-    #[arg(long, env = "TIDINGS_URL", default_value = "http://127.0.0.1:3000")]
-    url: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 fn start_from(from: &str) -> anyhow::Result<StartFrom> {
@@ -43,16 +44,29 @@ fn start_from(from: &str) -> anyhow::Result<StartFrom> {
 }
 
 pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
-    let options = ClientOptions::builder(&args.url)
-        .auth(json!({ "clientId": args.client_id }))
-        .build()
-        .context("invalid client options")?;
-    let client = Client::connect(options).await.with_context(|| {
-        format!(
-            "cannot connect to {} (is `tidings serve` running?)",
-            args.url
-        )
-    })?;
+    let url = &args.remote.url;
+    // With a token the server takes the identity from its `sub` and ignores `clientId`.
+    let auth = match &args.remote.token {
+        Some(token) => json!({ "clientId": args.client_id, "token": token }),
+        None => json!({ "clientId": args.client_id }),
+    };
+    let mut options = ClientOptions::builder(url).auth(auth);
+    if let Some(tls) = args.remote.tls()? {
+        options = options.tls(tls);
+    }
+    let options = options.build().context("invalid client options")?;
+    let client = match Client::connect(options).await {
+        Ok(client) => client,
+        // The server answered: its reason says what is wrong (a bad token, say).
+        Err(e @ ConnectError::Refused { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!("{url} refused the connection")));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot connect to {url} (is `tidings serve` running?)"
+            )));
+        }
+    };
     let mut subscribe = SubscribeOptions::new(&args.topic);
     subscribe.group = args.group.clone();
     subscribe.from = args.from.as_deref().map(start_from).transpose()?;
@@ -63,7 +77,11 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     eprintln!(
         "listening to {} as {}{} ({} pending); Ctrl-C to stop",
         deliveries.topic(),
-        args.client_id,
+        if args.remote.token.is_some() {
+            "the token's subject"
+        } else {
+            &args.client_id
+        },
         args.group
             .as_deref()
             .map(|g| format!(" in group {g}"))

@@ -5,6 +5,7 @@ mod config_file;
 mod http;
 mod limits;
 mod listen;
+mod remote;
 mod serve;
 mod tls;
 mod topics;

@@ -5,6 +5,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::http::{api_error, call, segment};
+use crate::remote::RemoteArgs;
 
 /// Options of `tidings publish`.
 #[derive(Debug, Args)]
@@ -18,9 +19,8 @@ pub struct PublishArgs {
     /// Idempotency key: a repeat within 24 h is stored once.
     #[arg(long)]
     key: Option<String>,
-    /// The server.
-    #[arg(long, env = "TIDINGS_URL", default_value = "http://127.0.0.1:3000")]
-    url: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
@@ -31,7 +31,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         body["key"] = Value::from(key.as_str());
     }
     let path = format!("/v1/topics/{}/messages", segment(&args.topic));
-    let (status, answer) = call(&args.url, "POST", &path, Some(&body)).await?;
+    let (status, answer) = call(&args.remote, "POST", &path, Some(&body)).await?;
     if status != 201 {
         return Err(api_error(status, &answer));
     }
@@ -42,16 +42,15 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
 /// Options of `tidings topics`.
 #[derive(Debug, Args)]
 pub struct TopicsArgs {
-    /// The server.
-    #[arg(long, env = "TIDINGS_URL", default_value = "http://127.0.0.1:3000")]
-    url: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
     /// Print the raw JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
-    let (status, answer) = call(&args.url, "GET", "/v1/topics", None).await?;
+    let (status, answer) = call(&args.remote, "GET", "/v1/topics", None).await?;
     if status != 200 {
         return Err(api_error(status, &answer));
     }

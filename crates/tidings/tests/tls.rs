@@ -2,7 +2,8 @@
 //! real binary: a CA and a server certificate made here with rcgen; socket.io-client
 //! (tests/clients/js/tls.mjs) over wss:// and https:// long-polling and python-socketio
 //! (tests/clients/py/tls.py), both trusting the CA (certificates verified, not skipped);
-//! tidings-client over wss and a SIGTERM while connected; the HTTP API over https; plain HTTP and garbage on the TLS port; stalled and failed handshakes
+//! tidings-client over wss and a SIGTERM while connected; the HTTP API over https; the CLI's
+//! `publish`, `topics` and `listen` over https/wss with `--ca-file` and `--token`; plain HTTP and garbage on the TLS port; stalled and failed handshakes
 //! under a connection limit; start-up errors and `--print-config`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -329,6 +330,175 @@ async fn http_api_over_https() {
         .call("GET", "/socket.io/?EIO=4&transport=polling", None)
         .await;
     assert_eq!(status, 200);
+}
+
+/// Runs a client command of the CLI (`publish`, `topics`, `listen`) with `envs`.
+async fn cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env_remove("TIDINGS_URL")
+        .env_remove("TIDINGS_TOKEN")
+        .env_remove("TIDINGS_CA_FILE")
+        .env_remove("TIDINGS_CLIENT_ID")
+        .env("RUST_LOG", "error")
+        .envs(envs.iter().copied())
+        .kill_on_drop(true)
+        .output();
+    within(20, "tidings client command", output).await.unwrap()
+}
+
+fn out(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cli_commands_over_https_with_a_token() {
+    let pki = Pki::new();
+    let server = tls_server(&pki, "", &["--jwt-secret", SECRET]).await;
+    let url = server.url.clone();
+    let ca = path(&pki.ca).to_owned();
+    let alice = token(&claims(
+        "alice",
+        json!({ "publish": ["orders"], "subscribe": ["orders"] }),
+    ));
+
+    let publish = ["publish", "orders", "order", r#"{"n":1}"#, "--url", &url];
+    let output = cli(
+        &[&publish[..], &["--ca-file", &ca, "--token", &alice]].concat(),
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = out(&output);
+    assert!(output.status.success(), "{stderr}");
+    let answer: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer["offset"], json!(1), "{stdout}");
+
+    // The same from the environment.
+    let output = cli(
+        &publish,
+        &[("TIDINGS_CA_FILE", &ca), ("TIDINGS_TOKEN", &alice)],
+    )
+    .await;
+    assert!(output.status.success(), "{}", out(&output).1);
+
+    // No token: the server's 401, said plainly.
+    let output = cli(&[&publish[..], &["--ca-file", &ca]].concat(), &[]).await;
+    let (_, stderr) = out(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("401 unauthorized"), "{stderr}");
+
+    // A token without the permission: 403.
+    let bob = token(&claims("bob", json!({ "publish": ["other"] })));
+    let output = cli(
+        &[&publish[..], &["--ca-file", &ca, "--token", &bob]].concat(),
+        &[],
+    )
+    .await;
+    let (_, stderr) = out(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("403 forbidden"), "{stderr}");
+
+    // Without --ca-file the system's roots do not know the test CA: the certificate is
+    // refused, and nothing is sent.
+    let output = cli(&[&publish[..], &["--token", &alice]].concat(), &[]).await;
+    let (_, stderr) = out(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("TLS handshake") || stderr.contains("no system root certificates"),
+        "{stderr}"
+    );
+
+    // A CA file that holds no certificate.
+    let empty = pki.file("empty.pem", "");
+    let output = cli(
+        &[
+            &publish[..],
+            &["--ca-file", path(&empty), "--token", &alice],
+        ]
+        .concat(),
+        &[],
+    )
+    .await;
+    let (_, stderr) = out(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no certificate in the file"), "{stderr}");
+
+    let output = cli(
+        &[
+            "topics",
+            "--json",
+            "--url",
+            &url,
+            "--ca-file",
+            &ca,
+            "--token",
+            &alice,
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = out(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains(r#""orders""#), "{stdout}");
+
+    // `listen` over wss with the token: the identity is the token's, both messages arrive.
+    let output = cli(
+        &[
+            "listen",
+            "orders",
+            "--from",
+            "earliest",
+            "--count",
+            "2",
+            "--url",
+            &url,
+            "--ca-file",
+            &ca,
+            "--token",
+            &alice,
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = out(&output);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["data"], json!({ "n": 1 }), "{stdout}");
+    assert_eq!(lines[1]["offset"], json!(2), "{stdout}");
+    assert!(stderr.contains("as the token's subject"), "{stderr}");
+
+    // A forged token is refused at connect.
+    let forged = hs256(&claims("alice", Value::Null), "not-the-secret");
+    let output = cli(
+        &[
+            "listen",
+            "orders",
+            "--count",
+            "1",
+            "--url",
+            &url,
+            "--ca-file",
+            &ca,
+            "--token",
+            &forged,
+        ],
+        &[],
+    )
+    .await;
+    let (_, stderr) = out(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("refused the connection: invalid token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("is `tidings serve` running"), "{stderr}");
 }
 
 #[tokio::test]
