@@ -11,8 +11,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -70,6 +73,99 @@ pub fn server_config_from_pem(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let key = certified_key_from_pem(cert_chain_pem, key_pem)?;
+    config_with_resolver(Arc::new(SingleCert(Arc::new(key))))
+}
+
+/// A certificate that can be replaced while the server runs (`tidings serve` reloads its files
+/// on `SIGHUP`): new handshakes use the certificate in place at the time, connections already
+/// open keep the one they started with.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use tidings_server::{Server, ServerConfig, tls};
+///
+/// let cert = tls::ReloadableCert::from_pem(&std::fs::read("cert.pem")?, &std::fs::read("key.pem")?)?;
+/// let server = Server::new(ServerConfig::default());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3443").await?;
+/// let config = cert.server_config()?;
+/// let serving = server.clone();
+/// tokio::spawn(async move { serving.serve_tls(listener, config).await });
+/// // Later, after the files were renewed:
+/// cert.reload_from_pem(&std::fs::read("cert.pem")?, &std::fs::read("key.pem")?)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ReloadableCert {
+    current: parking_lot::RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    /// Checks the certificate chain and key as [`server_config_from_pem`] does.
+    pub fn from_pem(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Self>, TlsError> {
+        let key = certified_key_from_pem(cert_chain_pem, key_pem)?;
+        Ok(Arc::new(ReloadableCert {
+            current: parking_lot::RwLock::new(Arc::new(key)),
+        }))
+    }
+
+    /// Replaces the certificate for the handshakes from now on. On an error (a file caught
+    /// half-written, a key that does not match) the certificate in place stays.
+    pub fn reload_from_pem(&self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
+        let key = certified_key_from_pem(cert_chain_pem, key_pem)?;
+        *self.current.write() = Arc::new(key);
+        Ok(())
+    }
+
+    /// The DER of the certificate in place (the server's own, first in its chain).
+    pub fn end_entity_der(&self) -> Vec<u8> {
+        let current = self.current.read();
+        current.cert.first().map(|c| c.to_vec()).unwrap_or_default()
+    }
+
+    /// A server configuration that always presents the certificate in place.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        config_with_resolver(self.clone())
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+/// The same certificate for every handshake.
+#[derive(Debug)]
+struct SingleCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for SingleCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn config_with_resolver(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    // The server speaks HTTP/1.1 only (WebSocket upgrades need it).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Parses and checks a PEM chain and key: the chain is not empty, the key loads and is the
+/// first certificate's.
+fn certified_key_from_pem(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
     let certs = CertificateDer::pem_slice_iter(cert_chain_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::InvalidCertificate(pem_error(&e)))?;
@@ -81,26 +177,17 @@ pub fn server_config_from_pem(
         Err(pem::Error::NoItemsFound) => return Err(TlsError::NoPrivateKey),
         Err(e) => return Err(TlsError::InvalidPrivateKey(pem_error(&e))),
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-                TlsError::KeyMismatch
-            }
-            rustls::Error::InvalidCertificate(_)
-            | rustls::Error::NoCertificatesPresented
-            | rustls::Error::InconsistentKeys(_) => TlsError::InvalidCertificate(e.to_string()),
-            // The key provider's only refusal: a key it cannot parse or sign with.
-            rustls::Error::General(_) => TlsError::InvalidPrivateKey(e.to_string()),
-            other => TlsError::Config(other.to_string()),
-        })?;
-    // The server speaks HTTP/1.1 only (WebSocket upgrades need it).
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::KeyMismatch
+        }
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::NoCertificatesPresented
+        | rustls::Error::InconsistentKeys(_) => TlsError::InvalidCertificate(e.to_string()),
+        // The key provider's only refusal: a key it cannot parse or sign with.
+        rustls::Error::General(_) => TlsError::InvalidPrivateKey(e.to_string()),
+        other => TlsError::Config(other.to_string()),
+    })
 }
 
 /// What a PEM error says, without the bytes it quotes (they may be key material).

@@ -323,7 +323,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stopper.shutdown();
     });
     match tls {
-        Some(tls) => server.serve_tls(listener, tls.config).await,
+        Some(tls) => {
+            let config = tls.config.clone();
+            tokio::spawn(crate::tls::reload_on_sighup(Arc::new(tls)));
+            server.serve_tls(listener, config).await
+        }
         None => server.serve(listener).await,
     }
     .context("server failed")?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use tidings_server::rustls::ServerConfig;
+use tidings_server::tls::ReloadableCert;
 
 use crate::config_file::TlsSection;
 
@@ -14,7 +15,7 @@ use crate::config_file::TlsSection;
 #[derive(Debug, Default, Args)]
 pub struct TlsArgs {
     /// PEM certificate chain (the server's certificate first) to serve https:// and wss://;
-    /// needs --tls-key.
+    /// needs --tls-key. Both files are read again on SIGHUP (renewal without a restart).
     #[arg(long, env = "TIDINGS_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of the certificate (PKCS#8, RSA or EC; not encrypted); needs
@@ -27,6 +28,8 @@ pub struct TlsArgs {
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The certificate being served: [`Tls::reload`] replaces it.
+    pub served: Arc<ReloadableCert>,
     pub config: Arc<ServerConfig>,
 }
 
@@ -58,16 +61,67 @@ impl TlsArgs {
         };
         let cert_pem = read(&cert, "certificate")?;
         let key_pem = read(&key, "private key")?;
-        let config = tidings_server::tls::server_config_from_pem(&cert_pem, &key_pem)
+        let context = || {
+            format!(
+                "cannot use the TLS certificate {} with the key {}",
+                cert.display(),
+                key.display()
+            )
+        };
+        let served = ReloadableCert::from_pem(&cert_pem, &key_pem).with_context(context)?;
+        let config = served.server_config().with_context(context)?;
+        Ok(Some(Tls {
+            cert,
+            key,
+            served,
+            config,
+        }))
+    }
+}
+
+impl Tls {
+    /// Reads the certificate and key files again and serves them to new connections (open
+    /// ones keep theirs). On an error the certificate in place stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let cert_pem = read(&self.cert, "certificate")?;
+        let key_pem = read(&self.key, "private key")?;
+        self.served
+            .reload_from_pem(&cert_pem, &key_pem)
             .with_context(|| {
                 format!(
                     "cannot use the TLS certificate {} with the key {}",
-                    cert.display(),
-                    key.display()
+                    self.cert.display(),
+                    self.key.display()
                 )
-            })?;
-        Ok(Some(Tls { cert, key, config }))
+            })
     }
+}
+
+/// Reloads the certificate on every `SIGHUP` (what certbot's and most renewal tools' deploy
+/// hooks send), logging the outcome; runs until the process ends.
+pub async fn reload_on_sighup(tls: Arc<Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(hup) => hup,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: the TLS certificate cannot be reloaded without a restart");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!(cert = %tls.cert.display(), "tls: certificate reloaded"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "tls: certificate reload failed; still serving the previous certificate"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {

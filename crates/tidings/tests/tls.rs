@@ -4,7 +4,8 @@
 //! (tests/clients/py/tls.py), both trusting the CA (certificates verified, not skipped);
 //! tidings-client over wss and a SIGTERM while connected; the HTTP API over https; the CLI's
 //! `publish`, `topics` and `listen` over https/wss with `--ca-file` and `--token`; plain HTTP and garbage on the TLS port; stalled and failed handshakes
-//! under a connection limit; start-up errors and `--print-config`.
+//! under a connection limit; the certificate reloaded on SIGHUP; start-up errors and
+//! `--print-config`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -27,7 +28,7 @@ use tidings_client::{Client, ClientOptions, ConnectionState};
 use tidings_server::rustls;
 use tidings_server::rustls::pki_types::pem::PemObject;
 use tidings_server::rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -499,6 +500,119 @@ async fn cli_commands_over_https_with_a_token() {
         "{stderr}"
     );
     assert!(!stderr.contains("is `tidings serve` running"), "{stderr}");
+}
+
+/// The certificate the server presents to a client that trusts `pki`'s CA (DER).
+async fn presented_cert(pki: &Pki, host: &str) -> Vec<u8> {
+    let stream = tls_connect(pki, host).await;
+    let (_, conn) = stream.get_ref();
+    conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// The DER of the first certificate in a PEM file.
+fn der_of(pem: &Path) -> Vec<u8> {
+    CertificateDer::pem_file_iter(pem)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn the_certificate_is_reloaded_on_sighup() {
+    let old = Pki::new();
+    let new = Pki::new();
+    // The server reads its files from `old`'s paths; the renewal overwrites them.
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            "memory",
+            "--log-format",
+            "json",
+        ])
+        .args(old.args())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within(20, "listening line", stdout.next_line())
+        .await
+        .unwrap()
+        .expect("tidings serve exited before listening");
+    let host = line
+        .strip_prefix("listening on https://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let pid = child.id().unwrap().to_string();
+    let hangup = || async {
+        let status = tokio::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    };
+    // Reads the server's log until a line with `needle`.
+    async fn wait_for_log(
+        log: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+        needle: &str,
+    ) -> String {
+        within(10, needle, async {
+            loop {
+                let line = log.next_line().await.unwrap().expect("the server exited");
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
+    assert_eq!(presented_cert(&old, &host).await, der_of(&old.cert));
+    // A connection opened before the renewal, kept alive across it.
+    let mut before = Https::connect(&old, &host).await;
+    assert_eq!(before.call("GET", "/v1/topics", None).await.0, 200);
+
+    std::fs::copy(&new.cert, &old.cert).unwrap();
+    std::fs::copy(&new.key, &old.key).unwrap();
+    hangup().await;
+    wait_for_log(&mut log, "certificate reloaded").await;
+    assert_eq!(presented_cert(&new, &host).await, der_of(&new.cert));
+    // A client that trusts only the old CA now refuses the server.
+    let tcp = TcpStream::connect(&host).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let refused = within(10, "handshake", old.connector().connect(name, tcp)).await;
+    assert!(refused.is_err(), "the old CA still verifies the server");
+    // The connection from before goes on with the certificate it started with.
+    assert_eq!(before.call("GET", "/v1/topics", None).await.0, 200);
+
+    // A renewal caught half-way (a key that is not the certificate's): refused, logged, and
+    // the certificate in place stays.
+    let other = Pki::new();
+    std::fs::copy(&other.key, &old.key).unwrap();
+    hangup().await;
+    let line = wait_for_log(&mut log, "certificate reload failed").await;
+    assert!(line.contains("does not match the certificate"), "{line}");
+    assert!(
+        !line.contains("PRIVATE KEY"),
+        "key material in the log: {line}"
+    );
+    assert_eq!(presented_cert(&new, &host).await, der_of(&new.cert));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server exited on a failed reload"
+    );
 }
 
 #[tokio::test]
