@@ -19,6 +19,7 @@ pub struct RemoteArgs {
     pub url: String,
     /// A token (JWT) for a server that verifies them (`--jwt-secret` / `--jwt-public-key`):
     /// sent as `Authorization: Bearer` to the HTTP API and as `{token}` when connecting.
+    /// Prefer the variable on shared machines (a command line is visible to `ps`).
     #[arg(long, env = "TIDINGS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// PEM file of the certificate authorities to trust for `https://` (default: the
