@@ -18,17 +18,18 @@
 //! | [`wire_payloads`] | a built-in event's JSON payload | the handler's parse is deterministic, its result re-parses to itself, errors are `bad_request` |
 //! | [`config_file`] | a `--config` TOML file | a valid file's effective config, written back as TOML, loads to the same config |
 //! | [`store_crash`] | operations with crash points | the SQLite store equals the model, also after every crash and reopen |
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod codec;
 mod config;
+mod memvfs;
 mod store;
 mod wire;
 mod ws;
 
 pub use codec::{decode_engine, decode_packet};
 pub use config::config_file;
-pub use store::store_crash;
+pub use store::{Files, store_crash, store_crash_in};
 pub use wire::wire_payloads;
 pub use ws::decode_ws;
 

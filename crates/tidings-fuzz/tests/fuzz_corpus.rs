@@ -59,7 +59,17 @@ fn config_file_corpus() {
 
 #[test]
 fn store_crash_corpus() {
+    // As the fuzzer runs it: the files in the target's in-memory VFS.
     replay("store_crash", tidings_fuzz::store_crash);
+}
+
+#[test]
+fn store_crash_corpus_on_disk() {
+    // The same inputs with real files and SQLite's unix VFS: the in-memory VFS must not change
+    // a verdict.
+    replay("store_crash", |data| {
+        tidings_fuzz::store_crash_in(data, tidings_fuzz::Files::Disk)
+    });
 }
 
 #[test]

@@ -137,13 +137,24 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
-fn open_connection(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+/// How [`SqliteStore::open_for_fuzzing`] opens a store: on the caller's thread, with `vfs`.
+#[derive(Clone, Copy)]
+struct Inline<'a> {
+    vfs: Option<&'a str>,
+}
+
+fn open_connection(
+    path: &Path,
+    config: &SqliteConfig,
+    vfs: Option<&str>,
+) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match vfs {
+        None => Connection::open_with_flags(path, flags),
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
+    }
     .map_err(db)?;
     conn.busy_timeout(config.busy_timeout).map_err(db)?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -158,7 +169,7 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`] on I/O errors or if WAL mode cannot be enabled (e.g. an
     /// in-memory path); with [`StoreError::Invalid`] for a bad config.
     pub fn open(path: &Path, config: SqliteConfig) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_with(path, config, false)
+        SqliteStore::open_with(path, config, None)
     }
 
     /// For the `store_crash` fuzz target only: [`SqliteStore::open`], but the writer and the
@@ -174,27 +185,38 @@ impl SqliteStore {
     /// The target drops a store at a crash point, after copying its files (a killed process
     /// would not checkpoint), or at the end of an input, when the files are deleted: a
     /// checkpoint on close would only cost time.
+    ///
+    /// `vfs`: the SQLite VFS to open the files with (the target's in-memory one, whose files
+    /// are not on disk, so no directory is created); `None` for the default.
     #[doc(hidden)]
-    pub fn open_for_fuzzing(path: &Path, config: SqliteConfig) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_with(path, config, true)
+    pub fn open_for_fuzzing(
+        path: &Path,
+        config: SqliteConfig,
+        vfs: Option<&str>,
+    ) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, config, Some(Inline { vfs }))
     }
 
     fn open_with(
         path: &Path,
         config: SqliteConfig,
-        inline: bool,
+        inline: Option<Inline<'_>>,
     ) -> Result<SqliteStore, StoreError> {
+        let vfs = inline.and_then(|i| i.vfs);
         if config.max_batch == 0 {
             return Err(StoreError::Invalid(
                 "max_batch must be at least 1".to_owned(),
             ));
         }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && vfs.is_none())
+        {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let mut conn = open_connection(path, &config)?;
+        let mut conn = open_connection(path, &config, vfs)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(db)?;
@@ -212,13 +234,13 @@ impl SqliteStore {
             .map_err(db)?;
         schema::prepare(&mut conn, path)?;
 
-        let read_conn = open_connection(path, &config)?;
+        let read_conn = open_connection(path, &config, vfs)?;
         read_conn
             .execute_batch("PRAGMA query_only = ON")
             .map_err(db)?;
 
         let counters = Arc::new(Counters::default());
-        let (writer, reader) = if inline {
+        let (writer, reader) = if inline.is_some() {
             for c in [&conn, &read_conn] {
                 c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
                     .map_err(db)?;
