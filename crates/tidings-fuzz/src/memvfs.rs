@@ -115,6 +115,7 @@ impl Handle {
     /// # Safety
     /// `p` is a handle `x_open` initialised and `x_close` has not run.
     unsafe fn from<'a>(p: *mut ffi::sqlite3_file) -> &'a mut Handle {
+        // SAFETY: the caller's contract above; `Handle` starts with the `sqlite3_file`.
         unsafe { &mut *(p.cast::<Handle>()) }
     }
 }
@@ -125,6 +126,7 @@ impl Handle {
 /// # Safety
 /// `file` is a handle's `Arc::into_raw`, released only in `x_close`, after the last use.
 unsafe fn mem_file<'a>(file: *const MemFile) -> &'a MemFile {
+    // SAFETY: the caller's contract above.
     unsafe { &*file }
 }
 
@@ -176,6 +178,7 @@ pub fn register() -> &'static str {
 
 /// The default VFS, kept in our `pAppData`, for what is not about files.
 unsafe fn default_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    // SAFETY: `vfs` is the `sqlite3_vfs` `register` leaked.
     unsafe { (*vfs).pAppData.cast() }
 }
 
@@ -183,6 +186,7 @@ unsafe fn name_of(z: *const c_char) -> Option<String> {
     if z.is_null() {
         None
     } else {
+        // SAFETY: SQLite's names are NUL-terminated.
         Some(unsafe { CStr::from_ptr(z) }.to_string_lossy().into_owned())
     }
 }
@@ -216,6 +220,8 @@ unsafe extern "C" fn x_open(
     flags: c_int,
     p_out_flags: *mut c_int,
 ) -> c_int {
+    // SAFETY: SQLite passes `szOsFile` writable bytes at `p_file`, a NUL-terminated name or null,
+    // and a valid `p_out_flags` or null.
     let name = unsafe { name_of(z_name) };
     let file = match &name {
         Some(name) => {
@@ -263,6 +269,7 @@ unsafe extern "C" fn x_delete(
     z_name: *const c_char,
     _sync_dir: c_int,
 ) -> c_int {
+    // SAFETY: `z_name` is a NUL-terminated name or null.
     if let Some(name) = unsafe { name_of(z_name) } {
         remove(&name);
     }
@@ -275,6 +282,7 @@ unsafe extern "C" fn x_access(
     flags: c_int,
     p_res_out: *mut c_int,
 ) -> c_int {
+    // SAFETY: `z_name` is a NUL-terminated name and `p_res_out` a valid out-pointer.
     let exists = unsafe { name_of(z_name) }
         .and_then(|name| files().lock().get(&name).cloned())
         .map(|file| {
@@ -292,6 +300,7 @@ unsafe extern "C" fn x_full_pathname(
     n_out: c_int,
     z_out: *mut c_char,
 ) -> c_int {
+    // SAFETY: `z_name` is NUL-terminated and `z_out` has room for `n_out` bytes (checked).
     let name = unsafe { CStr::from_ptr(z_name) }.to_bytes_with_nul();
     if name.len() > usize::try_from(n_out).unwrap_or(0) {
         return ffi::SQLITE_CANTOPEN;
@@ -301,6 +310,8 @@ unsafe extern "C" fn x_full_pathname(
 }
 
 unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+    // SAFETY: `vfs` is ours (its `pAppData` the default VFS, which lives as long as the process);
+    // the arguments are passed on as SQLite gave them.
     unsafe {
         let d = default_vfs(vfs);
         match (*d).xRandomness {
@@ -311,6 +322,7 @@ unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mu
 }
 
 unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
+    // SAFETY: as `x_randomness`.
     unsafe {
         let d = default_vfs(vfs);
         match (*d).xSleep {
@@ -321,6 +333,7 @@ unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int
 }
 
 unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
+    // SAFETY: as `x_randomness`.
     unsafe {
         let d = default_vfs(vfs);
         match (*d).xCurrentTime {
@@ -334,6 +347,7 @@ unsafe extern "C" fn x_current_time_int64(
     vfs: *mut ffi::sqlite3_vfs,
     out: *mut ffi::sqlite3_int64,
 ) -> c_int {
+    // SAFETY: as `x_randomness`.
     unsafe {
         let d = default_vfs(vfs);
         match (*d).xCurrentTimeInt64 {
@@ -352,6 +366,7 @@ unsafe extern "C" fn x_get_last_error(
 }
 
 unsafe extern "C" fn x_close(p: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: `p` is a handle `x_open` initialised; after this call SQLite never uses it again.
     unsafe {
         x_unlock(p, NONE);
         x_shm_unmap(p, 0);
@@ -373,6 +388,7 @@ unsafe extern "C" fn x_read(
     amt: c_int,
     offset: ffi::sqlite3_int64,
 ) -> c_int {
+    // SAFETY: `p` is an open handle and `buf` has `amt` writable bytes.
     let h = unsafe { Handle::from(p) };
     let (Ok(amt), Ok(offset)) = (usize::try_from(amt), usize::try_from(offset)) else {
         return ffi::SQLITE_IOERR_READ;
@@ -397,6 +413,7 @@ unsafe extern "C" fn x_write(
     amt: c_int,
     offset: ffi::sqlite3_int64,
 ) -> c_int {
+    // SAFETY: `p` is an open handle and `buf` has `amt` readable bytes.
     let h = unsafe { Handle::from(p) };
     let (Ok(amt), Ok(offset)) = (usize::try_from(amt), usize::try_from(offset)) else {
         return ffi::SQLITE_IOERR_WRITE;
@@ -411,6 +428,7 @@ unsafe extern "C" fn x_write(
 }
 
 unsafe extern "C" fn x_truncate(p: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
+    // SAFETY: `p` is an open handle.
     let h = unsafe { Handle::from(p) };
     let Ok(size) = usize::try_from(size) else {
         return ffi::SQLITE_IOERR_TRUNCATE;
@@ -424,6 +442,7 @@ unsafe extern "C" fn x_sync(_p: *mut ffi::sqlite3_file, _flags: c_int) -> c_int 
 }
 
 unsafe extern "C" fn x_file_size(p: *mut ffi::sqlite3_file, out: *mut ffi::sqlite3_int64) -> c_int {
+    // SAFETY: `p` is an open handle and `out` a valid out-pointer.
     let h = unsafe { Handle::from(p) };
     let len = unsafe { mem_file(h.file) }.data.lock().len();
     unsafe { *out = ffi::sqlite3_int64::try_from(len).unwrap_or(ffi::sqlite3_int64::MAX) };
@@ -432,6 +451,7 @@ unsafe extern "C" fn x_file_size(p: *mut ffi::sqlite3_file, out: *mut ffi::sqlit
 
 /// Raises this handle's lock as `unixLock` does between the connections of one process.
 unsafe extern "C" fn x_lock(p: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: `p` is an open handle.
     let h = unsafe { Handle::from(p) };
     if h.lock >= level {
         return ffi::SQLITE_OK;
@@ -474,6 +494,7 @@ unsafe extern "C" fn x_lock(p: *mut ffi::sqlite3_file, level: c_int) -> c_int {
 }
 
 unsafe extern "C" fn x_unlock(p: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: `p` is an open handle.
     let h = unsafe { Handle::from(p) };
     if h.lock <= level {
         return ffi::SQLITE_OK;
@@ -497,6 +518,7 @@ unsafe extern "C" fn x_unlock(p: *mut ffi::sqlite3_file, level: c_int) -> c_int 
 }
 
 unsafe extern "C" fn x_check_reserved_lock(p: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    // SAFETY: `p` is an open handle and `out` a valid out-pointer.
     let h = unsafe { Handle::from(p) };
     let locks = unsafe { mem_file(h.file) }.locks.lock();
     let reserved = locks.reserved.is_some() || locks.pending.is_some() || locks.exclusive.is_some();
@@ -528,6 +550,8 @@ unsafe extern "C" fn x_shm_map(
     extend: c_int,
     pp: *mut *mut c_void,
 ) -> c_int {
+    // SAFETY: `p` is an open handle and `pp` a valid out-pointer; the regions are boxed, so the
+    // pointers handed out stay valid until the last handle unmaps.
     let h = unsafe { Handle::from(p) };
     let (Ok(region), Ok(size)) = (usize::try_from(region), usize::try_from(size)) else {
         return ffi::SQLITE_IOERR_SHMMAP;
@@ -557,6 +581,7 @@ unsafe extern "C" fn x_shm_lock(
     n: c_int,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: `p` is an open handle.
     let h = unsafe { Handle::from(p) };
     let (Ok(offset), Ok(n)) = (usize::try_from(offset), usize::try_from(n)) else {
         return ffi::SQLITE_MISUSE;
@@ -614,6 +639,7 @@ unsafe extern "C" fn x_shm_barrier(_p: *mut ffi::sqlite3_file) {
 }
 
 unsafe extern "C" fn x_shm_unmap(p: *mut ffi::sqlite3_file, _delete: c_int) -> c_int {
+    // SAFETY: `p` is an open handle.
     let h = unsafe { Handle::from(p) };
     if !h.shm_mapped {
         return ffi::SQLITE_OK;
