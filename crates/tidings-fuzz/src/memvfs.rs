@@ -593,16 +593,7 @@ unsafe extern "C" fn x_shm_lock(
     let file = unsafe { mem_file(h.file) };
     let mut shm = file.shm.lock();
     if flags & ffi::SQLITE_SHM_UNLOCK != 0 {
-        for slot in offset..offset + n {
-            let bit = 1u16 << slot;
-            if h.shm_exclusive & bit != 0 {
-                shm.slots[slot] = 0;
-            } else if h.shm_shared & bit != 0 {
-                shm.slots[slot] -= 1;
-            }
-        }
-        h.shm_exclusive &= !mask;
-        h.shm_shared &= !mask;
+        release_shm_slots(h, &mut shm, mask);
     } else if flags & ffi::SQLITE_SHM_SHARED != 0 {
         // SQLite takes shared locks one slot at a time.
         if h.shm_shared & mask == 0 {
@@ -634,6 +625,23 @@ unsafe extern "C" fn x_shm_lock(
     ffi::SQLITE_OK
 }
 
+/// Releases the shm locks `h` holds among the slots of `mask`.
+fn release_shm_slots(h: &mut Handle, shm: &mut Shm, mask: u16) {
+    for (slot, count) in shm.slots.iter_mut().enumerate() {
+        let bit = 1u16 << slot;
+        if mask & bit == 0 {
+            continue;
+        }
+        if h.shm_exclusive & bit != 0 {
+            *count = 0;
+        } else if h.shm_shared & bit != 0 {
+            *count -= 1;
+        }
+    }
+    h.shm_exclusive &= !mask;
+    h.shm_shared &= !mask;
+}
+
 unsafe extern "C" fn x_shm_barrier(_p: *mut ffi::sqlite3_file) {
     std::sync::atomic::fence(Ordering::SeqCst);
 }
@@ -646,16 +654,7 @@ unsafe extern "C" fn x_shm_unmap(p: *mut ffi::sqlite3_file, _delete: c_int) -> c
     }
     let file = unsafe { mem_file(h.file) };
     let mut shm = file.shm.lock();
-    for slot in 0..ffi::SQLITE_SHM_NLOCK as usize {
-        let bit = 1u16 << slot;
-        if h.shm_exclusive & bit != 0 {
-            shm.slots[slot] = 0;
-        } else if h.shm_shared & bit != 0 {
-            shm.slots[slot] -= 1;
-        }
-    }
-    h.shm_exclusive = 0;
-    h.shm_shared = 0;
+    release_shm_slots(h, &mut shm, u16::MAX);
     h.shm_mapped = false;
     shm.mapped -= 1;
     if shm.mapped == 0 {

@@ -15,7 +15,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -74,7 +74,7 @@ pub fn server_config_from_pem(
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let key = certified_key_from_pem(cert_chain_pem, key_pem)?;
-    config_with_resolver(Arc::new(SingleCert(Arc::new(key))))
+    config_with_resolver(Arc::new(SingleCertAndKey::from(key)))
 }
 
 /// A certificate that can be replaced while the server runs (`tidings serve` reloads its files
@@ -118,12 +118,6 @@ impl ReloadableCert {
         Ok(())
     }
 
-    /// The DER of the certificate in place (the server's own, first in its chain).
-    pub fn end_entity_der(&self) -> Vec<u8> {
-        let current = self.current.read();
-        current.cert.first().map(|c| c.to_vec()).unwrap_or_default()
-    }
-
     /// A server configuration that always presents the certificate in place.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         config_with_resolver(self.clone())
@@ -133,16 +127,6 @@ impl ReloadableCert {
 impl ResolvesServerCert for ReloadableCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.read().clone())
-    }
-}
-
-/// The same certificate for every handshake.
-#[derive(Debug)]
-struct SingleCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for SingleCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
     }
 }
 
