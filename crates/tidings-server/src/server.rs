@@ -454,10 +454,30 @@ impl Server {
 
     /// After [`Server::shutdown`]: waits until every connection served by [`Server::serve`]
     /// has closed — WebSockets have written their close frame (`1001 server shutting down`),
-    /// pending long-polls have been answered — at most `timeout`. Returns whether all did.
+    /// pending long-polls have been answered — and the recovery log has written the sessions
+    /// the shutdown closed, at most `timeout`. Returns whether all of that happened.
     pub async fn drain(&self, timeout: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.inner.connections.drained(deadline).await
+        let drained = self.inner.connections.drained(deadline).await;
+        // The shutdown persisted every closed session by queueing it to the log's writer (a
+        // thread, for SQLite). A process that returned now could exit before that write, and
+        // the clients would reconnect to a new session instead of recovering theirs.
+        let Some(log) = self.session_log() else {
+            return drained;
+        };
+        match tokio::time::timeout_at(deadline, log.flush()).await {
+            Ok(Ok(())) => drained,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "recovery log unavailable at shutdown: sessions not persisted");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the recovery log was still writing the closed sessions at the shutdown deadline"
+                );
+                false
+            }
+        }
     }
 
     /// Stops accepting connections and closes every session with the reason `server shutting

@@ -14,8 +14,9 @@
 //!   committed batch survives a crash or `kill -9` of the server; a power loss may lose the
 //!   batches since the last checkpoint. Commands still in the channel when the process dies
 //!   (at most what arrived during the last commit, typically well under a millisecond of
-//!   traffic) are lost. A clean shutdown (dropping the last handle, or [`SessionLog::flush`])
-//!   writes everything. Losing a record only means a reconnecting client gets a new session
+//!   traffic) are lost. A clean shutdown (dropping the last handle, or [`SessionLog::flush`],
+//!   which `tidings_server::Server::drain` calls: a process that exits without either loses
+//!   the sessions its shutdown closed) writes everything. Losing a record only means a reconnecting client gets a new session
 //!   (`recovered = false`), as it would without recovery.
 //! - Offsets come from an [`OffsetClock`] seeded with the highest offset in the file (and the
 //!   trim watermark), so they keep growing across restarts even if the clock went back.

@@ -331,9 +331,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => server.serve(listener).await,
     }
     .context("server failed")?;
-    // Let every client read its close (with the reason) before the process goes.
+    // Let every client read its close (with the reason), and the recovery log write the
+    // sessions that closed, before the process goes.
     if !server.drain(Duration::from_secs(5)).await {
-        tracing::warn!("some connections were still open 5 s after the shutdown");
+        tracing::warn!(
+            "the shutdown did not finish within 5 s: connections still open, or closed sessions not yet in the recovery log"
+        );
     }
     Ok(())
 }
