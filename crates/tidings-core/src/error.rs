@@ -35,6 +35,12 @@ pub enum ErrorCode {
     /// A subscription of the topic holds its maximum queue depth and the overflow policy is
     /// `reject`: the publish was not stored. Retry once its consumers caught up.
     QueueFull,
+    /// The request (an HTTP API body) is larger than the configured maximum; nothing was
+    /// done.
+    PayloadTooLarge,
+    /// The request's body did not arrive within the body timeout; nothing was done and the
+    /// connection is closed.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -53,6 +59,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::QueueFull => "queue_full",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 }
@@ -96,6 +104,30 @@ impl ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_has_its_own_wire_text() {
+        let codes = [
+            ErrorCode::BadRequest,
+            ErrorCode::Forbidden,
+            ErrorCode::Timeout,
+            ErrorCode::Internal,
+            ErrorCode::IdentityRequired,
+            ErrorCode::StoreUnavailable,
+            ErrorCode::NotFound,
+            ErrorCode::Unauthorized,
+            ErrorCode::TokenExpired,
+            ErrorCode::RateLimited,
+            ErrorCode::LimitExceeded,
+            ErrorCode::QueueFull,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::RequestTimeout,
+        ];
+        let texts: std::collections::HashSet<&str> = codes.iter().map(|c| c.as_str()).collect();
+        assert_eq!(texts.len(), codes.len());
+        assert_eq!(ErrorCode::PayloadTooLarge.as_str(), "payload_too_large");
+        assert_eq!(ErrorCode::RequestTimeout.as_str(), "request_timeout");
+    }
 
     #[test]
     fn ack_shape_is_the_wire_contract() {

@@ -6,15 +6,18 @@
 //! never on the server crate, so that the server can depend on them.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod cluster;
 mod error;
 mod id;
+pub mod pattern;
 mod room;
 pub mod session_log;
 pub mod store;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use id::{Sid, SidParseError};
+pub use pattern::topic_matches;
 pub use room::Room;
 
 /// The URL with its password replaced by `***`, for logs and `Debug`.

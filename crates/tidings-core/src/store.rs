@@ -41,8 +41,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// The offset of a message in its topic: 1 for the first message, then +1 each.
 pub type Offset = u64;
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = u64;
+pub use crate::clock::Millis;
 
 /// A store operation failed. Every variant is something the caller reports, never ignores:
 /// a publish that gets an `Err` was not stored and must not be confirmed.
@@ -62,6 +61,19 @@ pub enum StoreError {
     /// The request is invalid for this store (e.g. an offset beyond the head).
     #[error("invalid request: {0}")]
     Invalid(String),
+}
+
+/// What a client is told when the store refuses: `not_found` and `bad_request` for what the
+/// client asked wrongly, `store_unavailable` (retry later) for everything else.
+impl From<StoreError> for crate::ErrorBody {
+    fn from(e: StoreError) -> Self {
+        use crate::ErrorCode;
+        match e {
+            StoreError::NotFound(what) => crate::ErrorBody::new(ErrorCode::NotFound, what),
+            StoreError::Invalid(what) => crate::ErrorBody::new(ErrorCode::BadRequest, what),
+            other => crate::ErrorBody::new(ErrorCode::StoreUnavailable, other.to_string()),
+        }
+    }
 }
 
 /// The name of a topic: dot-separated segments of `[A-Za-z0-9_:-]`, 1–200 bytes in all

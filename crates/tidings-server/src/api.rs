@@ -26,9 +26,9 @@ use std::sync::atomic::Ordering;
 
 use crate::auth::{Action, AuthError, Authenticator, Principal, forbidden};
 use crate::body::{BodyError, read_body};
+use crate::command::{Builtin, DEFAULT_HISTORY, History, Publish, bad_request, messages};
 use crate::engine::Body;
 use crate::queue::Queues;
-use crate::queue::events::{MAX_HISTORY, append, messages, store_error};
 use crate::server::ServerStats;
 
 /// The OpenAPI 3.1 description of this API.
@@ -55,6 +55,8 @@ fn error_response(e: &ErrorBody) -> Response<Body> {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::LimitExceeded => StatusCode::FORBIDDEN,
         ErrorCode::QueueFull => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     json_response(status, &json!({ "error": e }))
@@ -62,10 +64,6 @@ fn error_response(e: &ErrorBody) -> Response<Body> {
 
 fn not_found(what: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::NotFound, what)
-}
-
-fn bad_request(message: impl Into<String>) -> ErrorBody {
-    ErrorBody::new(ErrorCode::BadRequest, message)
 }
 
 /// Decodes one `%XX`-escaped path segment.
@@ -106,7 +104,7 @@ fn parse_u64(query: &str, name: &str, default: u64) -> Result<u64, ErrorBody> {
 }
 
 fn topic_of(segment: &str) -> Result<Topic, ErrorBody> {
-    Topic::new(&percent_decode(segment)?).map_err(|e| bad_request(e.to_string()))
+    crate::command::fields::topic_name(&percent_decode(segment)?)
 }
 
 /// Reads a JSON body of at most `max` bytes.
@@ -115,8 +113,8 @@ async fn json_body(body: Incoming, limits: &BodyLimits<'_>) -> Result<Value, Res
     let buf = match read_body(body, max, limits.timeout).await {
         Ok(buf) => buf,
         Err(BodyError::TooLarge) => {
-            let e = json!({ "error": { "code": "payload_too_large", "message": format!("body over {max} bytes") } });
-            return Err(json_response(StatusCode::PAYLOAD_TOO_LARGE, &e));
+            let e = ErrorBody::new(ErrorCode::PayloadTooLarge, format!("body over {max} bytes"));
+            return Err(error_response(&e));
         }
         Err(BodyError::TimedOut) => {
             limits.timed_out.fetch_add(1, Ordering::Relaxed);
@@ -125,8 +123,11 @@ async fn json_body(body: Incoming, limits: &BodyLimits<'_>) -> Result<Value, Res
                 timeout_ms = ms,
                 "API request body not received within the body timeout"
             );
-            let e = json!({ "error": { "code": "request_timeout", "message": format!("the request body did not arrive within {ms} ms") } });
-            let mut res = json_response(StatusCode::REQUEST_TIMEOUT, &e);
+            let e = ErrorBody::new(
+                ErrorCode::RequestTimeout,
+                format!("the request body did not arrive within {ms} ms"),
+            );
+            let mut res = error_response(&e);
             // The rest of the body may still come: do not read it, close the connection.
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -164,6 +165,14 @@ impl Caller {
         match self {
             Caller::Open => Ok(()),
             Caller::Verified(p) => p.check(action, topic.as_str()),
+        }
+    }
+
+    /// `Ok` when the caller holds what the built-in `command` requires.
+    fn check_access(&self, command: &impl Builtin) -> Result<(), ErrorBody> {
+        match self {
+            Caller::Open => Ok(()),
+            Caller::Verified(p) => command.required_access().check(p),
         }
     }
 
@@ -279,11 +288,11 @@ pub async fn handle(
                 Caller::Verified(p) => Some(p.identity()),
                 Caller::Open => None,
             };
-            match caller
-                .check(Action::Publish, &topic)
-                .and_then(|()| queues.admit_publish(identity))
-            {
-                Ok(()) => publish(queues, &topic, &body).await,
+            match Publish::from_body(topic, body).and_then(|publish| {
+                caller.check_access(&publish)?;
+                Ok(publish)
+            }) {
+                Ok(publish) => publish_message(queues, publish, identity).await,
                 Err(e) => Err(e),
             }
         }
@@ -342,15 +351,11 @@ fn stats(queues: &Queues, caller: &Caller, server: ServerStats) -> ApiResult {
 async fn list_topics(queues: &Queues, caller: &Caller) -> ApiResult {
     let store = queues.store();
     let mut topics = Vec::new();
-    for topic in store.topics().await.map_err(|e| store_error(&e))? {
+    for topic in store.topics().await? {
         if !caller.allows(Action::Subscribe, &topic) {
             continue;
         }
-        if let Some(mut info) = store
-            .topic_info(&topic)
-            .await
-            .map_err(|e| store_error(&e))?
-        {
+        if let Some(mut info) = store.topic_info(&topic).await? {
             info.subscriptions.retain(|s| caller.owns(&s.name));
             topics.push(info);
         }
@@ -361,12 +366,7 @@ async fn list_topics(queues: &Queues, caller: &Caller) -> ApiResult {
 async fn topic_info(queues: &Queues, caller: &Caller, topic: &str) -> ApiResult {
     let topic = topic_of(topic)?;
     caller.check(Action::Subscribe, &topic)?;
-    match queues
-        .store()
-        .topic_info(&topic)
-        .await
-        .map_err(|e| store_error(&e))?
-    {
+    match queues.store().topic_info(&topic).await? {
         Some(mut info) => {
             info.subscriptions.retain(|s| caller.owns(&s.name));
             Ok((StatusCode::OK, json!(info)))
@@ -375,18 +375,8 @@ async fn topic_info(queues: &Queues, caller: &Caller, topic: &str) -> ApiResult 
     }
 }
 
-async fn publish(queues: &Queues, topic: &Topic, body: &Value) -> ApiResult {
-    let event = body
-        .get("event")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad_request("`event` must be a string"))?;
-    let key = match body.get("key") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(k)) => Some(k.as_str()),
-        Some(_) => return Err(bad_request("`key` must be a string")),
-    };
-    let data = body.get("data").cloned().unwrap_or(Value::Null);
-    let mut answer = append(queues, topic, event, &data, key).await?;
+async fn publish_message(queues: &Queues, publish: Publish, identity: Option<&str>) -> ApiResult {
+    let mut answer = publish.apply(queues, identity).await?;
     if let Some(map) = answer.as_object_mut() {
         map.shift_remove("ok");
     }
@@ -397,22 +387,15 @@ async fn history(queues: &Queues, caller: &Caller, topic: &str, query: &str) -> 
     let topic = topic_of(topic)?;
     caller.check(Action::Subscribe, &topic)?;
     let from = parse_u64(query, "from", 1)?;
-    let limit = parse_u64(query, "limit", 100)?;
-    if !(1..=MAX_HISTORY as u64).contains(&limit) {
-        return Err(bad_request(format!("`limit` must be 1 to {MAX_HISTORY}")));
-    }
-    let messages = messages(queues, &topic, from, limit as usize).await?;
+    let limit = parse_u64(query, "limit", DEFAULT_HISTORY as u64)?;
+    let messages = messages(queues, &History::new(topic, from, limit)?).await?;
     Ok((StatusCode::OK, json!({ "messages": messages })))
 }
 
 async fn dead_letters(queues: &Queues, caller: &Caller, topic: &str) -> ApiResult {
     let topic = topic_of(topic)?;
     caller.check(Action::Subscribe, &topic)?;
-    let dead = queues
-        .store()
-        .dead_letters(&topic)
-        .await
-        .map_err(|e| store_error(&e))?;
+    let dead = queues.store().dead_letters(&topic).await?;
     let dead: Vec<Value> = dead
         .into_iter()
         .filter(|d| caller.owns(&d.subscription))
@@ -431,24 +414,19 @@ async fn requeue_dead(queues: &Queues, caller: &Caller, topic: &str, id: &str) -
     caller.check(Action::Subscribe, &topic)?;
     if !matches!(caller, Caller::Open) {
         // A dead letter belongs to one subscription; requeueing acts on every subscription's.
-        let dead = queues
-            .store()
-            .dead_letters(&topic)
-            .await
-            .map_err(|e| store_error(&e))?;
+        let dead = queues.store().dead_letters(&topic).await?;
         for d in dead.iter().filter(|d| d.message.id == id) {
             caller.check_owner(&d.subscription, "requeue the dead letters of")?;
         }
     }
     let requeued = queues
         .store()
-        .requeue_dead(&topic, id, crate::queue::now_millis())
-        .await
-        .map_err(|e| store_error(&e))?;
+        .requeue_dead(&topic, id, tidings_core::clock::now_millis())
+        .await?;
     if !requeued {
         return Err(not_found(&format!("no dead letter {id} in {topic}")));
     }
-    queues.wake_all(&topic);
+    queues.wake_topic(&topic);
     Ok((StatusCode::OK, json!({ "requeued": true })))
 }
 
@@ -463,11 +441,7 @@ async fn delete_subscription(
         .map_err(|e| bad_request(e.to_string()))?;
     caller.check_owner(&sub, "delete")?;
     queues.forget(&topic, &sub);
-    let removed = queues
-        .store()
-        .unsubscribe(&topic, &sub)
-        .await
-        .map_err(|e| store_error(&e))?;
+    let removed = queues.store().unsubscribe(&topic, &sub).await?;
     if !removed {
         return Err(not_found(&format!("no subscription {sub} on {topic}")));
     }

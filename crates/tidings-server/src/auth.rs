@@ -26,13 +26,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tidings_core::store::SubscriptionName;
 use tidings_core::{ErrorBody, ErrorCode};
-use tokio_util::sync::CancellationToken;
 
-use crate::io::{ConnectError, Event, Socket};
-use crate::queue::topic_matches;
+use tidings_core::topic_matches;
 
 /// The shortest accepted HS256 secret, in bytes (RFC 7518 §3.2: at least the hash size).
 pub const MIN_HS256_SECRET_LEN: usize = 32;
@@ -169,6 +167,11 @@ impl Principal {
     /// The token's `sub`: the durable identity.
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// The identity, shared.
+    pub(crate) fn shared_identity(&self) -> Arc<str> {
+        self.identity.clone()
     }
 
     /// When the token stops being accepted (its `exp` plus the leeway).
@@ -445,145 +448,36 @@ impl Authenticator {
     }
 }
 
-/// Who a connecting client is: its durable identity, and its principal when verified.
-pub(crate) struct Admission {
-    pub(crate) identity: Option<Arc<str>>,
-    pub(crate) principal: Option<Arc<Principal>>,
-}
+/// The longest accepted `clientId`, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = tidings_core::store::MAX_SUBSCRIBER_LEN;
 
-/// Decides who the CONNECT auth payload names: with an authenticator, the verified token's
-/// `sub` (a `clientId` is ignored); without, the `clientId` (see
-/// [`crate::queue::identity_from_auth`]).
-pub(crate) fn admit(
-    authenticator: Option<&Authenticator>,
-    auth: &Value,
-) -> Result<Admission, ConnectError> {
-    let Some(authenticator) = authenticator else {
-        return Ok(Admission {
-            identity: crate::queue::identity_from_auth(auth)?,
-            principal: None,
-        });
-    };
-    let verified = match auth.get("token") {
-        Some(Value::String(token)) => authenticator.verify(token),
-        None | Some(Value::Null) => Err(AuthError::Missing),
-        Some(_) => Err(AuthError::Invalid("`token` must be a string".into())),
-    };
-    match verified {
-        Ok(principal) => Ok(Admission {
-            identity: Some(principal.identity.clone()),
-            principal: Some(Arc::new(principal)),
-        }),
-        Err(e) => Err(ConnectError::new(e.to_string()).with_data(json!(e.body()))),
-    }
-}
-
-/// The verified principal stored on a socket. A private type, so no other code can put one
-/// there.
-struct Verified(Arc<Principal>);
-
-impl Socket {
-    /// The verified principal of the socket (None without an [`Authenticator`]).
-    pub fn principal(&self) -> Option<Arc<Principal>> {
-        self.data::<Verified>().map(|v| v.0.clone())
-    }
-
-    /// `Ok` when the socket may do `action` on `name`: always without an authenticator, else
-    /// as its principal's permissions say (`forbidden` otherwise).
-    pub fn check_access(&self, action: Action, name: &str) -> Result<(), ErrorBody> {
-        match self.principal() {
-            Some(principal) => principal.check(action, name),
-            None => Ok(()),
+/// The durable identity named by the CONNECT auth payload's `clientId`, if any (without an
+/// [`Authenticator`]). A `clientId` that is present but not a usable name is an error: a
+/// client that believes it has an identity must not silently run without one.
+///
+/// # Errors
+///
+/// `bad_request` for a `clientId` that is not a string of 1 to [`MAX_CLIENT_ID_LEN`] bytes
+/// without control characters.
+pub fn identity_from_auth(auth: &Value) -> Result<Option<Arc<str>>, ErrorBody> {
+    match auth.get("clientId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if SubscriptionName::identity(id).is_ok() => {
+            Ok(Some(Arc::from(id.as_str())))
         }
+        Some(_) => Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!(
+                "clientId must be a string of 1 to {MAX_CLIENT_ID_LEN} bytes without control characters"
+            ),
+        )),
     }
-}
-
-/// The access a built-in event needs, from its payload; None when it needs none, or when the
-/// payload is malformed (the event's handler answers `bad_request` then).
-fn needed_access(
-    name: &str,
-    payload: &Value,
-    queues_enabled: bool,
-    builtins_enabled: bool,
-) -> Option<Result<(Action, String), &'static str>> {
-    let field = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_owned);
-    match name {
-        "publish" if queues_enabled => field("topic").map(|t| Ok((Action::Publish, t))),
-        "subscribe" | "history" if queues_enabled => {
-            field("topic").map(|t| Ok((Action::Subscribe, t)))
-        }
-        "join" if builtins_enabled => field("room").map(|r| Ok((Action::Join, r))),
-        "broadcast" if builtins_enabled && payload.is_object() => match payload.get("room") {
-            None | Some(Value::Null) => Some(Err("broadcast to the whole namespace")),
-            Some(Value::String(room)) => Some(Ok((Action::Publish, room.clone()))),
-            Some(_) => None,
-        },
-        _ => None,
-    }
-}
-
-/// Checks a built-in event against the socket's permissions before it is handled: returns the
-/// event when it may proceed, or answers its ack with `forbidden` and returns None.
-pub(crate) fn guard(
-    socket: &Socket,
-    mut event: Event,
-    queues_enabled: bool,
-    builtins_enabled: bool,
-) -> Option<Event> {
-    // No verified principal: development mode, everything is allowed.
-    let Some(principal) = socket.principal() else {
-        return Some(event);
-    };
-    let Some(payload) = event.args.first() else {
-        return Some(event);
-    };
-    let verdict = match needed_access(&event.name, payload, queues_enabled, builtins_enabled) {
-        None => return Some(event),
-        Some(Ok((action, name))) => principal.check(action, &name),
-        Some(Err(_)) if principal.is_admin() => Ok(()),
-        Some(Err(what)) => Err(forbidden(format!(
-            "{} may not {what} (admin only)",
-            principal.identity()
-        ))),
-    };
-    let Err(e) = verdict else {
-        return Some(event);
-    };
-    tracing::debug!(sid = %socket.id(), identity = principal.identity(), event = %event.name, "built-in event forbidden");
-    if let Some(ack) = event.ack.take() {
-        let _ = ack.send_error(e);
-    }
-    None
-}
-/// Stores the principal on a new socket and disconnects the socket when its token expires.
-pub(crate) fn attach(socket: &Socket, principal: Option<Arc<Principal>>) {
-    let Some(principal) = principal else { return };
-    let expires_at = principal.expires_at;
-    socket.set_data(Verified(principal));
-    let Some(expires_at) = expires_at else { return };
-    let left = expires_at
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    let gone = CancellationToken::new();
-    let cancel = gone.clone();
-    socket.on_disconnect(move |_, _| async move { cancel.cancel() });
-    let socket = socket.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = gone.cancelled() => {}
-            _ = tokio::time::sleep(left) => {
-                tracing::debug!(sid = %socket.id(), ns = socket.namespace().name(), "token expired, disconnecting");
-                let notice = AuthError::Expired.body();
-                let _ = socket.emit(DISCONNECTING_EVENT, &notice);
-                socket.disconnect();
-            }
-        }
-    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn globs() {
@@ -635,5 +529,18 @@ mod tests {
     fn debug_hides_the_secret() {
         let a = Authenticator::hs256(b"0123456789abcdef0123456789abcdef-secret").unwrap();
         assert!(!format!("{a:?}").contains("secret"));
+    }
+
+    #[test]
+    fn client_ids() {
+        assert_eq!(identity_from_auth(&json!({})).unwrap(), None);
+        assert_eq!(
+            identity_from_auth(&json!({"clientId": "d-7"}))
+                .unwrap()
+                .as_deref(),
+            Some("d-7")
+        );
+        assert!(identity_from_auth(&json!({"clientId": 7})).is_err());
+        assert!(identity_from_auth(&json!({"clientId": ""})).is_err());
     }
 }

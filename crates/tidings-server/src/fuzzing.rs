@@ -1,26 +1,21 @@
 //! Entry points for the fuzz targets (`crates/tidings-fuzz`): the parsers of the built-in events'
 //! payloads, reachable without a socket, a namespace or a store. Not part of the API: it may
 //! change in any release.
+//!
+//! [`parse`] is [`Command::parse`], the parser every entry point uses; [`Request`] is what a
+//! parsed command asks for without its data, so that a payload written back from it can be
+//! compared.
 
 use serde_json::Value;
 use tidings_core::store::{StartFrom, SubscriptionName, Topic};
-use tidings_core::{ErrorBody, ErrorCode, Room};
+use tidings_core::{ErrorBody, Room};
 
-use crate::io::builtins;
-use crate::queue::events;
+use crate::command::{Command, Input};
 
 /// The built-in events whose first argument [`parse`] reads.
-pub const EVENTS: &[&str] = &[
-    "subscribe",
-    "unsubscribe",
-    "publish",
-    "history",
-    "join",
-    "leave",
-    "broadcast",
-];
+pub const EVENTS: &[&str] = crate::command::NAMES;
 
-/// What a built-in event's payload asks for, once its handler has checked it.
+/// What a built-in event's payload asks for, once its parser has checked it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 #[allow(missing_docs)]
@@ -56,58 +51,50 @@ pub enum Request {
     },
 }
 
+impl From<Command> for Request {
+    fn from(command: Command) -> Request {
+        match command {
+            Command::Subscribe(c) => Request::Subscribe {
+                topic: c.topic,
+                subscription: c.subscription,
+                from: c.from,
+            },
+            Command::Unsubscribe(c) => Request::Unsubscribe {
+                topic: c.topic,
+                subscription: c.subscription,
+            },
+            Command::Publish(c) => Request::Publish {
+                topic: c.topic,
+                event: c.event,
+                key: c.key,
+            },
+            Command::History(c) => Request::History {
+                topic: c.topic,
+                from: c.from,
+                limit: c.limit,
+            },
+            Command::Join(c) => Request::Join { room: c.room },
+            Command::Leave(c) => Request::Leave { room: c.room },
+            Command::Broadcast(c) => Request::Broadcast {
+                room: c.room,
+                event: c.event,
+            },
+        }
+    }
+}
+
 /// Reads `payload`, the first argument of the built-in event `event` sent by a client whose
-/// identity is `identity`, with the same functions as the event's handler: the error is the
-/// one the client would get in its ack.
+/// identity is `identity`, with the parser the server uses: the error is the one the client
+/// would get in its ack.
 ///
 /// # Errors
 ///
-/// The handler's refusal; `bad_request` for an event that is not in [`EVENTS`].
+/// The parser's refusal; `bad_request` for an event that is not in [`EVENTS`].
 pub fn parse(event: &str, identity: &str, payload: &Value) -> Result<Request, ErrorBody> {
-    let queue_event = matches!(event, "subscribe" | "unsubscribe" | "publish" | "history");
-    // The queue handler refuses a non-object payload before it reads any field.
-    if queue_event && !payload.is_object() {
-        return Err(ErrorBody::new(
-            ErrorCode::BadRequest,
-            format!("`{event}` expects an object payload"),
-        ));
-    }
-    match event {
-        "subscribe" => Ok(Request::Subscribe {
-            topic: events::topic_of(payload)?,
-            subscription: events::subscription_of(identity, payload)?,
-            from: events::start_of(payload)?,
-        }),
-        "unsubscribe" => Ok(Request::Unsubscribe {
-            topic: events::topic_of(payload)?,
-            subscription: events::subscription_of(identity, payload)?,
-        }),
-        "publish" => {
-            let (topic, event, key) = events::publish_fields(payload)?;
-            events::check_event(event)?;
-            Ok(Request::Publish {
-                topic,
-                event: event.to_owned(),
-                key: key.map(str::to_owned),
-            })
-        }
-        "history" => {
-            let (topic, from, limit) = events::history_fields(payload)?;
-            Ok(Request::History { topic, from, limit })
-        }
-        "join" => Ok(Request::Join {
-            room: builtins::room_of(payload)?,
-        }),
-        "leave" => Ok(Request::Leave {
-            room: builtins::room_of(payload)?,
-        }),
-        "broadcast" => {
-            let (room, event) = builtins::broadcast_fields(payload)?;
-            Ok(Request::Broadcast { room, event })
-        }
-        other => Err(ErrorBody::new(
-            ErrorCode::BadRequest,
-            format!("`{other}` is not a built-in event"),
-        )),
-    }
+    let input = Input {
+        payload: payload.clone(),
+        attachments: Vec::new(),
+        identity: Some(identity),
+    };
+    Command::parse(event, input).map(Request::from)
 }

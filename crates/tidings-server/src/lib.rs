@@ -9,10 +9,12 @@
 //! disconnects a recipient that cannot keep up (see [`ServerConfig::max_buffered_bytes`]).
 #![forbid(unsafe_code)]
 
+mod access;
 pub mod api;
 pub mod auth;
 mod body;
 mod cluster;
+pub mod command;
 pub mod config;
 pub mod engine;
 #[doc(hidden)]

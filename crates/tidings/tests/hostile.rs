@@ -344,11 +344,24 @@ async fn wrong_payloads_and_access_in_built_in_events() {
             "bad_request",
         ),
         (
-            // Permissions are checked before the shape: outside the claim is forbidden.
+            // The shape is checked before the permissions (parse, then authorize): a room no
+            // client could ever join is a bad request, inside the claim or not.
             "join: a 300-byte room outside the claim",
             "join",
             json!({ "room": "r".repeat(300) }),
-            "forbidden",
+            "bad_request",
+        ),
+        (
+            "publish: a 5 KB idempotency key",
+            "publish",
+            json!({ "topic": "orders.x", "event": "e", "key": "k".repeat(5_000) }),
+            "bad_request",
+        ),
+        (
+            "publish: an empty idempotency key",
+            "publish",
+            json!({ "topic": "orders.x", "event": "e", "key": "" }),
+            "bad_request",
         ),
         (
             "broadcast: reserved event name",

@@ -553,12 +553,34 @@ async fn errors(store: Store) {
     let refused = [
         (&b"{not json"[..], "invalid JSON"),
         (b"", "invalid JSON"),
-        (br#"{"data":1}"#, "`event` must be a string"),
-        (br#"{"event":7}"#, "`event` must be a string"),
-        (br#"{"event":"order","key":7}"#, "`key` must be a string"),
+        (&br#"{"data":1}"#[..], "`event` is required"),
+        (br#"[1]"#, "expected an object"),
+        (br#"{"event":7}"#, "`event` must be a non-empty string"),
+        (
+            br#"{"event":"order","key":7}"#,
+            "`key` must be a non-empty string",
+        ),
         (br#"{"event":""}"#, "`event` must be a non-empty string"),
         (br#"{"event":"connect"}"#, "reserved"),
+        (br#"{"event":"disconnect"}"#, "reserved"),
+        // The idempotency key is checked exactly as the socket `publish` checks it.
+        (
+            br#"{"event":"order","key":""}"#,
+            "`key` must be a non-empty string",
+        ),
     ];
+    let long_key = json!({ "event": "order", "key": "k".repeat(257) }).to_string();
+    let long_event = json!({ "event": "e".repeat(257) }).to_string();
+    let refused = refused.into_iter().chain([
+        (
+            long_key.as_bytes(),
+            "`key` must be a non-empty string of at most 256 bytes",
+        ),
+        (
+            long_event.as_bytes(),
+            "`event` must be a non-empty string of at most 256 bytes",
+        ),
+    ]);
     for (body, expected) in refused {
         let answer = call(url, "POST", messages, body).await;
         let shown = String::from_utf8_lossy(body);
@@ -609,6 +631,9 @@ async fn errors(store: Store) {
     // At the limit is fine, and nothing refused was stored.
     let fits = json!({ "event": "order", "data": "x".repeat(900) });
     assert_eq!(publish(url, "orders", fits).await["offset"], 1);
+    // The longest key and event name are accepted.
+    let longest = json!({ "event": "e".repeat(256), "key": "k".repeat(256) });
+    assert_eq!(publish(url, "orders", longest).await["offset"], 2);
 }
 
 #[tokio::test]

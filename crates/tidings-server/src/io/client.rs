@@ -9,10 +9,10 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tidings_proto::packet::{self, Packet, PacketKind};
 
-use super::builtins;
 use super::event::{AckReply, AckSender, Event};
 use super::namespace::{ConnectRequest, Namespace};
 use super::socket::{DisconnectReason, RecoveryState, Socket};
+use crate::command::{self, Command, Family};
 use crate::engine::{CloseReason, Handshake, Inbound, Session, SessionHandler};
 use crate::recovery::{self, Recovery, Restored};
 use crate::server::ServerInner;
@@ -219,21 +219,14 @@ impl Client {
                 return;
             }
         }
-        let queues_enabled = self.server.queues().is_some();
-        let builtins_enabled = self.server.config.builtin_events;
-        let Some(event) = crate::auth::guard(&socket, event, queues_enabled, builtins_enabled)
-        else {
-            return;
-        };
-        if let Some(queues) = self.server.queues() {
-            if crate::queue::is_queue_event(&event.name) {
-                queues.handle_event(socket, event);
-                return;
+        match Command::family_of(&event.name) {
+            Some(Family::Queues) if self.server.queues().is_some() => {
+                return command::run(socket, event, self.server.queues().cloned());
             }
-        }
-        if self.server.config.builtin_events && builtins::is_builtin(&event.name) {
-            builtins::handle(&socket, event);
-            return;
+            Some(Family::Rooms) if self.server.config.builtin_events => {
+                return command::run(socket, event, None);
+            }
+            _ => {}
         }
         match socket.handler(&event.name) {
             Some(handler) => {
@@ -264,7 +257,7 @@ impl Client {
         // Connection State Recovery: `pid`/`offset` are the protocol's, taken out of the auth
         // payload before anything of the application sees it.
         let claim = ns.recovery().and_then(|_| Recovery::claim(&mut auth));
-        let admission = match crate::auth::admit(self.server.config.auth.as_deref(), &auth) {
+        let admission = match crate::access::admit(self.server.config.auth.as_deref(), &auth) {
             Ok(admission) => admission,
             Err(e) => {
                 self.connecting.lock().remove(&name);
@@ -323,7 +316,7 @@ impl Client {
         self: Arc<Self>,
         ns: Namespace,
         auth: Value,
-        admission: crate::auth::Admission,
+        admission: crate::access::Admitted,
         restored: Restored,
     ) {
         let Some(recovery) = ns.recovery().cloned() else {
@@ -348,7 +341,7 @@ impl Client {
     }
 
     /// Creates the socket, queues the CONNECT reply, then runs the connect handler.
-    fn establish(&self, ns: Namespace, auth: Value, admission: crate::auth::Admission) {
+    fn establish(&self, ns: Namespace, auth: Value, admission: crate::access::Admitted) {
         let socket = self.register(&ns, auth, admission, None);
         self.finish(&ns, socket, &[]);
     }
@@ -358,7 +351,7 @@ impl Client {
         &self,
         ns: &Namespace,
         auth: Value,
-        admission: crate::auth::Admission,
+        admission: crate::access::Admitted,
         restored: Option<&SessionRecord>,
     ) -> Socket {
         let name: Arc<str> = ns.inner.name.clone();
@@ -393,7 +386,7 @@ impl Client {
             on_leave,
             state,
         );
-        crate::auth::attach(&socket, admission.principal);
+        crate::access::attach(&socket, admission.principal);
         self.sockets.lock().insert(name.clone(), socket.clone());
         self.connecting.lock().remove(&*name);
         if let Some(timer) = self.connect_timer.lock().take() {

@@ -1,7 +1,6 @@
 //! The Socket.IO v5 layer: namespaces, sockets, rooms, events, acks and broadcasts, on top of
 //! the Engine.IO sessions of [`crate::engine`].
 
-pub mod builtins;
 mod client;
 mod event;
 mod namespace;

@@ -13,8 +13,9 @@ use tidings_core::store::{ClaimOptions, Claimed, Offset, SubscriptionName, Topic
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Queues, millis, now_millis};
+use super::Queues;
 use crate::io::{AckReply, Socket};
+use tidings_core::clock::{millis, now_millis};
 
 /// How often an idle dispatcher with consumers looks for entries that became due (requeued
 /// with backoff, or in flight past their deadline in the store).

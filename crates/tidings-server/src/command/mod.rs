@@ -1,0 +1,365 @@
+//! The built-in events, as one typed command set (mini-redis's `cmd/`): every built-in a
+//! client can send without server code of its own is a variant of [`Command`], with its own
+//! file holding its payload type, its `parse`, the permission it needs (`required_access`)
+//! and its `apply`.
+//!
+//! Every entry point goes through the same parsers: the Socket.IO event path
+//! ([`run`]), the HTTP API (`POST /v1/topics/{t}/messages` builds a [`Publish`]) and the fuzz
+//! targets ([`crate::fuzzing`]). A built-in cannot exist without a declared permission: the
+//! [`Builtin`] trait has no default for [`Builtin::required_access`], and [`Command`]'s
+//! matches are exhaustive.
+//!
+//! The order of a request is always: parse (`bad_request`), then authorize (`forbidden`),
+//! then apply. Room built-ins run inline, in arrival order, so that a `join` followed by a
+//! `broadcast` from the same client always sees the join; queue built-ins wait for the store,
+//! each in a task of its own.
+
+mod broadcast;
+pub mod fields;
+mod history;
+mod join;
+mod leave;
+mod publish;
+mod subscribe;
+mod unsubscribe;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tidings_core::{ErrorBody, ErrorCode};
+
+pub use self::broadcast::Broadcast;
+pub use self::fields::{MAX_NAME_LEN, bad_request};
+pub(crate) use self::history::messages;
+pub use self::history::{DEFAULT_HISTORY, History, MAX_HISTORY};
+pub use self::join::Join;
+pub use self::leave::Leave;
+pub use self::publish::Publish;
+pub use self::subscribe::Subscribe;
+pub use self::unsubscribe::Unsubscribe;
+
+use crate::auth::{Action, Principal, forbidden};
+use crate::io::{AckSender, Event, Socket};
+use crate::queue::Queues;
+
+/// The answer of a built-in: the ack's value, or the error it is refused with.
+pub type Answer = Result<Value, ErrorBody>;
+
+/// Which part of the server offers a built-in; each can be switched off on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `join`, `leave`, `broadcast`: [`crate::ServerConfig::builtin_events`].
+    Rooms,
+    /// `subscribe`, `unsubscribe`, `publish`, `history`: present once queues are enabled
+    /// ([`crate::Server::enable_queues`]).
+    Queues,
+}
+
+/// The permission a parsed built-in needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Any connected client: the request only undoes what was allowed before (`leave`,
+    /// `unsubscribe`).
+    Any,
+    /// `action` on the topic or room `name`.
+    To(Action, String),
+    /// Only an admin; the text says what was refused (`broadcast to the whole namespace`).
+    Admin(&'static str),
+}
+
+impl Access {
+    /// `Ok` when `principal` holds this access, else the `forbidden` refusal.
+    pub fn check(&self, principal: &Principal) -> Result<(), ErrorBody> {
+        match self {
+            Access::Any => Ok(()),
+            Access::To(action, name) => principal.check(*action, name),
+            Access::Admin(_) if principal.is_admin() => Ok(()),
+            Access::Admin(what) => Err(forbidden(format!(
+                "{} may not {what} (admin only)",
+                principal.identity()
+            ))),
+        }
+    }
+}
+
+/// What a parser reads: the event's first argument, its binary attachments and the sender's
+/// durable identity.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// The first argument of the event (null when it has none).
+    pub payload: Value,
+    /// The packet's binary attachments, in placeholder order.
+    pub attachments: Vec<Bytes>,
+    /// The sender's durable identity, if it has one.
+    pub identity: Option<&'a str>,
+}
+
+/// One built-in event: its name, its family, how its payload is read and what it needs.
+pub trait Builtin: Sized {
+    /// The event name clients emit.
+    const NAME: &'static str;
+    /// The part of the server that offers it.
+    const FAMILY: Family;
+    /// Reads and checks the payload; the error is what the client's ack gets.
+    ///
+    /// # Errors
+    ///
+    /// `bad_request` for a payload of the wrong shape; `identity_required` for a queue
+    /// request from a client without an identity.
+    fn parse(input: Input<'_>) -> Result<Self, ErrorBody>;
+    /// The permission the request needs, checked before it is applied.
+    fn required_access(&self) -> Access;
+}
+
+/// Every built-in event, parsed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum Command {
+    Join(Join),
+    Leave(Leave),
+    Broadcast(Broadcast),
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    Publish(Publish),
+    History(History),
+}
+
+/// The names of every built-in event.
+pub const NAMES: &[&str] = &[
+    Join::NAME,
+    Leave::NAME,
+    Broadcast::NAME,
+    Subscribe::NAME,
+    Unsubscribe::NAME,
+    Publish::NAME,
+    History::NAME,
+];
+
+impl Command {
+    /// The family of the built-in called `name`; None for an application event.
+    pub fn family_of(name: &str) -> Option<Family> {
+        Some(match name {
+            Join::NAME => Join::FAMILY,
+            Leave::NAME => Leave::FAMILY,
+            Broadcast::NAME => Broadcast::FAMILY,
+            Subscribe::NAME => Subscribe::FAMILY,
+            Unsubscribe::NAME => Unsubscribe::FAMILY,
+            Publish::NAME => Publish::FAMILY,
+            History::NAME => History::FAMILY,
+            _ => return None,
+        })
+    }
+
+    /// Parses the built-in `name`.
+    ///
+    /// # Errors
+    ///
+    /// The parser's refusal; `bad_request` when `name` is not a built-in.
+    pub fn parse(name: &str, input: Input<'_>) -> Result<Command, ErrorBody> {
+        match name {
+            Join::NAME => Join::parse(input).map(Command::Join),
+            Leave::NAME => Leave::parse(input).map(Command::Leave),
+            Broadcast::NAME => Broadcast::parse(input).map(Command::Broadcast),
+            Subscribe::NAME => Subscribe::parse(input).map(Command::Subscribe),
+            Unsubscribe::NAME => Unsubscribe::parse(input).map(Command::Unsubscribe),
+            Publish::NAME => Publish::parse(input).map(Command::Publish),
+            History::NAME => History::parse(input).map(Command::History),
+            other => Err(bad_request(format!("`{other}` is not a built-in event"))),
+        }
+    }
+
+    /// The permission this request needs.
+    pub fn required_access(&self) -> Access {
+        match self {
+            Command::Join(c) => c.required_access(),
+            Command::Leave(c) => c.required_access(),
+            Command::Broadcast(c) => c.required_access(),
+            Command::Subscribe(c) => c.required_access(),
+            Command::Unsubscribe(c) => c.required_access(),
+            Command::Publish(c) => c.required_access(),
+            Command::History(c) => c.required_access(),
+        }
+    }
+
+    /// The event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Join(_) => Join::NAME,
+            Command::Leave(_) => Leave::NAME,
+            Command::Broadcast(_) => Broadcast::NAME,
+            Command::Subscribe(_) => Subscribe::NAME,
+            Command::Unsubscribe(_) => Unsubscribe::NAME,
+            Command::Publish(_) => Publish::NAME,
+            Command::History(_) => History::NAME,
+        }
+    }
+}
+
+/// Runs the built-in `event` sent by `socket`: parse, authorize, apply, answer the ack.
+/// `queues` is the delivery engine, for the queue built-ins.
+pub(crate) fn run(socket: Socket, event: Event, queues: Option<Arc<Queues>>) {
+    let name = event.name().to_owned();
+    let (mut args, attachments, ack) = event.into_parts();
+    let payload = if args.is_empty() {
+        Value::Null
+    } else {
+        args.swap_remove(0)
+    };
+    let input = Input {
+        payload,
+        attachments,
+        identity: socket.identity(),
+    };
+    let command = Command::parse(&name, input).and_then(|command| {
+        match socket.principal() {
+            Some(principal) => command.required_access().check(&principal),
+            // No verified principal: development mode, everything is allowed.
+            None => Ok(()),
+        }
+        .map(|()| command)
+    });
+    let command = match command {
+        Ok(command) => command,
+        Err(e) => return respond(&socket, &name, ack, Err(e)),
+    };
+    match command {
+        Command::Join(c) => respond(&socket, &name, ack, c.apply(&socket)),
+        Command::Leave(c) => respond(&socket, &name, ack, c.apply(&socket)),
+        Command::Broadcast(c) => respond(&socket, &name, ack, c.apply(&socket)),
+        Command::Subscribe(c) => in_task(socket, name, ack, queues, |queues, _| async move {
+            c.apply(&queues).await
+        }),
+        Command::Unsubscribe(c) => in_task(socket, name, ack, queues, |queues, _| async move {
+            c.apply(&queues).await
+        }),
+        Command::Publish(c) => in_task(socket, name, ack, queues, |queues, socket| async move {
+            c.apply(&queues, socket.identity()).await
+        }),
+        Command::History(c) => in_task(socket, name, ack, queues, |queues, _| async move {
+            c.apply(&queues).await
+        }),
+    }
+}
+
+/// Applies a queue built-in in a task of its own (it waits for the store) and answers it.
+fn in_task<F, Fut>(
+    socket: Socket,
+    name: String,
+    ack: Option<AckSender>,
+    queues: Option<Arc<Queues>>,
+    apply: F,
+) where
+    F: FnOnce(Arc<Queues>, Socket) -> Fut + Send + 'static,
+    Fut: Future<Output = Answer> + Send,
+{
+    let Some(queues) = queues else {
+        let e = ErrorBody::new(ErrorCode::Internal, "durable queues are not enabled");
+        return respond(&socket, &name, ack, Err(e));
+    };
+    tokio::spawn(async move {
+        let answer = apply(queues, socket.clone()).await;
+        respond(&socket, &name, ack, answer);
+    });
+}
+
+fn respond(socket: &Socket, event: &str, ack: Option<AckSender>, answer: Answer) {
+    if let Err(e) = &answer {
+        tracing::debug!(sid = %socket.id(), event, code = %e.code, message = %e.message, "built-in event refused");
+    }
+    let Some(ack) = ack else { return };
+    let sent = match answer {
+        Ok(value) => ack.send(&value),
+        Err(e) => ack.send_error(e),
+    };
+    if let Err(e) = sent {
+        tracing::debug!(sid = %socket.id(), event, error = %e, "could not acknowledge");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(name: &str, payload: Value) -> Result<Command, ErrorBody> {
+        let input = Input {
+            payload,
+            attachments: Vec::new(),
+            identity: Some("d-7"),
+        };
+        Command::parse(name, input)
+    }
+
+    /// The permission of every built-in, from a well-formed payload of each.
+    #[test]
+    fn every_built_in_declares_its_access() {
+        let to = |action, name: &str| Access::To(action, name.to_owned());
+        let cases = [
+            ("join", json!({ "room": "r.1" }), to(Action::Join, "r.1")),
+            ("leave", json!({ "room": "r.1" }), Access::Any),
+            (
+                "broadcast",
+                json!({ "room": "r.1", "event": "e" }),
+                to(Action::Publish, "r.1"),
+            ),
+            (
+                "broadcast",
+                json!({ "event": "e" }),
+                Access::Admin("broadcast to the whole namespace"),
+            ),
+            (
+                "subscribe",
+                json!({ "topic": "t.1" }),
+                to(Action::Subscribe, "t.1"),
+            ),
+            ("unsubscribe", json!({ "topic": "t.1" }), Access::Any),
+            (
+                "publish",
+                json!({ "topic": "t.1", "event": "e" }),
+                to(Action::Publish, "t.1"),
+            ),
+            (
+                "history",
+                json!({ "topic": "t.1" }),
+                to(Action::Subscribe, "t.1"),
+            ),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (name, payload, access) in cases {
+            let command = parse(name, payload).unwrap();
+            assert_eq!(command.name(), name);
+            assert_eq!(command.required_access(), access, "{name}");
+            seen.insert(name);
+        }
+        assert_eq!(seen.len(), NAMES.len(), "a built-in without a case here");
+        for name in NAMES {
+            assert!(Command::family_of(name).is_some(), "{name}");
+        }
+        assert_eq!(Command::family_of("chat"), None);
+    }
+
+    #[test]
+    fn queue_requests_need_an_identity_and_an_object() {
+        let input = Input {
+            payload: json!({ "topic": "t" }),
+            attachments: Vec::new(),
+            identity: None,
+        };
+        let e = Command::parse("subscribe", input).unwrap_err();
+        assert_eq!(e.code, ErrorCode::IdentityRequired);
+        let e = parse("publish", json!("t")).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::BadRequest, "`publish` expects an object payload")
+        );
+        let input = Input {
+            payload: json!({ "topic": "t", "event": "e" }),
+            attachments: vec![Bytes::from_static(b"\x01")],
+            identity: Some("d-7"),
+        };
+        let e = Command::parse("publish", input).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+}

@@ -1,0 +1,116 @@
+//! `publish` `{topic, event, data, key?}` → `{ok:true, id, offset, duplicate}`, answered only
+//! once the store made the message durable. Needs `publish` on the topic. The HTTP API's
+//! `POST /v1/topics/{topic}/messages` `{event, data, key?}` is the same request
+//! ([`Publish::from_body`]), checked by the same field readers.
+
+use serde_json::{Value, json};
+use tidings_core::ErrorBody;
+use tidings_core::clock::{millis, now_millis};
+use tidings_core::store::{BoundedAppend, NewMessage, Topic};
+
+use super::subscribe::require_object;
+use super::{Access, Answer, Builtin, Family, Input, fields};
+use crate::auth::Action;
+use crate::queue::Queues;
+
+/// A parsed `publish`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    /// The topic.
+    pub topic: Topic,
+    /// The event name the subscribers receive.
+    pub event: String,
+    /// The message's data.
+    pub data: Value,
+    /// The idempotency key: a publish with a key seen within the dedup window is not stored
+    /// again.
+    pub key: Option<String>,
+}
+
+impl Builtin for Publish {
+    const NAME: &'static str = "publish";
+    const FAMILY: Family = Family::Queues;
+
+    fn parse(input: Input<'_>) -> Result<Self, ErrorBody> {
+        require_object(Self::NAME, &input.payload)?;
+        if !input.attachments.is_empty() {
+            return Err(fields::bad_request(
+                "binary data cannot be published to durable topics",
+            ));
+        }
+        let topic = fields::topic(&input.payload)?;
+        Publish::from_body(topic, input.payload)
+    }
+
+    fn required_access(&self) -> Access {
+        Access::To(Action::Publish, self.topic.as_str().to_owned())
+    }
+}
+
+impl Publish {
+    /// The publish of `body` `{event, data, key?}` to `topic` (the HTTP API's request).
+    ///
+    /// # Errors
+    ///
+    /// `bad_request` as for the `publish` event: an event name that is empty, longer than
+    /// [`fields::MAX_NAME_LEN`] bytes or reserved; a key that is not a name.
+    pub fn from_body(topic: Topic, mut body: Value) -> Result<Publish, ErrorBody> {
+        fields::require_object(&body, "{event, data, key?}")?;
+        let event = fields::event_name(&body)?;
+        let key = fields::key(&body)?;
+        let data = fields::take_data(&mut body);
+        Ok(Publish {
+            topic,
+            event,
+            data,
+            key,
+        })
+    }
+
+    /// Stores the message (after the per-identity publish rate limit and the topic and queue
+    /// depth limits) and wakes the topic's dispatchers.
+    pub(crate) async fn apply(self, queues: &Queues, identity: Option<&str>) -> Answer {
+        queues.admit_publish(identity)?;
+        let Publish {
+            topic,
+            event,
+            data,
+            key,
+        } = self;
+        let message = NewMessage {
+            event,
+            data: data.to_string(),
+            key,
+            published_at: now_millis(),
+        };
+        let dedup_window = millis(queues.config().dedup_window);
+        let _creating = queues.admit_topic(&topic).await?;
+        let store = queues.store();
+        let appended = match queues.config().queue_bound_for(&topic) {
+            None => store.append(&topic, message, dedup_window).await?,
+            Some(bound) => match store
+                .append_bounded(&topic, message, dedup_window, bound)
+                .await?
+            {
+                BoundedAppend::Appended { appended, dropped } => {
+                    queues.overflowed(&dropped);
+                    appended
+                }
+                BoundedAppend::Full {
+                    subscription,
+                    depth,
+                } => return Err(queues.queue_full(&topic, bound, &subscription, depth)),
+            },
+        };
+        queues.topic_created(&topic);
+        if !appended.duplicate {
+            queues.wake_topic(&topic);
+        }
+        Ok(json!({
+            "ok": true,
+            "id": appended.id.to_string(),
+            "offset": appended.offset,
+            "duplicate": appended.duplicate,
+        }))
+    }
+}

@@ -1,0 +1,235 @@
+//! Admission: the limits a publish or a subscribe passes before the store sees it — the
+//! per-identity publish rate, subscriptions per identity, the number of topics, full queues —
+//! and the counters of what they refused.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tidings_core::store::{Gap, QueueBound, SubscriptionName, Topic};
+use tidings_core::{ErrorBody, ErrorCode};
+
+use super::{QueueKey, Queues};
+use crate::limits::KeyedBuckets;
+
+/// The state of admission: rate buckets, known topics and refusal counters.
+#[derive(Default)]
+pub(super) struct Admission {
+    /// [`QueueConfig::max_publishes_per_second`](super::QueueConfig::max_publishes_per_second)
+    /// per identity.
+    publish_buckets: KeyedBuckets,
+    /// Publishes refused by the per-identity rate limit.
+    rate_limited_publishes: AtomicU64,
+    /// Subscribes refused by `max_subscriptions_per_identity`.
+    subscriptions_refused: AtomicU64,
+    /// Publishes refused with `queue_full`.
+    queue_full_publishes: AtomicU64,
+    /// Unsettled entries dropped by `Overflow::DropOldest`.
+    overflow_dropped: AtomicU64,
+    /// Publishes and subscribes refused by `max_topics`.
+    topics_refused: AtomicU64,
+    /// Topics known to exist (with `max_topics` only): topics are never deleted, so a topic
+    /// in here needs no check.
+    known_topics: Mutex<HashSet<Topic>>,
+    /// Held while a topic is created under `max_topics`, so that this node's concurrent
+    /// creations are counted one after the other.
+    creating_topic: tokio::sync::Mutex<()>,
+}
+
+impl Queues {
+    /// Publishes refused by [`QueueConfig::max_publishes_per_second`](super::QueueConfig::max_publishes_per_second) since start.
+    pub fn rate_limited_publishes(&self) -> u64 {
+        self.admission
+            .rate_limited_publishes
+            .load(Ordering::Relaxed)
+    }
+
+    /// Subscribes refused by [`QueueConfig::max_subscriptions_per_identity`](super::QueueConfig::max_subscriptions_per_identity) since start.
+    pub fn subscriptions_refused(&self) -> u64 {
+        self.admission.subscriptions_refused.load(Ordering::Relaxed)
+    }
+
+    /// Publishes refused with `queue_full` since start.
+    pub fn queue_full_publishes(&self) -> u64 {
+        self.admission.queue_full_publishes.load(Ordering::Relaxed)
+    }
+
+    /// Unsettled entries dropped from full queues ([`Overflow::DropOldest`](tidings_core::store::Overflow::DropOldest)) since start.
+    pub fn overflow_dropped(&self) -> u64 {
+        self.admission.overflow_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Publishes and subscribes refused by [`QueueConfig::max_topics`](super::QueueConfig::max_topics) since start.
+    pub fn topics_refused(&self) -> u64 {
+        self.admission.topics_refused.load(Ordering::Relaxed)
+    }
+
+    /// Under [`QueueConfig::max_topics`](super::QueueConfig::max_topics): Ok(None) when `topic` exists (or there is no
+    /// limit); Ok(Some(guard)) when it may be created — hold the guard until the store created
+    /// it, then call [`Queues::topic_created`]; `Err(limit_exceeded)` when there are already
+    /// `max_topics`. The count comes from the store, so topics other nodes created count too;
+    /// the guard serialises this node's creations, so only nodes creating topics at the same
+    /// moment can overshoot the limit (by at most one topic per other node).
+    pub(crate) async fn admit_topic(
+        &self,
+        topic: &Topic,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ErrorBody> {
+        let Some(max) = self.config.max_topics else {
+            return Ok(None);
+        };
+        if self.admission.known_topics.lock().contains(topic) {
+            return Ok(None);
+        }
+        let guard = self.admission.creating_topic.lock().await;
+        let topics = self.store.topics().await?;
+        let mut known = self.admission.known_topics.lock();
+        known.extend(topics);
+        if known.contains(topic) {
+            return Ok(None);
+        }
+        let count = known.len() as u64;
+        if count < max {
+            return Ok(Some(guard));
+        }
+        drop(known);
+        let n = self
+            .admission
+            .topics_refused
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n % 1000 == 1 {
+            tracing::warn!(topic = %topic, max, refused = n, "new topic over max_topics refused");
+        }
+        Err(ErrorBody::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "this server holds its maximum of {max} topics: topic {topic} cannot be created"
+            ),
+        ))
+    }
+
+    /// The store created (or found) `topic`: no more checks for it under `max_topics`.
+    pub(crate) fn topic_created(&self, topic: &Topic) {
+        if self.config.max_topics.is_some() {
+            self.admission.known_topics.lock().insert(topic.clone());
+        }
+    }
+
+    /// A publish was refused because a queue of `topic` is full.
+    pub(crate) fn queue_full(
+        &self,
+        topic: &Topic,
+        bound: QueueBound,
+        subscription: &SubscriptionName,
+        depth: u64,
+    ) -> ErrorBody {
+        let n = self
+            .admission
+            .queue_full_publishes
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n % 1000 == 1 {
+            tracing::warn!(
+                topic = %topic, subscription = %subscription, depth, max = bound.max_depth,
+                refused = n, "publish refused: a subscription's queue is full"
+            );
+        }
+        // The subscription's name (an identity) is not the publisher's business.
+        ErrorBody::new(
+            ErrorCode::QueueFull,
+            format!(
+                "a subscription of topic {topic} holds {depth} unsettled messages (max_queue_depth {}): nothing was stored; retry once its consumers catch up",
+                bound.max_depth
+            ),
+        )
+    }
+
+    /// Entries dropped from full queues by a publish: counted, logged, announced.
+    pub(crate) fn overflowed(&self, dropped: &[Gap]) {
+        for gap in dropped {
+            let lost = gap.to - gap.from + 1;
+            let before = self
+                .admission
+                .overflow_dropped
+                .fetch_add(lost, Ordering::Relaxed);
+            // Every publish to a topic with a lagging subscriber drops: warn once per 1000.
+            if before / 1000 != (before + lost) / 1000 || before == 0 {
+                tracing::warn!(
+                    topic = %gap.topic, subscription = %gap.subscription, from = gap.from,
+                    to = gap.to, dropped = before + lost,
+                    "queue full: dropped the subscription's oldest unsettled messages"
+                );
+            } else {
+                tracing::debug!(
+                    topic = %gap.topic, subscription = %gap.subscription, from = gap.from,
+                    to = gap.to, "queue full: dropped the subscription's oldest unsettled messages"
+                );
+            }
+            self.announce_gap(gap);
+        }
+    }
+
+    /// `Err(rate_limited)` when `identity` published more than
+    /// [`QueueConfig::max_publishes_per_second`](super::QueueConfig::max_publishes_per_second).
+    pub(crate) fn admit_publish(&self, identity: Option<&str>) -> Result<(), ErrorBody> {
+        let (Some(rate), Some(identity)) = (self.config.max_publishes_per_second, identity) else {
+            return Ok(());
+        };
+        if self
+            .admission
+            .publish_buckets
+            .take(&Arc::from(identity), rate)
+        {
+            return Ok(());
+        }
+        let n = self
+            .admission
+            .rate_limited_publishes
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n % 1000 == 1 {
+            tracing::warn!(
+                identity,
+                refused = n,
+                "publish over the per-identity rate limit refused"
+            );
+        }
+        Err(ErrorBody::new(
+            ErrorCode::RateLimited,
+            format!("more than {rate} publishes per second: slow down"),
+        ))
+    }
+
+    /// `Err(limit_exceeded)` when `identity` already has
+    /// [`QueueConfig::max_subscriptions_per_identity`](super::QueueConfig::max_subscriptions_per_identity) subscriptions and `key` is not one.
+    pub(crate) fn admit_subscription(
+        &self,
+        identity: &str,
+        key: &QueueKey,
+    ) -> Result<(), ErrorBody> {
+        let Some(max) = self.config.max_subscriptions_per_identity else {
+            return Ok(());
+        };
+        let registry = self.registry.lock();
+        let Some(keys) = registry.consumes.get(identity) else {
+            return Ok(());
+        };
+        if keys.len() < max || keys.contains(key) {
+            return Ok(());
+        }
+        drop(registry);
+        self.admission
+            .subscriptions_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            identity,
+            max,
+            "subscription over the per-identity limit refused"
+        );
+        Err(ErrorBody::new(
+            ErrorCode::LimitExceeded,
+            format!("at most {max} subscriptions per identity"),
+        ))
+    }
+}
