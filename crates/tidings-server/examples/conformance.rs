@@ -83,7 +83,10 @@ async fn main() -> std::io::Result<()> {
     server.of("/").on_connect(on_connect);
     server.of("/custom").on_connect(on_connect);
 
-    let echo = Engine::new(Arc::new(suite_config("/engine.io/")), Arc::new(EchoEngine));
+    let echo = Engine::new(
+        suite_config("/engine.io/").engine_config(),
+        Arc::new(EchoEngine),
+    );
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("conformance server on http://127.0.0.1:{port} (/engine.io/ and /socket.io/)");

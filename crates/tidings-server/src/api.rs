@@ -25,9 +25,9 @@ use tidings_core::{ErrorBody, ErrorCode};
 use std::sync::atomic::Ordering;
 
 use crate::auth::{Action, AuthError, Authenticator, Principal, forbidden};
-use crate::body::{BodyError, read_body};
 use crate::command::{Builtin, DEFAULT_HISTORY, History, Publish, bad_request, messages};
 use crate::engine::Body;
+use crate::engine::body::{BodyError, read_body};
 use crate::queue::Queues;
 use crate::server::ServerStats;
 

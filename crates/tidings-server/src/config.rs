@@ -4,31 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
+use crate::engine::EngineConfig;
+pub use crate::engine::{CorsConfig, CorsOrigins};
 use crate::limits::Limits;
-
-/// Which origins may use the server from a browser (CORS, for HTTP long-polling).
-///
-/// CORS only matters to browsers using the polling transport; WebSocket upgrades and
-/// non-browser clients are not affected. Disabled by default: no CORS headers are sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum CorsOrigins {
-    /// No CORS headers (the default).
-    #[default]
-    Disabled,
-    /// Any origin (`*`; with credentials, the request's origin is reflected instead).
-    Any,
-    /// Only these exact origins, e.g. `https://app.example.com`.
-    List(Vec<String>),
-}
-
-/// CORS settings for the polling transport.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CorsConfig {
-    /// Allowed origins.
-    pub origins: CorsOrigins,
-    /// Send `Access-Control-Allow-Credentials: true` (cookies, auth headers).
-    pub credentials: bool,
-}
 
 /// The configuration of a [`crate::Server`].
 ///
@@ -116,27 +94,45 @@ impl RecoveryConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let engine = EngineConfig::default();
         ServerConfig {
-            path: "/socket.io/".to_owned(),
-            ping_interval: Duration::from_secs(25),
-            ping_timeout: Duration::from_secs(20),
-            max_payload: 1_000_000,
+            path: engine.path,
+            ping_interval: engine.ping_interval,
+            ping_timeout: engine.ping_timeout,
+            max_payload: engine.max_payload,
             connect_timeout: Duration::from_secs(45),
-            upgrade_timeout: Duration::from_secs(10),
-            max_buffered_bytes: 16 * 1024 * 1024,
-            allow_polling: true,
-            allow_websocket: true,
-            cors: CorsConfig::default(),
+            upgrade_timeout: engine.upgrade_timeout,
+            max_buffered_bytes: engine.max_buffered_bytes,
+            allow_polling: engine.allow_polling,
+            allow_websocket: engine.allow_websocket,
+            cors: engine.cors,
             builtin_events: false,
             auth: None,
             recovery: None,
             limits: Limits::default(),
-            ws_allowed_origins: None,
+            ws_allowed_origins: engine.ws_allowed_origins,
         }
     }
 }
 
 impl ServerConfig {
+    /// The part of this configuration the transport ([`crate::engine`]) uses.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            path: self.path.clone(),
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            max_payload: self.max_payload,
+            upgrade_timeout: self.upgrade_timeout,
+            max_buffered_bytes: self.max_buffered_bytes,
+            allow_polling: self.allow_polling,
+            allow_websocket: self.allow_websocket,
+            cors: self.cors.clone(),
+            ws_allowed_origins: self.ws_allowed_origins.clone(),
+            body_timeout: self.limits.body_timeout,
+        }
+    }
+
     /// A builder starting from the defaults.
     pub fn builder() -> ServerConfigBuilder {
         ServerConfigBuilder {

@@ -12,7 +12,6 @@
 mod access;
 pub mod api;
 pub mod auth;
-mod body;
 mod cluster;
 pub mod command;
 pub mod config;

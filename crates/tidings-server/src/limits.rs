@@ -43,7 +43,7 @@ impl Default for Limits {
             max_connections: None,
             max_connections_per_ip: None,
             header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
+            body_timeout: crate::engine::EngineConfig::default().body_timeout,
             events_per_second: None,
         }
     }
@@ -234,12 +234,6 @@ impl ConnectionLimiter {
             ip,
         })
     }
-}
-
-/// The connection permit a request carries (set by [`crate::Server::serve`]), for a WebSocket
-/// to hold once its connection has left hyper.
-pub(crate) fn held_permit<B>(req: &mut http::Request<B>) -> Option<Arc<ConnectionPermit>> {
-    req.extensions_mut().remove::<Arc<ConnectionPermit>>()
 }
 
 /// The answer to a refused connection: a complete HTTP/1.1 response, then close.

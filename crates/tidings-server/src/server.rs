@@ -189,7 +189,10 @@ impl Server {
         if let Some(recovery) = &inner.recovery {
             recovery.spawn_trimmer(inner.shutdown.clone());
         }
-        let engine = Engine::new(config, Arc::new(SocketIoHandler(Arc::downgrade(&inner))));
+        let engine = Engine::new(
+            inner.config.engine_config(),
+            Arc::new(SocketIoHandler(Arc::downgrade(&inner))),
+        );
         let _ = inner.engine.set(engine);
         let server = Server { inner };
         server.of("/");
@@ -520,7 +523,8 @@ where
             shutdown,
         } = self;
         let service = service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(permit.clone());
+            req.extensions_mut()
+                .insert(crate::engine::ConnectionGuard(permit.clone()));
             let server = server.clone();
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(server, req, addr).await) }

@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tidings_core::Sid;
 
+use super::{CorsOrigins, EngineConfig};
 use super::{Engine, Handshake, TransportKind, polling, websocket};
-use crate::config::CorsOrigins;
 
 /// The response body type of every engine response.
 pub type Body = Full<Bytes>;
@@ -118,9 +118,9 @@ pub(crate) async fn handle(
 }
 
 /// Whether a WebSocket upgrade with this `Origin` may proceed: always without
-/// [`crate::ServerConfig::ws_allowed_origins`]; else only without an `Origin` (not a browser)
+/// [`EngineConfig::ws_allowed_origins`]; else only without an `Origin` (not a browser)
 /// or with one in the list.
-fn websocket_origin_allowed(config: &crate::ServerConfig, origin: Option<&HeaderValue>) -> bool {
+fn websocket_origin_allowed(config: &EngineConfig, origin: Option<&HeaderValue>) -> bool {
     let Some(allowed) = &config.ws_allowed_origins else {
         return true;
     };

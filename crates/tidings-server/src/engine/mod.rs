@@ -5,6 +5,8 @@
 //! text and binary messages in and queues [`Frame`]s out. The conformance example plugs a plain
 //! echo handler into the same seam to run the official Engine.IO suite.
 
+pub mod body;
+mod config;
 mod http;
 mod polling;
 mod session;
@@ -23,11 +25,28 @@ use parking_lot::Mutex;
 use tidings_core::Sid;
 use tidings_proto::engine::{Frame, PacketType};
 
-use crate::config::ServerConfig;
-
+pub use self::config::{CorsConfig, CorsOrigins, EngineConfig};
 pub use self::http::Body;
+use session::HeartbeatDue;
 pub use session::{CloseReason, Handshake, SendError, Session, TransportKind};
-use session::{HeartbeatDue, millis};
+use tidings_core::clock::millis;
+
+/// Whatever the layer above attached to a request that must live as long as its connection
+/// (a connection-limit permit): a WebSocket takes it along when its connection leaves hyper,
+/// and drops it when the connection ends. Insert it into the request's extensions.
+#[derive(Clone)]
+pub struct ConnectionGuard(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for ConnectionGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionGuard")
+    }
+}
+
+/// The guard a request carries, for a WebSocket to hold once its connection has left hyper.
+pub(crate) fn take_guard<B>(req: &mut hyper::Request<B>) -> Option<ConnectionGuard> {
+    req.extensions_mut().remove::<ConnectionGuard>()
+}
 
 /// A message received from a client, in order.
 #[derive(Debug)]
@@ -62,13 +81,13 @@ pub struct EngineStats {
     pub slow_client_disconnects: AtomicU64,
     /// Sessions closed because the client sent something malformed or oversized.
     pub protocol_errors: AtomicU64,
-    /// Requests whose body did not arrive within [`crate::Limits::body_timeout`] (polling
+    /// Requests whose body did not arrive within [`EngineConfig::body_timeout`] (polling
     /// POSTs and HTTP API calls).
     pub slow_requests: AtomicU64,
 }
 
 pub(crate) struct EngineShared {
-    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) config: EngineConfig,
     sessions: Mutex<HashMap<Sid, Arc<Session>>>,
     handler: Arc<dyn EngineHandler>,
     pub(crate) stats: EngineStats,
@@ -133,7 +152,7 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// A new engine that hands each session to `handler`.
-    pub fn new(config: Arc<ServerConfig>, handler: Arc<dyn EngineHandler>) -> Engine {
+    pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Engine {
         Engine {
             shared: Arc::new(EngineShared {
                 config,
@@ -150,7 +169,7 @@ impl Engine {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &ServerConfig {
+    pub fn config(&self) -> &EngineConfig {
         &self.shared.config
     }
 

@@ -8,9 +8,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tidings_proto::engine::{self, Frame, PayloadItem};
 
+use super::body::{BodyError, read_body};
 use super::http::{Body, EngineError, text_response};
 use super::{CloseReason, Session, TransportKind, on_binary, on_text_packet};
-use crate::body::{BodyError, read_body};
 
 /// The most packets one polling response carries. python-engineio drops the connection when a
 /// response holds more than 16 packets; the rest wait for the next GET.
@@ -156,7 +156,7 @@ pub(crate) async fn post(session: Arc<Session>, req: Request<Incoming>) -> Respo
     }
     let _slot = PendingPost(session.clone());
     let max = session.config().max_payload;
-    let timeout = session.config().limits.body_timeout;
+    let timeout = session.config().body_timeout;
     let body = match read_body(req.into_body(), max, timeout).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {

@@ -2,7 +2,7 @@
 //!
 //! The outbound buffer is the single place where every frame for a session waits, whatever the
 //! transport. Writers (a polling GET or the WebSocket writer task) drain it in order. It is
-//! bounded in bytes: a push that would exceed [`ServerConfig::max_buffered_bytes`] does not skip
+//! bounded in bytes: a push that would exceed [`EngineConfig::max_buffered_bytes`] does not skip
 //! the frame, it closes the session with [`CloseReason::SlowClient`]. That is the whole
 //! slow-consumer policy, and why a broadcast can never silently lose a message: each recipient
 //! either has every frame queued in order or is disconnected with a reason.
@@ -18,8 +18,9 @@ use tidings_proto::engine::Frame;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::EngineConfig;
 use super::{EngineShared, SessionHandler};
-use crate::config::ServerConfig;
+use tidings_core::clock::millis;
 
 /// Why a session ended. The text forms are the Engine.IO / Socket.IO disconnect reasons that
 /// clients and handlers see.
@@ -226,11 +227,6 @@ impl Heartbeat {
     }
 }
 
-/// A duration in whole milliseconds, saturating.
-pub(crate) fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
-}
-
 /// An Engine.IO session. Cheap to share (`Arc`); every method is safe to call from any task.
 pub struct Session {
     sid: Sid,
@@ -309,7 +305,7 @@ impl Session {
         self.closed.is_cancelled()
     }
 
-    pub(crate) fn config(&self) -> &ServerConfig {
+    pub(crate) fn config(&self) -> &EngineConfig {
         &self.shared.config
     }
 

@@ -88,7 +88,7 @@ pub(crate) fn open(
         Ok(res) => res,
         Err(e) => return e.response(),
     };
-    let permit = crate::limits::held_permit(&mut req);
+    let permit = super::take_guard(&mut req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _permit = permit;
@@ -124,7 +124,7 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
             return e.response();
         }
     };
-    let permit = crate::limits::held_permit(&mut req);
+    let permit = super::take_guard(&mut req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _permit = permit;
@@ -299,7 +299,7 @@ fn refuse_after_accept(mut req: Request<Incoming>) -> Response<Body> {
         Ok(res) => res,
         Err(e) => return e.response(),
     };
-    let permit = crate::limits::held_permit(&mut req);
+    let permit = super::take_guard(&mut req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _permit = permit;

@@ -1,5 +1,5 @@
 //! Reading request bodies (long-polling POSTs, HTTP API calls) within both limits a hostile
-//! client could otherwise stretch: `max_payload` bytes, and [`crate::Limits::body_timeout`]
+//! client could otherwise stretch: `max_payload` bytes, and `Limits::body_timeout`
 //! for the whole body to arrive. hyper's header timeout stops a client that trickles its
 //! headers (slowloris); this stops one that sends headers at once and then trickles, or never
 //! finishes, the body — each such request would otherwise hold a connection slot and a task
