@@ -459,6 +459,159 @@ mod tests {
         }
     }
 
+    /// The exact bytes of every variant, pinned: nodes of different versions share a cluster
+    /// during a rolling upgrade, so a change here must be a deliberate protocol change.
+    #[test]
+    fn the_wire_form_is_pinned() {
+        let target = Target {
+            namespace: "/chat".into(),
+            rooms: vec!["lobby".into()],
+            except: vec!["muted".into()],
+        };
+        const TARGET: &str =
+            r#""target":{"namespace":"/chat","rooms":["lobby"],"except":["muted"]}"#;
+        let cases: Vec<(ClusterMessage, String)> = vec![
+            (
+                ClusterMessage::Broadcast {
+                    target: target.clone(),
+                    frames: vec![
+                        WireFrame::Text(Bytes::from_static(
+                            br#"451-/chat,["x",{"_placeholder":true,"num":0},"42"]"#,
+                        )),
+                        WireFrame::Binary(Bytes::from_static(&[0, 255, 7])),
+                        WireFrame::Binary(Bytes::new()),
+                    ],
+                    offset: Some(42),
+                },
+                format!(
+                    r#"{{"from":"node-a","t":"broadcast",{TARGET},"frames":["451-/chat,[\"x\",{{\"_placeholder\":true,\"num\":0}},\"42\"]",{{"b":"AP8H"}},{{"b":""}}],"offset":42}}"#
+                ),
+            ),
+            (
+                ClusterMessage::Broadcast {
+                    target: Target {
+                        namespace: "/".into(),
+                        rooms: Vec::new(),
+                        except: Vec::new(),
+                    },
+                    frames: vec![WireFrame::Text(Bytes::from_static("42[\"é\"]".as_bytes()))],
+                    offset: None,
+                },
+                r#"{"from":"node-a","t":"broadcast","target":{"namespace":"/","rooms":[],"except":[]},"frames":["42[\"é\"]"]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Join {
+                    target: target.clone(),
+                    room: "r".into(),
+                },
+                format!(r#"{{"from":"node-a","t":"join",{TARGET},"room":"r"}}"#),
+            ),
+            (
+                ClusterMessage::Leave {
+                    target: target.clone(),
+                    room: "r".into(),
+                },
+                format!(r#"{{"from":"node-a","t":"leave",{TARGET},"room":"r"}}"#),
+            ),
+            (
+                ClusterMessage::Disconnect {
+                    target: target.clone(),
+                },
+                format!(r#"{{"from":"node-a","t":"disconnect",{TARGET}}}"#),
+            ),
+            (
+                ClusterMessage::FetchSockets {
+                    request: u64::MAX,
+                    origin: "n1".into(),
+                    target,
+                },
+                format!(
+                    r#"{{"from":"node-a","t":"fetch_sockets","request":18446744073709551615,"origin":"n1",{TARGET}}}"#
+                ),
+            ),
+            (
+                ClusterMessage::Sockets {
+                    request: 9,
+                    sockets: vec![RemoteSocket {
+                        sid: "abc".into(),
+                        node: "n2".into(),
+                        rooms: vec!["abc".into(), "lobby".into()],
+                    }],
+                },
+                r#"{"from":"node-a","t":"sockets","request":9,"sockets":[{"sid":"abc","node":"n2","rooms":["abc","lobby"]}]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::ReleaseSession {
+                    request: 9,
+                    origin: "n2".into(),
+                    pid: "p".into(),
+                },
+                r#"{"from":"node-a","t":"release_session","request":9,"origin":"n2","pid":"p"}"#
+                    .to_owned(),
+            ),
+            (
+                ClusterMessage::SessionReleased {
+                    request: 9,
+                    found: true,
+                },
+                r#"{"from":"node-a","t":"session_released","request":9,"found":true}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Published {
+                    topic: "pickup".into(),
+                },
+                r#"{"from":"node-a","t":"published","topic":"pickup"}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Subscribed {
+                    topic: "pickup".into(),
+                    key: "group:drivers".into(),
+                    identity: "d-1".into(),
+                    subscribed: false,
+                },
+                r#"{"from":"node-a","t":"subscribed","topic":"pickup","key":"group:drivers","identity":"d-1","subscribed":false}"#.to_owned(),
+            ),
+        ];
+        for (message, golden) in cases {
+            assert_eq!(String::from_utf8(message.encode("node-a")).unwrap(), golden);
+            let (from, back) = ClusterMessage::decode(golden.as_bytes()).unwrap();
+            assert_eq!((from.as_str(), back), ("node-a", message));
+        }
+    }
+
+    /// What older or newer nodes may send: fields in another order, fields this version does
+    /// not know, no `offset`, and text that is not UTF-8 (sent as U+FFFD).
+    #[test]
+    fn decoding_is_lenient_where_the_wire_form_allows() {
+        let reordered = br#"{"frames":["42[1]",{"b":"AQ==","x":0}],"t":"broadcast","new":[1],"target":{"except":[],"rooms":["a"],"namespace":"/"},"from":"n9"}"#;
+        let (from, message) = ClusterMessage::decode(reordered).unwrap();
+        assert_eq!(from, "n9");
+        assert_eq!(
+            message,
+            ClusterMessage::Broadcast {
+                target: Target {
+                    namespace: "/".into(),
+                    rooms: vec!["a".into()],
+                    except: Vec::new(),
+                },
+                frames: vec![
+                    WireFrame::Text(Bytes::from_static(b"42[1]")),
+                    WireFrame::Binary(Bytes::from_static(&[1])),
+                ],
+                offset: None,
+            }
+        );
+        let not_utf8 = ClusterMessage::Broadcast {
+            target: Target::default(),
+            frames: vec![WireFrame::Text(Bytes::from_static(b"42[\"\xff\"]"))],
+            offset: Some(0),
+        };
+        assert_eq!(
+            String::from_utf8(not_utf8.encode("n")).unwrap(),
+            "{\"from\":\"n\",\"t\":\"broadcast\",\"target\":{\"namespace\":\"\",\"rooms\":[],\"except\":[]},\"frames\":[\"42[\\\"\u{fffd}\\\"]\"],\"offset\":0}"
+        );
+    }
+
     #[test]
     fn garbage_is_an_error() {
         for bad in [&b""[..], b"{", b"{\"from\":\"a\",\"t\":\"nope\"}", b"[1]"] {
