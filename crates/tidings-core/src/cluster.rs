@@ -22,8 +22,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A future returned by a [`Cluster`] method.
 pub type ClusterFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ClusterError>> + Send + 'a>>;
@@ -53,12 +56,72 @@ pub struct Target {
 }
 
 /// One encoded Engine.IO frame of a broadcast, as it goes on the wire.
+///
+/// In JSON a text frame is a string and a binary frame is `{"b": "<base64>"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireFrame {
     /// A text packet including its Engine.IO type digit, e.g. `42["news",1]`.
     Text(Bytes),
     /// A binary attachment's bytes.
     Binary(Bytes),
+}
+
+impl Serialize for WireFrame {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            // Text frames are encoded Socket.IO packets, UTF-8 by construction; anything else
+            // would not survive JSON and goes as U+FFFD.
+            WireFrame::Text(text) => serializer.serialize_str(&String::from_utf8_lossy(text)),
+            WireFrame::Binary(bytes) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("b", &BASE64.encode(bytes))?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WireFrame {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WireFrameVisitor)
+    }
+}
+
+struct WireFrameVisitor;
+
+impl<'de> Visitor<'de> for WireFrameVisitor {
+    type Value = WireFrame;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"a text frame (a string) or a binary frame ({"b": base64})"#)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<WireFrame, E> {
+        Ok(WireFrame::Text(Bytes::copy_from_slice(text.as_bytes())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<WireFrame, E> {
+        Ok(WireFrame::Text(Bytes::from(text)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireFrame, A::Error> {
+        let mut encoded: Option<String> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "b" {
+                // A field of a newer version: ignored, like unknown fields of messages.
+                map.next_value::<IgnoredAny>()?;
+            } else if encoded.is_some() {
+                return Err(de::Error::duplicate_field("b"));
+            } else {
+                encoded = Some(map.next_value()?);
+            }
+        }
+        let encoded = encoded.ok_or_else(|| de::Error::missing_field("b"))?;
+        BASE64
+            .decode(encoded.as_bytes())
+            .map(|bytes| WireFrame::Binary(Bytes::from(bytes)))
+            .map_err(|e| de::Error::custom(format_args!("binary frame: {e}")))
+    }
 }
 
 /// A socket on some node, as reported by a fetch-sockets request.
@@ -73,7 +136,14 @@ pub struct RemoteSocket {
 }
 
 /// What nodes tell each other.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// On the wire (see [`ClusterMessage::encode`]) a message is a JSON object: `"t"` names the
+/// variant in snake case (`"fetch_sockets"`), the variant's fields follow under their own
+/// names, and the frames of a broadcast are [`WireFrame`]s. Nodes of different versions share
+/// a cluster during an upgrade: a change to this form is a protocol change (the golden test
+/// `the_wire_form_is_pinned` says which bytes every variant has).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ClusterMessage {
     /// Deliver these frames to the local sockets of `target`.
@@ -82,7 +152,9 @@ pub enum ClusterMessage {
         target: Target,
         /// The encoded packet: one text frame, then its binary attachments.
         frames: Vec<WireFrame>,
-        /// The Connection State Recovery offset the packet carries, if any.
+        /// The Connection State Recovery offset the packet carries, if any (left out of the
+        /// JSON when there is none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         offset: Option<u64>,
     },
     /// Make the local sockets of `target` join `room`.
@@ -159,137 +231,22 @@ pub enum ClusterMessage {
     },
 }
 
-/// The JSON shape of a [`ClusterMessage`] on the wire.
+/// A message and the node that sent it, as carried between nodes: `{"from": "<node>", "t": …}`.
+/// `F` and `M` are borrowed to encode and owned to decode.
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-enum Wire {
-    Broadcast {
-        target: Target,
-        /// Text frames as strings, binary frames as `{"b": base64}`.
-        frames: Vec<WireFrameJson>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
-    },
-    Join {
-        target: Target,
-        room: String,
-    },
-    Leave {
-        target: Target,
-        room: String,
-    },
-    Disconnect {
-        target: Target,
-    },
-    FetchSockets {
-        request: u64,
-        origin: String,
-        target: Target,
-    },
-    Sockets {
-        request: u64,
-        sockets: Vec<RemoteSocket>,
-    },
-    ReleaseSession {
-        request: u64,
-        origin: String,
-        pid: String,
-    },
-    SessionReleased {
-        request: u64,
-        found: bool,
-    },
-    Published {
-        topic: String,
-    },
-    Subscribed {
-        topic: String,
-        key: String,
-        identity: String,
-        subscribed: bool,
-    },
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum WireFrameJson {
-    Text(String),
-    Binary { b: String },
-}
-
-/// A message and the node that sent it, as carried between nodes.
-#[derive(Serialize, Deserialize)]
-struct Envelope {
+struct Envelope<F, M> {
     /// The sending node.
-    from: String,
+    from: F,
     #[serde(flatten)]
-    message: Wire,
+    message: M,
 }
 
 impl ClusterMessage {
     /// Encodes the message sent by node `from`.
     pub fn encode(&self, from: &str) -> Vec<u8> {
-        let message = match self.clone() {
-            ClusterMessage::Broadcast {
-                target,
-                frames,
-                offset,
-            } => Wire::Broadcast {
-                target,
-                frames: frames
-                    .into_iter()
-                    .map(|f| match f {
-                        WireFrame::Text(t) => {
-                            WireFrameJson::Text(String::from_utf8_lossy(&t).into_owned())
-                        }
-                        WireFrame::Binary(b) => WireFrameJson::Binary {
-                            b: base64::engine::general_purpose::STANDARD.encode(&b),
-                        },
-                    })
-                    .collect(),
-                offset,
-            },
-            ClusterMessage::Join { target, room } => Wire::Join { target, room },
-            ClusterMessage::Leave { target, room } => Wire::Leave { target, room },
-            ClusterMessage::Disconnect { target } => Wire::Disconnect { target },
-            ClusterMessage::FetchSockets {
-                request,
-                origin,
-                target,
-            } => Wire::FetchSockets {
-                request,
-                origin,
-                target,
-            },
-            ClusterMessage::Sockets { request, sockets } => Wire::Sockets { request, sockets },
-            ClusterMessage::ReleaseSession {
-                request,
-                origin,
-                pid,
-            } => Wire::ReleaseSession {
-                request,
-                origin,
-                pid,
-            },
-            ClusterMessage::SessionReleased { request, found } => {
-                Wire::SessionReleased { request, found }
-            }
-            ClusterMessage::Published { topic } => Wire::Published { topic },
-            ClusterMessage::Subscribed {
-                topic,
-                key,
-                identity,
-                subscribed,
-            } => Wire::Subscribed {
-                topic,
-                key,
-                identity,
-                subscribed,
-            },
-        };
         let envelope = Envelope {
-            from: from.to_owned(),
-            message,
+            from,
+            message: self,
         };
         // Serializing plain strings, numbers and vectors cannot fail.
         serde_json::to_vec(&envelope).unwrap_or_default()
@@ -297,70 +254,9 @@ impl ClusterMessage {
 
     /// Decodes a message; returns it with the id of the node that sent it.
     pub fn decode(bytes: &[u8]) -> Result<(String, ClusterMessage), ClusterError> {
-        let envelope: Envelope =
+        let envelope: Envelope<String, ClusterMessage> =
             serde_json::from_slice(bytes).map_err(|e| ClusterError::Malformed(e.to_string()))?;
-        let message = match envelope.message {
-            Wire::Broadcast {
-                target,
-                frames,
-                offset,
-            } => {
-                let mut out = Vec::with_capacity(frames.len());
-                for f in frames {
-                    out.push(match f {
-                        WireFrameJson::Text(t) => WireFrame::Text(Bytes::from(t)),
-                        WireFrameJson::Binary { b } => WireFrame::Binary(Bytes::from(
-                            base64::engine::general_purpose::STANDARD
-                                .decode(b.as_bytes())
-                                .map_err(|e| ClusterError::Malformed(e.to_string()))?,
-                        )),
-                    });
-                }
-                ClusterMessage::Broadcast {
-                    target,
-                    frames: out,
-                    offset,
-                }
-            }
-            Wire::Join { target, room } => ClusterMessage::Join { target, room },
-            Wire::Leave { target, room } => ClusterMessage::Leave { target, room },
-            Wire::Disconnect { target } => ClusterMessage::Disconnect { target },
-            Wire::FetchSockets {
-                request,
-                origin,
-                target,
-            } => ClusterMessage::FetchSockets {
-                request,
-                origin,
-                target,
-            },
-            Wire::Sockets { request, sockets } => ClusterMessage::Sockets { request, sockets },
-            Wire::ReleaseSession {
-                request,
-                origin,
-                pid,
-            } => ClusterMessage::ReleaseSession {
-                request,
-                origin,
-                pid,
-            },
-            Wire::SessionReleased { request, found } => {
-                ClusterMessage::SessionReleased { request, found }
-            }
-            Wire::Published { topic } => ClusterMessage::Published { topic },
-            Wire::Subscribed {
-                topic,
-                key,
-                identity,
-                subscribed,
-            } => ClusterMessage::Subscribed {
-                topic,
-                key,
-                identity,
-                subscribed,
-            },
-        };
-        Ok((envelope.from, message))
+        Ok((envelope.from, envelope.message))
     }
 }
 
@@ -459,6 +355,159 @@ mod tests {
         }
     }
 
+    /// The exact bytes of every variant, pinned: nodes of different versions share a cluster
+    /// during a rolling upgrade, so a change here must be a deliberate protocol change.
+    #[test]
+    fn the_wire_form_is_pinned() {
+        let target = Target {
+            namespace: "/chat".into(),
+            rooms: vec!["lobby".into()],
+            except: vec!["muted".into()],
+        };
+        const TARGET: &str =
+            r#""target":{"namespace":"/chat","rooms":["lobby"],"except":["muted"]}"#;
+        let cases: Vec<(ClusterMessage, String)> = vec![
+            (
+                ClusterMessage::Broadcast {
+                    target: target.clone(),
+                    frames: vec![
+                        WireFrame::Text(Bytes::from_static(
+                            br#"451-/chat,["x",{"_placeholder":true,"num":0},"42"]"#,
+                        )),
+                        WireFrame::Binary(Bytes::from_static(&[0, 255, 7])),
+                        WireFrame::Binary(Bytes::new()),
+                    ],
+                    offset: Some(42),
+                },
+                format!(
+                    r#"{{"from":"node-a","t":"broadcast",{TARGET},"frames":["451-/chat,[\"x\",{{\"_placeholder\":true,\"num\":0}},\"42\"]",{{"b":"AP8H"}},{{"b":""}}],"offset":42}}"#
+                ),
+            ),
+            (
+                ClusterMessage::Broadcast {
+                    target: Target {
+                        namespace: "/".into(),
+                        rooms: Vec::new(),
+                        except: Vec::new(),
+                    },
+                    frames: vec![WireFrame::Text(Bytes::from_static("42[\"é\"]".as_bytes()))],
+                    offset: None,
+                },
+                r#"{"from":"node-a","t":"broadcast","target":{"namespace":"/","rooms":[],"except":[]},"frames":["42[\"é\"]"]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Join {
+                    target: target.clone(),
+                    room: "r".into(),
+                },
+                format!(r#"{{"from":"node-a","t":"join",{TARGET},"room":"r"}}"#),
+            ),
+            (
+                ClusterMessage::Leave {
+                    target: target.clone(),
+                    room: "r".into(),
+                },
+                format!(r#"{{"from":"node-a","t":"leave",{TARGET},"room":"r"}}"#),
+            ),
+            (
+                ClusterMessage::Disconnect {
+                    target: target.clone(),
+                },
+                format!(r#"{{"from":"node-a","t":"disconnect",{TARGET}}}"#),
+            ),
+            (
+                ClusterMessage::FetchSockets {
+                    request: u64::MAX,
+                    origin: "n1".into(),
+                    target,
+                },
+                format!(
+                    r#"{{"from":"node-a","t":"fetch_sockets","request":18446744073709551615,"origin":"n1",{TARGET}}}"#
+                ),
+            ),
+            (
+                ClusterMessage::Sockets {
+                    request: 9,
+                    sockets: vec![RemoteSocket {
+                        sid: "abc".into(),
+                        node: "n2".into(),
+                        rooms: vec!["abc".into(), "lobby".into()],
+                    }],
+                },
+                r#"{"from":"node-a","t":"sockets","request":9,"sockets":[{"sid":"abc","node":"n2","rooms":["abc","lobby"]}]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::ReleaseSession {
+                    request: 9,
+                    origin: "n2".into(),
+                    pid: "p".into(),
+                },
+                r#"{"from":"node-a","t":"release_session","request":9,"origin":"n2","pid":"p"}"#
+                    .to_owned(),
+            ),
+            (
+                ClusterMessage::SessionReleased {
+                    request: 9,
+                    found: true,
+                },
+                r#"{"from":"node-a","t":"session_released","request":9,"found":true}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Published {
+                    topic: "pickup".into(),
+                },
+                r#"{"from":"node-a","t":"published","topic":"pickup"}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Subscribed {
+                    topic: "pickup".into(),
+                    key: "group:drivers".into(),
+                    identity: "d-1".into(),
+                    subscribed: false,
+                },
+                r#"{"from":"node-a","t":"subscribed","topic":"pickup","key":"group:drivers","identity":"d-1","subscribed":false}"#.to_owned(),
+            ),
+        ];
+        for (message, golden) in cases {
+            assert_eq!(String::from_utf8(message.encode("node-a")).unwrap(), golden);
+            let (from, back) = ClusterMessage::decode(golden.as_bytes()).unwrap();
+            assert_eq!((from.as_str(), back), ("node-a", message));
+        }
+    }
+
+    /// What older or newer nodes may send: fields in another order, fields this version does
+    /// not know, no `offset`, and text that is not UTF-8 (sent as U+FFFD).
+    #[test]
+    fn decoding_is_lenient_where_the_wire_form_allows() {
+        let reordered = br#"{"frames":["42[1]",{"b":"AQ==","x":0}],"t":"broadcast","new":[1],"target":{"except":[],"rooms":["a"],"namespace":"/"},"from":"n9"}"#;
+        let (from, message) = ClusterMessage::decode(reordered).unwrap();
+        assert_eq!(from, "n9");
+        assert_eq!(
+            message,
+            ClusterMessage::Broadcast {
+                target: Target {
+                    namespace: "/".into(),
+                    rooms: vec!["a".into()],
+                    except: Vec::new(),
+                },
+                frames: vec![
+                    WireFrame::Text(Bytes::from_static(b"42[1]")),
+                    WireFrame::Binary(Bytes::from_static(&[1])),
+                ],
+                offset: None,
+            }
+        );
+        let not_utf8 = ClusterMessage::Broadcast {
+            target: Target::default(),
+            frames: vec![WireFrame::Text(Bytes::from_static(b"42[\"\xff\"]"))],
+            offset: Some(0),
+        };
+        assert_eq!(
+            String::from_utf8(not_utf8.encode("n")).unwrap(),
+            "{\"from\":\"n\",\"t\":\"broadcast\",\"target\":{\"namespace\":\"\",\"rooms\":[],\"except\":[]},\"frames\":[\"42[\\\"\u{fffd}\\\"]\"],\"offset\":0}"
+        );
+    }
+
     #[test]
     fn garbage_is_an_error() {
         for bad in [&b""[..], b"{", b"{\"from\":\"a\",\"t\":\"nope\"}", b"[1]"] {
@@ -466,5 +515,17 @@ mod tests {
         }
         let bad_base64 = br#"{"from":"a","t":"broadcast","target":{"namespace":"/","rooms":[],"except":[]},"frames":[{"b":"%%%"}]}"#;
         assert!(ClusterMessage::decode(bad_base64).is_err());
+        for frame in [
+            "1",
+            "null",
+            "{}",
+            r#"{"x":"AQ=="}"#,
+            r#"{"b":"AQ==","b":"AQ=="}"#,
+        ] {
+            let bad = format!(
+                r#"{{"from":"a","t":"broadcast","target":{{"namespace":"/","rooms":[],"except":[]}},"frames":[{frame}]}}"#
+            );
+            assert!(ClusterMessage::decode(bad.as_bytes()).is_err(), "{frame}");
+        }
     }
 }

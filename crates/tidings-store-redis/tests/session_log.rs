@@ -85,3 +85,31 @@ async fn two_nodes_share_sessions_and_packets() {
     assert!(trimmed.packets.is_empty());
     assert!(!trimmed.is_complete());
 }
+
+/// Known bug: a node's offset tag is its connection count modulo 256 (`INCR recovery:nodes`),
+/// so a node that connects 256 connections after a live one gets the same tag, and the two
+/// hand out the same offsets in the same millisecond (a client that saw one of them is then
+/// never replayed the other). Restarts count: a cluster gets there once its nodes have
+/// restarted 255 times between them. A fix needs tags leased to live nodes, not a counter.
+#[tokio::test]
+#[ignore = "known bug: offset tags wrap after 256 connections (see the doc comment)"]
+async fn nodes_256_connections_apart_never_share_an_offset() {
+    let h = common::store_with(|_| {});
+    let config = h.store.config().clone();
+    let a = RedisSessionLog::connect(config.clone()).await.unwrap();
+    for _ in 0..255 {
+        drop(RedisSessionLog::connect(config.clone()).await.unwrap());
+    }
+    let b = RedisSessionLog::connect(config).await.unwrap();
+    let mut all = Vec::new();
+    for _ in 0..1000 {
+        all.extend([a.next_offset(), b.next_offset()]);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        2000,
+        "two live nodes handed out the same offsets"
+    );
+}

@@ -1,6 +1,7 @@
-//! The conformance suite of the tidings [`Store`] seam: every backend passes it.
+//! The conformance suites of the tidings seams with several backends: every [`Store`] backend
+//! and every [`SessionLog`](tidings_core::session_log::SessionLog) backend passes its suite.
 //!
-//! It has two parts:
+//! The [`Store`] suite has two parts:
 //! - [`conformance`]: one `pub async fn` per behaviour of the trait's doc contracts, each
 //!   taking a fresh store;
 //! - [`model`]: a model-based property test: random sequences of operations applied to the
@@ -19,6 +20,18 @@
 //! while the store uses it. An optional `model_cases = N` sets how many random sequences the
 //! model test runs (default 64; the `PROPTEST_CASES` environment variable overrides both).
 //!
+//! The [`session_log`] suite (Connection State Recovery logs) is one `pub async fn` per
+//! behaviour too, in three groups run by three macros, each taking a
+//! [`LogBackend`](session_log::LogBackend) (something that opens logs on one storage):
+//!
+//! ```ignore
+//! // Every log; a `Fn() -> impl SessionLog` is a backend.
+//! tidings_store_tests::session_log_conformance_tests!(MemorySessionLog::new);
+//! // A log whose content outlives the process, and one that several nodes share.
+//! tidings_store_tests::session_log_restart_tests!(redis_backend());
+//! tidings_store_tests::session_log_shared_tests!(redis_backend());
+//! ```
+//!
 //! The tests run on a current-thread Tokio runtime ([`block_on`]), so the backend crate needs no
 //! Tokio dev-dependency of its own.
 #![forbid(unsafe_code)]
@@ -28,6 +41,7 @@
 pub mod conformance;
 pub mod faulty;
 pub mod model;
+pub mod session_log;
 
 use std::future::Future;
 
@@ -144,6 +158,107 @@ macro_rules! __conformance_tests {
             fn $name() {
                 let harness = $make;
                 $crate::block_on($crate::conformance::$name($crate::Harness::store(&harness)));
+            }
+        )*
+    };
+}
+
+/// Expands into one `#[test]` per behaviour every [`SessionLog`] must have (the `pub async fn`s
+/// at the top of [`session_log`]), each on a log opened by the [`LogBackend`] the expression
+/// makes. The expression is evaluated once per test, outside the runtime; the log is opened
+/// inside it.
+///
+/// ```ignore
+/// tidings_store_tests::session_log_conformance_tests!(MemorySessionLog::new);
+/// tidings_store_tests::session_log_conformance_tests!(temp_file_backend());
+/// ```
+///
+/// [`SessionLog`]: tidings_core::session_log::SessionLog
+/// [`LogBackend`]: session_log::LogBackend
+#[macro_export]
+macro_rules! session_log_conformance_tests {
+    ($backend:expr) => {
+        $crate::__session_log_tests!(
+            $backend;
+            offsets_grow_strictly,
+            offsets_carry_the_wall_clock,
+            concurrent_appends_are_all_replayed_in_order,
+            append_keeps_every_field,
+            since_returns_what_follows_the_offset,
+            packets_appended_out_of_order_replay_in_offset_order,
+            since_keeps_to_its_namespace,
+            since_applies_rooms_and_exceptions,
+            a_packet_for_several_rooms_is_replayed_once,
+            reads_see_the_writes_before_them,
+            a_session_is_taken_once,
+            persist_replaces_the_record_of_its_pid,
+            a_recovering_session_gets_exactly_what_it_missed,
+            replays_are_complete_until_a_trim,
+            trim_drops_what_is_older_than_the_window,
+            trim_keeps_what_is_exactly_at_the_cut,
+            trims_are_idempotent_and_appends_go_on,
+            flush_answers_after_the_writes,
+        );
+    };
+}
+
+/// Expands into one `#[test]` per behaviour of [`session_log::restart`], for a backend whose
+/// logs keep their content when closed and opened again (SQLite, Redis).
+#[macro_export]
+macro_rules! session_log_restart_tests {
+    ($backend:expr) => {
+        $crate::__session_log_backend_tests!(
+            $backend; restart;
+            flushed_writes_reach_the_storage,
+            flushed_writes_survive_a_reopen,
+            offsets_keep_growing_across_a_reopen,
+            the_trim_survives_a_reopen,
+        );
+    };
+}
+
+/// Expands into one `#[test]` per behaviour of [`session_log::shared`], for a backend whose
+/// logs several nodes use at once (Redis).
+#[macro_export]
+macro_rules! session_log_shared_tests {
+    ($backend:expr) => {
+        $crate::__session_log_backend_tests!(
+            $backend; shared;
+            nodes_never_hand_out_the_same_offset,
+            a_session_is_taken_once_across_nodes,
+            every_node_replays_every_nodes_packets,
+            a_new_node_starts_above_the_logged_offsets,
+            a_trim_by_one_node_holds_for_all,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __session_log_tests {
+    ($backend:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let backend = $backend;
+                $crate::block_on(async {
+                    let log = $crate::session_log::LogBackend::open(&backend).await;
+                    $crate::session_log::$name(&log).await;
+                });
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __session_log_backend_tests {
+    ($backend:expr; $group:ident; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let backend = $backend;
+                $crate::block_on($crate::session_log::$group::$name(&backend));
             }
         )*
     };
