@@ -364,6 +364,20 @@ pub struct DeadLetter {
     pub dead_at: Millis,
 }
 
+impl DeadLetter {
+    /// Sorts dead letters the way [`Store::dead_letters`] lists them: by the time they died,
+    /// then offset, then subscription. Every backend calls this, so they agree to the letter.
+    pub fn sort(letters: &mut [DeadLetter]) {
+        letters.sort_by(|a, b| {
+            (a.dead_at, a.message.offset, &a.subscription).cmp(&(
+                b.dead_at,
+                b.message.offset,
+                &b.subscription,
+            ))
+        });
+    }
+}
+
 fn serialize_display<T: fmt::Display, S: serde::Serializer>(
     v: &T,
     s: S,

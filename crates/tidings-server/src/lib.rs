@@ -18,8 +18,10 @@ pub mod config;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+mod inbound;
 pub mod io;
 pub mod limits;
+pub mod metrics;
 pub mod queue;
 pub mod recovery;
 mod server;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -158,7 +158,7 @@ impl KeyedBuckets {
 pub(crate) struct ConnectionLimiter {
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    pub(crate) refused: AtomicU64,
+    pub(crate) refused: crate::metrics::Counter,
     /// Woken whenever a connection closes (for the drain after a shutdown).
     closed: tokio::sync::Notify,
 }
@@ -220,9 +220,8 @@ impl ConnectionLimiter {
             None
         };
         if let Some(why) = refused {
-            let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            // One line per 1000 refusals: a flood must not flood the log too.
-            if n % 1000 == 1 {
+            let (n, warn) = self.refused.incr();
+            if warn {
                 tracing::warn!(%ip, total, from_ip = mine, refused = n, "connection refused: {why}");
             }
             return Err(why);
@@ -276,6 +275,6 @@ mod tests {
         assert!(limiter.admit(b, &limits).is_err(), "total reached");
         drop(p1);
         assert!(limiter.admit(a, &limits).is_ok());
-        assert_eq!(limiter.refused.load(Ordering::Relaxed), 2);
+        assert_eq!(limiter.refused.get(), 2);
     }
 }

@@ -42,7 +42,7 @@ pub(crate) struct ServerInner {
     shutdown: CancellationToken,
     socketio_protocol_errors: AtomicU64,
     /// Events refused by [`crate::Limits::events_per_second`].
-    pub(crate) rate_limited_events: AtomicU64,
+    pub(crate) rate_limited_events: crate::metrics::Counter,
     connections: Arc<ConnectionLimiter>,
     queues: OnceLock<Arc<Queues>>,
     pub(crate) recovery: Option<Arc<Recovery>>,
@@ -180,7 +180,7 @@ impl Server {
             engine: OnceLock::new(),
             shutdown: CancellationToken::new(),
             socketio_protocol_errors: AtomicU64::new(0),
-            rate_limited_events: AtomicU64::new(0),
+            rate_limited_events: crate::metrics::Counter::default(),
             connections: Arc::new(ConnectionLimiter::default()),
             queues: OnceLock::new(),
             recovery,
@@ -271,9 +271,16 @@ impl Server {
     /// the other nodes, and theirs reach ours. Call it before serving; a second call is
     /// ignored and returns false.
     pub fn enable_cluster(&self, cluster: Arc<dyn Cluster>) -> bool {
-        self.inner
-            .cluster
-            .enable(cluster, Arc::downgrade(&self.inner))
+        if !self.inner.cluster.set(cluster.clone()) {
+            return false;
+        }
+        let server = Arc::downgrade(&self.inner);
+        cluster.start(Arc::new(move |message| {
+            if let Some(server) = server.upgrade() {
+                crate::inbound::route(&server, message);
+            }
+        }));
+        true
     }
 
     /// The cluster, when [`Server::enable_cluster`] was called.
@@ -301,8 +308,8 @@ impl Server {
             slow_client_disconnects: stats.slow_client_disconnects.load(Ordering::Relaxed),
             protocol_errors: stats.protocol_errors.load(Ordering::Relaxed)
                 + self.inner.socketio_protocol_errors.load(Ordering::Relaxed),
-            connections_refused: self.inner.connections.refused.load(Ordering::Relaxed),
-            rate_limited_events: self.inner.rate_limited_events.load(Ordering::Relaxed),
+            connections_refused: self.inner.connections.refused.get(),
+            rate_limited_events: self.inner.rate_limited_events.get(),
             slow_requests: stats.slow_requests.load(Ordering::Relaxed),
         }
     }
@@ -554,28 +561,11 @@ where
 async fn refuse(stream: TcpStream, tls: Option<TlsAcceptor>, why: &'static str) {
     let answer = crate::limits::refusal(why);
     let Some(acceptor) = tls else {
-        return answer_and_close(stream, answer).await;
+        return crate::engine::answer_and_close(stream, answer).await;
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     if let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-        let _ = tokio::time::timeout_at(deadline, answer_and_close(stream, answer)).await;
+        let _ = tokio::time::timeout_at(deadline, crate::engine::answer_and_close(stream, answer))
+            .await;
     }
-}
-
-/// Writes `answer` and closes the connection (bounded: 1 s).
-pub(crate) async fn answer_and_close<S>(mut stream: S, answer: Vec<u8>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // Read what the client sent until it closes, so that closing with unread input does not
-    // reset the connection before the answer arrives.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        stream.write_all(&answer).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
 }

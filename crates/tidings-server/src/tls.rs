@@ -211,7 +211,7 @@ pub(crate) async fn accept(
         Ok(Ok(_)) if first[0] != TLS_HANDSHAKE_RECORD => {
             tracing::debug!(peer = %addr, "plain http on the tls port");
             if first[0].is_ascii_uppercase() {
-                crate::server::answer_and_close(stream, plain_http_answer()).await;
+                crate::engine::answer_and_close(stream, plain_http_answer()).await;
             }
             return None;
         }

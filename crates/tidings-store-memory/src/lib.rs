@@ -468,13 +468,7 @@ impl State {
                 })
             })
             .collect();
-        out.sort_by(|a, b| {
-            (a.dead_at, a.message.offset, &a.subscription).cmp(&(
-                b.dead_at,
-                b.message.offset,
-                &b.subscription,
-            ))
-        });
+        DeadLetter::sort(&mut out);
         Ok(out)
     }
 

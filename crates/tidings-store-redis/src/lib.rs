@@ -586,13 +586,7 @@ impl RedisStore {
                 dead_at: rec.dead_at,
             });
         }
-        out.sort_by(|a, b| {
-            (a.dead_at, a.message.offset, &a.subscription).cmp(&(
-                b.dead_at,
-                b.message.offset,
-                &b.subscription,
-            ))
-        });
+        DeadLetter::sort(&mut out);
         Ok(out)
     }
 

@@ -789,13 +789,7 @@ pub(crate) fn dead_letters(c: &Connection, topic: &Topic) -> Result<Vec<DeadLett
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    out.sort_by(|a, b| {
-        (a.dead_at, a.message.offset, &a.subscription).cmp(&(
-            b.dead_at,
-            b.message.offset,
-            &b.subscription,
-        ))
-    });
+    DeadLetter::sort(&mut out);
     Ok(out)
 }
 

@@ -537,7 +537,7 @@ impl Model {
                 })
             })
             .collect();
-        out.sort_by_key(dead_order);
+        DeadLetter::sort(&mut out);
         Ok(out)
     }
 
@@ -628,10 +628,6 @@ impl Model {
             .flat_map(|(t, mt)| mt.subs.keys().map(move |s| (t.clone(), s.clone())))
             .collect()
     }
-}
-
-fn dead_order(d: &DeadLetter) -> (Millis, Offset, SubscriptionName) {
-    (d.dead_at, d.message.offset, d.subscription.clone())
 }
 
 fn sorted_gaps(mut gaps: Vec<Gap>) -> Vec<Gap> {
@@ -915,7 +911,7 @@ async fn compare_state<S: Store>(store: &S, model: &Model) -> Result<(), TestCas
                     "dead letters not oldest first: {d:?}"
                 )));
             }
-            d.sort_by_key(dead_order);
+            DeadLetter::sort(d);
         }
         same("dead_letters", dead, model.dead_letters(&t))?;
     }

@@ -377,3 +377,21 @@ pub(crate) fn on_binary(session: &Arc<Session>, data: Bytes) -> bool {
     }
     !session.is_closed()
 }
+
+/// Writes `answer` and closes the connection (bounded: 1 s).
+pub(crate) async fn answer_and_close<S>(mut stream: S, answer: Vec<u8>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read what the client sent until it closes, so that closing with unread input does not
+    // reset the connection before the answer arrives.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}

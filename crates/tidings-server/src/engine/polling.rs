@@ -10,6 +10,7 @@ use tidings_proto::engine::{self, Frame, PayloadItem};
 
 use super::body::{BodyError, read_body};
 use super::http::{Body, EngineError, text_response};
+use super::session::State;
 use super::{CloseReason, Session, TransportKind, on_binary, on_text_packet};
 
 /// The most packets one polling response carries. python-engineio drops the connection when a
@@ -44,19 +45,8 @@ pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
         // has finished the upgrade.
         return text_response(StatusCode::OK, "6", TEXT_PLAIN);
     }
-    {
-        let mut state = session.state.lock();
-        if state.transport != TransportKind::Polling {
-            return EngineError::BadRequest.response();
-        }
-        if state.get_pending {
-            // Two GETs at once: the client is broken. The waiting one gets the close packet,
-            // this one an error.
-            drop(state);
-            session.close(CloseReason::TransportError);
-            return EngineError::BadRequest.response();
-        }
-        state.get_pending = true;
+    if let Err(e) = begin(&session, |state| &mut state.get_pending) {
+        return e.response();
     }
     let mut guard = PendingGet {
         session: session.clone(),
@@ -140,19 +130,31 @@ impl Drop for PendingPost {
     }
 }
 
+/// Marks a GET or a POST (`pending` picks its flag) as under way on `session`. A request on a
+/// session that no longer polls is a 400; two of a kind at once mean a broken client: the
+/// session is closed (a waiting GET gets the close packet) and this request is a 400.
+fn begin(
+    session: &Arc<Session>,
+    pending: fn(&mut State) -> &mut bool,
+) -> Result<(), EngineError> {
+    let mut state = session.state.lock();
+    if state.transport != TransportKind::Polling {
+        return Err(EngineError::BadRequest);
+    }
+    let flag = pending(&mut state);
+    if *flag {
+        drop(state);
+        session.close(CloseReason::TransportError);
+        return Err(EngineError::BadRequest);
+    }
+    *flag = true;
+    Ok(())
+}
+
 /// A polling POST: decodes the payload and hands each packet to the session, in order.
 pub(crate) async fn post(session: Arc<Session>, req: Request<Incoming>) -> Response<Body> {
-    {
-        let mut state = session.state.lock();
-        if state.transport != TransportKind::Polling {
-            return EngineError::BadRequest.response();
-        }
-        if state.post_pending {
-            drop(state);
-            session.close(CloseReason::TransportError);
-            return EngineError::BadRequest.response();
-        }
-        state.post_pending = true;
+    if let Err(e) = begin(&session, |state| &mut state.post_pending) {
+        return e.response();
     }
     let _slot = PendingPost(session.clone());
     let max = session.config().max_payload;

@@ -79,20 +79,9 @@ fn server(io: Upgraded, max_payload: usize) -> (Reader, Writer) {
 }
 
 /// A new session whose first transport is WebSocket.
-pub(crate) fn open(
-    engine: Engine,
-    mut req: Request<Incoming>,
-    handshake: Handshake,
-) -> Response<Body> {
-    let res = match switching_protocols(&req) {
-        Ok(res) => res,
-        Err(e) => return e.response(),
-    };
-    let permit = super::take_guard(&mut req);
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let _permit = permit;
-        match on_upgrade.await {
+pub(crate) fn open(engine: Engine, req: Request<Incoming>, handshake: Handshake) -> Response<Body> {
+    accept(req, move |upgraded| async move {
+        match upgraded {
             Ok(io) => {
                 let (reader, writer) = server(io, engine.config().max_payload);
                 let session = engine.open_session(TransportKind::WebSocket, handshake);
@@ -100,12 +89,30 @@ pub(crate) fn open(
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
+    })
+    .unwrap_or_else(|e| e.response())
+}
+
+/// Answers a WebSocket handshake with 101 and runs `then` on the upgraded connection in a task
+/// of its own, which holds the request's [`ConnectionGuard`](super::ConnectionGuard) for the
+/// connection's life. `Err`: the handshake is not acceptable.
+fn accept<F, Fut>(mut req: Request<Incoming>, then: F) -> Result<Response<Body>, EngineError>
+where
+    F: FnOnce(hyper::Result<Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let res = switching_protocols(&req)?;
+    let guard = super::take_guard(&mut req);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _guard = guard;
+        then(on_upgrade.await).await;
     });
-    res
+    Ok(res)
 }
 
 /// A WebSocket that takes over an existing polling session (the upgrade with probe).
-pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Response<Body> {
+pub(crate) fn upgrade(session: Arc<Session>, req: Request<Incoming>) -> Response<Body> {
     {
         let mut state = session.state.lock();
         // Only a polling session can upgrade, and only once: a second WebSocket for the same
@@ -117,18 +124,9 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
         }
         state.upgrading = true;
     }
-    let res = match switching_protocols(&req) {
-        Ok(res) => res,
-        Err(e) => {
-            session.state.lock().upgrading = false;
-            return e.response();
-        }
-    };
-    let permit = super::take_guard(&mut req);
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let io = match on_upgrade.await {
+    let upgrading = session.clone();
+    let accepted = accept(req, move |upgraded| async move {
+        let io = match upgraded {
             Ok(io) => io,
             Err(e) => {
                 tracing::debug!(sid = %session.sid(), error = %e, "websocket upgrade failed");
@@ -163,7 +161,10 @@ pub(crate) fn upgrade(session: Arc<Session>, mut req: Request<Incoming>) -> Resp
         tracing::debug!(sid = %session.sid(), "upgraded to websocket");
         run(session, reader, writer).await;
     });
-    res
+    accepted.unwrap_or_else(|e| {
+        upgrading.state.lock().upgrading = false;
+        e.response()
+    })
 }
 
 /// The probe exchange: `2probe` → `3probe`, then `5` (upgrade). Returns true when the client
@@ -294,32 +295,24 @@ async fn run(session: Arc<Session>, mut reader: Reader, writer: Writer) {
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Accepts a WebSocket handshake only to close the connection at once.
-fn refuse_after_accept(mut req: Request<Incoming>) -> Response<Body> {
-    let res = match switching_protocols(&req) {
-        Ok(res) => res,
-        Err(e) => return e.response(),
-    };
-    let permit = super::take_guard(&mut req);
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let _permit = permit;
-        if let Ok(io) = on_upgrade.await {
-            let (mut reader, mut writer) = server(io, 125);
-            let closing = async {
-                let _ = writer
-                    .close(CloseCode::POLICY_VIOLATION, "session already upgraded")
-                    .await;
-                // Wait for the client's close frame (or anything that ends the read).
-                while let Ok(Some(msg)) = reader.next().await {
-                    if matches!(msg, Message::Close(_)) {
-                        break;
-                    }
+fn refuse_after_accept(req: Request<Incoming>) -> Response<Body> {
+    accept(req, |upgraded| async move {
+        let Ok(io) = upgraded else { return };
+        let (mut reader, mut writer) = server(io, 125);
+        let closing = async {
+            let _ = writer
+                .close(CloseCode::POLICY_VIOLATION, "session already upgraded")
+                .await;
+            // Wait for the client's close frame (or anything that ends the read).
+            while let Ok(Some(msg)) = reader.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
                 }
-            };
-            let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
-        }
-    });
-    res
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+    })
+    .unwrap_or_else(|e| e.response())
 }
 
 /// Writes queued frames in order, batching everything available into one write. When the

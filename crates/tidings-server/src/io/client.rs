@@ -198,14 +198,8 @@ impl Client {
         };
         if let Some(bucket) = &self.events {
             if !bucket.lock().take() {
-                let refused = self
-                    .server
-                    .rate_limited_events
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    + 1;
-                // Counted always; logged at warn once per 1000 so a flood cannot flood the
-                // log, and the first refusal of all is always visible.
-                if refused % 1000 == 1 {
+                let (refused, warn) = self.server.rate_limited_events.incr();
+                if warn {
                     tracing::warn!(sid = %socket.id(), event = %event.name, refused, "event over the rate limit refused (logged once per 1000)");
                 } else {
                     tracing::debug!(sid = %socket.id(), event = %event.name, refused, "event over the rate limit refused");

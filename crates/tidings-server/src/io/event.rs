@@ -29,9 +29,15 @@ pub enum EmitError {
 }
 
 /// Waiting for an acknowledgement failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AckError {
+    /// The data could not be serialized to JSON: nothing was sent.
+    #[error("cannot serialize event data: {0}")]
+    Serialize(String),
+    /// The event name is reserved by Socket.IO: nothing was sent.
+    #[error("event name {0:?} is reserved")]
+    ReservedName(String),
     /// No acknowledgement within the timeout.
     #[error("acknowledgement timed out")]
     Timeout,
@@ -41,6 +47,16 @@ pub enum AckError {
     /// The emit itself failed.
     #[error("emit failed: {0}")]
     Send(#[from] SendError),
+}
+
+impl From<EmitError> for AckError {
+    fn from(e: EmitError) -> Self {
+        match e {
+            EmitError::Serialize(e) => AckError::Serialize(e.to_string()),
+            EmitError::ReservedName(name) => AckError::ReservedName(name),
+            EmitError::Send(e) => AckError::Send(e),
+        }
+    }
 }
 
 /// The arguments a client acknowledged with.
@@ -266,5 +282,18 @@ mod tests {
             event_frames("/", "disconnect", vec![], &[], None),
             Err(EmitError::ReservedName(_))
         ));
+    }
+
+    #[test]
+    fn an_emit_that_cannot_be_encoded_is_no_closed_socket() {
+        // A map with non-string keys has no JSON form.
+        let data = std::collections::HashMap::from([((1, 2), 3)]);
+        let e = EmitError::from(serde_json::to_value(data).unwrap_err());
+        assert!(matches!(AckError::from(e), AckError::Serialize(m) if m.contains("key")));
+        let e = event_frames("/", "connect", vec![], &[], Some(1)).unwrap_err();
+        assert_eq!(
+            AckError::from(e),
+            AckError::ReservedName("connect".to_owned())
+        );
     }
 }

@@ -385,10 +385,7 @@ impl Socket {
         data: &T,
         timeout: Duration,
     ) -> Result<AckReply, AckError> {
-        let args = vec![
-            serde_json::to_value(data)
-                .map_err(|_| AckError::Send(crate::engine::SendError::Closed))?,
-        ];
+        let args = vec![serde_json::to_value(data).map_err(EmitError::from)?];
         self.emit_args_with_ack(event, args, &[], timeout).await
     }
 
@@ -415,8 +412,7 @@ impl Socket {
         attachments: &[Bytes],
     ) -> Result<PendingAck, AckError> {
         let id = self.inner.ns.next_ack_id();
-        let frames = event_frames(self.inner.ns.name(), event, args, attachments, Some(id))
-            .map_err(|_| AckError::Send(crate::engine::SendError::Closed))?;
+        let frames = event_frames(self.inner.ns.name(), event, args, attachments, Some(id))?;
         let rx = self.register_ack(id).ok_or(AckError::Disconnected)?;
         if let Err(e) = self.inner.session.send_all(&frames) {
             self.forget_ack(id);

@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tidings_core::store::{Gap, QueueBound, SubscriptionName, Topic};
@@ -12,6 +11,7 @@ use tidings_core::{ErrorBody, ErrorCode};
 
 use super::{QueueKey, Queues};
 use crate::limits::KeyedBuckets;
+use crate::metrics::Counter;
 
 /// The state of admission: rate buckets, known topics and refusal counters.
 #[derive(Default)]
@@ -20,15 +20,15 @@ pub(super) struct Admission {
     /// per identity.
     publish_buckets: KeyedBuckets,
     /// Publishes refused by the per-identity rate limit.
-    rate_limited_publishes: AtomicU64,
+    rate_limited_publishes: Counter,
     /// Subscribes refused by `max_subscriptions_per_identity`.
-    subscriptions_refused: AtomicU64,
+    subscriptions_refused: Counter,
     /// Publishes refused with `queue_full`.
-    queue_full_publishes: AtomicU64,
+    queue_full_publishes: Counter,
     /// Unsettled entries dropped by `Overflow::DropOldest`.
-    overflow_dropped: AtomicU64,
+    overflow_dropped: Counter,
     /// Publishes and subscribes refused by `max_topics`.
-    topics_refused: AtomicU64,
+    topics_refused: Counter,
     /// Topics known to exist (with `max_topics` only): topics are never deleted, so a topic
     /// in here needs no check.
     known_topics: Mutex<HashSet<Topic>>,
@@ -40,29 +40,27 @@ pub(super) struct Admission {
 impl Queues {
     /// Publishes refused by [`QueueConfig::max_publishes_per_second`](super::QueueConfig::max_publishes_per_second) since start.
     pub fn rate_limited_publishes(&self) -> u64 {
-        self.admission
-            .rate_limited_publishes
-            .load(Ordering::Relaxed)
+        self.admission.rate_limited_publishes.get()
     }
 
     /// Subscribes refused by [`QueueConfig::max_subscriptions_per_identity`](super::QueueConfig::max_subscriptions_per_identity) since start.
     pub fn subscriptions_refused(&self) -> u64 {
-        self.admission.subscriptions_refused.load(Ordering::Relaxed)
+        self.admission.subscriptions_refused.get()
     }
 
     /// Publishes refused with `queue_full` since start.
     pub fn queue_full_publishes(&self) -> u64 {
-        self.admission.queue_full_publishes.load(Ordering::Relaxed)
+        self.admission.queue_full_publishes.get()
     }
 
     /// Unsettled entries dropped from full queues ([`Overflow::DropOldest`](tidings_core::store::Overflow::DropOldest)) since start.
     pub fn overflow_dropped(&self) -> u64 {
-        self.admission.overflow_dropped.load(Ordering::Relaxed)
+        self.admission.overflow_dropped.get()
     }
 
     /// Publishes and subscribes refused by [`QueueConfig::max_topics`](super::QueueConfig::max_topics) since start.
     pub fn topics_refused(&self) -> u64 {
-        self.admission.topics_refused.load(Ordering::Relaxed)
+        self.admission.topics_refused.get()
     }
 
     /// Under [`QueueConfig::max_topics`](super::QueueConfig::max_topics): Ok(None) when `topic` exists (or there is no
@@ -93,12 +91,8 @@ impl Queues {
             return Ok(Some(guard));
         }
         drop(known);
-        let n = self
-            .admission
-            .topics_refused
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        if n % 1000 == 1 {
+        let (n, warn) = self.admission.topics_refused.incr();
+        if warn {
             tracing::warn!(topic = %topic, max, refused = n, "new topic over max_topics refused");
         }
         Err(ErrorBody::new(
@@ -124,12 +118,8 @@ impl Queues {
         subscription: &SubscriptionName,
         depth: u64,
     ) -> ErrorBody {
-        let n = self
-            .admission
-            .queue_full_publishes
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        if n % 1000 == 1 {
+        let (n, warn) = self.admission.queue_full_publishes.incr();
+        if warn {
             tracing::warn!(
                 topic = %topic, subscription = %subscription, depth, max = bound.max_depth,
                 refused = n, "publish refused: a subscription's queue is full"
@@ -149,15 +139,12 @@ impl Queues {
     pub(crate) fn overflowed(&self, dropped: &[Gap]) {
         for gap in dropped {
             let lost = gap.to - gap.from + 1;
-            let before = self
-                .admission
-                .overflow_dropped
-                .fetch_add(lost, Ordering::Relaxed);
+            let (dropped, warn) = self.admission.overflow_dropped.add(lost);
             // Every publish to a topic with a lagging subscriber drops: warn once per 1000.
-            if before / 1000 != (before + lost) / 1000 || before == 0 {
+            if warn {
                 tracing::warn!(
                     topic = %gap.topic, subscription = %gap.subscription, from = gap.from,
-                    to = gap.to, dropped = before + lost,
+                    to = gap.to, dropped,
                     "queue full: dropped the subscription's oldest unsettled messages"
                 );
             } else {
@@ -183,12 +170,8 @@ impl Queues {
         {
             return Ok(());
         }
-        let n = self
-            .admission
-            .rate_limited_publishes
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        if n % 1000 == 1 {
+        let (n, warn) = self.admission.rate_limited_publishes.incr();
+        if warn {
             tracing::warn!(
                 identity,
                 refused = n,
@@ -219,14 +202,21 @@ impl Queues {
             return Ok(());
         }
         drop(registry);
-        self.admission
-            .subscriptions_refused
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            identity,
-            max,
-            "subscription over the per-identity limit refused"
-        );
+        let (refused, warn) = self.admission.subscriptions_refused.incr();
+        if warn {
+            tracing::warn!(
+                identity,
+                max,
+                refused,
+                "subscription over the per-identity limit refused"
+            );
+        } else {
+            tracing::debug!(
+                identity,
+                max,
+                "subscription over the per-identity limit refused"
+            );
+        }
         Err(ErrorBody::new(
             ErrorCode::LimitExceeded,
             format!("at most {max} subscriptions per identity"),
