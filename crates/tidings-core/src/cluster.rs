@@ -286,13 +286,17 @@ pub trait Cluster: Send + Sync + 'static {
 mod tests {
     use super::*;
 
-    #[test]
-    fn messages_round_trip() {
-        let target = Target {
+    fn chat_target() -> Target {
+        Target {
             namespace: "/chat".into(),
             rooms: vec!["lobby".into()],
             except: vec!["muted".into()],
-        };
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let target = chat_target();
         let cases = vec![
             ClusterMessage::Broadcast {
                 target: target.clone(),
@@ -359,11 +363,7 @@ mod tests {
     /// during a rolling upgrade, so a change here must be a deliberate protocol change.
     #[test]
     fn the_wire_form_is_pinned() {
-        let target = Target {
-            namespace: "/chat".into(),
-            rooms: vec!["lobby".into()],
-            except: vec!["muted".into()],
-        };
+        let target = chat_target();
         const TARGET: &str =
             r#""target":{"namespace":"/chat","rooms":["lobby"],"except":["muted"]}"#;
         let cases: Vec<(ClusterMessage, String)> = vec![

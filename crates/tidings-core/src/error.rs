@@ -65,6 +65,7 @@ impl ErrorCode {
     }
 }
 
+// Wire-text enums (`ErrorCode`, `Overflow`) display their `as_str`, each in its own impl.
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -49,6 +49,7 @@ impl Default for Limits {
     }
 }
 
+// Setters, one per field, like `ServerConfigBuilder`'s.
 impl Limits {
     /// See [`Limits::max_connections`].
     pub fn max_connections(mut self, n: Option<usize>) -> Self {

@@ -502,7 +502,9 @@ impl Server {
     }
 }
 
-/// One admitted connection, served by hyper once its transport is ready.
+/// One admitted connection, served by hyper once its transport is ready. (Built field by
+/// field in the accept loop and taken apart the same way in `serve`: the two lists match by
+/// construction.)
 struct Connection<F> {
     server: Server,
     handler: F,

@@ -9,6 +9,10 @@
 //! [`Builtin`] trait has no default for [`Builtin::required_access`], and [`Command`]'s
 //! matches are exhaustive.
 //!
+//! Every built-in's file has the same shape on purpose (a payload struct, `impl Builtin`, an
+//! `apply`), and [`Command`]'s methods are one exhaustive match each: a duplicate finder pairs
+//! them by shape; the sameness is the pattern, and a macro would hide the per-command code.
+//!
 //! The order of a request is always: parse (`bad_request`), then authorize (`forbidden`),
 //! then apply. Room built-ins run inline, in arrival order, so that a `join` followed by a
 //! `broadcast` from the same client always sees the join; queue built-ins wait for the store,

@@ -142,6 +142,7 @@ pub struct Engine {
     shared: Arc<EngineShared>,
 }
 
+// Handles print a summary, not their internals (as `Server`, `Session` and `Queues` do).
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")

@@ -133,10 +133,7 @@ impl Drop for PendingPost {
 /// Marks a GET or a POST (`pending` picks its flag) as under way on `session`. A request on a
 /// session that no longer polls is a 400; two of a kind at once mean a broken client: the
 /// session is closed (a waiting GET gets the close packet) and this request is a 400.
-fn begin(
-    session: &Arc<Session>,
-    pending: fn(&mut State) -> &mut bool,
-) -> Result<(), EngineError> {
+fn begin(session: &Arc<Session>, pending: fn(&mut State) -> &mut bool) -> Result<(), EngineError> {
     let mut state = session.state.lock();
     if state.transport != TransportKind::Polling {
         return Err(EngineError::BadRequest);

@@ -294,6 +294,7 @@ impl BroadcastOperator {
         self
     }
 
+    // Builder methods in pairs (one room, many rooms) for `to` and `except`: alike by design.
     /// Also addresses the sockets in `room`.
     pub fn to(mut self, room: impl Into<Room>) -> Self {
         self.rooms.push(room.into());
@@ -352,6 +353,8 @@ impl BroadcastOperator {
             .collect()
     }
 
+    // The same one-argument convenience as `Socket::emit`, on the other receiver (as in
+    // socket.io, `io.to(room).emit` and `socket.emit`); both end in their own `emit_args`.
     /// Emits `event` with one argument; returns how many sockets it was queued for.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<usize, EmitError> {
         self.emit_args(event, vec![serde_json::to_value(data)?], &[])

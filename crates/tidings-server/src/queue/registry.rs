@@ -127,6 +127,8 @@ impl Queues {
         }
     }
 
+    // Like `on_socket_connected`, this indexes an identity under its queues; the two start from
+    // opposite ends (a new socket of an identity; a new queue of an identity).
     fn attach_local(&self, identity: &Arc<str>, key: &QueueKey) {
         let mut registry = self.registry.lock();
         registry
