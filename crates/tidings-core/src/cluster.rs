@@ -359,6 +359,8 @@ mod tests {
         }
     }
 
+    // The values repeat those of `messages_round_trip` on purpose: what round-trips is also
+    // what is pinned.
     /// The exact bytes of every variant, pinned: nodes of different versions share a cluster
     /// during a rolling upgrade, so a change here must be a deliberate protocol change.
     #[test]
