@@ -9,8 +9,11 @@
 //!   offset and a range read returns packets in offset order.
 //! - `recovery:trimmed` — the highest `older_than` a trim used: a replay from an offset below
 //!   it may be incomplete.
-//! - `recovery:nodes` — a counter that gives each node its offset tag (see
-//!   [`OffsetClock::tagged`]).
+//! - `recovery:tag:<0…255>` — the offset tags (see [`OffsetClock::tagged`]), each leased to one
+//!   live node (value: the node's random owner id) for [`TAG_LEASE`], renewed every third of
+//!   it and released when the log is dropped; so two live nodes never share a tag, however
+//!   often nodes restarted. `recovery:nodes` — a counter that spreads the nodes' first choice
+//!   over the tags.
 //! - `recovery:sessions` (hash pid → encoded record) and `recovery:sessions:at` (sorted set pid
 //!   by disconnection time, for trimming).
 //!
@@ -23,6 +26,7 @@
 //! soon as Redis has them.
 
 use std::fmt;
+use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
@@ -32,7 +36,7 @@ use tidings_core::session_log::{
 };
 use tidings_core::store::{Millis, StoreError};
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, error, warn};
 
 use crate::{RedisConfig, RedisStore};
 
@@ -84,6 +88,91 @@ enum Op {
     },
     Trim(Millis, oneshot::Sender<Result<(), StoreError>>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// How long a node holds its offset tag without renewing it. The log renews it every third of
+/// this; a node that cannot reach Redis for longer loses it (and says so at `error`), but then
+/// it could not log anything either.
+pub const TAG_LEASE: Duration = Duration::from_secs(60);
+
+/// Takes the tag `KEYS[1]` for owner `ARGV[1]` for `ARGV[2]` ms, or renews it if that owner
+/// holds it: 1; 0 when another node holds it.
+const LEASE_SCRIPT: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Deletes the tag `KEYS[1]` if owner `ARGV[1]` holds it.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// This node's lease of its offset tag.
+struct Lease {
+    tag: u8,
+    key: String,
+    owner: String,
+}
+
+impl Lease {
+    /// Leases the first free tag, starting from a counter so that nodes spread over the tags.
+    async fn take(conn: &mut ConnectionManager, prefix: &str) -> Result<Lease, StoreError> {
+        let start: u64 = redis::cmd("INCR")
+            .arg(format!("{prefix}recovery:nodes"))
+            .query_async(conn)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let owner = tidings_core::Sid::new().to_string();
+        let script = redis::Script::new(LEASE_SCRIPT);
+        for k in 0..256u64 {
+            let tag = u8::try_from((start + k) % 256).unwrap_or(0);
+            let lease = Lease {
+                tag,
+                key: format!("{prefix}recovery:tag:{tag}"),
+                owner: owner.clone(),
+            };
+            if lease.renew(conn, &script).await? {
+                return Ok(lease);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "redis recovery log: all 256 offset tags are leased to live nodes (at most 256 nodes can share one log)".into(),
+        ))
+    }
+
+    /// Takes or renews the lease: false when another node holds the tag.
+    async fn renew(
+        &self,
+        conn: &mut ConnectionManager,
+        script: &redis::Script,
+    ) -> Result<bool, StoreError> {
+        let held: i64 = script
+            .key(&self.key)
+            .arg(&self.owner)
+            .arg(u64::try_from(TAG_LEASE.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async(conn)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(held == 1)
+    }
+
+    async fn release(&self, conn: &mut ConnectionManager) {
+        let released: Result<i64, _> = redis::Script::new(RELEASE_SCRIPT)
+            .key(&self.key)
+            .arg(&self.owner)
+            .invoke_async(conn)
+            .await;
+        if let Err(e) = released {
+            debug!(tag = self.tag, error = %e, "recovery offset tag not released; its lease expires");
+        }
+    }
 }
 
 /// The [`SessionLog`] shared by every node on one Redis (and key prefix).
@@ -138,15 +227,11 @@ impl RedisSessionLog {
             .first()
             .and_then(|m| decode_packet(m).ok())
             .map_or(0, |p| p.offset);
-        // A tag per node, so that two nodes never hand out the same offset.
-        let node: u64 = redis::cmd("INCR")
-            .arg(format!("{prefix}recovery:nodes"))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let tag = u8::try_from(node % 256).unwrap_or(0);
+        // A tag per live node, so that two nodes never hand out the same offset.
+        let lease = Lease::take(&mut conn, prefix).await?;
+        let tag = lease.tag;
         let (ops, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, keys, rx));
+        tokio::spawn(run(conn, keys, lease, rx));
         Ok(RedisSessionLog {
             clock: OffsetClock::tagged(floor, tag),
             ops,
@@ -213,16 +298,42 @@ impl SessionLog for RedisSessionLog {
 }
 
 /// The one task that talks to Redis for this log: writes batched, everything in order.
-async fn run(mut conn: ConnectionManager, keys: Keys, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn run(
+    mut conn: ConnectionManager,
+    keys: Keys,
+    lease: Lease,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+) {
     let take = redis::Script::new(TAKE_SCRIPT);
     let trim = redis::Script::new(TRIM_SCRIPT);
+    let renew = redis::Script::new(LEASE_SCRIPT);
+    let mut renewal = tokio::time::interval(TAG_LEASE / 3);
+    renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renewal.tick().await; // the first tick is now: the lease was just taken
     let mut pending: Option<Op> = None;
     loop {
         let op = match pending.take() {
             Some(op) => op,
-            None => match rx.recv().await {
-                Some(op) => op,
-                None => return,
+            None => tokio::select! {
+                op = rx.recv() => match op {
+                    Some(op) => op,
+                    None => {
+                        // The log was dropped: its tag is free for the next node.
+                        lease.release(&mut conn).await;
+                        return;
+                    }
+                },
+                _ = renewal.tick() => {
+                    match lease.renew(&mut conn, &renew).await {
+                        Ok(true) => {}
+                        Ok(false) => error!(
+                            tag = lease.tag,
+                            "recovery offset tag taken by another node while this one could not reach redis: their offsets may collide; restart this node"
+                        ),
+                        Err(e) => warn!(tag = lease.tag, error = %e, "recovery offset tag not renewed; will retry"),
+                    }
+                    continue;
+                }
             },
         };
         match op {
