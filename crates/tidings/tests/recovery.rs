@@ -12,18 +12,31 @@ use common::Scenario;
 use tokio::process::{Child, Command};
 
 /// Starts `tidings serve --recovery` on `port` (0: a free one) and returns it with its origin.
+/// The port of a restart was free a moment ago, but the kernel may have handed it to a
+/// connection of another test meanwhile (an outgoing connection's port cannot be listened on):
+/// such a start is made again, at most 50 times 100 ms apart, until that connection is gone.
 async fn serve(data: &Path, port: u16) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
-    command
-        .args([
-            "serve",
-            "--recovery",
-            "--port",
-            &port.to_string(),
-            "--data-dir",
-        ])
-        .arg(data);
-    common::spawn_serve(&mut command).await
+    for _ in 0..50 {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        command
+            .args([
+                "serve",
+                "--recovery",
+                "--port",
+                &port.to_string(),
+                "--data-dir",
+            ])
+            .arg(data);
+        match common::try_spawn_serve(&mut command).await {
+            Ok(started) => return started,
+            Err(stderr) if port != 0 && stderr.contains("in use") => {
+                eprintln!("port {port} is in use, starting again: {stderr}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(stderr) => panic!("tidings serve exited before listening:\n{stderr}"),
+        }
+    }
+    panic!("port {port} still in use after 5 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

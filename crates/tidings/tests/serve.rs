@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::process::Stdio;
-
-use common::{run_client, serve};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use common::{run_client, serve, try_spawn_serve};
 use tokio::process::Command;
 
 #[tokio::test]
@@ -26,41 +23,6 @@ async fn builtin_events_with_python_socketio() {
     }
 }
 
-/// `tidings serve` without `--port` (nor `--path`): what it prints once listening, or `Err`
-/// with its stderr when it exits first.
-async fn serve_configured_by_env(
-    envs: &[(&str, &str)],
-) -> Result<(tokio::process::Child, String), String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["serve", "--store", "memory"])
-        .env_remove("TIDINGS_HOST")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = common::within(20, "tidings serve reporting its address", lines.next_line())
-        .await
-        .unwrap();
-    match first {
-        Some(line) => Ok((child, line)),
-        None => {
-            let mut stderr = String::new();
-            let mut pipe = child.stderr.take().unwrap();
-            common::within(
-                10,
-                "tidings serve's stderr",
-                pipe.read_to_string(&mut stderr),
-            )
-            .await
-            .unwrap();
-            Err(stderr)
-        }
-    }
-}
-
 #[tokio::test]
 async fn path_and_port_come_from_the_environment() {
     // TIDINGS_PORT names a port, so it must be a free one: picked by the kernel, then let go.
@@ -72,8 +34,13 @@ async fn path_and_port_come_from_the_environment() {
             .unwrap()
             .port()
             .to_string();
-        let envs = [("TIDINGS_PORT", port.as_str()), ("TIDINGS_PATH", "/rt/")];
-        let (_child, line) = match serve_configured_by_env(&envs).await {
+        // Neither --port nor --path.
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        command
+            .args(["serve", "--store", "memory"])
+            .env_remove("TIDINGS_HOST")
+            .envs([("TIDINGS_PORT", port.as_str()), ("TIDINGS_PATH", "/rt/")]);
+        let (_child, origin) = match try_spawn_serve(&mut command).await {
             Ok(started) => started,
             Err(stderr) if stderr.contains("in use") && attempt < 5 => {
                 eprintln!("port {port} was taken before tidings bound it, trying another");
@@ -81,7 +48,7 @@ async fn path_and_port_come_from_the_environment() {
             }
             Err(stderr) => panic!("tidings serve exited before listening:\n{stderr}"),
         };
-        assert_eq!(line, format!("listening on http://127.0.0.1:{port}/rt/"));
+        assert_eq!(origin, format!("http://127.0.0.1:{port}"));
         run_client(
             "js/serve.mjs",
             &format!("http://127.0.0.1:{port}"),

@@ -73,21 +73,48 @@ pub async fn serve(config: &str, args: &[&str], envs: &[(&str, &str)]) -> Serve 
 /// Spawns `command` (a `tidings serve …` with its flags) and waits for its `listening on`
 /// line: the child, killed on drop, and the origin it serves (`http://127.0.0.1:41234`).
 pub async fn spawn_serve(command: &mut Command) -> (Child, String) {
+    try_spawn_serve(command)
+        .await
+        .unwrap_or_else(|stderr| panic!("tidings serve exited before listening:\n{stderr}"))
+}
+
+/// [`spawn_serve`], or `Err` with what the process wrote to stderr when it exited before
+/// listening (e.g. its port was taken). Its stderr goes to the test's all along, copied by a
+/// thread of its own so that a busy test can never leave the server blocked on a full pipe.
+pub async fn try_spawn_serve(command: &mut Command) -> Result<(Child, String), String> {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within(20, "tidings serve reporting its address", lines.next_line())
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let copier = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut pipe = std::fs::File::from(stderr);
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = pipe.read(&mut buf) {
+            let _ = std::io::stderr().write_all(&buf[..n]);
+            if kept.len() < 64 * 1024 {
+                kept.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+    let first = within(20, "tidings serve reporting its address", lines.next_line())
         .await
-        .unwrap()
-        .expect("tidings serve exited before listening");
+        .unwrap();
+    let Some(line) = first else {
+        // It exited: its stderr ends now.
+        let text = tokio::task::spawn_blocking(move || copier.join().unwrap_or_default());
+        return Err(within(10, "tidings serve's stderr", text).await.unwrap());
+    };
     let url = line
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (child, url.split('/').take(3).collect::<Vec<_>>().join("/"))
+    Ok((child, url.split('/').take(3).collect::<Vec<_>>().join("/")))
 }
 
 pub fn repo_root() -> PathBuf {
