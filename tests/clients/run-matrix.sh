@@ -46,6 +46,11 @@ run_one() { # label, expected-failure (0/1), command...
   shift 2
   local out rc=0
   out="$(timeout 120 "$@" 2>&1)" || rc=$?
+  # Exit 0 passes only with the summary line last (see README.md).
+  if [[ $rc -eq 0 ]] && ! tail -n1 <<<"$out" | grep -Eq '^ok: [0-9]+ checks \(at least [1-9][0-9]* declared\)$'; then
+    rc=1
+    out+=$'\n(exit 0 without the summary line last)'
+  fi
   if [[ $rc -eq 0 ]]; then
     passed=$((passed + 1))
     printf '  pass  %-28s %s\n' "$label" "$(tail -n1 <<<"$out")"

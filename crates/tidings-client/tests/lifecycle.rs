@@ -60,7 +60,6 @@ async fn disconnect_while_reconnecting_closes_at_once() {
 #[tokio::test]
 async fn a_refused_reconnect_closes_the_client() {
     let first = start(Server::new(ServerConfig::default())).await;
-    let addr = first.addr;
     let client = Client::connect(
         options(&first.url())
             .auth(json!({ "token": "old" }))
@@ -70,7 +69,7 @@ async fn a_refused_reconnect_closes_the_client() {
     .await
     .unwrap();
     let mut state = client.watch_state();
-    first.stop().await;
+    let port = first.stop().await;
     wait_state(&mut state, |s| *s == ConnectionState::Reconnecting).await;
 
     let strict = Server::new(ServerConfig::default());
@@ -80,7 +79,7 @@ async fn a_refused_reconnect_closes_the_client() {
             _ => Err(RefuseConnect::new("token expired")),
         }
     });
-    let _second = start_on(strict, addr).await;
+    let _second = start_on(strict, port).await;
     let closed = wait_state(&mut state, |s| matches!(s, ConnectionState::Closed(_))).await;
     assert_eq!(
         closed,

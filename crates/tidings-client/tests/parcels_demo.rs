@@ -76,14 +76,13 @@ async fn the_parcels_story_holds_across_a_restart() {
     let db = dir.join("tidings.sqlite3");
 
     let first = start(sqlite_server(&db).await).await;
-    let addr = first.addr;
     let (outcome, lines) = tell(&first).await;
     assert_story_ok(&outcome, &lines);
     // Each driver took at least one order: the group spreads them.
     assert_eq!(outcome.per_driver.len(), 3, "{}", lines.join("\n"));
-    first.stop().await;
+    let port = first.stop().await;
 
-    let second = start_on(sqlite_server(&db).await, addr).await;
+    let second = start_on(sqlite_server(&db).await, port).await;
     let (outcome, lines) = tell(&second).await;
     assert_story_ok(&outcome, &lines);
     // Nothing of the first run was left over to skip.

@@ -437,7 +437,6 @@ async fn subscriptions_resume_after_a_server_restart_on_the_same_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tidings.sqlite3");
     let first = start(engine(sqlite(&db), fast()).await).await;
-    let addr = first.addr;
     let consumer = client(&first, Some("driver-7")).await;
     let producer = client(&first, None).await;
     let mut orders = consumer
@@ -462,10 +461,10 @@ async fn subscriptions_resume_after_a_server_restart_on_the_same_sqlite_file() {
     drop(producer);
 
     let mut state = consumer.watch_state();
-    first.stop().await;
+    let port = first.stop().await;
     wait_state(&mut state, |s| *s == ConnectionState::Reconnecting).await;
     // A new server process would open the same file: so does this one.
-    let second = start_on(engine(sqlite(&db), fast()).await, addr).await;
+    let second = start_on(engine(sqlite(&db), fast()).await, port).await;
     wait_state(&mut state, |s| *s == ConnectionState::Connected).await;
     drop(held);
 
@@ -499,7 +498,6 @@ async fn an_ack_after_a_reconnect_is_refused_as_connection_lost() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tidings.sqlite3");
     let first = start(engine(sqlite(&db), fast()).await).await;
-    let addr = first.addr;
     let consumer = client(&first, Some("driver-7")).await;
     let producer = client(&first, None).await;
     let mut orders = consumer
@@ -510,9 +508,9 @@ async fn an_ack_after_a_reconnect_is_refused_as_connection_lost() {
     let d = within(orders.recv()).await.unwrap();
 
     let mut state = consumer.watch_state();
-    first.stop().await;
+    let port = first.stop().await;
     wait_state(&mut state, |s| *s == ConnectionState::Reconnecting).await;
-    let second = start_on(engine(sqlite(&db), fast()).await, addr).await;
+    let second = start_on(engine(sqlite(&db), fast()).await, port).await;
     wait_state(&mut state, |s| *s == ConnectionState::Connected).await;
 
     let err = d.ack().await.unwrap_err();

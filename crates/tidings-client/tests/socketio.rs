@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use support::{options, start, start_on, wait_state, within};
+use support::{Port, options, serve_on, start, wait_state, within};
 use tidings_client::{
     AckError, Bytes, Client, CloseReason, ConnectError, ConnectionState, EmitError, placeholder,
 };
@@ -53,8 +53,14 @@ fn on_connect(socket: Socket, reports: mpsc::UnboundedSender<(String, Value)>) {
             let _ = ack.send(&(a + b));
         }
     });
-    // Never acknowledges.
-    socket.on("ignore", |_socket, _event| async move {});
+    // Never acknowledges; tells the test it arrived.
+    let r = reports.clone();
+    socket.on("ignore", move |_socket, _event| {
+        let r = r.clone();
+        async move {
+            let _ = r.send(("ignore".into(), Value::Null));
+        }
+    });
     socket.on("ask-me", move |socket, _event| async move {
         let reply = socket
             .emit_with_ack("question", &json!({ "q": "ready?" }), 5 * SECOND)
@@ -327,8 +333,13 @@ async fn builtin_join_and_broadcast_between_two_clients() {
     assert_eq!(refused[0]["ok"], false);
     assert_eq!(refused[0]["error"]["code"], "bad_request");
 
-    // The sender is not among the recipients.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The sender is not among the recipients: after a round trip on alice's connection,
+    // anything the server emitted to her before has arrived.
+    let left = alice
+        .emit_with_ack("leave", &json!({ "room": "elsewhere" }), 5 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![json!({ "ok": true })]);
     assert!(alice_news.try_recv_for_test().is_none());
 }
 
@@ -346,11 +357,19 @@ impl TryRecv for tidings_client::EventStream {
 
 #[tokio::test]
 async fn reconnects_with_backoff_and_sends_auth_again() {
+    // No jitter: the delay before reconnect attempt k (from 0) is exactly MIN * 2^k, capped at
+    // MAX: 100, 200, 400, 400, … ms.
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_millis(400);
+    // What an attempt may take beyond its delay (scheduling, the refused handshake). Below MAX,
+    // so that a delay that kept doubling past the cap (800 ms) shows.
+    const SLACK: Duration = Duration::from_millis(350);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let first = start(app(ServerConfig::default(), tx.clone())).await;
-    let addr = first.addr;
     let client = Client::connect(
         options(&first.url())
+            .reconnect_delay(MIN, MAX)
+            .reconnect_jitter(0.0)
             .auth(json!({ "clientId": "driver-7", "token": "t0k3n" }))
             .build()
             .unwrap(),
@@ -363,7 +382,7 @@ async fn reconnects_with_backoff_and_sends_auth_again() {
     let mut state = client.watch_state();
 
     // The server goes away: the client notices and starts reconnecting.
-    first.stop().await;
+    let port = first.stop().await;
     wait_state(&mut state, |s| *s == ConnectionState::Reconnecting).await;
     assert_eq!(client.id(), None);
     // Emits made meanwhile wait for the next connection.
@@ -371,12 +390,30 @@ async fn reconnects_with_backoff_and_sends_auth_again() {
         let client = client.clone();
         async move { client.emit_with_ack("echo", &"queued", 10 * SECOND).await }
     });
-    // Let a few attempts fail against the closed port.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Each attempt is one TCP connection: accept five and close each at once (a failed
+    // handshake), noting when each came.
+    let listener = port.listen();
+    let mut attempts = Vec::new();
+    for _ in 0..5 {
+        let (connection, _) = within(listener.accept()).await.unwrap();
+        attempts.push(std::time::Instant::now());
+        drop(connection);
+    }
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    // The delays before attempts 1 to 4 (the first one's start is not observable here).
+    let delays = [2 * MIN, 4 * MIN, MAX, MAX];
+    for (k, (gap, delay)) in gaps.iter().zip(delays).enumerate() {
+        assert!(
+            *gap >= delay && *gap < delay + SLACK,
+            "attempt {} came {gap:?} after the one before, expected {delay:?} (+ up to \
+             {SLACK:?}); every gap: {gaps:?}",
+            k + 1
+        );
+    }
     assert_eq!(client.state(), ConnectionState::Reconnecting);
 
     // A new server on the same port: the client is back, with the same auth.
-    let second = start_on(app(ServerConfig::default(), tx), addr).await;
+    let second = serve_on(app(ServerConfig::default(), tx), listener).await;
     wait_state(&mut state, |s| *s == ConnectionState::Connected).await;
     let seen = next_report(&mut rx, "connect").await;
     assert_eq!(
@@ -401,7 +438,7 @@ async fn reconnects_with_backoff_and_sends_auth_again() {
 
 #[tokio::test]
 async fn pending_acks_fail_when_the_connection_drops() {
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let srv = start(app(ServerConfig::default(), tx)).await;
     let client = Client::connect(options(&srv.url()).reconnect(false).build().unwrap())
         .await
@@ -411,7 +448,8 @@ async fn pending_acks_fail_when_the_connection_drops() {
         let client = client.clone();
         async move { client.emit_with_ack("ignore", &1, 30 * SECOND).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The server has the emit (and will never acknowledge it) before it goes away.
+    next_report(&mut rx, "ignore").await;
     srv.stop().await;
     let err = within(waiting).await.unwrap().unwrap_err();
     assert!(matches!(err, AckError::Disconnected), "{err:?}");
@@ -475,9 +513,9 @@ async fn unknown_namespace_is_refused() {
 
 #[tokio::test]
 async fn nothing_listening_is_an_io_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    // Bound, so that no other process can listen there, but not listening.
+    let port = Port::ephemeral();
+    let addr = port.addr();
     let err = Client::connect(options(&format!("http://{addr}")).build().unwrap())
         .await
         .unwrap_err();

@@ -1,10 +1,8 @@
-//! Three in-process tidings servers joined by a real `redis-server` (a private one on a free
-//! port, or `TIDINGS_REDIS_URL`), with real Rust clients: room broadcasts, remote room
+//! Three in-process tidings servers joined by a real `redis-server` (a private one on a unix
+//! socket, or `TIDINGS_REDIS_URL`), with real Rust clients: room broadcasts, remote room
 //! operations and fetch-sockets reach every node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,58 +11,32 @@ use tidings_client::{Client, ClientOptions, EventStream};
 use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
 use tidings_server::{Server, ServerConfig};
 
+#[path = "../../tidings-store-redis/tests/common/server.rs"]
+#[allow(dead_code)]
+mod server;
+
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A private redis-server, killed on drop; or nothing when `TIDINGS_REDIS_URL` is set.
+/// The Redis of a test: `TIDINGS_REDIS_URL` when it is set (and not empty), else a private
+/// redis-server on a unix socket, killed on drop.
 struct Redis {
-    child: Option<std::process::Child>,
     url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    _private: Option<server::RedisServer>,
 }
 
 fn redis() -> Redis {
-    if let Ok(url) = std::env::var("TIDINGS_REDIS_URL") {
-        return Redis {
-            child: None,
+    match std::env::var("TIDINGS_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Redis {
             url,
-            _dir: None,
-        };
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("these tests need redis-server on PATH (apt-get install redis-server) or TIDINGS_REDIS_URL: {e}")
-        });
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Redis {
-        child: Some(child),
-        url: format!("redis://127.0.0.1:{port}"),
-        _dir: Some(dir),
+            _private: None,
+        },
+        _ => {
+            let private = server::RedisServer::start();
+            Redis {
+                url: private.url(),
+                _private: Some(private),
+            }
+        }
     }
 }
 
@@ -181,12 +153,32 @@ async fn room_broadcasts_reach_every_node_in_order() {
             .unwrap();
         assert_eq!(ack[0]["ok"], json!(true));
     }
-    // Nodes 2 and 3 get every broadcast, in order; the sender does not get its own.
+    // Nodes 2 and 3 get every broadcast, in order.
     for (c, chat) in members.iter_mut().skip(1) {
         for i in 0..N {
             assert_eq!(next(chat).await, json!({ "i": i }), "client {:?}", c.id());
         }
     }
+    // The sender does not get its own: a marker from node 2 to the lobby is the first thing
+    // its stream holds. Its own broadcasts would have come first, either written to it before
+    // their acks (node 1's local delivery) or published to Redis before the marker (node 1
+    // hearing them back from the channel).
+    let ack = members[1]
+        .0
+        .emit_with_ack(
+            "broadcast",
+            &json!({ "room": "lobby", "event": "chat", "data": "lobby marker" }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], json!(true));
+    assert_eq!(
+        next(&mut members[0].1).await,
+        json!("lobby marker"),
+        "the sender received one of its own broadcasts"
+    );
+    assert_eq!(next(&mut members[2].1).await, json!("lobby marker"));
     // A marker broadcast to the outsider's room arrives first: nothing from lobby reached it.
     let ack = members[1]
         .0

@@ -33,13 +33,16 @@ js_queue_scenarios! {
     gap => "queue-gap.mjs", Long;
 }
 
-/// Server bug (reported; not fixed here): the store's ack deadline of a claimed message runs
-/// from *before* the claim (`ClaimOptions::now`), the server's own ack timer from when it sends
-/// the delivery. When the claim answers late (slow fsync, busy writer) the deadline has passed
-/// by the time the message is sent, the dispatcher's next claim hands the same message out
-/// again (attempt 2) while the first delivery is in flight, and the stale delivery's
-/// settle/requeue then acts on the shared entry. Clients see an acked message delivered again;
-/// under CPU load the same race makes `redelivery` fail with an attempt 3.
+/// Regression test of a server bug fixed when these tests came (dadc85a "fix(queue): never
+/// deliver an entry twice at once"): the store's ack deadline of a claimed message ran from
+/// *before* the claim (`ClaimOptions::now`), the server's own ack timer from when it sends the
+/// delivery. When the claim answered late (slow fsync, busy writer) the deadline had passed by
+/// the time the message was sent, the dispatcher's next claim handed the same message out again
+/// (attempt 2) while the first delivery was in flight, and the stale delivery's settle/requeue
+/// then acted on the shared entry: clients saw an acked message delivered again. Now the
+/// dispatcher never resends an entry it still awaits, and the store's deadline is a looser
+/// backstop (the dispatcher's `store_deadline`). The store here answers claims late on
+/// purpose ([`queue_support::Profile::SlowClaims`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_once_with_slow_claims() {
     queue_support::run_js(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::port::Port;
 use tidings_core::session_log::SessionLog;
 use tidings_server::{RecoveryConfig, Server, ServerConfig};
 use tidings_store_sqlite::SqliteSessionLog;
@@ -127,15 +128,16 @@ async fn python_socketio_connects_with_recovery_on() {
     }
 }
 
-/// One server process of the restart test: its server, its serve task and its log.
+/// One server process of the restart test: its server, its serve task, its log and address.
 struct Running {
     server: Server,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     log: Arc<SqliteSessionLog>,
+    addr: SocketAddr,
 }
 
 async fn start_on(
-    addr: SocketAddr,
+    port: Port,
     path: &Path,
     restarts: &mpsc::UnboundedSender<Value>,
     before_listening: Option<&Value>,
@@ -152,29 +154,27 @@ async fn start_on(
                 .unwrap();
         }
     }
-    // The old listener is closed; the port may take a moment to be free again.
-    let mut tries = 0;
-    let listener = loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => break l,
-            Err(e) if tries < 100 => {
-                tries += 1;
-                eprintln!("bind {addr}: {e}, retrying");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("cannot bind {addr} again: {e}"),
-        }
-    };
+    let addr = port.addr();
+    let listener = port.listen();
     let s = server.clone();
     let serve = tokio::spawn(async move { s.serve(listener).await });
-    Running { server, serve, log }
+    Running {
+        server,
+        serve,
+        log,
+        addr,
+    }
 }
 
-async fn stop(running: Running) {
+/// Stops the server; returns its port, kept for the next one.
+async fn stop(running: Running) -> Port {
+    // Bound before the listener closes: the port is never free for another process.
+    let port = Port::bind(running.addr);
     running.server.shutdown();
     running.serve.await.unwrap().unwrap();
     // Everything the shutdown persisted (every socket's session) is in the file.
     running.log.flush().await.unwrap();
+    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,11 +182,9 @@ async fn restart_with_the_sqlite_log() {
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("recovery.sqlite3");
     let (tx, mut restarts) = mpsc::unbounded_channel();
-    let addr: SocketAddr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
-    let mut running = Some(start_on(addr, &path, &tx, None).await);
+    let port = Port::ephemeral();
+    let addr = port.addr();
+    let mut running = Some(start_on(port, &path, &tx, None).await);
     let envs = envs("websocket", LONG_WINDOW);
     let script = support::repo_root().join("tests/clients/js/recovery-restart.mjs");
     let url = format!("http://{addr}");
@@ -202,10 +200,9 @@ async fn restart_with_the_sqlite_log() {
                 break;
             }
             Some(request) = restarts.recv() => {
-                if let Some(old) = running.take() {
-                    stop(old).await;
-                }
-                running = Some(start_on(addr, &path, &tx, Some(&request)).await);
+                let old = running.take().expect("a running server");
+                let port = stop(old).await;
+                running = Some(start_on(port, &path, &tx, Some(&request)).await);
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Kill -9 while appending: every append the store confirmed is in the file afterwards.
 //!
-//! The test re-runs its own binary as the child (`crash_child`, a no-op unless the environment
-//! variable below is set). The child appends from several tasks at once, so commits are
+//! The test re-runs its own binary as the child (`crash_child_process_not_a_test`, ignored, so
+//! that it never shows as a passed test; the parent runs it with `--ignored` and the environment
+//! variable below, without which it fails). The child appends from several tasks at once, so commits are
 //! grouped, and prints `confirmed <offset> <id>` for each append that returned `Ok`. The parent
 //! kills it with SIGKILL after some confirmations, reads every line it printed, reopens the
 //! file and looks for each confirmed message.
@@ -28,11 +29,16 @@ fn config() -> SqliteConfig {
     }
 }
 
-/// The child: appends until killed (or bounded by count and time).
+/// The child process of `confirmed_appends_survive_sigkill`: appends until killed (or bounded
+/// by count and time). Not a test of its own.
 #[test]
-fn crash_child() {
+#[ignore = "the child process of confirmed_appends_survive_sigkill, which runs it; not a test"]
+fn crash_child_process_not_a_test() {
     let Some(path) = std::env::var_os(CHILD_DB) else {
-        return;
+        panic!(
+            "crash_child_process_not_a_test is the child process of \
+             confirmed_appends_survive_sigkill, run by it with {CHILD_DB} set; not a test"
+        );
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -85,7 +91,13 @@ fn confirmed_appends_survive_sigkill() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tidings.db");
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child_process_not_a_test",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DB, &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

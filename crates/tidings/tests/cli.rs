@@ -79,10 +79,14 @@ async fn publish(url: &str, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// A loopback port nothing listens on, with the socket that holds it: bound but not listening,
+/// so connecting is refused, and no other process can start listening there while it lives
+/// (a listener bound and dropped would leave the port free for anyone).
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 #[tokio::test]
@@ -154,7 +158,8 @@ async fn publish_reports_server_refusals() {
 
 #[tokio::test]
 async fn commands_without_a_server_cannot_reach_it() {
-    let url = format!("http://127.0.0.1:{}", closed_port());
+    let (_held, port) = closed_port();
+    let url = format!("http://127.0.0.1:{port}");
     for args in [
         vec!["publish", "pickup", "order", "1", "--url", &url],
         vec!["topics", "--url", &url],

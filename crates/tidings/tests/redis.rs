@@ -1,58 +1,14 @@
-//! `tidings serve --redis URL`: two servers sharing one private `redis-server` share topics,
-//! idempotency keys and queues. Needs `redis-server` on PATH (`apt-get install redis-server`).
+//! `tidings serve --redis URL`: two servers sharing one private `redis-server` (on a unix
+//! socket) share topics, idempotency keys and queues. Needs `redis-server` on PATH
+//! (`apt-get install redis-server`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::server::RedisServer;
 use tokio::process::{Child, Command};
-
-/// A private redis-server on a free port; killed on drop.
-struct Redis {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Redis {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("this test needs redis-server on PATH (apt-get install redis-server): {e}")
-        });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Redis {
-        child,
-        url: format!("redis://127.0.0.1:{port}"),
-        _dir: dir,
-    }
-}
 
 /// Starts `tidings serve --port 0 --redis URL` and returns it with its origin.
 async fn serve(redis: &str) -> (Child, String) {
@@ -81,9 +37,9 @@ async fn cli(args: &[&str]) -> String {
 
 #[tokio::test]
 async fn two_servers_share_topics_and_queues_through_redis() {
-    let redis = start_redis();
-    let (_a, a) = serve(&redis.url).await;
-    let (_b, b) = serve(&redis.url).await;
+    let redis = RedisServer::start();
+    let (_a, a) = serve(&redis.url()).await;
+    let (_b, b) = serve(&redis.url()).await;
 
     let first = cli(&[
         "publish",

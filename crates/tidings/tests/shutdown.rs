@@ -13,7 +13,7 @@ use std::process::Stdio;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tidings_client::{Client, ClientOptions, ConnectionState};
+use tidings_client::{Client, ClientOptions, CloseReason, ConnectionState};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -108,12 +108,16 @@ async fn sigterm_disconnects_clients_and_loses_nothing_confirmed() {
     let closed = within(
         10,
         "watcher disconnected",
-        state.wait_for(|s| matches!(s, ConnectionState::Closed(_))),
+        state.wait_for(|s| *s != ConnectionState::Connected),
     )
     .await
     .unwrap()
     .clone();
-    assert!(matches!(closed, ConnectionState::Closed(_)), "{closed:?}");
+    assert_eq!(
+        closed,
+        ConnectionState::Closed(CloseReason::ConnectionLost),
+        "the watcher (reconnect off) must be closed by the server going away"
+    );
     let mut close = None;
     for _ in 0..100 {
         match within(10, "raw websocket close", raw.next()).await {
@@ -143,6 +147,7 @@ async fn sigterm_disconnects_clients_and_loses_nothing_confirmed() {
     let (_child, url) = start(dir.path()).await;
     let mut from = 1;
     let mut found = BTreeMap::new();
+    let mut read_to_the_end = false;
     for _ in 0..1000 {
         let answer = http(
             &url,
@@ -155,6 +160,7 @@ async fn sigterm_disconnects_clients_and_loses_nothing_confirmed() {
         assert_eq!(answer.status, 200, "{:?}", answer.body);
         let messages = answer.body["messages"].as_array().unwrap().clone();
         if messages.is_empty() {
+            read_to_the_end = true;
             break;
         }
         for m in &messages {
@@ -162,6 +168,7 @@ async fn sigterm_disconnects_clients_and_loses_nothing_confirmed() {
         }
         from = messages.last().unwrap()["offset"].as_u64().unwrap() + 1;
     }
+    assert!(read_to_the_end, "more than 1,000 pages of messages");
     for (offset, data) in &stored {
         assert_eq!(
             found.get(offset),
@@ -169,5 +176,28 @@ async fn sigterm_disconnects_clients_and_loses_nothing_confirmed() {
             "confirmed offset {offset} lost"
         );
     }
-    assert!(stored.len() >= 200);
+    // Nothing else is there but, per publisher, at most the one publish it had in flight when
+    // the server stopped (publishers wait for each confirmation): publisher p's messages are
+    // exactly i = 0..n with n its confirmed count or one more, each stored once.
+    let mut per_publisher: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for data in found.values() {
+        per_publisher
+            .entry(data["p"].as_u64().unwrap())
+            .or_default()
+            .push(data["i"].as_u64().unwrap());
+    }
+    for p in 0..4u64 {
+        let confirmed = stored.values().filter(|d| d["p"] == json!(p)).count() as u64;
+        let mut is = per_publisher.remove(&p).unwrap_or_default();
+        is.sort_unstable();
+        let n = is.len() as u64;
+        assert!(
+            is == (0..n).collect::<Vec<_>>() && (n == confirmed || n == confirmed + 1),
+            "publisher {p}: {confirmed} confirmed, stored i = {is:?}"
+        );
+    }
+    assert!(
+        per_publisher.is_empty(),
+        "messages of no publisher: {per_publisher:?}"
+    );
 }

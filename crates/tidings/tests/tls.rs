@@ -24,7 +24,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use serde_json::{Value, json};
-use tidings_client::{Client, ClientOptions, ConnectionState};
+use tidings_client::{Client, ClientOptions, CloseReason, ConnectionState};
 use tidings_server::rustls;
 use tidings_server::rustls::pki_types::pem::PemObject;
 use tidings_server::rustls::pki_types::{CertificateDer, ServerName};
@@ -291,12 +291,16 @@ async fn rust_client_over_wss_and_graceful_shutdown() {
     let closed = within(
         10,
         "client closed by the shutdown",
-        state.wait_for(|s| matches!(s, ConnectionState::Closed(_))),
+        state.wait_for(|s| *s != ConnectionState::Connected),
     )
     .await
     .unwrap()
     .clone();
-    assert!(matches!(closed, ConnectionState::Closed(_)), "{closed:?}");
+    assert_eq!(
+        closed,
+        ConnectionState::Closed(CloseReason::ConnectionLost),
+        "the client (reconnect off) must be closed by the server going away"
+    );
     let status = within(15, "tidings serve exit", server.child.wait())
         .await
         .unwrap();

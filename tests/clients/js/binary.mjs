@@ -4,6 +4,7 @@
 
 import { randomBytes } from "node:crypto";
 import {
+  TRANSPORT,
   check,
   checkEqual,
   checkUpgraded,
@@ -92,4 +93,4 @@ run(async () => {
 
   await checkUpgraded("binary a", a);
   await checkUpgraded("binary b", b);
-});
+}, { checks: TRANSPORT === "upgrade" ? 34 : 32 });

@@ -88,4 +88,4 @@ run(async () => {
   checkEqual("confirmed publishes", confirmed.length, PUBLISHES);
   const duplicates = [...received.values()].filter((n) => n > 1).length;
   stdout.write(`delivered ${received.size} distinct, ${duplicates} redelivered\n`);
-}, { timeoutMs: 90000 });
+}, { timeoutMs: 90000, checks: 303 });

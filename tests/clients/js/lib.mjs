@@ -5,10 +5,15 @@
 // - `TRANSPORT` is `websocket`, `polling` or `upgrade` (the default): see `clientOptions`.
 // - A global watchdog fails the script if it has not finished in time (`TIDINGS_TEST_TIMEOUT_MS`
 //   overrides the per-script default).
-// - Every assertion goes through `check*`, which counts it; `done()` disconnects every client
-//   this module created, prints `ok: N checks` and exits 0. The first failed check prints
+// - Every assertion goes through `check*`, which counts it. A scenario declares how many checks
+//   it runs at least (`run(main, { checks: N })`); `done()` fails unless that many ran, then
+//   disconnects every client this module created, prints `ok: M checks (at least N declared)`
+//   and exits 0. The Rust runners require that line. The first failed check prints
 //   `FAIL <check>: expected …, actual …` to stderr and exits 1.
+// - A scenario that stops with work pending fails: if the event loop empties (an await on
+//   something with no timer that never settles) or the process exits 0 before `done()`.
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import { io } from "socket.io-client";
 import { isDeepStrictEqual, inspect } from "node:util";
 import { basename } from "node:path";
@@ -32,7 +37,25 @@ if (!["websocket", "polling", "upgrade"].includes(TRANSPORT)) {
 export const WAIT_MS = 5000;
 
 let checks = 0;
+/** The number of checks the scenario declares it runs at least (`run`'s `checks`). */
+let declared = 0;
+/** Set by `done()`: the scenario ran to its end. */
+let finished = false;
 const sockets = new Set();
+
+// Node exits 0 when nothing is left to wait for, even while `main` still awaits a promise that
+// nothing will settle (the watchdog is `unref()`'d): that is a failure, not a pass.
+process.on("beforeExit", () => {
+  if (!finished) {
+    fail("pending work", "the event loop emptied before the scenario finished (an await without a timer never settled)");
+  }
+});
+process.on("exit", (code) => {
+  if (code === 0 && !finished) {
+    stderr.write(`${SCRIPT} [${TRANSPORT}]: FAIL exit: the process exited 0 before the scenario finished\n`);
+    process.exitCode = 1;
+  }
+});
 
 function show(value) {
   return inspect(value, { depth: 8, compact: true, breakLength: Infinity, maxArrayLength: 20, maxStringLength: 200 });
@@ -44,15 +67,25 @@ export function fail(name, detail) {
   exit(1);
 }
 
+/**
+ * Set while `asOneCheck` runs its function: the checks made there still fail the scenario but
+ * are not counted (async-context local, so checks of concurrent work still count).
+ */
+const uncounted = new AsyncLocalStorage();
+
+function count() {
+  if (!uncounted.getStore()) checks += 1;
+}
+
 /** Counts one check; fails with `expected`/`actual` unless `cond` holds. */
 export function check(name, cond, expected, actual) {
-  checks += 1;
+  count();
   if (!cond) fail(name, `expected ${expected}, actual ${show(actual)}`);
 }
 
 /** Deep, strict structural equality (Buffers compare by bytes, key order ignored). */
 export function checkEqual(name, actual, expected) {
-  checks += 1;
+  count();
   if (!isDeepStrictEqual(actual, expected)) {
     fail(name, `expected ${show(expected)}, actual ${show(actual)}`);
   }
@@ -60,7 +93,7 @@ export function checkEqual(name, actual, expected) {
 
 /** Equality of the JSON text: also pins object key order and number formatting. */
 export function checkJson(name, actual, expected) {
-  checks += 1;
+  count();
   const a = JSON.stringify(actual);
   const e = JSON.stringify(expected);
   if (a !== e) fail(name, `expected JSON ${e}, actual JSON ${a}`);
@@ -242,6 +275,36 @@ export async function checkUpgraded(name, socket) {
 }
 
 /**
+ * Runs `fn` (sync or async) and resolves with its result, counting it as the one check `name`:
+ * the checks it makes still fail the scenario but are not counted. For checks whose number
+ * depends on timing or on choices the server makes (polls, loops over deliveries that may
+ * number more or fewer), so that the count a scenario declares stays exact.
+ */
+export async function asOneCheck(name, fn) {
+  const result = await uncounted.run(true, fn);
+  count();
+  return result;
+}
+
+/**
+ * Polls `probe` (async; returns a truthy value once the awaited server state is reached) at
+ * most `tries` times, `everyMs` apart, and resolves with that value; fails `name` with the last
+ * value if it never holds. Only for server state no event announces. One check (`asOneCheck`),
+ * however many probes it took.
+ */
+export function poll(name, probe, { tries = 150, everyMs = 20 } = {}) {
+  return asOneCheck(name, async () => {
+    let last;
+    for (let attempt = 0; attempt < tries; attempt++) {
+      last = await probe();
+      if (last) return last;
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+    fail(name, `expected the server state within ${tries} polls ${everyMs} ms apart, actual ${show(last)}`);
+  });
+}
+
+/**
  * Collects every `event` received by `socket` (each entry is the argument array). Proof of
  * absence: after a later `roundTrip` on the same connection, anything the server emitted
  * earlier has arrived, so an empty list then means "not sent".
@@ -259,13 +322,18 @@ export async function roundTrip(name, socket) {
 }
 
 /**
- * Disconnects every client, prints the result line and exits 0 once the clients' connections
- * have closed (so the server sees them go, e.g. the final long-polling POST is sent), or after
- * a short grace period.
+ * Fails unless the declared number of checks ran; else disconnects every client, prints the
+ * result line and exits 0 once the clients' connections have closed (so the server sees them
+ * go, e.g. the final long-polling POST is sent), or after a short grace period.
  */
 export function done() {
+  if (!(declared > 0)) fail("checks", "the scenario declares no number of checks (run(main, { checks: N }))");
+  if (checks < declared) {
+    fail("checks", `expected at least ${declared} checks (declared), actual ${checks}: the scenario ended early`);
+  }
+  finished = true;
   for (const s of sockets) s.disconnect();
-  stdout.write(`ok: ${checks} checks\n`);
+  stdout.write(`ok: ${checks} checks (at least ${declared} declared)\n`);
   process.exitCode = 0;
   setTimeout(() => exit(0), 3000).unref();
 }
@@ -276,10 +344,15 @@ export function uniq(name) {
 }
 
 /**
- * Runs a scenario: starts the watchdog, awaits `main`, then `done()`. An exception or an
- * unhandled rejection fails the script instead of leaving it hanging.
+ * Runs a scenario that runs at least `checks` checks: starts the watchdog, awaits `main`, then
+ * `done()`. An exception or an unhandled rejection fails the script instead of leaving it
+ * hanging.
  */
-export function run(main, { timeoutMs = 20000 } = {}) {
+export function run(main, { timeoutMs = 20000, checks: atLeast } = {}) {
+  if (!Number.isInteger(atLeast) || atLeast < 1) {
+    fail("setup", `run(main, { checks: N }) must declare the number of checks (N >= 1), got ${atLeast}`);
+  }
+  declared = atLeast;
   watchdog(timeoutMs);
   process.on("unhandledRejection", (err) => fail("unhandled rejection", err?.stack ?? String(err)));
   main().then(done, (err) => fail("uncaught error", err?.stack ?? String(err)));

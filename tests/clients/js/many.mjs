@@ -90,5 +90,5 @@ run(
     }
     check("delivered = expected", delivered === expectedTotal, expectedTotal, delivered);
   },
-  { timeoutMs: 60000 },
+  { timeoutMs: 60000, checks: 3 * CLIENTS + 3 },
 );

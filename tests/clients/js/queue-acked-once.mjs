@@ -33,4 +33,4 @@ run(async () => {
     before.map((d) => [d.meta.offset, d.meta.attempt]),
     Array.from({ length: n }, (_, i) => [i + 1, 1]),
   );
-}, { timeoutMs: WATCHDOG_MS });
+}, { timeoutMs: WATCHDOG_MS, checks: 44 });

@@ -96,4 +96,4 @@ run(async () => {
   );
   await waitDrained("a's queue drains after the redelivery is acked", topic, subKey);
   checkEqual("exactly one redelivery", again.items.map((d) => [d.meta.offset, d.meta.attempt]), [[8, 2]]);
-}, { timeoutMs: WATCHDOG_MS });
+}, { timeoutMs: WATCHDOG_MS, checks: 115 });

@@ -84,4 +84,4 @@ run(async () => {
     inbox.items.map((x) => [x.meta.offset, x.meta.attempt]),
     [...range(1, MAX_DELIVERIES).map((a) => [1, a]), [2, 1], [1, 1]],
   );
-}, { timeoutMs: WATCHDOG_MS });
+}, { timeoutMs: WATCHDOG_MS, checks: 50 });

@@ -7,7 +7,7 @@
 
 import { env } from "node:process";
 import { inspect } from "node:util";
-import { URL, WAIT_MS, check, checkEqual, client, emitAck, fail, must, open } from "./lib.mjs";
+import { URL, WAIT_MS, check, checkEqual, client, emitAck, fail, must, open, poll } from "./lib.mjs";
 
 /**
  * Watchdog of the queue scenarios: every wait in them is bounded, but their sum on a machine
@@ -34,11 +34,6 @@ export function settingString(name) {
 
 function show(value) {
   return inspect(value, { depth: 6, compact: true, breakLength: Infinity, maxArrayLength: 40 });
-}
-
-/** Resolves after `ms` (only for pacing bounded polls of server state, never as a wait). */
-function pause(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
@@ -249,17 +244,11 @@ export function subscriptionOf(name, info, key) {
 
 /**
  * Polls `probe` (async, returns a truthy value when the awaited server state is reached) at
- * most `tries` times, `everyMs` apart. Only for server state no event announces (a store
- * commit, a dead-lettering); fails `name` with the last value if it never holds.
+ * most `tries` times, `everyMs` apart (lib.mjs `poll`: one check however many probes). Only for
+ * server state no event announces (a store commit, a dead-lettering).
  */
-export async function waitFor(name, probe, { tries = 150, everyMs = 20 } = {}) {
-  let last;
-  for (let attempt = 0; attempt < tries; attempt++) {
-    last = await probe();
-    if (last) return last;
-    await pause(everyMs);
-  }
-  fail(name, `expected the server state within ${tries} polls ${everyMs} ms apart, actual ${show(last)}`);
+export function waitFor(name, probe, { tries = 150, everyMs = 20 } = {}) {
+  return poll(name, probe, { tries, everyMs });
 }
 
 /** Waits until the server has its subscription `key` on `topic` fully settled (nothing pending). */

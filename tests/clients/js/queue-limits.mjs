@@ -148,4 +148,4 @@ run(async () => {
     await publish("existing topics stay usable", publisher, created, "e", { ok: true }, { offset: 1 });
     await stillServed("after the topic limit");
   }
-}, { timeoutMs: WATCHDOG_MS });
+}, { timeoutMs: WATCHDOG_MS, checks: 146 });

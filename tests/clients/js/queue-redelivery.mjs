@@ -63,4 +63,4 @@ run(async () => {
     inbox.items.map((d) => [d.meta.offset, d.meta.attempt]),
     [[1, 1], [1, 2], [2, 1], [2, 2]],
   );
-}, { timeoutMs: WATCHDOG_MS });
+}, { timeoutMs: WATCHDOG_MS, checks: 39 });

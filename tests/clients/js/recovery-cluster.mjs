@@ -91,4 +91,4 @@ async function zombieOnAnotherNode() {
 run(async () => {
   await dropAndMove();
   await zombieOnAnotherNode();
-}, { timeoutMs: 60000 });
+}, { timeoutMs: 60000, checks: 23 });

@@ -48,4 +48,4 @@ run(async () => {
   await broadcast("event after the restart", c, room, "news", "after");
   await waitCount("event after the restart arrives", a, "news", news, 2 + missed.length);
   checkEqual("event after the restart", news[news.length - 1][0], "after");
-}, { timeoutMs: 40000 });
+}, { timeoutMs: 40000, checks: 13 });

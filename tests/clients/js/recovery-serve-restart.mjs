@@ -45,4 +45,4 @@ run(async () => {
   await waitCount("the room came back", a, "news", news, 2 + missed.length);
   a.disconnect();
   b.disconnect();
-}, { timeoutMs: 60000 });
+}, { timeoutMs: 60000, checks: 12 });

@@ -140,4 +140,4 @@ run(async () => {
   await missedEventsInOrder();
   await quietClient();
   await zombie();
-}, { timeoutMs: 30000 });
+}, { timeoutMs: 30000, checks: 52 });

@@ -112,4 +112,4 @@ def main():
     check_eq("alice still served", call("alice join", alice, "join", {"room": "room.a"}), {"ok": True})
 
 
-common.run(main, seconds=40)
+common.run(main, seconds=40, checks=23)

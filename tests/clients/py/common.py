@@ -6,9 +6,11 @@ Conventions every scenario follows:
   upgrades; the default).
 - A watchdog thread fails the script with ``os._exit(1)`` if it has not finished in time
   (``TIDINGS_TEST_TIMEOUT_MS`` overrides the per-script default).
-- Every assertion goes through ``check*``, which counts it; ``done()`` disconnects every client,
-  prints ``ok: N checks`` and exits 0. A failed check prints ``FAIL <check>: expected ...,
-  actual ...`` to stderr and exits 1.
+- Every assertion goes through ``check*``, which counts it. A scenario declares how many checks
+  it runs at least (``run(main, checks=N)``); ``done()`` fails unless that many ran, then
+  disconnects every client, prints ``ok: M checks (at least N declared)`` and exits 0. The Rust
+  runners require that line. A failed check prints ``FAIL <check>: expected ..., actual ...``
+  to stderr and exits 1.
 
 python-socketio runs every received event handler in a thread of its own, so handlers may run
 out of order; scenarios that assert ordering record the wire order with ``wire_log``.
@@ -21,6 +23,7 @@ import random
 import string
 import sys
 import threading
+import time
 
 import socketio
 
@@ -36,6 +39,8 @@ _TRANSPORTS = {
 }
 
 _checks = 0
+# The number of checks the scenario declares it runs at least (``run``'s ``checks``).
+_declared = 0
 _clients = []
 _lock = threading.Lock()
 
@@ -59,11 +64,18 @@ if TRANSPORT not in _TRANSPORTS:
 TRANSPORTS = _TRANSPORTS[TRANSPORT]
 
 
+# Set in the thread running ``as_one_check``'s function: the checks made there still fail the
+# scenario but are not counted (thread-local, so checks made meanwhile by event handlers still
+# count).
+_uncounted = threading.local()
+
+
 def check(name, cond, expected, actual):
     """Counts one check; fails with expected/actual unless ``cond`` holds."""
     global _checks
-    with _lock:
-        _checks += 1
+    if not getattr(_uncounted, "active", False):
+        with _lock:
+            _checks += 1
     if not cond:
         fail(name, f"expected {expected}, actual {_show(actual)}")
 
@@ -101,6 +113,40 @@ def watchdog(seconds=20.0):
     timer = threading.Timer(limit, expire)
     timer.daemon = True
     timer.start()
+
+
+def as_one_check(name, fn):
+    """Calls ``fn()`` and returns its result, counting it as the one check ``name``: the checks
+    it makes still fail the scenario but are not counted. For checks whose number depends on
+    timing or on choices the server makes (polls, loops over deliveries that may number more or
+    fewer), so that the count a scenario declares stays exact."""
+    outer = getattr(_uncounted, "active", False)
+    _uncounted.active = True
+    try:
+        result = fn()
+    finally:
+        _uncounted.active = outer
+    check(name, True, "", None)
+    return result
+
+
+def poll(name, probe, tries=150, every_s=0.02):
+    """Polls ``probe`` (returns a truthy value once the awaited server state is reached) at most
+    ``tries`` times, ``every_s`` apart, and returns that value; fails ``name`` with the last value
+    if it never holds. Only for server state no event announces. One check (``as_one_check``),
+    however many probes it took."""
+
+    def attempts():
+        last = None
+        for _ in range(tries):
+            last = probe()
+            if last:
+                return last
+            time.sleep(every_s)
+        fail(name, f"expected the server state within {tries} polls {every_s * 1000:g} ms apart, "
+                   f"actual {_show(last)}")
+
+    return as_one_check(name, attempts)
 
 
 def uniq(name):
@@ -245,22 +291,33 @@ def leave(sio):
 
 
 def done():
-    """Disconnects every client, prints the result line and exits 0."""
+    """Fails unless the declared number of checks ran; else disconnects every client, prints the
+    result line and exits 0."""
+    if _declared < 1:
+        fail("checks", "the scenario declares no number of checks (run(main, checks=N))")
+    if _checks < _declared:
+        fail("checks", f"expected at least {_declared} checks (declared), actual {_checks}: "
+                       "the scenario ended early")
     for sio in _clients:
         try:
             leave(sio)
         except Exception as exc:  # noqa: BLE001 - a failed goodbye must not hide the result
             sys.stderr.write(f"{SCRIPT}: warning: disconnect failed: {exc}\n")
-    sys.stdout.write(f"ok: {_checks} checks\n")
+    sys.stdout.write(f"ok: {_checks} checks (at least {_declared} declared)\n")
     sys.stdout.flush()
     os._exit(0)
 
 
-def run(main, seconds=20.0):
-    """Runs a scenario: starts the watchdog, calls ``main()``, then ``done()``.
+def run(main, seconds=20.0, checks=None):
+    """Runs a scenario that runs at least ``checks`` checks: starts the watchdog, calls
+    ``main()``, then ``done()``.
 
     An exception fails the script (exit 1) instead of leaving clients connected.
     """
+    global _declared
+    if not isinstance(checks, int) or isinstance(checks, bool) or checks < 1:
+        fail("setup", f"run(main, checks=N) must declare the number of checks (N >= 1), got {checks!r}")
+    _declared = checks
     watchdog(seconds)
     try:
         main()

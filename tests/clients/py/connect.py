@@ -1,13 +1,12 @@
 """Connecting with python-socketio: auth payloads, namespaces, refusals, disconnects."""
 
 import queue
-import time
 
 import socketio
 
 from common import leave
 from common import (URL, TRANSPORTS, WAIT_S, Inbox, call, call_ok, check, check_eq, check_json,
-                    client, connect, fail, round_trip, run, uniq)
+                    client, connect, fail, poll, round_trip, run, uniq)
 
 
 def connect_refused(name, namespace, auth=None):
@@ -114,15 +113,14 @@ def main():
     check_eq("room-sockets lists a and b", before.get("sids"), sorted([a.get_sid("/"), b.get_sid("/")]))
     aid = a.get_sid("/")
     leave(a)
-    sids = None
-    for _ in range(100):
+    def forgotten():
         sids = call_ok("room-sockets after a.disconnect()", b, "room-sockets", {"room": room})["sids"]
-        if aid not in sids:
-            break
-        time.sleep(0.02)
-    check_eq("room-sockets after a.disconnect()", sids, [b.get_sid("/")])
+        return None if aid in sids else {"sids": sids}
+
+    after = poll("the server forgets a", forgotten, tries=100)
+    check_eq("room-sockets after a.disconnect()", after["sids"], [b.get_sid("/")])
     check_eq("b still answers", call("b round trip", b, "echo-ack", "x"), "x")
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, checks=36)

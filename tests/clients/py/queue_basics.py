@@ -92,4 +92,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, checks=296)

@@ -176,10 +176,10 @@ def connect_as(name, client_id=None, *listeners, expect_disconnect=False):
     return sio
 
 
-def run(main, seconds=WATCHDOG_S):
+def run(main, seconds=WATCHDOG_S, checks=None):
     """``common.run`` with the queue scenarios' longer watchdog (``common.done`` leaves every
     client through ``common.leave``)."""
-    common.run(main, seconds)
+    common.run(main, seconds, checks=checks)
 
 
 def connect_refused(name, auth):
@@ -286,14 +286,9 @@ def subscription_of(name, info, key):
 
 def wait_for(name, probe, tries=150, every_s=0.02):
     """Polls ``probe`` (returns a truthy value once the server state is reached), bounded in
-    count. Only for server state no event announces (a store commit, a dead-lettering)."""
-    last = None
-    for _ in range(tries):
-        last = probe()
-        if last:
-            return last
-        time.sleep(every_s)
-    fail(name, f"expected the server state within {tries} polls {every_s * 1000:g} ms apart, actual {last!r}")
+    count (``common.poll``: one check however many probes). Only for server state no event
+    announces (a store commit, a dead-lettering)."""
+    return common.poll(name, probe, tries, every_s)
 
 
 def wait_drained(name, topic, key):

@@ -46,4 +46,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, checks=8)

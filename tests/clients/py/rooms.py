@@ -79,4 +79,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, checks=51)

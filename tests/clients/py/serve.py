@@ -33,4 +33,4 @@ def main():
     check("clients connected", a.connected and b.connected, "both connected", (a.connected, b.connected))
 
 
-common.run(main)
+common.run(main, checks=11)

@@ -1,5 +1,6 @@
 //! Shared by the client's integration tests: a real tidings server on 127.0.0.1, stoppable and
-//! restartable on the same port, and client options with fast reconnects.
+//! restartable on the same port (kept by the test meanwhile: [`Port`]), and client options with
+//! fast reconnects.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -8,8 +9,15 @@ use std::time::Duration;
 
 use tidings_client::{ClientOptions, ClientOptionsBuilder, ConnectionState};
 use tidings_server::Server;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// A port kept across a server's restart (shared with tidings-server's tests).
+#[path = "../../../tidings-server/tests/support/port.rs"]
+mod port;
+
+pub use port::Port;
 
 /// A server on a loopback port; shut down on drop.
 pub struct TestServer {
@@ -23,13 +31,16 @@ impl TestServer {
         format!("http://{}", self.addr)
     }
 
-    /// Shuts the server down (closing every session) and waits until its listener is closed,
-    /// so that a new server can take the port.
-    pub async fn stop(mut self) {
+    /// Shuts the server down (closing every session) and waits until its listener is closed;
+    /// returns its port, kept (refusing connections) for a new server ([`start_on`]).
+    pub async fn stop(mut self) -> Port {
+        // Bound before the listener closes: the port is never free for another process.
+        let port = Port::bind(self.addr);
         self.server.shutdown();
         if let Some(serving) = self.serving.take() {
             within(serving).await.unwrap().unwrap();
         }
+        port
     }
 }
 
@@ -40,12 +51,16 @@ impl Drop for TestServer {
 }
 
 pub async fn start(server: Server) -> TestServer {
-    start_on(server, "127.0.0.1:0".parse().unwrap()).await
+    start_on(server, Port::ephemeral()).await
 }
 
-/// Serves `server` on `addr` (a port a stopped server just released).
-pub async fn start_on(server: Server, addr: SocketAddr) -> TestServer {
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+/// Serves `server` on `port` (e.g. the one a stopped server kept).
+pub async fn start_on(server: Server, port: Port) -> TestServer {
+    serve_on(server, port.listen()).await
+}
+
+/// Serves `server` on `listener` (from [`Port::listen`], so that it can be stopped and kept).
+pub async fn serve_on(server: Server, listener: TcpListener) -> TestServer {
     let addr = listener.local_addr().unwrap();
     let s = server.clone();
     let serving = tokio::spawn(async move { s.serve(listener).await });

@@ -2,6 +2,9 @@
 //! scripts in `tests/clients/` expect), a server on 127.0.0.1:0, and script runners.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod port;
+pub mod scenario;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -236,7 +239,8 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-/// Runs a client script to completion (bounded) and panics with its output if it failed.
+/// Runs a client script to completion (bounded) and panics with its output unless it passed:
+/// exit 0 and its summary line with at least the checks it declares ([`scenario`]).
 pub async fn run_script(program: &str, script: PathBuf, url: &str, envs: &[(&str, &str)]) {
     assert!(
         script.exists(),
@@ -259,19 +263,8 @@ pub async fn run_script(program: &str, script: PathBuf, url: &str, envs: &[(&str
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{} {:?} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        script.display(),
-        envs,
-        output.status
-    );
-    eprintln!(
-        "{} {:?}: {}",
-        script.file_name().unwrap().to_string_lossy(),
-        envs,
-        stdout.trim()
-    );
+    let what = format!("{} {envs:?}", script.file_name().unwrap().to_string_lossy());
+    scenario::assert_passed(&what, output.status, &stdout, &stderr);
 }
 
 pub fn node() -> String {

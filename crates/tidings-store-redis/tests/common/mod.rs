@@ -1,151 +1,16 @@
-//! Redis servers for the tests: a private `redis-server` on a free port of 127.0.0.1 (killed
-//! when the last store using it is dropped), or the one at `TIDINGS_REDIS_URL`. Every store
+//! Redis servers for the tests: a private `redis-server` on a unix socket ([`RedisServer`],
+//! killed when the last store using it is dropped), or the one at `TIDINGS_REDIS_URL`. Every store
 //! gets a random key prefix, so tests share a server without seeing each other.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
 
 use tidings_store_redis::{RedisConfig, RedisStore};
 use tidings_store_tests::WithGuard;
 
-/// A `redis-server` process this test started; killed on drop.
-#[derive(Debug)]
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    durable: bool,
-    dir: tempfile::TempDir,
-}
+mod server;
 
-const NO_SERVER: &str = "the redis store tests need a Redis: set TIDINGS_REDIS_URL=redis://… or \
-     put redis-server on PATH (apt-get install redis-server, or scripts/redis-test-server)";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
-/// Is `redis-server` runnable?
-pub fn have_redis_server() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl RedisServer {
-    /// An in-memory server (no snapshot, no AOF).
-    pub fn start() -> RedisServer {
-        Self::spawn(free_port(), false, tempfile::tempdir().unwrap())
-    }
-
-    /// A server with `appendonly yes` and `appendfsync always` in a temporary directory.
-    pub fn start_durable() -> RedisServer {
-        Self::spawn(free_port(), true, tempfile::tempdir().unwrap())
-    }
-
-    fn spawn(port: u16, durable: bool, dir: tempfile::TempDir) -> RedisServer {
-        assert!(have_redis_server(), "{NO_SERVER}");
-        let mut server = RedisServer {
-            child: None,
-            port,
-            durable,
-            dir,
-        };
-        server.launch();
-        server
-    }
-
-    fn launch(&mut self) {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--daemonize", "no", "--protected-mode", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(["--logfile", "redis.log"]);
-        if self.durable {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            cmd.args(["--appendonly", "no"]);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "redis-server exited with {status}; log: {}",
-                    std::fs::read_to_string(self.log()).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // A durable server may still be loading its AOF: wait until it answers.
-        let client = redis::Client::open(self.url()).unwrap();
-        loop {
-            let ready = client
-                .get_connection()
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if ready.is_ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "redis-server does not answer");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
-    }
-
-    /// Its directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills it (SIGKILL: no chance to flush anything it has not fsynced).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port and directory.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.launch();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use server::{RedisServer, have_redis_server};
 
 /// What keeps a test's Redis usable: the shared private server, or, with `TIDINGS_REDIS_URL`,
 /// the prefix to delete when the test ends.
@@ -183,6 +48,11 @@ fn shared_server() -> Arc<RedisServer> {
     if let Some(server) = shared.upgrade() {
         return server;
     }
+    assert!(
+        have_redis_server(),
+        "the redis store tests need a Redis: set TIDINGS_REDIS_URL=redis://… or put \
+         redis-server on PATH (apt-get install redis-server, or scripts/redis-test-server)"
+    );
     let server = Arc::new(RedisServer::start());
     *shared = Arc::downgrade(&server);
     server

@@ -14,8 +14,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// What counts as a passed client scenario (shared with tidings-server's tests).
+#[path = "../../../tidings-server/tests/support/scenario.rs"]
+pub mod scenario;
+
+/// A private redis-server on a unix socket (shared with tidings-store-redis's tests).
+#[path = "../../../tidings-store-redis/tests/common/server.rs"]
+pub mod server;
 
 /// The HS256 secret of the servers these tests start.
 pub const SECRET: &str = "tidings-test-secret-0123456789abcdef";
@@ -65,21 +73,48 @@ pub async fn serve(config: &str, args: &[&str], envs: &[(&str, &str)]) -> Serve 
 /// Spawns `command` (a `tidings serve …` with its flags) and waits for its `listening on`
 /// line: the child, killed on drop, and the origin it serves (`http://127.0.0.1:41234`).
 pub async fn spawn_serve(command: &mut Command) -> (Child, String) {
+    try_spawn_serve(command)
+        .await
+        .unwrap_or_else(|stderr| panic!("tidings serve exited before listening:\n{stderr}"))
+}
+
+/// [`spawn_serve`], or `Err` with what the process wrote to stderr when it exited before
+/// listening (e.g. its port was taken). Its stderr goes to the test's all along, copied by a
+/// thread of its own so that a busy test can never leave the server blocked on a full pipe.
+pub async fn try_spawn_serve(command: &mut Command) -> Result<(Child, String), String> {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within(20, "tidings serve reporting its address", lines.next_line())
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let copier = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut pipe = std::fs::File::from(stderr);
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = pipe.read(&mut buf) {
+            let _ = std::io::stderr().write_all(&buf[..n]);
+            if kept.len() < 64 * 1024 {
+                kept.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+    let first = within(20, "tidings serve reporting its address", lines.next_line())
         .await
-        .unwrap()
-        .expect("tidings serve exited before listening");
+        .unwrap();
+    let Some(line) = first else {
+        // It exited: its stderr ends now.
+        let text = tokio::task::spawn_blocking(move || copier.join().unwrap_or_default());
+        return Err(within(10, "tidings serve's stderr", text).await.unwrap());
+    };
     let url = line
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (child, url.split('/').take(3).collect::<Vec<_>>().join("/"))
+    Ok((child, url.split('/').take(3).collect::<Vec<_>>().join("/")))
 }
 
 pub fn repo_root() -> PathBuf {
@@ -110,15 +145,30 @@ pub fn node() -> String {
     std::env::var("TIDINGS_NODE").unwrap_or_else(|_| "node".to_owned())
 }
 
-/// Runs a client scenario (`js/…` with node, `py/…` with python) against `url`; fails the test
-/// with the script's output unless it exits 0 within 90 s.
-pub async fn run_client(script: &str, url: &str, envs: &[(&str, &str)]) -> String {
-    let program = if script.ends_with(".py") {
+/// The interpreter of a client scenario: python for `py/…`, node for `js/…`.
+fn interpreter(script: &str) -> String {
+    if script.ends_with(".py") {
         python()
     } else {
         node()
-    };
-    let output = Command::new(program)
+    }
+}
+
+/// `script` with the environment it runs with, for messages (tokens make long values: only
+/// the start of each is shown).
+fn described(script: &str, envs: &[(&str, &str)]) -> String {
+    let shown: Vec<String> = envs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.chars().take(24).collect::<String>()))
+        .collect();
+    format!("{script} {shown:?}")
+}
+
+/// Runs a client scenario (`js/…` with node, `py/…` with python) against `url`; fails the test
+/// with the script's output unless it passes within 90 s (exit 0 and its summary line with at
+/// least the checks it declares: [`scenario`]). Returns its stdout.
+pub async fn run_client(script: &str, url: &str, envs: &[(&str, &str)]) -> String {
+    let output = Command::new(interpreter(script))
         .arg(repo_root().join("tests/clients").join(script))
         .env("TIDINGS_URL", url)
         .envs(envs.iter().copied())
@@ -126,17 +176,82 @@ pub async fn run_client(script: &str, url: &str, envs: &[(&str, &str)]) -> Strin
         .output();
     let output = within(90, script, output).await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    // Tokens make long values: show the start of each.
-    let shown: Vec<String> = envs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.chars().take(24).collect::<String>()))
-        .collect();
-    assert!(
-        output.status.success(),
-        "{script} {shown:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    scenario::assert_passed(
+        &described(script, envs),
+        output.status,
+        &stdout,
+        &String::from_utf8_lossy(&output.stderr),
     );
     stdout
+}
+
+/// A client scenario running alongside the test, which follows its cues on stdout (a line
+/// such as `KILL` asks the test to act) and then requires it to pass like [`run_client`].
+/// Its stderr goes to the test's; it is killed on drop.
+pub struct Scenario {
+    what: String,
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Every stdout line read so far.
+    stdout: String,
+}
+
+impl Scenario {
+    /// Starts `script` (`js/…` or `py/…`) with `TIDINGS_URL=url` and `envs`.
+    pub fn start(script: &str, url: &str, envs: &[(&str, &str)]) -> Scenario {
+        let mut child = Command::new(interpreter(script))
+            .arg(repo_root().join("tests/clients").join(script))
+            .env("TIDINGS_URL", url)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {script}: {e}"));
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Scenario {
+            what: described(script, envs),
+            child,
+            lines,
+            stdout: String::new(),
+        }
+    }
+
+    /// Waits for the scenario to print the line `cue`; fails if it ends first or takes longer
+    /// than `secs`.
+    pub async fn cue(&mut self, cue: &str, secs: u64) {
+        let what = format!("{}: the cue {cue}", self.what);
+        let found = within(secs, &what, async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                self.stdout.push_str(&line);
+                self.stdout.push('\n');
+                if line == cue {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            found,
+            "{what}: the scenario ended first; stdout:\n{}",
+            self.stdout
+        );
+    }
+
+    /// Waits (at most `secs`) for the scenario to end and fails the test unless it passed.
+    pub async fn passes(mut self, secs: u64) {
+        let what = self.what.clone();
+        let status = within(secs, &what, async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                self.stdout.push_str(&line);
+                self.stdout.push('\n');
+            }
+            self.child.wait().await.unwrap()
+        })
+        .await;
+        scenario::assert_passed(&what, status, &self.stdout, "(inherited: see above)");
+    }
 }
 
 pub fn now() -> u64 {
