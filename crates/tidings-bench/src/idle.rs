@@ -5,6 +5,11 @@
 //! hard limit here is 20,000 per process, and one source address has ~28,000 ephemeral ports.
 //! The server process itself is bound by the same limit, so "as many as the machine allows"
 //! means just under 20,000 connections into one server process.
+//!
+//! `idle-durable` (tidings only): every connection is a durable subscriber with an identity of
+//! its own, subscribed to one of [`DURABLE_TOPICS`] topics, and nothing is published. What it
+//! should cost is what an idle plain connection costs: no store operation (the claims the
+//! server counts in `GET /v1/stats`, read before and after the hold) and no wake-up.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
@@ -23,6 +28,85 @@ use crate::{Ctx, bar, sio};
 /// Connections per worker process: well under the 20,000 open-files limit.
 pub const PER_WORKER: usize = 5_000;
 
+/// The topics the durable idle subscribers are spread over.
+pub const DURABLE_TOPICS: usize = 1_000;
+
+/// What each connection of a worker is.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// A plain WebSocket, no Socket.IO.
+    Bare,
+    /// A Socket.IO connection to `/`.
+    SocketIo,
+    /// A Socket.IO connection with `clientId` `idle-<worker>-<i>`, subscribed to
+    /// `idle.<i mod DURABLE_TOPICS>`.
+    Durable {
+        /// The worker's number.
+        worker: usize,
+    },
+}
+
+impl Kind {
+    /// From the worker's flags.
+    pub fn from_flags(bare: bool, durable: bool, worker: usize) -> Kind {
+        match (bare, durable) {
+            (true, _) => Kind::Bare,
+            (false, true) => Kind::Durable { worker },
+            (false, false) => Kind::SocketIo,
+        }
+    }
+}
+
+/// One connection of kind `kind` (its index `i` within its worker).
+async fn open(
+    addr: SocketAddr,
+    path: &str,
+    source: Option<IpAddr>,
+    kind: Kind,
+    i: usize,
+) -> Result<sio::Ws> {
+    match kind {
+        Kind::Bare => sio::open_ws(addr, path, source).await,
+        Kind::SocketIo => sio::connect(addr, path, source, None).await,
+        Kind::Durable { worker } => {
+            let auth = serde_json::json!({ "clientId": format!("idle-{worker}-{i}") });
+            let mut ws = sio::connect(addr, path, source, Some(&auth)).await?;
+            let topic = format!("idle.{}", i % DURABLE_TOPICS);
+            sio::call_ok(
+                &mut ws,
+                1,
+                "subscribe",
+                serde_json::json!({ "topic": topic }),
+            )
+            .await?;
+            Ok(ws)
+        }
+    }
+}
+
+/// The delivery engine's claims so far, from tidings' `GET /v1/stats`.
+async fn store_claims(addr: SocketAddr) -> Result<f64> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /v1/stats HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .map_err(|_| anyhow!("GET /v1/stats timed out"))??;
+    let answer = String::from_utf8_lossy(&answer);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .ok_or_else(|| anyhow!("GET /v1/stats: no body"))?;
+    let stats: serde_json::Value = serde_json::from_str(body).context("GET /v1/stats")?;
+    stats
+        .get("storeClaims")
+        .and_then(serde_json::Value::as_f64)
+        .ok_or_else(|| anyhow!("GET /v1/stats has no storeClaims: {body:.200}"))
+}
+
 /// Measures `conns` idle connections to `peer`, held for `hold` after they all connected.
 pub async fn run(
     ctx: &Ctx,
@@ -30,10 +114,12 @@ pub async fn run(
     conns: usize,
     hold: Duration,
     rep: usize,
+    durable: bool,
 ) -> Result<Record> {
-    let tag = format!("idle{conns}-{}-{rep}", peer.name().replace(' ', "_"));
+    let scenario = if durable { "idle-durable" } else { "idle" };
+    let tag = format!("{scenario}{conns}-{}-{rep}", peer.name().replace(' ', "_"));
     let server = ServerProc::start(peer, &ctx.programs, &tag).await?;
-    let result = measure(ctx, peer, conns, hold, &server).await;
+    let result = measure(ctx, peer, conns, hold, &server, durable).await;
     server.stop().await;
     result
 }
@@ -44,14 +130,16 @@ async fn measure(
     conns: usize,
     hold: Duration,
     server: &ServerProc,
+    durable: bool,
 ) -> Result<Record> {
+    let scenario = if durable { "idle-durable" } else { "idle" };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = server.usage()?;
     let workers = conns.div_ceil(PER_WORKER);
     let pb = bar(
         ctx,
         conns as u64,
-        &format!("idle {conns} {}: connecting", peer.name()),
+        &format!("{scenario} {conns} {}: connecting", peer.name()),
     );
     let mut children = Vec::new();
     let mut reports = Vec::new();
@@ -68,6 +156,9 @@ async fn measure(
         }
         if !peer.is_socketio() {
             cmd.arg("--bare");
+        }
+        if durable {
+            cmd.args(["--durable", "--worker", &w.to_string()]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -105,13 +196,25 @@ async fn measure(
     pb.finish_and_clear();
     // Let the server settle (buffers from the handshakes freed), then hold.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let claims_before = if durable {
+        Some(store_claims(server.addr).await?)
+    } else {
+        None
+    };
     let loaded = server.usage()?;
     tokio::time::sleep(hold).await;
     let held = server.usage()?;
+    let claims = match claims_before {
+        Some(before) => Some(store_claims(server.addr).await? - before),
+        None => None,
+    };
     stop_workers(children).await;
 
     let n = connected.max(1) as f64;
-    let mut rec = Record::new("idle", conns.to_string(), conns as u64, peer);
+    let mut rec = Record::new(scenario, conns.to_string(), conns as u64, peer);
+    if let Some(claims) = claims {
+        rec.set("store_claims_while_idle", claims);
+    }
     rec.set("conns", connected as f64)
         .set("failed", failed as f64)
         .set("completeness", connected as f64 / conns as f64)
@@ -130,10 +233,11 @@ async fn measure(
             (held.cpu_secs - loaded.cpu_secs) * 1e6 / n / hold.as_secs_f64(),
         );
     ctx.say(format!(
-        "  idle       {:<14} {connected}/{conns} connected  RSS {:.1} KiB/conn  idle CPU {:.2} µs/conn/s",
+        "  {scenario:<12} {:<14} {connected}/{conns} connected  RSS {:.1} KiB/conn  idle CPU {:.2} µs/conn/s{}",
         peer.name(),
         rec.values.get("rss_kib_per_conn").copied().unwrap_or(0.0),
         rec.values.get("idle_cpu_us_per_conn_s").copied().unwrap_or(0.0),
+        claims.map_or(String::new(), |c| format!("  store claims while idle {c:.0}")),
     ))?;
     Ok(rec)
 }
@@ -159,22 +263,16 @@ pub async fn worker(
     path: String,
     count: usize,
     source: Option<IpAddr>,
-    bare: bool,
+    kind: Kind,
     hold: Duration,
 ) -> Result<()> {
     let mut ok = Vec::new();
     let mut failed = 0usize;
     let mut done = 0usize;
     let mut attempts = stream::iter(0..count)
-        .map(|_| {
+        .map(|i| {
             let path = path.clone();
-            async move {
-                if bare {
-                    sio::open_ws(addr, &path, source).await
-                } else {
-                    sio::connect(addr, &path, source, None).await
-                }
-            }
+            async move { open(addr, &path, source, kind, i).await }
         })
         .buffer_unordered(128);
     let mut first_error = None;

@@ -76,6 +76,13 @@ enum Cmd {
         /// Plain WebSocket, no Socket.IO handshake.
         #[arg(long)]
         bare: bool,
+        /// Durable subscribers: each connection has its own `clientId` and subscribes to one
+        /// of 1,000 topics (tidings only).
+        #[arg(long)]
+        durable: bool,
+        /// This worker's number, for unique client ids.
+        #[arg(long, default_value_t = 0)]
+        worker: usize,
         /// Exit after this long even if stdin stays open.
         #[arg(long, default_value_t = 600)]
         hold_secs: u64,
@@ -90,7 +97,8 @@ struct RunArgs {
     /// Repetitions of each scenario (medians are reported); default 1 quick, 3 full.
     #[arg(long)]
     reps: Option<usize>,
-    /// Scenarios to run (comma-separated): idle,fanout,rooms,publish,fanout-durable,drain.
+    /// Scenarios to run (comma-separated): idle,idle-durable,fanout,rooms,publish,
+    /// fanout-durable,drain.
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
     /// Peers (comma-separated): tidings,node,socketioxide,bare,redis.
@@ -194,13 +202,15 @@ fn real_main() -> Result<()> {
             count,
             source,
             bare,
+            durable,
+            worker,
             hold_secs,
         } => runtime()?.block_on(idle::worker(
             addr,
             path,
             count,
             source,
-            bare,
+            idle::Kind::from_flags(bare, durable, worker),
             Duration::from_secs(hold_secs),
         )),
         Cmd::Run(args) => runtime()?.block_on(run(args)),
@@ -219,6 +229,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 struct Plan {
     reps: usize,
     idle: Vec<(usize, Duration, usize)>,
+    /// Connected durable subscribers with nothing to receive (tidings only).
+    idle_durable: Vec<(usize, Duration, usize)>,
     fanout: RoomSpec,
     rooms: RoomSpec,
     publish: Vec<usize>,
@@ -237,6 +249,7 @@ fn plan(args: &RunArgs) -> Plan {
         Plan {
             reps: args.reps.unwrap_or(1),
             idle: vec![(1_000, Duration::from_secs(2), 1)],
+            idle_durable: vec![(200, Duration::from_secs(2), 1)],
             fanout: RoomSpec {
                 scenario: "fanout",
                 clients: 100,
@@ -270,6 +283,8 @@ fn plan(args: &RunArgs) -> Plan {
                 // CPU figure includes the pings; once, as it is the longest step.
                 (max, Duration::from_secs(30), 1),
             ],
+            // Spread over two worker processes (5,000 each), as the issue asks.
+            idle_durable: vec![(10_000, Duration::from_secs(10), reps)],
             fanout: RoomSpec {
                 scenario: "fanout",
                 clients: 1_000,
@@ -358,6 +373,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let scenarios: Vec<String> = args.scenarios.clone().unwrap_or_else(|| {
         [
             "idle",
+            "idle-durable",
             "fanout",
             "rooms",
             "publish",
@@ -407,11 +423,23 @@ async fn run(args: RunArgs) -> Result<()> {
                 }
                 for &peer in &realtime {
                     attempt!(rep, format!("idle {conns} {}", peer.name()), async {
-                        idle::run(&ctx, peer, conns, hold, rep)
+                        idle::run(&ctx, peer, conns, hold, rep, false)
                             .await
                             .map(|r| vec![r])
                     });
                 }
+            }
+        }
+        if wants("idle-durable") && peers.contains(&Peer::Tidings) {
+            for &(conns, hold, reps) in &plan.idle_durable {
+                if rep >= reps {
+                    continue;
+                }
+                attempt!(rep, format!("idle-durable {conns} tidings"), async {
+                    idle::run(&ctx, Peer::Tidings, conns, hold, rep, true)
+                        .await
+                        .map(|r| vec![r])
+                });
             }
         }
         for (name, spec) in [("fanout", &plan.fanout), ("rooms", &plan.rooms)] {

@@ -122,6 +122,26 @@ pub fn tables(aggs: &[Agg]) -> String {
         }
         out.push('\n');
     }
+    let rows = in_scenario(aggs, "idle-durable");
+    if !rows.is_empty() {
+        out.push_str("#### Idle durable subscribers (tidings)\n\n");
+        out.push_str("Each connection has its own identity and one subscription (1,000 topics); nothing is published.\n\n");
+        out.push_str("| subscribers | connected | RSS per subscriber (KiB) | idle CPU (µs per subscriber per s) | store claims while idle | reps |\n");
+        out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for a in rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                num(Some(a.order as f64), 0),
+                num(a.get("conns"), 0),
+                num(a.get("rss_kib_per_conn"), 1),
+                num(a.get("idle_cpu_us_per_conn_s"), 2),
+                num(a.get("store_claims_while_idle"), 0),
+                a.reps
+            );
+        }
+        out.push('\n');
+    }
     for (scenario, title) in [
         ("fanout", "Room fan-out (one room)"),
         ("rooms", "Many small rooms"),

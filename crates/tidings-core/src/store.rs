@@ -346,6 +346,11 @@ pub struct ClaimResult {
     pub claimed: Vec<Claimed>,
     /// Entries moved to the dead letters by this claim (they reached `max_deliveries`).
     pub dead_lettered: Vec<Offset>,
+    /// The earliest due time among the subscription's pending entries after this claim — an
+    /// entry in flight is due at its deadline, a requeued one when its backoff ends — or None
+    /// when nothing is pending. A dispatcher with nothing to claim sleeps until then (or until
+    /// a publish or a settle wakes it) instead of polling.
+    pub next_due: Option<Millis>,
 }
 
 /// A message that exhausted its deliveries for one subscription.

@@ -344,6 +344,7 @@ fn stats(queues: &Queues, caller: &Caller, server: ServerStats) -> ApiResult {
             "queueFullPublishes": queues.queue_full_publishes(),
             "overflowDropped": queues.overflow_dropped(),
             "topicsRefused": queues.topics_refused(),
+            "storeClaims": queues.store_claims(),
         }),
     ))
 }

@@ -437,6 +437,7 @@ impl State {
         if !result.dead_lettered.is_empty() {
             warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
         }
+        result.next_due = s.pending.values().map(|e| e.due).min();
         Ok(result)
     }
 

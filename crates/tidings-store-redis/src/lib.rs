@@ -536,6 +536,10 @@ impl RedisStore {
         for o in array(at(&r, 1, WHAT)?, WHAT)? {
             result.dead_lettered.push(u64_of(o, WHAT)?);
         }
+        result.next_due = match r.get(2) {
+            None | Some(redis::Value::Nil) => None,
+            Some(v) => Some(reply::score(v, WHAT)?),
+        };
         if !result.dead_lettered.is_empty() {
             warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
         }

@@ -47,6 +47,20 @@ pub(crate) fn u64_of(v: &Value, what: &str) -> Result<u64, StoreError> {
     }
 }
 
+/// A sorted-set score as whole milliseconds: Redis keeps scores as doubles and writes large
+/// ones in exponent form (`1.8446744073709552e+19`); those saturate.
+pub(crate) fn score(v: &Value, what: &str) -> Result<u64, StoreError> {
+    let text = string(v, what)?;
+    match text.parse::<u64>() {
+        Ok(ms) => Ok(ms),
+        // `as` saturates: a score past u64::MAX is u64::MAX, a negative one 0.
+        Err(_) => text
+            .parse::<f64>()
+            .map(|ms| ms as u64)
+            .map_err(|_| corrupt(what, v)),
+    }
+}
+
 pub(crate) fn u32_of(v: &Value, what: &str) -> Result<u32, StoreError> {
     u32::try_from(u64_of(v, what)?).map_err(|_| corrupt(what, v))
 }

@@ -345,7 +345,10 @@ function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
       end
     end
   end
-  return {'ok', claimed, dead}
+  -- The earliest due time of what stays pending (false: nothing is), as a string: Redis
+  -- turns Lua numbers into integers, scores are kept exact as strings.
+  local first = redis.call('ZRANGE', sk.due, 0, 0, 'WITHSCORES')
+  return {'ok', claimed, dead, first[2] or false}
 end
 
 function ops.ack(topic, s, o)

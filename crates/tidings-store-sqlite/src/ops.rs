@@ -727,6 +727,12 @@ pub(crate) fn claim(
     if !result.dead_lettered.is_empty() {
         warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
     }
+    // One probe of the `pending_due` index (sub, due_at).
+    let next_due: Option<i64> = c
+        .prepare_cached("SELECT MIN(due_at) FROM pending WHERE sub = ?1")
+        .and_then(|mut st| st.query_row([s.id], |r| r.get(0)))
+        .map_err(db)?;
+    result.next_due = next_due.map(|due| u64::try_from(due).unwrap_or(0));
     Ok(result)
 }
 

@@ -393,7 +393,14 @@ pub async fn claim_hands_out_new_messages_in_order<S: Store>(store: &S) {
     assert_eq!(r.claimed[1].message, history[1]);
     assert!(r.dead_lettered.is_empty());
     let none = store.claim(&t, &sub, opts(0, 0)).await.unwrap();
-    assert_eq!(none, ClaimResult::default());
+    assert_eq!(
+        none,
+        ClaimResult {
+            next_due: Some(1000),
+            ..ClaimResult::default()
+        },
+        "max 0 hands out nothing; the two in flight are due at their deadline"
+    );
     assert_eq!(sub_info(store, &t, &sub).await.cursor, 3);
     let r = store.claim(&t, &sub, opts(0, 10)).await.unwrap();
     assert_eq!(claimed(&r), [(3, 1), (4, 1), (5, 1)]);
@@ -457,6 +464,38 @@ pub async fn claim_redelivers_after_ack_deadline<S: Store>(store: &S) {
     );
     let i = sub_info(store, &t, &sub).await;
     assert_eq!((i.pending, i.in_flight, i.cursor), (1, 1, 3));
+}
+
+/// `next_due` is the earliest due time of what stays pending after the claim: an entry in
+/// flight is due at its deadline, a requeued one when its backoff ends; None with nothing
+/// pending. A dispatcher sleeps until then instead of polling, so it must be exact.
+pub async fn claim_reports_the_next_due_time<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 2, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    let o = |now, max| ClaimOptions {
+        ack_timeout: 500,
+        ..opts(now, max)
+    };
+    let r = store.claim(&t, &sub, o(1000, 1)).await.unwrap();
+    assert_eq!((claimed(&r), r.next_due), (vec![(1, 1)], Some(1500)));
+    let r = store.claim(&t, &sub, o(1100, 1)).await.unwrap();
+    assert_eq!((claimed(&r), r.next_due), (vec![(2, 1)], Some(1500)));
+    assert!(store.ack(&t, &sub, 1).await.unwrap());
+    let r = store.claim(&t, &sub, o(1200, 10)).await.unwrap();
+    assert_eq!((claimed(&r), r.next_due), (vec![], Some(1600)));
+    assert!(store.requeue(&t, &sub, 2, 3000).await.unwrap());
+    let r = store.claim(&t, &sub, o(1300, 10)).await.unwrap();
+    assert_eq!((claimed(&r), r.next_due), (vec![], Some(3000)));
+    let r = store.claim(&t, &sub, o(3000, 10)).await.unwrap();
+    assert_eq!((claimed(&r), r.next_due), (vec![(2, 2)], Some(3500)));
+    assert!(store.ack(&t, &sub, 2).await.unwrap());
+    let r = store.claim(&t, &sub, o(3100, 10)).await.unwrap();
+    assert_eq!((claimed(&r), r.next_due), (vec![], None));
 }
 
 /// Due entries come first, in offset order, then new messages; `max` counts both.

@@ -118,6 +118,7 @@ macro_rules! store_conformance_tests {
             resubscribe_keeps_state,
             claim_hands_out_new_messages_in_order,
             claim_redelivers_after_ack_deadline,
+            claim_reports_the_next_due_time,
             claim_hands_out_due_entries_before_new,
             requeue_waits_until_not_before,
             ack_settles_once,

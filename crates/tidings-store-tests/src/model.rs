@@ -490,6 +490,7 @@ impl Model {
                 });
             }
         }
+        out.next_due = s.pending.values().map(|e| e.due).min();
         Ok(out)
     }
 

@@ -4,7 +4,7 @@
 //! and its `apply`.
 //!
 //! Every entry point goes through the same parsers: the Socket.IO event path
-//! ([`run`]), the HTTP API (`POST /v1/topics/{t}/messages` builds a [`Publish`]) and the fuzz
+//! (`run`), the HTTP API (`POST /v1/topics/{t}/messages` builds a [`Publish`]) and the fuzz
 //! targets ([`crate::fuzzing`]). A built-in cannot exist without a declared permission: the
 //! [`Builtin`] trait has no default for [`Builtin::required_access`], and [`Command`]'s
 //! matches are exhaustive.

@@ -62,7 +62,7 @@ pub struct QueueConfig {
     pub max_subscriptions_per_identity: Option<usize>,
     /// The most entries a subscription's queue may hold — pending (in flight or waiting) plus
     /// not yet delivered, the `pending` of the topic info — checked atomically with each
-    /// publish by the store ([`Store::append_bounded`]). Default None: unbounded (retention
+    /// publish by the store ([`Store::append_bounded`](tidings_core::store::Store::append_bounded)). Default None: unbounded (retention
     /// still bounds every topic).
     pub max_queue_depth: Option<u64>,
     /// What a publish does when a subscription of its topic holds `max_queue_depth` entries:

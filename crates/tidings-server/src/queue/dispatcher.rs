@@ -1,5 +1,12 @@
 //! One task per queue (a subscription): claims entries from the store and delivers them to
 //! the queue's connected consumers, at most `max_in_flight` unacknowledged at a time.
+//!
+//! Event-driven, never polling: the task sleeps until a publish to its topic, a settled
+//! delivery, a new consumer, or the earliest due redelivery of its queue — the time the store
+//! reports with each claim (`ClaimResult::next_due`), kept in the one [`DueTimer`](super::due::DueTimer) of all
+//! queues. A queue whose consumers are connected but have nothing to receive costs nothing.
+//! An unacknowledged delivery is requeued by its own ack timer (`ack_timeout` after it was
+//! sent) and the dispatcher woken at once.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,12 +21,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Queues;
+use super::due::Scheduled;
 use crate::io::{AckReply, Socket};
 use tidings_core::clock::{millis, now_millis};
-
-/// How often an idle dispatcher with consumers looks for entries that became due (requeued
-/// with backoff, or in flight past their deadline in the store).
-const DUE_POLL: Duration = Duration::from_millis(200);
 
 /// How long a dispatcher waits before retrying after a store error.
 const STORE_RETRY: Duration = Duration::from_millis(500);
@@ -42,6 +46,8 @@ pub(crate) struct Dispatcher {
     /// sent twice.
     awaiting: Mutex<HashSet<Offset>>,
     wake: Notify,
+    /// When the [`DueTimer`](super::due::DueTimer) will wake this dispatcher next.
+    scheduled: Scheduled,
     stop: CancellationToken,
 }
 
@@ -59,6 +65,7 @@ impl Dispatcher {
             in_flight: AtomicUsize::new(0),
             awaiting: Mutex::new(HashSet::new()),
             wake: Notify::new(),
+            scheduled: Scheduled::default(),
             stop,
         })
     }
@@ -78,6 +85,10 @@ impl Dispatcher {
 
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    pub(super) fn scheduled(&self) -> &Scheduled {
+        &self.scheduled
     }
 
     pub(crate) fn stop(&self) {
@@ -114,12 +125,14 @@ impl Dispatcher {
                     _ = self.wake.notified() => continue,
                 }
             }
+            let now = now_millis();
             let opts = ClaimOptions {
-                now: now_millis(),
+                now,
                 max: free,
                 ack_timeout: store_deadline(config.ack_timeout),
                 max_deliveries: config.max_deliveries,
             };
+            queues.claims.incr();
             let pause = match queues.store().claim(&self.topic, &self.sub, opts).await {
                 Ok(result) => {
                     for offset in &result.dead_lettered {
@@ -128,11 +141,23 @@ impl Dispatcher {
                             max_deliveries = config.max_deliveries, "message moved to dead letters"
                         );
                     }
-                    let claimed_any = !result.claimed.is_empty();
+                    // Woken by the timer when the earliest pending entry falls due (an entry
+                    // stranded in flight, a requeue's backoff), unless something else wakes
+                    // the dispatcher first.
+                    let next_due = result.next_due.map(|at| at.max(now + 1));
+                    queues.due_timer().reschedule(&self, next_due);
+                    if result.claimed.is_empty() {
+                        // Nothing to hand out now: sleep until woken.
+                        tokio::select! {
+                            _ = self.stop.cancelled() => return,
+                            _ = self.wake.notified() => {}
+                        }
+                        continue;
+                    }
                     for claimed in result.claimed {
                         self.deliver(&queues, claimed);
                     }
-                    if claimed_any { None } else { Some(DUE_POLL) }
+                    None
                 }
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, subscription = %self.sub, error = %e, "claim failed");

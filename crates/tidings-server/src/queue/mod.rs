@@ -1,9 +1,9 @@
 //! Durable topics and per-subscriber queues: the delivery engine on top of a
-//! [`Store`](tidings_core::store::Store).
+//! [`tidings_core::store::Store`].
 //!
 //! Clients use it through built-in events (docs/PROTOCOL.md): `subscribe`, `unsubscribe`,
 //! `publish`, `history`. A publish is acknowledged only once the store made it durable. Each
-//! subscription (an identity's own queue, or a group's shared one) has a [`dispatcher`] task
+//! subscription (an identity's own queue, or a group's shared one) has a `dispatcher` task
 //! that claims entries from the store and emits them — `event` with `(data, meta)` and an ack
 //! id — to the connected sockets of its identity or group, at most `max_in_flight` at a time.
 //! The client's ack settles the entry; `{requeue:true}`, a timeout or a disconnect puts it back
@@ -21,6 +21,7 @@
 mod admission;
 pub mod config;
 mod dispatcher;
+mod due;
 mod registry;
 mod retention;
 
@@ -38,6 +39,7 @@ pub use self::retention::enforce_retention;
 pub use tidings_core::topic_matches;
 
 use self::admission::Admission;
+use self::due::DueTimer;
 use self::registry::Registry;
 use crate::cluster::ClusterLink;
 
@@ -55,6 +57,10 @@ pub struct Queues {
     cluster: Arc<ClusterLink>,
     /// The limits checked before the store is asked, and what they refused.
     admission: Admission,
+    /// The earliest due redelivery of every queue that has one.
+    due_timer: Arc<DueTimer>,
+    /// `Store::claim` calls made by the dispatchers.
+    claims: crate::metrics::Counter,
 }
 
 impl std::fmt::Debug for Queues {
@@ -91,6 +97,8 @@ impl Queues {
             stop: CancellationToken::new(),
             cluster,
             admission: Admission::default(),
+            due_timer: Arc::new(DueTimer::default()),
+            claims: crate::metrics::Counter::default(),
         });
         {
             let mut registry = queues.registry.lock();
@@ -120,6 +128,7 @@ impl Queues {
             }
         }
         tokio::spawn(retention::retention_task(queues.clone()));
+        tokio::spawn(queues.due_timer.clone().run(queues.stop.child_token()));
         Ok(queues)
     }
 
@@ -131,6 +140,16 @@ impl Queues {
     /// The configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    /// `Store::claim` calls the dispatchers made since start: with subscribers connected and
+    /// nothing to deliver, this stands still.
+    pub fn store_claims(&self) -> u64 {
+        self.claims.get()
+    }
+
+    fn due_timer(&self) -> &DueTimer {
+        &self.due_timer
     }
 
     /// Stops every dispatcher (on shutdown).

@@ -13,9 +13,40 @@ use super::dispatcher::Dispatcher;
 use super::{QueueKey, Queues};
 use crate::io::Socket;
 
+/// The dispatchers, by topic then subscription: a publish wakes its own topic's dispatchers
+/// with one lookup, however many other topics have subscriptions.
+#[derive(Default)]
+pub(super) struct Dispatchers(HashMap<Topic, HashMap<SubscriptionName, Arc<Dispatcher>>>);
+
+impl Dispatchers {
+    pub(super) fn get(&self, key: &QueueKey) -> Option<&Arc<Dispatcher>> {
+        self.0.get(&key.0)?.get(&key.1)
+    }
+
+    fn insert(&mut self, key: &QueueKey, dispatcher: Arc<Dispatcher>) {
+        self.0
+            .entry(key.0.clone())
+            .or_default()
+            .insert(key.1.clone(), dispatcher);
+    }
+
+    fn remove(&mut self, key: &QueueKey) -> Option<Arc<Dispatcher>> {
+        let of_topic = self.0.get_mut(&key.0)?;
+        let removed = of_topic.remove(&key.1);
+        if of_topic.is_empty() {
+            self.0.remove(&key.0);
+        }
+        removed
+    }
+
+    fn of_topic(&self, topic: &Topic) -> impl Iterator<Item = &Arc<Dispatcher>> {
+        self.0.get(topic).into_iter().flat_map(HashMap::values)
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Registry {
-    pub(super) dispatchers: HashMap<QueueKey, Arc<Dispatcher>>,
+    pub(super) dispatchers: Dispatchers,
     /// The queues each identity consumes: its own subscriptions and its groups'.
     pub(super) consumes: HashMap<Arc<str>, HashSet<QueueKey>>,
     /// Members of each group queue.
@@ -30,7 +61,7 @@ impl Queues {
             return d.clone();
         }
         let d = Dispatcher::new(key.0.clone(), key.1.clone(), self.stop.child_token());
-        registry.dispatchers.insert(key.clone(), d.clone());
+        registry.dispatchers.insert(key, d.clone());
         if let Some(me) = self.me.upgrade() {
             tokio::spawn(d.clone().run(me));
         }
@@ -204,10 +235,8 @@ impl Queues {
 
     pub(super) fn wake_local(&self, topic: &Topic) {
         let registry = self.registry.lock();
-        for ((t, _), d) in &registry.dispatchers {
-            if t == topic {
-                d.wake();
-            }
+        for d in registry.dispatchers.of_topic(topic) {
+            d.wake();
         }
     }
 

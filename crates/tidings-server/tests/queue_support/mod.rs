@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -83,12 +84,19 @@ pub struct QueueServer {
     pub test: TestServer,
     pub queues: Arc<Queues>,
     pub config: QueueConfig,
+    /// Claims the store has been asked for so far.
+    claims: Arc<AtomicU64>,
     _dir: TempDir,
 }
 
 impl QueueServer {
     pub fn url(&self) -> String {
         self.test.url()
+    }
+
+    /// The claims the delivery engine made so far.
+    pub fn claims(&self) -> u64 {
+        self.claims.load(Ordering::Relaxed)
     }
 
     /// The settings the scripts read (`setting("TIDINGS_…")` in JS, `setting(…)` in Python).
@@ -134,13 +142,15 @@ pub async fn start(profile: Profile) -> QueueServer {
     let sqlite: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&dir.path().join("tidings.sqlite3"), SqliteConfig::default()).unwrap(),
     );
-    let store = match profile {
-        Profile::SlowClaims => Arc::new(SlowClaims {
-            inner: sqlite,
-            delay: SLOW_CLAIM,
-        }),
-        _ => sqlite,
-    };
+    let claims = Arc::new(AtomicU64::new(0));
+    let store = Arc::new(SlowClaims {
+        inner: sqlite,
+        delay: match profile {
+            Profile::SlowClaims => SLOW_CLAIM,
+            _ => Duration::ZERO,
+        },
+        claims: claims.clone(),
+    });
     let config = profile.config();
     let server = support::interop_app(support::interop_config().build().unwrap());
     let queues = server.enable_queues(store, config.clone()).await.unwrap();
@@ -149,6 +159,7 @@ pub async fn start(profile: Profile) -> QueueServer {
         test,
         queues,
         config,
+        claims,
         _dir: dir,
     }
 }
@@ -165,11 +176,13 @@ pub async fn run_py(script: &str, profile: Profile, transport: &str) {
     server.run(&support::python(), path, transport).await;
 }
 
-/// A store that answers every `claim` `delay` after the claim took effect (as a store with a
-/// slow fsync, or a busy writer, would); everything else is the inner store's.
+/// A store that counts the claims made, and answers every `claim` `delay` after the claim took
+/// effect (as a store with a slow fsync, or a busy writer, would); everything else is the
+/// inner store's.
 pub struct SlowClaims {
     pub inner: Arc<dyn Store>,
     pub delay: Duration,
+    pub claims: Arc<AtomicU64>,
 }
 
 impl Store for SlowClaims {
@@ -234,8 +247,11 @@ impl Store for SlowClaims {
         opts: ClaimOptions,
     ) -> StoreFuture<'a, ClaimResult> {
         Box::pin(async move {
+            self.claims.fetch_add(1, Ordering::Relaxed);
             let result = self.inner.claim(topic, sub, opts).await;
-            tokio::time::sleep(self.delay).await;
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
             result
         })
     }
