@@ -565,9 +565,14 @@ impl Task {
             }
             Err(crate::error::RequestError::Server { code, message }) => {
                 use tidings_core::ErrorCode;
+                // Passing refusals are retried (a rate limit too: it was reported as
+                // `internal`, and retried, before the client knew every code).
                 if matches!(
                     code,
-                    ErrorCode::StoreUnavailable | ErrorCode::Timeout | ErrorCode::Internal
+                    ErrorCode::StoreUnavailable
+                        | ErrorCode::Timeout
+                        | ErrorCode::Internal
+                        | ErrorCode::RateLimited
                 ) {
                     warn!(topic = %key.topic, code = %code, reason = %message, "re-subscribe failed, retrying");
                     self.retry.push(key);

@@ -277,40 +277,9 @@ impl From<RequestError> for HistoryError {
     }
 }
 
-/// The code of a `{ok:false,error:{code,message}}` acknowledgement. `None` for a code this
-/// version does not know.
-pub(crate) fn parse_code(code: &str) -> Option<ErrorCode> {
-    Some(match code {
-        "bad_request" => ErrorCode::BadRequest,
-        "forbidden" => ErrorCode::Forbidden,
-        "timeout" => ErrorCode::Timeout,
-        "internal" => ErrorCode::Internal,
-        "identity_required" => ErrorCode::IdentityRequired,
-        "store_unavailable" => ErrorCode::StoreUnavailable,
-        "not_found" => ErrorCode::NotFound,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_code_parses_back() {
-        for code in [
-            ErrorCode::BadRequest,
-            ErrorCode::Forbidden,
-            ErrorCode::Timeout,
-            ErrorCode::Internal,
-            ErrorCode::IdentityRequired,
-            ErrorCode::StoreUnavailable,
-            ErrorCode::NotFound,
-        ] {
-            assert_eq!(parse_code(code.as_str()), Some(code));
-        }
-        assert_eq!(parse_code("teapot"), None);
-    }
 
     #[test]
     fn identity_required_is_its_own_variant() {

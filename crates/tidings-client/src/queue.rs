@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::Client;
 use crate::core::{Core, SubKey};
-use crate::error::{EmitError, RequestError, SubscribeError, parse_code};
+use crate::error::{EmitError, RequestError, SubscribeError};
 use crate::event::{AckHandle, EventStream, ServerEvent};
 
 /// The event name of gap notices.
@@ -556,7 +556,9 @@ pub(crate) fn parse_reply(args: Vec<Value>) -> Result<Map<String, Value>, Reques
                     .to_owned()
             };
             let (raw, message) = (text("code"), text("message"));
-            Err(match parse_code(&raw) {
+            // Every code of this version, incl. the refusals a caller branches on (queue_full,
+            // rate_limited, limit_exceeded); a newer server's code comes as `internal`.
+            Err(match ErrorCode::from_wire(&raw) {
                 Some(code) => RequestError::Server { code, message },
                 None => RequestError::Server {
                     code: ErrorCode::Internal,
@@ -642,6 +644,29 @@ mod tests {
 
     const ID: &str = "AAAAAAAAAAAAAAAAAAAAAB";
 
+    /// Every refusal reaches the caller with its own code, so that it can branch on it (a
+    /// `queue_full` or `rate_limited` was once turned into `internal`).
+    #[test]
+    fn refusals_keep_their_code() {
+        for code in ErrorCode::ALL {
+            let ack = serde_json::json!({ "ok": false, "error": { "code": code.as_str(), "message": "m" } });
+            match parse_reply(vec![ack]) {
+                Err(RequestError::Server { code: got, message }) => {
+                    assert_eq!((got, message.as_str()), (code, "m"));
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        let newer =
+            serde_json::json!({ "ok": false, "error": { "code": "teapot", "message": "m" } });
+        match parse_reply(vec![newer]) {
+            Err(RequestError::Server { code, message }) => {
+                assert_eq!((code, message.as_str()), (ErrorCode::Internal, "teapot: m"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn encodes_requests_as_the_contract_says() {
         assert_eq!(
@@ -717,14 +742,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let reply = json!({"ok": false, "error": {"code": "rate_limited", "message": "slow down"}});
-        match parse_reply(vec![reply]) {
-            Err(RequestError::Server { code, message }) => {
-                assert_eq!(code, ErrorCode::Internal);
-                assert_eq!(message, "rate_limited: slow down");
-            }
-            other => panic!("{other:?}"),
-        }
+        // (Every other code, and one this version does not know: `refusals_keep_their_code`.)
         for bad in [vec![], vec![json!("ok")], vec![json!({"ok": "yes"})]] {
             assert!(matches!(parse_reply(bad), Err(RequestError::Protocol(_))));
         }

@@ -41,9 +41,38 @@ pub enum ErrorCode {
     /// The request's body did not arrive within the body timeout; nothing was done and the
     /// connection is closed.
     RequestTimeout,
+    /// (HTTP, 503) the server is over a connection limit; the connection is closed. Retry
+    /// after `Retry-After`.
+    TooManyConnections,
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (clients map the wire text back with
+    /// [`ErrorCode::from_wire`]).
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Forbidden,
+        ErrorCode::Timeout,
+        ErrorCode::Internal,
+        ErrorCode::IdentityRequired,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::NotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
+        ErrorCode::RateLimited,
+        ErrorCode::LimitExceeded,
+        ErrorCode::QueueFull,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::TooManyConnections,
+    ];
+
+    /// The code whose wire text is `text`; None for a code this version does not know (a
+    /// newer server's).
+    pub fn from_wire(text: &str) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
     /// The wire text of the code, e.g. `bad_request`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,6 +90,7 @@ impl ErrorCode {
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -108,26 +138,35 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_wire_text() {
-        let codes = [
-            ErrorCode::BadRequest,
-            ErrorCode::Forbidden,
-            ErrorCode::Timeout,
-            ErrorCode::Internal,
-            ErrorCode::IdentityRequired,
-            ErrorCode::StoreUnavailable,
-            ErrorCode::NotFound,
-            ErrorCode::Unauthorized,
-            ErrorCode::TokenExpired,
-            ErrorCode::RateLimited,
-            ErrorCode::LimitExceeded,
-            ErrorCode::QueueFull,
-            ErrorCode::PayloadTooLarge,
-            ErrorCode::RequestTimeout,
-        ];
-        let texts: std::collections::HashSet<&str> = codes.iter().map(|c| c.as_str()).collect();
-        assert_eq!(texts.len(), codes.len());
+        let texts: std::collections::HashSet<&str> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(texts.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_wire("teapot"), None);
         assert_eq!(ErrorCode::PayloadTooLarge.as_str(), "payload_too_large");
         assert_eq!(ErrorCode::RequestTimeout.as_str(), "request_timeout");
+        // A code missing from ALL cannot be parsed back by clients: this match fails to
+        // compile for a new variant until it is listed here, and then the count must follow.
+        let listed = |code: ErrorCode| match code {
+            ErrorCode::BadRequest
+            | ErrorCode::Forbidden
+            | ErrorCode::Timeout
+            | ErrorCode::Internal
+            | ErrorCode::IdentityRequired
+            | ErrorCode::StoreUnavailable
+            | ErrorCode::NotFound
+            | ErrorCode::Unauthorized
+            | ErrorCode::TokenExpired
+            | ErrorCode::RateLimited
+            | ErrorCode::LimitExceeded
+            | ErrorCode::QueueFull
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::RequestTimeout
+            | ErrorCode::TooManyConnections => 1,
+        };
+        assert_eq!(ErrorCode::ALL.into_iter().map(listed).sum::<usize>(), 15);
     }
 
     #[test]

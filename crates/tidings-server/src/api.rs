@@ -44,7 +44,8 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     res
 }
 
-fn error_response(e: &ErrorBody) -> Response<Body> {
+/// An error as the API answers it: `{"error":{"code","message"}}` with the code's status.
+pub(crate) fn error_response(e: &ErrorBody) -> Response<Body> {
     let status = match e.code {
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -57,6 +58,7 @@ fn error_response(e: &ErrorBody) -> Response<Body> {
         ErrorCode::QueueFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     json_response(status, &json!({ "error": e }))

@@ -238,8 +238,8 @@ impl ConnectionLimiter {
 
 /// The answer to a refused connection: a complete HTTP/1.1 response, then close.
 pub(crate) fn refusal(why: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": { "code": "too_many_connections", "message": why } })
-        .to_string();
+    let error = tidings_core::ErrorBody::new(tidings_core::ErrorCode::TooManyConnections, why);
+    let body = serde_json::json!({ "error": error }).to_string();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tidings_core::Room;
+use tidings_core::clock::millis;
 use tidings_core::session_log::{
     LogFuture, LoggedPacket, Offset, OffsetClock, Replay, SessionLog, SessionRecord, now_millis,
 };
@@ -295,8 +296,7 @@ impl Recovery {
         if record.namespace != ns {
             return None;
         }
-        let window =
-            u64::try_from(self.config.max_disconnection_duration.as_millis()).unwrap_or(u64::MAX);
+        let window = millis(self.config.max_disconnection_duration);
         if now_millis().saturating_sub(record.disconnected_at) > window {
             tracing::debug!(sid = %record.sid, ns, "session expired, new session");
             return None;
@@ -396,7 +396,7 @@ impl Recovery {
                     _ = tick.tick() => {}
                 }
                 let Some(me) = me.upgrade() else { return };
-                let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+                let window = millis(window);
                 let older_than = now_millis().saturating_sub(window);
                 if let Err(e) = me.log.trim(older_than).await {
                     tracing::warn!(error = %e, "cannot trim the recovery log");

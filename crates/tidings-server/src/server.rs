@@ -6,9 +6,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -340,13 +337,12 @@ impl Server {
                 .await;
             }
         }
-        let mut res = Response::new(Full::new(Bytes::from_static(br#"{"error":"not found"}"#)));
-        *res.status_mut() = StatusCode::NOT_FOUND;
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        // Outside the Socket.IO path and /v1: the API's error shape, as docs/PROTOCOL.md says.
+        let e = tidings_core::ErrorBody::new(
+            tidings_core::ErrorCode::NotFound,
+            format!("no route {} {}", req.method(), req.uri().path()),
         );
-        res
+        crate::api::error_response(&e)
     }
 
     /// Serves connections from `listener` until [`Server::shutdown`] is called.

@@ -156,7 +156,7 @@ impl Lease {
         let held: i64 = script
             .key(&self.key)
             .arg(&self.owner)
-            .arg(u64::try_from(TAG_LEASE.as_millis()).unwrap_or(u64::MAX))
+            .arg(tidings_core::clock::millis(TAG_LEASE))
             .invoke_async(conn)
             .await
             .map_err(|e| unavailable(&e))?;

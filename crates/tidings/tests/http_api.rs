@@ -621,8 +621,10 @@ async fn errors(store: Store) {
             "{method} {path}: {message}"
         );
     }
-    // Outside /v1 and the Socket.IO path.
-    assert_eq!(get(url, "/nope").await.status, 404);
+    // Outside /v1 and the Socket.IO path: the same error shape.
+    let outside = get(url, "/nope").await;
+    assert_eq!(outside.status, 404);
+    assert_eq!(outside.error(), ("not_found", "no route GET /nope"));
 
     let big = json!({ "event": "order", "data": "x".repeat(2000) });
     let answer = post(url, messages, &big).await;

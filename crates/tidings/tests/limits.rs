@@ -208,17 +208,7 @@ async fn slow_bodies_are_cut_off() {
     assert!(!topics.contains("slow.body"), "{topics}");
 
     // A long-polling POST: the same; its session is closed.
-    let handshake = raw(
-        &host,
-        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
-    let sid = handshake
-        .split(r#""sid":""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no sid in {handshake}"))
-        .to_owned();
+    let sid = polling_session(&host).await;
     let answer = partial_body(
         &host,
         &format!("POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain"),
@@ -241,6 +231,21 @@ async fn slow_bodies_are_cut_off() {
     bystanders.still_served("after two slow bodies").await;
 }
 
+/// Opens an Engine.IO session over long-polling; returns its sid.
+async fn polling_session(host: &str) -> String {
+    let handshake = raw(
+        host,
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    handshake
+        .split(r#""sid":""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no sid in {handshake}"))
+        .to_owned()
+}
+
 #[tokio::test]
 async fn a_session_that_never_joins_a_namespace_is_closed() {
     const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -255,17 +260,7 @@ async fn a_session_that_never_joins_a_namespace_is_closed() {
     // nothing and is made again (at most 3).
     for attempt in 1..=3 {
         let started = Instant::now();
-        let handshake = raw(
-            &host,
-            b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        let sid = handshake
-            .split(r#""sid":""#)
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no sid in {handshake}"))
-            .to_owned();
+        let sid = polling_session(&host).await;
         let poll = format!(
             "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
         );

@@ -229,8 +229,8 @@ impl Engine {
         let open = serde_json::json!({
             "sid": session.sid().to_string(),
             "upgrades": upgrades,
-            "pingInterval": config.ping_interval.as_millis() as u64,
-            "pingTimeout": config.ping_timeout.as_millis() as u64,
+            "pingInterval": millis(config.ping_interval),
+            "pingTimeout": millis(config.ping_timeout),
             "maxPayload": config.max_payload,
         });
         // A fresh session has an empty buffer, far below any valid max_buffered_bytes.
