@@ -35,7 +35,7 @@ impl Sid {
 #[allow(clippy::expect_used)]
 pub(crate) fn random_u128() -> u128 {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed"); // allow-unwrap: # Panics above
     u128::from_le_bytes(bytes)
 }
 

@@ -47,11 +47,18 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a terminal: not in files, pipes or journald.
+        .with_ansi(std::io::stderr().is_terminal())
+        // A failed log write must never take the server down: by default tracing-subscriber
+        // reports it with `eprintln!`, which panics when stderr is a closed pipe (`serve 2>&1 |
+        // head`) — in whichever task logged, the shutdown task included.
+        .log_internal_errors(false);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -1,6 +1,7 @@
 //! `tidings serve`: the server with the built-in events, configured by flags and `TIDINGS_…`
 //! environment variables.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -237,23 +238,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let redis = redis_config(&args, &file)?;
     let tls = args.tls.load(file.tls())?;
     if args.print_config {
-        match &tls {
-            Some(tls) => println!(
+        let tls_line = match &tls {
+            Some(tls) => format!(
                 "tls: on (cert {}, key {})",
                 tls.cert.display(),
                 tls.key.display()
             ),
-            None => println!("tls: off"),
-        }
-        match &redis {
-            Some(redis) => println!("{config:#?}\nstore: redis {redis:#?}\n{queue_config:#?}"),
-            None => println!(
-                "{config:#?}\nstore: {:?} (data dir {}, durability {:?})\n{queue_config:#?}",
+            None => "tls: off".to_owned(),
+        };
+        let printed = match &redis {
+            Some(redis) => {
+                format!("{tls_line}\n{config:#?}\nstore: redis {redis:#?}\n{queue_config:#?}")
+            }
+            None => format!(
+                "{tls_line}\n{config:#?}\nstore: {:?} (data dir {}, durability {:?})\n{queue_config:#?}",
                 args.store,
                 args.data_dir.display(),
                 args.durability
             ),
-        }
+        };
+        writeln!(std::io::stdout(), "{printed}").context("cannot print the configuration")?;
         return Ok(());
     }
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
@@ -314,8 +318,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => "http",
     };
-    // A machine-readable line for scripts and tests that start the server on port 0.
-    println!("listening on {scheme}://{local}{}", args.path);
+    // A machine-readable line for scripts and tests that start the server on port 0. Nobody
+    // reading it (stdout closed) is no reason to stop serving: `println!` would panic.
+    if let Err(e) = writeln!(
+        std::io::stdout(),
+        "listening on {scheme}://{local}{}",
+        args.path
+    ) {
+        tracing::debug!(error = %e, "could not print the listening line");
+    }
 
     let stopper = server.clone();
     tokio::spawn(async move {

@@ -73,3 +73,121 @@ async fn invalid_configuration_is_refused_with_a_clear_error() {
         "stderr: {stderr}"
     );
 }
+
+/// An Engine.IO polling handshake at `origin` (`http://host:port`): the server still serves.
+async fn handshake_answers(origin: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = origin.trim_start_matches("http://");
+    let Ok(mut stream) = tokio::net::TcpStream::connect(host).await else {
+        return false;
+    };
+    let request = format!(
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    matches!(read, Ok(Ok(_))) && answer.starts_with(b"HTTP/1.1 200") && {
+        let text = String::from_utf8_lossy(&answer);
+        text.contains(r#""sid":""#)
+    }
+}
+
+/// SIGTERM to `child`; it must exit with success within 10 s.
+async fn terminates_cleanly(child: &mut tokio::process::Child, case: &str) {
+    let pid = child.id().unwrap().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success(), "{case}: kill");
+    let status = common::within(10, case, child.wait()).await.unwrap();
+    assert!(status.success(), "{case}: exited with {status}");
+}
+
+/// Logging and printing never stop the server or its shutdown (issue 21): with its output
+/// read by a pipe that goes away (`tidings serve --log-format json 2>&1 | head -4`), it keeps
+/// serving and logging, and a SIGTERM still stops it cleanly; with stdout closed before the
+/// start-up line, it starts and stops the same.
+#[tokio::test]
+async fn closed_output_pipes_stop_neither_the_server_nor_its_shutdown() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let case = "stdout and stderr closed after start-up";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            "memory",
+            "--log-format",
+            "json",
+        ])
+        // Debug logs every connection: the server writes to the closed stderr below.
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = common::within(20, case, lines.next_line())
+        .await
+        .unwrap()
+        .expect("tidings serve exited before listening");
+    let origin: String = line
+        .trim_start_matches("listening on ")
+        .split('/')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("/");
+    drop(lines);
+    drop(child.stderr.take());
+    for round in 0..3 {
+        assert!(handshake_answers(&origin).await, "{case}: round {round}");
+    }
+    terminates_cleanly(&mut child, case).await;
+
+    let case = "stdout closed before the start-up line";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            "memory",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // Its address, from the JSON start-up log: `"addr":"127.0.0.1:PORT"`.
+    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = common::within(20, case, async {
+        while let Some(line) = logs.next_line().await.unwrap() {
+            if let Some(rest) = line.split(r#""addr":""#).nth(1) {
+                return rest.split('"').next().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .expect("tidings serve exited before logging its address");
+    drop(logs);
+    assert!(handshake_answers(&format!("http://{addr}")).await, "{case}");
+    terminates_cleanly(&mut child, case).await;
+}
