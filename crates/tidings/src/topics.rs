@@ -61,12 +61,13 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
     let Some(topics) = answer["topics"].as_array() else {
         bail!("unexpected answer from the server: {answer}");
     };
-    print!("{}", table(topics));
+    print!("{}", table(topics, args.remote.token.is_some()));
     Ok(())
 }
 
-/// One row per subscription (a topic without subscriptions gets one row of its own).
-fn table(topics: &[Value]) -> String {
+/// One row per subscription (a topic without subscriptions gets one row of its own). With a
+/// token the server lists only the topics it may read, so an empty list says that.
+fn table(topics: &[Value], with_token: bool) -> String {
     let mut rows = vec![
         [
             "TOPIC",
@@ -126,7 +127,9 @@ fn table(topics: &[Value]) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
-    if topics.is_empty() {
+    if topics.is_empty() && with_token {
+        out.push_str("(no topics this token may read)\n");
+    } else if topics.is_empty() {
         out.push_str("(no topics yet)\n");
     }
     out
@@ -145,10 +148,17 @@ mod tests {
                 {"name": "id:ops", "pending": 0, "inFlight": 0, "dead": 2, "gaps": 1}
             ]
         })];
-        let text = table(&topics);
+        let text = table(&topics, false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("pickup") && lines[1].contains("group:drivers"));
         assert!(lines[2].contains("id:ops") && lines[2].ends_with('1'));
+    }
+
+    #[test]
+    fn an_empty_list_says_whose_it_is() {
+        assert!(table(&[], false).ends_with("(no topics yet)\n"));
+        // With a token the server lists only what it may read: topics may well exist.
+        assert!(table(&[], true).ends_with("(no topics this token may read)\n"));
     }
 }
