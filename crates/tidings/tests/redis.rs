@@ -89,3 +89,72 @@ async fn two_servers_share_topics_and_queues_through_redis() {
     let topics = cli(&["topics", "--url", &a]).await;
     assert!(topics.contains("group:workers"), "{topics}");
 }
+
+async fn member(url: &str, id: &str) -> (tidings_client::Client, tidings_client::Subscription) {
+    use tidings_client::{Client, ClientOptions, StartFrom, SubscribeOptions};
+    let options = ClientOptions::builder(url)
+        .auth(serde_json::json!({ "clientId": id }))
+        .build()
+        .unwrap();
+    let client = common::within(10, "connect", Client::connect(options))
+        .await
+        .unwrap();
+    let sub = common::within(
+        10,
+        "subscribe",
+        client.subscribe(
+            SubscribeOptions::new("handoff")
+                .group("g")
+                .from(StartFrom::Earliest),
+        ),
+    )
+    .await
+    .unwrap();
+    (client, sub)
+}
+
+/// A group member on one node leaves with a delivery unacknowledged: its node requeues it, and
+/// a member on the other node gets it at once — the other node's dispatcher is told, not left
+/// asleep until the delivery's store deadline (2 × ack timeout + 5 s).
+#[tokio::test]
+async fn a_delivery_requeued_on_one_node_reaches_a_member_on_another() {
+    let redis = RedisServer::start();
+    let (_a, a) = serve(&redis.url()).await;
+    let (_b, b) = serve(&redis.url()).await;
+    let (client_x, mut sub_x) = member(&a, "x").await;
+    let (client_y, mut sub_y) = member(&b, "y").await;
+    cli(&["publish", "--url", &a, "handoff", "job", r#"{"n":1}"#]).await;
+
+    // One member gets it (which one is the nodes' race); it leaves without acknowledging.
+    let (first, rest) = common::within(10, "first delivery", async {
+        tokio::select! {
+            d = sub_x.recv() => ("x", d),
+            d = sub_y.recv() => ("y", d),
+        }
+    })
+    .await;
+    let delivery = rest.expect("subscription ended");
+    assert_eq!(delivery.meta.attempt, 1);
+    let (other, mut other_sub, _kept) = if first == "x" {
+        drop((client_x, sub_x));
+        ("y", sub_y, client_y)
+    } else {
+        drop((client_y, sub_y));
+        ("x", sub_x, client_x)
+    };
+    drop(delivery);
+
+    let again = common::within(
+        10,
+        "redelivery to the other node's member",
+        other_sub.recv(),
+    )
+    .await
+    .expect("subscription ended");
+    assert_eq!(
+        (again.meta.offset, again.meta.attempt),
+        (1, 2),
+        "{other} got the requeued delivery"
+    );
+    again.ack().await.unwrap();
+}

@@ -187,12 +187,15 @@ impl Dispatcher {
             let queues = queues.clone();
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = queues
+                match queues
                     .store()
                     .requeue(&me.topic, &me.sub, offset, now_millis())
                     .await
                 {
-                    tracing::warn!(topic = %me.topic, offset, error = %e, "requeue failed; the ack timeout will redeliver");
+                    Ok(_) => queues.requeued(&me.topic),
+                    Err(e) => {
+                        tracing::warn!(topic = %me.topic, offset, error = %e, "requeue failed; the ack timeout will redeliver");
+                    }
                 }
             });
             return;
@@ -230,21 +233,22 @@ impl Dispatcher {
             // store still has the entry in flight, so no claim can return it twice.
             me.awaiting.lock().remove(&offset);
             let store = queues.store();
-            let settled = match answer {
+            let (settled, requeued) = match answer {
                 Ok(reply) if wants_requeue(&reply) => {
                     let delay = queues.config().backoff(attempt);
-                    store
-                        .requeue(&me.topic, &me.sub, offset, now_millis() + millis(delay))
-                        .await
+                    let due = now_millis() + millis(delay);
+                    (store.requeue(&me.topic, &me.sub, offset, due).await, true)
                 }
-                Ok(_) => store.ack(&me.topic, &me.sub, offset).await,
+                Ok(_) => (store.ack(&me.topic, &me.sub, offset).await, false),
                 Err(e) => {
                     tracing::debug!(topic = %me.topic, offset, sid = %socket.id(), error = %e, "delivery not acknowledged; redelivering");
-                    store
-                        .requeue(&me.topic, &me.sub, offset, now_millis())
-                        .await
+                    let now = now_millis();
+                    (store.requeue(&me.topic, &me.sub, offset, now).await, true)
                 }
             };
+            if requeued && settled.is_ok() {
+                queues.requeued(&me.topic);
+            }
             if let Err(e) = settled {
                 // The entry stays in flight in the store and is redelivered after its deadline.
                 tracing::warn!(topic = %me.topic, subscription = %me.sub, offset, error = %e, "could not settle a delivery");

@@ -166,6 +166,15 @@ impl Queues {
         });
     }
 
+    /// An entry of `topic` was requeued here: the other nodes' dispatchers of its queue (whose
+    /// consumers may be the ones left) claim again and learn its new due time, as after a
+    /// publish. This node's own dispatcher is woken by the settle itself.
+    pub(crate) fn requeued(&self, topic: &Topic) {
+        self.cluster.publish(|| ClusterMessage::Published {
+            topic: topic.as_str().to_owned(),
+        });
+    }
+
     /// Another node appended to `topic`.
     pub(crate) fn wake_topic_by_name(&self, topic: &str) {
         if let Ok(topic) = Topic::new(topic) {
