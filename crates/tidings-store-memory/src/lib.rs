@@ -9,9 +9,9 @@
 //! use tidings_core::store::{NewMessage, Store, Topic};
 //! use tidings_store_memory::MemoryStore;
 //!
-//! # async fn demo() -> Result<(), tidings_core::store::StoreError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = MemoryStore::new();
-//! let topic = Topic::new("pickup").unwrap();
+//! let topic = Topic::new("pickup")?;
 //! let msg = NewMessage { event: "ready".into(), data: "{}".into(), key: None, published_at: 0 };
 //! let appended = store.append(&topic, msg, 60_000).await?;
 //! assert_eq!(appended.offset, 1);

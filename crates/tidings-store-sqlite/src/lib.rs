@@ -5,12 +5,12 @@
 //! use tidings_core::store::{NewMessage, Store, Topic};
 //! use tidings_store_sqlite::{Durability, SqliteConfig, SqliteStore};
 //!
-//! # async fn demo() -> Result<(), tidings_core::store::StoreError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = SqliteStore::open(
 //!     Path::new("data/tidings.db"),
 //!     SqliteConfig { durability: Durability::Full, ..SqliteConfig::default() },
 //! )?;
-//! let topic = Topic::new("pickup").unwrap();
+//! let topic = Topic::new("pickup")?;
 //! let msg = NewMessage { event: "ready".into(), data: "{}".into(), key: None, published_at: 0 };
 //! // Returns once the message is committed and fsynced.
 //! let appended = store.append(&topic, msg, 60_000).await?;

@@ -99,6 +99,28 @@ async fn handshake_answers(origin: &str) -> bool {
     }
 }
 
+/// `tidings serve` on port 0 with the memory store and JSON logs at `level`, both output
+/// streams piped to the test.
+fn serve_json_logs(level: &str) -> tokio::process::Child {
+    use std::process::Stdio;
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            "memory",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", level)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 /// SIGTERM to `child`; it must exit with success within 10 s.
 async fn terminates_cleanly(child: &mut tokio::process::Child, case: &str) {
     let pid = child.id().unwrap().to_string();
@@ -118,27 +140,11 @@ async fn terminates_cleanly(child: &mut tokio::process::Child, case: &str) {
 /// start-up line, it starts and stops the same.
 #[tokio::test]
 async fn closed_output_pipes_stop_neither_the_server_nor_its_shutdown() {
-    use std::process::Stdio;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     let case = "stdout and stderr closed after start-up";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--store",
-            "memory",
-            "--log-format",
-            "json",
-        ])
-        // Debug logs every connection: the server writes to the closed stderr below.
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    // Debug logs every connection: the server writes to the closed stderr below.
+    let mut child = serve_json_logs("debug");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = common::within(20, case, lines.next_line())
         .await
@@ -158,22 +164,7 @@ async fn closed_output_pipes_stop_neither_the_server_nor_its_shutdown() {
     terminates_cleanly(&mut child, case).await;
 
     let case = "stdout closed before the start-up line";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--store",
-            "memory",
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = serve_json_logs("info");
     drop(child.stdout.take());
     // Its address, from the JSON start-up log: `"addr":"127.0.0.1:PORT"`.
     let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
