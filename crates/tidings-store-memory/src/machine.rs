@@ -636,4 +636,18 @@ impl Machine {
     pub fn topics(&self) -> Vec<Topic> {
         self.topics.keys().cloned().collect()
     }
+
+    /// Whether `sub` exists on `topic`.
+    pub fn has_subscription(&self, topic: &Topic, sub: &SubscriptionName) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|t| t.subs.contains_key(sub))
+    }
+
+    /// What [`Machine::enforce_retention`] can change, in brief: the first retained offset
+    /// and the number of idempotency keys remembered. Equal before and after a retention pass
+    /// means the pass changed nothing (gaps only arise when the first offset moves).
+    pub fn retention_fingerprint(&self, topic: &Topic) -> Option<(Offset, usize)> {
+        self.topics.get(topic).map(|t| (t.first(), t.keys.len()))
+    }
 }

@@ -1,0 +1,310 @@
+//! What the journal store adds to the conformance suite: the state survives a reopen (with and
+//! without checkpoints in between), a torn tail is cut, and damaged, foreign or newer files and a
+//! second process are refused with an error that names the file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tidings_core::store::{
+    ClaimOptions, NewMessage, Retention, StartFrom, Store, StoreError, SubscriptionName, Topic,
+};
+use tidings_store_journal::{JournalConfig, JournalStore};
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn msg(n: u64) -> NewMessage {
+    NewMessage {
+        event: "e".to_owned(),
+        data: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200)),
+        key: Some(format!("k{n}")),
+        published_at: 1_000 + n,
+    }
+}
+
+fn config(checkpoint_bytes: u64) -> JournalConfig {
+    JournalConfig {
+        checkpoint_bytes,
+        ..JournalConfig::default()
+    }
+}
+
+/// Everything a client can see of a store, as text.
+async fn visible(store: &impl Store) -> String {
+    let mut out = String::new();
+    for topic in store.topics().await.unwrap() {
+        let info = store.topic_info(&topic).await.unwrap();
+        let history = store.history(&topic, 0, usize::MAX).await.unwrap();
+        let dead = store.dead_letters(&topic).await.unwrap();
+        out += &format!("{info:?}\n{history:?}\n{dead:?}\n");
+    }
+    out += &format!("{:?}\n", store.members().await.unwrap());
+    out
+}
+
+/// A workload touching every kind of record: publishes with keys, subscriptions, members,
+/// claims that hand out and dead-letter, acks, requeues, retention, a dead-letter requeue.
+async fn workload(store: &impl Store, rounds: u64) {
+    let t = Topic::new("orders.eu").unwrap();
+    let group = SubscriptionName::group("packers").unwrap();
+    let me = SubscriptionName::identity("auditor").unwrap();
+    store.subscribe(&t, &group, StartFrom::New).await.unwrap();
+    store.set_member(&t, &group, "p1", true).await.unwrap();
+    store.set_member(&t, &group, "p2", true).await.unwrap();
+    store.set_member(&t, &group, "p1", false).await.unwrap();
+    for n in 0..rounds {
+        store.append(&t, msg(n), 60_000).await.unwrap();
+        if n == 3 {
+            store.subscribe(&t, &me, StartFrom::Earliest).await.unwrap();
+        }
+        let opts = ClaimOptions {
+            now: 2_000 + n,
+            max: 2,
+            ack_timeout: 10,
+            max_deliveries: 2,
+        };
+        let claimed = store.claim(&t, &group, opts).await.unwrap();
+        for (i, c) in claimed.claimed.iter().enumerate() {
+            if i % 2 == 0 {
+                store.ack(&t, &group, c.message.offset).await.unwrap();
+            } else {
+                store
+                    .requeue(&t, &group, c.message.offset, opts.now)
+                    .await
+                    .unwrap();
+            }
+        }
+        if n % 7 == 0 && n > 3 {
+            let opts = ClaimOptions {
+                max_deliveries: 0,
+                ..opts
+            };
+            store.claim(&t, &me, opts).await.unwrap();
+        }
+    }
+    let retention = Retention {
+        max_messages: rounds / 2,
+        ..Retention::default()
+    };
+    store
+        .enforce_retention(&t, retention, 5_000, 0)
+        .await
+        .unwrap();
+    if let Some(dead) = store.dead_letters(&t).await.unwrap().last() {
+        assert!(
+            store
+                .requeue_dead(&t, dead.message.id, 6_000)
+                .await
+                .unwrap()
+        );
+    }
+    store.release_in_flight(7_000).await.unwrap();
+}
+
+fn reopen_gives_the_same_state(checkpoint_bytes: u64, rounds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let before = {
+            let store = JournalStore::open(dir.path(), config(checkpoint_bytes)).unwrap();
+            workload(&store, rounds).await;
+            visible(&store).await
+        };
+        assert!(before.contains("orders.eu"), "{before}");
+        let store = JournalStore::open(dir.path(), config(checkpoint_bytes)).unwrap();
+        assert_eq!(visible(&store).await, before);
+        drop(store);
+        // Twice: the first reopen checkpointed what it replayed.
+        let store = JournalStore::open(dir.path(), config(checkpoint_bytes)).unwrap();
+        assert_eq!(visible(&store).await, before);
+    });
+}
+
+#[test]
+fn a_reopened_journal_has_the_state_it_was_closed_with() {
+    reopen_gives_the_same_state(64 << 20, 60);
+}
+
+#[test]
+fn a_reopened_journal_has_the_state_it_was_closed_with_across_checkpoints() {
+    // 4 KiB: dozens of checkpoints during the workload.
+    reopen_gives_the_same_state(4 << 10, 400);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = JournalStore::open(dir.path(), config(4 << 10)).unwrap();
+        workload(&store, 400).await;
+    });
+    // Old segments were removed: only the current one (and the snapshot) remain.
+    let segments = wal_files(dir.path());
+    assert_eq!(segments.len(), 1, "{segments:?}");
+}
+
+fn wal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A journal whose `n` appended messages are only in its segment (no checkpoint ran), as a
+/// crash leaves it.
+fn crashed_journal(n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = JournalStore::open(dir.path(), JournalConfig::default()).unwrap();
+        let t = Topic::new("t").unwrap();
+        for i in 0..n {
+            store.append(&t, msg(i), 0).await.unwrap();
+        }
+        drop(store);
+    });
+    dir
+}
+
+fn retained(dir: &Path) -> Result<u64, StoreError> {
+    block_on(async {
+        let store = JournalStore::open(dir, JournalConfig::default())?;
+        let info = store.topic_info(&Topic::new("t").unwrap()).await?;
+        Ok(info.map_or(0, |i| i.retained))
+    })
+}
+
+#[test]
+fn a_torn_tail_is_cut_back_to_the_last_whole_record() {
+    for cut in [1, 7, 20, 100] {
+        let dir = crashed_journal(10);
+        let wal = wal_files(dir.path()).pop().unwrap();
+        let len = fs::metadata(&wal).unwrap().len();
+        // The last record is ~260 bytes: cutting up to 100 bytes tears it and only it.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(len - cut)
+            .unwrap();
+        assert_eq!(retained(dir.path()).unwrap(), 9, "cut {cut}");
+        // Cut for good: the next open sees a clean journal with the same 9.
+        assert_eq!(retained(dir.path()).unwrap(), 9, "cut {cut}, reopened");
+    }
+}
+
+#[test]
+fn a_zero_filled_tail_is_cut_too() {
+    let dir = crashed_journal(5);
+    let wal = wal_files(dir.path()).pop().unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&wal)
+        .unwrap()
+        .write_all(&[0; 4096])
+        .unwrap();
+    assert_eq!(retained(dir.path()).unwrap(), 5);
+}
+
+fn flip_byte(path: &Path, at_from_end: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    let i = bytes.len() - at_from_end as usize;
+    bytes[i] ^= 0x40;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_flipped_byte_before_whole_records_refuses_to_open_and_names_the_file() {
+    let dir = crashed_journal(10);
+    let wal = wal_files(dir.path()).pop().unwrap();
+    // Inside the 5th record from the end: whole records follow it.
+    flip_byte(&wal, 5 * 260);
+    let before = fs::read(&wal).unwrap();
+    let err = retained(dir.path()).unwrap_err();
+    let StoreError::Corrupt(text) = &err else {
+        panic!("{err}")
+    };
+    assert!(text.contains(&wal.display().to_string()), "{text}");
+    assert!(text.contains("checksum"), "{text}");
+    assert_eq!(fs::read(&wal).unwrap(), before, "nothing may be changed");
+}
+
+#[test]
+fn a_damaged_snapshot_refuses_to_open() {
+    let dir = crashed_journal(10);
+    retained(dir.path()).unwrap(); // this open checkpoints: a snapshot now holds the 10
+    let snapshot = dir.path().join("snapshot");
+    flip_byte(&snapshot, 100);
+    let err = retained(dir.path()).unwrap_err();
+    let StoreError::Corrupt(text) = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        text.contains("snapshot") && text.contains("checksum"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_newer_format_or_a_foreign_file_is_refused_and_left_alone() {
+    let dir = crashed_journal(3);
+    let wal = wal_files(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&wal).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    fs::write(&wal, &bytes).unwrap();
+    let err = retained(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("newer tidings") && err.contains("v99"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&wal).unwrap(), bytes);
+
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("snapshot"), b"SQLite format 3\0 and more").unwrap();
+    let err = retained(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a tidings snapshot file"), "{err}");
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = JournalStore::open(dir.path(), JournalConfig::default()).unwrap();
+    let err = JournalStore::open(dir.path(), JournalConfig::default()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Unavailable(t) if t.contains("in use by another")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_idle_claim_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = JournalStore::open(dir.path(), JournalConfig::default()).unwrap();
+        let t = Topic::new("t").unwrap();
+        let me = SubscriptionName::identity("me").unwrap();
+        store.subscribe(&t, &me, StartFrom::New).await.unwrap();
+        drop(store);
+        let wal = wal_files(dir.path()).pop().unwrap();
+        let before = fs::metadata(&wal).unwrap().len();
+        let store = JournalStore::open(dir.path(), JournalConfig::default()).unwrap();
+        let wal = wal_files(dir.path()).pop().unwrap();
+        let before_idle = fs::metadata(&wal).unwrap().len();
+        for now in 0..100 {
+            let opts = ClaimOptions {
+                now,
+                max: 10,
+                ack_timeout: 10,
+                max_deliveries: 3,
+            };
+            assert!(store.claim(&t, &me, opts).await.unwrap().claimed.is_empty());
+        }
+        drop(store);
+        assert!(before > 0);
+        assert_eq!(fs::metadata(&wal).unwrap().len(), before_idle);
+    });
+}
