@@ -13,15 +13,20 @@ use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
 use tidings_core::session_log::SessionLog;
 use tidings_core::store::Store;
 use tidings_server::{CorsConfig, CorsOrigins, RecoveryConfig, Server, ServerConfig};
+use tidings_store_journal::{JournalConfig, JournalStore};
 use tidings_store_redis::{RedisConfig, RedisSessionLog, RedisStore, redact_url};
-use tidings_store_sqlite::{Durability, SqliteConfig, SqliteSessionLog, SqliteStore};
+use tidings_store_sqlite::{SqliteConfig, SqliteSessionLog, SqliteStore};
 
 use crate::config_file::{ConfigFile, KeyOverride};
 
 /// Where durable topics are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
-    /// SQLite files in `--data-dir` (the default): durable across restarts and crashes.
+    /// A journal in `--data-dir`/journal (the default): the state in memory, every change
+    /// appended to disk with group commit. Durable across restarts, crashes and power loss.
+    Journal,
+    /// The SQLite file `--data-dir`/tidings.sqlite3 of tidings before the journal. Chosen by
+    /// itself when the data directory holds one and no journal.
     Sqlite,
     /// In memory: lost when the server stops. For tests and demos.
     Memory,
@@ -29,7 +34,7 @@ pub enum StoreKind {
     Redis,
 }
 
-/// When a publish counts as durable (SQLite store).
+/// When a publish counts as durable (journal and SQLite stores).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityArg {
     /// fsync before confirming: survives power loss (the default).
@@ -67,13 +72,14 @@ pub struct ServeArgs {
     /// Bytes that may wait for one slow client before it is disconnected.
     #[arg(long, env = "TIDINGS_MAX_BUFFERED_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_buffered_bytes: usize,
-    /// Where durable topics are kept.
-    #[arg(long, value_enum, env = "TIDINGS_STORE", default_value_t = StoreKind::Sqlite)]
-    store: StoreKind,
-    /// Directory of the SQLite store (created if missing).
+    /// Where durable topics are kept [default: journal; sqlite when --data-dir holds the SQLite
+    /// store of an earlier tidings and no journal; redis with --redis].
+    #[arg(long, value_enum, env = "TIDINGS_STORE")]
+    store: Option<StoreKind>,
+    /// Directory of the embedded store and the recovery log (created if missing).
     #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./tidings-data")]
     data_dir: PathBuf,
-    /// When a publish counts as durable with the SQLite store.
+    /// When a publish counts as durable with the embedded store.
     #[arg(long, value_enum, env = "TIDINGS_DURABILITY", default_value_t = DurabilityArg::Full)]
     durability: DurabilityArg,
     /// Verify clients with HS256 JSON Web Tokens signed with this shared secret (at least 32
@@ -122,7 +128,7 @@ fn redis_config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<Option<Re
     let url = args.redis.clone().or_else(|| file.redis_url());
     let Some(url) = url else {
         anyhow::ensure!(
-            args.store != StoreKind::Redis,
+            args.store != Some(StoreKind::Redis),
             "--store redis needs --redis URL (or TIDINGS_REDIS, or [redis] url in the config file)"
         );
         return Ok(None);
@@ -137,28 +143,76 @@ fn redis_config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<Option<Re
     Ok(Some(config))
 }
 
-fn open_store(args: &ServeArgs, redis: Option<&RedisConfig>) -> anyhow::Result<Arc<dyn Store>> {
+/// The SQLite store file of tidings before the journal, in the data directory.
+const SQLITE_FILE: &str = "tidings.sqlite3";
+/// The journal's directory, in the data directory.
+const JOURNAL_DIR: &str = "journal";
+
+/// The store `tidings serve` uses: `--store` when given; else Redis with `--redis`; else the
+/// journal, unless the data directory holds the SQLite store of an earlier tidings (and no
+/// journal), whose queues then keep being served from it.
+fn store_kind(args: &ServeArgs, redis: bool) -> StoreKind {
+    if let Some(kind) = args.store {
+        return kind;
+    }
+    if redis {
+        return StoreKind::Redis;
+    }
+    let sqlite = args.data_dir.join(SQLITE_FILE);
+    if sqlite.exists() && !args.data_dir.join(JOURNAL_DIR).exists() {
+        tracing::warn!(
+            path = %sqlite.display(),
+            "found the SQLite store of an earlier tidings and no journal: serving it (--store sqlite). \
+             The journal store is the default now and several times faster; to move, drain its \
+             queues and start with --store journal (docs/CONFIGURATION.md)"
+        );
+        return StoreKind::Sqlite;
+    }
+    StoreKind::Journal
+}
+
+fn open_store(
+    args: &ServeArgs,
+    kind: StoreKind,
+    redis: Option<&RedisConfig>,
+) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(redis) = redis {
         anyhow::ensure!(
-            matches!(args.store, StoreKind::Sqlite | StoreKind::Redis),
-            "--redis keeps durable topics in Redis: drop --store {:?}",
-            args.store
+            kind == StoreKind::Redis,
+            "--redis keeps durable topics in Redis: drop --store {kind:?}"
         );
         let store = RedisStore::open(redis.clone()).context("invalid Redis settings")?;
         tracing::info!(url = %redact_url(&redis.url), prefix = %redis.prefix, "store: redis");
         return Ok(Arc::new(store));
     }
-    Ok(match args.store {
+    Ok(match kind {
         StoreKind::Redis => anyhow::bail!("--store redis needs --redis URL"),
         StoreKind::Memory => {
             tracing::warn!("--store memory: durable topics are lost when the server stops");
             Arc::new(tidings_store_memory::MemoryStore::new())
         }
-        StoreKind::Sqlite => {
-            let path = args.data_dir.join("tidings.sqlite3");
+        StoreKind::Journal => {
+            let dir = args.data_dir.join(JOURNAL_DIR);
             let durability = match args.durability {
-                DurabilityArg::Full => Durability::Full,
-                DurabilityArg::Os => Durability::Os,
+                DurabilityArg::Full => tidings_store_journal::Durability::Full,
+                DurabilityArg::Os => tidings_store_journal::Durability::Os,
+            };
+            let store = JournalStore::open(
+                &dir,
+                JournalConfig {
+                    durability,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("cannot open the store at {}", dir.display()))?;
+            tracing::info!(path = %dir.display(), durability = ?args.durability, "store opened: journal");
+            Arc::new(store)
+        }
+        StoreKind::Sqlite => {
+            let path = args.data_dir.join(SQLITE_FILE);
+            let durability = match args.durability {
+                DurabilityArg::Full => tidings_store_sqlite::Durability::Full,
+                DurabilityArg::Os => tidings_store_sqlite::Durability::Os,
             };
             let store = SqliteStore::open(
                 &path,
@@ -168,7 +222,7 @@ fn open_store(args: &ServeArgs, redis: Option<&RedisConfig>) -> anyhow::Result<A
                 },
             )
             .with_context(|| format!("cannot open the store at {}", path.display()))?;
-            tracing::info!(path = %path.display(), durability = ?args.durability, "store opened");
+            tracing::info!(path = %path.display(), durability = ?args.durability, "store opened: sqlite");
             Arc::new(store)
         }
     })
@@ -237,6 +291,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.limits.queues(file.limits(), &mut queue_config)?;
     let redis = redis_config(&args, &file)?;
     let tls = args.tls.load(file.tls())?;
+    let store_kind = store_kind(&args, redis.is_some());
     if args.print_config {
         let tls_line = match &tls {
             Some(tls) => format!(
@@ -252,7 +307,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             None => format!(
                 "{tls_line}\n{config:#?}\nstore: {:?} (data dir {}, durability {:?})\n{queue_config:#?}",
-                args.store,
+                store_kind,
                 args.data_dir.display(),
                 args.durability
             ),
@@ -267,7 +322,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let store = open_store(&args, redis.as_ref())?;
+    let store = open_store(&args, store_kind, redis.as_ref())?;
     let server = match (&config.recovery, &redis) {
         (None, _) => Server::new(config),
         (Some(_), Some(redis)) => {
@@ -282,7 +337,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("connection state recovery: on, sessions kept in Redis");
             Server::with_session_log(config, Arc::new(log) as Arc<dyn SessionLog>)
         }
-        (Some(_), None) if args.store == StoreKind::Sqlite => {
+        (Some(_), None) if matches!(store_kind, StoreKind::Journal | StoreKind::Sqlite) => {
             let path = args.data_dir.join("recovery.sqlite3");
             let log = SqliteSessionLog::open(&path)
                 .with_context(|| format!("cannot open the recovery log at {}", path.display()))?;

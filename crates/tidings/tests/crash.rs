@@ -1,4 +1,5 @@
-//! `kill -9` durability of `tidings serve --store sqlite` (default `--durability full`): the
+//! `kill -9` durability of `tidings serve` with its default store, the journal (and its default
+//! `--durability full`): the
 //! real binary is SIGKILLed while publishers and a consumer are busy, restarted on the same data
 //! directory, and must have kept every publish it confirmed and every ack it made durable.
 //!
@@ -51,13 +52,13 @@ struct Serve {
 }
 
 impl Serve {
-    /// `tidings serve --port 0 --store sqlite --data-dir DIR --config FILE`.
+    /// `tidings serve --port 0 --data-dir DIR --config FILE` (the default store: the journal).
     async fn start(dir: &Path) -> Serve {
         let config = dir.join("tidings.toml");
         std::fs::write(&config, CONFIG).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
             .arg("serve")
-            .args(["--port", "0", "--store", "sqlite", "--data-dir"])
+            .args(["--port", "0", "--data-dir"])
             .arg(dir.join("data"))
             .arg("--config")
             .arg(&config)
@@ -401,7 +402,9 @@ async fn unacked_deliveries_are_redelivered_after_kill_9() {
         d.ack().await.unwrap();
         acked.insert(id);
         if acked.len() == DURABLY_ACKED {
-            // Wait until the server's store counts these acks: from here they are durable.
+            // Wait until the server's store counts these acks. The journal writes them to the
+            // OS with its next batch (microseconds later, long before the kill below, which
+            // waits for 50 more deliveries): from here they survive a kill -9.
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let sub = subscription_info(&server.url, topic, "id:worker").await;

@@ -16,7 +16,7 @@ use tidings_core::store::{
     SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tidings_server::{QueueConfig, Queues, RetentionRule};
-use tidings_store_sqlite::{SqliteConfig, SqliteStore};
+use tidings_store_journal::{JournalConfig, JournalStore};
 
 use crate::support::{self, TestServer};
 
@@ -135,16 +135,16 @@ impl QueueServer {
     }
 }
 
-/// Starts the interop app with queues on a fresh SQLite file (full durability: every publish
-/// ack waits for the fsync, as in production).
+/// Starts the interop app with queues on a fresh journal store (the default of `tidings serve`,
+/// full durability: every publish ack waits for the fsync, as in production).
 pub async fn start(profile: Profile) -> QueueServer {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("tidings.sqlite3"), SqliteConfig::default()).unwrap(),
+    let journal: Arc<dyn Store> = Arc::new(
+        JournalStore::open(&dir.path().join("journal"), JournalConfig::default()).unwrap(),
     );
     let claims = Arc::new(AtomicU64::new(0));
     let store = Arc::new(SlowClaims {
-        inner: sqlite,
+        inner: journal,
         delay: match profile {
             Profile::SlowClaims => SLOW_CLAIM,
             _ => Duration::ZERO,
