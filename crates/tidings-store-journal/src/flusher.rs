@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tidings_core::store::StoreError;
@@ -67,13 +68,18 @@ impl Flusher {
 
     fn write(&mut self, batch: &[u8], sync: bool) -> Result<(), StoreError> {
         let dir = &self.shared.dir;
-        self.segment
-            .write_all(batch)
-            .map_err(|e| format::io_error(dir, "write the journal in", &e))?;
+        let counters = &self.shared.counters;
+        if !batch.is_empty() {
+            self.segment
+                .write_all(batch)
+                .map_err(|e| format::io_error(dir, "write the journal in", &e))?;
+            counters.writes.fetch_add(1, Ordering::Relaxed);
+        }
         if sync && self.shared.config.durability == Durability::Full {
             self.segment
                 .sync_data()
                 .map_err(|e| format::io_error(dir, "fsync the journal in", &e))?;
+            counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -134,6 +140,10 @@ impl Flusher {
         self.segment = segment;
         self.snapshot_bytes = snapshot_bytes;
         self.since_checkpoint = 0;
+        self.shared
+            .counters
+            .checkpoints
+            .fetch_add(1, Ordering::Relaxed);
         info!(
             lsn,
             snapshot_bytes,

@@ -59,6 +59,7 @@ mod op;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -124,7 +125,30 @@ impl std::fmt::Debug for JournalStore {
     }
 }
 
+/// What the journal did since it was opened (for benchmarks and `/v1/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Records logged (operations that changed something).
+    pub records: u64,
+    /// Batches written (one `write` each): `records / writes` is the group-commit ratio.
+    pub writes: u64,
+    /// fsyncs of the journal.
+    pub fsyncs: u64,
+    /// Snapshots written.
+    pub checkpoints: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) writes: AtomicU64,
+    pub(crate) fsyncs: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+}
+
 pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    /// The lsn of the first record logged by this process: `next_lsn - first_lsn` records.
+    pub(crate) first_lsn: u64,
     pub(crate) inner: Mutex<Inner>,
     /// Wakes the flusher: records to write, or closing.
     pub(crate) work: Condvar,
@@ -320,6 +344,8 @@ impl JournalStore {
         );
 
         let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            first_lsn: replay.next_lsn,
             inner: Mutex::new(Inner {
                 machine,
                 buf: Vec::new(),
@@ -357,6 +383,17 @@ impl JournalStore {
     /// The directory of the journal.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// What the journal did since it was opened.
+    pub fn stats(&self) -> JournalStats {
+        let c = &self.shared.counters;
+        JournalStats {
+            records: self.shared.inner.lock().next_lsn - self.shared.first_lsn,
+            writes: c.writes.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+        }
     }
 }
 
