@@ -353,6 +353,29 @@ pub struct ClaimResult {
     pub next_due: Option<Millis>,
 }
 
+/// How one delivery ended, for [`Store::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Acknowledged: as [`Store::ack`].
+    Ack(Offset),
+    /// Not acknowledged: the entry waits until `not_before`, as [`Store::requeue`].
+    Requeue {
+        /// The entry.
+        offset: Offset,
+        /// When it may be handed out again.
+        not_before: Millis,
+    },
+}
+
+impl Settle {
+    /// The entry settled.
+    pub fn offset(&self) -> Offset {
+        match *self {
+            Settle::Ack(offset) | Settle::Requeue { offset, .. } => offset,
+        }
+    }
+}
+
 /// A message that exhausted its deliveries for one subscription.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -642,6 +665,33 @@ pub trait Store: Send + Sync + 'static {
         offset: Offset,
         not_before: Millis,
     ) -> StoreFuture<'a, bool>;
+
+    /// Applies many acks and requeues of one subscription, in order, as one operation where the
+    /// backend can (the delivery engine settles a queue's answered deliveries in batches).
+    /// Returns, for each, what [`Store::ack`] or [`Store::requeue`] would have: whether the entry
+    /// was pending. On an error some of them may have been applied; each is idempotent, and an
+    /// entry not settled stays in flight until its deadline, so nothing is lost either way.
+    ///
+    /// The default calls `ack` and `requeue` one by one.
+    fn settle<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+    ) -> StoreFuture<'a, Vec<bool>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(batch.len());
+            for s in batch {
+                out.push(match *s {
+                    Settle::Ack(offset) => self.ack(topic, sub, offset).await?,
+                    Settle::Requeue { offset, not_before } => {
+                        self.requeue(topic, sub, offset, not_before).await?
+                    }
+                });
+            }
+            Ok(out)
+        })
+    }
 
     /// Makes every in-flight entry of every subscription wait until `now` (due at once), keeping
     /// its attempt count, and returns how many there were. Called when the delivery engine

@@ -66,7 +66,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 use tidings_core::store::{
     Appended, BoundedAppend, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis,
-    NewMessage, Offset, QueueBound, Retention, StartFrom, Store, StoreError, StoreFuture,
+    NewMessage, Offset, QueueBound, Retention, Settle, StartFrom, Store, StoreError, StoreFuture,
     StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tidings_store_memory::Machine;
@@ -690,6 +690,25 @@ impl Store for JournalStore {
             |m, ()| {
                 let requeued = m.requeue(topic, sub, offset, not_before)?;
                 Ok((requeued, requeued))
+            },
+        );
+        boxed(async move { Ok(result?.0) })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+    ) -> StoreFuture<'a, Vec<bool>> {
+        let result = self.shared.run(
+            (),
+            Wait::Nothing,
+            |(), buf| Op::Settle { topic, sub, batch }.encode(buf),
+            |m, ()| {
+                let answers = m.settle(topic, sub, batch)?;
+                let changed = answers.iter().any(|&a| a);
+                Ok((answers, changed))
             },
         );
         boxed(async move { Ok(result?.0) })

@@ -8,7 +8,7 @@
 //! settled entry or a duplicate publish writes nothing.
 
 use tidings_core::store::{
-    ClaimOptions, MessageId, Millis, NewMessage, Offset, Overflow, QueueBound, Retention,
+    ClaimOptions, MessageId, Millis, NewMessage, Offset, Overflow, QueueBound, Retention, Settle,
     StartFrom, SubscriptionName, Topic,
 };
 use tidings_store_memory::Machine;
@@ -24,6 +24,7 @@ const REQUEUE: u8 = 7;
 const RELEASE_IN_FLIGHT: u8 = 8;
 const REQUEUE_DEAD: u8 = 9;
 const ENFORCE_RETENTION: u8 = 10;
+const SETTLE: u8 = 11;
 
 /// One change, borrowing its arguments.
 #[derive(Debug)]
@@ -65,6 +66,11 @@ pub(crate) enum Op<'a> {
         sub: &'a SubscriptionName,
         offset: Offset,
         not_before: Millis,
+    },
+    Settle {
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
     },
     ReleaseInFlight {
         now: Millis,
@@ -172,6 +178,25 @@ impl Op<'_> {
                 e.subscription(sub);
                 e.u64(offset);
                 e.u64(not_before);
+            }
+            Op::Settle { topic, sub, batch } => {
+                e.u8(SETTLE);
+                e.topic(topic);
+                e.subscription(sub);
+                e.count(batch.len());
+                for s in batch {
+                    match *s {
+                        Settle::Ack(offset) => {
+                            e.u8(0);
+                            e.u64(offset);
+                        }
+                        Settle::Requeue { offset, not_before } => {
+                            e.u8(1);
+                            e.u64(offset);
+                            e.u64(not_before);
+                        }
+                    }
+                }
             }
             Op::ReleaseInFlight { now } => {
                 e.u8(RELEASE_IN_FLIGHT);
@@ -304,6 +329,22 @@ pub(crate) fn replay(payload: &[u8], m: &mut Machine) -> Result<(), ReplayError>
             let sub = d.subscription()?;
             let offset = d.u64()?;
             m.requeue(&topic, &sub, offset, d.u64()?).map_err(refused)?;
+        }
+        SETTLE => {
+            let topic = d.topic()?;
+            let sub = d.subscription()?;
+            let mut batch = Vec::new();
+            for _ in 0..d.count()? {
+                batch.push(match d.u8()? {
+                    0 => Settle::Ack(d.u64()?),
+                    1 => Settle::Requeue {
+                        offset: d.u64()?,
+                        not_before: d.u64()?,
+                    },
+                    b => return Err(d.error(format!("a settlement of kind {b}")).into()),
+                });
+            }
+            m.settle(&topic, &sub, &batch).map_err(refused)?;
         }
         RELEASE_IN_FLIGHT => {
             m.release_in_flight(d.u64()?);

@@ -8,7 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tidings_core::store::{
-    ClaimOptions, NewMessage, Retention, StartFrom, Store, StoreError, SubscriptionName, Topic,
+    ClaimOptions, NewMessage, Retention, Settle, StartFrom, Store, StoreError, SubscriptionName,
+    Topic,
 };
 use tidings_store_journal::{JournalConfig, JournalStore};
 
@@ -71,6 +72,25 @@ async fn workload(store: &impl Store, rounds: u64) {
             max_deliveries: 2,
         };
         let claimed = store.claim(&t, &group, opts).await.unwrap();
+        if n % 3 == 0 {
+            // Settled as one record.
+            let batch: Vec<Settle> = claimed
+                .claimed
+                .iter()
+                .map(|c| Settle::Requeue {
+                    offset: c.message.offset,
+                    not_before: opts.now + 5,
+                })
+                .chain(
+                    claimed
+                        .claimed
+                        .first()
+                        .map(|c| Settle::Ack(c.message.offset)),
+                )
+                .collect();
+            store.settle(&t, &group, &batch).await.unwrap();
+            continue;
+        }
         for (i, c) in claimed.claimed.iter().enumerate() {
             if i % 2 == 0 {
                 store.ack(&t, &group, c.message.offset).await.unwrap();

@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tidings_core::store::{
     Appended, BoundedAppend, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis,
-    NewMessage, Offset, QueueBound, Retention, StartFrom, Store, StoreError, StoreFuture,
+    NewMessage, Offset, QueueBound, Retention, Settle, StartFrom, Store, StoreError, StoreFuture,
     StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 
@@ -176,6 +176,15 @@ impl Store for MemoryStore {
         not_before: Millis,
     ) -> StoreFuture<'a, bool> {
         self.ready(|s| s.requeue(topic, sub, offset, not_before))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+    ) -> StoreFuture<'a, Vec<bool>> {
+        self.ready(|s| s.settle(topic, sub, batch))
     }
 
     fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use tidings_core::store::Store;
 use tidings_core::store::{
     Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
-    Millis, NewMessage, Offset, Overflow, QueueBound, Retention, StartFrom, StoreError,
+    Millis, NewMessage, Offset, Overflow, QueueBound, Retention, Settle, StartFrom, StoreError,
     StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tracing::{debug, warn};
@@ -601,6 +601,30 @@ impl Machine {
         entry.in_flight = false;
         entry.due = not_before;
         Ok(true)
+    }
+
+    /// [`Store::settle`]: each ack or requeue in order.
+    pub fn settle(
+        &mut self,
+        topic: &Topic,
+        sub: &SubscriptionName,
+        batch: &[Settle],
+    ) -> Result<Vec<bool>, StoreError> {
+        let s = self.sub_mut(topic, sub)?;
+        Ok(batch
+            .iter()
+            .map(|settle| match *settle {
+                Settle::Ack(offset) => s.pending.remove(&offset).is_some(),
+                Settle::Requeue { offset, not_before } => match s.pending.get_mut(&offset) {
+                    Some(entry) => {
+                        entry.in_flight = false;
+                        entry.due = not_before;
+                        true
+                    }
+                    None => false,
+                },
+            })
+            .collect())
     }
 
     /// [`Store::release_in_flight`].

@@ -8,7 +8,7 @@
 
 use tidings_core::store::{
     Appended, BoundedAppend, ClaimOptions, ClaimResult, DeadLetter, Gap, Millis, NewMessage,
-    Offset, Overflow, QueueBound, Retention, StartFrom, Store, StoreError, StoredMessage,
+    Offset, Overflow, QueueBound, Retention, Settle, StartFrom, Store, StoreError, StoredMessage,
     SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 
@@ -625,6 +625,52 @@ pub async fn ack_settles_once<S: Store>(store: &S) {
         [(3, 1)],
         "acknowledged entries are never redelivered"
     );
+}
+
+/// `settle` applies a batch of acks and requeues in order, answering each as `ack` or
+/// `requeue` would: a repeat within the batch or an entry never delivered answers false.
+pub async fn settle_applies_a_batch_in_order<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 5, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    store.claim(&t, &sub, opts(0, 4)).await.unwrap();
+    let batch = [
+        Settle::Ack(1),
+        Settle::Requeue {
+            offset: 2,
+            not_before: 500,
+        },
+        Settle::Ack(1),
+        Settle::Ack(5),
+        Settle::Requeue {
+            offset: 3,
+            not_before: 0,
+        },
+        Settle::Ack(3),
+    ];
+    let answers = store.settle(&t, &sub, &batch).await.unwrap();
+    assert_eq!(answers, [true, true, false, false, true, true]);
+    let i = sub_info(store, &t, &sub).await;
+    // Left: 2 (waiting until 500), 4 (in flight), 5 (never handed out).
+    assert_eq!((i.pending, i.in_flight, i.cursor), (3, 1, 5));
+    let r = store.claim(&t, &sub, opts(499, 10)).await.unwrap();
+    assert_eq!(
+        claimed(&r),
+        [(5, 1)],
+        "2 waits until 500; 1 and 3 are settled"
+    );
+    let r = store.claim(&t, &sub, opts(500, 10)).await.unwrap();
+    assert_eq!(claimed(&r), [(2, 2)]);
+    assert!(store.settle(&t, &sub, &[]).await.unwrap().is_empty());
+    let unknown = id("nobody");
+    assert!(matches!(
+        store.settle(&t, &unknown, &[Settle::Ack(1)]).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 /// An entry delivered `max_deliveries` times goes to the dead letters on the next claim that

@@ -122,6 +122,7 @@ macro_rules! store_conformance_tests {
             claim_hands_out_due_entries_before_new,
             requeue_waits_until_not_before,
             ack_settles_once,
+            settle_applies_a_batch_in_order,
             max_deliveries_dead_letters,
             dead_letters_do_not_count_against_max,
             max_deliveries_zero_dead_letters_new_messages,

@@ -7,6 +7,12 @@
 //! queues. A queue whose consumers are connected but have nothing to receive costs nothing.
 //! An unacknowledged delivery is requeued by its own ack timer (`ack_timeout` after it was
 //! sent) and the dispatcher woken at once.
+//!
+//! Answers are settled in batches: each delivery's task only records how it ended (ack, or
+//! requeue with its backoff) and wakes the dispatcher, which applies every answer recorded
+//! since its last turn with one [`Store::settle`](tidings_core::store::Store::settle) before its
+//! next claim. Under load a turn settles dozens of deliveries with one store operation (one
+//! journal record) and claims as many new ones with another.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +22,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tidings_core::Sid;
-use tidings_core::store::{ClaimOptions, Claimed, Offset, SubscriptionName, Topic};
+use tidings_core::store::{ClaimOptions, Claimed, Offset, Settle, SubscriptionName, Topic};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +51,8 @@ pub(crate) struct Dispatcher {
     /// Offsets delivered and not settled yet. A claim that returns one of them again is not
     /// sent twice.
     awaiting: Mutex<HashSet<Offset>>,
+    /// Answers received and not settled in the store yet (still counted in `in_flight`).
+    answered: Mutex<Vec<Settle>>,
     wake: Notify,
     /// When the [`DueTimer`](super::due::DueTimer) will wake this dispatcher next.
     scheduled: Scheduled,
@@ -64,6 +72,7 @@ impl Dispatcher {
             next_consumer: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             awaiting: Mutex::new(HashSet::new()),
+            answered: Mutex::new(Vec::new()),
             wake: Notify::new(),
             scheduled: Scheduled::default(),
             stop,
@@ -111,11 +120,44 @@ impl Dispatcher {
     }
 
     pub(crate) async fn run(self: Arc<Self>, queues: Arc<Queues>) {
+        self.deliver_until_stopped(&queues).await;
+        // Answers that came in meanwhile are settled, so a clean stop redelivers nothing that
+        // was acknowledged.
+        self.settle_answered(&queues).await;
+    }
+
+    /// Applies the answers recorded since the last turn with one store operation.
+    async fn settle_answered(&self, queues: &Arc<Queues>) {
+        let batch = std::mem::take(&mut *self.answered.lock());
+        if batch.is_empty() {
+            return;
+        }
+        match queues.store().settle(&self.topic, &self.sub, &batch).await {
+            Ok(answers) => {
+                let requeued = batch
+                    .iter()
+                    .zip(&answers)
+                    .any(|(s, &pending)| pending && matches!(s, Settle::Requeue { .. }));
+                if requeued {
+                    queues.requeued(&self.topic);
+                }
+            }
+            Err(e) => {
+                // The entries stay in flight in the store and are redelivered after their
+                // deadline.
+                tracing::warn!(topic = %self.topic, subscription = %self.sub, deliveries = batch.len(), error = %e, "could not settle deliveries");
+            }
+        }
+        self.in_flight.fetch_sub(batch.len(), Ordering::AcqRel);
+    }
+
+    async fn deliver_until_stopped(self: &Arc<Self>, queues: &Arc<Queues>) {
         let config = queues.config();
         loop {
             if self.stop.is_cancelled() {
                 return;
             }
+            self.settle_answered(queues).await;
             let in_flight = self.in_flight.load(Ordering::Acquire);
             let free = config.max_in_flight.saturating_sub(in_flight);
             if free == 0 || !self.has_consumers() {
@@ -145,7 +187,7 @@ impl Dispatcher {
                     // stranded in flight, a requeue's backoff), unless something else wakes
                     // the dispatcher first.
                     let next_due = result.next_due.map(|at| at.max(now + 1));
-                    queues.due_timer().reschedule(&self, next_due);
+                    queues.due_timer().reschedule(self, next_due);
                     if result.claimed.is_empty() {
                         // Nothing to hand out now: sleep until woken.
                         tokio::select! {
@@ -155,7 +197,7 @@ impl Dispatcher {
                         continue;
                     }
                     for claimed in result.claimed {
-                        self.deliver(&queues, claimed);
+                        self.deliver(queues, claimed);
                     }
                     None
                 }
@@ -232,28 +274,25 @@ impl Dispatcher {
             // deadline: a redelivery late by 2 × ack timeout + 5 s.) Until the settle lands the
             // store still has the entry in flight, so no claim can return it twice.
             me.awaiting.lock().remove(&offset);
-            let store = queues.store();
-            let (settled, requeued) = match answer {
+            let settle = match answer {
                 Ok(reply) if wants_requeue(&reply) => {
                     let delay = queues.config().backoff(attempt);
-                    let due = now_millis() + millis(delay);
-                    (store.requeue(&me.topic, &me.sub, offset, due).await, true)
+                    Settle::Requeue {
+                        offset,
+                        not_before: now_millis() + millis(delay),
+                    }
                 }
-                Ok(_) => (store.ack(&me.topic, &me.sub, offset).await, false),
+                Ok(_) => Settle::Ack(offset),
                 Err(e) => {
                     tracing::debug!(topic = %me.topic, offset, sid = %socket.id(), error = %e, "delivery not acknowledged; redelivering");
-                    let now = now_millis();
-                    (store.requeue(&me.topic, &me.sub, offset, now).await, true)
+                    Settle::Requeue {
+                        offset,
+                        not_before: now_millis(),
+                    }
                 }
             };
-            if requeued && settled.is_ok() {
-                queues.requeued(&me.topic);
-            }
-            if let Err(e) = settled {
-                // The entry stays in flight in the store and is redelivered after its deadline.
-                tracing::warn!(topic = %me.topic, subscription = %me.sub, offset, error = %e, "could not settle a delivery");
-            }
-            me.in_flight.fetch_sub(1, Ordering::AcqRel);
+            // Settled by the dispatcher's next turn, with the other answers of the moment.
+            me.answered.lock().push(settle);
             me.wake();
         });
     }
