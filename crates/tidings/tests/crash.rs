@@ -3,11 +3,14 @@
 //! real binary is SIGKILLed while publishers and a consumer are busy, restarted on the same data
 //! directory, and must have kept every publish it confirmed and every ack it made durable.
 //!
-//! - `confirmed_publishes_survive_kill_9`: five kill/restart cycles on one data directory with
-//!   concurrent publishers. After each restart the topic holds every confirmed publish at its
-//!   confirmed offset, with no hole in the offsets; at the end the durable consumer that
-//!   subscribed `from: earliest` before the first crash, and a fresh one subscribing after the
-//!   last, have each received every confirmed message (at least once).
+//! - `confirmed_publishes_survive_kill_9` (the soak): five kill/restart cycles on one data
+//!   directory while 8 publishers, a 3-member group and an identity subscriber run, each kill at
+//!   a random moment (after a random number of confirmations; the seed is printed and
+//!   `TIDINGS_SOAK_SEED` replays it). After each restart the topic holds every confirmed
+//!   publish at its confirmed offset, with no hole in the offsets; at the end the group and the
+//!   identity (both subscribed `from: earliest` before the first crash) and a fresh subscriber
+//!   after the last have each received every confirmed message, at least once. Duplicates (the
+//!   redeliveries a crash causes) are counted and reported.
 //! - `unacked_deliveries_are_redelivered_after_kill_9`: the server is killed while a consumer is
 //!   acking a stream of deliveries; after the restart every message it had not acked comes back
 //!   (with its attempt count kept), and no message whose ack was durable before the crash does.
@@ -33,8 +36,11 @@ use tokio::sync::watch;
 const TOPIC: &str = "crash.orders";
 /// Concurrent publishers (one connection each).
 const PUBLISHERS: usize = 8;
-/// Confirmations to collect in each cycle before the kill.
-const PER_CYCLE: usize = 200;
+/// Confirmations to collect in each cycle before the kill: a random number in this range.
+const PER_CYCLE: std::ops::Range<usize> = 50..600;
+/// Members of the group subscription.
+const GROUP_MEMBERS: usize = 3;
+const GROUP: &str = "packers";
 const CYCLES: usize = 5;
 /// Redeliveries of messages in flight at the crash wait for their ack deadline.
 const CONFIG: &str = "[queues]\nack_timeout_ms = 1000\n";
@@ -212,12 +218,23 @@ async fn publish_until_killed(
     panic!("publisher {p} was never interrupted by the kill");
 }
 
+/// What one subscription (the identity, or the group across its members) received.
+#[derive(Default)]
+struct Received {
+    offsets: HashMap<MessageId, Offset>,
+    /// Deliveries of a message already received (redeliveries after a crash).
+    duplicates: usize,
+}
+
+type Shared = Arc<Mutex<Received>>;
+
 /// Receives and acks until the connection dies, recording every delivery.
-async fn consume_until_killed(consumer: Client, received: Arc<Mutex<HashMap<MessageId, Offset>>>) {
-    let mut orders = consumer
-        .subscribe(SubscribeOptions::new(TOPIC).from(StartFrom::Earliest))
-        .await
-        .unwrap();
+async fn consume_until_killed(consumer: Client, group: Option<&str>, received: Shared) {
+    let mut options = SubscribeOptions::new(TOPIC).from(StartFrom::Earliest);
+    if let Some(group) = group {
+        options = options.group(group);
+    }
+    let mut orders = consumer.subscribe(options).await.unwrap();
     while let Some(d) = orders.recv().await {
         record(&received, &d.meta.id, d.meta.offset);
         // After the kill the ack fails: the message will be redelivered.
@@ -225,19 +242,28 @@ async fn consume_until_killed(consumer: Client, received: Arc<Mutex<HashMap<Mess
     }
 }
 
-fn record(received: &Mutex<HashMap<MessageId, Offset>>, id: &MessageId, offset: Offset) {
-    if let Some(before) = received.lock().unwrap().insert(*id, offset) {
+fn record(received: &Mutex<Received>, id: &MessageId, offset: Offset) {
+    let mut r = received.lock().unwrap();
+    if let Some(before) = r.offsets.insert(*id, offset) {
         assert_eq!(before, offset, "message {id} delivered with two offsets");
+        r.duplicates += 1;
     }
 }
 
-fn missing(
-    confirmed: &[(MessageId, Offset)],
-    received: &HashMap<MessageId, Offset>,
-) -> Vec<Offset> {
+/// The seed of the kill moments: `TIDINGS_SOAK_SEED`, or a new one (printed either way).
+fn soak_seed() -> u64 {
+    let seed = std::env::var("TIDINGS_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kill moments from TIDINGS_SOAK_SEED={seed}");
+    seed
+}
+
+fn missing(confirmed: &[(MessageId, Offset)], received: &Received) -> Vec<Offset> {
     let mut missing: Vec<Offset> = confirmed
         .iter()
-        .filter(|(id, _)| !received.contains_key(id))
+        .filter(|(id, _)| !received.offsets.contains_key(id))
         .map(|c| c.1)
         .collect();
     missing.sort_unstable();
@@ -247,10 +273,12 @@ fn missing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn confirmed_publishes_survive_kill_9() {
     let started = Instant::now();
+    let mut rng = fastrand::Rng::with_seed(soak_seed());
     let dir = tempfile::tempdir().unwrap();
     let confirmed: Arc<Mutex<Vec<(MessageId, Offset)>>> = Arc::default();
-    // What the durable consumer "auditor" received, over every cycle.
-    let received: Arc<Mutex<HashMap<MessageId, Offset>>> = Arc::default();
+    // What the identity "auditor" and the group received, over every cycle.
+    let auditor = Shared::default();
+    let group = Shared::default();
     let mut interrupted_publishes = 0;
 
     for cycle in 0..CYCLES {
@@ -259,10 +287,21 @@ async fn confirmed_publishes_survive_kill_9() {
         let so_far = confirmed.lock().unwrap().clone();
         assert_every_confirmed_is_stored(&stored(&server.url).await, &so_far);
 
-        // The durable consumer: subscribed from earliest before the first crash, resumed after
-        // each restart under the same identity.
-        let consumer = client(&server.url, Some("auditor")).await;
-        let consuming = tokio::spawn(consume_until_killed(consumer, received.clone()));
+        // The durable consumers: subscribed from earliest before the first crash, resumed
+        // after each restart under the same identities.
+        let mut consuming = vec![tokio::spawn(consume_until_killed(
+            client(&server.url, Some("auditor")).await,
+            None,
+            auditor.clone(),
+        ))];
+        for m in 0..GROUP_MEMBERS {
+            let member = client(&server.url, Some(&format!("packer-{m}"))).await;
+            consuming.push(tokio::spawn(consume_until_killed(
+                member,
+                Some(GROUP),
+                group.clone(),
+            )));
+        }
 
         let (count, mut counted) = watch::channel(0);
         let mut publishers = Vec::new();
@@ -275,14 +314,15 @@ async fn confirmed_publishes_survive_kill_9() {
                 count.clone(),
             )));
         }
+        let kill_after = rng.usize(PER_CYCLE);
         within(
             15,
             "collecting confirmations",
-            counted.wait_for(|n| *n >= PER_CYCLE),
+            counted.wait_for(|n| *n >= kill_after),
         )
         .await
         .unwrap();
-        // Publishers are still publishing: kill -9 now.
+        // Publishers are still publishing, consumers consuming: kill -9 now.
         server.kill_9().await;
 
         for publisher in publishers {
@@ -295,46 +335,81 @@ async fn confirmed_publishes_survive_kill_9() {
                 other => panic!("cycle {cycle}: unexpected publish error {other:?}"),
             }
         }
-        within(15, "the consumer noticing the kill", consuming)
-            .await
-            .unwrap();
+        for consumer in consuming {
+            within(15, "a consumer noticing the kill", consumer)
+                .await
+                .unwrap();
+        }
     }
     // Publishes were in flight at the kills (those are neither confirmed nor checked).
     assert!(interrupted_publishes > 0, "no kill hit a publish in flight");
 
     let server = Serve::start(dir.path()).await;
     let confirmed = confirmed.lock().unwrap().clone();
-    assert!(confirmed.len() >= CYCLES * PER_CYCLE);
+    assert!(confirmed.len() >= CYCLES * PER_CYCLE.start);
     let stored = stored(&server.url).await;
     assert_every_confirmed_is_stored(&stored, &confirmed);
 
-    // The durable consumer gets the rest: at least once, every confirmed message.
-    let consumer = client(&server.url, Some("auditor")).await;
-    let mut orders = consumer
-        .subscribe(SubscribeOptions::new(TOPIC))
-        .await
-        .unwrap();
-    let before_drain = missing(&confirmed, &received.lock().unwrap()).len();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !missing(&confirmed, &received.lock().unwrap()).is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(d)) = tokio::time::timeout(left, orders.recv()).await else {
-            panic!(
-                "the auditor never received offsets {:?}",
-                missing(&confirmed, &received.lock().unwrap())
-            );
+    // The identity and the group get the rest: at least once, every confirmed message.
+    let before_drain = (
+        missing(&confirmed, &auditor.lock().unwrap()).len(),
+        missing(&confirmed, &group.lock().unwrap()).len(),
+    );
+    let mut resumed = Vec::new();
+    let mut clients = vec![client(&server.url, Some("auditor")).await];
+    let mut options = vec![SubscribeOptions::new(TOPIC)];
+    for m in 0..GROUP_MEMBERS {
+        clients.push(client(&server.url, Some(&format!("packer-{m}"))).await);
+        options.push(SubscribeOptions::new(TOPIC).group(GROUP));
+    }
+    for (i, (c, o)) in clients.iter().zip(options).enumerate() {
+        let received = if i == 0 {
+            auditor.clone()
+        } else {
+            group.clone()
         };
-        record(&received, &d.meta.id, d.meta.offset);
-        d.ack().await.unwrap();
+        let mut orders = c.subscribe(o).await.unwrap();
+        resumed.push(tokio::spawn(async move {
+            while let Some(d) = orders.recv().await {
+                record(&received, &d.meta.id, d.meta.offset);
+                d.ack().await.unwrap();
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        poll.tick().await;
+        let left = (
+            missing(&confirmed, &auditor.lock().unwrap()),
+            missing(&confirmed, &group.lock().unwrap()),
+        );
+        if left.0.is_empty() && left.1.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never received after the last restart: auditor {:?}, group {:?}",
+            left.0,
+            left.1
+        );
+    }
+    for c in clients {
+        c.disconnect().await;
+    }
+    for r in resumed {
+        within(10, "a consumer ending", r).await.unwrap();
     }
 
-    // And nothing it received is unknown to the topic.
-    for (id, offset) in received.lock().unwrap().iter() {
-        assert_eq!(
-            stored[*offset as usize - 1].1,
-            *id,
-            "delivered {id} at {offset}"
-        );
+    // And nothing either received is unknown to the topic.
+    for received in [&auditor, &group] {
+        for (id, offset) in &received.lock().unwrap().offsets {
+            assert_eq!(
+                stored[*offset as usize - 1].1,
+                *id,
+                "delivered {id} at {offset}"
+            );
+        }
     }
 
     // A subscriber that arrives after the crashes, from earliest, gets all of it.
@@ -357,11 +432,15 @@ async fn confirmed_publishes_survive_kill_9() {
 
     server.kill_9().await;
     eprintln!(
-        "{} confirmed publishes over {CYCLES} kill -9 cycles, {} stored; the auditor got {} \
-         of them only after the last restart; {:?}",
+        "soak: {} confirmed publishes over {CYCLES} kill -9 cycles, {} stored; after the last \
+         restart the auditor still lacked {} and the group {}; duplicates (redeliveries): \
+         auditor {}, group {}; {:?}",
         confirmed.len(),
         stored.len(),
-        before_drain,
+        before_drain.0,
+        before_drain.1,
+        auditor.lock().unwrap().duplicates,
+        group.lock().unwrap().duplicates,
         started.elapsed()
     );
 }
