@@ -1,7 +1,7 @@
 //! The checks of the fuzz targets, as plain functions over bytes.
 //!
 //! Each function takes one fuzz input, runs it through a decoder we own (or a random operation
-//! sequence through the SQLite store) and panics when a property breaks: "no panic" is the
+//! sequence through the SQLite or journal store) and panics when a property breaks: "no panic" is the
 //! least of it, every target also checks a round trip or a model. The same functions run
 //!
 //! - under libFuzzer: `fuzz/` is a `cargo fuzz` crate (nightly, not a workspace member) whose
@@ -18,10 +18,12 @@
 //! | [`wire_payloads`] | a built-in event's JSON payload | the handler's parse is deterministic, its result re-parses to itself, errors are `bad_request` |
 //! | [`config_file`] | a `--config` TOML file | a valid file's effective config, written back as TOML, loads to the same config |
 //! | [`store_crash`] | operations with crash points | the SQLite store equals the model, also after every crash and reopen |
+//! | [`journal_crash`] | the same (its corpus is `store_crash`'s) | the journal store equals the model; a crash, its tail cut anywhere after the last confirmed change, keeps every confirmed change and a prefix of the rest |
 #![deny(unsafe_code)]
 
 mod codec;
 mod config;
+mod journal;
 mod memvfs;
 mod store;
 mod wire;
@@ -29,6 +31,7 @@ mod ws;
 
 pub use codec::{decode_engine, decode_packet};
 pub use config::config_file;
+pub use journal::journal_crash;
 pub use store::{Files, store_crash, store_crash_in};
 pub use wire::wire_payloads;
 pub use ws::decode_ws;

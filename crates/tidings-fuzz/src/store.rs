@@ -35,7 +35,7 @@ impl Bytes<'_> {
 }
 
 /// The operations of one input and the steps before which the store crashes.
-fn decode(data: &[u8]) -> (Case, Vec<usize>) {
+pub(crate) fn decode(data: &[u8]) -> (Case, Vec<usize>) {
     const SHORT: &[u8] = &[0, 1, 5, 10, 20];
     let mut b = Bytes(data);
     let dedup_window: Millis = b.pick(&[0, 1, 5, 10, 20]);

@@ -90,3 +90,9 @@ fn every_target_has_a_replay_test() {
         assert!(target.is_file(), "{} is missing", target.display());
     }
 }
+
+#[test]
+fn journal_crash_corpus() {
+    // The journal target reads the input format of store_crash: it shares that corpus.
+    replay("store_crash", tidings_fuzz::journal_crash);
+}

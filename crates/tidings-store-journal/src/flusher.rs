@@ -44,6 +44,8 @@ impl Flusher {
                 let batch = std::mem::replace(&mut g.buf, std::mem::take(&mut spare));
                 (batch, g.next_lsn - 1, std::mem::take(&mut g.sync_wanted))
             };
+            let shared = Arc::clone(&self.shared);
+            let files = shared.files.lock();
             let result = self.write(&batch, sync);
             self.since_checkpoint += batch.len() as u64;
             batch.clear();
@@ -51,8 +53,11 @@ impl Flusher {
             if !self.settle(upto, result) {
                 return;
             }
+            drop(files);
             let threshold = self.shared.config.checkpoint_bytes.max(self.snapshot_bytes);
             if self.since_checkpoint > threshold {
+                let shared = Arc::clone(&self.shared);
+                let _files = shared.files.lock();
                 let result = self.checkpoint();
                 if let Err(e) = result {
                     self.fail(e);
@@ -91,6 +96,7 @@ impl Flusher {
             Ok(()) => {
                 let mut g = self.shared.inner.lock();
                 g.written_lsn = upto;
+                self.shared.written.notify_all();
                 let waiters = std::mem::take(&mut g.waiters);
                 for (target, tx) in waiters {
                     if target <= upto {
@@ -115,6 +121,7 @@ impl Flusher {
         error!(dir = %self.shared.dir.display(), error = %e, "journal failed: the store refuses every operation until tidings restarts");
         let mut g = self.shared.inner.lock();
         g.failed = Some(e.clone());
+        self.shared.written.notify_all();
         for (_, tx) in g.waiters.drain(..) {
             let _ = tx.send(Err(e.clone()));
         }

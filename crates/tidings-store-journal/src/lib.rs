@@ -152,6 +152,11 @@ pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
     /// Wakes the flusher: records to write, or closing.
     pub(crate) work: Condvar,
+    /// Notified when `written_lsn` moves (for [`JournalStore::wait_until_written`]).
+    pub(crate) written: Condvar,
+    /// Held by the flusher while it touches the files (a write, a checkpoint), and by
+    /// [`JournalStore::with_files_still`].
+    pub(crate) files: Mutex<()>,
     pub(crate) dir: PathBuf,
     pub(crate) config: JournalConfig,
 }
@@ -358,6 +363,8 @@ impl JournalStore {
                 closing: false,
             }),
             work: Condvar::new(),
+            written: Condvar::new(),
+            files: Mutex::new(()),
             dir: dir.to_owned(),
             config,
         });
@@ -383,6 +390,37 @@ impl JournalStore {
     /// The directory of the journal.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// The lsn of the newest record logged (0 for an empty journal): one more for every
+    /// operation that changed something, across restarts.
+    pub fn lsn(&self) -> u64 {
+        self.shared.inner.lock().next_lsn - 1
+    }
+
+    /// Blocks until every record logged so far is written to the OS (not necessarily fsynced),
+    /// or the journal failed. For tests and tools that look at the files; async code awaits
+    /// its operations instead.
+    pub fn wait_until_written(&self) -> Result<(), StoreError> {
+        let mut g = self.shared.inner.lock();
+        let target = g.next_lsn - 1;
+        loop {
+            if let Some(e) = &g.failed {
+                return Err(e.clone());
+            }
+            if g.written_lsn >= target {
+                return Ok(());
+            }
+            self.shared.written.wait(&mut g);
+        }
+    }
+
+    /// Runs `f` on the journal's directory while the writer touches no file (between two of
+    /// its writes or checkpoints): what `f` copies is what a crash at that instant leaves. For
+    /// crash tests.
+    pub fn with_files_still<T>(&self, f: impl FnOnce(&Path) -> T) -> T {
+        let _still = self.shared.files.lock();
+        f(&self.shared.dir)
     }
 
     /// What the journal did since it was opened.

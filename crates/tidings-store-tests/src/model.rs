@@ -204,12 +204,12 @@ fn same<T: PartialEq + Debug>(what: &str, got: T, want: T) -> Result<(), TestCas
 type FullQueues = Vec<(SubscriptionName, u64)>;
 
 /// The reference: the trait's contract, directly.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Model {
     topics: BTreeMap<Topic, MTopic>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct MTopic {
     head: Offset,
     messages: BTreeMap<Offset, StoredMessage>,
@@ -217,7 +217,7 @@ struct MTopic {
     subs: BTreeMap<SubscriptionName, MSub>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct MSub {
     cursor: Offset,
     gaps: u64,
@@ -683,6 +683,85 @@ pub async fn run_case_with_crashes<S: Store>(
         apply(&store, &mut model, op, &mut now, case.dedup_window, &ctx)
             .await
             .map_err(|e| e.to_string())?;
+    }
+    compare_state(&store, &model)
+        .await
+        .map_err(|e| format!("at the end: {e}"))
+}
+
+/// Whether the store confirms `op` only once it is durable (publishes and subscription
+/// changes); acks, requeues, claims and retention may be lost by a crash (a store that answers
+/// them before they are durable turns a crash into redeliveries, never into a loss).
+pub fn confirmed_durable(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Append { .. } | Op::Subscribe { .. } | Op::Unsubscribe { .. } | Op::RequeueDead { .. }
+    )
+}
+
+/// [`run_case_with_crashes`] for a store whose crash may lose the last changes it did not
+/// confirm as durable (see [`confirmed_durable`]). `position` reads the store's position in
+/// its own log of changes (one more per operation that changed something); `crash` gets the
+/// position of the newest change whose operation was confirmed durable and returns the store
+/// reopened on what the crash left, which must hold at least that.
+///
+/// After each crash the reopened store's whole visible state must equal the model's as it was
+/// after the operation that brought the log to the reopened position: what a crash keeps is a
+/// prefix of the changes, never a mix. The run then goes on from there.
+///
+/// # Errors
+///
+/// The first difference from the model, a confirmed change lost, or a position no prefix of
+/// the operations produced.
+pub async fn run_case_with_lossy_crashes<S: Store>(
+    mut store: S,
+    case: &Case,
+    crash_before: &[usize],
+    position: impl Fn(&S) -> u64,
+    mut crash: impl FnMut(S, u64) -> Result<S, String>,
+) -> Result<(), String> {
+    let mut model = Model::default();
+    let mut now: Millis = 1_000;
+    // (position after a step, the model after it) since the last crash.
+    let mut prefixes: Vec<(u64, Model)> = vec![(position(&store), model.clone())];
+    let mut must_keep = position(&store);
+    for step in 0..=case.ops.len() {
+        if crash_before.contains(&step) {
+            store = crash(store, must_keep)
+                .map_err(|e| format!("reopening before step {step}: {e}"))?;
+            let kept = position(&store);
+            if kept < must_keep {
+                return Err(format!(
+                    "a crash before step {step} lost changes {}..={must_keep} of confirmed operations",
+                    kept + 1
+                ));
+            }
+            let Some((_, at)) = prefixes.iter().rev().find(|(p, _)| *p == kept) else {
+                let known: Vec<u64> = prefixes.iter().map(|p| p.0).collect();
+                return Err(format!(
+                    "after a crash before step {step} the store is at change {kept}, which no \
+                     prefix of the operations reached ({known:?})"
+                ));
+            };
+            model = at.clone();
+            compare_state(&store, &model).await.map_err(|e| {
+                format!("after a crash before step {step} (changes up to {kept} kept): {e}")
+            })?;
+            prefixes = vec![(kept, model.clone())];
+            must_keep = kept;
+        }
+        let Some(op) = case.ops.get(step) else {
+            break;
+        };
+        let ctx = format!("step {step} {op:?} at {now}");
+        apply(&store, &mut model, op, &mut now, case.dedup_window, &ctx)
+            .await
+            .map_err(|e| e.to_string())?;
+        let at = position(&store);
+        if confirmed_durable(op) {
+            must_keep = at;
+        }
+        prefixes.push((at, model.clone()));
     }
     compare_state(&store, &model)
         .await
