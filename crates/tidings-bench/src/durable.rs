@@ -51,20 +51,23 @@ struct PublishRun {
     other_cpu: f64,
 }
 
-/// `publishers` concurrent publishers into `topic`, each awaiting its confirmation before the
-/// next publish, for `secs` (or until `limit` messages in all); with `rate`, each publisher
-/// paces itself to its share of it (latency is then measured from the actual send).
+/// `publishers` concurrent publishers into `topic`, each sending `depth` publishes at once and
+/// awaiting their confirmations before the next window (depth 1: one at a time), for `secs`
+/// (or until `limit` messages in all); with `rate`, each publisher paces itself to its share of
+/// it (latency is then measured from the actual send). Redis gets the same windows as pipelines
+/// of XADDs.
 #[allow(clippy::too_many_arguments)] // one private call shape, used four times
 async fn publish_run(
     ctx: &Ctx,
     target: &Target<'_>,
     topic: &str,
-    publishers: usize,
+    (publishers, depth): (usize, usize),
     secs: f64,
     limit: Option<u64>,
     rate: Option<f64>,
     label: &str,
 ) -> Result<PublishRun> {
+    let depth = depth.max(1);
     let hist = Arc::new(Shards::new(8));
     let confirmed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -102,14 +105,16 @@ async fn publish_run(
         tasks.spawn(async move {
             let mut conn = conn;
             let data = data_256();
+            let clock_now = move || clock.now_us();
             let mut id = 1u64;
             let mut next_at = start
                 + interval
                     .map(|d| d.mul_f64(i as f64 / publishers as f64))
                     .unwrap_or_default();
             while Instant::now() < deadline {
+                let n = depth as u64;
                 if budget
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(n))
                     .is_err()
                 {
                     break;
@@ -119,18 +124,23 @@ async fn publish_run(
                     next_at += d;
                 }
                 let sent = clock.now_us();
-                let ok = conn.publish(id, &topic, &data).await;
-                id += 1;
-                match ok {
-                    Ok(true) => {
-                        hist.record(i, clock.now_us() - sent);
-                        confirmed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(false) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                let window = conn
+                    .publish_window(id, depth, &topic, &data, clock_now)
+                    .await;
+                id += n;
+                match window {
+                    Ok(answers) => {
+                        for (ok, at) in answers {
+                            if ok {
+                                hist.record(i, at.saturating_sub(sent));
+                                confirmed.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                     Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                        failed.fetch_add(n, Ordering::Relaxed);
                         return;
                     }
                 }
@@ -174,41 +184,58 @@ enum Conn {
 }
 
 impl Conn {
-    /// Publishes one message and waits for the confirmation: `Ok(false)` for a refusal.
-    async fn publish(&mut self, id: u64, topic: &str, data: &str) -> Result<bool> {
+    /// Sends `depth` publishes with ack ids `first..first + depth` at once and waits for every
+    /// confirmation. Returns, per publish, whether it was confirmed (false: refused) and when
+    /// its answer arrived (µs on `now`'s clock).
+    async fn publish_window(
+        &mut self,
+        first: u64,
+        depth: usize,
+        topic: &str,
+        data: &str,
+        now: impl Fn() -> u64,
+    ) -> Result<Vec<(bool, u64)>> {
         match self {
             Conn::Sio(ws) => {
-                ws.send(Message::text(format!(
-                    r#"42{id}["publish",{{"topic":"{topic}","event":"m","data":{data}}}]"#
-                )))
-                .await?;
-                loop {
+                for id in first..first + depth as u64 {
+                    ws.feed(Message::text(format!(
+                        r#"42{id}["publish",{{"topic":"{topic}","event":"m","data":{data}}}]"#
+                    )))
+                    .await?;
+                }
+                ws.flush().await?;
+                let mut answers = Vec::with_capacity(depth);
+                while answers.len() < depth {
                     let text = sio::next_text(ws).await?;
-                    if sio::ack_id(&text) == Some(id) {
-                        return Ok(text.contains(r#""ok":true"#));
+                    if sio::ack_id(&text).is_some_and(|id| id >= first && id < first + depth as u64)
+                    {
+                        answers.push((text.contains(r#""ok":true"#), now()));
                     }
                 }
+                Ok(answers)
             }
             Conn::Redis(conn) => {
-                let _: String = redis::cmd("XADD")
-                    .arg(topic)
-                    .arg("*")
-                    .arg("d")
-                    .arg(data)
-                    .query_async(conn)
-                    .await?;
-                Ok(true)
+                let mut pipe = redis::pipe();
+                for _ in 0..depth {
+                    pipe.cmd("XADD").arg(topic).arg("*").arg("d").arg(data);
+                }
+                let ids: Vec<String> = pipe.query_async(conn).await?;
+                let at = now();
+                Ok(ids.iter().map(|_| (true, at)).collect())
             }
         }
     }
 }
 
-/// Scenario 4a: confirmed publishes per second and confirmation latency at each concurrency,
-/// then a paced run at half the best rate (the target's "p99 ≤ 10 ms at half that load").
+/// Scenario 4a: confirmed publishes per second and confirmation latency at each concurrency
+/// (one publish in flight per publisher), then with `pipelined` (publishers, publishes in
+/// flight each), then a paced run at half the best one-at-a-time rate (the target's "p99 ≤
+/// 10 ms at half that load").
 pub async fn publish(
     ctx: &Ctx,
     peer: Peer,
     concurrency: &[usize],
+    pipelined: &[(usize, usize)],
     secs: f64,
     rep: usize,
 ) -> Result<Vec<Record>> {
@@ -222,7 +249,7 @@ pub async fn publish(
             ctx,
             &target,
             "bench.publish",
-            p,
+            (p, 1),
             secs,
             None,
             None,
@@ -236,6 +263,24 @@ pub async fn publish(
         println_rec(ctx, &rec)?;
         records.push(rec);
     }
+    for (k, &(p, depth)) in pipelined.iter().enumerate() {
+        let run = publish_run(
+            ctx,
+            &target,
+            "bench.publish",
+            (p, depth),
+            secs,
+            None,
+            None,
+            &format!("publish {} ×{p} ×{depth} in flight", peer.name()),
+        )
+        .await?;
+        let step = format!("{p} pub × {depth} in flight");
+        let mut rec = Record::new("publish", step, 500 + k as u64, peer);
+        fill(&mut rec, &run);
+        println_rec(ctx, &rec)?;
+        records.push(rec);
+    }
     // Half load: the best closed-loop rate / 2, spread over the largest concurrency.
     let p = concurrency.iter().copied().max().unwrap_or(1);
     let half = best / 2.0;
@@ -243,7 +288,7 @@ pub async fn publish(
         ctx,
         &target,
         "bench.publish",
-        p,
+        (p, 1),
         secs,
         None,
         Some(half),
@@ -369,7 +414,7 @@ pub async fn fanout(
         ctx,
         &target,
         topic,
-        publishers,
+        (publishers, 1),
         secs,
         None,
         None,
@@ -486,7 +531,7 @@ pub async fn drain(
         ctx,
         &target,
         topic,
-        64,
+        (64, 1),
         3600.0,
         Some(count),
         None,

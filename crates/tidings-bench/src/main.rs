@@ -234,6 +234,8 @@ struct Plan {
     fanout: RoomSpec,
     rooms: RoomSpec,
     publish: Vec<usize>,
+    /// (publishers, publishes in flight each) of the pipelined publish rows.
+    publish_pipelined: Vec<(usize, usize)>,
     publish_secs: f64,
     fanout_subs: usize,
     fanout_pubs: usize,
@@ -267,6 +269,7 @@ fn plan(args: &RunArgs) -> Plan {
                 drain: Duration::from_secs(2),
             },
             publish: vec![1, 16],
+            publish_pipelined: vec![(4, 8)],
             publish_secs: 1.0,
             fanout_subs: 10,
             fanout_pubs: 16,
@@ -303,6 +306,7 @@ fn plan(args: &RunArgs) -> Plan {
                 drain: Duration::from_secs(3),
             },
             publish: vec![1, 4, 16, 64, 256],
+            publish_pipelined: vec![(16, 16), (64, 16)],
             publish_secs: 4.0,
             fanout_subs: 100,
             fanout_pubs: 64,
@@ -460,7 +464,14 @@ async fn run(args: RunArgs) -> Result<()> {
                 attempt!(
                     rep,
                     format!("publish {}", peer.name()),
-                    durable::publish(&ctx, peer, &plan.publish, plan.publish_secs, rep)
+                    durable::publish(
+                        &ctx,
+                        peer,
+                        &plan.publish,
+                        &plan.publish_pipelined,
+                        plan.publish_secs,
+                        rep,
+                    )
                 );
             }
         }

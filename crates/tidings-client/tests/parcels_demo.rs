@@ -1,8 +1,7 @@
 //! The parcels demo (`examples/parcels.rs`) as a test: the same scripted story, against an
-//! in-process server with the journal store (the default of `tidings serve`), so that CI proves
-//! the demo works.
+//! in-process server with the SQLite store, so that CI proves the demo works.
 //!
-//! The story runs twice on one store directory, with a server restart in between: the second
+//! The story runs twice on one database file, with a server restart in between: the second
 //! run finds the durable subscriptions and the group membership of the first and must still
 //! take each of its orders exactly once. Each run also checks that every vendor received its
 //! notices in offset order, the backlog of the offline vendor included.
@@ -20,10 +19,10 @@ use std::time::Duration;
 
 use support::{TestServer, start, start_on};
 use tidings_server::{QueueConfig, Server, ServerConfig};
-use tidings_store_journal::{JournalConfig, JournalStore};
+use tidings_store_sqlite::{SqliteConfig, SqliteStore};
 
-async fn journal_server(dir: &Path) -> Server {
-    let store = JournalStore::open(dir, JournalConfig::default()).unwrap();
+async fn sqlite_server(db: &Path) -> Server {
+    let store = SqliteStore::open(db, SqliteConfig::default()).unwrap();
     let server = Server::new(ServerConfig::builder().build().unwrap());
     server
         .enable_queues(Arc::new(store), QueueConfig::default())
@@ -74,16 +73,16 @@ async fn the_parcels_story_holds_across_a_restart() {
         std::process::id(),
         fastrand::u32(..)
     ));
-    let db = dir.join("journal");
+    let db = dir.join("tidings.sqlite3");
 
-    let first = start(journal_server(&db).await).await;
+    let first = start(sqlite_server(&db).await).await;
     let (outcome, lines) = tell(&first).await;
     assert_story_ok(&outcome, &lines);
     // Each driver took at least one order: the group spreads them.
     assert_eq!(outcome.per_driver.len(), 3, "{}", lines.join("\n"));
     let port = first.stop().await;
 
-    let second = start_on(journal_server(&db).await, port).await;
+    let second = start_on(sqlite_server(&db).await, port).await;
     let (outcome, lines) = tell(&second).await;
     assert_story_ok(&outcome, &lines);
     // Nothing of the first run was left over to skip.

@@ -28,6 +28,7 @@ use tidings_client::{
 };
 use tidings_core::store::{Store, SubscriptionInfo};
 use tidings_server::{QueueConfig, Server, ServerConfig};
+use tidings_store_journal::{JournalConfig, JournalStore};
 use tidings_store_memory::MemoryStore;
 use tidings_store_sqlite::{SqliteConfig, SqliteStore};
 
@@ -665,4 +666,52 @@ async fn gap_notices_are_typed() {
     assert_eq!(lost, HashSet::from([1, 2, 3]));
     let sub = info(&srv.server, "pickup", "id:driver-7").await.unwrap();
     assert_eq!((sub.gaps, sub.pending), (3, 2));
+}
+
+/// Publishes pipeline: one client keeps 256 publishes in flight on one connection (each call
+/// waits for its own ack, as Socket.IO acks allow), on the journal store with full durability.
+/// Every one is confirmed once, at its own offset, and the topic holds exactly what was
+/// confirmed where it was confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_from_one_client_are_each_confirmed_at_their_offset() {
+    const IN_FLIGHT: u64 = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let journal: Arc<dyn Store> = Arc::new(
+        JournalStore::open(&dir.path().join("journal"), JournalConfig::default()).unwrap(),
+    );
+    let srv = start(engine(journal, QueueConfig::default()).await).await;
+    let publisher = client(&srv, None).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..IN_FLIGHT {
+        let publisher = publisher.clone();
+        tasks.spawn(async move {
+            let done = publisher
+                .publish("pipelined", "n", &json!({ "i": i }))
+                .await
+                .unwrap();
+            (done.offset, (i, done.id))
+        });
+    }
+    let mut confirmed = std::collections::BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (offset, what) = done.unwrap();
+        assert!(
+            confirmed.insert(offset, what).is_none(),
+            "offset {offset} twice"
+        );
+    }
+    assert_eq!(
+        confirmed.keys().copied().collect::<Vec<_>>(),
+        (1..=IN_FLIGHT).collect::<Vec<_>>()
+    );
+    let stored = publisher
+        .history("pipelined", Some(1), Some(1000))
+        .await
+        .unwrap();
+    assert_eq!(stored.len() as u64, IN_FLIGHT);
+    for m in &stored {
+        let (i, id) = confirmed[&m.offset];
+        assert_eq!(m.id, id, "offset {}", m.offset);
+        assert_eq!(m.data, json!({ "i": i }), "offset {}", m.offset);
+    }
 }

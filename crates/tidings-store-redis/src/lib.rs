@@ -127,8 +127,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Value};
 use tidings_core::store::{
     Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
-    Millis, NewMessage, Offset, QueueBound, Retention, StartFrom, Store, StoreError, StoreFuture,
-    StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
+    Millis, NewMessage, Offset, QueueBound, Retention, Settle, StartFrom, Store, StoreError,
+    StoreFuture, StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
@@ -833,6 +833,40 @@ impl Store for RedisStore {
             sub,
             vec![owned(offset), owned(not_before)],
         ))
+    }
+
+    /// One script for the whole batch (the delivery engine settles a queue's answers in
+    /// batches): one round trip instead of one per ack.
+    fn settle<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+    ) -> StoreFuture<'a, Vec<bool>> {
+        Box::pin(async move {
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
+            let key = sub.key();
+            let mut args: Args<'_> = vec![borrowed(&key)];
+            for s in batch {
+                let (kind, offset, not_before) = match *s {
+                    Settle::Ack(offset) => ("a", offset, 0),
+                    Settle::Requeue { offset, not_before } => ("r", offset, not_before),
+                };
+                args.extend([borrowed(kind), owned(offset), owned(not_before)]);
+            }
+            let r = self
+                .run("settle", topic.as_str(), args, true)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
+                    e => e,
+                })?;
+            (0..batch.len())
+                .map(|i| flag(at(&r, i, "settle")?, "settle"))
+                .collect()
+        })
     }
 
     fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {

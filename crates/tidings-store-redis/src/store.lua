@@ -374,6 +374,31 @@ function ops.requeue(topic, s, o, not_before)
   return {'ok', 0}
 end
 
+-- sub, then (kind, offset, not_before) per entry: 'a' acks, 'r' requeues until not_before.
+-- Answers one flag per entry (1: it was pending), as ack and requeue would, in one script.
+function ops.settle(topic, s, ...)
+  local k = K(topic)
+  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
+  local sk = sub_keys(k, s)
+  local args = {...}
+  local out = {'ok'}
+  for i = 1, #args, 3 do
+    local kind, o, not_before = args[i], args[i + 1], args[i + 2]
+    if redis.call('ZSCORE', sk.due, o) then
+      if kind == 'a' then
+        settle(k, sk, s, o)
+      else
+        redis.call('ZADD', sk.due, not_before, o)
+        redis.call('SREM', sk.flight, o)
+      end
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  return out
+end
+
 -- (no topic), now: every in-flight entry of every subscription waits until now.
 function ops.release_in_flight(_, now)
   local released = 0

@@ -88,6 +88,10 @@ impl Dispatcher {
         self.wake();
     }
 
+    pub(crate) fn clear_consumers(&self) {
+        self.consumers.lock().clear();
+    }
+
     pub(crate) fn remove_consumer(&self, sid: Sid) {
         self.consumers.lock().retain(|s| s.id() != sid);
     }
@@ -265,7 +269,13 @@ impl Dispatcher {
         tokio::spawn(async move {
             let timeout = queues.config().ack_timeout;
             let answer = match pending {
-                Ok(pending) => pending.wait(timeout).await,
+                Ok(pending) => tokio::select! {
+                    answer = pending.wait(timeout) => answer,
+                    // Stopping (shutdown, unsubscribe): the entry stays in flight in the store,
+                    // released for redelivery at the next start, as after a crash. Not waiting
+                    // for the ack timeout lets the store close now.
+                    () = me.stop.cancelled() => return,
+                },
                 Err(e) => Err(e),
             };
             // No longer awaited before it is settled: once a requeue makes the entry due, the

@@ -152,9 +152,16 @@ impl Queues {
         &self.due_timer
     }
 
-    /// Stops every dispatcher (on shutdown).
+    /// Stops every dispatcher (on shutdown) and lets go of every socket: sockets lead back to
+    /// the server, which holds the queues, so a socket kept here would keep the store open
+    /// after the server is gone (a journal's directory stays locked while its store lives).
     pub(crate) fn shutdown(&self) {
         self.stop.cancel();
+        let mut registry = self.registry.lock();
+        registry.sockets.clear();
+        for d in registry.dispatchers.take_all() {
+            d.clear_consumers();
+        }
     }
 
     /// Wakes the dispatchers of `topic` (after a publish or a dead-letter requeue), here and

@@ -39,6 +39,13 @@ impl Dispatchers {
         removed
     }
 
+    /// Removes every dispatcher, returning them.
+    pub(super) fn take_all(&mut self) -> impl Iterator<Item = Arc<Dispatcher>> {
+        std::mem::take(&mut self.0)
+            .into_values()
+            .flat_map(HashMap::into_values)
+    }
+
     fn of_topic(&self, topic: &Topic) -> impl Iterator<Item = &Arc<Dispatcher>> {
         self.0.get(topic).into_iter().flat_map(HashMap::values)
     }
