@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tidings_core::store::{ClaimOptions, NewMessage, StartFrom, Store, SubscriptionName, Topic};
+use tidings_core::store::{
+    ClaimOptions, NewMessage, Settle, StartFrom, Store, SubscriptionName, Topic,
+};
 use tidings_store_journal::{Durability, JournalConfig, JournalStats, JournalStore};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
@@ -98,8 +100,8 @@ async fn append_concurrently(store: &Shared, topic: &Topic, appenders: usize, to
     }
 }
 
-/// Drains a subscription as the engine's dispatcher does: claims up to 100 entries, acks each
-/// of them (concurrently, one store call per ack), until nothing is left. Returns the entries.
+/// Drains a subscription as the engine's dispatcher does: claims up to 100 entries, then
+/// settles them (acks) with one `Store::settle`, until nothing is left. Returns the entries.
 async fn drain(store: &Shared, topic: &Topic, sub: &SubscriptionName) -> u64 {
     let mut drained = 0;
     loop {
@@ -114,16 +116,12 @@ async fn drain(store: &Shared, topic: &Topic, sub: &SubscriptionName) -> u64 {
             return drained;
         }
         drained += claimed.len() as u64;
-        let mut acks = JoinSet::new();
-        for entry in claimed {
-            let (store, topic, sub) = (store.clone(), topic.clone(), sub.clone());
-            acks.spawn(async move {
-                assert!(store.ack(&topic, &sub, entry.message.offset).await.unwrap());
-            });
-        }
-        while let Some(done) = acks.join_next().await {
-            done.unwrap();
-        }
+        let batch: Vec<Settle> = claimed
+            .iter()
+            .map(|c| Settle::Ack(c.message.offset))
+            .collect();
+        let answers = store.settle(topic, sub, &batch).await.unwrap();
+        assert!(answers.iter().all(|&settled| settled));
     }
 }
 
@@ -175,7 +173,8 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-/// Claim + ack of a 10,000-message backlog by one subscription, 100 entries per claim.
+/// Claim + settle of a 10,000-message backlog by one subscription, 100 entries per claim and
+/// per settle (as the delivery engine batches them).
 fn claim_ack(c: &mut Criterion) {
     const BACKLOG: u64 = 10_000;
     let rt = runtime();
