@@ -1,6 +1,7 @@
-//! JournalStore throughput: confirmed appends under concurrency, claim + ack draining a backlog,
-//! and fan-out to 100 subscriptions — the same workloads as the SQLite store's bench, so the
-//! two compare line by line. Results and how to read them: BENCHMARKS.md.
+//! JournalStore throughput: confirmed appends under concurrency, claim + settle draining a
+//! backlog, and fan-out to 100 subscriptions — the workloads of the SQLite store's bench (whose
+//! drain acks one by one; here a claimed batch is settled at once, as the delivery engine now
+//! does). Results and how to read them: BENCHMARKS.md.
 //!
 //! ```sh
 //! cargo bench -p tidings-store-journal --bench journal
@@ -8,8 +9,8 @@
 //!
 //! Every measured operation goes through the store's public API, from Tokio tasks, as the
 //! delivery engine calls it; each iteration is timed with `iter_custom` around the awaited
-//! futures. Each benchmark prints the writer's group-commit ratio (commands per transaction)
-//! to stderr (records per write and per fsync).
+//! futures. Each benchmark prints the journal's group-commit ratios to stderr: records per
+//! write and per fsync.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
