@@ -1,7 +1,8 @@
 //! The parcels demo (`examples/parcels.rs`) as a test: the same scripted story, against an
-//! in-process server with the SQLite store, so that CI proves the demo works.
+//! in-process server with the journal store (the default of `tidings serve`), so that CI proves
+//! the demo works.
 //!
-//! The story runs twice on one database file, with a server restart in between: the second
+//! The story runs twice on one store directory, with a server restart in between: the second
 //! run finds the durable subscriptions and the group membership of the first and must still
 //! take each of its orders exactly once. Each run also checks that every vendor received its
 //! notices in offset order, the backlog of the offline vendor included.
@@ -18,17 +19,40 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{TestServer, start, start_on};
+use tidings_core::store::StoreError;
 use tidings_server::{QueueConfig, Server, ServerConfig};
-use tidings_store_sqlite::{SqliteConfig, SqliteStore};
+use tidings_store_journal::{JournalConfig, JournalStore};
 
-async fn sqlite_server(db: &Path) -> Server {
-    let store = SqliteStore::open(db, SqliteConfig::default()).unwrap();
+/// A server with queues on `store`.
+async fn journal_server(store: JournalStore) -> Server {
     let server = Server::new(ServerConfig::builder().build().unwrap());
     server
         .enable_queues(Arc::new(store), QueueConfig::default())
         .await
         .unwrap();
     server
+}
+
+/// Opens the journal in `dir`, waiting (bounded) while a stopped server still holds it (its
+/// directory is locked while it is open; the last holder's drop writes and closes it). A
+/// stopped server must let go: a closed connection's Socket.IO client and its engine session
+/// once held each other and outlived the connection, and with them the server and its store
+/// (fixed 2026-12-06; this test failed so).
+async fn open_journal(dir: &Path) -> JournalStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match JournalStore::open(dir, JournalConfig::default()) {
+            Ok(store) => return store,
+            Err(StoreError::Unavailable(e)) if e.contains("in use") => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the stopped server still holds its store after 10 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// Runs the story and returns its outcome and narration.
@@ -73,16 +97,15 @@ async fn the_parcels_story_holds_across_a_restart() {
         std::process::id(),
         fastrand::u32(..)
     ));
-    let db = dir.join("tidings.sqlite3");
+    let db = dir.join("journal");
 
-    let first = start(sqlite_server(&db).await).await;
+    let first = start(journal_server(open_journal(&db).await).await).await;
     let (outcome, lines) = tell(&first).await;
     assert_story_ok(&outcome, &lines);
     // Each driver took at least one order: the group spreads them.
     assert_eq!(outcome.per_driver.len(), 3, "{}", lines.join("\n"));
     let port = first.stop().await;
-
-    let second = start_on(sqlite_server(&db).await, port).await;
+    let second = start_on(journal_server(open_journal(&db).await).await, port).await;
     let (outcome, lines) = tell(&second).await;
     assert_story_ok(&outcome, &lines);
     // Nothing of the first run was left over to skip.

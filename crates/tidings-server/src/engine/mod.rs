@@ -237,7 +237,7 @@ impl Engine {
         let _ = session.send(Frame::text(PacketType::Open, &open.to_string()));
 
         let handler = self.shared.handler.on_open(&session);
-        let _ = session.handler.set(handler);
+        session.set_handler(handler);
         tracing::debug!(sid = %session.sid(), transport = transport.as_str(), "session opened");
         if !self.shared.sweeper_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(heartbeat_sweeper(Arc::downgrade(&self.shared)));
@@ -334,7 +334,7 @@ pub(crate) fn on_text_packet(
     use tidings_proto::engine::TextPacket;
     match packet {
         TextPacket::Message(text) => {
-            if let Some(handler) = session.handler.get() {
+            if let Some(handler) = session.handler() {
                 handler.on_message(Inbound::Text(text));
             }
             !session.is_closed()
@@ -373,7 +373,7 @@ pub(crate) fn on_text_packet(
 
 /// Dispatches one binary message.
 pub(crate) fn on_binary(session: &Arc<Session>, data: Bytes) -> bool {
-    if let Some(handler) = session.handler.get() {
+    if let Some(handler) = session.handler() {
         handler.on_message(Inbound::Binary(data));
     }
     !session.is_closed()

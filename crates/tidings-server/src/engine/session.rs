@@ -9,8 +9,8 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tidings_core::Sid;
@@ -239,7 +239,10 @@ pub struct Session {
     pub(crate) heartbeat: Heartbeat,
     /// Cancelled when the session closes; every task of the session selects on it.
     pub(crate) closed: CancellationToken,
-    pub(crate) handler: OnceLock<Arc<dyn SessionHandler>>,
+    /// The Socket.IO layer of this session, taken out when the session closes: the handler
+    /// holds the session too, and the cycle must not outlive the connection (it kept every
+    /// closed connection's session, client and sockets alive before).
+    handler: parking_lot::Mutex<Option<Arc<dyn SessionHandler>>>,
     pub(crate) shared: Arc<EngineShared>,
 }
 
@@ -275,7 +278,7 @@ impl Session {
             wake: Notify::new(),
             heartbeat: Heartbeat::new(shared.now_ms() + millis(shared.config.ping_interval)),
             closed: CancellationToken::new(),
-            handler: OnceLock::new(),
+            handler: parking_lot::Mutex::new(None),
             shared,
         })
     }
@@ -376,8 +379,23 @@ impl Session {
         self.closed.cancel();
         self.wake.notify_waiters();
         self.shared.remove(self.sid);
-        if let Some(handler) = self.handler.get() {
+        let handler = self.handler.lock().take();
+        if let Some(handler) = handler {
             handler.on_close(reason);
         }
+    }
+
+    /// Sets the session's handler (once, when it opens). A session closed meanwhile drops it:
+    /// either `close` takes it, or the check after setting it does.
+    pub(crate) fn set_handler(&self, handler: Arc<dyn SessionHandler>) {
+        *self.handler.lock() = Some(handler);
+        if self.is_closed() {
+            self.handler.lock().take();
+        }
+    }
+
+    /// The session's handler, until the session closes.
+    pub(crate) fn handler(&self) -> Option<Arc<dyn SessionHandler>> {
+        self.handler.lock().clone()
     }
 }

@@ -270,6 +270,7 @@ impl Dispatcher {
             let timeout = queues.config().ack_timeout;
             let answer = match pending {
                 Ok(pending) => tokio::select! {
+                    biased;
                     answer = pending.wait(timeout) => answer,
                     // Stopping (shutdown, unsubscribe): the entry stays in flight in the store,
                     // released for redelivery at the next start, as after a crash. Not waiting
@@ -301,9 +302,16 @@ impl Dispatcher {
                     }
                 }
             };
-            // Settled by the dispatcher's next turn, with the other answers of the moment.
+            // Settled by the dispatcher's next turn, with the other answers of the moment —
+            // or here, when the dispatcher has stopped (shutdown): its last turn may be over,
+            // and an answer that came in must still be settled, or a clean restart would
+            // redeliver what was acknowledged. Whoever takes the answers settles them.
             me.answered.lock().push(settle);
-            me.wake();
+            if me.stop.is_cancelled() {
+                me.settle_answered(&queues).await;
+            } else {
+                me.wake();
+            }
         });
     }
 }
