@@ -138,8 +138,16 @@ impl Flusher {
             (body, g.next_lsn - 1, std::mem::take(&mut g.buf))
         };
         let encoded = started.elapsed();
-        // The records logged before the snapshot was taken belong to the old segment.
-        let result = self.write(&tail, true);
+        // The records logged before the snapshot was taken belong to the old segment, which
+        // is fsynced whatever the durability: only the last segment may have a torn tail at
+        // open, so a segment is whole on disk before the next one starts.
+        let shared = Arc::clone(&self.shared);
+        let result = self.write(&tail, false).and_then(|()| {
+            shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.segment
+                .sync_data()
+                .map_err(|e| format::io_error(&shared.dir, "fsync the journal in", &e))
+        });
         if !self.settle(lsn, result) {
             return Ok(());
         }
