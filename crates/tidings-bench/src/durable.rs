@@ -364,6 +364,37 @@ async fn stop(server: Option<ServerProc>, redis: Option<RedisProc>) {
     }
 }
 
+/// The scale check of issue 22: publishing to a topic of its own while `server` holds the idle
+/// durable subscribers (10,000 subscriptions on 1,000 other topics in the full run), `publishers`
+/// one at a time each, for `secs` — a row of the publish table to set beside its plain
+/// "`publishers` pub" row: the cost of a publish must not grow with other topics' subscriptions.
+pub async fn publish_beside_subscriptions(
+    ctx: &Ctx,
+    server: &ServerProc,
+    subscriptions: usize,
+    publishers: usize,
+    secs: f64,
+) -> Result<Record> {
+    let target = Target::Tidings(server);
+    let label = format!("publish ×{publishers} beside {subscriptions} subscriptions");
+    let run = publish_run(
+        ctx,
+        &target,
+        "bench.scale",
+        (publishers, 1),
+        secs,
+        None,
+        None,
+        &label,
+    )
+    .await?;
+    let step = format!("{publishers} pub, {subscriptions} subs on other topics");
+    let mut rec = Record::new("publish", step, 900, Peer::Tidings);
+    fill(&mut rec, &run);
+    println_rec(ctx, &rec)?;
+    Ok(rec)
+}
+
 /// Scenario 4b: `subscribers` offline subscriptions on one topic, `publishers` publishing for
 /// `secs`; queue entries per second = confirmed × subscribers / time. Completeness: what the
 /// subscriptions report pending afterwards / what was confirmed × subscribers.

@@ -105,7 +105,9 @@ async fn store_claims(addr: SocketAddr) -> Result<Option<f64>> {
     Ok(stats.get("storeClaims").and_then(serde_json::Value::as_f64))
 }
 
-/// Measures `conns` idle connections to `peer`, held for `hold` after they all connected.
+/// Measures `conns` idle connections to `peer`, held for `hold` after they all connected. With
+/// `durable`, then publishes to a topic of its own while the subscribers stay connected (the
+/// scale row of the publish table).
 pub async fn run(
     ctx: &Ctx,
     peer: Peer,
@@ -113,7 +115,7 @@ pub async fn run(
     hold: Duration,
     rep: usize,
     durable: bool,
-) -> Result<Record> {
+) -> Result<Vec<Record>> {
     let scenario = if durable { "idle-durable" } else { "idle" };
     let tag = format!("{scenario}{conns}-{}-{rep}", peer.name().replace(' ', "_"));
     let server = ServerProc::start(peer, &ctx.programs, &tag).await?;
@@ -122,6 +124,10 @@ pub async fn run(
     result
 }
 
+/// Publishers beside the durable subscribers, and for how long.
+const SCALE_PUBLISHERS: usize = 16;
+const SCALE_SECS: f64 = 4.0;
+
 async fn measure(
     ctx: &Ctx,
     peer: Peer,
@@ -129,7 +135,7 @@ async fn measure(
     hold: Duration,
     server: &ServerProc,
     durable: bool,
-) -> Result<Record> {
+) -> Result<Vec<Record>> {
     let scenario = if durable { "idle-durable" } else { "idle" };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = server.usage()?;
@@ -206,6 +212,19 @@ async fn measure(
         Some(before) => store_claims(server.addr).await?.map(|after| after - before),
         None => None,
     };
+    let scale = if durable {
+        let rec = crate::durable::publish_beside_subscriptions(
+            ctx,
+            server,
+            connected,
+            SCALE_PUBLISHERS,
+            SCALE_SECS,
+        )
+        .await?;
+        Some(rec)
+    } else {
+        None
+    };
     stop_workers(children).await;
 
     let n = connected.max(1) as f64;
@@ -237,7 +256,7 @@ async fn measure(
         rec.values.get("idle_cpu_us_per_conn_s").copied().unwrap_or(0.0),
         claims.map_or(String::new(), |c| format!("  store claims while idle {c:.0}")),
     ))?;
-    Ok(rec)
+    Ok(std::iter::once(rec).chain(scale).collect())
 }
 
 async fn stop_workers(children: Vec<Child>) {

@@ -428,9 +428,7 @@ async fn run(args: RunArgs) -> Result<()> {
                 }
                 for &peer in &realtime {
                     attempt!(rep, format!("idle {conns} {}", peer.name()), async {
-                        idle::run(&ctx, peer, conns, hold, rep, false)
-                            .await
-                            .map(|r| vec![r])
+                        idle::run(&ctx, peer, conns, hold, rep, false).await
                     });
                 }
             }
@@ -441,9 +439,7 @@ async fn run(args: RunArgs) -> Result<()> {
                     continue;
                 }
                 attempt!(rep, format!("idle-durable {conns} tidings"), async {
-                    idle::run(&ctx, Peer::Tidings, conns, hold, rep, true)
-                        .await
-                        .map(|r| vec![r])
+                    idle::run(&ctx, Peer::Tidings, conns, hold, rep, true).await
                 });
             }
         }
