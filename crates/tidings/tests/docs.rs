@@ -1,0 +1,545 @@
+//! The README and docs/ as a newcomer follows them: every fenced `sh`, `js`, `python`, `rust`
+//! and `toml` block of README.md and docs/*.md is taken from the Markdown itself (nothing is
+//! copied here) and either run, or marked with the reason it cannot run on a test machine.
+//!
+//! A block says what to do with it in an HTML comment right above it (invisible on GitHub):
+//!
+//! ```text
+//! <!-- docs-test
+//! run: sh                      run it with bash -e in an empty directory, `tidings` on PATH
+//! group: NAME                  blocks of a file with one group run in order, in one directory
+//! ports: 3000 6379             each port in the text is replaced by a free one
+//! serve: --store memory        a `tidings serve ARGS` runs first; TIDINGS_URL names it
+//! expect: TEXT                 after the block, wait (≤ 30 s) until the output holds TEXT
+//! cleanup: COMMAND             run when the group ends
+//! -->
+//! ```
+//!
+//! or `sample: NAME` (a client program this file runs, e.g. the chat samples against a
+//! `--recovery` server), `config` (a `tidings serve` TOML file: `--print-config` accepts it),
+//! `same-as: PATH` (the block is that file of the repository, word for word) or
+//! `skip: REASON`. Keys may also be separated by `;` on one line. Besides the port
+//! substitution, one rewrite applies: `cargo run --release -p tidings --` is the binary under
+//! test. Every process a block starts is killed with its process group when its group ends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{node, python, repo_root, within};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// One fenced block and what its marker says.
+#[derive(Debug, Clone)]
+struct Block {
+    file: String,
+    line: usize,
+    info: String,
+    text: String,
+    /// Marker keys in order (a key may repeat, e.g. `expect`).
+    marker: Vec<(String, String)>,
+}
+
+impl Block {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.marker
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.marker
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn at(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+const KEYS: &[&str] = &[
+    "run", "group", "ports", "serve", "expect", "cleanup", "sample", "config", "same-as", "skip",
+];
+/// Blocks of these languages must say what the test does with them.
+const CHECKED: &[&str] = &["sh", "js", "python", "rust", "toml"];
+
+fn parse_marker(comment: &str, at: &str) -> Vec<(String, String)> {
+    let body = comment
+        .trim()
+        .strip_prefix("<!--")
+        .and_then(|c| c.strip_suffix("-->"))
+        .unwrap()
+        .trim()
+        .strip_prefix("docs-test")
+        .unwrap();
+    let body = body.strip_prefix(':').unwrap_or(body);
+    // `;` separates keys only where a known key follows: a skip reason may hold one.
+    let mut pieces: Vec<String> = Vec::new();
+    for line in body.lines() {
+        let mut line_pieces: Vec<String> = Vec::new();
+        for piece in line.split(';') {
+            let starts_key = piece
+                .split_once(':')
+                .is_some_and(|(k, _)| KEYS.contains(&k.trim()))
+                || KEYS.contains(&piece.trim());
+            match line_pieces.last_mut() {
+                Some(last) if !starts_key => {
+                    last.push(';');
+                    last.push_str(piece);
+                }
+                _ => line_pieces.push(piece.to_owned()),
+            }
+        }
+        pieces.extend(line_pieces);
+    }
+    let mut keys = Vec::new();
+    for piece in &pieces {
+        let piece = piece.trim();
+        if piece.is_empty() {
+            continue;
+        }
+        let (key, value) = piece.split_once(':').unwrap_or((piece, ""));
+        let key = key.trim().to_owned();
+        assert!(
+            KEYS.contains(&key.as_str()),
+            "{at}: unknown docs-test key {key:?}"
+        );
+        keys.push((key, value.trim().to_owned()));
+    }
+    keys
+}
+
+/// Every fenced block of `file` (relative to the repository), with its marker.
+fn blocks_of(file: &str) -> Vec<Block> {
+    let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(info) = lines[i].strip_prefix("```") else {
+            i += 1;
+            continue;
+        };
+        let start = i;
+        let mut end = i + 1;
+        while end < lines.len() && !lines[end].starts_with("```") {
+            end += 1;
+        }
+        assert!(
+            end < lines.len(),
+            "{file}:{}: unclosed code block",
+            start + 1
+        );
+        // The marker: the comment that ends on the line above the fence.
+        let mut marker = Vec::new();
+        if start > 0 && lines[start - 1].trim_end().ends_with("-->") {
+            let mut first = start - 1;
+            while !lines[first].trim_start().starts_with("<!--") {
+                first -= 1;
+            }
+            let comment = lines[first..start].join("\n");
+            if comment.trim_start().starts_with("<!-- docs-test") {
+                marker = parse_marker(&comment, &format!("{file}:{}", first + 1));
+            }
+        }
+        blocks.push(Block {
+            file: file.to_owned(),
+            line: start + 1,
+            info: info.trim().to_owned(),
+            text: lines[start + 1..end].join("\n") + "\n",
+            marker,
+        });
+        i = end + 1;
+    }
+    blocks
+}
+
+fn all_blocks() -> Vec<Block> {
+    let mut files = vec!["README.md".to_owned()];
+    let mut docs: Vec<String> = std::fs::read_dir(repo_root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    files.iter().flat_map(|f| blocks_of(f)).collect()
+}
+
+#[test]
+fn every_block_says_how_it_is_tested() {
+    let blocks = all_blocks();
+    let mut unmarked = Vec::new();
+    for block in &blocks {
+        if CHECKED.contains(&block.info.as_str()) && block.marker.is_empty() {
+            unmarked.push(block.at());
+        }
+        if block.get("run").is_some() {
+            assert_eq!(block.info, "sh", "{}: only sh blocks run", block.at());
+        }
+    }
+    assert!(
+        unmarked.is_empty(),
+        "blocks without a <!-- docs-test … --> marker: {unmarked:?}"
+    );
+    // The markers are found at all (a parser that found none would pass the above).
+    assert!(blocks.iter().filter(|b| b.get("run").is_some()).count() >= 3);
+}
+
+/// Ports picked by the kernel, then let go for the block to bind (another process could take
+/// one meanwhile: the block then fails with the port in its output).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The text with the documented rewrites: ports, and `cargo run … --` as the binary.
+fn rewrite(text: &str, ports: &BTreeMap<String, String>) -> String {
+    let mut text = text.replace("cargo run --release -p tidings --", "tidings");
+    for (from, to) in ports {
+        text = replace_number(&text, from, to);
+    }
+    text
+}
+
+/// Replaces `from` where it stands as a whole number (3000 in :3000 and 3000/, not in 30000).
+fn replace_number(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(from) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + from.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(|c| c.is_ascii_digit()) || after.is_some_and(|c| c.is_ascii_digit()) {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = &rest[at + from.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The output of every process of a group, as it arrives.
+#[derive(Clone)]
+struct Output(Arc<tokio::sync::watch::Sender<String>>);
+
+impl Default for Output {
+    fn default() -> Output {
+        Output(Arc::new(tokio::sync::watch::Sender::new(String::new())))
+    }
+}
+
+impl Output {
+    fn collect(&self, stream: impl AsyncRead + Unpin + Send + 'static) {
+        let output = self.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                output.0.send_modify(|text| {
+                    text.push_str(&line);
+                    text.push('\n');
+                });
+            }
+        });
+    }
+
+    fn text(&self) -> String {
+        self.0.borrow().clone()
+    }
+
+    /// Waits (at most 30 s) until the output holds `needle`.
+    async fn holds(&self, needle: &str) -> bool {
+        let mut changes = self.0.subscribe();
+        let found = changes.wait_for(|text| text.contains(needle));
+        matches!(
+            tokio::time::timeout(Duration::from_secs(30), found).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// [`Output::holds`], or the test fails with `what`.
+    async fn wait_for(&self, needle: &str, what: &str) {
+        assert!(
+            self.holds(needle).await,
+            "{what}: {needle:?} not in the output within 30 s:\n{}",
+            self.text()
+        );
+    }
+}
+
+/// The environment of a block: `tidings` first on PATH, no `TIDINGS_…` of the caller's.
+fn command(program: &str, dir: &Path) -> Command {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_tidings"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new(program);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TIDINGS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+}
+
+/// Kills the process groups of `children` (what they started in the background too).
+async fn kill_groups(children: &mut Vec<Child>) {
+    for child in children.iter() {
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status()
+                .await;
+        }
+    }
+    for child in children.iter_mut() {
+        let _ = child.wait().await;
+    }
+    children.clear();
+}
+
+/// Runs one group of `run` blocks (a file's blocks of one group, or one block).
+async fn run_group(blocks: &[&Block]) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Output::default();
+    let mut ports = BTreeMap::new();
+    for block in blocks {
+        for port in block.get("ports").unwrap_or("").split_whitespace() {
+            ports
+                .entry(port.to_owned())
+                .or_insert_with(|| free_port().to_string());
+        }
+    }
+    let mut children: Vec<Child> = Vec::new();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut cleanups = Vec::new();
+    let mut failure = None;
+    for block in blocks {
+        let at = block.at();
+        if let Some(args) = block.get("serve") {
+            let mut serve = command(env!("CARGO_BIN_EXE_tidings"), dir.path());
+            serve
+                .args(["serve", "--port", "0"])
+                .args(args.split_whitespace());
+            // Its log goes to the test's stderr (spawn_serve copies it).
+            let (child, url) = common::spawn_serve(&mut serve).await;
+            children.push(child);
+            env.push(("TIDINGS_URL".into(), url));
+        }
+        if let Some(cleanup) = block.get("cleanup") {
+            cleanups.push(rewrite(cleanup, &ports));
+        }
+        let script = rewrite(&block.text, &ports);
+        let mut bash = command("bash", dir.path());
+        bash.args(["-e", "-o", "pipefail", "-c", &script])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut child = bash.spawn().unwrap();
+        output.collect(child.stdout.take().unwrap());
+        output.collect(child.stderr.take().unwrap());
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+        children.push(child);
+        match status {
+            Ok(Ok(status)) if status.success() => {}
+            other => {
+                failure = Some(format!("{at}: the block ended with {other:?}"));
+                break;
+            }
+        }
+        for expect in block.all("expect") {
+            let expect = rewrite(expect, &ports);
+            if !output.holds(&expect).await {
+                failure = Some(format!("{at}: {expect:?} not in the output within 30 s"));
+                break;
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    for cleanup in cleanups {
+        let mut clean = command("bash", dir.path());
+        clean.args(["-c", &cleanup]);
+        let _ = within(20, "cleanup", clean.output()).await;
+    }
+    kill_groups(&mut children).await;
+    if let Some(failure) = failure {
+        panic!("{failure}\nports: {ports:?}\noutput:\n{}", output.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_blocks_run_as_written() {
+    let blocks = all_blocks();
+    // Groups in the order of the docs: (file, group) → blocks.
+    let mut groups: Vec<(String, Vec<&Block>)> = Vec::new();
+    for block in blocks.iter().filter(|b| b.get("run").is_some()) {
+        let key = match block.get("group") {
+            Some(group) => format!("{}#{group}", block.file),
+            None => block.at(),
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(block),
+            None => groups.push((key, vec![block])),
+        }
+    }
+    for (key, members) in &groups {
+        eprintln!("docs test: running {key}");
+        within(180, key, run_group(members)).await;
+    }
+}
+
+#[tokio::test]
+async fn config_blocks_are_accepted() {
+    let blocks = all_blocks();
+    let configs: Vec<&Block> = blocks
+        .iter()
+        .filter(|b| b.get("config").is_some())
+        .collect();
+    assert!(!configs.is_empty());
+    for block in configs {
+        // The files a config names under /etc/tidings are made here: a development
+        // certificate and a JWT public key.
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        let made = command(env!("CARGO_BIN_EXE_tidings"), dir.path())
+            .args(["dev-cert", "--dir", etc.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        assert!(made.status.success());
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(etc.join("jwt.pem"), key.public_key_pem()).unwrap();
+        let text = block
+            .text
+            .replace("/etc/tidings/", &format!("{}/", etc.display()));
+        let file = dir.path().join("tidings.toml");
+        std::fs::write(&file, text).unwrap();
+        let output = command(env!("CARGO_BIN_EXE_tidings"), dir.path())
+            .args([
+                "serve",
+                "--print-config",
+                "--config",
+                file.to_str().unwrap(),
+            ])
+            .output();
+        let output = within(20, "--print-config", output).await.unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            block.at(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn rust_blocks_are_the_files_they_name() {
+    for block in all_blocks() {
+        let Some(path) = block.get("same-as") else {
+            continue;
+        };
+        let file = std::fs::read_to_string(repo_root().join(path)).unwrap();
+        // The file may start with its own `//!` header; the rest is the block.
+        let body: Vec<&str> = file
+            .lines()
+            .skip_while(|l| l.starts_with("//!"))
+            .skip_while(|l| l.is_empty())
+            .collect();
+        assert_eq!(
+            block.text.trim_end(),
+            body.join("\n").trim_end(),
+            "{}: the block is not {path}",
+            block.at()
+        );
+    }
+}
+
+fn sample(name: &str) -> Block {
+    let mut found = all_blocks()
+        .into_iter()
+        .filter(|b| b.get("sample") == Some(name));
+    let block = found.next().unwrap_or_else(|| panic!("no sample {name}"));
+    assert!(found.next().is_none(), "two samples named {name}");
+    block
+}
+
+/// Starts a sample program with `args`, its output collected.
+fn start_sample(program: &str, script: &Path, args: &[&str], dir: &Path) -> (Child, Output) {
+    let output = Output::default();
+    let mut child = command(program, dir)
+        .arg(script)
+        .args(args)
+        .spawn()
+        .unwrap();
+    output.collect(child.stdout.take().unwrap());
+    output.collect(child.stderr.take().unwrap());
+    (child, output)
+}
+
+/// The README's chat samples (chat.mjs in Node, chat.py in Python) talk to each other through
+/// a server, on its default settings and with `--recovery`, which adds an offset argument to
+/// every event (chat.py failed on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_samples_talk_to_each_other() {
+    let js = sample("chat.mjs");
+    let py = sample("chat.py");
+    // Beside tests/clients/js's node_modules, where `import "socket.io-client"` finds it.
+    let dir = tempfile::Builder::new()
+        .prefix(".docs-test-")
+        .tempdir_in(repo_root().join("tests/clients/js"))
+        .unwrap();
+    for flags in [&[][..], &["--recovery"][..]] {
+        let server = common::serve("", flags, &[]).await;
+        let at = |text: &str| text.replace("http://127.0.0.1:3000", &server.url);
+        let (mjs, pyf) = (dir.path().join("chat.mjs"), dir.path().join("chat.py"));
+        std::fs::write(&mjs, at(&js.text)).unwrap();
+        std::fs::write(&pyf, at(&py.text)).unwrap();
+        let (mut alice, alice_out) = start_sample(&node(), &mjs, &["alice"], dir.path());
+        let (mut carol, carol_out) = start_sample(&python(), &pyf, &["carol"], dir.path());
+        let case = format!("{flags:?}");
+        alice_out
+            .wait_for("carol: hi", &format!("{case}: alice hears carol"))
+            .await;
+        carol_out
+            .wait_for("alice: hello at", &format!("{case}: carol hears alice"))
+            .await;
+        for (name, out) in [("alice", &alice_out), ("carol", &carol_out)] {
+            let text = out.text();
+            assert!(!text.contains("Error"), "{case}: {name} failed:\n{text}");
+        }
+        let mut children = vec![];
+        let _ = alice.start_kill();
+        let _ = carol.start_kill();
+        children.push(alice);
+        children.push(carol);
+        kill_groups(&mut children).await;
+    }
+}
