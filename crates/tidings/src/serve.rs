@@ -141,8 +141,8 @@ fn open_store(args: &ServeArgs, redis: Option<&RedisConfig>) -> anyhow::Result<A
     if let Some(redis) = redis {
         anyhow::ensure!(
             matches!(args.store, StoreKind::Sqlite | StoreKind::Redis),
-            "--redis keeps durable topics in Redis: drop --store {:?}",
-            args.store
+            "--redis keeps durable topics in Redis: drop --store {}",
+            format!("{:?}", args.store).to_lowercase()
         );
         let store = RedisStore::open(redis.clone()).context("invalid Redis settings")?;
         tracing::info!(url = %redact_url(&redis.url), prefix = %redis.prefix, "store: redis");

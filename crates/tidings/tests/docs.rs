@@ -17,6 +17,8 @@
 //!
 //! or `sample: NAME` (a client program this file runs, e.g. the chat samples against a
 //! `--recovery` server), `config` (a `tidings serve` TOML file: `--print-config` accepts it),
+//! `proxy: nginx|haproxy` (a load balancer's config for the nodes on ports 3001–3003: it runs
+//! in front of three nodes on one Redis, with socket.io-client and python-socketio through it),
 //! `same-as: PATH` (the block is that file of the repository, word for word) or
 //! `skip: REASON`. Keys may also be separated by `;` on one line. Besides the port
 //! substitution, one rewrite applies: `cargo run --release -p tidings --` is the binary under
@@ -69,6 +71,7 @@ impl Block {
 
 const KEYS: &[&str] = &[
     "run", "group", "ports", "serve", "expect", "cleanup", "sample", "config", "same-as", "skip",
+    "proxy",
 ];
 /// Blocks of these languages must say what the test does with them.
 const CHECKED: &[&str] = &["sh", "js", "python", "rust", "toml"];
@@ -541,5 +544,163 @@ async fn the_chat_samples_talk_to_each_other() {
         children.push(alice);
         children.push(carol);
         kill_groups(&mut children).await;
+    }
+}
+
+/// A load balancer from docs/DEPLOY.md, started on `port` in front of `nodes` (ports
+/// 3001–3003 of the config): the config is the Markdown block, with its ports replaced.
+async fn start_proxy(kind: &str, block: &Block, port: u16, nodes: &[u16], dir: &Path) -> Child {
+    let mut ports = BTreeMap::new();
+    ports.insert("80".to_owned(), port.to_string());
+    for (i, node) in nodes.iter().enumerate() {
+        ports.insert(format!("300{}", i + 1), node.to_string());
+    }
+    let config = rewrite(&block.text, &ports);
+    let missing = |name: &str| {
+        format!("{name} not found: scripts/test installs it (apt-get install haproxy nginx)")
+    };
+    let mut command = match kind {
+        "nginx" => {
+            let nginx = ["/usr/sbin/nginx", "nginx"]
+                .into_iter()
+                .find(|p| which(p))
+                .unwrap_or_else(|| panic!("{}", missing("nginx")));
+            // The block is what goes in nginx's `http {}` (a file of conf.d/); around it, a
+            // main file that keeps every file nginx writes in `dir`.
+            std::fs::write(dir.join("site.conf"), config).unwrap();
+            let d = dir.display();
+            let main = format!(
+                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log stderr warn;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  \
+                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+                 include {d}/site.conf;\n}}\n"
+            );
+            std::fs::write(dir.join("nginx.conf"), main).unwrap();
+            let mut command = command(nginx, dir);
+            command.args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")]);
+            command
+        }
+        "haproxy" => {
+            let haproxy = ["/usr/sbin/haproxy", "haproxy"]
+                .into_iter()
+                .find(|p| which(p))
+                .unwrap_or_else(|| panic!("{}", missing("haproxy")));
+            std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
+            let mut command = command(haproxy, dir);
+            // -db: in the foreground; -W not needed.
+            command.args(["-db", "-f", &dir.join("haproxy.cfg").display().to_string()]);
+            command
+        }
+        other => panic!("{}: unknown proxy {other}", block.at()),
+    };
+    let mut child = command.spawn().unwrap();
+    // Its complaints (a config it refuses) go to the test's output.
+    let out = Output::default();
+    out.collect(child.stdout.take().unwrap());
+    out.collect(child.stderr.take().unwrap());
+    // Neither prints when it listens: wait until the port accepts connections (or it exits).
+    let ready = async {
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{kind} exited ({status}) on the docs' config:\n{}",
+                    out.text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    within(20, &format!("{kind} listening"), ready).await;
+    child
+}
+
+fn which(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|dir| Path::new(dir).join(program).exists())
+}
+
+/// `sessionsOpened` of the node at `url` (GET /v1/stats).
+async fn sessions_opened(url: &str) -> u64 {
+    let answer = common::http(url, "GET", "/v1/stats", None, b"").await;
+    answer.body["sessionsOpened"].as_u64().unwrap()
+}
+
+/// DEPLOY.md's nginx and HAProxy configs in front of three nodes on one Redis, with
+/// socket.io-client over long-polling, WebSocket and the upgrade between them, and
+/// python-socketio over both transports: a balancer that is not sticky, has no WebSocket
+/// upgrade or times out a waiting long-poll fails them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_proxies_balance_three_nodes() {
+    let proxies: Vec<Block> = blocks_of("docs/DEPLOY.md")
+        .into_iter()
+        .filter(|b| b.get("proxy").is_some())
+        .collect();
+    let kinds: Vec<&str> = proxies.iter().map(|b| b.get("proxy").unwrap()).collect();
+    assert_eq!(kinds, ["nginx", "haproxy"]);
+    let redis = common::server::RedisServer::start_durable();
+    let dir = tempfile::tempdir().unwrap();
+    // Three nodes on ports of their own (the configs name them).
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        serve
+            .args(["serve", "--port", &port.to_string()])
+            .args(["--redis", &redis.url()])
+            .env("RUST_LOG", "warn");
+        let (child, url) = common::spawn_serve(&mut serve).await;
+        nodes.push(child);
+        ports.push(port);
+        urls.push(url);
+    }
+    for block in &proxies {
+        let kind = block.get("proxy").unwrap();
+        let proxy_dir = dir.path().join(kind);
+        std::fs::create_dir_all(&proxy_dir).unwrap();
+        let port = free_port();
+        let before: Vec<u64> =
+            futures_util::future::join_all(urls.iter().map(|u| sessions_opened(u))).await;
+        let mut proxy = vec![start_proxy(kind, block, port, &ports, &proxy_dir).await];
+        let url = format!("http://127.0.0.1:{port}");
+        for transport in ["polling", "websocket", "upgrade"] {
+            eprintln!("docs test: {kind}, socket.io-client over {transport}");
+            common::run_client("js/proxy.mjs", &url, &[("TRANSPORT", transport)]).await;
+        }
+        for transport in ["polling", "websocket"] {
+            eprintln!("docs test: {kind}, python-socketio over {transport}");
+            common::run_client("py/proxy.py", &url, &[("TRANSPORT", transport)]).await;
+        }
+        let after: Vec<u64> =
+            futures_util::future::join_all(urls.iter().map(|u| sessions_opened(u))).await;
+        let used = before.iter().zip(&after).filter(|(b, a)| a > b).count();
+        if kind == "haproxy" {
+            // Round robin: the sessions were spread, so the cookie is what kept them together.
+            assert!(
+                used >= 2,
+                "{kind}: sessions on {used} node(s): {before:?} → {after:?}"
+            );
+        } else {
+            // ip_hash: every test client has the same address, so one node has them all.
+            assert!(
+                used >= 1,
+                "{kind}: no session reached a node: {before:?} → {after:?}"
+            );
+        }
+        kill_groups(&mut proxy).await;
     }
 }
