@@ -221,3 +221,17 @@ async fn the_durable_topics_helper_with_socket_io_client() {
         .await;
     }
 }
+
+/// clients/py, the Python helper for durable topics, with python-socketio.
+#[tokio::test]
+async fn the_durable_topics_helper_with_python_socketio() {
+    let server = serve("", &[], &[]).await;
+    for transport in ["websocket", "polling"] {
+        run_client(
+            "py/durable_helper.py",
+            &server.url,
+            &[("TRANSPORT", transport)],
+        )
+        .await;
+    }
+}
