@@ -313,20 +313,32 @@ fn command(program: &str, dir: &Path) -> Command {
     command
 }
 
-/// Kills the process groups of `children` (what they started in the background too).
-async fn kill_groups(children: &mut Vec<Child>) {
-    for child in children.iter() {
-        if let Some(pid) = child.id() {
-            let _ = Command::new("kill")
+/// The process groups a test started (each child leads its own: what it starts in the
+/// background belongs to it), killed with SIGKILL when this is dropped — at the end of the test
+/// or when it fails half-way. A child that exited has no id any more, so the ids are taken at
+/// spawn.
+#[derive(Default)]
+struct Groups {
+    leaders: Vec<u32>,
+    children: Vec<Child>,
+}
+
+impl Groups {
+    fn add(&mut self, child: Child) {
+        self.leaders.extend(child.id());
+        self.children.push(child);
+    }
+}
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        for pid in &self.leaders {
+            let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pid}")])
-                .status()
-                .await;
+                .stderr(Stdio::null())
+                .status();
         }
     }
-    for child in children.iter_mut() {
-        let _ = child.wait().await;
-    }
-    children.clear();
 }
 
 /// Runs one group of `run` blocks (a file's blocks of one group, or one block).
@@ -341,7 +353,7 @@ async fn run_group(blocks: &[&Block]) {
                 .or_insert_with(|| free_port().to_string());
         }
     }
-    let mut children: Vec<Child> = Vec::new();
+    let mut groups = Groups::default();
     let mut env: Vec<(String, String)> = Vec::new();
     let mut cleanups = Vec::new();
     let mut failure = None;
@@ -354,7 +366,7 @@ async fn run_group(blocks: &[&Block]) {
                 .args(args.split_whitespace());
             // Its log goes to the test's stderr (spawn_serve copies it).
             let (child, url) = common::spawn_serve(&mut serve).await;
-            children.push(child);
+            groups.add(child);
             env.push(("TIDINGS_URL".into(), url));
         }
         if let Some(cleanup) = block.get("cleanup") {
@@ -367,8 +379,10 @@ async fn run_group(blocks: &[&Block]) {
         let mut child = bash.spawn().unwrap();
         output.collect(child.stdout.take().unwrap());
         output.collect(child.stderr.take().unwrap());
+        let leader = child.id();
         let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
-        children.push(child);
+        groups.leaders.extend(leader);
+        groups.children.push(child);
         match status {
             Ok(Ok(status)) if status.success() => {}
             other => {
@@ -392,7 +406,7 @@ async fn run_group(blocks: &[&Block]) {
         clean.args(["-c", &cleanup]);
         let _ = within(20, "cleanup", clean.output()).await;
     }
-    kill_groups(&mut children).await;
+    drop(groups);
     if let Some(failure) = failure {
         panic!("{failure}\nports: {ports:?}\noutput:\n{}", output.text());
     }
@@ -525,8 +539,11 @@ async fn the_chat_samples_talk_to_each_other() {
         let (mjs, pyf) = (dir.path().join("chat.mjs"), dir.path().join("chat.py"));
         std::fs::write(&mjs, at(&js.text)).unwrap();
         std::fs::write(&pyf, at(&py.text)).unwrap();
-        let (mut alice, alice_out) = start_sample(&node(), &mjs, &["alice"], dir.path());
-        let (mut carol, carol_out) = start_sample(&python(), &pyf, &["carol"], dir.path());
+        let mut groups = Groups::default();
+        let (alice, alice_out) = start_sample(&node(), &mjs, &["alice"], dir.path());
+        groups.add(alice);
+        let (carol, carol_out) = start_sample(&python(), &pyf, &["carol"], dir.path());
+        groups.add(carol);
         let case = format!("{flags:?}");
         alice_out
             .wait_for("carol: hi", &format!("{case}: alice hears carol"))
@@ -538,12 +555,7 @@ async fn the_chat_samples_talk_to_each_other() {
             let text = out.text();
             assert!(!text.contains("Error"), "{case}: {name} failed:\n{text}");
         }
-        let mut children = vec![];
-        let _ = alice.start_kill();
-        let _ = carol.start_kill();
-        children.push(alice);
-        children.push(carol);
-        kill_groups(&mut children).await;
+        drop(groups);
     }
 }
 
@@ -675,7 +687,8 @@ async fn the_deploy_proxies_balance_three_nodes() {
         let port = free_port();
         let before: Vec<u64> =
             futures_util::future::join_all(urls.iter().map(|u| sessions_opened(u))).await;
-        let mut proxy = vec![start_proxy(kind, block, port, &ports, &proxy_dir).await];
+        let mut proxy = Groups::default();
+        proxy.add(start_proxy(kind, block, port, &ports, &proxy_dir).await);
         let url = format!("http://127.0.0.1:{port}");
         for transport in ["polling", "websocket", "upgrade"] {
             eprintln!("docs test: {kind}, socket.io-client over {transport}");
@@ -701,6 +714,6 @@ async fn the_deploy_proxies_balance_three_nodes() {
                 "{kind}: no session reached a node: {before:?} → {after:?}"
             );
         }
-        kill_groups(&mut proxy).await;
+        drop(proxy);
     }
 }
