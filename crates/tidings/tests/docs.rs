@@ -276,6 +276,18 @@ impl Output {
         )
     }
 
+    /// Waits (at most 30 s) until `needle` occurs `times` times, or the test fails with `what`.
+    async fn wait_for_count(&self, needle: &str, times: usize, what: &str) {
+        let mut changes = self.0.subscribe();
+        let found = changes.wait_for(|text| text.matches(needle).count() >= times);
+        let found = tokio::time::timeout(Duration::from_secs(30), found).await;
+        assert!(
+            matches!(found, Ok(Ok(_))),
+            "{what}: {needle:?} not {times} times in the output within 30 s:\n{}",
+            self.text()
+        );
+    }
+
     /// [`Output::holds`], or the test fails with `what`.
     async fn wait_for(&self, needle: &str, what: &str) {
         assert!(
@@ -511,6 +523,12 @@ fn sample(name: &str) -> Block {
 /// Starts a sample program with `args`, its output collected.
 fn start_sample(program: &str, script: &Path, args: &[&str], dir: &Path) -> (Child, Output) {
     let output = Output::default();
+    let child = start_into(program, script, args, dir, &output);
+    (child, output)
+}
+
+/// Starts a program with `args`, its output collected into `output`.
+fn start_into(program: &str, script: &Path, args: &[&str], dir: &Path, output: &Output) -> Child {
     let mut child = command(program, dir)
         .arg(script)
         .args(args)
@@ -518,7 +536,7 @@ fn start_sample(program: &str, script: &Path, args: &[&str], dir: &Path) -> (Chi
         .unwrap();
     output.collect(child.stdout.take().unwrap());
     output.collect(child.stderr.take().unwrap());
-    (child, output)
+    child
 }
 
 /// The README's chat samples (chat.mjs in Node, chat.py in Python) talk to each other through
@@ -716,4 +734,96 @@ async fn the_deploy_proxies_balance_three_nodes() {
         }
         drop(proxy);
     }
+}
+
+/// Copies `files` (repository paths) into `dir`, keeping their paths.
+fn copy_tree(dir: &Path, files: &[&str]) {
+    for file in files {
+        let to = dir.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(repo_root().join(file), to).unwrap();
+    }
+}
+
+/// The Node parcels demo of examples/parcels, as its README runs it: two drivers, vendor-a
+/// online, vendor-b placing its orders and going offline, then back. Every order is taken by
+/// exactly one driver and every notice reaches its vendor, vendor-b's after it came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_parcels_demo_delivers_every_order_once() {
+    // Beside tests/clients/js's node_modules (socket.io-client), with the helper it imports at
+    // the same relative path.
+    let dir = tempfile::Builder::new()
+        .prefix(".docs-test-")
+        .tempdir_in(repo_root().join("tests/clients/js"))
+        .unwrap();
+    copy_tree(
+        dir.path(),
+        &[
+            "examples/parcels/driver.mjs",
+            "examples/parcels/vendor.mjs",
+            "clients/js/index.mjs",
+        ],
+    );
+    let demo = dir.path().join("examples/parcels");
+    let script = |name: &str| demo.join(name);
+    let server = common::serve("", &[], &[]).await;
+    let url = server.url.as_str();
+    let mut groups = Groups::default();
+    // Both drivers write to one output: the orders they took, together.
+    let drivers = Output::default();
+    for n in ["1", "2"] {
+        let args = [n, "--drive-ms", "50", "--url", url];
+        let child = start_into(&node(), &script("driver.mjs"), &args, &demo, &drivers);
+        groups.add(child);
+    }
+    drivers
+        .wait_for_count("on shift", 2, "both drivers on shift")
+        .await;
+    let (vendor_a, a_out) = start_sample(
+        &node(),
+        &script("vendor.mjs"),
+        &["a", "--orders", "3", "--url", url],
+        &demo,
+    );
+    groups.add(vendor_a);
+    let offline = command(&node(), &demo)
+        .arg(script("vendor.mjs"))
+        .args(["b", "--orders", "3", "--go-offline", "--url", url])
+        .output();
+    let offline = within(30, "vendor b places its orders", offline)
+        .await
+        .unwrap();
+    let placed = String::from_utf8_lossy(&offline.stdout).into_owned();
+    assert!(offline.status.success(), "{placed}");
+    assert_eq!(placed.matches("published order").count(), 3, "{placed}");
+
+    drivers
+        .wait_for_count("delivered  ->", 6, "the drivers deliver all six orders")
+        .await;
+    let mut taken: Vec<String> = drivers
+        .text()
+        .lines()
+        .filter_map(|l| l.split("took order ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().to_owned())
+        .collect();
+    taken.sort();
+    let times = taken.len();
+    taken.dedup();
+    assert_eq!(
+        (times, taken.len()),
+        (6, 6),
+        "each order taken once: {taken:?}"
+    );
+    a_out
+        .wait_for_count("notice: ", 6, "vendor a's six notices, live")
+        .await;
+
+    // vendor b comes back: its six notices waited for it.
+    let (vendor_b, b_out) =
+        start_sample(&node(), &script("vendor.mjs"), &["b", "--url", url], &demo);
+    groups.add(vendor_b);
+    b_out
+        .wait_for_count("notice: ", 6, "vendor b catches up on six notices")
+        .await;
+    drop(groups);
 }
