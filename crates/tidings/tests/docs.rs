@@ -540,8 +540,10 @@ fn start_into(program: &str, script: &Path, args: &[&str], dir: &Path, output: &
 }
 
 /// The README's chat samples (chat.mjs in Node, chat.py in Python) talk to each other through
-/// a server, on its default settings and with `--recovery`, which adds an offset argument to
-/// every event (chat.py failed on it).
+/// a server, on its default settings and with `--recovery` (which adds an offset argument to
+/// every event: chat.py failed on it), and again after the server restarted: both reconnect
+/// and join the room again, and chat.mjs still runs one interval (it started one more on every
+/// reconnect, doubling its sends; counted by wrapping `setInterval` before the sample runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_samples_talk_to_each_other() {
     let js = sample("chat.mjs");
@@ -551,14 +553,34 @@ async fn the_chat_samples_talk_to_each_other() {
         .prefix(".docs-test-")
         .tempdir_in(repo_root().join("tests/clients/js"))
         .unwrap();
+    let counter = dir.path().join("count-intervals.mjs");
+    std::fs::write(
+        &counter,
+        "const setInterval = globalThis.setInterval;\n\
+         globalThis.setInterval = (...args) => {\n\
+         \x20 process.stderr.write(\"docs-test: setInterval\\n\");\n\
+         \x20 return setInterval(...args);\n\
+         };\n",
+    )
+    .unwrap();
+    let import = format!("--import={}", counter.display());
     for flags in [&[][..], &["--recovery"][..]] {
-        let server = common::serve("", flags, &[]).await;
+        let mut server = common::serve("", flags, &[]).await;
         let at = |text: &str| text.replace("http://127.0.0.1:3000", &server.url);
         let (mjs, pyf) = (dir.path().join("chat.mjs"), dir.path().join("chat.py"));
         std::fs::write(&mjs, at(&js.text)).unwrap();
         std::fs::write(&pyf, at(&py.text)).unwrap();
         let mut groups = Groups::default();
-        let (alice, alice_out) = start_sample(&node(), &mjs, &["alice"], dir.path());
+        let alice_out = Output::default();
+        let alice = command(&node(), dir.path())
+            .arg(&import)
+            .arg(&mjs)
+            .arg("alice")
+            .spawn()
+            .unwrap();
+        let mut alice = alice;
+        alice_out.collect(alice.stdout.take().unwrap());
+        alice_out.collect(alice.stderr.take().unwrap());
         groups.add(alice);
         let (carol, carol_out) = start_sample(&python(), &pyf, &["carol"], dir.path());
         groups.add(carol);
@@ -569,6 +591,38 @@ async fn the_chat_samples_talk_to_each_other() {
         carol_out
             .wait_for("alice: hello at", &format!("{case}: carol hears alice"))
             .await;
+
+        // The server restarts on the same port; both samples reconnect by themselves.
+        let port = server.url.rsplit(':').next().unwrap().to_owned();
+        server.child.kill().await.unwrap();
+        let heard = (
+            alice_out.text().matches("carol: hi").count(),
+            carol_out.text().matches("alice: hello at").count(),
+        );
+        let mut again = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        again
+            .args(["serve", "--store", "memory", "--port", &port])
+            .args(flags);
+        let (_restarted, _) = common::spawn_serve(&mut again).await;
+        alice_out
+            .wait_for_count(
+                "carol: hi",
+                heard.0 + 1,
+                &format!("{case}: alice hears carol after the restart"),
+            )
+            .await;
+        carol_out
+            .wait_for_count(
+                "alice: hello at",
+                heard.1 + 1,
+                &format!("{case}: carol hears alice after the restart"),
+            )
+            .await;
+        assert_eq!(
+            alice_out.text().matches("docs-test: setInterval").count(),
+            1,
+            "{case}: chat.mjs started another interval on reconnecting"
+        );
         for (name, out) in [("alice", &alice_out), ("carol", &carol_out)] {
             let text = out.text();
             assert!(!text.contains("Error"), "{case}: {name} failed:\n{text}");
