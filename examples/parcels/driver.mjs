@@ -8,6 +8,7 @@
 // idempotency keys make the repeated notices harmless.
 import { io } from "socket.io-client";
 import { parseArgs } from "node:util";
+import { Tidings } from "../../clients/js/index.mjs";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -25,39 +26,33 @@ const say = (line) => console.log(`${new Date().toISOString().slice(11, 23)} ${n
 // The identity (`clientId`) owns the group membership, not the socket: a restarted driver
 // gets back what it had not acknowledged.
 const socket = io(values.url, { auth: { clientId: name } });
+const tidings = new Tidings(socket);
 
-async function publish(topic, event, data, key) {
-  const ack = await socket.timeout(10_000).emitWithAck("publish", { topic, event, data, key });
-  if (!ack.ok) throw new Error(`${ack.error.code}: ${ack.error.message}`);
-  return ack;
-}
-
-// One order at a time: a van carries one parcel in this demo.
-let work = Promise.resolve();
-
-// Registered before connecting: the backlog is delivered as soon as the socket connects.
-socket.on("pickup", (order, meta, ack) => {
-  work = work.then(async () => {
-    say(`took order ${order.order} from ${order.store} (${order.parcel}; offset ${meta.offset}, attempt ${meta.attempt})`);
-    const topic = `vendor.${order.store}`;
-    for (const event of ["in-transit", "delivered"]) {
-      await sleep(driveMs);
-      const notice = { order: order.order, driver: name };
-      const sent = await publish(topic, event, notice, `${order.order}:${event}`);
-      say(`${order.order} ${event.padEnd(10)} -> ${topic} (offset ${sent.offset}${sent.duplicate ? ", duplicate" : ""})`);
-    }
-    ack(); // settled: the order leaves the group's queue
-  }).catch((e) => say(`could not finish: ${e.message} (the order will be redelivered)`));
-});
-
-socket.on("connect", async () => {
-  const ack = await socket.timeout(10_000).emitWithAck("subscribe", { topic: "pickup", group: "drivers" });
-  if (!ack.ok) {
-    say(`subscribe refused: ${ack.error.code}: ${ack.error.message}`);
+// Subscribed before the socket connects, so that the orders waiting for this driver are handled
+// as they arrive. One order at a time (the helper's rule, and a van carries one parcel here).
+// The handler's promise decides: resolved → the order is acknowledged (it leaves the group's
+// queue); rejected → requeued, for this driver or another.
+tidings
+  .subscribe(
+    "pickup",
+    async (order, meta) => {
+      say(`took order ${order.order} from ${order.store} (${order.parcel}; offset ${meta.offset}, attempt ${meta.attempt})`);
+      const topic = `vendor.${order.store}`;
+      for (const event of ["in-transit", "delivered"]) {
+        await sleep(driveMs);
+        const notice = { order: order.order, driver: name };
+        const sent = await tidings.publish(topic, event, notice, { key: `${order.order}:${event}` });
+        say(`${order.order} ${event.padEnd(10)} -> ${topic} (offset ${sent.offset}${sent.duplicate ? ", duplicate" : ""})`);
+      }
+    },
+    { group: "drivers", onError: (e) => say(`could not finish: ${e.message} (the order will be redelivered)`) },
+  )
+  .then((sub) => say(`on shift: member of group "drivers" on topic "pickup" (${sub.pending} orders waiting)`))
+  .catch((e) => {
+    say(`subscribe refused: ${e.message}`);
     process.exit(1);
-  }
-  say(`on shift: member of group "drivers" on topic "pickup" (${ack.pending} orders waiting)`);
-});
+  });
+
 socket.on("connect_error", (e) => say(`cannot connect: ${e.message} (retrying)`));
 socket.on("disconnect", (reason) => say(`disconnected: ${reason}`));
 process.on("SIGINT", () => {

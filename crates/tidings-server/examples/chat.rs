@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo run --example chat -p tidings-server`, then connect a socket.io client to
 //! `http://127.0.0.1:3000/chat` with `auth: {token: "secret"}`.
+//!
+//! Everything below this comment is the README's library example, word for word (a test in
+//! crates/tidings/tests/docs.rs compares them).
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -16,6 +19,10 @@ struct Chat {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    // Logs on stderr; without a subscriber, `tracing` (the library's logs too) prints nothing.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let server = Server::new(ServerConfig::default());
     let chat = server.of("/chat");
     chat.use_middleware(|req| async move {
@@ -44,5 +51,6 @@ async fn main() -> std::io::Result<()> {
         });
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    tracing::info!("listening on http://127.0.0.1:3000, namespace /chat");
     server.serve(listener).await
 }

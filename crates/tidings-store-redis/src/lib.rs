@@ -99,8 +99,16 @@
 //! first use, that reconnects by itself. While Redis cannot be reached, every operation fails
 //! with [`StoreError::Unavailable`] after at most about `connect_timeout` × (1 +
 //! `reconnect_retries`) or `response_timeout`, never a panic; the server reports
-//! `store_unavailable` to publishers, and nothing unconfirmed was stored. The first operation
-//! after Redis is back may still fail while the connection is re-established.
+//! `store_unavailable` to publishers, and nothing unconfirmed was stored.
+//!
+//! Once Redis answers again, the next operation works. Two things see to it: a heartbeat
+//! (`PING` every second) notices a connection Redis closed while the store sat idle and keeps
+//! starting new connection attempts while Redis is down, so the connection in place when Redis
+//! returns is a fresh one; and an operation whose connection was refused — the manager hands
+//! out the outcome of its last attempt, which may have failed just before Redis came back — is
+//! sent once more on the new connection that refusal started. Only a refusal is retried: the
+//! command certainly never reached Redis, so it cannot run twice (a connection lost after the
+//! command was sent may have run it, and fails as unavailable).
 //!
 //! The connection is made on the Tokio runtime of the first operation and lives as long as
 //! that runtime; use one store from one runtime.
@@ -231,6 +239,24 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// How often the heartbeat checks the connection (see the crate docs).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// `PING`s Redis every [`HEARTBEAT`] while the store exists, so that the connection manager
+/// notices a lost connection and reconnects without waiting for an operation to fail on it.
+fn spawn_heartbeat(store: std::sync::Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let Some(mut conn) = store.upgrade().and_then(|inner| inner.conn.get().cloned()) else {
+                return;
+            };
+            // An error is the manager's cue to reconnect; the operations report their own.
+            let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
+        }
+    });
+}
+
 /// Maps a Redis failure to the store's errors: a value of the wrong type, or a script that
 /// fails on the data it finds, is corruption; anything else (no connection, a timeout, a
 /// server that is loading, read-only, out of memory or refusing writes) is unavailability,
@@ -303,10 +329,12 @@ impl RedisStore {
     /// Checks that Redis answers (`PING`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| store_error(&e))
+        let ping = redis::cmd("PING");
+        match ping.query_async::<()>(&mut conn).await {
+            Err(e) if e.is_connection_refusal() => ping.query_async::<()>(&mut conn).await,
+            other => other,
+        }
+        .map_err(|e| store_error(&e))
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
@@ -321,8 +349,11 @@ impl RedisStore {
                     .set_min_delay(Duration::from_millis(100))
                     .set_max_delay(Duration::from_secs(2));
                 debug!(url = %redact_url(&config.url), prefix = %config.prefix, "redis store connecting");
-                ConnectionManager::new_lazy_with_config(self.inner.client.clone(), manager_config)
-                    .map_err(|e| store_error(&e))
+                let manager =
+                    ConnectionManager::new_lazy_with_config(self.inner.client.clone(), manager_config)
+                        .map_err(|e| store_error(&e))?;
+                spawn_heartbeat(Arc::downgrade(&self.inner));
+                Ok(manager)
             })
             .await
             .cloned()
@@ -345,10 +376,12 @@ impl RedisStore {
         for a in &args {
             invocation.arg(a.as_ref());
         }
-        let reply: Value = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| store_error(&e))?;
+        let reply: Value = match invocation.invoke_async(&mut conn).await {
+            // Never sent (see the crate docs): once more, on the connection the refusal started.
+            Err(e) if e.is_connection_refusal() => invocation.invoke_async(&mut conn).await,
+            other => other,
+        }
+        .map_err(|e| store_error(&e))?;
         if is_write {
             if let Some(timeout) = self.inner.config.wait_aof {
                 self.wait_aof(&mut conn, timeout).await?;

@@ -123,6 +123,37 @@ fn survives_a_redis_crash_without_losing_confirmed_writes() {
     });
 }
 
+/// Once Redis answers again, the very first operation succeeds — on a store that failed
+/// operations while Redis was down (its last reconnect attempt had failed) and on one that sat
+/// idle through the outage (its connection broken without its knowing). Before the fix the
+/// first failed with `Connection refused` or `broken pipe`.
+#[test]
+fn the_first_operation_after_redis_is_back_succeeds() {
+    need_redis_server();
+    let mut server = RedisServer::start_durable();
+    let busy = private_store(&server, |_| {});
+    let idle = private_store(&server, |_| {});
+    let t = Topic::new("orders").unwrap();
+    block_on(async {
+        assert_eq!(busy.append(&t, msg("0"), 0).await.unwrap().offset, 1);
+        assert_eq!(idle.append(&t, msg("1"), 0).await.unwrap().offset, 1);
+        for round in 0..2 {
+            server.kill();
+            let r = busy.append(&t, msg("lost"), 0).await;
+            assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+            // An outage of 3 s: longer than the reconnect attempt that failure started
+            // (connect timeout 0.5 s, one retry after 0.1–2 s), which then fails too.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            // `launch` returns once the new server answers PING.
+            server.launch();
+            let first = busy.append(&t, msg("busy"), 0).await;
+            assert!(first.is_ok(), "round {round}: busy store: {first:?}");
+            let first = idle.append(&t, msg("idle"), 0).await;
+            assert!(first.is_ok(), "round {round}: idle store: {first:?}");
+        }
+    });
+}
+
 /// A store made while Redis is down fails with Unavailable, then works once it is up.
 #[test]
 fn starts_while_redis_is_down() {

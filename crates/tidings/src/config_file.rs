@@ -222,6 +222,16 @@ pub struct KeyOverride<'a> {
     pub jwt_public_key: Option<&'a Path>,
 }
 
+/// The `[access]` settings a token minted for this server must match (no `Debug`: it holds
+/// the secret).
+#[derive(Default, Clone, Copy)]
+pub struct TokenSettings<'a> {
+    pub jwt_secret: Option<&'a str>,
+    pub jwt_public_key: Option<&'a Path>,
+    pub audience: Option<&'a str>,
+    pub issuer: Option<&'a str>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueuesSection {
@@ -302,6 +312,18 @@ impl ConfigFile {
     /// `[recovery] max_disconnection_ms`.
     pub fn recovery_window_ms(&self) -> Option<u64> {
         self.recovery.max_disconnection_ms
+    }
+
+    /// `[access]`: what `tidings token` signs with and puts in its claims (secret or public
+    /// key, audience, issuer).
+    pub fn token_settings(&self) -> TokenSettings<'_> {
+        let a = &self.access;
+        TokenSettings {
+            jwt_secret: a.jwt_secret.as_deref(),
+            jwt_public_key: a.jwt_public_key.as_deref(),
+            audience: a.audience.as_deref(),
+            issuer: a.issuer.as_deref(),
+        }
     }
 
     /// The authenticator, when a key is configured (flags and variables in `keys` win over the

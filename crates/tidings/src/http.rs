@@ -7,7 +7,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use crate::remote::{RemoteArgs, endpoint};
+use crate::remote::{RemoteArgs, endpoint, tls_failure};
 
 /// Sends one request to the server of `remote` (over TLS for `https://`, with its token as
 /// `Authorization: Bearer`) and returns the status and the JSON body.
@@ -41,7 +41,11 @@ pub async fn call(
             let stream = tokio_rustls::TlsConnector::from(config)
                 .connect(remote.server_name()?, stream)
                 .await
-                .with_context(|| format!("TLS handshake with {url} failed"))?;
+                .map_err(anyhow::Error::new)
+                .map_err(|e| match tls_failure(&e, url, remote.ca_file.as_deref()) {
+                    Some(why) => anyhow::anyhow!(why),
+                    None => e.context(format!("TLS handshake with {url} failed")),
+                })?;
             send(stream, req).await
         }
     }

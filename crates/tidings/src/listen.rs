@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 use tidings_client::{Client, ClientOptions, ConnectError, StartFrom, SubscribeOptions};
 
-use crate::remote::RemoteArgs;
+use crate::remote::{RemoteArgs, tls_failure};
 
 /// Options of `tidings listen`.
 #[derive(Debug, Args)]
@@ -43,6 +43,36 @@ fn start_from(from: &str) -> anyhow::Result<StartFrom> {
     })
 }
 
+/// Why `listen` could not connect, naming the likely cause: "is the server running?" only when
+/// nothing answered.
+fn connect_failure(e: ConnectError, remote: &RemoteArgs) -> anyhow::Error {
+    let url = &remote.url;
+    let nothing_answered = matches!(&e, ConnectError::Io(io) if matches!(
+        io.kind(),
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+    ));
+    let upgrade_refused = matches!(e, ConnectError::Handshake(_));
+    let refused = matches!(e, ConnectError::Refused { .. });
+    let e = anyhow::Error::new(e);
+    if let Some(why) = tls_failure(&e, url, remote.ca_file.as_deref()) {
+        return anyhow::anyhow!(why);
+    }
+    let context = if refused {
+        // The server answered: its reason says what is wrong (a bad token, say).
+        format!("{url} refused the connection")
+    } else if nothing_answered {
+        format!("cannot reach {url} (is `tidings serve` running?)")
+    } else if upgrade_refused && url.starts_with("http://") {
+        format!(
+            "cannot connect to {url}: the WebSocket upgrade was refused (a server started with \
+             --tls-cert answers so to http://: use https://)"
+        )
+    } else {
+        format!("cannot connect to {url}")
+    };
+    e.context(context)
+}
+
 pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     let url = &args.remote.url;
     // With a token the server takes the identity from its `sub` and ignores `clientId`.
@@ -55,18 +85,9 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         options = options.tls(tls);
     }
     let options = options.build().context("invalid client options")?;
-    let client = match Client::connect(options).await {
-        Ok(client) => client,
-        // The server answered: its reason says what is wrong (a bad token, say).
-        Err(e @ ConnectError::Refused { .. }) => {
-            return Err(anyhow::Error::new(e).context(format!("{url} refused the connection")));
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "cannot connect to {url} (is `tidings serve` running?)"
-            )));
-        }
-    };
+    let client = Client::connect(options)
+        .await
+        .map_err(|e| connect_failure(e, &args.remote))?;
     let mut subscribe = SubscribeOptions::new(&args.topic);
     subscribe.group = args.group.clone();
     subscribe.from = args.from.as_deref().map(start_from).transpose()?;

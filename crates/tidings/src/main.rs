@@ -2,12 +2,14 @@
 #![forbid(unsafe_code)]
 
 mod config_file;
+mod dev_cert;
 mod http;
 mod limits;
 mod listen;
 mod remote;
 mod serve;
 mod tls;
+mod token;
 mod topics;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,6 +46,10 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Show every topic with its subscriptions' pending, in-flight and dead-letter counts.
     Topics(topics::TopicsArgs),
+    /// Mint a JSON Web Token for development, signed with the server's secret or private key.
+    Token(token::TokenArgs),
+    /// Write a development CA and a server certificate for localhost it signed.
+    DevCert(dev_cert::DevCertArgs),
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -83,6 +89,8 @@ fn main() -> anyhow::Result<()> {
             Command::Publish(args) => topics::publish(args).await,
             Command::Topics(args) => topics::topics(args).await,
             Command::Listen(args) => listen::listen(args).await,
+            Command::Token(args) => token::token(args),
+            Command::DevCert(args) => dev_cert::dev_cert(args),
         }
     })
 }

@@ -120,6 +120,74 @@ impl RemoteArgs {
     }
 }
 
+/// What went wrong when `error` (or one of its causes) is a TLS failure, with what to do
+/// about it; None for other errors (then "is the server running?" may be the right question).
+/// `ca_file` is where the roots came from (None: the system's).
+pub fn tls_failure(error: &anyhow::Error, url: &str, ca_file: Option<&Path>) -> Option<String> {
+    let rustls_error = error.chain().find_map(|e| {
+        e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        })
+    })?;
+    Some(explain_tls(rustls_error, url, ca_file))
+}
+
+fn explain_tls(error: &rustls::Error, url: &str, ca_file: Option<&Path>) -> String {
+    use rustls::CertificateError as C;
+    const MAKE_ONE: &str = "`tidings dev-cert` writes a development CA (ca.pem, for --ca-file) \
+                            and a server certificate it signed (docs/SECURITY.md#tls)";
+    let roots = match ca_file {
+        Some(file) => format!("the CA file {}", file.display()),
+        None => "the system's root certificates (name the CA with --ca-file)".to_owned(),
+    };
+    let why = match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            // webpki's error, which rustls passes on as `Other`.
+            C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => format!(
+                "the server's certificate is a CA certificate (basic constraints CA:TRUE, what \
+                 `openssl req -x509` makes unless told otherwise), and a CA certificate cannot \
+                 be a server's own certificate. Either serve a certificate signed by a CA and \
+                 trust the CA: {MAKE_ONE}; or add `-addext basicConstraints=critical,CA:FALSE` \
+                 to `openssl req -x509` and trust that certificate itself"
+            ),
+            C::UnknownIssuer => format!(
+                "the server's certificate is not signed by a certificate authority in {roots}"
+            ),
+            // A CA of the issuer's name is there, with another key: not the one that signed.
+            C::BadSignature | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                format!(
+                    "the server's certificate is not signed by a certificate authority in {roots} \
+                 (one there has the name of its issuer but another key)"
+                )
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                "the server's certificate is not valid for the host of {url} ({cert}): connect \
+                 with a name the certificate lists, or make one for this name (`tidings \
+                 dev-cert --name HOST`)"
+            ),
+            C::Expired | C::ExpiredContext { .. } => {
+                format!("the server's certificate has expired ({cert})")
+            }
+            C::NotValidYet | C::NotValidYetContext { .. } => format!(
+                "the server's certificate is not valid yet ({cert}); check this machine's clock"
+            ),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => format!(
+                "the server's certificate is not meant for a TLS server ({cert}: its extended \
+                 key usage lacks serverAuth); {MAKE_ONE}"
+            ),
+            other => format!("the server's certificate was refused: {other}; {MAKE_ONE}"),
+        },
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => format!(
+            "the server does not answer in TLS ({error}): if it was started without --tls-cert, \
+             use an http:// URL"
+        ),
+        other => format!("{other}"),
+    };
+    format!("TLS handshake with {url} failed: {why}")
+}
+
 fn roots_from_file(file: &Path) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(file)

@@ -179,7 +179,8 @@ fn open_store(
     if let Some(redis) = redis {
         anyhow::ensure!(
             kind == StoreKind::Redis,
-            "--redis keeps durable topics in Redis: drop --store {kind:?}"
+            "--redis keeps durable topics in Redis: drop --store {}",
+            format!("{kind:?}").to_lowercase()
         );
         let store = RedisStore::open(redis.clone()).context("invalid Redis settings")?;
         tracing::info!(url = %redact_url(&redis.url), prefix = %redis.prefix, "store: redis");

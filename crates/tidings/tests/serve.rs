@@ -182,3 +182,56 @@ async fn closed_output_pipes_stop_neither_the_server_nor_its_shutdown() {
     assert!(handshake_answers(&format!("http://{addr}")).await, "{case}");
     terminates_cleanly(&mut child, case).await;
 }
+
+/// clients/js's TypeScript types compile against a typed use of the helper, and misuse does not
+/// (tests/clients/js/durable-helper-types.ts, with the `typescript` of tests/clients/js).
+#[tokio::test]
+async fn the_durable_topics_helper_types_check() {
+    let js = common::repo_root().join("tests/clients/js");
+    let tsc = js.join("node_modules/typescript/bin/tsc");
+    assert!(
+        tsc.exists(),
+        "{} missing: run `npm ci` in tests/clients/js (scripts/test does)",
+        tsc.display()
+    );
+    let output = Command::new(common::node())
+        .arg(&tsc)
+        .args(["-p", "tsconfig.types.json"])
+        .current_dir(&js)
+        .output();
+    let output = common::within(120, "tsc", output).await.unwrap();
+    assert!(
+        output.status.success(),
+        "tsc:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// clients/js, the typed helper for durable topics, with the real socket.io-client.
+#[tokio::test]
+async fn the_durable_topics_helper_with_socket_io_client() {
+    let server = serve("", &[], &[]).await;
+    for transport in ["websocket", "polling"] {
+        run_client(
+            "js/durable-helper.mjs",
+            &server.url,
+            &[("TRANSPORT", transport)],
+        )
+        .await;
+    }
+}
+
+/// clients/py, the Python helper for durable topics, with python-socketio.
+#[tokio::test]
+async fn the_durable_topics_helper_with_python_socketio() {
+    let server = serve("", &[], &[]).await;
+    for transport in ["websocket", "polling"] {
+        run_client(
+            "py/durable_helper.py",
+            &server.url,
+            &[("TRANSPORT", transport)],
+        )
+        .await;
+    }
+}

@@ -61,6 +61,11 @@ run(async () => {
   for (let i = 0; i < N; i++) {
     const ack = await must("broadcast", emitAck(members[0].s, "broadcast", { room, event: "news", data: { i } }));
     check("broadcast ok", ack?.ok === true, "ok:true", ack);
+    if (i === 0) {
+      // `recipients` counts the sending node's sockets (none but the sender here); the other
+      // nodes' members are not counted, which `cluster: true` says.
+      checkEqual("broadcast ack in a cluster", ack, { ok: true, recipients: 0, cluster: true });
+    }
   }
   for (const [k, m] of members.entries()) {
     if (k === 0) continue;
@@ -113,4 +118,4 @@ run(async () => {
   got = await must("backlog on the new node", deliveries.until(10));
   for (const args of got) args[args.length - 1]();
   checkEqual("backlog in order", got.map(([d]) => d.i), [...Array(10).keys()].map((k) => k + 20));
-}, { timeoutMs: 60000, checks: 133 });
+}, { timeoutMs: 60000, checks: 134 });

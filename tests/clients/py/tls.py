@@ -1,8 +1,13 @@
 """`tidings serve --tls-cert/--tls-key` with python-socketio over https:// (polling) and
 wss:// (websocket), trusting the test CA (env TIDINGS_CA) through a requests session: the
-certificate is verified, not skipped."""
+certificate is verified, not skipped. With TIDINGS_X509_STRICT set, also a handshake with
+``VERIFY_X509_STRICT``, which Python 3.13 turns on by default (a certificate must then follow
+RFC 5280 more closely: critical CA basic constraints, key identifiers)."""
 
 import os
+import socket
+import ssl
+import urllib.parse
 
 import requests
 import socketio
@@ -37,6 +42,17 @@ def main():
     check_eq("broadcast ack", ack, {"ok": True, "recipients": 1})
     (data,) = inbox.get("b receives news", "news")
     check_eq("news data", data, {"tls": True, "b": b"\x00\xff"})
+    if os.environ.get("TIDINGS_X509_STRICT"):
+        url = urllib.parse.urlsplit(common.URL)
+        context = ssl.create_default_context(cafile=ca)
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        try:
+            with socket.create_connection((url.hostname, url.port), timeout=WAIT_S) as raw:
+                with context.wrap_socket(raw, server_hostname=url.hostname) as tls:
+                    version = tls.version()
+        except ssl.SSLError as exc:
+            version = f"{type(exc).__name__}: {exc}"
+        check("strict X.509 verification", version in ("TLSv1.3", "TLSv1.2"), "a TLS version", version)
     # Without the CA (the system's roots only), the certificate is refused, on every transport
     # (any other connection error would prove nothing about verification).
     try:

@@ -1,10 +1,14 @@
-//! `broadcast` `{room?, event, data}` → `{ok:true, recipients:N}`: every socket in `room`
+//! `broadcast` `{room?, event, data}` → `{ok:true, recipients:N}` (`cluster:true` too in a
+//! cluster): every socket in `room`
 //! (the whole namespace without one) except the sender receives `event` with the single
 //! argument `data`; binary inside `data` stays binary. Needs `publish` on the room; a
 //! namespace-wide broadcast needs admin.
 //!
-//! `recipients` counts the sockets of this node that the event was queued for; other nodes
-//! of a cluster deliver it too and are not counted.
+//! `recipients` counts the sockets of this node that the event was queued for. In a cluster
+//! the event also goes to every other node, which delivers it to its own sockets; those are
+//! not counted, and the answer says so with `cluster: true`. Counting them would make every
+//! broadcast wait for an answer from every node (a round trip through Redis, and a node that
+//! is slow or gone would hold up the ack), for a number that is stale when it arrives.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -63,6 +67,10 @@ impl Broadcast {
         let recipients = targets
             .emit_args(&self.event, vec![self.data], &self.attachments)
             .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
-        Ok(json!({ "ok": true, "recipients": recipients }))
+        if socket.namespace().cluster_link().get().is_some() {
+            Ok(json!({ "ok": true, "recipients": recipients, "cluster": true }))
+        } else {
+            Ok(json!({ "ok": true, "recipients": recipients }))
+        }
     }
 }

@@ -112,8 +112,9 @@ pub(crate) async fn handle(
     remote_addr: SocketAddr,
 ) -> Response<Body> {
     let origin = req.headers().get(header::ORIGIN).cloned();
+    let host = req.headers().get(header::HOST).cloned();
     let mut res = route(engine, req, remote_addr).await;
-    apply_cors(engine, origin.as_ref(), &mut res);
+    apply_cors(engine, origin.as_ref(), host.as_ref(), &mut res);
     res
 }
 
@@ -206,13 +207,72 @@ fn allowed_origin(engine: &Engine, origin: Option<&HeaderValue>) -> Option<Heade
     }
 }
 
+/// The browser origins refused by CORS so far, so that each is logged once: a page on another
+/// origin fails in the browser with nothing but `xhr poll error`, and without a line in the
+/// server's log nobody would know the fix is one flag. At most [`RefusedOrigins::MAX`] are
+/// remembered (the `Origin` header is the client's to choose); later ones are not logged.
+#[derive(Debug, Default)]
+pub(crate) struct RefusedOrigins {
+    seen: parking_lot::Mutex<std::collections::HashSet<String>>,
+}
+
+impl RefusedOrigins {
+    const MAX: usize = 100;
+
+    /// Logs, at `info` and once per origin, that a request from `origin` was refused.
+    fn note(&self, origin: &str) {
+        let mut seen = self.seen.lock();
+        if seen.len() >= Self::MAX || !seen.insert(origin.to_owned()) {
+            return;
+        }
+        let last = seen.len() == Self::MAX;
+        drop(seen);
+        tracing::info!(
+            origin = %origin,
+            "refused a cross-origin request from {origin}: a page there cannot use HTTP \
+             long-polling (the browser reports `xhr poll error`) until the origin is allowed \
+             with `--cors-origin {origin}` (TIDINGS_CORS_ORIGIN; CorsConfig in the library). \
+             Logged once per origin{}",
+            if last { "; no more origins will be logged" } else { "" }
+        );
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the origin of the request itself, whose `Host`
+/// is `host`: browsers send `Origin` on same-origin POSTs too (a page served behind the same
+/// proxy), and those need no CORS.
+fn is_same_origin(origin: &str, host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
+/// Notes a refused cross-origin request (see [`RefusedOrigins`]).
+fn note_refused(engine: &Engine, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) {
+    let Some(origin) = origin.and_then(|o| o.to_str().ok()) else {
+        return;
+    };
+    if !is_same_origin(origin, host) {
+        engine.shared.refused_origins.note(origin);
+    }
+}
+
 /// Adds the CORS headers to a response. A disallowed origin still gets its answer, only
 /// without the allow header, so the browser refuses to hand it to the page.
-fn apply_cors(engine: &Engine, origin: Option<&HeaderValue>, res: &mut Response<Body>) {
+fn apply_cors(
+    engine: &Engine,
+    origin: Option<&HeaderValue>,
+    host: Option<&HeaderValue>,
+    res: &mut Response<Body>,
+) {
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
     let Some(allowed) = allowed_origin(engine, origin) else {
+        note_refused(engine, origin, host);
         return;
     };
     let headers = res.headers_mut();
@@ -231,6 +291,7 @@ fn apply_cors(engine: &Engine, origin: Option<&HeaderValue>, res: &mut Response<
 fn preflight(engine: &Engine, req: &Request<Incoming>) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::NO_CONTENT;
+    // A refused origin is noted by `apply_cors`, which sees this answer too.
     if allowed_origin(engine, req.headers().get(header::ORIGIN)).is_some() {
         let headers = res.headers_mut();
         headers.insert(
@@ -256,6 +317,17 @@ mod tests {
         assert_eq!(q.sid, Some("xyz"));
         let q = Query::parse("");
         assert_eq!(q.eio, None);
+    }
+
+    #[test]
+    fn same_origin() {
+        let host = HeaderValue::from_static("127.0.0.1:3000");
+        assert!(is_same_origin("http://127.0.0.1:3000", Some(&host)));
+        assert!(is_same_origin("https://127.0.0.1:3000", Some(&host)));
+        assert!(!is_same_origin("http://127.0.0.1:3001", Some(&host)));
+        assert!(!is_same_origin("http://app.example", Some(&host)));
+        assert!(!is_same_origin("null", Some(&host)));
+        assert!(!is_same_origin("http://127.0.0.1:3000", None));
     }
 
     #[test]

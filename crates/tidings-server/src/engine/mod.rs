@@ -101,6 +101,8 @@ pub(crate) struct EngineShared {
     /// Until when the sweeper sleeps; a deadline pushed before it wakes the sweeper.
     sweeper_until: AtomicU64,
     sweeper_wake: Arc<tokio::sync::Notify>,
+    /// Browser origins whose CORS request was refused, each logged once.
+    pub(crate) refused_origins: http::RefusedOrigins,
 }
 
 impl EngineShared {
@@ -165,6 +167,7 @@ impl Engine {
                 deadlines: Mutex::new(BinaryHeap::new()),
                 sweeper_until: AtomicU64::new(u64::MAX),
                 sweeper_wake: Arc::new(tokio::sync::Notify::new()),
+                refused_origins: http::RefusedOrigins::default(),
             }),
         }
     }
