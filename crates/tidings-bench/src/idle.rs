@@ -138,6 +138,21 @@ async fn measure(
 ) -> Result<Vec<Record>> {
     let scenario = if durable { "idle-durable" } else { "idle" };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The scale check's baseline: the same publishing on the same server before any subscriber
+    // exists (before the RSS baseline, so its retained messages do not count per connection).
+    let scale_before = if durable {
+        let rec = crate::durable::publish_beside_subscriptions(
+            ctx,
+            server,
+            0,
+            SCALE_PUBLISHERS,
+            SCALE_SECS,
+        )
+        .await?;
+        Some(rec)
+    } else {
+        None
+    };
     let base = server.usage()?;
     let workers = conns.div_ceil(PER_WORKER);
     let pb = bar(
@@ -256,7 +271,10 @@ async fn measure(
         rec.values.get("idle_cpu_us_per_conn_s").copied().unwrap_or(0.0),
         claims.map_or(String::new(), |c| format!("  store claims while idle {c:.0}")),
     ))?;
-    Ok(std::iter::once(rec).chain(scale).collect())
+    Ok(std::iter::once(rec)
+        .chain(scale_before)
+        .chain(scale)
+        .collect())
 }
 
 async fn stop_workers(children: Vec<Child>) {
