@@ -26,11 +26,12 @@
 //! max_disconnection_ms = 120000
 //!
 //! [limits]                      # against abuse (docs/SECURITY.md); flags win
-//! max_connections_per_ip = 100
+//! max_connections_per_ip = 100  # every count: a number, or "unlimited" to switch it off
 //! max_events_per_second = 200
+//! max_rooms_per_socket = 1000
 //! max_queue_depth = 100000      # entries per subscription; then `overflow`
-//! overflow = "reject"           # or "drop-oldest"
-//! max_topics = 100000
+//! overflow = "reject"           # or "drop-oldest" (the default)
+//! max_topics = "unlimited"
 //!
 //! [[limits.queue_depth_rules]]  # first match wins; unset values come from [limits]
 //! pattern = "telemetry.>"
@@ -58,6 +59,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+
+use crate::limits::Limit;
 use serde::Deserialize;
 use tidings_core::store::{Overflow, Retention};
 use tidings_server::queue::QueueDepthRule;
@@ -160,18 +163,23 @@ struct AccessRuleSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) max_connections: Option<Limit<usize>>,
+    pub(crate) max_connections_per_ip: Option<Limit<usize>>,
     pub(crate) header_timeout_ms: Option<u64>,
     pub(crate) body_timeout_ms: Option<u64>,
     pub(crate) connect_timeout_ms: Option<u64>,
-    pub(crate) max_events_per_second: Option<u32>,
-    pub(crate) max_publishes_per_second: Option<u32>,
-    pub(crate) max_subscriptions_per_identity: Option<usize>,
+    pub(crate) max_events_per_second: Option<Limit<u32>>,
+    pub(crate) max_publishes_per_second: Option<Limit<u32>>,
+    pub(crate) max_subscriptions_per_identity: Option<Limit<usize>>,
     pub(crate) ws_allowed_origins: Option<Vec<String>>,
-    pub(crate) max_queue_depth: Option<u64>,
+    pub(crate) max_queue_depth: Option<Limit<u64>>,
     pub(crate) overflow: Option<Overflow>,
-    pub(crate) max_topics: Option<u64>,
+    pub(crate) max_topics: Option<Limit<u64>>,
+    pub(crate) max_namespaces: Option<Limit<usize>>,
+    pub(crate) max_namespaces_per_connection: Option<Limit<usize>>,
+    pub(crate) max_rooms_per_socket: Option<Limit<usize>>,
+    pub(crate) max_pending_acks_per_socket: Option<Limit<usize>>,
+    pub(crate) max_attachments: Option<Limit<usize>>,
     #[serde(default)]
     queue_depth_rules: Vec<QueueDepthRuleSection>,
 }
@@ -470,7 +478,7 @@ mod tests {
         let l = file.limits();
         assert_eq!(
             (l.max_queue_depth, l.overflow, l.max_topics),
-            (Some(500), None, Some(7))
+            (Some(Limit(Some(500))), None, Some(Limit(Some(7))))
         );
         let rules = l.queue_depth_rules(Some(500), Overflow::Reject).unwrap();
         assert_eq!(

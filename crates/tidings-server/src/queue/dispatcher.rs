@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Queues;
 use super::due::Scheduled;
-use crate::io::{AckReply, Socket};
+use crate::io::{AckError, AckReply, Socket};
 use tidings_core::clock::{millis, now_millis};
 
 /// How long a dispatcher waits before retrying after a store error.
@@ -240,6 +240,18 @@ impl Dispatcher {
                     (store.requeue(&me.topic, &me.sub, offset, due).await, true)
                 }
                 Ok(_) => (store.ack(&me.topic, &me.sub, offset).await, false),
+                Err(e @ AckError::TooManyPending(_)) => {
+                    // The consumer owes max_pending_acks_per_socket answers: not sent; retried
+                    // after the requeue backoff rather than at once, which would spin.
+                    let (n, warn) = queues.admission.deliveries_deferred.incr();
+                    if warn {
+                        tracing::warn!(topic = %me.topic, sid = %socket.id(), deferred = n, "a consumer owes max_pending_acks_per_socket acks: deliveries deferred (logged once per 1000)");
+                    } else {
+                        tracing::debug!(topic = %me.topic, offset, sid = %socket.id(), error = %e, "consumer owes too many acks; delivery deferred");
+                    }
+                    let due = now_millis() + millis(queues.config().backoff(attempt));
+                    (store.requeue(&me.topic, &me.sub, offset, due).await, true)
+                }
                 Err(e) => {
                     tracing::debug!(topic = %me.topic, offset, sid = %socket.id(), error = %e, "delivery not acknowledged; redelivering");
                     let now = now_millis();
