@@ -168,7 +168,10 @@ impl Limits {
                 "max namespaces per connection",
                 self.max_namespaces_per_connection,
             ),
-            ("max pending acks per socket", self.max_pending_acks_per_socket),
+            (
+                "max pending acks per socket",
+                self.max_pending_acks_per_socket,
+            ),
             ("max attachments", self.max_attachments),
         ];
         if let Some((name, _)) = counts.iter().find(|(_, n)| *n == Some(0)) {
@@ -176,7 +179,9 @@ impl Limits {
         }
         // A socket is always in its own room.
         if self.max_rooms_per_socket.is_some_and(|n| n < 2) {
-            return Err("max rooms per socket must be at least 2 (a socket is in its own room)".into());
+            return Err(
+                "max rooms per socket must be at least 2 (a socket is in its own room)".into(),
+            );
         }
         if self
             .max_attachments

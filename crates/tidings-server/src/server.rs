@@ -88,7 +88,12 @@ impl ServerInner {
             if self.on_demand.load(Ordering::Acquire) >= max {
                 let (refused, warn) = self.namespaces_refused.incr();
                 if warn {
-                    tracing::warn!(ns = name, max, refused, "new namespace over max_namespaces refused (logged once per 1000)");
+                    tracing::warn!(
+                        ns = name,
+                        max,
+                        refused,
+                        "new namespace over max_namespaces refused (logged once per 1000)"
+                    );
                 }
                 return Err(NamespaceRefused::TooMany(max));
             }

@@ -59,8 +59,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-
-use crate::limits::Limit;
 use serde::Deserialize;
 use tidings_core::store::{Overflow, Retention};
 use tidings_server::queue::QueueDepthRule;
@@ -157,6 +155,43 @@ struct AccessRuleSection {
     join: Vec<String>,
     #[serde(default)]
     admin: bool,
+}
+
+/// A count limit as a flag, a variable or the TOML file gives it: a number, or `unlimited`
+/// (also `off`) to switch the limit off. Unset, the library's finite default applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit<T>(pub Option<T>);
+
+impl<T: std::str::FromStr> std::str::FromStr for Limit<T> {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "unlimited" | "off" => Ok(Limit(None)),
+            n => n
+                .parse()
+                .map(|n| Limit(Some(n)))
+                .map_err(|_| format!("expected a number or \"unlimited\", got {s:?}")),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Limit<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<T> {
+            Count(T),
+            Word(String),
+        }
+        match Raw::<T>::deserialize(d)? {
+            Raw::Count(n) => Ok(Limit(Some(n))),
+            Raw::Word(w) if w == "unlimited" || w == "off" => Ok(Limit(None)),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected a number or \"unlimited\", got {w:?}"
+            ))),
+        }
+    }
 }
 
 /// `[limits]` of the TOML file: the same settings.

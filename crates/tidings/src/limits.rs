@@ -1,52 +1,13 @@
 //! The limits of `tidings serve` (docs/SECURITY.md): flags and `TIDINGS_…` variables over the
 //! `[limits]` section of the TOML file over the library defaults.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Deserialize;
 use tidings_core::store::Overflow;
 use tidings_server::{Limits, QueueConfig, ServerConfigBuilder};
 
-use crate::config_file::LimitsSection;
-
-/// A count limit as a flag, a variable or the TOML file gives it: a number, or `unlimited`
-/// (also `off`) to switch the limit off. Unset, the library's finite default applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit<T>(pub Option<T>);
-
-impl<T: FromStr> FromStr for Limit<T> {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "unlimited" | "off" => Ok(Limit(None)),
-            n => n
-                .parse()
-                .map(|n| Limit(Some(n)))
-                .map_err(|_| format!("expected a number or \"unlimited\", got {s:?}")),
-        }
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Limit<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw<T> {
-            Count(T),
-            Word(String),
-        }
-        match Raw::<T>::deserialize(d)? {
-            Raw::Count(n) => Ok(Limit(Some(n))),
-            Raw::Word(w) if w == "unlimited" || w == "off" => Ok(Limit(None)),
-            Raw::Word(w) => Err(serde::de::Error::custom(format!(
-                "expected a number or \"unlimited\", got {w:?}"
-            ))),
-        }
-    }
-}
+use crate::config_file::{Limit, LimitsSection};
 
 /// The flag, else the file, else `default`.
 fn pick<T: Copy>(flag: Option<Limit<T>>, file: Option<Limit<T>>, default: Option<T>) -> Option<T> {
@@ -61,7 +22,11 @@ pub struct LimitArgs {
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N|unlimited")]
     max_connections: Option<Limit<usize>>,
     /// Open TCP connections per client IP address; past it new ones get 503 (default 10000).
-    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", value_name = "N|unlimited")]
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_CONNECTIONS_PER_IP",
+        value_name = "N|unlimited"
+    )]
     max_connections_per_ip: Option<Limit<usize>>,
     /// Milliseconds a client may take to send a request's headers (default 10000).
     #[arg(long, env = "TIDINGS_HEADER_TIMEOUT_MS")]
@@ -75,10 +40,18 @@ pub struct LimitArgs {
     connect_timeout_ms: Option<u64>,
     /// Socket.IO events per second per connection; past it an event's ack is `rate_limited`
     /// (default 50000).
-    #[arg(long, env = "TIDINGS_MAX_EVENTS_PER_SECOND", value_name = "N|unlimited")]
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_EVENTS_PER_SECOND",
+        value_name = "N|unlimited"
+    )]
     max_events_per_second: Option<Limit<u32>>,
     /// Publishes per second per identity; past it a publish is `rate_limited` (default 1000).
-    #[arg(long, env = "TIDINGS_MAX_PUBLISHES_PER_SECOND", value_name = "N|unlimited")]
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_PUBLISHES_PER_SECOND",
+        value_name = "N|unlimited"
+    )]
     max_publishes_per_second: Option<Limit<u32>>,
     /// Subscriptions per identity; past it a subscribe is `limit_exceeded` (default 10000).
     #[arg(
@@ -238,7 +211,10 @@ impl LimitArgs {
         config.overflow = self.overflow.or(file.overflow).unwrap_or(config.overflow);
         config.queue_depth_rules = file.queue_depth_rules(max_queue_depth, config.overflow)?;
         config.max_topics = pick(self.max_topics, file.max_topics, config.max_topics);
-        anyhow::ensure!(config.max_topics != Some(0), "max topics must be at least 1");
+        anyhow::ensure!(
+            config.max_topics != Some(0),
+            "max topics must be at least 1"
+        );
         Ok(())
     }
 }

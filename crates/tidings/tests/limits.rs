@@ -661,7 +661,11 @@ async fn every_default_limit_is_finite_and_answers_as_documented() {
                 run_client(
                     "js/limit-table.mjs",
                     &server.url,
-                    &[("CASE", case), ("LIMIT", row.low), ("TRANSPORT", "websocket")],
+                    &[
+                        ("CASE", case),
+                        ("LIMIT", row.low),
+                        ("TRANSPORT", "websocket"),
+                    ],
                 )
                 .await;
             }
@@ -692,7 +696,9 @@ async fn every_default_limit_is_finite_and_answers_as_documented() {
         .args(["serve", "--print-config", "--store", "memory"])
         .args(LIMIT_TABLE.iter().flat_map(|row| [row.flag, "unlimited"]))
         .output();
-    let off = within(20, "tidings serve --print-config", off).await.unwrap();
+    let off = within(20, "tidings serve --print-config", off)
+        .await
+        .unwrap();
     let off = String::from_utf8_lossy(&off.stdout);
     for row in LIMIT_TABLE {
         assert!(

@@ -11,7 +11,7 @@ use tidings_proto::packet::{self, Packet, PacketKind};
 
 use super::event::{AckReply, AckSender, Event};
 use super::namespace::{ConnectRequest, Namespace};
-use super::socket::{DisconnectReason, RecoveryState, Socket, SocketLimits};
+use super::socket::{DisconnectReason, RecoveryState, Socket, SocketLimits, SocketSetup};
 use crate::command::{self, Command, Family};
 use crate::engine::{CloseReason, Handshake, Inbound, Session, SessionHandler};
 use crate::recovery::{self, Recovery, Restored};
@@ -284,9 +284,7 @@ impl Client {
             Err(NamespaceRefused::TooMany(max)) => {
                 return self.refuse_over_limit(
                     &name,
-                    format!(
-                        "too many namespaces on this server: at most {max} (max_namespaces)"
-                    ),
+                    format!("too many namespaces on this server: at most {max} (max_namespaces)"),
                 );
             }
         };
@@ -343,7 +341,10 @@ impl Client {
                 }
             }
             match restored {
-                Some(restored) => me.establish_recovered(lease, auth, admission, restored).await,
+                Some(restored) => {
+                    me.establish_recovered(lease, auth, admission, restored)
+                        .await
+                }
                 None => {
                     let _dispatching = me.dispatch_lock.lock();
                     me.establish(lease, auth, admission);
@@ -438,9 +439,11 @@ impl Client {
             self.handshake.clone(),
             auth,
             admission.identity,
-            on_leave,
-            state,
-            socket_limits,
+            SocketSetup {
+                on_leave,
+                state,
+                limits: socket_limits,
+            },
         );
         crate::access::attach(&socket, admission.principal);
         self.sockets.lock().insert(name.clone(), socket.clone());

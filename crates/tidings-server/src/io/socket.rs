@@ -68,6 +68,15 @@ pub(crate) struct SocketLimits {
     pub(crate) joins_refused: Arc<crate::metrics::Counter>,
 }
 
+/// What a new socket is given besides its identity: how to unregister it, where it starts
+/// with respect to recovery, and its limits.
+pub(crate) struct SocketSetup {
+    /// Called once when the socket leaves, to unregister it from its client.
+    pub(crate) on_leave: Box<dyn FnOnce() + Send>,
+    pub(crate) state: RecoveryState,
+    pub(crate) limits: SocketLimits,
+}
+
 /// Why a socket left its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -166,10 +175,13 @@ impl Socket {
         handshake: Arc<Handshake>,
         auth: Value,
         identity: Option<Arc<str>>,
-        on_leave: Box<dyn FnOnce() + Send>,
-        state: RecoveryState,
-        limits: SocketLimits,
+        setup: SocketSetup,
     ) -> Socket {
+        let SocketSetup {
+            on_leave,
+            state,
+            limits,
+        } = setup;
         let recovered = state.restored.is_some();
         let (id, restored_rooms) = state.restored.unwrap_or_else(|| (Sid::new(), Vec::new()));
         let mut rooms: HashSet<Room> = restored_rooms.into_iter().collect();
