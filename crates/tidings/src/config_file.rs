@@ -30,7 +30,7 @@
 //! max_events_per_second = 200
 //! max_rooms_per_socket = 1000
 //! max_queue_depth = 100000      # entries per subscription; then `overflow`
-//! overflow = "reject"           # or "drop-oldest" (the default)
+//! overflow = "reject"           # or "drop-oldest"
 //! max_topics = "unlimited"
 //!
 //! [[limits.queue_depth_rules]]  # first match wins; unset values come from [limits]

@@ -69,12 +69,13 @@ pub struct LimitArgs {
     )]
     ws_allowed_origins: Vec<String>,
     /// Entries (pending, in flight or not yet delivered) one subscription's queue may hold;
-    /// past it a publish to its topic meets `--overflow` (default 1000000).
+    /// past it a publish to its topic meets `--overflow` (default: no check; retention bounds
+    /// every topic, so every queue).
     #[arg(long, env = "TIDINGS_MAX_QUEUE_DEPTH", value_name = "N|unlimited")]
     max_queue_depth: Option<Limit<u64>>,
-    /// What a publish does when a subscription's queue is full: `drop-oldest` (the default:
-    /// stored; the subscription loses its oldest unsettled entries, announced with
-    /// `tidings:gap`) or `reject` (refused with `queue_full`, nothing stored).
+    /// What a publish does when a subscription's queue is full: `reject` (refused with
+    /// `queue_full`, nothing stored; the default) or `drop-oldest` (stored; the subscription
+    /// loses its oldest unsettled entries, announced with `tidings:gap`).
     #[arg(long, env = "TIDINGS_OVERFLOW", value_name = "reject|drop-oldest")]
     overflow: Option<Overflow>,
     /// Topics in all; a publish or subscribe that would create one more is `limit_exceeded`

@@ -99,8 +99,8 @@ const cases = {
     const over = await must("publish over", emitAck(socket, "publish", { topic: uniq("table.t"), event: "e", data: 0 }));
     checkError("one topic too many", over, "limit_exceeded");
   },
-  // Queue depth per subscription, with the default overflow (drop-oldest): every publish is
-  // stored, the offline subscription keeps the newest LIMIT, the rest are counted as dropped.
+  // Queue depth per subscription, with the default overflow (reject): LIMIT publishes are
+  // stored for the offline subscription, the next is refused with queue_full.
   async queue_depth() {
     const id = uniq("depth");
     const topic = uniq("table.depth");
@@ -108,9 +108,8 @@ const cases = {
     checkEqual("subscribe", (await must("subscribe", emitAck(subscriber, "subscribe", { topic })))?.ok, true);
     subscriber.disconnect();
     const publisher = await connect(client("/", {}));
-    for (let i = 0; i < LIMIT + 2; i++) check(`publish ${i} stored`, (await must("publish", emitAck(publisher, "publish", { topic, event: "e", data: i })))?.ok === true, "ok", i);
-    const dropped = await poll("the overflow is counted", async () => (await stats()).overflowDropped >= 2);
-    check("dropped", dropped, "true", dropped);
+    for (let i = 0; i < LIMIT; i++) check(`publish ${i} stored`, (await must("publish", emitAck(publisher, "publish", { topic, event: "e", data: i })))?.ok === true, "ok", i);
+    checkError("a publish to a full queue", await must("publish over", emitAck(publisher, "publish", { topic, event: "e", data: "over" })), "queue_full");
   },
   // Subscriptions per identity.
   async subscriptions() {

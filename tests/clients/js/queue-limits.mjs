@@ -1,7 +1,7 @@
 // Queue depth and topic limits of `tidings serve` (docs/SECURITY.md) with the unmodified
 // socket.io-client and the HTTP API, while well-behaved clients keep being served.
 // env (the server's settings, from crates/tidings/tests/limits.rs):
-//   MAX_QUEUE_DEPTH  [limits] max_queue_depth, overflow "reject" (set by the test);
+//   MAX_QUEUE_DEPTH  [limits] max_queue_depth, overflow "reject" (the default);
 //                    topics under "drop." use overflow "drop-oldest" with the same depth
 //   MAX_TOPICS       [limits] max_topics; this scenario creates 3 topics before it fills them up
 // - reject: a subscriber that never acks fills its queue — a burst of concurrent publishes

@@ -64,16 +64,17 @@ pub struct QueueConfig {
     /// The most entries a subscription's queue may hold — pending (in flight or waiting) plus
     /// not yet delivered, the `pending` of the topic info — checked atomically with each
     /// publish by the store ([`Store::append_bounded`](tidings_core::store::Store::append_bounded)).
-    /// Default 1,000,000, with `overflow` drop-oldest: a subscriber that never acknowledges
-    /// loses its own oldest entries and never holds up the topic. None: unbounded (retention
-    /// still bounds every topic).
+    /// Default None: no check at publish time. A queue is still bounded by default, by its
+    /// topic's retention (10 million messages, 10 GiB, 7 days): trimmed entries become gaps.
+    /// The check costs a look at every subscription of the topic per publish — measured 3.5×
+    /// fewer confirmed publishes with 100 subscriptions (BENCHMARKS.md) — so it is not a
+    /// default.
     pub max_queue_depth: Option<u64>,
     /// What a publish does when a subscription of its topic holds `max_queue_depth` entries:
-    /// [`Overflow::DropOldest`] (the default) stores it, and each full subscription loses its
-    /// oldest unsettled entries — a gap, counted, logged and announced with `tidings:gap`;
-    /// [`Overflow::Reject`] refuses it with `queue_full` and stores nothing (so one stuck
-    /// subscriber holds up its whole topic: for monitored consumers only). Never a silent
-    /// drop.
+    /// [`Overflow::Reject`] (the default) refuses it with `queue_full` and stores nothing;
+    /// [`Overflow::DropOldest`] stores it, and each full subscription loses its oldest
+    /// unsettled entries — a gap, counted, logged and announced with `tidings:gap`. Never a
+    /// silent drop.
     pub overflow: Overflow,
     /// Per-topic-pattern depth bounds, first match wins; topics that match none use
     /// `max_queue_depth` and `overflow`.
@@ -98,8 +99,8 @@ impl Default for QueueConfig {
             retention_interval: Duration::from_secs(30),
             max_publishes_per_second: Some(1_000),
             max_subscriptions_per_identity: Some(10_000),
-            max_queue_depth: Some(1_000_000),
-            overflow: Overflow::DropOldest,
+            max_queue_depth: None,
+            overflow: Overflow::Reject,
             queue_depth_rules: Vec::new(),
             max_topics: Some(100_000),
         }
@@ -150,14 +151,10 @@ mod tests {
         let mut c = QueueConfig::default();
         assert_eq!(
             c.queue_bound_for(&topic("a")),
-            Some(QueueBound {
-                max_depth: 1_000_000,
-                overflow: Overflow::DropOldest
-            }),
-            "bounded by default"
+            None,
+            "no check by default (retention bounds it)"
         );
         c.max_queue_depth = Some(10);
-        c.overflow = Overflow::Reject;
         c.queue_depth_rules = vec![
             QueueDepthRule {
                 pattern: "telemetry.>".into(),
