@@ -33,7 +33,7 @@ pub use config::{
 };
 pub use io::{
     AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,
-    DisconnectReason, EmitError, Event, Namespace, Socket,
+    DisconnectReason, EmitError, Event, JoinError, Namespace, Socket,
 };
 pub use limits::Limits;
 pub use queue::{QueueConfig, Queues, RetentionRule};

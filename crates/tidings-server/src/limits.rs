@@ -1,6 +1,10 @@
 //! Limits against abuse: connections in total and per IP address, the time allowed for HTTP
-//! headers, and events per second per connection. Each has a documented answer and a counter
-//! in [`crate::ServerStats`]; docs/SECURITY.md lists them all with their defaults.
+//! headers, events per second per connection, and what one client can make the server hold —
+//! namespaces, rooms, pending acks, binary attachments. Each has a documented answer and a
+//! counter in [`crate::ServerStats`]; docs/SECURITY.md lists them all with their defaults.
+//!
+//! Every resource a single client can grow has a finite default (issue 19: a server that is
+//! safe only after reading the docs is not safe); `None` switches a limit off.
 //!
 //! The per-identity limits of the durable queues (publishes per second, subscriptions) live
 //! in [`crate::QueueConfig`].
@@ -15,6 +19,9 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// Connection and traffic limits of a [`crate::Server`]. `None` means unlimited.
+///
+/// The defaults are generous — no ordinary application meets them — but finite, so that one
+/// client cannot take the server's memory: docs/SECURITY.md gives what each one bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -22,7 +29,7 @@ pub struct Limits {
     /// `{"error":{"code":"too_many_connections"}}` and is closed. Default unlimited.
     pub max_connections: Option<usize>,
     /// Open TCP connections per peer IP address (the TCP peer: behind a proxy, the proxy's).
-    /// Same answer. Default unlimited.
+    /// Same answer. Default 10,000 (a connection holds ~6 KiB idle, so ~60 MiB per address).
     pub max_connections_per_ip: Option<usize>,
     /// How long a client may take to send a request's headers before the connection is closed
     /// (slowloris). Default 10 s.
@@ -33,18 +40,49 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Socket.IO events per second per Engine.IO session, with a burst of the same size. An
     /// event past it is not handled: its ack, if it asked for one, is `{ok:false,
-    /// error:{code:"rate_limited"}}`. Default unlimited.
+    /// error:{code:"rate_limited"}}`. Default 50,000 (one connection's packets are handled
+    /// one after another, so this bounds the handler tasks one connection can start per
+    /// second rather than its CPU; the benchmark's single broadcaster sends 40,000 a second).
     pub events_per_second: Option<u32>,
+    /// Namespaces created on demand (by [`crate::Server::of_dynamic`]; `tidings serve` opens
+    /// every namespace that way) that may exist at once. Past it, a CONNECT to a new one gets
+    /// a `connect_error` `{code:"limit_exceeded"}` naming the limit. Such a namespace is
+    /// removed when its last socket leaves. Default 10,000 (~1.6 KiB each: ~16 MiB).
+    pub max_namespaces: Option<usize>,
+    /// Namespaces one connection (Engine.IO session) may join at once, connecting ones
+    /// included. Past it, a CONNECT gets a `connect_error` `{code:"limit_exceeded"}`.
+    /// Default 20.
+    pub max_namespaces_per_connection: Option<usize>,
+    /// Rooms one socket may be in, its own room included. Past it, [`crate::Socket::join`]
+    /// returns [`crate::JoinError::TooManyRooms`] and the built-in `join` answers
+    /// `{ok:false,error:{code:"limit_exceeded"}}`. Default 1,000 (≤ ~0.5 MiB per socket with
+    /// 256-byte names).
+    pub max_rooms_per_socket: Option<usize>,
+    /// Server→client acks one socket may owe at once (deliveries of durable topics and
+    /// [`crate::Socket::send_with_ack`]). Past it an emit asking for an ack fails with
+    /// [`crate::AckError::TooManyPending`]; a delivery waits and is redelivered later.
+    /// Default 10,000 (~100 bytes each: ~1 MiB per socket).
+    pub max_pending_acks_per_socket: Option<usize>,
+    /// Binary attachments one Socket.IO packet may announce (at most
+    /// [`tidings_proto::packet::MAX_ATTACHMENTS`], the codec's own cap). A packet announcing
+    /// more closes the connection with `parse error` before any attachment is read. Default
+    /// 10: a half-received packet then holds at most 10 × `max_payload` bytes.
+    pub max_attachments: Option<usize>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: None,
-            max_connections_per_ip: None,
+            max_connections_per_ip: Some(10_000),
             header_timeout: Duration::from_secs(10),
             body_timeout: crate::engine::EngineConfig::default().body_timeout,
-            events_per_second: None,
+            events_per_second: Some(50_000),
+            max_namespaces: Some(10_000),
+            max_namespaces_per_connection: Some(20),
+            max_rooms_per_socket: Some(1_000),
+            max_pending_acks_per_socket: Some(10_000),
+            max_attachments: Some(10),
         }
     }
 }
@@ -76,6 +114,46 @@ impl Limits {
         self.events_per_second = n;
         self
     }
+    /// See [`Limits::max_namespaces`].
+    pub fn max_namespaces(mut self, n: Option<usize>) -> Self {
+        self.max_namespaces = n;
+        self
+    }
+    /// See [`Limits::max_namespaces_per_connection`].
+    pub fn max_namespaces_per_connection(mut self, n: Option<usize>) -> Self {
+        self.max_namespaces_per_connection = n;
+        self
+    }
+    /// See [`Limits::max_rooms_per_socket`].
+    pub fn max_rooms_per_socket(mut self, n: Option<usize>) -> Self {
+        self.max_rooms_per_socket = n;
+        self
+    }
+    /// See [`Limits::max_pending_acks_per_socket`].
+    pub fn max_pending_acks_per_socket(mut self, n: Option<usize>) -> Self {
+        self.max_pending_acks_per_socket = n;
+        self
+    }
+    /// See [`Limits::max_attachments`].
+    pub fn max_attachments(mut self, n: Option<usize>) -> Self {
+        self.max_attachments = n;
+        self
+    }
+    /// Every limit of this struct that has a count switched off (the timeouts stay): what a
+    /// benchmark or a trusted embedder may want.
+    pub fn unbounded(self) -> Self {
+        Limits {
+            max_connections: None,
+            max_connections_per_ip: None,
+            events_per_second: None,
+            max_namespaces: None,
+            max_namespaces_per_connection: None,
+            max_rooms_per_socket: None,
+            max_pending_acks_per_socket: None,
+            max_attachments: None,
+            ..self
+        }
+    }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
@@ -83,6 +161,36 @@ impl Limits {
         }
         if self.events_per_second == Some(0) {
             return Err("events per second must be at least 1".into());
+        }
+        let counts = [
+            ("max namespaces", self.max_namespaces),
+            (
+                "max namespaces per connection",
+                self.max_namespaces_per_connection,
+            ),
+            (
+                "max pending acks per socket",
+                self.max_pending_acks_per_socket,
+            ),
+            ("max attachments", self.max_attachments),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == Some(0)) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        // A socket is always in its own room.
+        if self.max_rooms_per_socket.is_some_and(|n| n < 2) {
+            return Err(
+                "max rooms per socket must be at least 2 (a socket is in its own room)".into(),
+            );
+        }
+        if self
+            .max_attachments
+            .is_some_and(|n| n > tidings_proto::packet::MAX_ATTACHMENTS)
+        {
+            return Err(format!(
+                "max attachments must be at most {}",
+                tidings_proto::packet::MAX_ATTACHMENTS
+            ));
         }
         if self.header_timeout.is_zero() {
             return Err("the header timeout must be positive".into());

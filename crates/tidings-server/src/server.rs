@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use hyper::body::Incoming;
@@ -33,13 +33,23 @@ type Setup = Box<dyn Fn(&Namespace) + Send + Sync>;
 
 pub(crate) struct ServerInner {
     pub(crate) config: Arc<ServerConfig>,
+    /// Every namespace: the static ones and those created on demand that have users. An
+    /// on-demand namespace's user count goes from 0 to 1 or from 1 to 0 only under this
+    /// map's write lock, and up from 1 under its read lock, so a namespace is removed exactly
+    /// when nobody can still be joining it.
     namespaces: RwLock<HashMap<String, Namespace>>,
+    /// On-demand namespaces in `namespaces` (changed under its write lock).
+    on_demand: AtomicUsize,
     dynamic: RwLock<Vec<(Matcher, Setup)>>,
     engine: OnceLock<Engine>,
     shutdown: CancellationToken,
     socketio_protocol_errors: AtomicU64,
     /// Events refused by [`crate::Limits::events_per_second`].
     pub(crate) rate_limited_events: crate::metrics::Counter,
+    /// Connects refused by the namespace limits.
+    pub(crate) namespaces_refused: crate::metrics::Counter,
+    /// Joins refused by [`crate::Limits::max_rooms_per_socket`].
+    pub(crate) joins_refused: Arc<crate::metrics::Counter>,
     connections: Arc<ConnectionLimiter>,
     queues: OnceLock<Arc<Queues>>,
     pub(crate) recovery: Option<Arc<Recovery>>,
@@ -54,22 +64,90 @@ impl ServerInner {
         self.namespaces.read().get(name).cloned()
     }
 
-    /// The namespace called `name`: a static one, or a dynamic one created on first use by the
-    /// first pattern that matches it.
-    pub(crate) fn namespace_for(&self, name: &str) -> Option<Namespace> {
+    /// The namespace called `name` for a client joining it: a static one, or a dynamic one
+    /// created on first use by the first pattern that matches it (unless
+    /// [`crate::Limits::max_namespaces`] of those exist). The lease keeps an on-demand
+    /// namespace alive; when the last lease is dropped, the namespace is removed.
+    pub(crate) fn namespace_for(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<NamespaceLease, NamespaceRefused> {
         if let Some(ns) = self.namespaces.read().get(name) {
-            return Some(ns.clone());
+            return Ok(self.lease(ns.clone()));
         }
         let dynamic = self.dynamic.read();
-        let (_, setup) = dynamic.iter().find(|(matches, _)| matches(name))?;
+        let (_, setup) = dynamic
+            .iter()
+            .find(|(matches, _)| matches(name))
+            .ok_or(NamespaceRefused::Invalid)?;
         let mut namespaces = self.namespaces.write();
         if let Some(ns) = namespaces.get(name) {
-            return Some(ns.clone());
+            return Ok(self.lease(ns.clone()));
         }
-        let ns = Namespace::new(name, self.recovery.clone(), self.cluster.clone());
+        if let Some(max) = self.config.limits.max_namespaces {
+            if self.on_demand.load(Ordering::Acquire) >= max {
+                let (refused, warn) = self.namespaces_refused.incr();
+                if warn {
+                    tracing::warn!(
+                        ns = name,
+                        max,
+                        refused,
+                        "new namespace over max_namespaces refused (logged once per 1000)"
+                    );
+                }
+                return Err(NamespaceRefused::TooMany(max));
+            }
+        }
+        let ns = Namespace::new(name, self.recovery.clone(), self.cluster.clone(), true);
         setup(&ns);
         namespaces.insert(name.to_owned(), ns.clone());
-        Some(ns)
+        self.on_demand.fetch_add(1, Ordering::AcqRel);
+        Ok(self.lease(ns))
+    }
+
+    /// Counts one more user of `ns` (called with the namespace map locked).
+    fn lease(self: &Arc<Self>, ns: Namespace) -> NamespaceLease {
+        if ns.inner.on_demand {
+            ns.inner.users.fetch_add(1, Ordering::AcqRel);
+        }
+        NamespaceLease {
+            server: Arc::downgrade(self),
+            ns,
+        }
+    }
+
+    /// One user of `ns` left; the last one of an on-demand namespace removes it, with its
+    /// rooms, middlewares and handlers (as socket.io's `cleanupEmptyChildNamespaces`).
+    fn release(&self, ns: &Namespace) {
+        if !ns.inner.on_demand {
+            return;
+        }
+        let users = &ns.inner.users;
+        let mut current = users.load(Ordering::Acquire);
+        while current > 1 {
+            match users.compare_exchange_weak(
+                current,
+                current - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => current = now,
+            }
+        }
+        let mut namespaces = self.namespaces.write();
+        if users.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let name = ns.name();
+        let same = namespaces
+            .get(name)
+            .is_some_and(|mapped| Arc::ptr_eq(&mapped.inner, &ns.inner));
+        if same {
+            namespaces.remove(name);
+            self.on_demand.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(ns = name, "last socket left: on-demand namespace removed");
+        }
     }
 
     pub(crate) fn queues(&self) -> Option<&Arc<Queues>> {
@@ -79,6 +157,36 @@ impl ServerInner {
     pub(crate) fn count_protocol_error(&self) {
         self.socketio_protocol_errors
             .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a client may not join a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NamespaceRefused {
+    /// No static namespace of that name and no dynamic pattern that matches it.
+    Invalid,
+    /// [`crate::Limits::max_namespaces`] on-demand namespaces exist.
+    TooMany(usize),
+}
+
+/// One client's use of a namespace (joining or joined). Dropping it may remove an on-demand
+/// namespace: see [`ServerInner::namespace_for`].
+pub(crate) struct NamespaceLease {
+    server: Weak<ServerInner>,
+    ns: Namespace,
+}
+
+impl NamespaceLease {
+    pub(crate) fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+}
+
+impl Drop for NamespaceLease {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.upgrade() {
+            server.release(&self.ns);
+        }
     }
 }
 
@@ -121,6 +229,13 @@ pub struct ServerStats {
     pub rate_limited_events: u64,
     /// Requests whose body did not arrive within [`crate::Limits::body_timeout`].
     pub slow_requests: u64,
+    /// Namespaces that exist now: the static ones and the on-demand ones with sockets.
+    pub namespaces: usize,
+    /// Connects refused by [`crate::Limits::max_namespaces`] or
+    /// [`crate::Limits::max_namespaces_per_connection`].
+    pub namespaces_refused: u64,
+    /// Joins refused by [`crate::Limits::max_rooms_per_socket`].
+    pub joins_refused: u64,
 }
 
 /// A Socket.IO server. Cheap to clone; all clones are the same server.
@@ -178,6 +293,9 @@ impl Server {
             shutdown: CancellationToken::new(),
             socketio_protocol_errors: AtomicU64::new(0),
             rate_limited_events: crate::metrics::Counter::default(),
+            namespaces_refused: crate::metrics::Counter::default(),
+            joins_refused: Arc::default(),
+            on_demand: AtomicUsize::new(0),
             connections: Arc::new(ConnectionLimiter::default()),
             queues: OnceLock::new(),
             recovery,
@@ -217,6 +335,7 @@ impl Server {
                     &name,
                     self.inner.recovery.clone(),
                     self.inner.cluster.clone(),
+                    false,
                 )
             })
             .clone()
@@ -224,6 +343,9 @@ impl Server {
 
     /// Accepts namespaces whose name matches `matches` (e.g. `/tenant-*`): each is created on
     /// first use and handed to `setup`, which installs its middleware and connect handler.
+    /// It is removed, with its rooms and handlers, when its last socket leaves (socket.io's
+    /// `cleanupEmptyChildNamespaces`), and set up afresh when used again. At most
+    /// [`crate::Limits::max_namespaces`] such namespaces exist at once.
     pub fn of_dynamic<M, S>(&self, matches: M, setup: S)
     where
         M: Fn(&str) -> bool + Send + Sync + 'static,
@@ -235,7 +357,8 @@ impl Server {
             .push((Box::new(matches), Box::new(setup)));
     }
 
-    /// The namespace `name` if it exists (static, or dynamic and already used).
+    /// The namespace `name` if it exists (static, or dynamic and in use: an on-demand
+    /// namespace is removed when its last socket leaves).
     pub fn namespace(&self, name: &str) -> Option<Namespace> {
         self.inner.namespaces.read().get(name).cloned()
     }
@@ -308,6 +431,9 @@ impl Server {
             connections_refused: self.inner.connections.refused.get(),
             rate_limited_events: self.inner.rate_limited_events.get(),
             slow_requests: stats.slow_requests.load(Ordering::Relaxed),
+            namespaces: self.inner.namespaces.read().len(),
+            namespaces_refused: self.inner.namespaces_refused.get(),
+            joins_refused: self.inner.joins_refused.get(),
         }
     }
 

@@ -26,11 +26,12 @@
 //! max_disconnection_ms = 120000
 //!
 //! [limits]                      # against abuse (docs/SECURITY.md); flags win
-//! max_connections_per_ip = 100
+//! max_connections_per_ip = 100  # every count: a number, or "unlimited" to switch it off
 //! max_events_per_second = 200
+//! max_rooms_per_socket = 1000
 //! max_queue_depth = 100000      # entries per subscription; then `overflow`
 //! overflow = "reject"           # or "drop-oldest"
-//! max_topics = 100000
+//! max_topics = "unlimited"
 //!
 //! [[limits.queue_depth_rules]]  # first match wins; unset values come from [limits]
 //! pattern = "telemetry.>"
@@ -156,22 +157,64 @@ struct AccessRuleSection {
     admin: bool,
 }
 
+/// A count limit as a flag, a variable or the TOML file gives it: a number, or `unlimited`
+/// (also `off`) to switch the limit off. Unset, the library's finite default applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit<T>(pub Option<T>);
+
+impl<T: std::str::FromStr> std::str::FromStr for Limit<T> {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "unlimited" | "off" => Ok(Limit(None)),
+            n => n
+                .parse()
+                .map(|n| Limit(Some(n)))
+                .map_err(|_| format!("expected a number or \"unlimited\", got {s:?}")),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Limit<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<T> {
+            Count(T),
+            Word(String),
+        }
+        match Raw::<T>::deserialize(d)? {
+            Raw::Count(n) => Ok(Limit(Some(n))),
+            Raw::Word(w) if w == "unlimited" || w == "off" => Ok(Limit(None)),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected a number or \"unlimited\", got {w:?}"
+            ))),
+        }
+    }
+}
+
 /// `[limits]` of the TOML file: the same settings.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) max_connections: Option<Limit<usize>>,
+    pub(crate) max_connections_per_ip: Option<Limit<usize>>,
     pub(crate) header_timeout_ms: Option<u64>,
     pub(crate) body_timeout_ms: Option<u64>,
     pub(crate) connect_timeout_ms: Option<u64>,
-    pub(crate) max_events_per_second: Option<u32>,
-    pub(crate) max_publishes_per_second: Option<u32>,
-    pub(crate) max_subscriptions_per_identity: Option<usize>,
+    pub(crate) max_events_per_second: Option<Limit<u32>>,
+    pub(crate) max_publishes_per_second: Option<Limit<u32>>,
+    pub(crate) max_subscriptions_per_identity: Option<Limit<usize>>,
     pub(crate) ws_allowed_origins: Option<Vec<String>>,
-    pub(crate) max_queue_depth: Option<u64>,
+    pub(crate) max_queue_depth: Option<Limit<u64>>,
     pub(crate) overflow: Option<Overflow>,
-    pub(crate) max_topics: Option<u64>,
+    pub(crate) max_topics: Option<Limit<u64>>,
+    pub(crate) max_namespaces: Option<Limit<usize>>,
+    pub(crate) max_namespaces_per_connection: Option<Limit<usize>>,
+    pub(crate) max_rooms_per_socket: Option<Limit<usize>>,
+    pub(crate) max_pending_acks_per_socket: Option<Limit<usize>>,
+    pub(crate) max_attachments: Option<Limit<usize>>,
     #[serde(default)]
     queue_depth_rules: Vec<QueueDepthRuleSection>,
 }
@@ -492,7 +535,7 @@ mod tests {
         let l = file.limits();
         assert_eq!(
             (l.max_queue_depth, l.overflow, l.max_topics),
-            (Some(500), None, Some(7))
+            (Some(Limit(Some(500))), None, Some(Limit(Some(7))))
         );
         let rules = l.queue_depth_rules(Some(500), Overflow::Reject).unwrap();
         assert_eq!(

@@ -14,6 +14,12 @@ mod topics;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// With `--features mimalloc` only: measured against glibc's malloc, it did not return the
+/// memory of issue 19's abuses either and raised idle RSS per connection (BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// tidings: a Socket.IO server with durable topics and per-subscriber queues.
 #[derive(Debug, Parser)]
 #[command(name = "tidings", version, about, propagate_version = true)]

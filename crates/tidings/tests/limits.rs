@@ -485,3 +485,240 @@ async fn websocket_upgrades_from_other_origins_are_refused() {
     );
     bystanders.still_served("after cross-origin upgrades").await;
 }
+
+/// Issue 19's two abuses against the default configuration, with socket.io-client: one
+/// connection asking for many namespaces, one socket joining many rooms. Each is refused as
+/// documented while the bystanders are served, and the namespaces the abuser created are gone
+/// once it closes (`/v1/stats` `namespaces` back where it was).
+#[tokio::test]
+async fn namespace_and_room_abuses_are_refused_by_default() {
+    let server = serve("", &[], &[]).await;
+    let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+    let before = stats(server.host()).await;
+    let defaults = tidings_server::Limits::default();
+    let per_connection = defaults.max_namespaces_per_connection.unwrap().to_string();
+    let rooms = defaults.max_rooms_per_socket.unwrap().to_string();
+    for transport in ["websocket", "polling"] {
+        let mut abuse = Scenario::start(
+            "js/abuse.mjs",
+            &server.url,
+            &[
+                ("TRANSPORT", transport),
+                ("MAX_NAMESPACES_PER_CONNECTION", &per_connection),
+                ("MAX_ROOMS", &rooms),
+            ],
+        );
+        abuse.cue("REFUSED", 60).await;
+        bystanders.still_served("with the abuser connected").await;
+        abuse.passes(60).await;
+        bystanders.still_served("after the abuser left").await;
+    }
+    let after = stats(server.host()).await;
+    assert_eq!(after["namespaces"], before["namespaces"], "{after}");
+    assert!(after["namespacesRefused"].as_u64().unwrap() > 0, "{after}");
+    assert!(after["joinsRefused"].as_u64().unwrap() > 0, "{after}");
+}
+
+/// One row per limit a single client could otherwise grow: its flag, its default (as
+/// docs/SECURITY.md gives it), the small value a server of the row runs with, and how the row
+/// is pushed past it (a case of tests/clients/js/limit-table.mjs, or `None`: raw connections
+/// here), and the `/v1/stats` counter its refusal moves.
+struct LimitRow {
+    flag: &'static str,
+    field: &'static str,
+    /// The `--print-config` field that shows the default (`field` but for the queue depth,
+    /// whose default bound is retention's message count).
+    default_field: &'static str,
+    default: u64,
+    low: &'static str,
+    case: Option<&'static str>,
+    counter: &'static str,
+}
+
+const LIMIT_TABLE: &[LimitRow] = &[
+    LimitRow {
+        flag: "--max-connections-per-ip",
+        field: "max_connections_per_ip",
+        default_field: "max_connections_per_ip",
+        default: 10_000,
+        low: "3",
+        case: None,
+        counter: "connectionsRefused",
+    },
+    LimitRow {
+        flag: "--max-namespaces",
+        field: "max_namespaces",
+        default_field: "max_namespaces",
+        default: 10_000,
+        low: "2",
+        case: Some("namespaces"),
+        counter: "namespacesRefused",
+    },
+    LimitRow {
+        flag: "--max-namespaces-per-connection",
+        field: "max_namespaces_per_connection",
+        default_field: "max_namespaces_per_connection",
+        default: 20,
+        low: "2",
+        case: Some("namespaces_per_connection"),
+        counter: "namespacesRefused",
+    },
+    LimitRow {
+        flag: "--max-rooms-per-socket",
+        field: "max_rooms_per_socket",
+        default_field: "max_rooms_per_socket",
+        default: 1_000,
+        low: "3",
+        case: Some("rooms"),
+        counter: "joinsRefused",
+    },
+    LimitRow {
+        flag: "--max-events-per-second",
+        field: "events_per_second",
+        default_field: "events_per_second",
+        default: 50_000,
+        low: "5",
+        case: Some("events"),
+        counter: "rateLimitedEvents",
+    },
+    LimitRow {
+        flag: "--max-publishes-per-second",
+        field: "max_publishes_per_second",
+        default_field: "max_publishes_per_second",
+        default: 1_000,
+        low: "3",
+        case: Some("publishes"),
+        counter: "rateLimitedPublishes",
+    },
+    LimitRow {
+        flag: "--max-topics",
+        field: "max_topics",
+        default_field: "max_topics",
+        default: 100_000,
+        low: "2",
+        case: Some("topics"),
+        counter: "topicsRefused",
+    },
+    LimitRow {
+        flag: "--max-queue-depth",
+        field: "max_queue_depth",
+        default_field: "max_messages",
+        default: 10_000_000,
+        low: "2",
+        case: Some("queue_depth"),
+        counter: "queueFullPublishes",
+    },
+    LimitRow {
+        flag: "--max-subscriptions-per-identity",
+        field: "max_subscriptions_per_identity",
+        default_field: "max_subscriptions_per_identity",
+        default: 10_000,
+        low: "2",
+        case: Some("subscriptions"),
+        counter: "subscriptionsRefused",
+    },
+    LimitRow {
+        flag: "--max-pending-acks-per-socket",
+        field: "max_pending_acks_per_socket",
+        default_field: "max_pending_acks_per_socket",
+        default: 10_000,
+        low: "1",
+        case: Some("pending_acks"),
+        counter: "deliveriesDeferred",
+    },
+    LimitRow {
+        flag: "--max-attachments",
+        field: "max_attachments",
+        default_field: "max_attachments",
+        default: 10,
+        low: "1",
+        case: Some("attachments"),
+        counter: "protocolErrors",
+    },
+];
+
+/// The number `field: Some(N)` or `field: N` shows in `--print-config` (None for `None`).
+fn printed_limit(printed: &str, field: &str) -> Option<u64> {
+    let at = printed.find(&format!("{field}: "))?;
+    let rest = &printed[at + field.len() + ": ".len()..];
+    let rest = rest.strip_prefix("Some(").unwrap_or(rest);
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Every limit one client could otherwise grow has a finite default (the documented one), and
+/// exceeding it, set low, gets its documented answer while the bystanders are served.
+#[tokio::test]
+async fn every_default_limit_is_finite_and_answers_as_documented() {
+    let printed = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--print-config", "--store", "memory"])
+        .output();
+    let printed = within(20, "tidings serve --print-config", printed)
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    for row in LIMIT_TABLE {
+        assert_eq!(
+            printed_limit(&printed, row.default_field),
+            Some(row.default),
+            "{}: the default in {printed}",
+            row.default_field
+        );
+        let server = serve("", &[row.flag, row.low], &[]).await;
+        let mut bystanders = Bystanders::connect(&server.url, json!({})).await;
+        match row.case {
+            Some(case) => {
+                run_client(
+                    "js/limit-table.mjs",
+                    &server.url,
+                    &[
+                        ("CASE", case),
+                        ("LIMIT", row.low),
+                        ("TRANSPORT", "websocket"),
+                    ],
+                )
+                .await;
+            }
+            None => {
+                // The bystanders hold two connections from this address; one more is the limit.
+                let _third = admitted(server.host()).await;
+                let answer = raw(server.host(), GET_TOPICS).await;
+                assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+                assert!(
+                    answer.contains(r#""code":"too_many_connections""#),
+                    "{answer}"
+                );
+                drop(_third);
+                until_served_again(server.host()).await;
+            }
+        }
+        bystanders.still_served(row.flag).await;
+        let counters = stats(server.host()).await;
+        assert!(
+            counters[row.counter].as_u64().unwrap() > 0,
+            "{}: {} in {counters}",
+            row.flag,
+            row.counter
+        );
+    }
+    // And each can be switched off.
+    let off = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--print-config", "--store", "memory"])
+        .args(LIMIT_TABLE.iter().flat_map(|row| [row.flag, "unlimited"]))
+        .output();
+    let off = within(20, "tidings serve --print-config", off)
+        .await
+        .unwrap();
+    let off = String::from_utf8_lossy(&off.stdout);
+    for row in LIMIT_TABLE {
+        assert!(
+            off.contains(&format!("{}: None", row.field)),
+            "{} unlimited: {off}",
+            row.field
+        );
+    }
+}

@@ -1,7 +1,8 @@
-//! `join` `{room}` → `{ok:true}`: the socket joins a room. Needs `join` on the room.
+//! `join` `{room}` → `{ok:true}`: the socket joins a room. Needs `join` on the room. A socket
+//! in `max_rooms_per_socket` rooms gets `{ok:false,error:{code:"limit_exceeded"}}`.
 
 use serde_json::json;
-use tidings_core::{ErrorBody, Room};
+use tidings_core::{ErrorBody, ErrorCode, Room};
 
 use super::{Access, Answer, Builtin, Family, Input, fields};
 use crate::auth::Action;
@@ -32,7 +33,9 @@ impl Builtin for Join {
 
 impl Join {
     pub(crate) fn apply(self, socket: &Socket) -> Answer {
-        socket.join(self.room);
-        Ok(json!({ "ok": true }))
+        match socket.join(self.room) {
+            Ok(()) => Ok(json!({ "ok": true })),
+            Err(e) => Err(ErrorBody::new(ErrorCode::LimitExceeded, e.to_string())),
+        }
     }
 }

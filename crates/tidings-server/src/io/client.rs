@@ -11,11 +11,11 @@ use tidings_proto::packet::{self, Packet, PacketKind};
 
 use super::event::{AckReply, AckSender, Event};
 use super::namespace::{ConnectRequest, Namespace};
-use super::socket::{DisconnectReason, RecoveryState, Socket};
+use super::socket::{DisconnectReason, RecoveryState, Socket, SocketLimits, SocketSetup};
 use crate::command::{self, Command, Family};
 use crate::engine::{CloseReason, Handshake, Inbound, Session, SessionHandler};
 use crate::recovery::{self, Recovery, Restored};
-use crate::server::ServerInner;
+use crate::server::{NamespaceLease, NamespaceRefused, ServerInner};
 use tidings_core::Sid;
 use tidings_core::session_log::{LoggedPacket, SessionRecord};
 
@@ -101,6 +101,15 @@ impl Client {
             Err(e) => return self.protocol_error(&e.to_string()),
         };
         if packet.kind.is_binary() && packet.attachments > 0 {
+            // Refused before any attachment is read: a half-received packet holds at most
+            // max_attachments × max_payload bytes.
+            if let Some(max) = self.server.config.limits.max_attachments {
+                if packet.attachments > max {
+                    return self.protocol_error(
+                        "more binary attachments than max_attachments in one packet",
+                    );
+                }
+            }
             if let Some(data) = &packet.data {
                 if packet::validate_placeholders(data, packet.attachments).is_err() {
                     return self.protocol_error("placeholders do not match the attachment count");
@@ -232,19 +241,56 @@ impl Client {
         }
     }
 
+    /// Refuses a CONNECT with a `connect_error` `{message, data:{code:"limit_exceeded",
+    /// message}}`.
+    fn refuse_over_limit(&self, name: &str, message: String) {
+        let (refused, warn) = self.server.namespaces_refused.incr();
+        if warn {
+            tracing::warn!(sid = %self.session.sid(), ns = name, refused, "{message} (logged once per 1000)");
+        } else {
+            tracing::debug!(sid = %self.session.sid(), ns = name, "{message}");
+        }
+        let body = tidings_core::ErrorBody::new(tidings_core::ErrorCode::LimitExceeded, &message);
+        let data = serde_json::to_value(&body).ok();
+        let reply = Packet::connect_error(name, &message, data);
+        let _ = self.session.send(reply.to_frame());
+    }
+
     fn connect(&self, packet: Packet) {
         let name = packet.namespace;
-        let Some(ns) = self.server.namespace_for(&name) else {
-            let reply = Packet::connect_error(&name, "Invalid namespace", None);
-            let _ = self.session.send(reply.to_frame());
-            return;
-        };
-        if self.sockets.lock().contains_key(name.as_str())
-            || !self.connecting.lock().insert(name.clone())
-        {
+        let joined = self.sockets.lock().contains_key(name.as_str());
+        if joined || self.connecting.lock().contains(&name) {
             tracing::debug!(sid = %self.session.sid(), ns = %name, "duplicate connect ignored");
             return;
         }
+        if let Some(max) = self.server.config.limits.max_namespaces_per_connection {
+            let in_use = self.sockets.lock().len() + self.connecting.lock().len();
+            if in_use >= max {
+                return self.refuse_over_limit(
+                    &name,
+                    format!(
+                        "too many namespaces on this connection: at most {max} (max_namespaces_per_connection)"
+                    ),
+                );
+            }
+        }
+        let lease = match self.server.namespace_for(&name) {
+            Ok(lease) => lease,
+            Err(NamespaceRefused::Invalid) => {
+                let reply = Packet::connect_error(&name, "Invalid namespace", None);
+                let _ = self.session.send(reply.to_frame());
+                return;
+            }
+            Err(NamespaceRefused::TooMany(max)) => {
+                return self.refuse_over_limit(
+                    &name,
+                    format!("too many namespaces on this server: at most {max} (max_namespaces)"),
+                );
+            }
+        };
+        let ns = lease.namespace().clone();
+        // Dispatch is serial per client (the dispatch lock), so nobody inserted it meanwhile.
+        self.connecting.lock().insert(name.clone());
         let mut auth = packet
             .data
             .unwrap_or_else(|| Value::Object(Default::default()));
@@ -263,7 +309,7 @@ impl Client {
         let middlewares = ns.middlewares();
         let Some(me) = self.me.upgrade() else { return };
         if middlewares.is_empty() && claim.is_none() {
-            me.establish(ns, auth, admission);
+            me.establish(lease, auth, admission);
             return;
         }
         let request = ConnectRequest {
@@ -295,10 +341,13 @@ impl Client {
                 }
             }
             match restored {
-                Some(restored) => me.establish_recovered(ns, auth, admission, restored).await,
+                Some(restored) => {
+                    me.establish_recovered(lease, auth, admission, restored)
+                        .await
+                }
                 None => {
                     let _dispatching = me.dispatch_lock.lock();
-                    me.establish(ns, auth, admission);
+                    me.establish(lease, auth, admission);
                 }
             }
         });
@@ -308,18 +357,19 @@ impl Client {
     /// live packets, reads the log again, then replays, replies and releases what was held.
     async fn establish_recovered(
         self: Arc<Self>,
-        ns: Namespace,
+        lease: NamespaceLease,
         auth: Value,
         admission: crate::access::Admitted,
         restored: Restored,
     ) {
+        let ns = lease.namespace().clone();
         let Some(recovery) = ns.recovery().cloned() else {
             return;
         };
         let record = restored.record;
         let socket = {
             let _dispatching = self.dispatch_lock.lock();
-            self.register(&ns, auth, admission, Some(&record))
+            self.register(lease, auth, admission, Some(&record))
         };
         // Packets appended between the first read and the registration are in this one; later
         // ones are held by the socket. Duplicates go by offset.
@@ -335,19 +385,23 @@ impl Client {
     }
 
     /// Creates the socket, queues the CONNECT reply, then runs the connect handler.
-    fn establish(&self, ns: Namespace, auth: Value, admission: crate::access::Admitted) {
-        let socket = self.register(&ns, auth, admission, None);
+    fn establish(&self, lease: NamespaceLease, auth: Value, admission: crate::access::Admitted) {
+        let ns = lease.namespace().clone();
+        let socket = self.register(lease, auth, admission, None);
         self.finish(&ns, socket, &[]);
     }
 
-    /// Creates the socket and registers it with the client and the namespace.
+    /// Creates the socket and registers it with the client and the namespace. The socket
+    /// holds the lease until it leaves.
     fn register(
         &self,
-        ns: &Namespace,
+        lease: NamespaceLease,
         auth: Value,
         admission: crate::access::Admitted,
         restored: Option<&SessionRecord>,
     ) -> Socket {
+        let ns = lease.namespace().clone();
+        let ns = &ns;
         let name: Arc<str> = ns.inner.name.clone();
         let weak = self.me.clone();
         let leave_name = name.clone();
@@ -355,7 +409,15 @@ impl Client {
             if let Some(client) = weak.upgrade() {
                 client.sockets.lock().remove(&leave_name);
             }
+            // Last: the namespace may go with it.
+            drop(lease);
         });
+        let limits = &self.server.config.limits;
+        let socket_limits = SocketLimits {
+            max_rooms: limits.max_rooms_per_socket,
+            max_pending_acks: limits.max_pending_acks_per_socket,
+            joins_refused: self.server.joins_refused.clone(),
+        };
         let state = match (ns.recovery(), restored) {
             (None, _) => RecoveryState::default(),
             (Some(recovery), None) => RecoveryState {
@@ -377,8 +439,11 @@ impl Client {
             self.handshake.clone(),
             auth,
             admission.identity,
-            on_leave,
-            state,
+            SocketSetup {
+                on_leave,
+                state,
+                limits: socket_limits,
+            },
         );
         crate::access::attach(&socket, admission.principal);
         self.sockets.lock().insert(name.clone(), socket.clone());

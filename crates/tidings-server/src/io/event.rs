@@ -47,6 +47,10 @@ pub enum AckError {
     /// The emit itself failed.
     #[error("emit failed: {0}")]
     Send(#[from] SendError),
+    /// The socket already owes its maximum of acknowledgements
+    /// ([`crate::Limits::max_pending_acks_per_socket`]): nothing was sent.
+    #[error("the socket already owes {0} acknowledgements (max_pending_acks_per_socket)")]
+    TooManyPending(usize),
 }
 
 impl From<EmitError> for AckError {

@@ -10,4 +10,4 @@ pub(crate) use client::Client;
 pub use event::{AckError, AckReply, AckSender, EmitError, Event, extract_attachments};
 pub(crate) use event::{event_frames, is_reserved_event};
 pub use namespace::{BroadcastOperator, ConnectError, ConnectRequest, Namespace};
-pub use socket::{DisconnectReason, PendingAck, Socket};
+pub use socket::{DisconnectReason, JoinError, PendingAck, Socket};

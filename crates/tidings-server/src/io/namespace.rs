@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -79,6 +79,12 @@ pub(crate) struct NamespaceInner {
     recovery: Option<Arc<Recovery>>,
     /// The other nodes (empty on a single node).
     cluster: Arc<ClusterLink>,
+    /// Created on demand (a dynamic namespace): removed from the server when its last user
+    /// leaves. Static namespaces (`Server::of`) stay.
+    pub(crate) on_demand: bool,
+    /// Sockets and connecting clients of an on-demand namespace; changed from 0 or to 0 only
+    /// under the server's namespace map lock (see `ServerInner::namespace_for`).
+    pub(crate) users: AtomicUsize,
 }
 
 /// A namespace (`/`, `/chat`, …). Cheap to clone.
@@ -100,6 +106,7 @@ impl Namespace {
         name: &str,
         recovery: Option<Arc<Recovery>>,
         cluster: Arc<ClusterLink>,
+        on_demand: bool,
     ) -> Namespace {
         Namespace {
             inner: Arc::new(NamespaceInner {
@@ -111,6 +118,8 @@ impl Namespace {
                 next_ack_id: AtomicU64::new(0),
                 recovery,
                 cluster,
+                on_demand,
+                users: AtomicUsize::new(0),
             }),
         }
     }
@@ -468,7 +477,7 @@ impl BroadcastOperator {
         for socket in self.sockets() {
             let sid = socket.id();
             match socket.register_ack(id) {
-                Some(rx) => {
+                Ok(rx) => {
                     if let Err(e) = socket.deliver(&frames, None) {
                         socket.forget_ack(id);
                         results.push((sid, Err(AckError::Send(e))));
@@ -478,7 +487,7 @@ impl BroadcastOperator {
                         .push(async move { (sid, rx.await.map_err(|_| AckError::Disconnected)) });
                     asked.push(socket);
                 }
-                None => results.push((sid, Err(AckError::Disconnected))),
+                Err(e) => results.push((sid, Err(e))),
             }
         }
         let deadline = tokio::time::sleep(timeout);
@@ -518,7 +527,9 @@ impl BroadcastOperator {
 
     pub(crate) fn join_local(&self, room: &Room) {
         for socket in self.sockets() {
-            socket.join(room.clone());
+            if let Err(e) = socket.join(room.clone()) {
+                tracing::debug!(sid = %socket.id(), room = %room, error = %e, "socket not made to join");
+            }
         }
     }
 

@@ -46,6 +46,37 @@ impl PendingAck {
     }
 }
 
+/// Joining a room failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The socket is in [`crate::Limits::max_rooms_per_socket`] rooms (its own included):
+    /// it did not join.
+    #[error("the socket is in its maximum of {max} rooms (max_rooms_per_socket): leave one first")]
+    TooManyRooms {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// The limits a socket enforces itself (from [`crate::Limits`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SocketLimits {
+    pub(crate) max_rooms: Option<usize>,
+    pub(crate) max_pending_acks: Option<usize>,
+    /// The server's count of refused joins.
+    pub(crate) joins_refused: Arc<crate::metrics::Counter>,
+}
+
+/// What a new socket is given besides its identity: how to unregister it, where it starts
+/// with respect to recovery, and its limits.
+pub(crate) struct SocketSetup {
+    /// Called once when the socket leaves, to unregister it from its client.
+    pub(crate) on_leave: Box<dyn FnOnce() + Send>,
+    pub(crate) state: RecoveryState,
+    pub(crate) limits: SocketLimits,
+}
+
 /// Why a socket left its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -108,6 +139,7 @@ pub(crate) struct SocketInner {
     /// order, and sent after the replay and the CONNECT reply.
     holding: AtomicBool,
     held: Mutex<Vec<(Option<Offset>, Vec<Frame>)>>,
+    limits: SocketLimits,
 }
 
 /// How a socket starts with respect to Connection State Recovery.
@@ -143,9 +175,13 @@ impl Socket {
         handshake: Arc<Handshake>,
         auth: Value,
         identity: Option<Arc<str>>,
-        on_leave: Box<dyn FnOnce() + Send>,
-        state: RecoveryState,
+        setup: SocketSetup,
     ) -> Socket {
+        let SocketSetup {
+            on_leave,
+            state,
+            limits,
+        } = setup;
         let recovered = state.restored.is_some();
         let (id, restored_rooms) = state.restored.unwrap_or_else(|| (Sid::new(), Vec::new()));
         let mut rooms: HashSet<Room> = restored_rooms.into_iter().collect();
@@ -171,6 +207,7 @@ impl Socket {
                 last_offset: AtomicU64::new(state.last_offset),
                 holding: AtomicBool::new(recovered),
                 held: Mutex::new(Vec::new()),
+                limits,
             }),
         }
     }
@@ -413,7 +450,7 @@ impl Socket {
     ) -> Result<PendingAck, AckError> {
         let id = self.inner.ns.next_ack_id();
         let frames = event_frames(self.inner.ns.name(), event, args, attachments, Some(id))?;
-        let rx = self.register_ack(id).ok_or(AckError::Disconnected)?;
+        let rx = self.register_ack(id)?;
         if let Err(e) = self.inner.session.send_all(&frames) {
             self.forget_ack(id);
             return Err(AckError::Send(e));
@@ -425,15 +462,26 @@ impl Socket {
         })
     }
 
-    /// Registers a pending ack; None when the socket is already gone.
-    pub(crate) fn register_ack(&self, id: u64) -> Option<oneshot::Receiver<AckReply>> {
+    /// Registers a pending ack: `Disconnected` when the socket is already gone,
+    /// `TooManyPending` when it owes [`crate::Limits::max_pending_acks_per_socket`].
+    pub(crate) fn register_ack(&self, id: u64) -> Result<oneshot::Receiver<AckReply>, AckError> {
         let (tx, rx) = oneshot::channel();
         let mut acks = self.inner.acks.lock();
         if !self.is_connected() {
-            return None;
+            return Err(AckError::Disconnected);
+        }
+        if let Some(max) = self.inner.limits.max_pending_acks {
+            if acks.len() >= max {
+                return Err(AckError::TooManyPending(max));
+            }
         }
         acks.insert(id, tx);
-        Some(rx)
+        Ok(rx)
+    }
+
+    /// How many acknowledgements the socket owes.
+    pub fn pending_acks(&self) -> usize {
+        self.inner.acks.lock().len()
     }
 
     /// Forgets a pending ack; true if it was still pending.
@@ -452,16 +500,27 @@ impl Socket {
         }
     }
 
-    /// Joins `room`.
-    pub fn join(&self, room: impl Into<Room>) {
+    /// Joins `room`. Joining a room the socket is in, or joining after the socket
+    /// disconnected, does nothing. Fails when the socket is in
+    /// [`crate::Limits::max_rooms_per_socket`] rooms (its own room counts).
+    pub fn join(&self, room: impl Into<Room>) -> Result<(), JoinError> {
         let room = room.into();
         let mut rooms = self.inner.rooms.lock();
-        if !self.is_connected() {
-            return;
+        if !self.is_connected() || rooms.contains(&room) {
+            return Ok(());
         }
-        if rooms.insert(room.clone()) {
-            self.inner.ns.join(self.id(), room);
+        if let Some(max) = self.inner.limits.max_rooms {
+            if rooms.len() >= max {
+                let (refused, warn) = self.inner.limits.joins_refused.incr();
+                if warn {
+                    tracing::warn!(sid = %self.id(), max, refused, "join over max_rooms_per_socket refused (logged once per 1000)");
+                }
+                return Err(JoinError::TooManyRooms { max });
+            }
         }
+        rooms.insert(room.clone());
+        self.inner.ns.join(self.id(), room);
+        Ok(())
     }
 
     /// Leaves `room`.

@@ -29,6 +29,8 @@ pub(super) struct Admission {
     overflow_dropped: Counter,
     /// Publishes and subscribes refused by `max_topics`.
     topics_refused: Counter,
+    /// Deliveries put back because their consumer owed `max_pending_acks_per_socket` acks.
+    pub(super) deliveries_deferred: Counter,
     /// Topics known to exist (with `max_topics` only): topics are never deleted, so a topic
     /// in here needs no check.
     known_topics: Mutex<HashSet<Topic>>,
@@ -56,6 +58,12 @@ impl Queues {
     /// Unsettled entries dropped from full queues ([`Overflow::DropOldest`](tidings_core::store::Overflow::DropOldest)) since start.
     pub fn overflow_dropped(&self) -> u64 {
         self.admission.overflow_dropped.get()
+    }
+
+    /// Deliveries put back for later because their consumer owed
+    /// [`crate::Limits::max_pending_acks_per_socket`] acknowledgements, since start.
+    pub fn deliveries_deferred(&self) -> u64 {
+        self.admission.deliveries_deferred.get()
     }
 
     /// Publishes and subscribes refused by [`QueueConfig::max_topics`](super::QueueConfig::max_topics) since start.

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Queues;
 use super::due::Scheduled;
-use crate::io::{AckReply, Socket};
+use crate::io::{AckError, AckReply, Socket};
 use tidings_core::clock::{millis, now_millis};
 
 /// How long a dispatcher waits before retrying after a store error.
@@ -294,6 +294,20 @@ impl Dispatcher {
                     }
                 }
                 Ok(_) => Settle::Ack(offset),
+                Err(e @ AckError::TooManyPending(_)) => {
+                    // The consumer owes max_pending_acks_per_socket answers: not sent; retried
+                    // after the requeue backoff rather than at once, which would spin.
+                    let (n, warn) = queues.admission.deliveries_deferred.incr();
+                    if warn {
+                        tracing::warn!(topic = %me.topic, sid = %socket.id(), deferred = n, "a consumer owes max_pending_acks_per_socket acks: deliveries deferred (logged once per 1000)");
+                    } else {
+                        tracing::debug!(topic = %me.topic, offset, sid = %socket.id(), error = %e, "consumer owes too many acks; delivery deferred");
+                    }
+                    Settle::Requeue {
+                        offset,
+                        not_before: now_millis() + millis(queues.config().backoff(attempt)),
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(topic = %me.topic, offset, sid = %socket.id(), error = %e, "delivery not acknowledged; redelivering");
                     Settle::Requeue {
