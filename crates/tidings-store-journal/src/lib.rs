@@ -507,10 +507,14 @@ fn replay_segments(
     })
 }
 
-fn boxed<'a, T: Send + 'a>(
-    f: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'a,
-) -> StoreFuture<'a, T> {
-    Box::pin(f)
+/// The answer of an operation, once what it waits for is written (at once when it waits for
+/// nothing).
+fn answer<'a, T: Send + 'a>(result: Result<(T, Written), StoreError>) -> StoreFuture<'a, T> {
+    Box::pin(async move {
+        let (value, rx) = result?;
+        written(rx).await?;
+        Ok(value)
+    })
 }
 
 impl Store for JournalStore {
@@ -539,11 +543,7 @@ impl Store for JournalStore {
                 Ok((appended, !appended.duplicate))
             },
         );
-        boxed(async move {
-            let (appended, rx) = result?;
-            written(rx).await?;
-            Ok(appended)
-        })
+        answer(result)
     }
 
     fn append_bounded<'a>(
@@ -576,11 +576,7 @@ impl Store for JournalStore {
                 Ok((answer, changed))
             },
         );
-        boxed(async move {
-            let (answer, rx) = result?;
-            written(rx).await?;
-            Ok(answer)
-        })
+        answer(result)
     }
 
     fn subscribe<'a>(
@@ -598,11 +594,7 @@ impl Store for JournalStore {
                 Ok((m.subscribe(topic, sub, from)?, !existed))
             },
         );
-        boxed(async move {
-            let (info, rx) = result?;
-            written(rx).await?;
-            Ok(info)
-        })
+        answer(result)
     }
 
     fn unsubscribe<'a>(
@@ -619,16 +611,12 @@ impl Store for JournalStore {
                 Ok((removed, removed))
             },
         );
-        boxed(async move {
-            let (removed, rx) = result?;
-            written(rx).await?;
-            Ok(removed)
-        })
+        answer(result)
     }
 
     fn subscriptions(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName)>> {
         let result = self.shared.read(false, Machine::subscriptions);
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 
     fn set_member<'a>(
@@ -652,15 +640,12 @@ impl Store for JournalStore {
             },
             |m, ()| Ok((m.set_member(topic, group, identity, member)?, true)),
         );
-        boxed(async move {
-            let ((), rx) = result?;
-            written(rx).await
-        })
+        answer(result)
     }
 
     fn members(&self) -> StoreFuture<'_, Vec<(Topic, SubscriptionName, String)>> {
         let result = self.shared.read(false, Machine::members);
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 
     fn claim<'a>(
@@ -679,7 +664,7 @@ impl Store for JournalStore {
                 Ok((claimed, changed))
             },
         );
-        boxed(async move {
+        Box::pin(async move {
             let (claimed, rx) = result?;
             if !claimed.claimed.is_empty() {
                 written(rx).await?;
@@ -703,7 +688,7 @@ impl Store for JournalStore {
                 Ok((settled, settled))
             },
         );
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 
     fn requeue<'a>(
@@ -730,7 +715,7 @@ impl Store for JournalStore {
                 Ok((requeued, requeued))
             },
         );
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 
     fn settle<'a>(
@@ -749,7 +734,7 @@ impl Store for JournalStore {
                 Ok((answers, changed))
             },
         );
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 
     fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {
@@ -762,12 +747,15 @@ impl Store for JournalStore {
                 Ok((released, released > 0))
             },
         );
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 
     fn dead_letters<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Vec<DeadLetter>> {
-        let result = self.shared.read(false, |m| m.dead_letters(topic));
-        boxed(async move { result?.0 })
+        let result = self
+            .shared
+            .read(false, |m| m.dead_letters(topic))
+            .and_then(|(letters, rx)| Ok((letters?, rx)));
+        answer(result)
     }
 
     fn requeue_dead<'a>(
@@ -785,11 +773,7 @@ impl Store for JournalStore {
                 Ok((requeued, requeued))
             },
         );
-        boxed(async move {
-            let (requeued, rx) = result?;
-            written(rx).await?;
-            Ok(requeued)
-        })
+        answer(result)
     }
 
     fn history<'a>(
@@ -799,21 +783,17 @@ impl Store for JournalStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<StoredMessage>> {
         let result = self.shared.read(true, |m| m.history(topic, from, limit));
-        boxed(async move {
-            let (messages, rx) = result?;
-            written(rx).await?;
-            Ok(messages)
-        })
+        answer(result)
     }
 
     fn topic_info<'a>(&'a self, topic: &'a Topic) -> StoreFuture<'a, Option<TopicInfo>> {
         let result = self.shared.read(false, |m| m.topic_info(topic));
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 
     fn topics(&self) -> StoreFuture<'_, Vec<Topic>> {
         let result = self.shared.read(false, Machine::topics);
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 
     fn enforce_retention<'a>(
@@ -842,6 +822,6 @@ impl Store for JournalStore {
                 Ok((gaps, changed))
             },
         );
-        boxed(async move { Ok(result?.0) })
+        answer(result)
     }
 }
