@@ -1,160 +1,29 @@
-//! Kill -9 while appending: every append the journal confirmed is there after a reopen.
-//!
-//! The test re-runs its own binary as the child (`crash_child_process_not_a_test`, ignored, so
-//! that it never shows as a passed test; the parent runs it with `--ignored` and the environment
-//! variable below, without which it fails). The child appends from several tasks at once, so commits are
-//! grouped, and prints `confirmed <offset> <id>` for each append that returned `Ok`. The parent
-//! kills it with SIGKILL after some confirmations, reads every line it printed, reopens the
-//! journal and looks for each confirmed message.
+//! Kill -9 while appending: every append the journal confirmed is there after a reopen
+//! (`tidings_store_tests::crash`: the child is this binary's ignored test, run by the parent).
+//! The checkpoint threshold is small, so that checkpoints (snapshot, new segment, old ones
+//! removed) happen while the child runs and the kill can land inside one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use tidings_core::store::{MessageId, NewMessage, Store, Topic};
 use tidings_store_journal::{Durability, JournalConfig, JournalStore};
 
-const CHILD_DB: &str = "TIDINGS_JOURNAL_CRASH_CHILD_DIR";
-const TOPIC: &str = "crash";
-const CHILD_TASKS: usize = 8;
-const CHILD_APPENDS_PER_TASK: usize = 5_000;
-const CHILD_DEADLINE: Duration = Duration::from_secs(30);
+const CHILD_DIR: &str = "TIDINGS_JOURNAL_CRASH_CHILD_DIR";
 
-fn config() -> JournalConfig {
-    JournalConfig {
+fn open(path: &std::path::Path) -> JournalStore {
+    let config = JournalConfig {
         durability: Durability::Full,
-        // Small, so that checkpoints (snapshot, new segment, old ones removed) happen while
-        // the child runs and the kill can land inside one.
         checkpoint_bytes: 64 << 10,
-    }
+    };
+    JournalStore::open(path, config).unwrap()
 }
 
-/// The child process of `confirmed_appends_survive_sigkill`: appends until killed (or bounded
-/// by count and time). Not a test of its own.
+/// The child process of `confirmed_appends_survive_sigkill`. Not a test of its own.
 #[test]
 #[ignore = "the child process of confirmed_appends_survive_sigkill, which runs it; not a test"]
 fn crash_child_process_not_a_test() {
-    let Some(path) = std::env::var_os(CHILD_DB) else {
-        panic!(
-            "crash_child_process_not_a_test is the child process of \
-             confirmed_appends_survive_sigkill, run by it with {CHILD_DB} set; not a test"
-        );
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let store = std::sync::Arc::new(JournalStore::open(Path::new(&path), config()).unwrap());
-        let topic = Topic::new(TOPIC).unwrap();
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for task in 0..CHILD_TASKS {
-            let (store, topic) = (store.clone(), topic.clone());
-            tasks.push(tokio::spawn(async move {
-                for i in 0..CHILD_APPENDS_PER_TASK {
-                    if started.elapsed() > CHILD_DEADLINE {
-                        return;
-                    }
-                    let msg = NewMessage {
-                        event: "tick".to_owned(),
-                        data: format!("{{\"task\":{task},\"i\":{i}}}"),
-                        key: None,
-                        published_at: 0,
-                    };
-                    let r = store.append(&topic, msg, 0).await.unwrap();
-                    // One println is one write of a whole line (stdout is locked per call).
-                    println!("confirmed {} {}", r.offset, r.id);
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-    });
-}
-
-fn parse(line: &str) -> Option<(u64, MessageId)> {
-    // libtest may print its own text before the first line of ours.
-    let rest = &line[line.find("confirmed ")? + "confirmed ".len()..];
-    let mut parts = rest.split_whitespace();
-    let offset = parts.next()?.parse().ok()?;
-    let id = parts.next()?.parse().ok()?;
-    Some((offset, id))
+    tidings_store_tests::crash::child(CHILD_DIR, open);
 }
 
 #[test]
 fn confirmed_appends_survive_sigkill() {
-    let exe = std::env::current_exe().unwrap();
-    for (round, kill_after) in [40usize, 400, 2000].into_iter().enumerate() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child_process_not_a_test",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DB, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut confirmed = Vec::new();
-        while confirmed.len() < kill_after {
-            match lines.next() {
-                Some(Ok(line)) => confirmed.extend(parse(&line)),
-                _ => break,
-            }
-        }
-        child.kill().unwrap();
-        // What the child printed before it died was confirmed too.
-        confirmed.extend(lines.map_while(Result::ok).filter_map(|l| parse(&l)));
-        let status = child.wait().unwrap();
-        assert!(
-            confirmed.len() >= kill_after,
-            "round {round}: the child stopped after {} confirmations ({status})",
-            confirmed.len()
-        );
-
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let store = JournalStore::open(&path, config()).unwrap();
-            let topic = Topic::new(TOPIC).unwrap();
-            let history = store.history(&topic, 1, usize::MAX).await.unwrap();
-            let offsets: Vec<u64> = history.iter().map(|m| m.offset).collect();
-            assert_eq!(offsets, (1..=history.len() as u64).collect::<Vec<_>>());
-            for &(offset, id) in &confirmed {
-                let stored = usize::try_from(offset - 1)
-                    .ok()
-                    .and_then(|i| history.get(i))
-                    .map(|m| m.id);
-                assert_eq!(
-                    stored,
-                    Some(id),
-                    "round {round}: confirmed offset {offset} lost ({} confirmed, {} stored)",
-                    confirmed.len(),
-                    history.len()
-                );
-            }
-            // The reopened store goes on after the last stored message.
-            let next = NewMessage {
-                event: "tick".to_owned(),
-                data: "{}".to_owned(),
-                key: None,
-                published_at: 0,
-            };
-            let r = store.append(&topic, next, 0).await.unwrap();
-            assert_eq!(r.offset, history.len() as u64 + 1);
-        });
-    }
+    tidings_store_tests::crash::parent(CHILD_DIR, "journal", open);
 }

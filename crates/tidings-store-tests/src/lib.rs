@@ -39,6 +39,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod conformance;
+pub mod crash;
 pub mod faulty;
 pub mod model;
 pub mod session_log;
