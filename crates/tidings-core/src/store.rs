@@ -43,6 +43,19 @@ pub type Offset = u64;
 
 pub use crate::clock::Millis;
 
+/// When an embedded store counts a write as durable (`tidings serve --durability`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Written and fsynced before it is confirmed: a confirmed publish survives a power loss
+    /// (the default). SQLite: `synchronous=FULL`; the journal: an fsync per group commit.
+    #[default]
+    Full,
+    /// Written to the OS before it is confirmed, fsynced later (SQLite: at checkpoints; the
+    /// journal: at checkpoints and a clean close): a confirmed publish survives a crash of the
+    /// process, not of the machine.
+    Os,
+}
+
 /// A store operation failed. Every variant is something the caller reports, never ignores:
 /// a publish that gets an `Err` was not stored and must not be confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -78,17 +78,9 @@ use crate::op::Op;
 
 pub use crate::format::FORMAT_VERSION;
 
-/// When a publish counts as durable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// Its record is written and fsynced before it is confirmed: it survives a power loss (the
-    /// default).
-    #[default]
-    Full,
-    /// Its record is written to the OS before it is confirmed, never fsynced except at
-    /// checkpoints and a clean close: it survives a crash of the process, not of the machine.
-    Os,
-}
+/// When a publish counts as durable: `Full` fsyncs each group commit before confirming it, `Os`
+/// writes it to the OS and fsyncs only at checkpoints and a clean close.
+pub use tidings_core::store::Durability;
 
 /// Settings of a [`JournalStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,17 +67,9 @@ use crate::worker::{Counters, Reader, ReaderThread, Writer, WriterThread};
 pub use crate::schema::SCHEMA_VERSION;
 pub use crate::session_log::SqliteSessionLog;
 
-/// When a commit counts as done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=FULL`: the WAL is fsynced before a commit returns. A confirmed write
-    /// survives a power loss (the default).
-    #[default]
-    Full,
-    /// `synchronous=NORMAL`: a commit returns once written to the OS; the WAL is fsynced at
-    /// checkpoints. A confirmed write survives a crash of the process, not of the machine.
-    Os,
-}
+/// When a commit counts as done: `Full` is `synchronous=FULL` (the WAL is fsynced before a
+/// commit returns), `Os` is `synchronous=NORMAL` (fsynced at checkpoints).
+pub use tidings_core::store::Durability;
 
 /// How [`SqliteStore::open`] sets up the store.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,6 +43,15 @@ pub enum DurabilityArg {
     Os,
 }
 
+impl From<DurabilityArg> for tidings_core::store::Durability {
+    fn from(arg: DurabilityArg) -> Self {
+        match arg {
+            DurabilityArg::Full => tidings_core::store::Durability::Full,
+            DurabilityArg::Os => tidings_core::store::Durability::Os,
+        }
+    }
+}
+
 /// Options of `tidings serve`. Every flag can also be set by the environment variable shown.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -194,10 +203,7 @@ fn open_store(
         }
         StoreKind::Journal => {
             let dir = args.data_dir.join(JOURNAL_DIR);
-            let durability = match args.durability {
-                DurabilityArg::Full => tidings_store_journal::Durability::Full,
-                DurabilityArg::Os => tidings_store_journal::Durability::Os,
-            };
+            let durability = args.durability.into();
             let store = JournalStore::open(
                 &dir,
                 JournalConfig {
@@ -211,10 +217,7 @@ fn open_store(
         }
         StoreKind::Sqlite => {
             let path = args.data_dir.join(SQLITE_FILE);
-            let durability = match args.durability {
-                DurabilityArg::Full => tidings_store_sqlite::Durability::Full,
-                DurabilityArg::Os => tidings_store_sqlite::Durability::Os,
-            };
+            let durability = args.durability.into();
             let store = SqliteStore::open(
                 &path,
                 SqliteConfig {
