@@ -17,7 +17,8 @@ export type ErrorCode =
   | "store_unavailable"
   | "timeout"
   | "internal"
-  | "too_many_connections";
+  | "too_many_connections"
+  | "store_full";
 
 export declare const ErrorCodes: readonly ErrorCode[];
 

@@ -26,6 +26,7 @@ export const ErrorCodes = Object.freeze([
   "timeout",
   "internal",
   "too_many_connections",
+  "store_full",
 ]);
 
 /** A refusal from the server (`{ok:false, error:{code, message}}`), or no answer in time. */

@@ -23,7 +23,7 @@ __all__ = ["Topics", "TidingsError", "Published", "ERROR_CODES"]
 ERROR_CODES = frozenset({
     "bad_request", "unauthorized", "token_expired", "forbidden", "limit_exceeded", "queue_full",
     "not_found", "request_timeout", "payload_too_large", "rate_limited", "identity_required",
-    "store_unavailable", "timeout", "internal", "too_many_connections",
+    "store_unavailable", "timeout", "internal", "too_many_connections", "store_full",
 })
 
 

@@ -44,12 +44,15 @@ pub enum ErrorCode {
     /// (HTTP, 503) the server is over a connection limit; the connection is closed. Retry
     /// after `Retry-After`.
     TooManyConnections,
+    /// The store holds its maximum of retained data (`max_retained_bytes`): the publish was
+    /// not stored. Retry once consumers caught up or retention trimmed.
+    StoreFull,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (clients map the wire text back with
     /// [`ErrorCode::from_wire`]).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::Forbidden,
         ErrorCode::Timeout,
@@ -65,6 +68,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::RequestTimeout,
         ErrorCode::TooManyConnections,
+        ErrorCode::StoreFull,
     ];
 
     /// The code whose wire text is `text`; None for a code this version does not know (a
@@ -91,6 +95,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::StoreFull => "store_full",
         }
     }
 }
@@ -164,9 +169,10 @@ mod tests {
             | ErrorCode::QueueFull
             | ErrorCode::PayloadTooLarge
             | ErrorCode::RequestTimeout
-            | ErrorCode::TooManyConnections => 1,
+            | ErrorCode::TooManyConnections
+            | ErrorCode::StoreFull => 1,
         };
-        assert_eq!(ErrorCode::ALL.into_iter().map(listed).sum::<usize>(), 15);
+        assert_eq!(ErrorCode::ALL.into_iter().map(listed).sum::<usize>(), 16);
     }
 
     #[test]

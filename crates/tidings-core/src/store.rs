@@ -74,16 +74,23 @@ pub enum StoreError {
     /// The request is invalid for this store (e.g. an offset beyond the head).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The store holds its configured maximum of retained data (the embedded stores'
+    /// `max_retained_bytes`); nothing was stored. Space comes back as consumers acknowledge,
+    /// retention trims topics, and dead letters are requeued or removed.
+    #[error("store full: {0}")]
+    Full(String),
 }
 
 /// What a client is told when the store refuses: `not_found` and `bad_request` for what the
-/// client asked wrongly, `store_unavailable` (retry later) for everything else.
+/// client asked wrongly, `store_full` when the store holds its maximum of retained data,
+/// `store_unavailable` (retry later) for everything else.
 impl From<StoreError> for crate::ErrorBody {
     fn from(e: StoreError) -> Self {
         use crate::ErrorCode;
         match e {
             StoreError::NotFound(what) => crate::ErrorBody::new(ErrorCode::NotFound, what),
             StoreError::Invalid(what) => crate::ErrorBody::new(ErrorCode::BadRequest, what),
+            StoreError::Full(what) => crate::ErrorBody::new(ErrorCode::StoreFull, what),
             other => crate::ErrorBody::new(ErrorCode::StoreUnavailable, other.to_string()),
         }
     }

@@ -39,6 +39,7 @@ fn config() -> JournalConfig {
         durability: Durability::Os,
         // Tiny, so that inputs cross checkpoints (snapshot, new segment, old ones removed).
         checkpoint_bytes: 512,
+        ..JournalConfig::default()
     }
 }
 

@@ -90,6 +90,12 @@ pub struct JournalConfig {
     /// Journal bytes written since the last snapshot after which a new snapshot is taken
     /// (never before the journal has grown by the snapshot's own size too). Default 64 MiB.
     pub checkpoint_bytes: u64,
+    /// The most the retained messages and dead letters may hold in memory, counted as
+    /// [`Machine::footprint`] counts them (payload + event name +
+    /// [`MESSAGE_OVERHEAD`](tidings_store_memory::MESSAGE_OVERHEAD) each): a publish past it
+    /// is refused with [`StoreError::Full`] and nothing is logged. Checked at publish time
+    /// only: a journal opened with a lower bound replays everything it holds. Default: none.
+    pub max_retained_bytes: Option<u64>,
 }
 
 impl Default for JournalConfig {
@@ -97,6 +103,7 @@ impl Default for JournalConfig {
         JournalConfig {
             durability: Durability::Full,
             checkpoint_bytes: 64 << 20,
+            max_retained_bytes: None,
         }
     }
 }
@@ -128,6 +135,9 @@ pub struct JournalStats {
     pub fsyncs: u64,
     /// Snapshots written.
     pub checkpoints: u64,
+    /// What the retained messages and dead letters count now against
+    /// [`JournalConfig::max_retained_bytes`].
+    pub footprint: u64,
 }
 
 #[derive(Default)]
@@ -418,8 +428,13 @@ impl JournalStore {
     /// What the journal did since it was opened.
     pub fn stats(&self) -> JournalStats {
         let c = &self.shared.counters;
+        let (records, footprint) = {
+            let g = self.shared.inner.lock();
+            (g.next_lsn - self.shared.first_lsn, g.machine.footprint())
+        };
         JournalStats {
-            records: self.shared.inner.lock().next_lsn - self.shared.first_lsn,
+            records,
+            footprint,
             writes: c.writes.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             checkpoints: c.checkpoints.load(Ordering::Relaxed),
@@ -517,6 +532,7 @@ impl Store for JournalStore {
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended> {
         let id = MessageId::new();
+        let budget = self.shared.config.max_retained_bytes;
         let result = self.shared.run(
             msg,
             Wait::Durable,
@@ -531,6 +547,7 @@ impl Store for JournalStore {
                 op.encode(buf);
             },
             |m, msg| {
+                m.admits(topic, &msg, dedup_window, budget)?;
                 let appended = m.append(topic, id, msg, dedup_window);
                 Ok((appended, !appended.duplicate))
             },
@@ -546,6 +563,7 @@ impl Store for JournalStore {
         bound: QueueBound,
     ) -> StoreFuture<'a, BoundedAppend> {
         let id = MessageId::new();
+        let budget = self.shared.config.max_retained_bytes;
         let result = self.shared.run(
             msg,
             Wait::Durable,
@@ -560,6 +578,7 @@ impl Store for JournalStore {
                 op.encode(buf);
             },
             |m, msg| {
+                m.admits(topic, &msg, dedup_window, budget)?;
                 let answer = m.append_bounded(topic, id, msg, dedup_window, bound);
                 let changed = matches!(
                     answer,

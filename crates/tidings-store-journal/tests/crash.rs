@@ -12,6 +12,7 @@ fn open(path: &std::path::Path) -> JournalStore {
     let config = JournalConfig {
         durability: Durability::Full,
         checkpoint_bytes: 64 << 10,
+        ..JournalConfig::default()
     };
     JournalStore::open(path, config).unwrap()
 }

@@ -328,3 +328,57 @@ fn an_idle_claim_writes_nothing() {
         assert_eq!(fs::metadata(&wal).unwrap().len(), before_idle);
     });
 }
+
+/// `max_retained_bytes`: a publish that does not fit is refused and logs nothing; a reopen with
+/// a lower bound still replays everything stored; space comes back with retention.
+#[test]
+fn a_full_store_refuses_publishes_and_logs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let each = tidings_store_memory::footprint(&msg(0).event, &msg(0).data);
+    let bounded = |max| JournalConfig {
+        max_retained_bytes: Some(max),
+        ..JournalConfig::default()
+    };
+    let t = Topic::new("t").unwrap();
+    block_on(async {
+        let store = JournalStore::open(dir.path(), bounded(each * 3)).unwrap();
+        for n in 0..3 {
+            store.append(&t, msg(n), 60_000).await.unwrap();
+        }
+        let records = store.stats().records;
+        assert_eq!(store.stats().footprint, each * 3);
+        let err = store.append(&t, msg(3), 60_000).await.unwrap_err();
+        assert!(matches!(err, StoreError::Full(_)), "{err}");
+        assert_eq!(
+            store.stats().records,
+            records,
+            "a refused publish is not logged"
+        );
+        // A repeat of a stored key is answered as the duplicate it is.
+        assert!(store.append(&t, msg(1), 60_000).await.unwrap().duplicate);
+        drop(store);
+
+        let store = JournalStore::open(dir.path(), bounded(each)).unwrap();
+        assert_eq!(
+            retained_in(&store, &t).await,
+            3,
+            "replay ignores the new bound"
+        );
+        assert_eq!(store.stats().footprint, each * 3);
+        assert!(matches!(
+            store.append(&t, msg(3), 60_000).await,
+            Err(StoreError::Full(_))
+        ));
+        let keep_none = Retention {
+            max_messages: 0,
+            ..Retention::default()
+        };
+        store.enforce_retention(&t, keep_none, 0, 0).await.unwrap();
+        assert_eq!(store.stats().footprint, 0);
+        store.append(&t, msg(3), 60_000).await.unwrap();
+    });
+}
+
+async fn retained_in(store: &JournalStore, t: &Topic) -> u64 {
+    store.topic_info(t).await.unwrap().unwrap().retained
+}

@@ -34,6 +34,9 @@
 //!   too old or the topic holds too many messages or bytes, and stops at the first message that
 //!   may stay (so retained offsets are always `first..=head`, without holes);
 //! - [`Store::requeue_dead`] requeues the message for every subscription that dead-lettered it;
+//! - with a retained-data budget ([`MemoryStore::max_retained_bytes`]), an append that would
+//!   take [`Machine::footprint`] over it stores nothing and is [`StoreError::Full`] (a
+//!   duplicate within the dedup window is still answered as one);
 //! - lists come sorted: topics by name, subscriptions by (topic, name), dead letters by
 //!   (`dead_at`, offset, subscription), gaps by (subscription, offset).
 #![forbid(unsafe_code)]
@@ -51,13 +54,14 @@ use tidings_core::store::{
     StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 
-pub use crate::machine::Machine;
+pub use crate::machine::{MESSAGE_OVERHEAD, Machine, footprint};
 pub use crate::snapshot::SnapshotError;
 
 /// The in-memory store. A cheap-clone handle: clones share the same data.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<Machine>>,
+    max_retained_bytes: Option<u64>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -70,6 +74,21 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         MemoryStore::default()
+    }
+
+    /// Bounds what the retained messages and dead letters may hold, counted as
+    /// [`Machine::footprint`] counts them (payload + event name + [`MESSAGE_OVERHEAD`] each):
+    /// an append past it is [`StoreError::Full`]. `None` (the default): no bound.
+    #[must_use]
+    pub fn max_retained_bytes(mut self, max: Option<u64>) -> Self {
+        self.max_retained_bytes = max;
+        self
+    }
+
+    /// What the retained messages and dead letters count now (see
+    /// [`MemoryStore::max_retained_bytes`]).
+    pub fn footprint(&self) -> u64 {
+        self.with(|s| Ok(s.footprint())).unwrap_or(0)
     }
 
     /// Runs `f` on the state under the lock. A poisoned lock (a panic while it was held, which
@@ -102,7 +121,11 @@ impl Store for MemoryStore {
         msg: NewMessage,
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended> {
-        self.ready(|s| Ok(s.append(topic, MessageId::new(), msg, dedup_window)))
+        let budget = self.max_retained_bytes;
+        self.ready(|s| {
+            s.admits(topic, &msg, dedup_window, budget)?;
+            Ok(s.append(topic, MessageId::new(), msg, dedup_window))
+        })
     }
 
     fn append_bounded<'a>(
@@ -112,7 +135,11 @@ impl Store for MemoryStore {
         dedup_window: Millis,
         bound: QueueBound,
     ) -> StoreFuture<'a, BoundedAppend> {
-        self.ready(|s| Ok(s.append_bounded(topic, MessageId::new(), msg, dedup_window, bound)))
+        let budget = self.max_retained_bytes;
+        self.ready(|s| {
+            s.admits(topic, &msg, dedup_window, budget)?;
+            Ok(s.append_bounded(topic, MessageId::new(), msg, dedup_window, bound))
+        })
     }
 
     fn subscribe<'a>(

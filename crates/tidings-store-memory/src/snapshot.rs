@@ -132,7 +132,12 @@ impl Machine {
             }
         }
         d.finish()?;
-        Ok(Machine { topics })
+        let mut machine = Machine {
+            topics,
+            footprint: 0,
+        };
+        machine.footprint = machine.count_footprint();
+        Ok(machine)
     }
 }
 

@@ -32,6 +32,7 @@
 //! max_queue_depth = 100000      # entries per subscription; then `overflow`
 //! overflow = "reject"           # or "drop-oldest"
 //! max_topics = "unlimited"
+//! max_retained_bytes = "8GiB"   # messages the embedded store keeps in memory
 //!
 //! [[limits.queue_depth_rules]]  # first match wins; unset values come from [limits]
 //! pattern = "telemetry.>"
@@ -194,6 +195,69 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Limit<T> {
     }
 }
 
+/// A size in bytes, as a flag, a variable or the TOML file gives it: `1000000`, `512MiB`,
+/// `8GiB`, `2G` (powers of 1000 for `k`/`M`/`G`/`T`, of 1024 for `KiB`/`MiB`/`GiB`/`TiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let unit_size: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "m" | "mb" => 1000_u64.pow(2),
+            "g" | "gb" => 1000_u64.pow(3),
+            "t" | "tb" => 1000_u64.pow(4),
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            _ => return Err(bad_size(s)),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad_size(s))?;
+        n.checked_mul(unit_size)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is more bytes than this server can count"))
+    }
+}
+
+fn bad_size(s: &str) -> String {
+    format!("expected a size such as 1000000, 512MiB or 8GiB, got {s:?}")
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        match n.trailing_zeros() {
+            30.. => write!(f, "{}GiB", n >> 30),
+            20.. => write!(f, "{}MiB", n >> 20),
+            _ => write!(f, "{n} bytes"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// `[limits]` of the TOML file: the same settings.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +279,7 @@ pub struct LimitsSection {
     pub(crate) max_rooms_per_socket: Option<Limit<usize>>,
     pub(crate) max_pending_acks_per_socket: Option<Limit<usize>>,
     pub(crate) max_attachments: Option<Limit<usize>>,
+    pub(crate) max_retained_bytes: Option<Limit<ByteSize>>,
     #[serde(default)]
     queue_depth_rules: Vec<QueueDepthRuleSection>,
 }
@@ -619,5 +684,25 @@ max_queue_depth = 0",
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_and_without_units() {
+        let ok = |s: &str| s.parse::<ByteSize>().unwrap().0;
+        assert_eq!(ok("1000000"), 1_000_000);
+        assert_eq!(ok("512MiB"), 512 << 20);
+        assert_eq!(ok("8 GiB"), 8 << 30);
+        assert_eq!(ok("2G"), 2_000_000_000);
+        assert_eq!(ok("64kb"), 64_000);
+        for bad in ["", "MiB", "12 parsecs", "-5", "1.5GiB", "99999999999TiB"] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_display_in_the_largest_whole_unit() {
+        assert_eq!(ByteSize(8 << 30).to_string(), "8GiB");
+        assert_eq!(ByteSize(3 << 20).to_string(), "3MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000 bytes");
     }
 }

@@ -7,7 +7,9 @@ use clap::Args;
 use tidings_core::store::Overflow;
 use tidings_server::{Limits, QueueConfig, ServerConfigBuilder};
 
+use crate::config_file::ByteSize;
 use crate::config_file::{Limit, LimitsSection};
+use crate::memory_budget::default_max_retained_bytes;
 
 /// The flag, else the file, else `default`.
 fn pick<T: Copy>(flag: Option<Limit<T>>, file: Option<Limit<T>>, default: Option<T>) -> Option<T> {
@@ -110,9 +112,28 @@ pub struct LimitArgs {
     /// `parse error` (default 10; at most 1000).
     #[arg(long, env = "TIDINGS_MAX_ATTACHMENTS", value_name = "N|unlimited")]
     max_attachments: Option<Limit<usize>>,
+    /// Memory the journal and memory stores may fill with retained messages and dead letters
+    /// (each counted as payload + event name + 128 bytes), e.g. `8GiB`; past it a publish is
+    /// `store_full` (default: half of the machine's or container's memory).
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_RETAINED_BYTES",
+        value_name = "SIZE|unlimited"
+    )]
+    max_retained_bytes: Option<Limit<ByteSize>>,
 }
 
 impl LimitArgs {
+    /// The embedded stores' bound on retained data (flag, else file, else half the memory),
+    /// and whether it was set explicitly.
+    pub fn max_retained_bytes(&self, file: &LimitsSection) -> (Option<u64>, bool) {
+        let set = self.max_retained_bytes.or(file.max_retained_bytes);
+        let bytes = set.map_or(Some(default_max_retained_bytes()), |limit| {
+            limit.0.map(|size| size.0)
+        });
+        (bytes, set.is_some())
+    }
+
     /// Applies the server-side limits to `builder`.
     pub fn server(
         &self,

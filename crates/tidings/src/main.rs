@@ -6,6 +6,7 @@ mod dev_cert;
 mod http;
 mod limits;
 mod listen;
+mod memory_budget;
 mod remote;
 mod serve;
 mod tls;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config_file::ByteSize;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
@@ -152,6 +153,37 @@ fn redis_config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<Option<Re
     Ok(Some(config))
 }
 
+/// The memory the store may fill with messages (`--max-retained-bytes`): the journal and memory
+/// stores keep every retained message in memory; SQLite and Redis keep them on disk (Redis
+/// has its own `maxmemory`), so for them the bound is None and setting it is a warning.
+fn retained_bound(args: &ServeArgs, file: &ConfigFile, kind: StoreKind) -> Option<u64> {
+    let (bound, explicit) = args.limits.max_retained_bytes(file.limits());
+    match kind {
+        StoreKind::Journal | StoreKind::Memory => {
+            match bound {
+                Some(bytes) if !explicit => tracing::info!(
+                    max = %ByteSize(bytes),
+                    "retained messages may fill half of this machine's memory \
+                     (--max-retained-bytes to change it)"
+                ),
+                Some(bytes) => tracing::info!(max = %ByteSize(bytes), "max retained bytes"),
+                None => tracing::warn!(
+                    "--max-retained-bytes unlimited: publishers can fill this process's memory"
+                ),
+            }
+            bound
+        }
+        StoreKind::Sqlite | StoreKind::Redis => {
+            if explicit {
+                tracing::warn!(
+                    "--max-retained-bytes applies to the journal and memory stores only: ignored"
+                );
+            }
+            None
+        }
+    }
+}
+
 /// The SQLite store file of tidings before the journal, in the data directory.
 const SQLITE_FILE: &str = "tidings.sqlite3";
 /// The journal's directory, in the data directory.
@@ -184,6 +216,7 @@ fn open_store(
     args: &ServeArgs,
     kind: StoreKind,
     redis: Option<&RedisConfig>,
+    max_retained_bytes: Option<u64>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(redis) = redis {
         anyhow::ensure!(
@@ -199,7 +232,9 @@ fn open_store(
         StoreKind::Redis => anyhow::bail!("--store redis needs --redis URL"),
         StoreKind::Memory => {
             tracing::warn!("--store memory: durable topics are lost when the server stops");
-            Arc::new(tidings_store_memory::MemoryStore::new())
+            Arc::new(
+                tidings_store_memory::MemoryStore::new().max_retained_bytes(max_retained_bytes),
+            )
         }
         StoreKind::Journal => {
             let dir = args.data_dir.join(JOURNAL_DIR);
@@ -208,6 +243,7 @@ fn open_store(
                 &dir,
                 JournalConfig {
                     durability,
+                    max_retained_bytes,
                     ..Default::default()
                 },
             )
@@ -296,6 +332,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let redis = redis_config(&args, &file)?;
     let tls = args.tls.load(file.tls())?;
     let store_kind = store_kind(&args, redis.is_some());
+    let max_retained_bytes = retained_bound(&args, &file, store_kind);
     if args.print_config {
         let tls_line = match &tls {
             Some(tls) => format!(
@@ -310,10 +347,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 format!("{tls_line}\n{config:#?}\nstore: redis {redis:#?}\n{queue_config:#?}")
             }
             None => format!(
-                "{tls_line}\n{config:#?}\nstore: {:?} (data dir {}, durability {:?})\n{queue_config:#?}",
+                "{tls_line}\n{config:#?}\nstore: {:?} (data dir {}, durability {:?}, max_retained_bytes: {:?})\n{queue_config:#?}",
                 store_kind,
                 args.data_dir.display(),
-                args.durability
+                args.durability,
+                max_retained_bytes,
             ),
         };
         writeln!(std::io::stdout(), "{printed}").context("cannot print the configuration")?;
@@ -326,7 +364,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let store = open_store(&args, store_kind, redis.as_ref())?;
+    let store = open_store(&args, store_kind, redis.as_ref(), max_retained_bytes)?;
     let server = match (&config.recovery, &redis) {
         (None, _) => Server::new(config),
         (Some(_), Some(redis)) => {

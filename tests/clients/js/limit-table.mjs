@@ -2,7 +2,7 @@
 // with the limit CASE set to LIMIT (a small number), and this scenario pushes past it with the
 // unmodified socket.io-client and checks the answer docs/SECURITY.md gives for it.
 // env: CASE (namespaces | namespaces_per_connection | rooms | events | publishes | topics |
-// queue_depth | subscriptions | pending_acks | attachments), LIMIT.
+// queue_depth | retained_bytes | subscriptions | pending_acks | attachments), LIMIT.
 import { env } from "node:process";
 import { Manager } from "socket.io-client";
 import { URL, check, checkEqual, checkError, client, clientOptions, emitAck, fail, must, once, poll, run, track, uniq } from "./lib.mjs";
@@ -110,6 +110,22 @@ const cases = {
     const publisher = await connect(client("/", {}));
     for (let i = 0; i < LIMIT; i++) check(`publish ${i} stored`, (await must("publish", emitAck(publisher, "publish", { topic, event: "e", data: i })))?.ok === true, "ok", i);
     checkError("a publish to a full queue", await must("publish over", emitAck(publisher, "publish", { topic, event: "e", data: "over" })), "queue_full");
+  },
+  // The store's memory for retained messages, LIMIT bytes: each message counts its payload
+  // (the JSON text), its event name and 128 bytes (docs/SECURITY.md). As many as fit are
+  // stored; the next is refused with store_full, and so is every later one.
+  async retained_bytes() {
+    const topic = uniq("table.bytes");
+    const data = "x".repeat(100); // 102 bytes of JSON text
+    const fit = Math.floor(LIMIT / (1 + 102 + 128));
+    check("the limit holds at least one message", fit >= 1, true, fit);
+    const publisher = await connect(client("/", {}));
+    for (let i = 0; i < fit; i++) check(`publish ${i} stored`, (await must("publish", emitAck(publisher, "publish", { topic, event: "e", data })))?.ok === true, "ok", i);
+    for (const attempt of ["the first", "a second"]) {
+      checkError(`${attempt} publish past the limit`, await must("publish over", emitAck(publisher, "publish", { topic, event: "e", data })), "store_full");
+    }
+    const { retained } = await (await fetch(`${URL}/v1/topics/${topic}`)).json();
+    checkEqual("the topic holds what fit", retained, fit);
   },
   // Subscriptions per identity.
   async subscriptions() {

@@ -86,11 +86,16 @@ impl Publish {
         let dedup_window = millis(queues.config().dedup_window);
         let _creating = queues.admit_topic(&topic).await?;
         let store = queues.store();
+        let refused = |e| queues.publish_refused(&topic, e);
         let appended = match queues.config().queue_bound_for(&topic) {
-            None => store.append(&topic, message, dedup_window).await?,
+            None => store
+                .append(&topic, message, dedup_window)
+                .await
+                .map_err(refused)?,
             Some(bound) => match store
                 .append_bounded(&topic, message, dedup_window, bound)
-                .await?
+                .await
+                .map_err(refused)?
             {
                 BoundedAppend::Appended { appended, dropped } => {
                     queues.overflowed(&dropped);

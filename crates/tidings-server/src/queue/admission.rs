@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tidings_core::store::{Gap, QueueBound, SubscriptionName, Topic};
+use tidings_core::store::{Gap, QueueBound, StoreError, SubscriptionName, Topic};
 use tidings_core::{ErrorBody, ErrorCode};
 
 use super::{QueueKey, Queues};
@@ -25,6 +25,8 @@ pub(super) struct Admission {
     subscriptions_refused: Counter,
     /// Publishes refused with `queue_full`.
     queue_full_publishes: Counter,
+    /// Publishes refused with `store_full` (the store's `max_retained_bytes`).
+    store_full_publishes: Counter,
     /// Unsettled entries dropped by `Overflow::DropOldest`.
     overflow_dropped: Counter,
     /// Publishes and subscribes refused by `max_topics`.
@@ -53,6 +55,12 @@ impl Queues {
     /// Publishes refused with `queue_full` since start.
     pub fn queue_full_publishes(&self) -> u64 {
         self.admission.queue_full_publishes.get()
+    }
+
+    /// Publishes refused with `store_full` (the embedded store's `max_retained_bytes`) since
+    /// start.
+    pub fn store_full_publishes(&self) -> u64 {
+        self.admission.store_full_publishes.get()
     }
 
     /// Unsettled entries dropped from full queues ([`Overflow::DropOldest`](tidings_core::store::Overflow::DropOldest)) since start.
@@ -141,6 +149,20 @@ impl Queues {
                 bound.max_depth
             ),
         )
+    }
+
+    /// What a publish the store refused is answered with; a full store is counted and logged
+    /// at `warn` (once per 1000).
+    pub(crate) fn publish_refused(&self, topic: &Topic, e: StoreError) -> ErrorBody {
+        if let StoreError::Full(why) = &e {
+            let (n, warn) = self.admission.store_full_publishes.incr();
+            if warn {
+                tracing::warn!(topic = %topic, refused = n, "publish refused: {why}");
+            } else {
+                tracing::debug!(topic = %topic, "publish refused: {why}");
+            }
+        }
+        e.into()
     }
 
     /// Entries dropped from full queues by a publish: counted, logged, announced.
