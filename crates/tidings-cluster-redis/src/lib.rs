@@ -6,6 +6,10 @@
 //! - `<prefix>cluster` — every node subscribes; a node publishes each broadcast here **once**,
 //!   already encoded ([`ClusterMessage::encode`]), whatever the number of nodes.
 //! - `<prefix>cluster:node:<id>` — answers to one node's requests (fetch sockets).
+//! - With [`RedisClusterConfig::node_adapter`] (on by default in `tidings serve --redis`): the
+//!   channels of Node Socket.IO's Redis adapter and emitter, `<key>#*` and `<key>-request#*`
+//!   (key `socket.io` by default), so that a Node service's `@socket.io/redis-emitter` reaches
+//!   tidings' clients; see [`node`].
 //!
 //! # Delivery
 //!
@@ -19,6 +23,8 @@
 //! subscriber reconnects with backoff. Broadcasts are volatile across nodes as on one node;
 //! durable topics (the Redis `Store`) are what must arrive.
 #![forbid(unsafe_code)]
+
+pub mod node;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +46,13 @@ pub struct RedisClusterConfig {
     pub prefix: String,
     /// This node's id; a random one when `None` (the default).
     pub node_id: Option<String>,
+    /// The key (channel prefix) of Node Socket.IO's Redis adapter and emitter whose
+    /// broadcasts and requests this node applies to its clients; `None` (the default for the
+    /// library): not read. `tidings serve --redis` reads `socket.io` unless told otherwise.
+    pub node_adapter: Option<String>,
+    /// The largest message accepted on the Node channels, in bytes (default 1,000,000, the
+    /// server's default `max_payload`); larger ones are counted and dropped.
+    pub node_max_message: usize,
 }
 
 impl RedisClusterConfig {
@@ -49,7 +62,21 @@ impl RedisClusterConfig {
             url: url.into(),
             prefix: "tidings:".to_owned(),
             node_id: None,
+            node_adapter: None,
+            node_max_message: 1_000_000,
         }
+    }
+
+    /// See [`RedisClusterConfig::node_adapter`].
+    pub fn node_adapter(mut self, key: Option<String>) -> Self {
+        self.node_adapter = key;
+        self
+    }
+
+    /// See [`RedisClusterConfig::node_max_message`].
+    pub fn node_max_message(mut self, bytes: usize) -> Self {
+        self.node_max_message = bytes;
+        self
     }
 
     /// See [`RedisClusterConfig::prefix`].
@@ -74,6 +101,9 @@ pub struct RedisCluster {
     outgoing: mpsc::UnboundedSender<Outgoing>,
     started: AtomicBool,
     failed: Arc<AtomicU64>,
+    node_adapter: Option<String>,
+    node_max_message: usize,
+    node_counters: Arc<node::NodeCounters>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -112,7 +142,26 @@ impl RedisCluster {
             outgoing,
             started: AtomicBool::new(false),
             failed,
+            node_adapter: config.node_adapter,
+            node_max_message: config.node_max_message,
+            node_counters: Arc::default(),
         })
+    }
+
+    /// Whether this node is subscribed to the Node adapter's channels now (false without
+    /// [`RedisClusterConfig::node_adapter`], before [`Cluster::start`], and while Redis is
+    /// unreachable).
+    pub fn node_adapter_listening(&self) -> bool {
+        self.node_counters.listening.load(Ordering::Acquire)
+    }
+
+    /// Messages on the Node adapter's channels applied to this node's clients, and refused
+    /// (malformed or too large), since start.
+    pub fn node_messages(&self) -> (u64, u64) {
+        (
+            self.node_counters.accepted.load(Ordering::Relaxed),
+            self.node_counters.refused.load(Ordering::Relaxed),
+        )
     }
 
     /// Messages that could not be published (Redis unreachable) since start.
@@ -198,6 +247,70 @@ async fn subscriber(
     }
 }
 
+/// Reads the Node adapter's channels (`key`) and hands what they bring to `handler` as other
+/// nodes' messages; reconnects with backoff. A message that cannot be used is counted and
+/// logged, never a stop.
+async fn node_subscriber(
+    client: redis::Client,
+    key: String,
+    max_bytes: usize,
+    counters: Arc<node::NodeCounters>,
+    handler: ClusterHandler,
+) {
+    let patterns = node::patterns(&key);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                let subscribed = async {
+                    for pattern in &patterns {
+                        pubsub.psubscribe(pattern).await?;
+                    }
+                    Ok::<(), redis::RedisError>(())
+                }
+                .await;
+                match subscribed {
+                    Ok(()) => {
+                        counters.listening.store(true, Ordering::Release);
+                        tracing::info!(key = %key, "cluster: listening to Node Socket.IO's Redis adapter and emitter");
+                        backoff = Duration::from_millis(100);
+                        let mut stream = pubsub.on_message();
+                        while let Some(msg) = stream.next().await {
+                            let channel = msg.get_channel_name().as_bytes();
+                            match node::decode(&key, channel, msg.get_payload_bytes(), max_bytes) {
+                                Ok(messages) => {
+                                    if !messages.is_empty() {
+                                        counters.accepted.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    for message in messages {
+                                        handler(message);
+                                    }
+                                }
+                                Err(e) => {
+                                    let preview = node::preview(msg.get_payload_bytes());
+                                    if counters.refuse() {
+                                        tracing::warn!(channel = %msg.get_channel_name(), error = %e, %preview, refused = counters.refused.load(Ordering::Relaxed), "cluster: ignored a message on a Node adapter channel");
+                                    } else {
+                                        tracing::debug!(channel = %msg.get_channel_name(), error = %e, %preview, "cluster: ignored a message on a Node adapter channel");
+                                    }
+                                }
+                            }
+                        }
+                        counters.listening.store(false, Ordering::Release);
+                        tracing::warn!("cluster: lost the Node adapter subscription; reconnecting");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster: cannot subscribe to the Node adapter's channels")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot reach Redis; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 impl Cluster for RedisCluster {
     fn node_id(&self) -> &str {
         &self.node_id
@@ -217,6 +330,15 @@ impl Cluster for RedisCluster {
             return;
         }
         let channels = [self.all_channel.clone(), self.node_channel(&self.node_id)];
+        if let Some(key) = &self.node_adapter {
+            tokio::spawn(node_subscriber(
+                self.client.clone(),
+                key.clone(),
+                self.node_max_message,
+                self.node_counters.clone(),
+                handler.clone(),
+            ));
+        }
         tokio::spawn(subscriber(
             self.client.clone(),
             channels,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tidings_client::{Client, ClientOptions, EventStream};
 use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
+use tidings_core::cluster::Cluster;
 use tidings_server::{Server, ServerConfig};
 
 #[path = "../../tidings-store-redis/tests/common/server.rs"]
@@ -250,4 +251,124 @@ async fn remote_room_operations_and_fetch_sockets() {
     // b is still served.
     ns.to("lobby").emit("news", "after").unwrap();
     assert_eq!(next(&mut b_news).await, json!("after"));
+}
+
+/// A node listening to the Node adapter channels of `key` too, whose `/` and `/admin`
+/// server-side events go to `events` as `(node, namespace, event, args)`.
+async fn node_with_server_side_handler(
+    redis: &str,
+    prefix: &str,
+    key: &str,
+    name: &'static str,
+    events: tokio::sync::mpsc::UnboundedSender<(&'static str, String, String, serde_json::Value)>,
+) -> (Node, Arc<RedisCluster>) {
+    let server = Server::new(ServerConfig::builder().build().unwrap());
+    let config = RedisClusterConfig::new(redis)
+        .prefix(prefix)
+        .node_adapter(Some(key.to_owned()));
+    let cluster = Arc::new(RedisCluster::connect(config).await.unwrap());
+    assert!(server.enable_cluster(cluster.clone()));
+    for nsp in ["/", "/admin"] {
+        let events = events.clone();
+        server.of(nsp).on_server_side_emit(move |event, args| {
+            let _ = events.send((name, nsp.to_owned(), event.to_owned(), json!(args)));
+        });
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let s = server.clone();
+    tokio::spawn(async move { s.serve(listener).await });
+    (Node { server, url }, cluster)
+}
+
+/// `Namespace::server_side_emit` reaches the other tidings nodes' handlers (not its own), and
+/// the Node emitter's `serverSideEmit` reaches every node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_events_from_tidings_nodes_and_the_node_emitter() {
+    let redis = redis();
+    let suffix = fastrand_suffix();
+    let prefix = format!("t{suffix}:");
+    let key = format!("sio{suffix}");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (a, a_cluster) =
+        node_with_server_side_handler(&redis.url, &prefix, &key, "a", tx.clone()).await;
+    let (_b, b_cluster) =
+        node_with_server_side_handler(&redis.url, &prefix, &key, "b", tx.clone()).await;
+    // Both listen to each other and to the Node channels before anything is sent.
+    let deadline = Instant::now() + WAIT;
+    for cluster in [&a_cluster, &b_cluster] {
+        while cluster.peers().await.unwrap() != 1 || !cluster.node_adapter_listening() {
+            assert!(
+                Instant::now() < deadline,
+                "the nodes did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    a.server
+        .of("/")
+        .server_side_emit("from-a", vec![json!(1), json!({"x": "y"})]);
+    let got = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got,
+        (
+            "b",
+            "/".to_owned(),
+            "from-a".to_owned(),
+            json!([1, {"x": "y"}])
+        )
+    );
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/clients/js/node-server-side-emit.mjs");
+    let node = std::env::var("TIDINGS_NODE").unwrap_or_else(|_| "node".to_owned());
+    let output = tokio::process::Command::new(node)
+        .arg(script)
+        .env("REDIS_URL", &redis.url)
+        .env("NODE_KEY", &key)
+        .output();
+    let output = tokio::time::timeout(WAIT, output).await.unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(
+            tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    got.sort_by_key(|(node, nsp, event, _)| (*node, nsp.clone(), event.clone()));
+    assert_eq!(
+        got,
+        [
+            (
+                "a",
+                "/".to_owned(),
+                "hello".to_owned(),
+                json!([{"n": 1}, "two"])
+            ),
+            ("a", "/admin".to_owned(), "ping".to_owned(), json!([])),
+            (
+                "b",
+                "/".to_owned(),
+                "hello".to_owned(),
+                json!([{"n": 1}, "two"])
+            ),
+            ("b", "/admin".to_owned(), "ping".to_owned(), json!([])),
+        ]
+    );
+    // Nothing more: a node never gets its own server-side events.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err()
+    );
 }

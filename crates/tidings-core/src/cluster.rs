@@ -175,6 +175,10 @@ pub enum ClusterMessage {
     Disconnect {
         /// Whose sockets.
         target: Target,
+        /// Close each socket's whole connection (every namespace), as Node's
+        /// `disconnectSockets(true)` does; left out of the JSON when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        close: bool,
     },
     /// Report the local sockets of `target` to node `origin` with [`ClusterMessage::Sockets`].
     FetchSockets {
@@ -210,6 +214,17 @@ pub enum ClusterMessage {
         request: u64,
         /// Whether this node held the session (and has written it to the log).
         found: bool,
+    },
+    /// An event for the server itself, not for clients (Node's `serverSideEmit`): handed to
+    /// the namespace's [`on_server_side_emit`] handlers of every other node.
+    ///
+    /// [`on_server_side_emit`]: https://docs.rs/tidings-server/latest/tidings_server/struct.Namespace.html#method.on_server_side_emit
+    ServerSideEmit {
+        /// The namespace.
+        namespace: String,
+        /// The event name and its arguments, as Node's `serverSideEmit(event, ...args)` sends
+        /// them: JSON (no binary).
+        args: Vec<serde_json::Value>,
     },
     /// A message was appended to durable `topic`: dispatchers of its subscriptions should
     /// look for work now rather than at their next poll.
@@ -318,6 +333,15 @@ mod tests {
             },
             ClusterMessage::Disconnect {
                 target: target.clone(),
+                close: false,
+            },
+            ClusterMessage::Disconnect {
+                target: target.clone(),
+                close: true,
+            },
+            ClusterMessage::ServerSideEmit {
+                namespace: "/chat".into(),
+                args: vec!["hello".into(), serde_json::json!({"n": 1})],
             },
             ClusterMessage::FetchSockets {
                 request: 9,
@@ -414,8 +438,24 @@ mod tests {
             (
                 ClusterMessage::Disconnect {
                     target: target.clone(),
+                    close: false,
                 },
                 format!(r#"{{"from":"node-a","t":"disconnect",{TARGET}}}"#),
+            ),
+            (
+                ClusterMessage::Disconnect {
+                    target: target.clone(),
+                    close: true,
+                },
+                format!(r#"{{"from":"node-a","t":"disconnect",{TARGET},"close":true}}"#),
+            ),
+            (
+                ClusterMessage::ServerSideEmit {
+                    namespace: "/".into(),
+                    args: vec!["hello".into(), 1.into()],
+                },
+                r#"{"from":"node-a","t":"server_side_emit","namespace":"/","args":["hello",1]}"#
+                    .to_owned(),
             ),
             (
                 ClusterMessage::FetchSockets {

@@ -48,9 +48,19 @@ pub(crate) fn route(server: &ServerInner, message: ClusterMessage) {
                 local_operator(ns, target).leave_local(&Room::from(room));
             }
         }
-        ClusterMessage::Disconnect { target } => {
+        ClusterMessage::Disconnect { target, close } => {
             if let Some(ns) = namespace(&target) {
-                local_operator(ns, target).disconnect_local();
+                let operator = local_operator(ns, target);
+                if close {
+                    operator.close_connections_local();
+                } else {
+                    operator.disconnect_local();
+                }
+            }
+        }
+        ClusterMessage::ServerSideEmit { namespace, args } => {
+            if let Some(ns) = server.existing_namespace(&namespace) {
+                ns.server_side_event(args);
             }
         }
         ClusterMessage::FetchSockets {

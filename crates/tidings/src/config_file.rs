@@ -20,6 +20,7 @@
 //! [redis]                       # several nodes on one Redis (docs/DEPLOY.md)
 //! url = "redis://127.0.0.1:6379"
 //! prefix = "tidings:"
+//! node_adapter_key = "socket.io" # Node's @socket.io/redis-adapter / -emitter key, or "off"
 //!
 //! [recovery]                    # Connection State Recovery (off by default)
 //! enabled = true
@@ -97,6 +98,7 @@ pub struct TlsSection {
 struct RedisSection {
     url: Option<String>,
     prefix: Option<String>,
+    node_adapter_key: Option<String>,
 }
 
 impl std::fmt::Debug for RedisSection {
@@ -104,6 +106,7 @@ impl std::fmt::Debug for RedisSection {
         f.debug_struct("RedisSection")
             .field("url", &self.url.as_deref().map(tidings_core::redact_url))
             .field("prefix", &self.prefix)
+            .field("node_adapter_key", &self.node_adapter_key)
             .finish()
     }
 }
@@ -400,6 +403,11 @@ impl ConfigFile {
     /// `[redis] prefix`.
     pub fn redis_prefix(&self) -> Option<String> {
         self.redis.prefix.clone()
+    }
+
+    /// `[redis] node_adapter_key`: Node Socket.IO's Redis adapter key, or `"off"`.
+    pub fn node_adapter_key(&self) -> Option<String> {
+        self.redis.node_adapter_key.clone()
     }
 
     /// `[limits]`.

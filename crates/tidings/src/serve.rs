@@ -113,6 +113,11 @@ pub struct ServeArgs {
     /// Prefix of every Redis key and channel: nodes that work together use the same one.
     #[arg(long, env = "TIDINGS_REDIS_PREFIX")]
     redis_prefix: Option<String>,
+    /// With --redis: the key (channel prefix) of Node Socket.IO's Redis adapter and emitter
+    /// whose broadcasts and room operations reach this node's clients (default `socket.io`,
+    /// theirs), or `off`. See docs/DEPLOY.md, "Node services and clusters".
+    #[arg(long, env = "TIDINGS_NODE_ADAPTER_KEY", value_name = "KEY|off")]
+    node_adapter_key: Option<String>,
     /// Connection State Recovery (socket.io-client's `connectionStateRecovery`): a client that
     /// reconnects within the window gets back its id, its rooms and every event it missed.
     /// Kept in the store: it survives restarts (SQLite) and node changes (Redis).
@@ -392,12 +397,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(redis) = &redis {
+        let node_adapter = match args
+            .node_adapter_key
+            .clone()
+            .or_else(|| file.node_adapter_key())
+            .as_deref()
+        {
+            Some("off") => None,
+            Some(key) => Some(key.to_owned()),
+            None => Some("socket.io".to_owned()),
+        };
         let cluster = RedisCluster::connect(
-            RedisClusterConfig::new(redis.url.clone()).prefix(redis.prefix.clone()),
+            RedisClusterConfig::new(redis.url.clone())
+                .prefix(redis.prefix.clone())
+                .node_adapter(node_adapter.clone())
+                .node_max_message(args.max_payload),
         )
         .await
         .with_context(|| format!("cannot reach Redis at {}", redact_url(&redis.url)))?;
         tracing::info!(node = %tidings_core::cluster::Cluster::node_id(&cluster), "cluster: on, over Redis pub/sub");
+        match &node_adapter {
+            Some(key) => {
+                tracing::info!(key = %key, "cluster: Node Socket.IO's Redis adapter and emitter (key {key}) reach this node's clients")
+            }
+            None => tracing::info!(
+                "cluster: Node Socket.IO's Redis adapter channels are not read (--node-adapter-key off)"
+            ),
+        }
         server.enable_cluster(Arc::new(cluster));
     }
     // Every namespace is open: clients need no server code to use the built-in events.

@@ -65,6 +65,7 @@ pub struct ConnectRequest {
 
 type Middleware = Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
 type ConnectHandler = Arc<dyn Fn(Socket) + Send + Sync>;
+type ServerSideHandler = Arc<dyn Fn(&str, Vec<Value>) + Send + Sync>;
 
 pub(crate) struct NamespaceInner {
     pub(crate) name: Arc<str>,
@@ -72,6 +73,8 @@ pub(crate) struct NamespaceInner {
     rooms: RwLock<HashMap<Room, HashSet<Sid>>>,
     middlewares: RwLock<Vec<Middleware>>,
     connect_handler: RwLock<Option<ConnectHandler>>,
+    /// Events other nodes' servers send to this one ([`Namespace::on_server_side_emit`]).
+    server_side_handler: RwLock<Option<ServerSideHandler>>,
     /// Ack ids are drawn per namespace, so a broadcast with ack uses one id for every
     /// recipient and is still encoded once.
     next_ack_id: AtomicU64,
@@ -115,6 +118,7 @@ impl Namespace {
                 rooms: RwLock::new(HashMap::new()),
                 middlewares: RwLock::new(Vec::new()),
                 connect_handler: RwLock::new(None),
+                server_side_handler: RwLock::new(None),
                 next_ack_id: AtomicU64::new(0),
                 recovery,
                 cluster,
@@ -153,6 +157,51 @@ impl Namespace {
     {
         *self.inner.connect_handler.write() = Some(Arc::new(handler));
         self
+    }
+
+    /// Sets the handler of the events other nodes send to this namespace's server side — a
+    /// tidings node's [`Namespace::server_side_emit`], Node's `io.serverSideEmit(event, ...args)`
+    /// (the Redis adapter and emitter) — with the event name and its arguments. Without a
+    /// handler such events are dropped (logged at `debug`).
+    pub fn on_server_side_emit<F>(&self, handler: F) -> &Self
+    where
+        F: Fn(&str, Vec<Value>) + Send + Sync + 'static,
+    {
+        *self.inner.server_side_handler.write() = Some(Arc::new(handler));
+        self
+    }
+
+    /// Sends `event` with `args` to the server side of this namespace on every other node
+    /// (their [`Namespace::on_server_side_emit`] handlers, or Node servers' `io.on(event)`),
+    /// not to clients. No acknowledgement; nothing happens on a single node.
+    pub fn server_side_emit(&self, event: &str, args: Vec<Value>) {
+        self.inner
+            .cluster
+            .publish(|| ClusterMessage::ServerSideEmit {
+                namespace: self.name().to_owned(),
+                args: std::iter::once(Value::from(event)).chain(args).collect(),
+            });
+    }
+
+    /// Hands another node's server-side event (`[event, ...args]`) to the handler.
+    pub(crate) fn server_side_event(&self, mut args: Vec<Value>) {
+        let handler = self.inner.server_side_handler.read().clone();
+        let event = match args.first() {
+            Some(Value::String(_)) => match args.remove(0) {
+                Value::String(event) => event,
+                _ => return,
+            },
+            _ => {
+                tracing::debug!(namespace = %self.name(), "server-side event without a name: dropped");
+                return;
+            }
+        };
+        match handler {
+            Some(handler) => handler(&event, args),
+            None => {
+                tracing::debug!(namespace = %self.name(), event, "server-side event without a handler: dropped")
+            }
+        }
     }
 
     pub(crate) fn middlewares(&self) -> Vec<Middleware> {
@@ -557,12 +606,21 @@ impl BroadcastOperator {
             .cluster
             .publish(|| ClusterMessage::Disconnect {
                 target: self.target(),
+                close: false,
             });
     }
 
     pub(crate) fn disconnect_local(&self) {
         for socket in self.sockets() {
             socket.disconnect_with(DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+
+    /// Closes the whole connection (every namespace) of each addressed socket of this node,
+    /// as Node's `disconnectSockets(true)` does.
+    pub(crate) fn close_connections_local(&self) {
+        for socket in self.sockets() {
+            socket.disconnect_connection();
         }
     }
 }

@@ -568,6 +568,16 @@ impl Socket {
         self.disconnect_with(DisconnectReason::ServerNamespaceDisconnect);
     }
 
+    /// Disconnects the socket and closes its whole connection, every namespace of it (Node's
+    /// `socket.disconnect(true)`): the client sees `io server disconnect` here and the
+    /// connection close elsewhere.
+    pub fn disconnect_connection(&self) {
+        self.disconnect();
+        self.inner
+            .session
+            .close(crate::engine::CloseReason::ForcedClose);
+    }
+
     /// Removes the socket, telling the client when the server decided it.
     pub(crate) fn disconnect_with(&self, reason: DisconnectReason) {
         if reason == DisconnectReason::ServerNamespaceDisconnect {

@@ -1,0 +1,676 @@
+//! The channels of Node Socket.IO's Redis adapter (`@socket.io/redis-adapter`) and emitter
+//! (`@socket.io/redis-emitter`), read by a tidings node so that Node services reach its
+//! clients.
+//!
+//! # The Node wire form (socket.io-redis-adapter 8, socket.io-redis-emitter 5)
+//!
+//! - Broadcasts go to `<key>#<nsp>#` — or `<key>#<nsp>#<room>#` when exactly one room is
+//!   addressed — as MessagePack (notepack.io) `[uid, packet, opts]`: `packet` is
+//!   `{type: 2, data: [event, ...args], nsp}` (binary arguments are MessagePack `bin`),
+//!   `opts` is `{rooms: [...], except: [...], flags: {...}}`.
+//! - Requests go to `<key>-request#<nsp>#` as JSON (or MessagePack when the first byte is not
+//!   `{`): `{type: 2 | 3, opts: {rooms, except}, rooms: [...]}` makes the addressed sockets
+//!   join / leave rooms, `{type: 4, opts, close}` disconnects them, `{type: 6, uid, data:
+//!   [event, ...args]}` is `serverSideEmit`. The other request types (fetching sockets and
+//!   rooms, broadcasts with acks, requests about one socket id) ask for an answer on the
+//!   response channel; they are left to Node servers (logged at `debug`).
+//!
+//! Each message becomes the [`ClusterMessage`] a tidings node would have sent, so the server
+//! handles it exactly as a broadcast or room operation of another tidings node: encoded once
+//! for all its local recipients. A message that does not decode, is larger than the bound, or
+//! addresses something tidings cannot do is counted ([`NodeCounters`]) and logged at `warn`
+//! (the first time, then once per 1000), never a panic and never a stop of the subscriber.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Map, Value as Json};
+use tidings_core::cluster::{ClusterMessage, Target, WireFrame};
+use tidings_proto::packet::{Packet, RESERVED_EVENTS, check_namespace, placeholder};
+
+/// Node's `RequestType` values that tidings acts on.
+const REMOTE_JOIN: u64 = 2;
+const REMOTE_LEAVE: u64 = 3;
+const REMOTE_DISCONNECT: u64 = 4;
+const SERVER_SIDE_EMIT: u64 = 6;
+
+/// Socket.IO packet types a broadcast may carry (EVENT, BINARY_EVENT).
+const EVENT: u64 = 2;
+const BINARY_EVENT: u64 = 5;
+
+/// How deep a MessagePack value may nest: serde_json's own parse limit, so that whatever
+/// arrives here could have come from a JSON client too.
+const MAX_DEPTH: usize = 128;
+
+/// The most binary arguments one broadcast may carry (the Socket.IO codec's cap).
+const MAX_ATTACHMENTS: usize = tidings_proto::packet::MAX_ATTACHMENTS;
+
+/// Why a message on the Node channels was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeMessageError {
+    /// Larger than the configured bound.
+    #[error("{0} bytes: over the {1}-byte bound")]
+    TooLarge(usize, usize),
+    /// Not MessagePack / JSON of the expected shape.
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+fn malformed(what: impl Into<String>) -> NodeMessageError {
+    NodeMessageError::Malformed(what.into())
+}
+
+/// What the Node channels brought, for logs and stats.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Messages turned into broadcasts or room operations.
+    pub(crate) accepted: AtomicU64,
+    /// Messages refused: malformed or too large.
+    pub(crate) refused: AtomicU64,
+    /// Subscribed to the channels now.
+    pub(crate) listening: AtomicBool,
+}
+
+impl NodeCounters {
+    /// Counts a refusal; true when it should be logged at `warn` (the first, then every 1000th).
+    pub(crate) fn refuse(&self) -> bool {
+        let before = self.refused.fetch_add(1, Ordering::Relaxed);
+        before % 1000 == 0
+    }
+}
+
+/// The channel patterns (PSUBSCRIBE) for Node's `key`: broadcasts and requests of every
+/// namespace. Glob characters in the key are escaped.
+pub fn patterns(key: &str) -> [String; 2] {
+    let key: String = key
+        .chars()
+        .flat_map(|c| match c {
+            '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    [format!("{key}#*"), format!("{key}-request#*")]
+}
+
+/// Decodes one message of a Node channel into what a tidings node would have sent (a join of
+/// several rooms is one message per room). Empty for what is not for tidings: request types
+/// that want an answer, or an unknown request type.
+///
+/// # Errors
+///
+/// [`NodeMessageError`] when the message is over `max_bytes`, does not decode, or has a shape
+/// Node's adapter does not send.
+pub fn decode(
+    key: &str,
+    channel: &[u8],
+    payload: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+    if payload.len() > max_bytes {
+        return Err(NodeMessageError::TooLarge(payload.len(), max_bytes));
+    }
+    let channel = std::str::from_utf8(channel).map_err(|_| malformed("channel is not UTF-8"))?;
+    if let Some(rest) = channel.strip_prefix(&format!("{key}-request#")) {
+        let nsp = rest
+            .strip_suffix('#')
+            .ok_or_else(|| malformed(format!("request channel {channel}")))?;
+        return decode_request(nsp, payload);
+    }
+    if channel.starts_with(&format!("{key}#")) {
+        return decode_broadcast(payload).map(|b| vec![b]);
+    }
+    Ok(Vec::new())
+}
+
+/// `[uid, {type, data, nsp}, {rooms, except, flags}]` → a broadcast.
+fn decode_broadcast(payload: &[u8]) -> Result<ClusterMessage, NodeMessageError> {
+    let value = read_msgpack(payload)?;
+    let rmpv::Value::Array(mut parts) = value else {
+        return Err(malformed("a broadcast is not [uid, packet, opts]"));
+    };
+    if parts.len() != 3 {
+        return Err(malformed("a broadcast is not [uid, packet, opts]"));
+    }
+    let opts = parts.pop().unwrap_or(rmpv::Value::Nil);
+    let packet = parts.pop().unwrap_or(rmpv::Value::Nil);
+    let packet = map_of(packet, "packet")?;
+    let kind = field(&packet, "type").and_then(rmpv::Value::as_u64);
+    if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
+        return Err(malformed(format!(
+            "packet type {kind:?}: only events are broadcast"
+        )));
+    }
+    if field(&packet, "id").is_some_and(|id| !id.is_nil()) {
+        return Err(malformed("a broadcast with an ack id"));
+    }
+    let namespace = match field(&packet, "nsp") {
+        None | Some(rmpv::Value::Nil) => "/".to_owned(),
+        Some(nsp) => nsp
+            .as_str()
+            .ok_or_else(|| malformed("packet.nsp is not a string"))?
+            .to_owned(),
+    };
+    check_namespace(&namespace).map_err(|e| malformed(format!("namespace: {e}")))?;
+    let data = field(&packet, "data").cloned().unwrap_or(rmpv::Value::Nil);
+    let mut attachments = Vec::new();
+    let Json::Array(mut data) = to_json(data, &mut attachments)? else {
+        return Err(malformed("packet.data is not [event, ...args]"));
+    };
+    let event = match data.first() {
+        Some(Json::String(name)) if !RESERVED_EVENTS.contains(&name.as_str()) => name.clone(),
+        Some(Json::String(name)) => return Err(malformed(format!("reserved event {name:?}"))),
+        _ => return Err(malformed("the event name is not a string")),
+    };
+    data.remove(0);
+    let (rooms, except) = rooms_of(&opts)?;
+    let packet = Packet::event(&namespace, &event, data, None, attachments.len());
+    let mut frames = vec![match packet.to_frame() {
+        tidings_proto::engine::Frame::Text(text) => WireFrame::Text(text),
+        tidings_proto::engine::Frame::Binary(bytes) => WireFrame::Binary(bytes),
+    }];
+    frames.extend(attachments.into_iter().map(WireFrame::Binary));
+    Ok(ClusterMessage::Broadcast {
+        target: Target {
+            namespace,
+            rooms,
+            except,
+        },
+        frames,
+        offset: None,
+    })
+}
+
+/// A request: JSON when it starts with `{`, else MessagePack (as Node's adapter reads it).
+fn decode_request(nsp: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+    check_namespace(nsp).map_err(|e| malformed(format!("namespace: {e}")))?;
+    let request: Json = if payload.first() == Some(&b'{') {
+        serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?
+    } else {
+        let mut attachments = Vec::new();
+        to_json(read_msgpack(payload)?, &mut attachments)?
+    };
+    let Json::Object(request) = request else {
+        return Err(malformed("a request is not an object"));
+    };
+    let kind = request
+        .get("type")
+        .and_then(Json::as_u64)
+        .ok_or_else(|| malformed("a request without a numeric type"))?;
+    let target = |opts: &Json| -> Result<Target, NodeMessageError> {
+        let (rooms, except) = json_rooms(opts)?;
+        Ok(Target {
+            namespace: nsp.to_owned(),
+            rooms,
+            except,
+        })
+    };
+    Ok(match kind {
+        REMOTE_JOIN | REMOTE_LEAVE | REMOTE_DISCONNECT => {
+            // Without `opts` the request is about one socket id and wants an answer: Node's
+            // `remoteJoin(id, room)`, left to Node servers.
+            let Some(opts) = request.get("opts") else {
+                return Ok(Vec::new());
+            };
+            let target = target(opts)?;
+            if kind == REMOTE_DISCONNECT {
+                let close = request.get("close").and_then(Json::as_bool) == Some(true);
+                return Ok(vec![ClusterMessage::Disconnect { target, close }]);
+            }
+            let rooms = string_list(request.get("rooms"), "rooms")?;
+            // One message per room: the server applies each as another node's join or leave.
+            rooms
+                .into_iter()
+                .map(|room| {
+                    if kind == REMOTE_JOIN {
+                        ClusterMessage::Join {
+                            target: target.clone(),
+                            room,
+                        }
+                    } else {
+                        ClusterMessage::Leave {
+                            target: target.clone(),
+                            room,
+                        }
+                    }
+                })
+                .collect()
+        }
+        SERVER_SIDE_EMIT => {
+            let Some(Json::Array(args)) = request.get("data") else {
+                return Err(malformed("serverSideEmit without data"));
+            };
+            vec![ClusterMessage::ServerSideEmit {
+                namespace: nsp.to_owned(),
+                args: args.clone(),
+            }]
+        }
+        _ => Vec::new(),
+    })
+}
+
+fn read_msgpack(payload: &[u8]) -> Result<rmpv::Value, NodeMessageError> {
+    let mut rest = payload;
+    let value = rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH)
+        .map_err(|e| malformed(format!("MessagePack: {e}")))?;
+    if !rest.is_empty() {
+        return Err(malformed(format!(
+            "{} bytes after the MessagePack value",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+fn map_of(
+    value: rmpv::Value,
+    what: &str,
+) -> Result<Vec<(rmpv::Value, rmpv::Value)>, NodeMessageError> {
+    match value {
+        rmpv::Value::Map(entries) => Ok(entries),
+        _ => Err(malformed(format!("{what} is not a map"))),
+    }
+}
+
+fn field<'a>(map: &'a [(rmpv::Value, rmpv::Value)], name: &str) -> Option<&'a rmpv::Value> {
+    map.iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
+}
+
+/// `opts.rooms` and `opts.except` of a broadcast (each missing = empty).
+fn rooms_of(opts: &rmpv::Value) -> Result<(Vec<String>, Vec<String>), NodeMessageError> {
+    let rmpv::Value::Map(opts) = opts else {
+        return Err(malformed("opts is not a map"));
+    };
+    let list = |name: &str| -> Result<Vec<String>, NodeMessageError> {
+        match field(opts, name) {
+            None | Some(rmpv::Value::Nil) => Ok(Vec::new()),
+            Some(rmpv::Value::Array(items)) => items
+                .iter()
+                .map(|item| room_name(&msgpack_scalar(item)?))
+                .collect(),
+            Some(_) => Err(malformed(format!("opts.{name} is not a list"))),
+        }
+    };
+    Ok((list("rooms")?, list("except")?))
+}
+
+/// A room as Node names it: a string, or a number (`io.to(42)`), which is the room `"42"`.
+fn room_name(value: &Json) -> Result<String, NodeMessageError> {
+    match value {
+        Json::String(s) => Ok(s.clone()),
+        Json::Number(n) => Ok(n.to_string()),
+        other => Err(malformed(format!("a room is {other}"))),
+    }
+}
+
+fn msgpack_scalar(value: &rmpv::Value) -> Result<Json, NodeMessageError> {
+    let mut none = Vec::new();
+    to_json(value.clone(), &mut none)
+}
+
+/// `opts` of a request: `{rooms, except}`.
+fn json_rooms(opts: &Json) -> Result<(Vec<String>, Vec<String>), NodeMessageError> {
+    let Json::Object(opts) = opts else {
+        return Err(malformed("request opts is not an object"));
+    };
+    Ok((
+        string_list(opts.get("rooms"), "opts.rooms")?,
+        string_list(opts.get("except"), "opts.except")?,
+    ))
+}
+
+fn string_list(value: Option<&Json>, what: &str) -> Result<Vec<String>, NodeMessageError> {
+    match value {
+        None | Some(Json::Null) => Ok(Vec::new()),
+        Some(Json::Array(items)) => items.iter().map(room_name).collect(),
+        Some(_) => Err(malformed(format!("{what} is not a list"))),
+    }
+}
+
+/// A MessagePack value as the JSON a Socket.IO client receives: `bin` becomes a binary
+/// attachment and its placeholder; what `JSON.stringify` cannot say (`undefined`, NaN and the
+/// infinities, other extension types) becomes `null`, as Node's encoder makes it; map keys
+/// that are not strings are written as JSON would write them.
+fn to_json(value: rmpv::Value, attachments: &mut Vec<Bytes>) -> Result<Json, NodeMessageError> {
+    Ok(match value {
+        rmpv::Value::Nil => Json::Null,
+        rmpv::Value::Boolean(b) => Json::Bool(b),
+        rmpv::Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => Json::from(u),
+            (None, Some(s)) => Json::from(s),
+            (None, None) => Json::Null,
+        },
+        rmpv::Value::F32(f) => {
+            serde_json::Number::from_f64(f64::from(f)).map_or(Json::Null, Json::Number)
+        }
+        rmpv::Value::F64(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        rmpv::Value::String(s) => match s.into_str() {
+            Some(s) => Json::String(s),
+            None => return Err(malformed("a string is not UTF-8")),
+        },
+        rmpv::Value::Binary(bytes) => {
+            if attachments.len() >= MAX_ATTACHMENTS {
+                return Err(malformed(format!(
+                    "more than {MAX_ATTACHMENTS} binary arguments"
+                )));
+            }
+            attachments.push(Bytes::from(bytes));
+            placeholder(attachments.len() - 1)
+        }
+        rmpv::Value::Array(items) => Json::Array(
+            items
+                .into_iter()
+                .map(|item| to_json(item, attachments))
+                .collect::<Result<_, _>>()?,
+        ),
+        rmpv::Value::Map(entries) => {
+            let mut map = Map::new();
+            for (k, v) in entries {
+                let key = match to_json(k, &mut Vec::new())? {
+                    Json::String(s) => s,
+                    other => other.to_string(),
+                };
+                map.insert(key, to_json(v, attachments)?);
+            }
+            Json::Object(map)
+        }
+        rmpv::Value::Ext(_, _) => Json::Null,
+    })
+}
+
+/// The base64 of `bytes` (for logs of refused messages: the first bytes only).
+pub(crate) fn preview(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(&bytes[..bytes.len().min(48)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmpv::Value as M;
+
+    fn msgpack(value: &M) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, value).unwrap();
+        out
+    }
+
+    fn s(text: &str) -> M {
+        M::from(text)
+    }
+
+    /// What `@socket.io/redis-emitter` publishes for `emitter.of(nsp).to(rooms).except(except)
+    /// .emit(...data)`.
+    fn emitter_broadcast(nsp: &str, data: Vec<M>, rooms: &[&str], except: &[&str]) -> Vec<u8> {
+        let list = |names: &[&str]| M::Array(names.iter().map(|n| s(n)).collect());
+        msgpack(&M::Array(vec![
+            s("emitter"),
+            M::Map(vec![
+                (s("type"), M::from(2)),
+                (s("data"), M::Array(data)),
+                (s("nsp"), s(nsp)),
+            ]),
+            M::Map(vec![
+                (s("rooms"), list(rooms)),
+                (s("flags"), M::Map(Vec::new())),
+                (s("except"), list(except)),
+            ]),
+        ]))
+    }
+
+    fn decode_one(channel: &str, payload: &[u8]) -> ClusterMessage {
+        let mut messages = decode("socket.io", channel.as_bytes(), payload, 1 << 20).unwrap();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        messages.remove(0)
+    }
+
+    fn text(frame: &WireFrame) -> &str {
+        match frame {
+            WireFrame::Text(t) => std::str::from_utf8(t).unwrap(),
+            WireFrame::Binary(_) => panic!("a binary frame"),
+        }
+    }
+
+    #[test]
+    fn an_emitter_broadcast_becomes_the_broadcast_a_tidings_node_would_send() {
+        let payload = emitter_broadcast(
+            "/chat",
+            vec![
+                s("news"),
+                M::from(1),
+                M::Map(vec![(s("ok"), M::from(true))]),
+            ],
+            &["lobby", "hall"],
+            &["muted"],
+        );
+        let ClusterMessage::Broadcast {
+            target,
+            frames,
+            offset,
+        } = decode_one("socket.io#/chat#", &payload)
+        else {
+            panic!("not a broadcast");
+        };
+        assert_eq!(target.namespace, "/chat");
+        assert_eq!(target.rooms, ["lobby", "hall"]);
+        assert_eq!(target.except, ["muted"]);
+        assert_eq!(offset, None);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(text(&frames[0]), r#"42/chat,["news",1,{"ok":true}]"#);
+    }
+
+    #[test]
+    fn binary_arguments_become_attachments() {
+        let payload = emitter_broadcast(
+            "/",
+            vec![
+                s("file"),
+                M::Binary(vec![0, 1, 255]),
+                M::Array(vec![M::Binary(Vec::new())]),
+            ],
+            &["only"],
+            &[],
+        );
+        let ClusterMessage::Broadcast { frames, target, .. } =
+            decode_one("socket.io#/#only#", &payload)
+        else {
+            panic!("not a broadcast");
+        };
+        assert_eq!(target.rooms, ["only"]);
+        assert_eq!(
+            text(&frames[0]),
+            r#"452-["file",{"_placeholder":true,"num":0},[{"_placeholder":true,"num":1}]]"#
+        );
+        assert_eq!(
+            frames[1],
+            WireFrame::Binary(Bytes::from_static(&[0, 1, 255]))
+        );
+        assert_eq!(frames[2], WireFrame::Binary(Bytes::new()));
+    }
+
+    #[test]
+    fn what_json_cannot_say_becomes_null_and_numeric_rooms_are_names() {
+        let payload = msgpack(&M::Array(vec![
+            s("abc123"),
+            M::Map(vec![
+                (s("type"), M::from(2)),
+                (
+                    s("data"),
+                    M::Array(vec![
+                        s("e"),
+                        M::Ext(0, vec![0]),
+                        M::F64(f64::NAN),
+                        M::from(-3),
+                    ]),
+                ),
+            ]),
+            M::Map(vec![(s("rooms"), M::Array(vec![M::from(42)]))]),
+        ]));
+        let ClusterMessage::Broadcast { frames, target, .. } = decode_one("socket.io#/#", &payload)
+        else {
+            panic!("not a broadcast");
+        };
+        // No nsp in the packet: the main namespace, as Node's adapter assumes.
+        assert_eq!(target.namespace, "/");
+        assert_eq!(target.rooms, ["42"]);
+        assert_eq!(text(&frames[0]), r#"42["e",null,null,-3]"#);
+    }
+
+    #[test]
+    fn emitter_requests_become_room_operations_and_server_side_events() {
+        let join = br#"{"type":2,"opts":{"rooms":["a"],"except":["b"]},"rooms":["r1","r2"]}"#;
+        let messages = decode("socket.io", b"socket.io-request#/chat#", join, 1 << 20).unwrap();
+        let target = Target {
+            namespace: "/chat".into(),
+            rooms: vec!["a".into()],
+            except: vec!["b".into()],
+        };
+        assert_eq!(
+            messages,
+            [
+                ClusterMessage::Join {
+                    target: target.clone(),
+                    room: "r1".into()
+                },
+                ClusterMessage::Join {
+                    target: target.clone(),
+                    room: "r2".into()
+                },
+            ]
+        );
+        let leave = br#"{"type":3,"opts":{"rooms":["a"],"except":["b"]},"rooms":["r1"]}"#;
+        assert_eq!(
+            decode_one("socket.io-request#/chat#", leave),
+            ClusterMessage::Leave {
+                target: target.clone(),
+                room: "r1".into()
+            }
+        );
+        let disconnect = br#"{"type":4,"opts":{"rooms":["a"],"except":["b"]},"close":true}"#;
+        assert_eq!(
+            decode_one("socket.io-request#/chat#", disconnect),
+            ClusterMessage::Disconnect {
+                target,
+                close: true
+            }
+        );
+        let emit = br#"{"uid":"emitter","type":6,"data":["hello",{"n":1}]}"#;
+        assert_eq!(
+            decode_one("socket.io-request#/#", emit),
+            ClusterMessage::ServerSideEmit {
+                namespace: "/".into(),
+                args: vec!["hello".into(), serde_json::json!({"n": 1})],
+            }
+        );
+        // MessagePack requests too (the adapter's parser option).
+        let packed = msgpack(&M::Map(vec![
+            (s("type"), M::from(6)),
+            (s("data"), M::Array(vec![s("ping")])),
+        ]));
+        assert!(matches!(
+            decode_one("socket.io-request#/#", &packed),
+            ClusterMessage::ServerSideEmit { .. }
+        ));
+    }
+
+    #[test]
+    fn requests_that_want_an_answer_are_left_to_node_servers() {
+        for request in [
+            &br#"{"type":0,"requestId":"x","rooms":[]}"#[..],
+            br#"{"type":5,"requestId":"x","opts":{"rooms":[],"except":[]}}"#,
+            br#"{"type":2,"requestId":"x","sid":"abc","room":"r"}"#,
+            br#"{"type":99}"#,
+        ] {
+            let decoded = decode("socket.io", b"socket.io-request#/#", request, 1 << 20);
+            assert_eq!(
+                decoded,
+                Ok(Vec::new()),
+                "{}",
+                String::from_utf8_lossy(request)
+            );
+        }
+        // Other keys' channels are not ours.
+        let other = emitter_broadcast("/", vec![s("e")], &[], &[]);
+        assert_eq!(
+            decode("socket.io", b"other#/#", &other, 1 << 20),
+            Ok(Vec::new())
+        );
+    }
+
+    #[test]
+    fn malformed_and_oversized_messages_are_errors() {
+        let ok = emitter_broadcast("/", vec![s("e")], &[], &[]);
+        assert!(matches!(
+            decode("socket.io", b"socket.io#/#", &ok, ok.len() - 1),
+            Err(NodeMessageError::TooLarge(..))
+        ));
+        // 10,000 nested fixarrays of one element, around a nil.
+        let mut deep = vec![0x91; 10_000];
+        deep.push(0xc0);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("garbage", vec![0xc1, 0xff, 0x00]),
+            ("deep", deep),
+            ("not an array", msgpack(&s("hi"))),
+            ("trailing bytes", [ok.clone(), vec![0]].concat()),
+            (
+                "reserved event",
+                emitter_broadcast("/", vec![s("disconnect")], &[], &[]),
+            ),
+            (
+                "no event name",
+                emitter_broadcast("/", vec![M::from(1)], &[], &[]),
+            ),
+            (
+                "bad namespace",
+                emitter_broadcast("chat", vec![s("e")], &[], &[]),
+            ),
+            (
+                "not an event",
+                msgpack(&M::Array(vec![
+                    s("u"),
+                    M::Map(vec![(s("type"), M::from(1)), (s("nsp"), s("/"))]),
+                    M::Map(Vec::new()),
+                ])),
+            ),
+            (
+                "a room that is a map",
+                msgpack(&M::Array(vec![
+                    s("u"),
+                    M::Map(vec![
+                        (s("type"), M::from(2)),
+                        (s("data"), M::Array(vec![s("e")])),
+                    ]),
+                    M::Map(vec![(s("rooms"), M::Array(vec![M::Map(Vec::new())]))]),
+                ])),
+            ),
+        ];
+        for (what, payload) in cases {
+            let decoded = decode("socket.io", b"socket.io#/#", &payload, 1 << 20);
+            assert!(decoded.is_err(), "{what}: {decoded:?}");
+        }
+        for request in [
+            &b"{"[..],
+            b"[1]",
+            br#"{"type":"2"}"#,
+            br#"{"type":6,"data":"x"}"#,
+        ] {
+            let decoded = decode("socket.io", b"socket.io-request#/#", request, 1 << 20);
+            assert!(
+                decoded.is_err(),
+                "{}: {decoded:?}",
+                String::from_utf8_lossy(request)
+            );
+        }
+    }
+
+    #[test]
+    fn glob_characters_of_the_key_are_escaped() {
+        assert_eq!(
+            patterns("socket.io"),
+            ["socket.io#*", "socket.io-request#*"]
+        );
+        assert_eq!(patterns("a*b[c]"), [r"a\*b\[c\]#*", r"a\*b\[c\]-request#*"]);
+    }
+}

@@ -1,0 +1,38 @@
+//! tidings among Node Socket.IO: a Node service with the unmodified `@socket.io/redis-emitter`
+//! reaches the clients of `tidings serve --redis` nodes (tests/clients/js/node-emitter.mjs).
+//! Needs `redis-server` on PATH and the npm packages of tests/clients/js (scripts/test
+//! installs both).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Scenario;
+use common::server::RedisServer;
+use tokio::process::{Child, Command};
+
+async fn node(redis: &RedisServer, extra: &[&str]) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
+        .args(["serve", "--port", "0", "--store", "redis", "--redis"])
+        .arg(redis.url())
+        .args(extra);
+    common::spawn_serve(&mut command).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_redis_emitter_reaches_clients_of_two_tidings_nodes() {
+    let redis = RedisServer::start();
+    let (_a, a) = node(&redis, &[]).await;
+    let (_b, b) = node(&redis, &[]).await;
+    let socket = redis.socket();
+    Scenario::start(
+        "js/node-emitter.mjs",
+        &a,
+        &[
+            ("TIDINGS_URLS", format!("{a},{b}").as_str()),
+            ("REDIS_SOCKET", socket.to_str().unwrap()),
+        ],
+    )
+    .passes(90)
+    .await;
+}
