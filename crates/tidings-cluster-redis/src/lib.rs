@@ -50,6 +50,11 @@ pub struct RedisClusterConfig {
     /// broadcasts and requests this node applies to its clients; `None` (the default for the
     /// library): not read. `tidings serve --redis` reads `socket.io` unless told otherwise.
     pub node_adapter: Option<String>,
+    /// Also send this node's broadcasts, room operations and server-side events in the Node
+    /// adapter's form (on [`RedisClusterConfig::node_adapter`]'s channels), so that Node
+    /// servers on `@socket.io/redis-adapter` receive them: a mixed cluster. Default false: a
+    /// cluster of tidings nodes only does not pay for the second publish.
+    pub node_cluster: bool,
     /// The largest message accepted on the Node channels, in bytes (default 1,000,000, the
     /// server's default `max_payload`); larger ones are counted and dropped.
     pub node_max_message: usize,
@@ -63,6 +68,7 @@ impl RedisClusterConfig {
             prefix: "tidings:".to_owned(),
             node_id: None,
             node_adapter: None,
+            node_cluster: false,
             node_max_message: 1_000_000,
         }
     }
@@ -70,6 +76,12 @@ impl RedisClusterConfig {
     /// See [`RedisClusterConfig::node_adapter`].
     pub fn node_adapter(mut self, key: Option<String>) -> Self {
         self.node_adapter = key;
+        self
+    }
+
+    /// See [`RedisClusterConfig::node_cluster`].
+    pub fn node_cluster(mut self, on: bool) -> Self {
+        self.node_cluster = on;
         self
     }
 
@@ -102,6 +114,8 @@ pub struct RedisCluster {
     started: AtomicBool,
     failed: Arc<AtomicU64>,
     node_adapter: Option<String>,
+    /// The Node adapter key and this node's uid there, when sending in the Node form too.
+    node_cluster: Option<(String, String)>,
     node_max_message: usize,
     node_counters: Arc<node::NodeCounters>,
 }
@@ -130,6 +144,11 @@ impl RedisCluster {
         let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
         let connection = client.get_connection_manager().await.map_err(unavailable)?;
         let node_id = config.node_id.unwrap_or_else(|| Sid::new().to_string());
+        let node_cluster = config
+            .node_adapter
+            .clone()
+            .filter(|_| config.node_cluster)
+            .map(|key| (key, node::uid(&node_id)));
         let (outgoing, rx) = mpsc::unbounded_channel();
         let failed = Arc::new(AtomicU64::new(0));
         tokio::spawn(publisher(connection.clone(), rx, failed.clone()));
@@ -142,6 +161,7 @@ impl RedisCluster {
             outgoing,
             started: AtomicBool::new(false),
             failed,
+            node_cluster,
             node_adapter: config.node_adapter,
             node_max_message: config.node_max_message,
             node_counters: Arc::default(),
@@ -175,6 +195,10 @@ impl RedisCluster {
 
     fn send(&self, channel: String, message: &ClusterMessage) {
         let payload = message.encode(&self.node_id);
+        self.enqueue(channel, payload);
+    }
+
+    fn enqueue(&self, channel: String, payload: Vec<u8>) {
         if self.outgoing.send(Outgoing { channel, payload }).is_err() {
             // The publisher task is gone only when the runtime shuts down.
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -318,6 +342,12 @@ impl Cluster for RedisCluster {
 
     fn publish(&self, message: ClusterMessage) {
         self.send(self.all_channel.clone(), &message);
+        if let Some((key, uid)) = &self.node_cluster {
+            // After tidings' own form, on the same ordered publisher.
+            for (channel, payload) in node::encode(key, uid, &message) {
+                self.enqueue(channel, payload);
+            }
+        }
     }
 
     fn send_to(&self, node: &str, message: ClusterMessage) {

@@ -118,13 +118,13 @@ pub fn decode(
         return decode_request(nsp, payload);
     }
     if channel.starts_with(&format!("{key}#")) {
-        return decode_broadcast(payload).map(|b| vec![b]);
+        return decode_broadcast(payload);
     }
     Ok(Vec::new())
 }
 
 /// `[uid, {type, data, nsp}, {rooms, except, flags}]` → a broadcast.
-fn decode_broadcast(payload: &[u8]) -> Result<ClusterMessage, NodeMessageError> {
+fn decode_broadcast(payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
     let value = read_msgpack(payload)?;
     let rmpv::Value::Array(mut parts) = value else {
         return Err(malformed("a broadcast is not [uid, packet, opts]"));
@@ -134,6 +134,9 @@ fn decode_broadcast(payload: &[u8]) -> Result<ClusterMessage, NodeMessageError> 
     }
     let opts = parts.pop().unwrap_or(rmpv::Value::Nil);
     let packet = parts.pop().unwrap_or(rmpv::Value::Nil);
+    if from_tidings(parts.first().and_then(rmpv::Value::as_str)) {
+        return Ok(Vec::new());
+    }
     let packet = map_of(packet, "packet")?;
     let kind = field(&packet, "type").and_then(rmpv::Value::as_u64);
     if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
@@ -170,7 +173,7 @@ fn decode_broadcast(payload: &[u8]) -> Result<ClusterMessage, NodeMessageError> 
         tidings_proto::engine::Frame::Binary(bytes) => WireFrame::Binary(bytes),
     }];
     frames.extend(attachments.into_iter().map(WireFrame::Binary));
-    Ok(ClusterMessage::Broadcast {
+    Ok(vec![ClusterMessage::Broadcast {
         target: Target {
             namespace,
             rooms,
@@ -178,7 +181,7 @@ fn decode_broadcast(payload: &[u8]) -> Result<ClusterMessage, NodeMessageError> 
         },
         frames,
         offset: None,
-    })
+    }])
 }
 
 /// A request: JSON when it starts with `{`, else MessagePack (as Node's adapter reads it).
@@ -197,6 +200,9 @@ fn decode_request(nsp: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, Node
         .get("type")
         .and_then(Json::as_u64)
         .ok_or_else(|| malformed("a request without a numeric type"))?;
+    if from_tidings(request.get("uid").and_then(Json::as_str)) {
+        return Ok(Vec::new());
+    }
     let target = |opts: &Json| -> Result<Target, NodeMessageError> {
         let (rooms, except) = json_rooms(opts)?;
         Ok(Target {
@@ -378,6 +384,151 @@ fn to_json(value: rmpv::Value, attachments: &mut Vec<Bytes>) -> Result<Json, Nod
         }
         rmpv::Value::Ext(_, _) => Json::Null,
     })
+}
+
+/// The uid of a tidings node in the Node adapter's messages: `tidings-<node id>`. Messages with
+/// such a uid are skipped by [`decode`]: tidings nodes hear each other on their own channel.
+pub fn uid(node_id: &str) -> String {
+    format!("{TIDINGS_UID_PREFIX}{node_id}")
+}
+
+const TIDINGS_UID_PREFIX: &str = "tidings-";
+
+fn from_tidings(uid: Option<&str>) -> bool {
+    uid.is_some_and(|u| u.starts_with(TIDINGS_UID_PREFIX))
+}
+
+/// What this node's message is for Node servers on the adapter's `key` (a mixed cluster):
+/// `(channel, payload)` pairs, none for what Node servers have no use for (durable-topic
+/// wake-ups, tidings' own requests and answers). A broadcast is the adapter's MessagePack
+/// `[uid, packet, opts]` (its Connection State Recovery offset left out: Node servers keep
+/// their own); room operations and server-side events are its JSON requests.
+pub fn encode(key: &str, uid: &str, message: &ClusterMessage) -> Vec<(String, Vec<u8>)> {
+    let request_channel = |nsp: &str| format!("{key}-request#{nsp}#");
+    let opts =
+        |target: &Target| serde_json::json!({ "rooms": target.rooms, "except": target.except });
+    let request =
+        |nsp: &str, body: Json| vec![(request_channel(nsp), body.to_string().into_bytes())];
+    match message {
+        ClusterMessage::Broadcast {
+            target,
+            frames,
+            offset,
+        } => match broadcast_packet(target, frames, offset.is_some()) {
+            Some(packet) => {
+                let rooms = target.rooms.iter().map(|r| rmpv::Value::from(r.as_str()));
+                let except = target.except.iter().map(|r| rmpv::Value::from(r.as_str()));
+                let message = rmpv::Value::Array(vec![
+                    rmpv::Value::from(uid),
+                    packet,
+                    rmpv::Value::Map(vec![
+                        ("rooms".into(), rmpv::Value::Array(rooms.collect())),
+                        ("except".into(), rmpv::Value::Array(except.collect())),
+                        ("flags".into(), rmpv::Value::Map(Vec::new())),
+                    ]),
+                ]);
+                let mut payload = Vec::new();
+                // Writing into a Vec cannot fail.
+                let _ = rmpv::encode::write_value(&mut payload, &message);
+                let channel = match target.rooms.as_slice() {
+                    [room] => format!("{key}#{}#{room}#", target.namespace),
+                    _ => format!("{key}#{}#", target.namespace),
+                };
+                vec![(channel, payload)]
+            }
+            None => Vec::new(),
+        },
+        ClusterMessage::Join { target, room } => request(
+            &target.namespace,
+            serde_json::json!({ "uid": uid, "type": REMOTE_JOIN, "opts": opts(target), "rooms": [room] }),
+        ),
+        ClusterMessage::Leave { target, room } => request(
+            &target.namespace,
+            serde_json::json!({ "uid": uid, "type": REMOTE_LEAVE, "opts": opts(target), "rooms": [room] }),
+        ),
+        ClusterMessage::Disconnect { target, close } => request(
+            &target.namespace,
+            serde_json::json!({ "uid": uid, "type": REMOTE_DISCONNECT, "opts": opts(target), "close": close }),
+        ),
+        ClusterMessage::ServerSideEmit { namespace, args } => request(
+            namespace,
+            serde_json::json!({ "uid": uid, "type": SERVER_SIDE_EMIT, "data": args }),
+        ),
+        _ => Vec::new(),
+    }
+}
+
+/// The adapter's `{type: 2, data, nsp}` of a broadcast's frames: the text frame decoded, its
+/// placeholders replaced by the binary frames. None (logged at `debug`) for frames that are
+/// not a JSON-encoded event.
+fn broadcast_packet(
+    target: &Target,
+    frames: &[WireFrame],
+    has_offset: bool,
+) -> Option<rmpv::Value> {
+    let (WireFrame::Text(text), attachments) = frames.split_first()? else {
+        tracing::debug!("a broadcast not in the JSON encoding is not sent to Node servers");
+        return None;
+    };
+    let text = std::str::from_utf8(text).ok()?.strip_prefix('4')?;
+    let packet = match Packet::decode(text) {
+        Ok(packet) => packet,
+        Err(e) => {
+            tracing::debug!(error = %e, "a broadcast that does not decode is not sent to Node servers");
+            return None;
+        }
+    };
+    let Some(Json::Array(mut data)) = packet.data else {
+        return None;
+    };
+    if has_offset {
+        // The recovery offset tidings appends for its own clients.
+        data.pop();
+    }
+    let binaries: Vec<&Bytes> = attachments
+        .iter()
+        .filter_map(|f| match f {
+            WireFrame::Binary(b) => Some(b),
+            WireFrame::Text(_) => None,
+        })
+        .collect();
+    let data = data.iter().map(|v| to_msgpack(v, &binaries)).collect();
+    Some(rmpv::Value::Map(vec![
+        ("type".into(), rmpv::Value::from(EVENT)),
+        ("data".into(), rmpv::Value::Array(data)),
+        ("nsp".into(), rmpv::Value::from(target.namespace.as_str())),
+    ]))
+}
+
+/// A JSON value as MessagePack, placeholders replaced by their attachment (`bin`).
+fn to_msgpack(value: &Json, attachments: &[&Bytes]) -> rmpv::Value {
+    match value {
+        Json::Null => rmpv::Value::Nil,
+        Json::Bool(b) => rmpv::Value::Boolean(*b),
+        Json::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => rmpv::Value::from(u),
+            (None, Some(i), _) => rmpv::Value::from(i),
+            (None, None, Some(f)) => rmpv::Value::F64(f),
+            _ => rmpv::Value::Nil,
+        },
+        Json::String(s) => rmpv::Value::from(s.as_str()),
+        Json::Array(items) => {
+            rmpv::Value::Array(items.iter().map(|v| to_msgpack(v, attachments)).collect())
+        }
+        Json::Object(map) => {
+            let num = map.get("num").and_then(Json::as_u64);
+            if map.len() == 2 && map.get("_placeholder") == Some(&Json::Bool(true)) {
+                if let Some(bytes) = num.and_then(|n| attachments.get(usize::try_from(n).ok()?)) {
+                    return rmpv::Value::Binary(bytes.to_vec());
+                }
+            }
+            rmpv::Value::Map(
+                map.iter()
+                    .map(|(k, v)| (rmpv::Value::from(k.as_str()), to_msgpack(v, attachments)))
+                    .collect(),
+            )
+        }
+    }
 }
 
 /// The base64 of `bytes` (for logs of refused messages: the first bytes only).
@@ -663,6 +814,79 @@ mod tests {
                 String::from_utf8_lossy(request)
             );
         }
+    }
+
+    #[test]
+    fn this_nodes_messages_in_the_node_form_decode_back_and_tidings_skips_its_own() {
+        let target = Target {
+            namespace: "/chat".into(),
+            rooms: vec!["lobby".into()],
+            except: vec!["sender-sid".into()],
+        };
+        let broadcast = ClusterMessage::Broadcast {
+            target: target.clone(),
+            frames: vec![
+                WireFrame::Text(Bytes::from_static(
+                    br#"451-/chat,["x",{"_placeholder":true,"num":0},{"n":1.5},"offset-7"]"#,
+                )),
+                WireFrame::Binary(Bytes::from_static(&[9, 9])),
+            ],
+            offset: Some(7),
+        };
+        let sent = encode("socket.io", "node-x", &broadcast);
+        assert_eq!(sent.len(), 1);
+        // One room: the adapter's room channel.
+        assert_eq!(sent[0].0, "socket.io#/chat#lobby#");
+        // As a Node server reads it: the binary is back in place, the offset left out.
+        let ClusterMessage::Broadcast {
+            frames,
+            target: back,
+            offset,
+        } = decode_one(&sent[0].0, &sent[0].1)
+        else {
+            panic!("not a broadcast");
+        };
+        assert_eq!((back, offset), (target.clone(), None));
+        assert_eq!(
+            text(&frames[0]),
+            r#"451-/chat,["x",{"_placeholder":true,"num":0},{"n":1.5}]"#
+        );
+        assert_eq!(frames[1], WireFrame::Binary(Bytes::from_static(&[9, 9])));
+
+        let ops = [
+            ClusterMessage::Join {
+                target: target.clone(),
+                room: "vip".into(),
+            },
+            ClusterMessage::Leave {
+                target: target.clone(),
+                room: "vip".into(),
+            },
+            ClusterMessage::Disconnect {
+                target: target.clone(),
+                close: true,
+            },
+            ClusterMessage::ServerSideEmit {
+                namespace: "/chat".into(),
+                args: vec!["hello".into()],
+            },
+        ];
+        for op in &ops {
+            let sent = encode("socket.io", "node-x", op);
+            assert_eq!(sent.len(), 1, "{op:?}");
+            assert_eq!(sent[0].0, "socket.io-request#/chat#");
+            assert_eq!(&decode_one(&sent[0].0, &sent[0].1), op);
+        }
+        // What a tidings node sent in the Node form is skipped: it came on tidings' channel too.
+        for op in ops.iter().chain([&broadcast]) {
+            for (channel, payload) in encode("socket.io", &uid("n1"), op) {
+                let decoded = decode("socket.io", channel.as_bytes(), &payload, 1 << 20);
+                assert_eq!(decoded, Ok(Vec::new()), "{op:?}");
+            }
+        }
+        // Durable-topic wake-ups are tidings' own.
+        let wake = ClusterMessage::Published { topic: "t".into() };
+        assert!(encode("socket.io", "node-x", &wake).is_empty());
     }
 
     #[test]

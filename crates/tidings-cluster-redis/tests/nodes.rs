@@ -372,3 +372,68 @@ async fn server_side_events_from_tidings_nodes_and_the_node_emitter() {
             .is_err()
     );
 }
+
+/// With `node_cluster`, a tidings node's room operations, broadcasts and server-side events
+/// reach a Node Socket.IO server on `@socket.io/redis-adapter` and its client
+/// (tests/clients/js/node-adapter-peer.mjs checks what arrives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tidings_node_in_a_node_cluster_reaches_node_servers() {
+    use tokio::io::AsyncBufReadExt;
+
+    let redis = redis();
+    let suffix = fastrand_suffix();
+    let key = format!("sio{suffix}");
+    let server = Server::new(ServerConfig::builder().build().unwrap());
+    let config = RedisClusterConfig::new(&redis.url)
+        .prefix(format!("t{suffix}:"))
+        .node_adapter(Some(key.clone()))
+        .node_cluster(true);
+    let cluster = Arc::new(RedisCluster::connect(config).await.unwrap());
+    assert!(server.enable_cluster(cluster));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let s = server.clone();
+    tokio::spawn(async move { s.serve(listener).await });
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/clients/js/node-adapter-peer.mjs");
+    let mut peer = tokio::process::Command::new(
+        std::env::var("TIDINGS_NODE").unwrap_or_else(|_| "node".to_owned()),
+    )
+    .arg(script)
+    .env("TIDINGS_URL", &url)
+    .env("REDIS_URL", &redis.url)
+    .env("NODE_KEY", &key)
+    .stdout(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut wait_for = async |prefix: &str| loop {
+        let line = tokio::time::timeout(WAIT * 3, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {prefix} from the Node peer"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the Node peer ended before {prefix}"));
+        println!("node peer: {line}");
+        if line.starts_with(prefix) {
+            return line;
+        }
+    };
+    wait_for("READY").await;
+
+    let ns = server.of("/");
+    ns.to("lobby").join("vip");
+    ns.to("vip").emit("news", &json!({"n": 1})).unwrap();
+    ns.server_side_emit("hello", vec![json!(1), json!("two")]);
+    ns.to("lobby").leave("vip");
+    ns.to("vip").emit("late", &json!(null)).unwrap();
+    ns.all().emit("marker", &json!(null)).unwrap();
+    ns.to("lobby").disconnect();
+    wait_for("ok:").await;
+    let status = tokio::time::timeout(WAIT, peer.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the Node peer failed: {status}");
+}

@@ -21,6 +21,7 @@
 //! url = "redis://127.0.0.1:6379"
 //! prefix = "tidings:"
 //! node_adapter_key = "socket.io" # Node's @socket.io/redis-adapter / -emitter key, or "off"
+//! node_cluster = false          # true: Node servers on that adapter get our broadcasts too
 //!
 //! [recovery]                    # Connection State Recovery (off by default)
 //! enabled = true
@@ -99,6 +100,8 @@ struct RedisSection {
     url: Option<String>,
     prefix: Option<String>,
     node_adapter_key: Option<String>,
+    #[serde(default)]
+    node_cluster: bool,
 }
 
 impl std::fmt::Debug for RedisSection {
@@ -107,6 +110,7 @@ impl std::fmt::Debug for RedisSection {
             .field("url", &self.url.as_deref().map(tidings_core::redact_url))
             .field("prefix", &self.prefix)
             .field("node_adapter_key", &self.node_adapter_key)
+            .field("node_cluster", &self.node_cluster)
             .finish()
     }
 }
@@ -403,6 +407,11 @@ impl ConfigFile {
     /// `[redis] prefix`.
     pub fn redis_prefix(&self) -> Option<String> {
         self.redis.prefix.clone()
+    }
+
+    /// `[redis] node_cluster`: send broadcasts in the Node adapter's form too.
+    pub fn node_cluster(&self) -> bool {
+        self.redis.node_cluster
     }
 
     /// `[redis] node_adapter_key`: Node Socket.IO's Redis adapter key, or `"off"`.

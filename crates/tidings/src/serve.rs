@@ -118,6 +118,12 @@ pub struct ServeArgs {
     /// theirs), or `off`. See docs/DEPLOY.md, "Node services and clusters".
     #[arg(long, env = "TIDINGS_NODE_ADAPTER_KEY", value_name = "KEY|off")]
     node_adapter_key: Option<String>,
+    /// With --redis: also send this node's broadcasts in the Node adapter's form, so that Node
+    /// Socket.IO servers on `@socket.io/redis-adapter` (same Redis, same key) deliver them to
+    /// their clients: one cluster of Node and tidings nodes. Off by default (a second publish
+    /// per broadcast).
+    #[arg(long, env = "TIDINGS_NODE_CLUSTER")]
+    node_cluster: bool,
     /// Connection State Recovery (socket.io-client's `connectionStateRecovery`): a client that
     /// reconnects within the window gets back its id, its rooms and every event it missed.
     /// Kept in the store: it survives restarts (SQLite) and node changes (Redis).
@@ -407,19 +413,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(key) => Some(key.to_owned()),
             None => Some("socket.io".to_owned()),
         };
+        let node_cluster = args.node_cluster || file.node_cluster();
+        anyhow::ensure!(
+            !node_cluster || node_adapter.is_some(),
+            "--node-cluster needs the Node adapter's channels: drop --node-adapter-key off"
+        );
         let cluster = RedisCluster::connect(
             RedisClusterConfig::new(redis.url.clone())
                 .prefix(redis.prefix.clone())
                 .node_adapter(node_adapter.clone())
+                .node_cluster(node_cluster)
                 .node_max_message(args.max_payload),
         )
         .await
         .with_context(|| format!("cannot reach Redis at {}", redact_url(&redis.url)))?;
         tracing::info!(node = %tidings_core::cluster::Cluster::node_id(&cluster), "cluster: on, over Redis pub/sub");
         match &node_adapter {
-            Some(key) => {
-                tracing::info!(key = %key, "cluster: Node Socket.IO's Redis adapter and emitter (key {key}) reach this node's clients")
-            }
+            Some(key) if node_cluster => tracing::info!(
+                key = %key,
+                "cluster: one cluster with Node Socket.IO servers on @socket.io/redis-adapter: broadcasts both ways"
+            ),
+            Some(key) => tracing::info!(
+                key = %key,
+                "cluster: Node Socket.IO's Redis adapter and emitter reach this node's clients"
+            ),
             None => tracing::info!(
                 "cluster: Node Socket.IO's Redis adapter channels are not read (--node-adapter-key off)"
             ),

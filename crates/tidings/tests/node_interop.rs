@@ -36,3 +36,23 @@ async fn the_node_redis_emitter_reaches_clients_of_two_tidings_nodes() {
     .passes(90)
     .await;
 }
+
+/// A Node Socket.IO server on `@socket.io/redis-adapter` and two `--node-cluster` tidings nodes
+/// act as one cluster for broadcasts and the Node server's room operations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_servers_and_tidings_nodes_share_one_cluster() {
+    let redis = RedisServer::start();
+    let (_a, a) = node(&redis, &["--node-cluster"]).await;
+    let (_b, b) = node(&redis, &["--node-cluster"]).await;
+    let socket = redis.socket();
+    Scenario::start(
+        "js/node-mixed-cluster.mjs",
+        &a,
+        &[
+            ("TIDINGS_URLS", format!("{a},{b}").as_str()),
+            ("REDIS_SOCKET", socket.to_str().unwrap()),
+        ],
+    )
+    .passes(90)
+    .await;
+}
