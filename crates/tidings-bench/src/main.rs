@@ -101,7 +101,8 @@ struct RunArgs {
     /// fanout-durable,drain.
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
-    /// Peers (comma-separated): tidings,node,socketioxide,bare,redis.
+    /// Peers (comma-separated): tidings,node,socketioxide,bare,redis,emitter (the last: tidings
+    /// with Node's redis-emitter as the publisher, fan-out only).
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
     /// The tidings binary.
@@ -338,6 +339,7 @@ fn parse_peers(names: &Option<Vec<String>>) -> Result<Vec<Peer>> {
             Peer::Socketioxide,
             Peer::BareWs,
             Peer::Redis,
+            Peer::Emitter,
         ]);
     };
     names
@@ -348,6 +350,7 @@ fn parse_peers(names: &Option<Vec<String>>) -> Result<Vec<Peer>> {
             "socketioxide" => Ok(Peer::Socketioxide),
             "bare" => Ok(Peer::BareWs),
             "redis" => Ok(Peer::Redis),
+            "emitter" => Ok(Peer::Emitter),
             other => bail!("unknown peer {other}"),
         })
         .collect()
@@ -392,7 +395,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let realtime: Vec<Peer> = peers
         .iter()
         .copied()
-        .filter(|p| *p != Peer::Redis)
+        .filter(|p| !matches!(p, Peer::Redis | Peer::Emitter))
         .collect();
     let durable: Vec<Peer> = peers
         .iter()
@@ -447,7 +450,10 @@ async fn run(args: RunArgs) -> Result<()> {
             if !wants(name) {
                 continue;
             }
-            for &peer in &realtime {
+            // The emitter publishes to one room: a row of the fan-out table only.
+            let emitter =
+                (name == "fanout" && peers.contains(&Peer::Emitter)).then_some(Peer::Emitter);
+            for &peer in realtime.iter().chain(emitter.iter()) {
                 attempt!(
                     rep,
                     format!("{name} {}", peer.name()),

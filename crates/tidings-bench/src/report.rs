@@ -316,7 +316,9 @@ pub fn ratios(aggs: &[Agg], records: &[Record]) -> String {
     let mut out = String::new();
     let mut any = false;
     for scenario in ["fanout", "rooms"] {
-        for peer in [Peer::Node, Peer::Socketioxide, Peer::BareWs] {
+        // The emitter row compares tidings' own broadcast with the same fan-out published by a
+        // Node service's emitter through Redis.
+        for peer in [Peer::Node, Peer::Socketioxide, Peer::BareWs, Peer::Emitter] {
             let (Some(t), Some(p)) = (
                 best_rate(records, scenario, Peer::Tidings),
                 best_rate(records, scenario, peer),

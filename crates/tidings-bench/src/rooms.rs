@@ -132,10 +132,19 @@ async fn run_against(
     if join_failed as usize == spec.clients {
         bail!("no client could join on {}", peer.name());
     }
-    let mut publisher = if peer.is_socketio() {
-        sio::connect(server.addr, &server.path, ctx.source(spec.clients), None).await?
-    } else {
-        sio::open_ws(server.addr, &server.path, ctx.source(spec.clients)).await?
+    let mut publisher = match &server.redis {
+        Some(redis) => Publisher::Emitter(
+            redis::Client::open(redis.url.as_str())?
+                .get_multiplexed_async_connection()
+                .await
+                .context("publisher's Redis connection")?,
+        ),
+        None if peer.is_socketio() => Publisher::Ws(
+            sio::connect(server.addr, &server.path, ctx.source(spec.clients), None).await?,
+        ),
+        None => {
+            Publisher::Ws(sio::open_ws(server.addr, &server.path, ctx.source(spec.clients)).await?)
+        }
     };
 
     // Warm-up, not recorded: one second at the first rate (step 0), so that the first step
@@ -324,10 +333,107 @@ async fn receive(mut ws: Ws, index: usize, state: Arc<StepState>, clock: Clock) 
     }
 }
 
-/// Sends `count` broadcasts at `rate` per second from the schedule `start + k / rate`,
-/// answering pings and swallowing acks meanwhile; returns how many were sent.
+/// Who sends the broadcasts: a client of the peer, or (for [`Peer::Emitter`]) a Redis
+/// connection publishing what Node's `@socket.io/redis-emitter` publishes.
+enum Publisher {
+    Ws(Ws),
+    Emitter(redis::aio::MultiplexedConnection),
+}
+
+/// What `new Emitter(redis).to(room).emit("m", data)` publishes: the channel and the
+/// MessagePack `[uid, packet, opts]` of socket.io-redis-emitter 5.
+fn emitter_message(room: &str, data: &str) -> Result<(String, Vec<u8>)> {
+    use rmpv::Value as M;
+    let data: serde_json::Value = serde_json::from_str(data)?;
+    let pad = data["p"].as_str().unwrap_or_default();
+    // The body as the object it is in JavaScript: {s, t, p}.
+    let body = M::Map(vec![
+        ("s".into(), M::from(data["s"].as_u64().unwrap_or(0))),
+        ("t".into(), M::from(data["t"].as_u64().unwrap_or(0))),
+        ("p".into(), M::from(pad)),
+    ]);
+    let message = M::Array(vec![
+        M::from("emitter"),
+        M::Map(vec![
+            ("type".into(), M::from(2)),
+            ("data".into(), M::Array(vec![M::from("m"), body])),
+            ("nsp".into(), M::from("/")),
+        ]),
+        M::Map(vec![
+            ("rooms".into(), M::Array(vec![M::from(room)])),
+            ("flags".into(), M::Map(Vec::new())),
+            ("except".into(), M::Array(Vec::new())),
+        ]),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &message)?;
+    Ok((format!("socket.io#/#{room}#"), bytes))
+}
+
+/// Sends `count` broadcasts at `rate` per second from the schedule `start + k / rate`;
+/// returns how many were sent.
 #[allow(clippy::too_many_arguments)]
 async fn publish(
+    publisher: &mut Publisher,
+    peer: Peer,
+    rate: u64,
+    count: u64,
+    rooms: usize,
+    step: u64,
+    clock: &Clock,
+    state: &StepState,
+    pb: &ProgressBar,
+) -> Result<u64> {
+    match publisher {
+        Publisher::Ws(ws) => publish_ws(ws, peer, rate, count, rooms, step, clock, state, pb).await,
+        Publisher::Emitter(conn) => {
+            publish_emitter(conn, rate, count, rooms, step, clock, state, pb).await
+        }
+    }
+}
+
+/// [`publish`] through Redis, paced the same way; each tick's messages in one pipeline (as a
+/// Node service's client pipelines what it publishes within one turn of its event loop).
+#[allow(clippy::too_many_arguments)]
+async fn publish_emitter(
+    conn: &mut redis::aio::MultiplexedConnection,
+    rate: u64,
+    count: u64,
+    rooms: usize,
+    step: u64,
+    clock: &Clock,
+    state: &StepState,
+    pb: &ProgressBar,
+) -> Result<u64> {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let deadline = start + Duration::from_secs_f64(count as f64 / rate as f64 * 3.0 + 10.0);
+    while sent < count && Instant::now() <= deadline {
+        ticker.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(count);
+        if sent >= due {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        while sent < due {
+            let room = format!("r{}", (sent as usize) % rooms);
+            let (channel, payload) = emitter_message(&room, &body(step, clock.now_us()))?;
+            pipe.publish(channel, payload).ignore();
+            sent += 1;
+        }
+        pipe.query_async::<()>(conn)
+            .await
+            .context("publish to Redis")?;
+        pb.set_position(state.delivered.load(Ordering::Relaxed));
+    }
+    Ok(sent)
+}
+
+/// [`publish`] over the peer's own protocol, answering pings and swallowing acks meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn publish_ws(
     ws: &mut Ws,
     peer: Peer,
     rate: u64,
@@ -391,5 +497,25 @@ mod tests {
         assert_eq!(sio::find_u64(&b, r#""t":"#), Some(123_456_789));
         assert_eq!(sio::find_u64(&b, r#""s":"#), Some(3));
         let _: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+    }
+
+    /// The bytes socket.io-redis-emitter 5 publishes for `to("r0").emit("m", {s, t, p})`
+    /// (notepack.io: fixarray, fixmap with keys in insertion order, positive fixint type).
+    #[test]
+    fn the_emitter_message_is_what_the_node_emitter_publishes() {
+        let (channel, bytes) = emitter_message("r0", r#"{"s":1,"t":2,"p":"x"}"#).unwrap();
+        assert_eq!(channel, "socket.io#/#r0#");
+        let expected: &[u8] = &[
+            0x93, 0xa7, b'e', b'm', b'i', b't', b't', b'e', b'r', // ["emitter",
+            0x83, 0xa4, b't', b'y', b'p', b'e', 0x02, // {type: 2,
+            0xa4, b'd', b'a', b't', b'a', 0x92, 0xa1, b'm', // data: ["m",
+            0x83, 0xa1, b's', 0x01, 0xa1, b't', 0x02, 0xa1, b'p', 0xa1, b'x', // {s, t, p}],
+            0xa3, b'n', b's', b'p', 0xa1, b'/', // nsp: "/"},
+            0x83, 0xa5, b'r', b'o', b'o', b'm', b's', 0x91, 0xa2, b'r',
+            b'0', // {rooms: ["r0"],
+            0xa5, b'f', b'l', b'a', b'g', b's', 0x80, // flags: {},
+            0xa6, b'e', b'x', b'c', b'e', b'p', b't', 0x90, // except: []}]
+        ];
+        assert_eq!(bytes, expected);
     }
 }

@@ -26,6 +26,9 @@ pub enum Peer {
     BareWs,
     /// redis-server with `appendfsync always` (durable scenarios only).
     Redis,
+    /// `tidings serve --redis` with Node's `@socket.io/redis-emitter` form as the publisher
+    /// (the `fanout` scenario only): a Node service reaching tidings' clients through Redis.
+    Emitter,
 }
 
 impl Peer {
@@ -37,12 +40,16 @@ impl Peer {
             Peer::Socketioxide => "socketioxide",
             Peer::BareWs => "bare ws",
             Peer::Redis => "redis XADD",
+            Peer::Emitter => "tidings (emitter)",
         }
     }
 
     /// Whether the peer speaks Socket.IO (else: the bare protocol of [`crate::bare_ws`]).
     pub fn is_socketio(self) -> bool {
-        matches!(self, Peer::Tidings | Peer::Node | Peer::Socketioxide)
+        matches!(
+            self,
+            Peer::Tidings | Peer::Node | Peer::Socketioxide | Peer::Emitter
+        )
     }
 }
 
@@ -72,13 +79,25 @@ pub struct ServerProc {
     pub path: String,
     /// The data directory (tidings), removed on drop.
     _data: Option<tempfile::TempDir>,
+    /// The Redis of [`Peer::Emitter`], whose URL the publisher uses.
+    pub redis: Option<RedisProc>,
 }
 
 impl ServerProc {
     /// Starts `peer` on 127.0.0.1 with a free port and waits for its `listening on` line.
     pub async fn start(peer: Peer, programs: &Programs, tag: &str) -> Result<ServerProc> {
         let mut data = None;
+        let mut redis = None;
         let mut cmd = match peer {
+            Peer::Emitter => {
+                let proc = RedisProc::start(&programs.log_dir).await?;
+                let mut cmd = Command::new(&programs.tidings);
+                cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--redis"])
+                    .arg(&proc.url)
+                    .env("RUST_LOG", "warn");
+                redis = Some(proc);
+                cmd
+            }
             Peer::Tidings => {
                 let dir = tempfile::Builder::new()
                     .prefix("tidings-bench-")
@@ -140,6 +159,7 @@ impl ServerProc {
             addr,
             path,
             _data: data,
+            redis,
         })
     }
 
@@ -152,6 +172,9 @@ impl ServerProc {
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+        if let Some(redis) = self.redis.take() {
+            redis.stop().await;
+        }
     }
 }
 
