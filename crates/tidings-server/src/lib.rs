@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod admin_ui;
 pub mod api;
 pub mod auth;
 mod cluster;
@@ -27,6 +28,7 @@ pub mod recovery;
 mod server;
 pub mod tls;
 
+pub use admin_ui::{AdminAuth, AdminUiConfig, AdminUiError};
 pub use auth::{AccessRule, Action, AuthError, Authenticator, KeyError, Permissions, Principal};
 pub use config::{
     ConfigError, CorsConfig, CorsOrigins, RecoveryConfig, ServerConfig, ServerConfigBuilder,

@@ -55,6 +55,8 @@ pub(crate) struct ServerInner {
     pub(crate) recovery: Option<Arc<Recovery>>,
     /// The other nodes, once [`Server::enable_cluster`] was called.
     pub(crate) cluster: Arc<ClusterLink>,
+    /// Who watches every namespace's sockets (the Admin UI, [`Server::enable_admin_ui`]).
+    pub(crate) observer: Arc<crate::io::SocketObserver>,
 }
 
 impl ServerInner {
@@ -98,7 +100,13 @@ impl ServerInner {
                 return Err(NamespaceRefused::TooMany(max));
             }
         }
-        let ns = Namespace::new(name, self.recovery.clone(), self.cluster.clone(), true);
+        let ns = Namespace::new(
+            name,
+            self.recovery.clone(),
+            self.cluster.clone(),
+            self.observer.clone(),
+            true,
+        );
         setup(&ns);
         namespaces.insert(name.to_owned(), ns.clone());
         self.on_demand.fetch_add(1, Ordering::AcqRel);
@@ -259,6 +267,17 @@ pub struct Server {
     inner: Arc<ServerInner>,
 }
 
+/// A [`Server`] that does not keep it alive: for what the server owns and that must reach it
+/// (a cycle of strong references would keep a dropped server's sockets and store open).
+#[derive(Clone)]
+pub(crate) struct WeakServer(std::sync::Weak<ServerInner>);
+
+impl WeakServer {
+    pub(crate) fn upgrade(&self) -> Option<Server> {
+        self.0.upgrade().map(|inner| Server { inner })
+    }
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
@@ -300,6 +319,7 @@ impl Server {
             queues: OnceLock::new(),
             recovery,
             cluster: Arc::new(ClusterLink::default()),
+            observer: Arc::default(),
         });
         if let Some(recovery) = &inner.recovery {
             recovery.spawn_trimmer(inner.shutdown.clone());
@@ -319,6 +339,32 @@ impl Server {
         &self.inner.config
     }
 
+    pub(crate) fn downgrade(&self) -> WeakServer {
+        WeakServer(Arc::downgrade(&self.inner))
+    }
+
+    /// The watcher of every namespace's sockets (set once, by the Admin UI).
+    pub(crate) fn observer(&self) -> &crate::io::SocketObserver {
+        &self.inner.observer
+    }
+
+    /// Cancelled when the server shuts down.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Every namespace that exists now: the static ones and the on-demand ones in use.
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        let mut list: Vec<Namespace> = self.inner.namespaces.read().values().cloned().collect();
+        list.sort_by(|a, b| a.name().cmp(b.name()));
+        list
+    }
+
+    /// The namespace `name` if it exists now (unlike [`Server::of`], creates nothing).
+    pub fn existing_namespace(&self, name: &str) -> Option<Namespace> {
+        self.inner.existing_namespace(name)
+    }
+
     /// The namespace `name` (created if it does not exist yet).
     pub fn of(&self, name: &str) -> Namespace {
         let name = if name.starts_with('/') {
@@ -335,6 +381,7 @@ impl Server {
                     &name,
                     self.inner.recovery.clone(),
                     self.inner.cluster.clone(),
+                    self.inner.observer.clone(),
                     false,
                 )
             })

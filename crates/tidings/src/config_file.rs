@@ -84,6 +84,39 @@ pub struct ConfigFile {
     limits: LimitsSection,
     #[serde(default)]
     tls: TlsSection,
+    #[serde(default)]
+    admin_ui: AdminUiSection,
+}
+
+/// `[admin_ui]`: the Socket.IO Admin UI; flags win.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUiSection {
+    #[serde(default)]
+    pub(crate) enabled: bool,
+    pub(crate) username: Option<String>,
+    pub(crate) password_hash: Option<String>,
+    #[serde(default)]
+    pub(crate) read_only: bool,
+    /// `development` or `production`.
+    pub(crate) mode: Option<String>,
+    pub(crate) namespace: Option<String>,
+}
+
+impl std::fmt::Debug for AdminUiSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminUiSection")
+            .field("enabled", &self.enabled)
+            .field("username", &self.username)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("read_only", &self.read_only)
+            .field("mode", &self.mode)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
 }
 
 /// `[tls]`: PEM files for https/wss; `--tls-cert` / `--tls-key` win.
@@ -432,6 +465,11 @@ impl ConfigFile {
     /// `[recovery] enabled`.
     pub fn recovery_enabled(&self) -> bool {
         self.recovery.enabled
+    }
+
+    /// `[admin_ui]`.
+    pub fn admin_ui(&self) -> &AdminUiSection {
+        &self.admin_ui
     }
 
     /// `[recovery] max_disconnection_ms`.

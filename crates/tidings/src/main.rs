@@ -1,6 +1,7 @@
 //! `tidings`: the tidings server and its command-line tools.
 #![forbid(unsafe_code)]
 
+mod admin_ui;
 mod config_file;
 mod dev_cert;
 mod http;

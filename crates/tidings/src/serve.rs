@@ -141,6 +141,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
     #[command(flatten)]
+    admin: crate::admin_ui::AdminArgs,
+    #[command(flatten)]
     tls: crate::tls::TlsArgs,
 }
 
@@ -442,6 +444,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ),
         }
         server.enable_cluster(Arc::new(cluster));
+    }
+    if let Some(admin) = args
+        .admin
+        .config(file.admin_ui(), server.config().auth.is_some())?
+    {
+        let namespace = admin.namespace.clone();
+        server
+            .enable_admin_ui(admin)
+            .context("invalid Admin UI settings")?;
+        tracing::info!(namespace = %namespace, "admin UI: on (docs/OPERATIONS.md)");
     }
     // Every namespace is open: clients need no server code to use the built-in events.
     server.of_dynamic(|_| true, |_| {});

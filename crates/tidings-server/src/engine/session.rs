@@ -110,6 +110,8 @@ pub struct Handshake {
     pub headers: http::HeaderMap,
     /// The raw query string of the first request.
     pub query: String,
+    /// When the session was opened.
+    pub issued: std::time::SystemTime,
 }
 
 impl Handshake {
@@ -140,6 +142,7 @@ impl Handshake {
             remote_addr,
             headers: owned,
             query,
+            issued: std::time::SystemTime::now(),
         }
     }
 }

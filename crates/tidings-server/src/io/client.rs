@@ -222,7 +222,8 @@ impl Client {
                 return;
             }
         }
-        match Command::family_of(&event.name) {
+        let builtins = socket.namespace().builtins();
+        match Command::family_of(&event.name).filter(|_| builtins) {
             Some(Family::Queues) if self.server.queues().is_some() => {
                 return command::run(socket, event, self.server.queues().cloned());
             }
@@ -297,7 +298,15 @@ impl Client {
         // Connection State Recovery: `pid`/`offset` are the protocol's, taken out of the auth
         // payload before anything of the application sees it.
         let claim = ns.recovery().and_then(|_| Recovery::claim(&mut auth));
-        let admission = match crate::access::admit(self.server.config.auth.as_deref(), &auth) {
+        // A namespace with a login of its own (the Admin UI's) takes no token: its middleware
+        // decides, and its sockets have no identity.
+        let authenticator = self
+            .server
+            .config
+            .auth
+            .as_deref()
+            .filter(|_| !ns.own_login());
+        let admission = match crate::access::admit(authenticator, &auth) {
             Ok(admission) => admission,
             Err(e) => {
                 self.connecting.lock().remove(&name);
@@ -495,6 +504,8 @@ impl Client {
         if let Some(queues) = self.server.queues() {
             queues.on_socket_connected(&socket);
         }
+        ns.observer()
+            .notify(crate::io::SocketEvent::Connected(&socket));
         if let Some(handler) = ns.connect_handler() {
             handler(socket);
         }

@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,6 +67,42 @@ type Middleware = Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<(), ConnectErro
 type ConnectHandler = Arc<dyn Fn(Socket) + Send + Sync>;
 type ServerSideHandler = Arc<dyn Fn(&str, Vec<Value>) + Send + Sync>;
 
+/// What happens to sockets, for whoever watches every namespace (the Admin UI).
+#[derive(Debug)]
+pub(crate) enum SocketEvent<'a> {
+    /// A socket connected (its CONNECT is answered).
+    Connected(&'a Socket),
+    /// A socket joined a room.
+    Joined {
+        ns: &'a str,
+        room: &'a Room,
+        sid: Sid,
+    },
+    /// A socket left a room.
+    Left {
+        ns: &'a str,
+        room: &'a Room,
+        sid: Sid,
+    },
+}
+
+/// The one watcher of every namespace's sockets, set at most once (the Admin UI); costs a
+/// load of an empty `OnceLock` per event when unset.
+#[derive(Default)]
+pub(crate) struct SocketObserver(OnceLock<Arc<dyn Fn(SocketEvent<'_>) + Send + Sync>>);
+
+impl SocketObserver {
+    pub(crate) fn set(&self, f: Arc<dyn Fn(SocketEvent<'_>) + Send + Sync>) -> bool {
+        self.0.set(f).is_ok()
+    }
+
+    pub(crate) fn notify(&self, event: SocketEvent<'_>) {
+        if let Some(f) = self.0.get() {
+            f(event);
+        }
+    }
+}
+
 pub(crate) struct NamespaceInner {
     pub(crate) name: Arc<str>,
     pub(crate) sockets: RwLock<HashMap<Sid, Socket>>,
@@ -82,6 +118,13 @@ pub(crate) struct NamespaceInner {
     recovery: Option<Arc<Recovery>>,
     /// The other nodes (empty on a single node).
     cluster: Arc<ClusterLink>,
+    /// The server's watcher of sockets (the Admin UI), shared by every namespace.
+    observer: Arc<SocketObserver>,
+    /// Its middleware logs clients in (the Admin UI's namespace): no token is required.
+    own_login: std::sync::atomic::AtomicBool,
+    /// The built-in events (rooms, durable topics) are not served here: its own handlers
+    /// take every event (the Admin UI's `join`, `leave`, `emit` mean something else).
+    no_builtins: std::sync::atomic::AtomicBool,
     /// Created on demand (a dynamic namespace): removed from the server when its last user
     /// leaves. Static namespaces (`Server::of`) stay.
     pub(crate) on_demand: bool,
@@ -109,6 +152,7 @@ impl Namespace {
         name: &str,
         recovery: Option<Arc<Recovery>>,
         cluster: Arc<ClusterLink>,
+        observer: Arc<SocketObserver>,
         on_demand: bool,
     ) -> Namespace {
         Namespace {
@@ -122,6 +166,9 @@ impl Namespace {
                 next_ack_id: AtomicU64::new(0),
                 recovery,
                 cluster,
+                observer,
+                own_login: std::sync::atomic::AtomicBool::new(false),
+                no_builtins: std::sync::atomic::AtomicBool::new(false),
                 on_demand,
                 users: AtomicUsize::new(0),
             }),
@@ -251,22 +298,61 @@ impl Namespace {
     }
 
     pub(crate) fn join(&self, sid: Sid, room: Room) {
-        self.inner
+        let added = self
+            .inner
             .rooms
             .write()
-            .entry(room)
+            .entry(room.clone())
             .or_default()
             .insert(sid);
+        if added {
+            let ns = self.name();
+            self.inner.observer.notify(SocketEvent::Joined {
+                ns,
+                room: &room,
+                sid,
+            });
+        }
     }
 
     pub(crate) fn leave(&self, sid: Sid, room: &Room) {
-        let mut index = self.inner.rooms.write();
-        if let Some(members) = index.get_mut(room) {
-            members.remove(&sid);
+        let removed = {
+            let mut index = self.inner.rooms.write();
+            let Some(members) = index.get_mut(room) else {
+                return;
+            };
+            let removed = members.remove(&sid);
             if members.is_empty() {
                 index.remove(room);
             }
+            removed
+        };
+        if removed {
+            let ns = self.name();
+            self.inner
+                .observer
+                .notify(SocketEvent::Left { ns, room, sid });
         }
+    }
+
+    pub(crate) fn own_login(&self) -> bool {
+        self.inner.own_login.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn builtins(&self) -> bool {
+        !self.inner.no_builtins.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_no_builtins(&self) {
+        self.inner.no_builtins.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn set_own_login(&self) {
+        self.inner.own_login.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn observer(&self) -> &SocketObserver {
+        &self.inner.observer
     }
 
     /// The connected socket with this id.
@@ -614,6 +700,19 @@ impl BroadcastOperator {
         for socket in self.sockets() {
             socket.disconnect_with(DisconnectReason::ServerNamespaceDisconnect);
         }
+    }
+
+    /// Closes the whole connection (every namespace) of each addressed socket, on every node
+    /// (Node's `disconnectSockets(true)`).
+    pub fn disconnect_connections(&self) {
+        self.close_connections_local();
+        self.ns
+            .inner
+            .cluster
+            .publish(|| ClusterMessage::Disconnect {
+                target: self.target(),
+                close: true,
+            });
     }
 
     /// Closes the whole connection (every namespace) of each addressed socket of this node,

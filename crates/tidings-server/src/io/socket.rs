@@ -568,6 +568,17 @@ impl Socket {
         self.disconnect_with(DisconnectReason::ServerNamespaceDisconnect);
     }
 
+    /// The transport that carries the socket's connection now.
+    pub fn transport(&self) -> crate::engine::TransportKind {
+        self.inner.session.transport()
+    }
+
+    /// The id of the socket's Engine.IO session (its connection; shared by the sockets of
+    /// every namespace it joined).
+    pub fn session_id(&self) -> Sid {
+        self.inner.session.sid()
+    }
+
     /// Disconnects the socket and closes its whole connection, every namespace of it (Node's
     /// `socket.disconnect(true)`): the client sees `io server disconnect` here and the
     /// connection close elsewhere.
