@@ -89,10 +89,12 @@ pub(crate) enum SocketEvent<'a> {
 /// The one watcher of every namespace's sockets, set at most once (the Admin UI); costs a
 /// load of an empty `OnceLock` per event when unset.
 #[derive(Default)]
-pub(crate) struct SocketObserver(OnceLock<Arc<dyn Fn(SocketEvent<'_>) + Send + Sync>>);
+pub(crate) struct SocketObserver(OnceLock<ObserverFn>);
+
+pub(crate) type ObserverFn = Arc<dyn Fn(SocketEvent<'_>) + Send + Sync>;
 
 impl SocketObserver {
-    pub(crate) fn set(&self, f: Arc<dyn Fn(SocketEvent<'_>) + Send + Sync>) -> bool {
+    pub(crate) fn set(&self, f: ObserverFn) -> bool {
         self.0.set(f).is_ok()
     }
 
