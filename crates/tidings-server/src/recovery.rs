@@ -38,6 +38,7 @@ use crate::cluster::ClusterLink;
 use crate::config::RecoveryConfig;
 use crate::engine::CloseReason;
 use crate::io::{DisconnectReason, EmitError, Socket, event_frames, is_reserved_event};
+use crate::metrics::Counter;
 
 /// How long a recovering client waits for another node to release its old socket.
 const REMOTE_RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -172,6 +173,29 @@ pub(crate) struct Recovery {
     pub(crate) log: Arc<dyn SessionLog>,
     pub(crate) config: RecoveryConfig,
     live: Mutex<HashMap<Arc<str>, Socket>>,
+    /// The outcomes of recovery attempts (CONNECTs with a pid), in `ServerStats`.
+    pub(crate) outcomes: Outcomes,
+}
+
+/// What became of the CONNECTs that claimed a session (a `pid`), counted since start.
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes {
+    /// Recovered: same sid, rooms, missed packets.
+    pub(crate) recovered: Counter,
+    /// The session was found but is too old: disconnected longer than the window ago, or
+    /// packets it may have missed are already trimmed.
+    pub(crate) expired: Counter,
+    /// No such session (never known, already recovered, trimmed, lost in a crash before it
+    /// was written, another namespace) or the log did not answer.
+    pub(crate) unknown: Counter,
+}
+
+/// How a claim ended (see [`Outcomes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Recovered,
+    Expired,
+    Unknown,
 }
 
 impl std::fmt::Debug for Recovery {
@@ -203,6 +227,7 @@ impl Recovery {
             log,
             config,
             live: Mutex::new(HashMap::new()),
+            outcomes: Outcomes::default(),
         }
     }
 
@@ -264,6 +289,30 @@ impl Recovery {
         claim: Claim,
         cluster: &ClusterLink,
     ) -> Option<Restored> {
+        let (outcome, restored) = self.find(ns, claim, cluster).await;
+        let counter = match outcome {
+            Outcome::Recovered => &self.outcomes.recovered,
+            Outcome::Expired => &self.outcomes.expired,
+            Outcome::Unknown => &self.outcomes.unknown,
+        };
+        let (total, _) = counter.incr();
+        match &restored {
+            Some(r) => {
+                tracing::debug!(sid = %r.record.sid, ns, outcome = "recovered", total, "recovery attempt")
+            }
+            None => {
+                tracing::debug!(ns, outcome = ?outcome, total, "recovery attempt failed, new session")
+            }
+        }
+        restored
+    }
+
+    async fn find(
+        &self,
+        ns: &str,
+        claim: Claim,
+        cluster: &ClusterLink,
+    ) -> (Outcome, Option<Restored>) {
         // A socket with this pid still connected: its connection is a zombie (the client
         // would not reconnect if it were alive). Evict it and take over its state.
         let live = self.live.lock().remove(claim.pid.as_str());
@@ -292,14 +341,17 @@ impl Recovery {
                     None
                 }
             },
-        }?;
+        };
+        let Some(record) = record else {
+            return (Outcome::Unknown, None);
+        };
         if record.namespace != ns {
-            return None;
+            return (Outcome::Unknown, None);
         }
         let window = millis(self.config.max_disconnection_duration);
         if now_millis().saturating_sub(record.disconnected_at) > window {
             tracing::debug!(sid = %record.sid, ns, "session expired, new session");
-            return None;
+            return (Outcome::Expired, None);
         }
         let start = match claim.offset {
             // No event with an offset reached the client: everything since the session began.
@@ -314,20 +366,21 @@ impl Recovery {
             Ok(replay) => replay,
             Err(e) => {
                 tracing::warn!(ns, error = %e, "recovery log unavailable, new session");
-                return None;
+                return (Outcome::Unknown, None);
             }
         };
         // Packets after `start` were trimmed. They matter only if some were queued to this
         // socket: anything emitted after it disconnected is younger than the window.
         if !replay.complete && record.last_offset > start {
             tracing::debug!(sid = %record.sid, ns, "missed packets already trimmed, new session");
-            return None;
+            return (Outcome::Expired, None);
         }
-        Some(Restored {
+        let restored = Restored {
             record,
             start,
             replay: replay.packets,
-        })
+        };
+        (Outcome::Recovered, Some(restored))
     }
 
     /// Encodes a recoverable event with a new offset as its last argument and appends it to
