@@ -178,6 +178,17 @@ pub trait SessionLog: Send + Sync + 'static {
     /// whose process is known to be gone, as disconnected at its last sign of life).
     fn take_session<'a>(&'a self, pid: &'a str) -> LogFuture<'a, Option<SessionRecord>>;
 
+    /// [`take_session`](SessionLog::take_session) once the other nodes were asked to release
+    /// `pid` and none did: a log shared by nodes may then wait, for a bounded and documented
+    /// time, until a live record's node is known to be dead, and take it. The default is
+    /// `take_session`.
+    fn take_session_after_release<'a>(
+        &'a self,
+        pid: &'a str,
+    ) -> LogFuture<'a, Option<SessionRecord>> {
+        self.take_session(pid)
+    }
+
     /// The packets of `namespace` after `after` that were for a session in `rooms`.
     fn since<'a>(
         &'a self,

@@ -330,10 +330,20 @@ impl Recovery {
                 Ok(None) if cluster.get().is_some() => {
                     // Either a node still holds the socket and now wrote its session, or
                     // the socket closed while we asked: every node flushed before answering.
-                    cluster
+                    let released = cluster
                         .release_remote_session(&claim.pid, REMOTE_RELEASE_TIMEOUT)
                         .await;
-                    self.log.take_session(&claim.pid).await.ok().flatten()
+                    if released {
+                        self.log.take_session(&claim.pid).await.ok().flatten()
+                    } else {
+                        // Nobody holds it: a dead node's live session, taken once that node
+                        // is known to be dead (a bounded wait, the log's).
+                        self.log
+                            .take_session_after_release(&claim.pid)
+                            .await
+                            .ok()
+                            .flatten()
+                    }
                 }
                 Ok(record) => record,
                 Err(e) => {
