@@ -102,6 +102,12 @@ impl SessionLog for MemorySessionLog {
             .insert(session.pid.clone(), session);
     }
 
+    // Live records are not kept: they would die with the process anyway.
+
+    fn forget_session(&self, pid: &str) {
+        self.state.lock().sessions.remove(pid);
+    }
+
     fn take_session<'a>(&'a self, pid: &'a str) -> LogFuture<'a, Option<SessionRecord>> {
         let taken = self.state.lock().sessions.remove(pid);
         Box::pin(async move { Ok(taken) })

@@ -11,12 +11,19 @@
 // does it. The waits here are the durations under test (a quiet client, the window), not
 // stand-ins for events.
 import { env, stdout } from "node:process";
-import { check, checkEqual, client, must, once, record, run, uniq } from "./lib.mjs";
+import { check, checkEqual, client, fail, must, once, record, run, uniq, URL } from "./lib.mjs";
 import { broadcast, connected, join, offsetOf, reconnect, waitCount, windowMs } from "./recovery-lib.mjs";
 
 const EXPECT = env.TIDINGS_CRASH_EXPECT || "recovered";
 const QUIET_MS = 3000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The restarted server's counters (GET /v1/stats). */
+async function stats() {
+  const res = await fetch(`${URL}/v1/stats`);
+  if (res.status !== 200) fail("stats", `GET /v1/stats: ${res.status}`);
+  return res.json();
+}
 
 run(async () => {
   const room = uniq("crash");
@@ -57,6 +64,9 @@ run(async () => {
     await broadcast("sent to a itself", b, a.id, "news", "sync");
     await waitCount("a has seen what the server sent", a, "news", news, 2);
     checkEqual("no stale room, nothing replayed", news.map((args) => args[0]), ["before", "sync"]);
+    // b recovered; a's session was found too old (expired) or already trimmed (unknown).
+    const s = await stats();
+    check("a's failed recovery is counted", s.recoveryExpired + s.recoveryUnknown >= 1, ">= 1", s);
     a.disconnect();
     b.disconnect();
     return;
@@ -73,6 +83,8 @@ run(async () => {
   check("offsets keep growing across the crash", offsets.every((o, i) => i === 0 || o > offsets[i - 1]), "increasing", offsets);
   await broadcast("live after recovery", b, room, "news", "after");
   await waitCount("the room works without joining again", a, "news", news, 2 + missed.length);
+  const s = await stats();
+  check("recoveries counted (a and b)", s.recoveryRecovered === 2 && s.recoveryExpired === 0 && s.recoveryUnknown === 0, "2 recovered, 0 others", s);
   a.disconnect();
   b.disconnect();
-}, { timeoutMs: 60000, checks: EXPECT === "expired" ? 8 : 10 });
+}, { timeoutMs: 60000, checks: EXPECT === "expired" ? 9 : 11 });
