@@ -382,6 +382,7 @@ fn set_synchronous(conn: &Connection, mode: &str) {
 
 /// Runs `batch` in one transaction (with the `alive_at` heartbeat), commits, then answers.
 fn write_batch(conn: &Connection, batch: Vec<Command>) {
+    let batch = coalesce_live(batch);
     let mut answers = Vec::new();
     let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
     if begun.is_ok() {
@@ -416,6 +417,35 @@ fn write_batch(conn: &Connection, batch: Vec<Command>) {
             }
         }
     }
+}
+
+/// Drops the live records that a later write of the same pid in the batch replaces anyway
+/// (a socket joining many rooms at once rewrites its record each time): only the last is
+/// written. Never across a take, which must see what was written before it.
+fn coalesce_live(batch: Vec<Command>) -> Vec<Command> {
+    let mut written_later = std::collections::HashSet::new();
+    let mut keep = vec![true; batch.len()];
+    for (i, command) in batch.iter().enumerate().rev() {
+        match command {
+            Command::PersistLive(s) => keep[i] = written_later.insert(s.pid.as_str()),
+            Command::Persist(s) => {
+                written_later.insert(s.pid.as_str());
+            }
+            Command::Forget(pid) => {
+                written_later.insert(pid.as_str());
+            }
+            Command::Take(..) => written_later.clear(),
+            _ => {}
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return batch;
+    }
+    batch
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect()
 }
 
 fn fail(command: Command, e: StoreError) -> Option<Answer> {
@@ -856,6 +886,35 @@ mod tests {
             (record.last_offset, record.disconnected_at),
             (2, 3),
             "a closed session stays as it was"
+        );
+    }
+
+    #[test]
+    fn a_batch_writes_only_the_last_live_record_of_a_pid() {
+        let sid = Sid::new();
+        let (tx, _rx) = oneshot::channel();
+        let batch = vec![
+            Command::PersistLive(live("p", sid, &["a"], 1)),
+            Command::PersistLive(live("p", sid, &["a", "b"], 2)),
+            Command::Take("p".into(), tx),
+            Command::PersistLive(live("p", sid, &["a", "b", "c"], 3)),
+            Command::PersistLive(live("q", sid, &["x"], 3)),
+            Command::PersistLive(live("p", sid, &["a", "b", "c", "d"], 4)),
+            Command::Forget("q".into()),
+        ];
+        let kept: Vec<String> = coalesce_live(batch)
+            .iter()
+            .map(|c| match c {
+                Command::PersistLive(s) => format!("live {} {}", s.pid, s.rooms.len()),
+                Command::Take(pid, _) => format!("take {pid}"),
+                Command::Forget(pid) => format!("forget {pid}"),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            ["live p 2", "take p", "live p 4", "forget q"],
+            "never across the take; the last of each pid"
         );
     }
 

@@ -520,7 +520,7 @@ impl Socket {
         }
         rooms.insert(room.clone());
         self.record_live(&rooms);
-        drop(rooms);
+        // Still under the rooms lock: a concurrent close cannot miss this membership.
         self.inner.ns.join(self.id(), room);
         Ok(())
     }
