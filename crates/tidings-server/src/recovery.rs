@@ -7,6 +7,10 @@
 //! - every EVENT the server emits without an ack id (broadcasts and direct emits) gets an
 //!   offset (a decimal string) as its last argument, and is appended to the log once, with
 //!   the rooms it was addressed to;
+//! - a live socket is written to the log when its CONNECT is answered and again when its rooms
+//!   change ([`SessionLog::persist_live`], batched by the log: a connect never waits for it), so
+//!   a crash of the process or the death of a node does not lose it; a socket that ends for
+//!   good (the client or the server disconnected it) is forgotten;
 //! - a socket that loses its connection (transport close or error, ping timeout, forced close,
 //!   server shutdown) is persisted: sid, rooms, and the last offset queued to it;
 //! - a CONNECT with `{"pid","offset"}` takes that record, replays the packets of its rooms
@@ -16,8 +20,10 @@
 //! Beyond the reference implementation: the log is a backend (in memory here,
 //! `tidings-store-sqlite` across restarts, Redis across nodes); a client that received no
 //! event, or none within the window, still recovers (the server kept the session's position);
-//! and a reconnect while the old connection still looks alive evicts the old socket instead of
-//! failing.
+//! a reconnect while the old connection still looks alive evicts the old socket instead of
+//! failing; and sessions survive `kill -9`, a power loss (the SQLite log's last second aside)
+//! and a node's death (Redis). Every attempt's outcome is counted (recovered, expired, unknown, in
+//! `ServerStats`) and logged at `debug`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
