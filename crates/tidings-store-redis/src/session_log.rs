@@ -291,6 +291,15 @@ impl RedisSessionLog {
         // A tag per live node, so that two nodes never hand out the same offset.
         let lease = Lease::take(&mut conn, prefix).await?;
         let tag = lease.tag;
+        // Alive before any live session of this node can be written.
+        beat_once(
+            &mut conn,
+            &format!("{}alive:{}", keys.recovery, lease.owner),
+            &keys.owners,
+            &lease.owner,
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
         let (ops, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(conn, keys, lease, rx));
         Ok(RedisSessionLog {
@@ -412,11 +421,17 @@ async fn run(
     let mut renewal = tokio::time::interval(TAG_LEASE / 3);
     renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renewal.tick().await; // the first tick is now: the lease was just taken
-    let mut heartbeat = tokio::time::interval(LIVENESS_HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let owner = lease.owner.clone();
     let alive_key = format!("{}alive:{owner}", keys.recovery);
     let live_set = format!("{}live:{owner}", keys.recovery);
+    // The heartbeat has a task of its own (on the same multiplexed connection), so that a
+    // long batch or read here never makes this node look dead.
+    let heartbeat = tokio::spawn(beat(
+        conn.clone(),
+        alive_key.clone(),
+        keys.owners.clone(),
+        owner.clone(),
+    ));
     let mut pending: Option<Op> = None;
     loop {
         let op = match pending.take() {
@@ -428,23 +443,12 @@ async fn run(
                         // The log was dropped: its tag is free for the next node, and any
                         // live session left is at once another node's to take.
                         lease.release(&mut conn).await;
+                        heartbeat.abort();
+                        let _ = heartbeat.await;
                         let _: Result<(), _> = redis::cmd("DEL").arg(&alive_key).query_async(&mut conn).await;
                         return;
                     }
                 },
-                _ = heartbeat.tick() => {
-                    let now = tidings_core::clock::now_millis();
-                    let beat: Result<(), _> = redis::pipe()
-                        .cmd("SET").arg(&alive_key).arg(now)
-                        .arg("PX").arg(tidings_core::clock::millis(LIVENESS_TTL)).ignore()
-                        .cmd("ZADD").arg(&keys.owners).arg(now).arg(&owner).ignore()
-                        .query_async(&mut conn)
-                        .await;
-                    if let Err(e) = beat {
-                        warn!(error = %e, "recovery log heartbeat not written: other nodes may take this node's live sessions");
-                    }
-                    continue;
-                }
                 _ = renewal.tick() => {
                     match lease.renew(&mut conn, &renew).await {
                         Ok(true) => {}
@@ -562,6 +566,42 @@ async fn run(
             }
         }
     }
+}
+
+/// Says every [`LIVENESS_HEARTBEAT`] that this node process lives, until aborted.
+async fn beat(mut conn: ConnectionManager, alive_key: String, owners: String, owner: String) {
+    let mut tick = tokio::time::interval(LIVENESS_HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = beat_once(&mut conn, &alive_key, &owners, &owner).await {
+            warn!(error = %e, "recovery log heartbeat not written: other nodes may take this node's live sessions");
+        }
+    }
+}
+
+/// One heartbeat: the liveness key (expiring after [`LIVENESS_TTL`]) and the last sign of life.
+async fn beat_once(
+    conn: &mut ConnectionManager,
+    alive_key: &str,
+    owners: &str,
+    owner: &str,
+) -> Result<(), redis::RedisError> {
+    let now = tidings_core::clock::now_millis();
+    redis::pipe()
+        .cmd("SET")
+        .arg(alive_key)
+        .arg(now)
+        .arg("PX")
+        .arg(tidings_core::clock::millis(LIVENESS_TTL))
+        .ignore()
+        .cmd("ZADD")
+        .arg(owners)
+        .arg(now)
+        .arg(owner)
+        .ignore()
+        .query_async(conn)
+        .await
 }
 
 /// The answer of [`TAKE_SCRIPT`].
