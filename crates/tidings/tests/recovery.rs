@@ -80,6 +80,10 @@ async fn socket_io_client_recovers_after_a_restart() {
 /// `tidings serve --recovery` killed with SIGKILL while a quiet client is connected, then
 /// restarted on the same port and data directory; the scenario says what it expects.
 async fn kill_9_and_restart(transport: &str, expect: &str, window_ms: u64) {
+    kill_9_and_restart_with("js/recovery-crash.mjs", transport, expect, window_ms).await;
+}
+
+async fn kill_9_and_restart_with(script: &str, transport: &str, expect: &str, window_ms: u64) {
     let data = tempfile::tempdir().unwrap();
     let window = window_ms.to_string();
     let flags = ["--recovery-window-ms", window.as_str()];
@@ -90,7 +94,7 @@ async fn kill_9_and_restart(transport: &str, expect: &str, window_ms: u64) {
         ("TIDINGS_CRASH_EXPECT", expect),
         ("TIDINGS_RECOVERY_WINDOW_MS", window.as_str()),
     ];
-    let mut scenario = Scenario::start("js/recovery-crash.mjs", &origin, &envs);
+    let mut scenario = Scenario::start(script, &origin, &envs);
     scenario.cue("CRASH", 30).await;
     let mut server = server;
     server.start_kill().unwrap();
@@ -116,4 +120,13 @@ async fn quiet_polling_client_recovers_after_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_back_after_the_window_gets_a_fresh_session_after_kill_9() {
     kill_9_and_restart("websocket", "expired", 1_500).await;
+}
+
+/// python-socketio has no recovery: after a kill -9 it reconnects by itself as a new session,
+/// with no stale room (docs/PROTOCOL.md says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_socketio_reconnects_as_a_new_session_after_kill_9() {
+    for transport in ["websocket", "polling"] {
+        kill_9_and_restart_with("py/recovery_crash.py", transport, "new", 120_000).await;
+    }
 }
