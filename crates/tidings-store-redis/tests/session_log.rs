@@ -168,6 +168,7 @@ async fn live_sessions_of_a_dead_node_are_taken_once() {
     node1.persist_live(live_record("live-a", sid));
     node1.persist_live(live_record("gone", Sid::new()));
     node1.forget_session("gone");
+    node1.persist_live(live_record("never-back", Sid::new()));
     node1.flush().await.unwrap();
 
     assert!(
@@ -227,4 +228,30 @@ async fn live_sessions_of_a_dead_node_are_taken_once() {
     node2.flush().await.unwrap();
     let node3 = RedisSessionLog::connect(config).await.unwrap();
     assert!(node3.take_session("live-a").await.unwrap().is_none());
+
+    // A trim past the dead node's last sign of life drops its unclaimed live sessions, not
+    // those of live nodes.
+    node3.trim(now_millis() + 60_000).await.unwrap();
+    assert!(
+        node3
+            .take_session_after_release("never-back")
+            .await
+            .unwrap()
+            .is_none(),
+        "trimmed with its dead node"
+    );
+    drop(node2);
+    let mut kept = None;
+    for _ in 0..100 {
+        kept = node3.take_session_after_release("live-a").await.unwrap();
+        if kept.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        kept.map(|r| r.sid),
+        Some(sid),
+        "a live node's session outlives the trim"
+    );
 }
