@@ -15,6 +15,22 @@
 //!   packets of the session's rooms after the client's offset.
 //! - [`SessionLog::trim`] drops packets and sessions older than the recovery window.
 //!
+//! # Live sessions and crashes
+//!
+//! A backend that survives the process (SQLite, Redis) also keeps the sessions that are still
+//! connected, so that a `kill -9`, a power loss or the death of a node does not lose them: the
+//! server [records a live session](SessionLog::persist_live) when it answers its CONNECT and
+//! again when its rooms change, and [forgets](SessionLog::forget_session) it when it ends for
+//! good (a disconnect that is not recoverable). A live record is not
+//! [taken](SessionLog::take_session) while its process lives (the server evicts its own live
+//! sockets itself, and asks the other nodes to release theirs). Once that process is known to
+//! be gone (the SQLite log: when the next process opens the file; Redis: when the node's
+//! liveness key has expired) its live records count as disconnected at the process's last
+//! sign of life, and are taken, trimmed and expire like any other. Such a record's
+//! `last_offset` is at least every offset its process may have queued to the socket: which of
+//! them reached the client before the crash is unknown, so the client's own offset decides.
+//! The in-memory log ignores live records: it dies with its process.
+//!
 //! # Offsets
 //!
 //! Offsets are `u64`s that grow strictly within a log and stay above every offset the log
@@ -144,8 +160,34 @@ pub trait SessionLog: Send + Sync + 'static {
     /// Records a disconnected session, replacing any record with the same pid. Must not block.
     fn persist_session(&self, session: SessionRecord);
 
-    /// Removes and returns the session recorded under `pid`.
+    /// Records a live session (still connected; `disconnected_at` is the time of the write, its
+    /// latest sign of life), replacing any record with the same pid; see the
+    /// [module documentation](self#live-sessions-and-crashes). Must not block: a connect or a
+    /// join never waits for it. The default does nothing (a log that dies with its process).
+    fn persist_live(&self, session: SessionRecord) {
+        let _ = session;
+    }
+
+    /// Removes any record of `pid`, live or disconnected: the session ended and is not
+    /// recoverable. Must not block. The default does nothing.
+    fn forget_session(&self, pid: &str) {
+        let _ = pid;
+    }
+
+    /// Removes and returns the disconnected session recorded under `pid` (also a live record
+    /// whose process is known to be gone, as disconnected at its last sign of life).
     fn take_session<'a>(&'a self, pid: &'a str) -> LogFuture<'a, Option<SessionRecord>>;
+
+    /// [`take_session`](SessionLog::take_session) once the other nodes were asked to release
+    /// `pid` and none did: a log shared by nodes may then wait, for a bounded and documented
+    /// time, until a live record's node is known to be dead, and take it. The default is
+    /// `take_session`.
+    fn take_session_after_release<'a>(
+        &'a self,
+        pid: &'a str,
+    ) -> LogFuture<'a, Option<SessionRecord>> {
+        self.take_session(pid)
+    }
 
     /// The packets of `namespace` after `after` that were for a session in `rooms`.
     fn since<'a>(

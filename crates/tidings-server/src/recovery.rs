@@ -7,6 +7,10 @@
 //! - every EVENT the server emits without an ack id (broadcasts and direct emits) gets an
 //!   offset (a decimal string) as its last argument, and is appended to the log once, with
 //!   the rooms it was addressed to;
+//! - a live socket is written to the log when its CONNECT is answered and again when its rooms
+//!   change ([`SessionLog::persist_live`], batched by the log: a connect never waits for it), so
+//!   a crash of the process or the death of a node does not lose it; a socket that ends for
+//!   good (the client or the server disconnected it) is forgotten;
 //! - a socket that loses its connection (transport close or error, ping timeout, forced close,
 //!   server shutdown) is persisted: sid, rooms, and the last offset queued to it;
 //! - a CONNECT with `{"pid","offset"}` takes that record, replays the packets of its rooms
@@ -16,8 +20,10 @@
 //! Beyond the reference implementation: the log is a backend (in memory here,
 //! `tidings-store-sqlite` across restarts, Redis across nodes); a client that received no
 //! event, or none within the window, still recovers (the server kept the session's position);
-//! and a reconnect while the old connection still looks alive evicts the old socket instead of
-//! failing.
+//! a reconnect while the old connection still looks alive evicts the old socket instead of
+//! failing; and sessions survive `kill -9`, a power loss (the SQLite log's last second aside)
+//! and a node's death (Redis). Every attempt's outcome is counted (recovered, expired, unknown, in
+//! `ServerStats`) and logged at `debug`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -38,6 +44,7 @@ use crate::cluster::ClusterLink;
 use crate::config::RecoveryConfig;
 use crate::engine::CloseReason;
 use crate::io::{DisconnectReason, EmitError, Socket, event_frames, is_reserved_event};
+use crate::metrics::Counter;
 
 /// How long a recovering client waits for another node to release its old socket.
 const REMOTE_RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -99,6 +106,12 @@ impl SessionLog for MemorySessionLog {
             .lock()
             .sessions
             .insert(session.pid.clone(), session);
+    }
+
+    // Live records are not kept: they would die with the process anyway.
+
+    fn forget_session(&self, pid: &str) {
+        self.state.lock().sessions.remove(pid);
     }
 
     fn take_session<'a>(&'a self, pid: &'a str) -> LogFuture<'a, Option<SessionRecord>> {
@@ -172,6 +185,29 @@ pub(crate) struct Recovery {
     pub(crate) log: Arc<dyn SessionLog>,
     pub(crate) config: RecoveryConfig,
     live: Mutex<HashMap<Arc<str>, Socket>>,
+    /// The outcomes of recovery attempts (CONNECTs with a pid), in `ServerStats`.
+    pub(crate) outcomes: Outcomes,
+}
+
+/// What became of the CONNECTs that claimed a session (a `pid`), counted since start.
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes {
+    /// Recovered: same sid, rooms, missed packets.
+    pub(crate) recovered: Counter,
+    /// The session was found but is too old: disconnected longer than the window ago, or
+    /// packets it may have missed are already trimmed.
+    pub(crate) expired: Counter,
+    /// No such session (never known, already recovered, trimmed, lost in a crash before it
+    /// was written, another namespace) or the log did not answer.
+    pub(crate) unknown: Counter,
+}
+
+/// How a claim ended (see [`Outcomes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Recovered,
+    Expired,
+    Unknown,
 }
 
 impl std::fmt::Debug for Recovery {
@@ -203,6 +239,7 @@ impl Recovery {
             log,
             config,
             live: Mutex::new(HashMap::new()),
+            outcomes: Outcomes::default(),
         }
     }
 
@@ -264,6 +301,30 @@ impl Recovery {
         claim: Claim,
         cluster: &ClusterLink,
     ) -> Option<Restored> {
+        let (outcome, restored) = self.find(ns, claim, cluster).await;
+        let counter = match outcome {
+            Outcome::Recovered => &self.outcomes.recovered,
+            Outcome::Expired => &self.outcomes.expired,
+            Outcome::Unknown => &self.outcomes.unknown,
+        };
+        let (total, _) = counter.incr();
+        match &restored {
+            Some(r) => {
+                tracing::debug!(sid = %r.record.sid, ns, outcome = "recovered", total, "recovery attempt")
+            }
+            None => {
+                tracing::debug!(ns, outcome = ?outcome, total, "recovery attempt failed, new session")
+            }
+        }
+        restored
+    }
+
+    async fn find(
+        &self,
+        ns: &str,
+        claim: Claim,
+        cluster: &ClusterLink,
+    ) -> (Outcome, Option<Restored>) {
         // A socket with this pid still connected: its connection is a zombie (the client
         // would not reconnect if it were alive). Evict it and take over its state.
         let live = self.live.lock().remove(claim.pid.as_str());
@@ -281,10 +342,20 @@ impl Recovery {
                 Ok(None) if cluster.get().is_some() => {
                     // Either a node still holds the socket and now wrote its session, or
                     // the socket closed while we asked: every node flushed before answering.
-                    cluster
+                    let released = cluster
                         .release_remote_session(&claim.pid, REMOTE_RELEASE_TIMEOUT)
                         .await;
-                    self.log.take_session(&claim.pid).await.ok().flatten()
+                    if released {
+                        self.log.take_session(&claim.pid).await.ok().flatten()
+                    } else {
+                        // Nobody holds it: a dead node's live session, taken once that node
+                        // is known to be dead (a bounded wait, the log's).
+                        self.log
+                            .take_session_after_release(&claim.pid)
+                            .await
+                            .ok()
+                            .flatten()
+                    }
                 }
                 Ok(record) => record,
                 Err(e) => {
@@ -292,14 +363,17 @@ impl Recovery {
                     None
                 }
             },
-        }?;
+        };
+        let Some(record) = record else {
+            return (Outcome::Unknown, None);
+        };
         if record.namespace != ns {
-            return None;
+            return (Outcome::Unknown, None);
         }
         let window = millis(self.config.max_disconnection_duration);
         if now_millis().saturating_sub(record.disconnected_at) > window {
             tracing::debug!(sid = %record.sid, ns, "session expired, new session");
-            return None;
+            return (Outcome::Expired, None);
         }
         let start = match claim.offset {
             // No event with an offset reached the client: everything since the session began.
@@ -314,20 +388,21 @@ impl Recovery {
             Ok(replay) => replay,
             Err(e) => {
                 tracing::warn!(ns, error = %e, "recovery log unavailable, new session");
-                return None;
+                return (Outcome::Unknown, None);
             }
         };
         // Packets after `start` were trimmed. They matter only if some were queued to this
         // socket: anything emitted after it disconnected is younger than the window.
         if !replay.complete && record.last_offset > start {
             tracing::debug!(sid = %record.sid, ns, "missed packets already trimmed, new session");
-            return None;
+            return (Outcome::Expired, None);
         }
-        Some(Restored {
+        let restored = Restored {
             record,
             start,
             replay: replay.packets,
-        })
+        };
+        (Outcome::Recovered, Some(restored))
     }
 
     /// Encodes a recoverable event with a new offset as its last argument and appends it to

@@ -244,6 +244,15 @@ pub struct ServerStats {
     pub namespaces_refused: u64,
     /// Joins refused by [`crate::Limits::max_rooms_per_socket`].
     pub joins_refused: u64,
+    /// Connection State Recovery: CONNECTs that recovered their session (0 when recovery is
+    /// off).
+    pub recovery_recovered: u64,
+    /// CONNECTs whose session was found but too old (disconnected longer than the window
+    /// ago, or missed packets already trimmed): they got a new session.
+    pub recovery_expired: u64,
+    /// CONNECTs whose session was not found (never known, already recovered, lost, another
+    /// namespace) or whose lookup failed: they got a new session.
+    pub recovery_unknown: u64,
 }
 
 /// A Socket.IO server. Cheap to clone; all clones are the same server.
@@ -469,6 +478,7 @@ impl Server {
     pub fn stats(&self) -> ServerStats {
         let engine = self.engine();
         let stats = engine.stats();
+        let recovery = self.inner.recovery.as_deref();
         ServerStats {
             sessions: engine.session_count(),
             sessions_opened: stats.sessions_opened.load(Ordering::Relaxed),
@@ -481,6 +491,9 @@ impl Server {
             namespaces: self.inner.namespaces.read().len(),
             namespaces_refused: self.inner.namespaces_refused.get(),
             joins_refused: self.inner.joins_refused.get(),
+            recovery_recovered: recovery.map_or(0, |r| r.outcomes.recovered.get()),
+            recovery_expired: recovery.map_or(0, |r| r.outcomes.expired.get()),
+            recovery_unknown: recovery.map_or(0, |r| r.outcomes.unknown.get()),
         }
     }
 

@@ -86,7 +86,7 @@ fn envs(transport: &str, window: Duration) -> Vec<(String, String)> {
     ]
 }
 
-async fn run_js(script: &str, transport: &str, window: Duration) {
+async fn run_js(script: &str, transport: &str, window: Duration) -> tidings_server::ServerStats {
     let test = support::start(app(window, None, None)).await;
     let envs = envs(transport, window);
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -94,6 +94,15 @@ async fn run_js(script: &str, transport: &str, window: Duration) {
     support::run_script(&support::node(), path, &test.url(), &envs).await;
     let stats = test.server.stats();
     assert_eq!(stats.protocol_errors, 0, "protocol errors: {stats:?}");
+    stats
+}
+
+/// recovery.mjs recovers sessions (missed events twice, a quiet client, a zombie's heir) and
+/// claims one unknown pid; nothing in it is too old.
+fn assert_recovery_outcomes(stats: &tidings_server::ServerStats) {
+    assert!(stats.recovery_recovered >= 4, "recovered: {stats:?}");
+    assert_eq!(stats.recovery_unknown, 1, "the unknown pid: {stats:?}");
+    assert_eq!(stats.recovery_expired, 0, "expired: {stats:?}");
 }
 
 mod recovery_js {
@@ -101,23 +110,28 @@ mod recovery_js {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn websocket() {
-        run_js("recovery.mjs", "websocket", LONG_WINDOW).await
+        assert_recovery_outcomes(&run_js("recovery.mjs", "websocket", LONG_WINDOW).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn polling() {
-        run_js("recovery.mjs", "polling", LONG_WINDOW).await
+        assert_recovery_outcomes(&run_js("recovery.mjs", "polling", LONG_WINDOW).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn upgrade() {
-        run_js("recovery.mjs", "upgrade", LONG_WINDOW).await
+        assert_recovery_outcomes(&run_js("recovery.mjs", "upgrade", LONG_WINDOW).await);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_expiry_and_old_offsets() {
-    run_js("recovery-window.mjs", "websocket", SHORT_WINDOW).await
+    let stats = run_js("recovery-window.mjs", "websocket", SHORT_WINDOW).await;
+    // Clients that came back too late: found expired, or already trimmed (unknown).
+    assert!(
+        stats.recovery_expired + stats.recovery_unknown >= 1,
+        "failed recoveries counted: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

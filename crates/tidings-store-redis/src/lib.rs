@@ -125,7 +125,7 @@
 mod reply;
 mod session_log;
 
-pub use session_log::RedisSessionLog;
+pub use session_log::{LIVENESS_HEARTBEAT, LIVENESS_TTL, RedisSessionLog};
 
 use std::fmt;
 use std::sync::Arc;

@@ -16,6 +16,17 @@
 //!   over the tags.
 //! - `recovery:sessions` (hash pid → encoded record) and `recovery:sessions:at` (sorted set pid
 //!   by disconnection time, for trimming).
+//! - Live sessions ([`SessionLog::persist_live`]): `recovery:live` (hash pid → the owner id of
+//!   the node holding the socket, then the encoded record) and `recovery:live:<owner>` (the
+//!   set of that node's live pids, for trimming). Each log has a random owner id per process.
+//! - Node liveness: `recovery:alive:<owner>`, set every [`LIVENESS_HEARTBEAT`] with an expiry of
+//!   [`LIVENESS_TTL`], and `recovery:owners` (sorted set owner by the time of its last
+//!   heartbeat: its last sign of life). A node whose key expired is dead (`kill -9`, power
+//!   loss, a node cut off from Redis for longer than the TTL): its live sessions are taken by
+//!   the node the client reconnects to, as disconnected at that last sign of life, and
+//!   trimmed with the owner once it is older than the window. A restarted node has a new
+//!   owner id: it never claims the sessions of its previous process, and a session another
+//!   node took is that node's live session from then on (no double owners).
 //!
 //! # Durability and ordering
 //!
@@ -43,18 +54,45 @@ use crate::{RedisConfig, RedisStore};
 /// How many buffered writes go to Redis in one pipeline.
 const MAX_BATCH: usize = 512;
 
+/// How often a node says it is alive (its liveness key and its last sign of life).
+pub const LIVENESS_HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long a node's liveness key outlives its last heartbeat: after that long without one,
+/// the node counts as dead and its live sessions may be taken by another node. Also the most
+/// a client reconnecting after a node's death waits for that to be known.
+pub const LIVENESS_TTL: Duration = Duration::from_secs(2);
+
 /// Takes a session atomically: a pid recovers at most once, whichever node asks first.
+/// KEYS: sessions, sessions:at, live, owners. ARGV: pid, this node's owner id, the key
+/// prefix of liveness keys and live sets (`…recovery:`).
+/// Returns {1, record} for a disconnected session; {2, record, last sign of life} for a live
+/// session of a dead node (taken); {3, ms until its liveness expires} for a live session of
+/// a node that is alive (not taken); {0} when there is none (or it is this node's own).
 const TAKE_SCRIPT: &str = r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
+  return {1, v}
 end
-return v
+local live = redis.call('HGET', KEYS[3], ARGV[1])
+if not live then return {0} end
+local b1, b2, b3, b4 = string.byte(live, 1, 4)
+local n = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+local owner = string.sub(live, 5, 4 + n)
+if owner == ARGV[2] then return {0} end
+local ttl = redis.call('PTTL', ARGV[3] .. 'alive:' .. owner)
+if ttl > 0 then return {3, ttl} end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('SREM', ARGV[3] .. 'live:' .. owner, ARGV[1])
+local at = redis.call('ZSCORE', KEYS[4], owner) or '0'
+return {2, string.sub(live, 5 + n), at}
 ";
 
 /// Drops old packets and sessions and raises the trim mark (never lowers it: several nodes
-/// trim with slightly different clocks).
+/// trim with slightly different clocks); drops the live sessions of nodes dead for longer
+/// than the window. KEYS: packets, sessions, sessions:at, trimmed, owners, live. ARGV:
+/// older_than, the prefix of liveness keys and live sets.
 const TRIM_SCRIPT: &str = r"
 local older = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. older)
@@ -63,6 +101,15 @@ for _, pid in ipairs(old) do redis.call('HDEL', KEYS[2], pid) end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. older)
 local mark = tonumber(redis.call('GET', KEYS[4]) or '0')
 if older > mark then redis.call('SET', KEYS[4], ARGV[1]) end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. older)
+for _, owner in ipairs(dead) do
+  if redis.call('EXISTS', ARGV[2] .. 'alive:' .. owner) == 0 then
+    local set = ARGV[2] .. 'live:' .. owner
+    for _, pid in ipairs(redis.call('SMEMBERS', set)) do redis.call('HDEL', KEYS[6], pid) end
+    redis.call('DEL', set)
+    redis.call('ZREM', KEYS[5], owner)
+  end
+end
 return #old
 ";
 
@@ -71,15 +118,26 @@ struct Keys {
     trimmed: String,
     sessions: String,
     sessions_at: String,
+    /// `…recovery:`: liveness keys and live sets are this plus `alive:<owner>`/`live:<owner>`.
+    recovery: String,
+    live: String,
+    owners: String,
+}
+
+/// What a take found.
+enum Taken {
+    Record(SessionRecord),
+    /// A live session of a node that is alive; its liveness expires in this many ms.
+    LiveElsewhere(u64),
+    None,
 }
 
 enum Op {
     Append(LoggedPacket),
     Persist(SessionRecord),
-    Take(
-        String,
-        oneshot::Sender<Result<Option<SessionRecord>, StoreError>>,
-    ),
+    PersistLive(SessionRecord),
+    Forget(String),
+    Take(String, oneshot::Sender<Result<Taken, StoreError>>),
     Since {
         namespace: String,
         after: Offset,
@@ -215,6 +273,9 @@ impl RedisSessionLog {
             trimmed: format!("{prefix}recovery:trimmed"),
             sessions: format!("{prefix}recovery:sessions"),
             sessions_at: format!("{prefix}recovery:sessions:at"),
+            recovery: format!("{prefix}recovery:"),
+            live: format!("{prefix}recovery:live"),
+            owners: format!("{prefix}recovery:owners"),
         };
         let last: Vec<Vec<u8>> = redis::cmd("ZRANGE")
             .arg(&keys.packets)
@@ -230,6 +291,15 @@ impl RedisSessionLog {
         // A tag per live node, so that two nodes never hand out the same offset.
         let lease = Lease::take(&mut conn, prefix).await?;
         let tag = lease.tag;
+        // Alive before any live session of this node can be written.
+        beat_once(
+            &mut conn,
+            &format!("{}alive:{}", keys.recovery, lease.owner),
+            &keys.owners,
+            &lease.owner,
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
         let (ops, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(conn, keys, lease, rx));
         Ok(RedisSessionLog {
@@ -270,8 +340,49 @@ impl SessionLog for RedisSessionLog {
         self.send(Op::Persist(session));
     }
 
+    fn persist_live(&self, session: SessionRecord) {
+        self.send(Op::PersistLive(session));
+    }
+
+    fn forget_session(&self, pid: &str) {
+        self.send(Op::Forget(pid.to_owned()));
+    }
+
     fn take_session<'a>(&'a self, pid: &'a str) -> LogFuture<'a, Option<SessionRecord>> {
-        Box::pin(self.ask(|tx| Op::Take(pid.to_owned(), tx)))
+        Box::pin(async move {
+            match self.ask(|tx| Op::Take(pid.to_owned(), tx)).await? {
+                Taken::Record(r) => Ok(Some(r)),
+                Taken::LiveElsewhere(_) | Taken::None => Ok(None),
+            }
+        })
+    }
+
+    /// Like `take_session`, but a live session of a node that did not release it (it did not
+    /// answer: dead, or cut off) is waited for until that node's liveness expires (at most
+    /// [`LIVENESS_TTL`]), then taken.
+    fn take_session_after_release<'a>(
+        &'a self,
+        pid: &'a str,
+    ) -> LogFuture<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + LIVENESS_TTL + LIVENESS_HEARTBEAT;
+            // Bounded: each round waits at least 50 ms, and the deadline ends it.
+            loop {
+                match self.ask(|tx| Op::Take(pid.to_owned(), tx)).await? {
+                    Taken::Record(r) => return Ok(Some(r)),
+                    Taken::None => return Ok(None),
+                    Taken::LiveElsewhere(ms) => {
+                        let now = tokio::time::Instant::now();
+                        if now >= deadline {
+                            debug!("a live session's node is still alive: not taken");
+                            return Ok(None);
+                        }
+                        let wait = Duration::from_millis(ms.clamp(50, 500));
+                        tokio::time::sleep(wait.min(deadline - now)).await;
+                    }
+                }
+            }
+        })
     }
 
     fn since<'a>(
@@ -310,6 +421,17 @@ async fn run(
     let mut renewal = tokio::time::interval(TAG_LEASE / 3);
     renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renewal.tick().await; // the first tick is now: the lease was just taken
+    let owner = lease.owner.clone();
+    let alive_key = format!("{}alive:{owner}", keys.recovery);
+    let live_set = format!("{}live:{owner}", keys.recovery);
+    // The heartbeat has a task of its own (on the same multiplexed connection), so that a
+    // long batch or read here never makes this node look dead.
+    let heartbeat = tokio::spawn(beat(
+        conn.clone(),
+        alive_key.clone(),
+        keys.owners.clone(),
+        owner.clone(),
+    ));
     let mut pending: Option<Op> = None;
     loop {
         let op = match pending.take() {
@@ -318,8 +440,12 @@ async fn run(
                 op = rx.recv() => match op {
                     Some(op) => op,
                     None => {
-                        // The log was dropped: its tag is free for the next node.
+                        // The log was dropped: its tag is free for the next node, and any
+                        // live session left is at once another node's to take.
                         lease.release(&mut conn).await;
+                        heartbeat.abort();
+                        let _ = heartbeat.await;
+                        let _: Result<(), _> = redis::cmd("DEL").arg(&alive_key).query_async(&mut conn).await;
                         return;
                     }
                 },
@@ -337,7 +463,7 @@ async fn run(
             },
         };
         match op {
-            Op::Append(_) | Op::Persist(_) => {
+            Op::Append(_) | Op::Persist(_) | Op::PersistLive(_) | Op::Forget(_) => {
                 let mut pipe = redis::pipe();
                 let mut count = 0;
                 let mut next = Some(op);
@@ -361,6 +487,25 @@ async fn run(
                                 .arg(s.disconnected_at)
                                 .arg(&s.pid)
                                 .ignore();
+                            pipe.cmd("HDEL").arg(&keys.live).arg(&s.pid).ignore();
+                            pipe.cmd("SREM").arg(&live_set).arg(&s.pid).ignore();
+                        }
+                        Op::PersistLive(s) => {
+                            let mut value = Vec::with_capacity(160);
+                            put(&mut value, owner.as_bytes());
+                            value.extend_from_slice(&encode_session(&s));
+                            pipe.cmd("HSET")
+                                .arg(&keys.live)
+                                .arg(&s.pid)
+                                .arg(value)
+                                .ignore();
+                            pipe.cmd("SADD").arg(&live_set).arg(&s.pid).ignore();
+                        }
+                        Op::Forget(pid) => {
+                            pipe.cmd("HDEL").arg(&keys.sessions).arg(&pid).ignore();
+                            pipe.cmd("ZREM").arg(&keys.sessions_at).arg(&pid).ignore();
+                            pipe.cmd("HDEL").arg(&keys.live).arg(&pid).ignore();
+                            pipe.cmd("SREM").arg(&live_set).arg(&pid).ignore();
                         }
                         other => {
                             pending = Some(other);
@@ -377,15 +522,18 @@ async fn run(
                 }
             }
             Op::Take(pid, reply) => {
-                let result: Result<Option<Vec<u8>>, _> = take
+                let result: Result<redis::Value, _> = take
                     .key(&keys.sessions)
                     .key(&keys.sessions_at)
+                    .key(&keys.live)
+                    .key(&keys.owners)
                     .arg(&pid)
+                    .arg(&owner)
+                    .arg(&keys.recovery)
                     .invoke_async(&mut conn)
                     .await;
                 let answer = match result {
-                    Ok(Some(bytes)) => decode_session(&bytes).map(Some),
-                    Ok(None) => Ok(None),
+                    Ok(value) => taken(value),
                     Err(e) => Err(unavailable(&e)),
                 };
                 let _ = reply.send(answer);
@@ -404,7 +552,10 @@ async fn run(
                     .key(&keys.sessions)
                     .key(&keys.sessions_at)
                     .key(&keys.trimmed)
+                    .key(&keys.owners)
+                    .key(&keys.live)
                     .arg(older_than)
+                    .arg(&keys.recovery)
                     .invoke_async(&mut conn)
                     .await;
                 let _ = reply.send(result.map(|_| ()).map_err(|e| unavailable(&e)));
@@ -414,6 +565,87 @@ async fn run(
                 let _ = reply.send(Ok(()));
             }
         }
+    }
+}
+
+/// Says every [`LIVENESS_HEARTBEAT`] that this node process lives, until aborted.
+async fn beat(mut conn: ConnectionManager, alive_key: String, owners: String, owner: String) {
+    let mut tick = tokio::time::interval(LIVENESS_HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = beat_once(&mut conn, &alive_key, &owners, &owner).await {
+            warn!(error = %e, "recovery log heartbeat not written: other nodes may take this node's live sessions");
+        }
+    }
+}
+
+/// One heartbeat: the liveness key (expiring after [`LIVENESS_TTL`]) and the last sign of life.
+async fn beat_once(
+    conn: &mut ConnectionManager,
+    alive_key: &str,
+    owners: &str,
+    owner: &str,
+) -> Result<(), redis::RedisError> {
+    let now = tidings_core::clock::now_millis();
+    redis::pipe()
+        .cmd("SET")
+        .arg(alive_key)
+        .arg(now)
+        .arg("PX")
+        .arg(tidings_core::clock::millis(LIVENESS_TTL))
+        .ignore()
+        .cmd("ZADD")
+        .arg(owners)
+        .arg(now)
+        .arg(owner)
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// The answer of [`TAKE_SCRIPT`].
+fn taken(value: redis::Value) -> Result<Taken, StoreError> {
+    let bad = || StoreError::Corrupt("redis recovery log: unexpected answer to a take".into());
+    let redis::Value::Array(items) = value else {
+        return Err(bad());
+    };
+    let int = |v: Option<&redis::Value>| -> Option<i64> {
+        match v? {
+            redis::Value::Int(n) => Some(*n),
+            redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    };
+    let bytes = |v: Option<&redis::Value>| -> Option<Vec<u8>> {
+        match v? {
+            redis::Value::BulkString(b) => Some(b.clone()),
+            _ => None,
+        }
+    };
+    match int(items.first()).ok_or_else(bad)? {
+        0 => Ok(Taken::None),
+        1 => Ok(Taken::Record(decode_session(
+            &bytes(items.get(1)).ok_or_else(bad)?,
+        )?)),
+        2 => {
+            let mut record = decode_session(&bytes(items.get(1)).ok_or_else(bad)?)?;
+            let last_sign_of_life = int(items.get(2)).and_then(|n| u64::try_from(n).ok());
+            let now = tidings_core::clock::now_millis();
+            // Disconnected at its node's last heartbeat; every offset that node may have
+            // handed out is at or below now (offsets are clock-based): the client's offset
+            // says which of them it received.
+            record.disconnected_at = last_sign_of_life.filter(|&t| t > 0).unwrap_or(now);
+            record.last_offset = record.last_offset.max((now << OffsetClock::SHIFT) | 0xFF);
+            debug!(sid = %record.sid, "took a live session of a dead node");
+            Ok(Taken::Record(record))
+        }
+        3 => Ok(Taken::LiveElsewhere(
+            int(items.get(1))
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+        )),
+        _ => Err(bad()),
     }
 }
 

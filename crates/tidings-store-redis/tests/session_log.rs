@@ -141,3 +141,117 @@ async fn a_dropped_log_frees_its_offset_tag() {
     }
     assert!(again.is_some(), "the dropped log's tag was never freed");
 }
+
+fn live_record(pid: &str, sid: Sid) -> SessionRecord {
+    SessionRecord {
+        pid: pid.into(),
+        sid,
+        namespace: "/".into(),
+        rooms: vec![Room::from(sid.to_string().as_str()), Room::from("news")],
+        base_offset: 1,
+        last_offset: 0,
+        disconnected_at: now_millis(),
+    }
+}
+
+/// A live session is not taken while its node is alive (by another node, or by its own log),
+/// is taken once after its node died (here: its log dropped without closing the session, as
+/// when the server never got to close it), as disconnected at that node's last heartbeat;
+/// a forgotten one is never taken; and a node that never took it cannot take it back.
+#[tokio::test]
+async fn live_sessions_of_a_dead_node_are_taken_once() {
+    let h = common::store_with(|_| {});
+    let config = h.store.config().clone();
+    let node1 = RedisSessionLog::connect(config.clone()).await.unwrap();
+    let node2 = RedisSessionLog::connect(config.clone()).await.unwrap();
+    let sid = Sid::new();
+    node1.persist_live(live_record("live-a", sid));
+    node1.persist_live(live_record("gone", Sid::new()));
+    node1.forget_session("gone");
+    node1.persist_live(live_record("never-back", Sid::new()));
+    node1.flush().await.unwrap();
+
+    assert!(
+        node1.take_session("live-a").await.unwrap().is_none(),
+        "its own"
+    );
+    assert!(
+        node2.take_session("live-a").await.unwrap().is_none(),
+        "node1 lives"
+    );
+    let started = std::time::Instant::now();
+    assert!(
+        node2
+            .take_session_after_release("live-a")
+            .await
+            .unwrap()
+            .is_none(),
+        "node1 still lives after the wait"
+    );
+    assert!(
+        started.elapsed() < tidings_store_redis::LIVENESS_TTL * 2,
+        "the wait is bounded"
+    );
+
+    let before_death = now_millis();
+    drop(node1);
+    // The dropped log's task deletes its liveness key: bounded wait for it.
+    let mut record = None;
+    for _ in 0..100 {
+        record = node2.take_session_after_release("live-a").await.unwrap();
+        if record.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let record = record.expect("the dead node's live session is taken");
+    assert_eq!(record.sid, sid);
+    assert_eq!(record.rooms.len(), 2);
+    assert!(
+        record.disconnected_at + 2_000 >= before_death && record.disconnected_at <= now_millis(),
+        "disconnected at the dead node's last heartbeat"
+    );
+    assert!(
+        node2.take_session("live-a").await.unwrap().is_none(),
+        "once"
+    );
+    assert!(
+        node2
+            .take_session_after_release("gone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // node2 now holds it live; a node started afterwards does not take it.
+    node2.persist_live(live_record("live-a", sid));
+    node2.flush().await.unwrap();
+    let node3 = RedisSessionLog::connect(config).await.unwrap();
+    assert!(node3.take_session("live-a").await.unwrap().is_none());
+
+    // A trim past the dead node's last sign of life drops its unclaimed live sessions, not
+    // those of live nodes.
+    node3.trim(now_millis() + 60_000).await.unwrap();
+    assert!(
+        node3
+            .take_session_after_release("never-back")
+            .await
+            .unwrap()
+            .is_none(),
+        "trimmed with its dead node"
+    );
+    drop(node2);
+    let mut kept = None;
+    for _ in 0..100 {
+        kept = node3.take_session_after_release("live-a").await.unwrap();
+        if kept.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        kept.map(|r| r.sid),
+        Some(sid),
+        "a live node's session outlives the trim"
+    );
+}

@@ -10,14 +10,27 @@
 //!   channel (they never block the broadcast path). The thread takes every command waiting,
 //!   runs them in one transaction and commits; reads (`take_session`, `since`) go through the
 //!   same channel, so they see every write sent before them.
-//! - **Durability: process crashes, not power loss.** WAL with `synchronous=NORMAL`: a
-//!   committed batch survives a crash or `kill -9` of the server; a power loss may lose the
-//!   batches since the last checkpoint. Commands still in the channel when the process dies
-//!   (at most what arrived during the last commit, typically well under a millisecond of
-//!   traffic) are lost. A clean shutdown (dropping the last handle, or [`SessionLog::flush`],
-//!   which `tidings_server::Server::drain` calls: a process that exits without either loses
-//!   the sessions its shutdown closed) writes everything. Losing a record only means a reconnecting client gets a new session
-//!   (`recovered = false`), as it would without recovery.
+//! - **Live sessions are in the file too** ([`SessionLog::persist_live`]: written when the
+//!   server answers a CONNECT and when the socket's rooms change, in the same batches, so a
+//!   connect or a join never waits for the disk). A live row is never taken or trimmed by the
+//!   process that wrote it. The next process to open the file turns every live row into a
+//!   disconnected session: disconnected at the dead process's last sign of life (`alive_at`,
+//!   written every [`SYNC_INTERVAL`] and with every batch, so at most that long before the
+//!   crash), with a `last_offset` of at least every offset the dead process handed out (which
+//!   of them reached the client is for the client's offset to say). Those sessions are then
+//!   recoverable for the window, like sessions closed by a graceful stop.
+//! - **Durability: group commit, an fsync at most every [`SYNC_INTERVAL`].** WAL with
+//!   `synchronous=NORMAL` for the batches (a committed batch survives a crash or `kill -9`:
+//!   it is in the operating system's cache), and one batch every [`SYNC_INTERVAL`] committed
+//!   with `synchronous=FULL` (an fsync of the WAL, which makes every batch before it durable
+//!   too), also when idle (the `alive_at` heartbeat). So a power loss or a kernel crash loses
+//!   at most the last [`SYNC_INTERVAL`] of writes (plus what the disk itself lies about);
+//!   `kill -9` loses only the commands still in the channel when the process died (what
+//!   arrived during the last commit, typically well under a millisecond of traffic). A clean
+//!   shutdown (dropping the last handle, or [`SessionLog::flush`], which
+//!   `tidings_server::Server::drain` calls) writes everything. Losing a record only means a
+//!   reconnecting client gets a new session (`recovered = false`), as it would without
+//!   recovery.
 //! - Offsets come from an [`OffsetClock`] seeded with the highest offset in the file (and the
 //!   trim watermark), so they keep growing across restarts even if the clock went back.
 
@@ -30,13 +43,19 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use slot::Slot;
 use tidings_core::Room;
 use tidings_core::session_log::{
-    LogFuture, LoggedPacket, Offset, OffsetClock, Replay, SessionLog, SessionRecord,
+    LogFuture, LoggedPacket, Offset, OffsetClock, Replay, SessionLog, SessionRecord, now_millis,
 };
 use tidings_core::store::{Millis, StoreError};
 use tokio::sync::oneshot;
 
-/// The schema of the recovery file; another value in `user_version` is refused.
-const RECOVERY_SCHEMA_VERSION: i64 = 1;
+/// The schema of the recovery file; another value in `user_version` is refused. Version 1
+/// (no live sessions) is upgraded in place.
+const RECOVERY_SCHEMA_VERSION: i64 = 2;
+
+/// How often the writer fsyncs (one batch committed with `synchronous=FULL`) and records that
+/// the process is alive: the exposure window of a power loss, and how far before a crash a
+/// live session's recorded disconnection time may be.
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The most commands in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -44,6 +63,8 @@ const MAX_BATCH: usize = 4096;
 enum Command {
     Append(LoggedPacket),
     Persist(SessionRecord),
+    PersistLive(SessionRecord),
+    Forget(String),
     Take(
         String,
         oneshot::Sender<Result<Option<SessionRecord>, StoreError>>,
@@ -158,12 +179,21 @@ impl SqliteSessionLog {
                          rooms BLOB NOT NULL,
                          base_offset INTEGER NOT NULL,
                          last_offset INTEGER NOT NULL,
-                         disconnected_at INTEGER NOT NULL
+                         disconnected_at INTEGER NOT NULL,
+                         live INTEGER NOT NULL DEFAULT 0
                      );
                      CREATE TABLE IF NOT EXISTS recovery_meta (
                          key TEXT PRIMARY KEY,
                          value INTEGER NOT NULL
                      );
+                     PRAGMA user_version = {RECOVERY_SCHEMA_VERSION};
+                     COMMIT;"
+                ))
+                .map_err(db)?,
+            1 => conn
+                .execute_batch(&format!(
+                    "BEGIN;
+                     ALTER TABLE recovery_sessions ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
                      PRAGMA user_version = {RECOVERY_SCHEMA_VERSION};
                      COMMIT;"
                 ))
@@ -186,6 +216,13 @@ impl SqliteSessionLog {
                 |r| r.get(0),
             )
             .map_err(db)?;
+        let orphans = adopt_live_sessions(&conn, to_u64(floor))?;
+        if orphans > 0 {
+            tracing::info!(
+                sessions = orphans,
+                "recovery log: sessions live when the last process stopped without closing them (a crash) are recoverable"
+            );
+        }
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tidings-recovery-log".to_owned())
@@ -248,6 +285,18 @@ impl SessionLog for SqliteSessionLog {
         }
     }
 
+    fn persist_live(&self, session: SessionRecord) {
+        if self.send(Command::PersistLive(session)).is_err() {
+            tracing::warn!("recovery log stopped, live session not persisted");
+        }
+    }
+
+    fn forget_session(&self, pid: &str) {
+        if self.send(Command::Forget(pid.to_owned())).is_err() {
+            tracing::warn!("recovery log stopped, session not forgotten");
+        }
+    }
+
     fn take_session<'a>(&'a self, pid: &'a str) -> LogFuture<'a, Option<SessionRecord>> {
         self.ask(|reply| Command::Take(pid.to_owned(), reply))
     }
@@ -291,50 +340,119 @@ enum Answer {
     ),
 }
 
+/// The writer thread: one transaction per batch of waiting commands; every
+/// [`SYNC_INTERVAL`] (also when idle) a batch committed with an fsync that records the
+/// process's last sign of life.
 fn run(conn: &Connection, rx: &mpsc::Receiver<Command>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+    let mut last_sync = std::time::Instant::now();
+    loop {
+        let wait = SYNC_INTERVAL.saturating_sub(last_sync.elapsed());
+        let mut batch = Vec::new();
+        match rx.recv_timeout(wait) {
+            Ok(first) => batch.push(first),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(c) => batch.push(c),
                 Err(_) => break,
             }
         }
-        let mut answers = Vec::new();
-        let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
-        for command in batch {
-            answers.push(match (&begun, command) {
-                (Err(e), c) => fail(c, e.clone()),
-                (Ok(()), c) => execute(conn, c),
-            });
+        let sync = last_sync.elapsed() >= SYNC_INTERVAL;
+        if batch.is_empty() && !sync {
+            continue;
         }
-        let committed = match begun {
-            Ok(()) => conn.execute_batch("COMMIT").map_err(db),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &committed {
-            tracing::warn!(error = %e, "recovery log batch not written");
-            let _ = conn.execute_batch("ROLLBACK");
+        if sync {
+            last_sync = std::time::Instant::now();
+            set_synchronous(conn, "FULL");
         }
-        for answer in answers.into_iter().flatten() {
-            match answer {
-                Answer::Take(tx, r) => {
-                    let _ = tx.send(committed.clone().and(r));
-                }
-                Answer::Since(tx, r) => {
-                    let _ = tx.send(committed.clone().and(r));
-                }
-                Answer::Unit(tx, r) => {
-                    let _ = tx.send(committed.clone().and(r));
-                }
+        write_batch(conn, batch);
+        if sync {
+            set_synchronous(conn, "NORMAL");
+        }
+    }
+}
+
+fn set_synchronous(conn: &Connection, mode: &str) {
+    if let Err(e) = conn.execute_batch(&format!("PRAGMA synchronous = {mode}")) {
+        tracing::warn!(error = %e, mode, "recovery log: cannot set synchronous");
+    }
+}
+
+/// Runs `batch` in one transaction (with the `alive_at` heartbeat), commits, then answers.
+fn write_batch(conn: &Connection, batch: Vec<Command>) {
+    let batch = coalesce_live(batch);
+    let mut answers = Vec::new();
+    let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
+    if begun.is_ok() {
+        if let Err(e) = set_meta(conn, "alive_at", now_millis()) {
+            tracing::warn!(error = %e, "recovery log: cannot record the heartbeat");
+        }
+    }
+    for command in batch {
+        answers.push(match (&begun, command) {
+            (Err(e), c) => fail(c, e.clone()),
+            (Ok(()), c) => execute(conn, c),
+        });
+    }
+    let committed = match begun {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(db),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &committed {
+        tracing::warn!(error = %e, "recovery log batch not written");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for answer in answers.into_iter().flatten() {
+        match answer {
+            Answer::Take(tx, r) => {
+                let _ = tx.send(committed.clone().and(r));
+            }
+            Answer::Since(tx, r) => {
+                let _ = tx.send(committed.clone().and(r));
+            }
+            Answer::Unit(tx, r) => {
+                let _ = tx.send(committed.clone().and(r));
             }
         }
     }
 }
 
+/// Drops the live records that a later write of the same pid in the batch replaces anyway
+/// (a socket joining many rooms at once rewrites its record each time): only the last is
+/// written. Never across a take, which must see what was written before it.
+fn coalesce_live(batch: Vec<Command>) -> Vec<Command> {
+    let mut written_later = std::collections::HashSet::new();
+    let mut keep = vec![true; batch.len()];
+    for (i, command) in batch.iter().enumerate().rev() {
+        match command {
+            Command::PersistLive(s) => keep[i] = written_later.insert(s.pid.as_str()),
+            Command::Persist(s) => {
+                written_later.insert(s.pid.as_str());
+            }
+            Command::Forget(pid) => {
+                written_later.insert(pid.as_str());
+            }
+            Command::Take(..) => written_later.clear(),
+            _ => {}
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return batch;
+    }
+    batch
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect()
+}
+
 fn fail(command: Command, e: StoreError) -> Option<Answer> {
     match command {
-        Command::Append(_) | Command::Persist(_) => None,
+        Command::Append(_) | Command::Persist(_) | Command::PersistLive(_) | Command::Forget(_) => {
+            None
+        }
         Command::Take(_, tx) => Some(Answer::Take(tx, Err(e))),
         Command::Since { reply, .. } => Some(Answer::Since(reply, Err(e))),
         Command::Trim(_, tx) | Command::Flush(tx) => Some(Answer::Unit(tx, Err(e))),
@@ -350,8 +468,23 @@ fn execute(conn: &Connection, command: Command) -> Option<Answer> {
             None
         }
         Command::Persist(s) => {
-            if let Err(e) = persist(conn, &s) {
+            if let Err(e) = persist(conn, &s, false) {
                 tracing::warn!(error = %e, "recovery log session not persisted");
+            }
+            None
+        }
+        Command::PersistLive(s) => {
+            if let Err(e) = persist(conn, &s, true) {
+                tracing::warn!(error = %e, "recovery log live session not persisted");
+            }
+            None
+        }
+        Command::Forget(pid) => {
+            if let Err(e) = conn
+                .prepare_cached("DELETE FROM recovery_sessions WHERE pid = ?1")
+                .and_then(|mut st| st.execute(params![pid]))
+            {
+                tracing::warn!(error = %e, "recovery log session not forgotten");
             }
             None
         }
@@ -435,11 +568,11 @@ fn append(conn: &Connection, p: &LoggedPacket) -> Result<(), StoreError> {
     .map_err(db)
 }
 
-fn persist(conn: &Connection, s: &SessionRecord) -> Result<(), StoreError> {
+fn persist(conn: &Connection, s: &SessionRecord, live: bool) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO recovery_sessions
-         (pid, sid, namespace, rooms, base_offset, last_offset, disconnected_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         (pid, sid, namespace, rooms, base_offset, last_offset, disconnected_at, live)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -450,6 +583,7 @@ fn persist(conn: &Connection, s: &SessionRecord) -> Result<(), StoreError> {
             to_i64(s.base_offset),
             to_i64(s.last_offset),
             to_i64(s.disconnected_at),
+            i64::from(live),
         ])
     })
     .map(drop)
@@ -459,7 +593,7 @@ fn persist(conn: &Connection, s: &SessionRecord) -> Result<(), StoreError> {
 fn take(conn: &Connection, pid: &str) -> Result<Option<SessionRecord>, StoreError> {
     let row = conn
         .prepare_cached(
-            "DELETE FROM recovery_sessions WHERE pid = ?1
+            "DELETE FROM recovery_sessions WHERE pid = ?1 AND live = 0
              RETURNING sid, namespace, rooms, base_offset, last_offset, disconnected_at",
         )
         .and_then(|mut st| {
@@ -491,6 +625,37 @@ fn take(conn: &Connection, pid: &str) -> Result<Option<SessionRecord>, StoreErro
         last_offset: to_u64(last),
         disconnected_at: to_u64(at),
     }))
+}
+
+fn set_meta(conn: &Connection, key: &str, value: u64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO recovery_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut st| st.execute(params![key, to_i64(value)]))
+    .map(drop)
+    .map_err(db)
+}
+
+/// Turns the live sessions a dead process left in the file into disconnected ones: at its
+/// last sign of life (`alive_at`), with a last offset of at least `floor` (the highest offset
+/// in the file: every packet it may have queued to them). Returns how many.
+fn adopt_live_sessions(conn: &Connection, floor: Offset) -> Result<usize, StoreError> {
+    let alive_at: i64 = conn
+        .query_row(
+            "SELECT COALESCE((SELECT value FROM recovery_meta WHERE key = 'alive_at'), 0)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    conn.execute(
+        "UPDATE recovery_sessions
+         SET live = 0, disconnected_at = MAX(disconnected_at, ?1),
+             last_offset = MAX(last_offset, ?2)
+         WHERE live = 1",
+        params![alive_at, to_i64(floor)],
+    )
+    .map_err(db)
 }
 
 fn trimmed_through(conn: &Connection) -> Result<Offset, StoreError> {
@@ -564,7 +729,7 @@ fn trim(conn: &Connection, older_than: Millis) -> Result<(), StoreError> {
         .map_err(db)?;
     }
     conn.execute(
-        "DELETE FROM recovery_sessions WHERE disconnected_at < ?1",
+        "DELETE FROM recovery_sessions WHERE disconnected_at < ?1 AND live = 0",
         params![older_than],
     )
     .map_err(db)?;
@@ -638,6 +803,119 @@ mod tests {
         let log = SqliteSessionLog::open(&path).unwrap();
         let replay = log.since("/", 0, &record.rooms).await.unwrap();
         assert!(!replay.complete, "the trim watermark survives a reopen");
+    }
+
+    fn live(pid: &str, sid: Sid, rooms: &[&str], at: Millis) -> SessionRecord {
+        SessionRecord {
+            pid: pid.into(),
+            sid,
+            namespace: "/".into(),
+            rooms: rooms.iter().map(|r| Room::from(*r)).collect(),
+            base_offset: 1,
+            last_offset: 0,
+            disconnected_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn live_sessions_are_adopted_by_the_next_process_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recovery.sqlite3");
+        let sid = Sid::new();
+        let (last, written_at) = {
+            let log = SqliteSessionLog::open(&path).unwrap();
+            let o = log.next_offset();
+            log.append(packet(o, &["a"], 10));
+            log.persist_live(live("p1", sid, &["a"], 1));
+            // Rooms changed: the record is rewritten.
+            log.persist_live(live("p1", sid, &["a", "b"], 2));
+            log.persist_live(live("gone", Sid::new(), &["a"], 2));
+            log.forget_session("gone");
+            log.flush().await.unwrap();
+            // Live here: neither taken nor trimmed by the process that wrote it.
+            assert!(log.take_session("p1").await.unwrap().is_none());
+            log.trim(u64::MAX).await.unwrap();
+            let written_at = now_millis();
+            // A crash: the handle is leaked, nothing more is written on the way out.
+            std::mem::forget(log);
+            (o, written_at)
+        };
+        let log = SqliteSessionLog::open(&path).unwrap();
+        let record = log.take_session("p1").await.unwrap().unwrap();
+        assert_eq!(record.sid, sid);
+        assert_eq!(record.rooms, vec![Room::from("a"), Room::from("b")]);
+        assert!(
+            record.last_offset >= last,
+            "every offset of the dead process may have been queued"
+        );
+        assert!(
+            record.disconnected_at >= written_at.saturating_sub(2_000),
+            "disconnected at the last sign of life, not at the first write"
+        );
+        assert!(log.take_session("p1").await.unwrap().is_none());
+        assert!(log.take_session("gone").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recovery.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE recovery_packets (offset INTEGER PRIMARY KEY, namespace TEXT NOT NULL,
+                     rooms BLOB NOT NULL, except_rooms BLOB NOT NULL, packet BLOB NOT NULL,
+                     attachments BLOB NOT NULL, emitted_at INTEGER NOT NULL);
+                 CREATE TABLE recovery_sessions (pid TEXT PRIMARY KEY, sid TEXT NOT NULL,
+                     namespace TEXT NOT NULL, rooms BLOB NOT NULL, base_offset INTEGER NOT NULL,
+                     last_offset INTEGER NOT NULL, disconnected_at INTEGER NOT NULL);
+                 CREATE TABLE recovery_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            let sid = Sid::new().to_string();
+            conn.execute(
+                "INSERT INTO recovery_sessions VALUES ('old', ?1, '/', x'', 1, 2, 3)",
+                params![sid],
+            )
+            .unwrap();
+        }
+        let log = SqliteSessionLog::open(&path).unwrap();
+        let record = log.take_session("old").await.unwrap().unwrap();
+        assert_eq!(
+            (record.last_offset, record.disconnected_at),
+            (2, 3),
+            "a closed session stays as it was"
+        );
+    }
+
+    #[test]
+    fn a_batch_writes_only_the_last_live_record_of_a_pid() {
+        let sid = Sid::new();
+        let (tx, _rx) = oneshot::channel();
+        let batch = vec![
+            Command::PersistLive(live("p", sid, &["a"], 1)),
+            Command::PersistLive(live("p", sid, &["a", "b"], 2)),
+            Command::Take("p".into(), tx),
+            Command::PersistLive(live("p", sid, &["a", "b", "c"], 3)),
+            Command::PersistLive(live("q", sid, &["x"], 3)),
+            Command::PersistLive(live("p", sid, &["a", "b", "c", "d"], 4)),
+            Command::Forget("q".into()),
+        ];
+        let kept: Vec<String> = coalesce_live(batch)
+            .iter()
+            .map(|c| match c {
+                Command::PersistLive(s) => format!("live {} {}", s.pid, s.rooms.len()),
+                Command::Take(pid, _) => format!("take {pid}"),
+                Command::Forget(pid) => format!("forget {pid}"),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            ["live p 2", "take p", "live p 4", "forget q"],
+            "never across the take; the last of each pid"
+        );
     }
 
     #[test]

@@ -194,6 +194,7 @@ macro_rules! session_log_conformance_tests {
             a_packet_for_several_rooms_is_replayed_once,
             reads_see_the_writes_before_them,
             a_session_is_taken_once,
+            live_sessions_are_not_taken_while_their_process_lives,
             persist_replaces_the_record_of_its_pid,
             a_recovering_session_gets_exactly_what_it_missed,
             replays_are_complete_until_a_trim,

@@ -337,6 +337,31 @@ pub async fn a_session_is_taken_once<L: SessionLog>(log: &L) {
     assert_eq!(log.take_session("pid-b").await.unwrap(), None);
 }
 
+/// A live record is never taken from the log that wrote it (its process lives), nor trimmed
+/// by it; the disconnected record persisted when the socket closes replaces it and is taken;
+/// a forgotten session (live or disconnected) is gone.
+pub async fn live_sessions_are_not_taken_while_their_process_lives<L: SessionLog>(log: &L) {
+    let live = record("pid-live", &["sid-l", "news"], 1, 0, 1_000);
+    log.persist_live(live.clone());
+    log.trim(now_millis() + 10).await.unwrap();
+    assert_eq!(
+        log.take_session("pid-live").await.unwrap(),
+        None,
+        "live here"
+    );
+    let closed = record("pid-live", &["sid-l", "news"], 1, 5, now_millis());
+    log.persist_session(closed.clone());
+    assert_eq!(log.take_session("pid-live").await.unwrap(), Some(closed));
+
+    log.persist_live(record("pid-gone", &["sid-g"], 1, 0, 1_000));
+    log.forget_session("pid-gone");
+    log.persist_session(record("pid-closed", &["sid-c"], 1, 0, now_millis()));
+    log.forget_session("pid-closed");
+    log.flush().await.unwrap();
+    assert_eq!(log.take_session("pid-gone").await.unwrap(), None);
+    assert_eq!(log.take_session("pid-closed").await.unwrap(), None);
+}
+
 /// Persisting under a pid that has a record replaces it, disconnection time included (what
 /// trimming goes by).
 pub async fn persist_replaces_the_record_of_its_pid<L: SessionLog>(log: &L) {

@@ -1,7 +1,8 @@
 // Connection State Recovery with socket.io-client's built-in support (a server started with
 // recovery on and a long window): a dropped connection comes back with the same id, its rooms
 // and every missed event in order; a fresh client is not recovered; a client that never got an
-// event recovers too; a reconnect while the old connection still looks alive evicts it.
+// event recovers too; a reconnect while the old connection still looks alive evicts it; a pid the
+// server does not know gets a new session (the Rust test then checks the outcome counters).
 
 import { check, checkEqual, client, connect, emitAck, must, once, record, roundTrip, run, uniq } from "./lib.mjs";
 import { broadcast, connectRaw, dropConnection, join, offsetOf, reconnect, waitCount, waitGone } from "./recovery-lib.mjs";
@@ -134,10 +135,22 @@ async function zombie() {
   b.disconnect();
 }
 
+async function unknownSession() {
+  const a = await connectRaw("unknown: connect a", "/");
+  const id = a.id;
+  await dropConnection("unknown: drop a", a);
+  a._pid = "no-such-session"; // what a client of another server, or a forged one, would send
+  await reconnect("unknown: reconnect with a pid nobody knows", a);
+  check("unknown: not recovered", a.recovered === false, "false", a.recovered);
+  check("unknown: a new id", a.id !== id, `not ${id}`, a.id);
+  a.disconnect();
+}
+
 run(async () => {
   await fresh();
   await welcomeCarriesOffset();
   await missedEventsInOrder();
   await quietClient();
   await zombie();
-}, { timeoutMs: 30000, checks: 52 });
+  await unknownSession();
+}, { timeoutMs: 30000, checks: 55 });

@@ -463,6 +463,8 @@ impl Client {
         ns.add_socket(&socket);
         if let (Some(recovery), Some(pid)) = (ns.recovery(), socket.pid()) {
             recovery.register_live(pid.clone(), &socket);
+            // Durable while it lives (a crash does not lose it); queued, never waited for.
+            socket.persist_live();
         }
         socket
     }

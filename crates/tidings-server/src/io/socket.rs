@@ -519,6 +519,8 @@ impl Socket {
             }
         }
         rooms.insert(room.clone());
+        self.record_live(&rooms);
+        // Still under the rooms lock: a concurrent close cannot miss this membership.
         self.inner.ns.join(self.id(), room);
         Ok(())
     }
@@ -526,8 +528,33 @@ impl Socket {
     /// Leaves `room`.
     pub fn leave(&self, room: impl Into<Room>) {
         let room = room.into();
-        if self.inner.rooms.lock().remove(&room) {
+        let mut rooms = self.inner.rooms.lock();
+        if rooms.remove(&room) {
+            self.record_live(&rooms);
+            drop(rooms);
             self.inner.ns.leave(self.id(), &room);
+        }
+    }
+
+    /// Connection State Recovery: writes the record of this live socket (its rooms as of
+    /// now) to the log, so that a crash of the process does not lose the session. Never
+    /// waits: the log batches it. Called with the rooms lock held (`rooms` is its content):
+    /// so it is ordered before the record [`Socket::close`] writes, which takes that lock
+    /// first, and a closed socket is never written back as live.
+    fn record_live(&self, rooms: &HashSet<Room>) {
+        if let (Some(pid), Some(recovery)) = (&self.inner.pid, self.inner.ns.recovery()) {
+            recovery
+                .log
+                .persist_live(self.session_record(pid, rooms.iter().cloned().collect()));
+        }
+    }
+
+    /// Writes the record of this socket to the log as live, unless it already closed (see
+    /// [`Socket::record_live`]). Called when the CONNECT is answered.
+    pub(crate) fn persist_live(&self) {
+        let rooms = self.inner.rooms.lock();
+        if self.is_connected() {
+            self.record_live(&rooms);
         }
     }
 
@@ -611,6 +638,9 @@ impl Socket {
                 recovery
                     .log
                     .persist_session(self.session_record(pid, rooms));
+            } else {
+                // Its live record must not outlive it: a crash would make it recoverable.
+                recovery.log.forget_session(pid);
             }
             // Only now: a node asking for this pid either finds it live or, after a flush of
             // the log, finds the record.
