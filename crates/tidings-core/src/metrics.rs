@@ -82,6 +82,20 @@ impl Default for HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
+    /// `(upper bound, count in this bucket alone)` pairs, `+Inf` last: what an encoder that
+    /// accumulates itself (prometheus-client's) takes.
+    pub fn per_bucket(&self) -> Vec<(f64, u64)> {
+        let mut below = 0;
+        self.buckets()
+            .into_iter()
+            .map(|(bound, cumulative)| {
+                let n = cumulative - below;
+                below = cumulative;
+                (bound, n)
+            })
+            .collect()
+    }
+
     /// `(upper bound, cumulative count)` pairs, `+Inf` last: the exposition format's buckets.
     pub fn buckets(&self) -> Vec<(f64, u64)> {
         LATENCY_BUCKETS
@@ -133,5 +147,8 @@ mod tests {
         assert_eq!(buckets[N].1, 4);
         assert!(buckets[N].0.is_infinite());
         assert!((s.sum_seconds - 60.003_09).abs() < 1e-9, "{}", s.sum_seconds);
+        let per: Vec<u64> = s.per_bucket().iter().map(|b| b.1).collect();
+        assert_eq!(per.iter().sum::<u64>(), 4);
+        assert_eq!((per[0], per[6], per[N]), (2, 1, 1));
     }
 }

@@ -50,6 +50,8 @@ pub(crate) struct ServerInner {
     pub(crate) namespaces_refused: crate::metrics::Counter,
     /// Joins refused by [`crate::Limits::max_rooms_per_socket`].
     pub(crate) joins_refused: Arc<crate::metrics::Counter>,
+    /// Broadcast counters, shared by every namespace.
+    pub(crate) io_counters: Arc<crate::metrics::IoCounters>,
     connections: Arc<ConnectionLimiter>,
     queues: OnceLock<Arc<Queues>>,
     pub(crate) recovery: Option<Arc<Recovery>>,
@@ -98,7 +100,13 @@ impl ServerInner {
                 return Err(NamespaceRefused::TooMany(max));
             }
         }
-        let ns = Namespace::new(name, self.recovery.clone(), self.cluster.clone(), true);
+        let ns = Namespace::new(
+            name,
+            self.recovery.clone(),
+            self.cluster.clone(),
+            self.io_counters.clone(),
+            true,
+        );
         setup(&ns);
         namespaces.insert(name.to_owned(), ns.clone());
         self.on_demand.fetch_add(1, Ordering::AcqRel);
@@ -211,7 +219,8 @@ impl EngineHandler for SocketIoHandler {
 }
 
 /// A snapshot of the server's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ServerStats {
     /// Open Engine.IO sessions.
@@ -295,6 +304,7 @@ impl Server {
             rate_limited_events: crate::metrics::Counter::default(),
             namespaces_refused: crate::metrics::Counter::default(),
             joins_refused: Arc::default(),
+            io_counters: Arc::default(),
             on_demand: AtomicUsize::new(0),
             connections: Arc::new(ConnectionLimiter::default()),
             queues: OnceLock::new(),
@@ -335,6 +345,7 @@ impl Server {
                     &name,
                     self.inner.recovery.clone(),
                     self.inner.cluster.clone(),
+                    self.inner.io_counters.clone(),
                     false,
                 )
             })
@@ -437,18 +448,132 @@ impl Server {
         }
     }
 
-    /// Answers one HTTP request: the Engine.IO endpoint at the configured path, 404 elsewhere.
-    /// Use it to embed the server in your own hyper service.
+    /// Every counter, gauge and histogram of the server, read now: what `/v1/stats` and
+    /// `GET /metrics` render (see [`crate::metrics`]). With queues, the store is asked about
+    /// the selected topics ([`crate::metrics::MetricsConfig`]) and for readiness.
+    pub async fn metrics(&self) -> crate::metrics::MetricsSnapshot {
+        let mut snapshot = self.counters();
+        if let Some(queues) = self.inner.queues.get() {
+            if let Some(q) = snapshot.queues.as_mut() {
+                q.topics = queues.topic_metrics(&self.inner.config.metrics).await;
+            }
+        }
+        snapshot.unready = self.readiness().await.err();
+        snapshot
+    }
+
+    /// The counters of [`Server::metrics`] without asking the store (no per-topic gauges, no
+    /// readiness): what `/v1/stats` renders.
+    pub fn counters(&self) -> crate::metrics::MetricsSnapshot {
+        let engine = self.engine();
+        let stats = engine.stats();
+        let (sessions_polling, sessions_websocket) = engine.sessions_by_transport();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut snapshot = crate::metrics::MetricsSnapshot::default();
+        snapshot.server = self.stats();
+        snapshot.transport = crate::metrics::TransportMetrics {
+            sessions_polling,
+            sessions_websocket,
+            closed: CloseReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), load(&stats.closed[r.index()])))
+                .collect(),
+            packets_in: load(&stats.packets_in),
+            bytes_in: load(&stats.bytes_in),
+            packets_out: load(&stats.packets_out),
+            bytes_out: load(&stats.bytes_out),
+        };
+        let io = &self.inner.io_counters;
+        snapshot.broadcasts = load(&io.broadcasts);
+        snapshot.broadcast_deliveries = load(&io.broadcast_deliveries);
+        snapshot.queues = self.inner.queues.get().map(|q| q.counters());
+        snapshot.cluster = self.inner.cluster.get().map(|c| c.metrics());
+        // Connection State Recovery outcomes (`tidings_recovery_total{outcome}`): the family is
+        // rendered from this field; `Recovery` fills it once it counts its outcomes
+        // (recovered, expired/unknown, evicted…). Nothing is counted yet.
+        snapshot.recovery = Vec::new();
+        snapshot
+    }
+
+    /// Whether this server can do its work: `Ok` when the store (with queues) and the cluster
+    /// backend (in a cluster) answer within 2 s, else why not. What `GET /readyz` answers.
+    pub async fn readiness(&self) -> Result<(), String> {
+        const WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+        if self.inner.shutdown.is_cancelled() {
+            return Err("shutting down".to_owned());
+        }
+        if let Some(queues) = self.inner.queues.get() {
+            match tokio::time::timeout(WITHIN, queues.store().ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("store: {e}")),
+                Err(_) => return Err("store: no answer within 2 s".to_owned()),
+            }
+        }
+        if let Some(cluster) = self.inner.cluster.get() {
+            match tokio::time::timeout(WITHIN, cluster.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("cluster: {e}")),
+                Err(_) => return Err("cluster: no answer within 2 s".to_owned()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /healthz`, `GET /readyz` and `GET /metrics`; None for other requests.
+    async fn operations_route(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        if req.method() != hyper::Method::GET {
+            return None;
+        }
+        match req.uri().path() {
+            // The process serves: nothing else is asked (a liveness probe must not fail
+            // because a dependency is down, or the orchestrator restarts a healthy process).
+            "/healthz" => Some(crate::api::plain_json(
+                http::StatusCode::OK,
+                &serde_json::json!({ "status": "ok" }),
+            )),
+            "/readyz" => Some(match self.readiness().await {
+                Ok(()) => crate::api::plain_json(
+                    http::StatusCode::OK,
+                    &serde_json::json!({ "status": "ready" }),
+                ),
+                Err(reason) => crate::api::plain_json(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({ "status": "unavailable", "reason": reason }),
+                ),
+            }),
+            "/metrics" if self.inner.config.metrics.enabled => {
+                if let Err(res) = crate::api::admin_only(self.inner.config.auth.as_deref(), req)
+                {
+                    return Some(*res);
+                }
+                let text = self.metrics().await.encode_prometheus();
+                let mut res = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+                res.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(crate::metrics::PROMETHEUS_CONTENT_TYPE),
+                );
+                Some(res)
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers one HTTP request: the Engine.IO endpoint at the configured path, `/healthz`,
+    /// `/readyz`, `/metrics`, the `/v1` API with queues, 404 elsewhere. Use it to embed the
+    /// server in your own hyper service.
     pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
         let engine = self.engine();
         if engine.matches_path(req.uri().path()) {
             return engine.handle(req, remote_addr).await;
         }
+        if let Some(res) = self.operations_route(&req).await {
+            return res;
+        }
         if let Some(queues) = self.inner.queues.get() {
             let path = req.uri().path();
             if path == "/v1" || path.starts_with("/v1/") {
                 let config = &self.inner.config;
-                let stats = self.stats();
+                let stats = self.counters();
                 return crate::api::handle(
                     queues,
                     req,

@@ -84,6 +84,17 @@ pub struct EngineStats {
     /// Requests whose body did not arrive within [`EngineConfig::body_timeout`] (polling
     /// POSTs and HTTP API calls).
     pub slow_requests: AtomicU64,
+    /// Sessions closed, by reason: indexed by [`CloseReason::index`].
+    pub closed: [AtomicU64; CloseReason::ALL.len()],
+    /// Engine.IO packets received (every type, text and binary).
+    pub packets_in: AtomicU64,
+    /// Payload bytes of the packets received.
+    pub bytes_in: AtomicU64,
+    /// Engine.IO packets handed to a transport to send. Counted per batch a writer takes
+    /// (one WebSocket write, one polling response), not per queued frame.
+    pub packets_out: AtomicU64,
+    /// Payload bytes of the packets sent.
+    pub bytes_out: AtomicU64,
 }
 
 pub(crate) struct EngineShared {
@@ -180,6 +191,17 @@ impl Engine {
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
         self.shared.sessions.lock().len()
+    }
+
+    /// Open sessions by the transport that carries them now: `(polling, websocket)`. Walks
+    /// every session (for a metrics scrape, not for a hot path).
+    pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let sessions: Vec<_> = self.shared.sessions.lock().values().cloned().collect();
+        let ws = sessions
+            .iter()
+            .filter(|s| s.transport() == TransportKind::WebSocket)
+            .count();
+        (sessions.len() - ws, ws)
     }
 
     /// The transport counters.
@@ -335,8 +357,13 @@ pub(crate) fn on_text_packet(
     packet: tidings_proto::engine::TextPacket<'_>,
 ) -> bool {
     use tidings_proto::engine::TextPacket;
+    let stats = &session.shared.stats;
+    stats.packets_in.fetch_add(1, Ordering::Relaxed);
     match packet {
         TextPacket::Message(text) => {
+            stats
+                .bytes_in
+                .fetch_add(text.len() as u64, Ordering::Relaxed);
             if let Some(handler) = session.handler() {
                 handler.on_message(Inbound::Text(text));
             }
@@ -376,6 +403,11 @@ pub(crate) fn on_text_packet(
 
 /// Dispatches one binary message.
 pub(crate) fn on_binary(session: &Arc<Session>, data: Bytes) -> bool {
+    let stats = &session.shared.stats;
+    stats.packets_in.fetch_add(1, Ordering::Relaxed);
+    stats
+        .bytes_in
+        .fetch_add(data.len() as u64, Ordering::Relaxed);
     if let Some(handler) = session.handler() {
         handler.on_message(Inbound::Binary(data));
     }

@@ -48,6 +48,24 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order of [`CloseReason::index`].
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ParseError,
+        CloseReason::PayloadTooLarge,
+        CloseReason::SlowClient,
+        CloseReason::ConnectTimeout,
+        CloseReason::ForcedClose,
+        CloseReason::ServerShutdown,
+    ];
+
+    /// The position of the reason in [`CloseReason::ALL`] (the per-reason counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The reason as the clients' libraries name it (`transport close`, `ping timeout`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -347,13 +365,26 @@ impl Session {
         Ok(())
     }
 
-    /// Takes up to `max` frames from the front of the buffer (all of them when `max` is None).
-    pub(crate) fn take_frames(state: &mut State, max: Option<usize>, out: &mut Vec<Frame>) {
+    /// Takes up to `max` frames from the front of the buffer (all of them when `max` is None),
+    /// counting them as sent in `stats` (two relaxed adds per batch).
+    pub(crate) fn take_frames(
+        state: &mut State,
+        max: Option<usize>,
+        out: &mut Vec<Frame>,
+        stats: &super::EngineStats,
+    ) {
         let n = max.map_or(state.queue.len(), |m| m.min(state.queue.len()));
+        if n == 0 {
+            return;
+        }
+        let mut bytes = 0;
         for frame in state.queue.drain(..n) {
-            state.queued_bytes -= frame.len();
+            bytes += frame.len();
             out.push(frame);
         }
+        state.queued_bytes -= bytes;
+        stats.packets_out.fetch_add(n as u64, Ordering::Relaxed);
+        stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn has_frames(state: &State) -> bool {
@@ -375,6 +406,7 @@ impl Session {
             }
             state.close_reason = Some(reason);
         }
+        self.shared.stats.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
         tracing::debug!(sid = %self.sid, reason = %reason, "session closed");
         self.closed.cancel();
         self.wake.notify_waiters();

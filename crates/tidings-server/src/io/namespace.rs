@@ -79,6 +79,8 @@ pub(crate) struct NamespaceInner {
     recovery: Option<Arc<Recovery>>,
     /// The other nodes (empty on a single node).
     cluster: Arc<ClusterLink>,
+    /// The server's broadcast counters.
+    counters: Arc<crate::metrics::IoCounters>,
     /// Created on demand (a dynamic namespace): removed from the server when its last user
     /// leaves. Static namespaces (`Server::of`) stay.
     pub(crate) on_demand: bool,
@@ -106,6 +108,7 @@ impl Namespace {
         name: &str,
         recovery: Option<Arc<Recovery>>,
         cluster: Arc<ClusterLink>,
+        counters: Arc<crate::metrics::IoCounters>,
         on_demand: bool,
     ) -> Namespace {
         Namespace {
@@ -118,6 +121,7 @@ impl Namespace {
                 next_ack_id: AtomicU64::new(0),
                 recovery,
                 cluster,
+                counters,
                 on_demand,
                 users: AtomicUsize::new(0),
             }),
@@ -402,10 +406,13 @@ impl BroadcastOperator {
     /// Queues already encoded frames for the addressed sockets of this node; returns how
     /// many took them.
     pub(crate) fn deliver_local(&self, frames: &[Frame], offset: Option<u64>) -> usize {
-        self.sockets()
+        let delivered = self
+            .sockets()
             .iter()
             .filter(|s| s.deliver(frames, offset).is_ok())
-            .count()
+            .count();
+        self.ns.inner.counters.broadcast(delivered);
+        delivered
     }
 
     /// Who this operator addresses, as the other nodes see it: the sender is left out through
