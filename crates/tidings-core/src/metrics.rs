@@ -18,8 +18,8 @@ use serde::Serialize;
 /// (append + group commit) 0.2–5 ms: each lands a few buckets above the first, and a stall
 /// of seconds is still told apart from one of ten.
 pub const LATENCY_BUCKETS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
 ];
 
 const N: usize = LATENCY_BUCKETS.len();
@@ -146,7 +146,11 @@ mod tests {
         assert_eq!(buckets[N - 1], (10.0, 3));
         assert_eq!(buckets[N].1, 4);
         assert!(buckets[N].0.is_infinite());
-        assert!((s.sum_seconds - 60.003_09).abs() < 1e-9, "{}", s.sum_seconds);
+        assert!(
+            (s.sum_seconds - 60.003_09).abs() < 1e-9,
+            "{}",
+            s.sum_seconds
+        );
         let per: Vec<u64> = s.per_bucket().iter().map(|b| b.1).collect();
         assert_eq!(per.iter().sum::<u64>(), 4);
         assert_eq!((per[0], per[6], per[N]), (2, 1, 1));

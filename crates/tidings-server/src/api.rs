@@ -47,12 +47,10 @@ pub(crate) fn admin_only(
     req: &Request<Incoming>,
 ) -> Result<(), Box<Response<Body>>> {
     match caller(auth, req)? {
-        Caller::Verified(p) if !p.is_admin() => Err(Box::new(error_response(&forbidden(
-            format!(
-                "{} may not read the server's metrics (admin only)",
-                p.identity()
-            ),
-        )))),
+        Caller::Verified(p) if !p.is_admin() => Err(Box::new(error_response(&forbidden(format!(
+            "{} may not read the server's metrics (admin only)",
+            p.identity()
+        ))))),
         _ => Ok(()),
     }
 }

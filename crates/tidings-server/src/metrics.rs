@@ -387,7 +387,8 @@ impl MetricsSnapshot {
 }
 
 /// The content type of [`MetricsSnapshot::encode_prometheus`].
-pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
@@ -471,7 +472,10 @@ impl Collector for MetricsSnapshot {
             MetricType::Gauge,
             &[
                 (vec![("transport", "polling")], t.sessions_polling as f64),
-                (vec![("transport", "websocket")], t.sessions_websocket as f64),
+                (
+                    vec![("transport", "websocket")],
+                    t.sessions_websocket as f64,
+                ),
             ],
         )?;
         f.counter(
@@ -538,11 +542,20 @@ impl Collector for MetricsSnapshot {
         ];
         if let Some(q) = &self.queues {
             refused.extend([
-                (vec![("what", "publish_rate")], q.rate_limited_publishes as f64),
-                (vec![("what", "subscription")], q.subscriptions_refused as f64),
+                (
+                    vec![("what", "publish_rate")],
+                    q.rate_limited_publishes as f64,
+                ),
+                (
+                    vec![("what", "subscription")],
+                    q.subscriptions_refused as f64,
+                ),
                 (vec![("what", "queue_full")], q.queue_full_publishes as f64),
                 (vec![("what", "topic")], q.topics_refused as f64),
-                (vec![("what", "delivery_deferred")], q.deliveries_deferred as f64),
+                (
+                    vec![("what", "delivery_deferred")],
+                    q.deliveries_deferred as f64,
+                ),
             ]);
         }
         f.labelled(

@@ -469,30 +469,31 @@ impl Server {
         let stats = engine.stats();
         let (sessions_polling, sessions_websocket) = engine.sessions_by_transport();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut snapshot = crate::metrics::MetricsSnapshot::default();
-        snapshot.server = self.stats();
-        snapshot.transport = crate::metrics::TransportMetrics {
-            sessions_polling,
-            sessions_websocket,
-            closed: CloseReason::ALL
-                .iter()
-                .map(|r| (r.as_str(), load(&stats.closed[r.index()])))
-                .collect(),
-            packets_in: load(&stats.packets_in),
-            bytes_in: load(&stats.bytes_in),
-            packets_out: load(&stats.packets_out),
-            bytes_out: load(&stats.bytes_out),
-        };
         let io = &self.inner.io_counters;
-        snapshot.broadcasts = load(&io.broadcasts);
-        snapshot.broadcast_deliveries = load(&io.broadcast_deliveries);
-        snapshot.queues = self.inner.queues.get().map(|q| q.counters());
-        snapshot.cluster = self.inner.cluster.get().map(|c| c.metrics());
-        // Connection State Recovery outcomes (`tidings_recovery_total{outcome}`): the family is
-        // rendered from this field; `Recovery` fills it once it counts its outcomes
-        // (recovered, expired/unknown, evicted…). Nothing is counted yet.
-        snapshot.recovery = Vec::new();
-        snapshot
+        crate::metrics::MetricsSnapshot {
+            server: self.stats(),
+            transport: crate::metrics::TransportMetrics {
+                sessions_polling,
+                sessions_websocket,
+                closed: CloseReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), load(&stats.closed[r.index()])))
+                    .collect(),
+                packets_in: load(&stats.packets_in),
+                bytes_in: load(&stats.bytes_in),
+                packets_out: load(&stats.packets_out),
+                bytes_out: load(&stats.bytes_out),
+            },
+            broadcasts: load(&io.broadcasts),
+            broadcast_deliveries: load(&io.broadcast_deliveries),
+            queues: self.inner.queues.get().map(|q| q.counters()),
+            cluster: self.inner.cluster.get().map(|c| c.metrics()),
+            // Connection State Recovery outcomes (`tidings_recovery_total{outcome}`): the
+            // family is rendered from this field; `Recovery` fills it once it counts its
+            // outcomes (recovered, expired/unknown, evicted…). Nothing is counted yet.
+            recovery: Vec::new(),
+            unready: None,
+        }
     }
 
     /// Whether this server can do its work: `Ok` when the store (with queues) and the cluster
@@ -542,8 +543,7 @@ impl Server {
                 ),
             }),
             "/metrics" if self.inner.config.metrics.enabled => {
-                if let Err(res) = crate::api::admin_only(self.inner.config.auth.as_deref(), req)
-                {
+                if let Err(res) = crate::api::admin_only(self.inner.config.auth.as_deref(), req) {
                     return Some(*res);
                 }
                 let text = self.metrics().await.encode_prometheus();

@@ -796,9 +796,7 @@ impl Store for JournalStore {
         &'a self,
         topic: &'a Topic,
     ) -> StoreFuture<'a, Option<Vec<(SubscriptionName, Millis)>>> {
-        let result = self
-            .shared
-            .read(false, |m| Some(m.oldest_unsettled(topic)));
+        let result = self.shared.read(false, |m| Some(m.oldest_unsettled(topic)));
         answer(result)
     }
 

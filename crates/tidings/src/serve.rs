@@ -12,8 +12,8 @@ use clap::{Args, ValueEnum};
 use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
 use tidings_core::session_log::SessionLog;
 use tidings_core::store::Store;
-use tidings_server::{CorsConfig, CorsOrigins, RecoveryConfig, Server, ServerConfig};
 use tidings_server::metrics::MetricsConfig;
+use tidings_server::{CorsConfig, CorsOrigins, RecoveryConfig, Server, ServerConfig};
 use tidings_store_journal::{JournalConfig, JournalStore};
 use tidings_store_redis::{RedisConfig, RedisSessionLog, RedisStore, redact_url};
 use tidings_store_sqlite::{SqliteConfig, SqliteSessionLog, SqliteStore};
@@ -127,7 +127,11 @@ pub struct ServeArgs {
     metrics: Option<OnOff>,
     /// Topic pattern whose topics get per-topic metrics series (repeatable; `orders.*`,
     /// `billing.>`). Besides these, the `--metrics-top-topics` most active topics get them.
-    #[arg(long = "metrics-topic", env = "TIDINGS_METRICS_TOPICS", value_delimiter = ',')]
+    #[arg(
+        long = "metrics-topic",
+        env = "TIDINGS_METRICS_TOPICS",
+        value_delimiter = ','
+    )]
     metrics_topics: Vec<String>,
     /// How many of the most active topics get per-topic metrics series (default 10).
     #[arg(long, env = "TIDINGS_METRICS_TOP_TOPICS")]

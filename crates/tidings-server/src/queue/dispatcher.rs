@@ -27,9 +27,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Queues;
-use crate::metrics::TopicCounters;
 use super::due::Scheduled;
 use crate::io::{AckError, AckReply, Socket};
+use crate::metrics::TopicCounters;
 use tidings_core::clock::{millis, now_millis};
 
 /// How long a dispatcher waits before retrying after a store error.
