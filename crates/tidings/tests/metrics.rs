@@ -54,11 +54,67 @@ impl Scrape {
         found[0]
     }
 
+    /// Whether `name` is a sample of this scrape, or a family of it (a name with `_total`,
+    /// `_bucket`, `_count` or `_sum` of a family without samples yet).
+    fn has(&self, name: &str) -> bool {
+        self.samples.iter().any(|(n, _, _)| n == name)
+            || self.families.contains_key(name)
+            || ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .any(|suffix| {
+                    name.strip_suffix(suffix)
+                        .is_some_and(|f| self.families.contains_key(f))
+                })
+    }
+
     fn kind(&self, family: &str) -> &str {
         self.families
             .get(family)
             .unwrap_or_else(|| panic!("no family {family}"))
     }
+}
+
+/// Metrics only a server with `--redis` exposes.
+const REDIS_ONLY: &[&str] = &[
+    "tidings_store_round_trip_seconds",
+    "tidings_store_round_trip_seconds_bucket",
+    "tidings_cluster_round_trip_seconds",
+    "tidings_cluster_round_trip_seconds_bucket",
+    "tidings_cluster_errors_total",
+];
+
+/// Every metric name docs/OPERATIONS.md (its tables, alert rules and scrape examples) and the
+/// Grafana dashboard (docs/grafana/tidings.json) use.
+fn names_in_docs() -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for file in ["docs/OPERATIONS.md", "docs/grafana/tidings.json"] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("tidings_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            // `tidings_durable_*_total` in prose is a pattern, not a name.
+            if !name.ends_with('_') {
+                names.insert(name.to_owned());
+            }
+            rest = &tail[end..];
+        }
+    }
+    assert!(names.len() > 30, "found only {names:?}");
+    // The dashboard is valid JSON with a query in every panel.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("docs/grafana/tidings.json")).unwrap(),
+    )
+    .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] != "row" {
+            assert!(!panel["targets"].as_array().unwrap().is_empty(), "{panel}");
+        }
+    }
+    names
 }
 
 /// Parses `text` with the reference parser (a parse error fails the test).
@@ -378,6 +434,15 @@ async fn metrics_count_real_traffic() {
     assert!(bytes_in >= 3.0 * 900.0, "bytes in {bytes_in}");
     assert!(bytes_out > 0.0 && m.get("tidings_packets_total", &[("direction", "out")]) > 0.0);
 
+    // Every metric the docs, the alert rules and the dashboard name is one the server
+    // exposes (the Redis-only ones: in `readyz_follows_redis`).
+    for name in names_in_docs() {
+        assert!(
+            m.has(&name) || REDIS_ONLY.contains(&name.as_str()),
+            "docs name {name}, which /metrics does not expose"
+        );
+    }
+
     // One snapshot: /v1/stats renders the same values (nothing happened in between).
     let stats = http(&url, "GET", "/v1/stats", None, b"").await.body;
     let m = scrape(&url, None).await;
@@ -511,6 +576,9 @@ async fn readyz_follows_redis() {
         m.get("tidings_topic_published_total", &[("topic", "jobs")]),
         1.0
     );
+    for name in REDIS_ONLY {
+        assert!(m.has(name), "{name} not exposed in Redis mode");
+    }
 
     redis.kill();
     let down = within(
