@@ -268,7 +268,7 @@ pub async fn handle(
     req: Request<Incoming>,
     body_limits: BodyLimits<'_>,
     auth: Option<&Authenticator>,
-    server_stats: MetricsSnapshot,
+    server_stats: &(dyn Fn() -> MetricsSnapshot + Sync),
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -295,7 +295,7 @@ pub async fn handle(
             );
             return res;
         }
-        (&Method::GET, ["stats"]) => stats(&caller, server_stats),
+        (&Method::GET, ["stats"]) => stats(&caller, server_stats()),
         (&Method::GET, ["topics"]) => list_topics(queues, &caller).await,
         (&Method::GET, ["topics", topic]) => topic_info(queues, &caller, topic).await,
         (&Method::POST, ["topics", topic, "messages"]) => {

@@ -573,7 +573,6 @@ impl Server {
             let path = req.uri().path();
             if path == "/v1" || path.starts_with("/v1/") {
                 let config = &self.inner.config;
-                let stats = self.counters();
                 return crate::api::handle(
                     queues,
                     req,
@@ -583,7 +582,8 @@ impl Server {
                         timed_out: &engine.stats().slow_requests,
                     },
                     config.auth.as_deref(),
-                    stats,
+                    // Read only for GET /v1/stats: the snapshot walks every session.
+                    &|| self.counters(),
                 )
                 .await;
             }

@@ -431,3 +431,18 @@ impl Session {
         self.handler.lock().clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_reason_has_its_own_counter() {
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason}");
+        }
+        let names: std::collections::HashSet<_> =
+            CloseReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), CloseReason::ALL.len());
+    }
+}
