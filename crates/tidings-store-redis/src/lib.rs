@@ -667,6 +667,26 @@ impl RedisStore {
             .collect()
     }
 
+    async fn oldest_unsettled_impl(
+        &self,
+        topic: &Topic,
+    ) -> Result<Vec<(SubscriptionName, Millis)>, StoreError> {
+        const WHAT: &str = "oldest unsettled";
+        let r = self
+            .run("oldest_unsettled", topic.as_str(), vec![], false)
+            .await?;
+        array(at(&r, 0, WHAT)?, WHAT)?
+            .iter()
+            .map(|pair| {
+                let pair = array(pair, WHAT)?;
+                let key = string(at(pair, 0, WHAT)?, WHAT)?;
+                let name =
+                    SubscriptionName::from_key(&key).map_err(|_| reply::corrupt(WHAT, &pair[0]))?;
+                Ok((name, u64_of(at(pair, 1, WHAT)?, WHAT)?))
+            })
+            .collect()
+    }
+
     async fn topic_info_impl(&self, topic: &Topic) -> Result<Option<TopicInfo>, StoreError> {
         const WHAT: &str = "topic info";
         let r = self
@@ -974,6 +994,13 @@ impl Store for RedisStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(RedisStore::ping(self))
+    }
+
+    fn oldest_unsettled<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> StoreFuture<'a, Option<Vec<(SubscriptionName, Millis)>>> {
+        Box::pin(async move { self.oldest_unsettled_impl(topic).await.map(Some) })
     }
 
     fn metrics(&self) -> tidings_core::metrics::BackendMetrics {
