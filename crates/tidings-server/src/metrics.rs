@@ -237,6 +237,8 @@ pub struct MetricsSnapshot {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransportMetrics {
+    /// Open TCP connections (HTTP requests, long-polls and WebSockets alike).
+    pub connections: usize,
     /// Open sessions on HTTP long-polling.
     pub sessions_polling: usize,
     /// Open sessions on WebSocket.
@@ -342,6 +344,7 @@ impl MetricsSnapshot {
             "namespaces": s.namespaces,
             "namespacesRefused": s.namespaces_refused,
             "joinsRefused": s.joins_refused,
+            "connections": t.connections,
             "sessionsPolling": t.sessions_polling,
             "sessionsWebsocket": t.sessions_websocket,
             "packetsIn": t.packets_in,
@@ -465,6 +468,11 @@ impl Collector for MetricsSnapshot {
             "tidings_up",
             "1 when the store (and Redis, in a cluster) answer, as GET /readyz; 0 otherwise",
             if self.unready.is_none() { 1.0 } else { 0.0 },
+        )?;
+        f.gauge(
+            "tidings_connections",
+            "Open TCP connections (HTTP requests, long-polls and WebSockets)",
+            t.connections as f64,
         )?;
         f.labelled(
             "tidings_sessions",

@@ -473,6 +473,7 @@ impl Server {
         crate::metrics::MetricsSnapshot {
             server: self.stats(),
             transport: crate::metrics::TransportMetrics {
+                connections: self.inner.connections.open(),
                 sessions_polling,
                 sessions_websocket,
                 closed: CloseReason::ALL
