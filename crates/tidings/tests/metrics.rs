@@ -491,6 +491,22 @@ async fn metrics_count_real_traffic() {
             "/v1/stats {field} vs /metrics {name}"
         );
     }
+
+    // A client that leaves is counted by its reason; the gauge follows.
+    within(10, "disconnect", greedy.disconnect()).await;
+    until(&url, "/v1/stats", "the disconnect", |b| b["sessions"] == 2).await;
+    let m = scrape(&url, None).await;
+    assert_eq!(
+        m.get(
+            "tidings_sessions_closed_total",
+            &[("reason", "transport close")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.get("tidings_sessions", &[("transport", "websocket")]),
+        2.0
+    );
     drop(held);
 }
 
