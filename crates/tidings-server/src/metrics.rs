@@ -4,7 +4,7 @@
 //! ([`MetricsSnapshot::encode_prometheus`], served at `GET /metrics`).
 //!
 //! **Who counts, who reads.** Each component owns its counters as plain atomics next to what
-//! it counts (the engine's `EngineStats`, the delivery engine's [`TopicCounters`], a store's
+//! it counts (the engine's `EngineStats`, the delivery engine's `TopicCounters`, a store's
 //! [`tidings_core::metrics::BackendMetrics`]); `Server::metrics` reads all of them into one
 //! [`MetricsSnapshot`], once per request. `/v1/stats`, `/metrics` and a dashboard render that
 //! same value, so two readers can never disagree by having summed differently.
