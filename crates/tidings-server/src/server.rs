@@ -467,23 +467,23 @@ impl Server {
     pub fn counters(&self) -> crate::metrics::MetricsSnapshot {
         let engine = self.engine();
         let stats = engine.stats();
-        let (sessions_polling, sessions_websocket) = engine.sessions_by_transport();
+        let traffic = engine.traffic();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let io = &self.inner.io_counters;
         crate::metrics::MetricsSnapshot {
             server: self.stats(),
             transport: crate::metrics::TransportMetrics {
                 connections: self.inner.connections.open(),
-                sessions_polling,
-                sessions_websocket,
+                sessions_polling: traffic.sessions_polling,
+                sessions_websocket: traffic.sessions_websocket,
                 closed: CloseReason::ALL
                     .iter()
                     .map(|r| (r.as_str(), load(&stats.closed[r.index()])))
                     .collect(),
-                packets_in: load(&stats.packets_in),
-                bytes_in: load(&stats.bytes_in),
-                packets_out: load(&stats.packets_out),
-                bytes_out: load(&stats.bytes_out),
+                packets_in: traffic.received.packets,
+                bytes_in: traffic.received.bytes,
+                packets_out: traffic.sent.packets,
+                bytes_out: traffic.sent.bytes,
             },
             broadcasts: load(&io.broadcasts),
             broadcast_deliveries: load(&io.broadcast_deliveries),

@@ -328,6 +328,11 @@ async fn metrics_count_real_traffic() {
     // A slow client: joins a room over long-polling and never reads; two 900-byte broadcasts
     // fit its 2000-byte buffer, the third does not.
     silent_polling_member(&url, "slow").await;
+    let stats = http(&url, "GET", "/v1/stats", None, b"").await.body;
+    assert_eq!(
+        (&stats["sessionsPolling"], &stats["sessionsWebsocket"]),
+        (&json!(1), &json!(3))
+    );
     let big = "x".repeat(900);
     for _ in 0..3 {
         within(
@@ -492,7 +497,14 @@ async fn metrics_count_real_traffic() {
         );
     }
 
-    // A client that leaves is counted by its reason; the gauge follows.
+    // A client that leaves is counted by its reason; the gauge follows, and the traffic of
+    // closed sessions stays counted (a counter never goes back).
+    let traffic_before = [
+        m.get("tidings_packets_total", &[("direction", "in")]),
+        m.get("tidings_packets_total", &[("direction", "out")]),
+        m.get("tidings_bytes_total", &[("direction", "in")]),
+        m.get("tidings_bytes_total", &[("direction", "out")]),
+    ];
     within(10, "disconnect", greedy.disconnect()).await;
     until(&url, "/v1/stats", "the disconnect", |b| b["sessions"] == 2).await;
     let m = scrape(&url, None).await;
@@ -507,6 +519,18 @@ async fn metrics_count_real_traffic() {
         m.get("tidings_sessions", &[("transport", "websocket")]),
         2.0
     );
+    let traffic_after = [
+        m.get("tidings_packets_total", &[("direction", "in")]),
+        m.get("tidings_packets_total", &[("direction", "out")]),
+        m.get("tidings_bytes_total", &[("direction", "in")]),
+        m.get("tidings_bytes_total", &[("direction", "out")]),
+    ];
+    for (before, after) in traffic_before.iter().zip(&traffic_after) {
+        assert!(
+            after >= before,
+            "traffic went back: {traffic_before:?} → {traffic_after:?}"
+        );
+    }
     drop(held);
 }
 

@@ -59,12 +59,7 @@ pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
         woken.as_mut().enable();
         {
             let mut state = session.state.lock();
-            Session::take_frames(
-                &mut state,
-                Some(MAX_PACKETS_PER_POLL),
-                &mut frames,
-                &session.shared.stats,
-            );
+            Session::take_frames(&mut state, Some(MAX_PACKETS_PER_POLL), &mut frames);
             // A closing session still delivers what was queued before the close, then the
             // close packet itself when it fits in this response.
             // A client that closed the session itself gets a noop (as from the reference

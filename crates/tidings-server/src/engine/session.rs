@@ -182,6 +182,47 @@ pub(crate) struct State {
     pub(crate) ws_close_code: Option<tidings_proto::ws::CloseCode>,
     /// Set once, when the session starts closing.
     close_reason: Option<CloseReason>,
+    /// Packets and their payload bytes taken by a writer, counted under this lock (which
+    /// `take_frames` holds anyway): no shared counter is written per batch.
+    pub(crate) sent: Traffic,
+}
+
+/// Packets and payload bytes one way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Engine.IO packets.
+    pub packets: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+}
+
+impl Traffic {
+    pub(crate) fn add(&mut self, o: Traffic) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+    }
+}
+
+/// What one session received: written only by the tasks reading that session (its cache line,
+/// not a counter every session shares), read when metrics are collected.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Received {
+    pub(crate) fn count(&self, bytes: usize) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> Traffic {
+        Traffic {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// One session's heartbeat state, read by the engine's sweeper when one of the session's
@@ -262,6 +303,8 @@ pub struct Session {
     /// closed connection's session, client and sockets alive before).
     handler: parking_lot::Mutex<Option<Arc<dyn SessionHandler>>>,
     pub(crate) shared: Arc<EngineShared>,
+    /// Packets received (see [`Received`]).
+    pub(crate) received: Received,
 }
 
 impl std::fmt::Debug for Session {
@@ -292,7 +335,9 @@ impl Session {
                 ws_pong: None,
                 ws_close_code: None,
                 close_reason: None,
+                sent: Traffic::default(),
             }),
+            received: Received::default(),
             wake: Notify::new(),
             heartbeat: Heartbeat::new(shared.now_ms() + millis(shared.config.ping_interval)),
             closed: CancellationToken::new(),
@@ -366,13 +411,8 @@ impl Session {
     }
 
     /// Takes up to `max` frames from the front of the buffer (all of them when `max` is None),
-    /// counting them as sent in `stats` (two relaxed adds per batch).
-    pub(crate) fn take_frames(
-        state: &mut State,
-        max: Option<usize>,
-        out: &mut Vec<Frame>,
-        stats: &super::EngineStats,
-    ) {
+    /// counting them as sent.
+    pub(crate) fn take_frames(state: &mut State, max: Option<usize>, out: &mut Vec<Frame>) {
         let n = max.map_or(state.queue.len(), |m| m.min(state.queue.len()));
         if n == 0 {
             return;
@@ -383,8 +423,10 @@ impl Session {
             out.push(frame);
         }
         state.queued_bytes -= bytes;
-        stats.packets_out.fetch_add(n as u64, Ordering::Relaxed);
-        stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        state.sent.add(Traffic {
+            packets: n as u64,
+            bytes: bytes as u64,
+        });
     }
 
     pub(crate) fn has_frames(state: &State) -> bool {

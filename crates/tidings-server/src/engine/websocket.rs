@@ -325,7 +325,7 @@ async fn write_loop(session: Arc<Session>, mut writer: Writer) {
         woken.as_mut().enable();
         let (pong, close_reason, close_code) = {
             let mut state = session.state.lock();
-            Session::take_frames(&mut state, None, &mut frames, &session.shared.stats);
+            Session::take_frames(&mut state, None, &mut frames);
             (
                 state.ws_pong.take(),
                 Session::close_reason(&state),
