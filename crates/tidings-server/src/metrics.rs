@@ -10,8 +10,10 @@
 //! same value, so two readers can never disagree by having summed differently.
 //!
 //! **Hot-path cost.** Counting is a relaxed `fetch_add` on an atomic the component already
-//! holds: no lock, no allocation, no label lookup per packet. Outbound packets and bytes are
-//! counted once per batch a writer takes, not per recipient of a broadcast; a broadcast adds
+//! holds: no lock, no allocation, no label lookup per packet. Traffic is counted per session
+//! (received: atomics only that session's reader writes; sent: under the state lock its
+//! writer holds anyway, once per batch), and summed at scrape time with the totals of closed
+//! sessions, so no cache line shared by all sessions is written per packet; a broadcast adds
 //! one count and its recipient total once. The delivery engine's per-topic counters are
 //! looked up once per dispatcher (when it starts) and once per publish (a read lock on a map,
 //! next to a store append that costs a hundred times more). Histograms are fixed-bucket
