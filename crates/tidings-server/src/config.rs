@@ -330,5 +330,17 @@ mod tests {
                 .build()
                 .is_err()
         );
+        let metrics = |topics: &[&str]| crate::metrics::MetricsConfig {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            ..crate::metrics::MetricsConfig::default()
+        };
+        for bad in ["a b", "", "a..b"] {
+            let built = ServerConfig::builder().metrics(metrics(&[bad])).build();
+            assert!(built.is_err(), "metrics topic pattern {bad:?} accepted");
+        }
+        for good in ["orders.*", "billing.>", "pickup"] {
+            let built = ServerConfig::builder().metrics(metrics(&[good])).build();
+            assert!(built.is_ok(), "{good}");
+        }
     }
 }

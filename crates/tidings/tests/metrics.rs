@@ -534,6 +534,52 @@ async fn metrics_count_real_traffic() {
     drop(held);
 }
 
+/// Without patterns, only the `--metrics-top-topics` busiest topics get series of their own;
+/// the unlabelled totals still count every topic.
+#[tokio::test]
+async fn top_topics_bound_the_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            "memory",
+            "--metrics-top-topics",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path());
+    let (_child, url) = spawn_serve(&mut command).await;
+    for (topic, n) in [("t.a", 3), ("t.b", 2), ("t.c", 1)] {
+        for i in 0..n {
+            let body = json!({ "event": "e", "data": { "i": i } }).to_string();
+            let path = format!("/v1/topics/{topic}/messages");
+            let answer = http(&url, "POST", &path, None, body.as_bytes()).await;
+            assert_eq!(answer.status, 201, "{:?}", answer.body);
+        }
+    }
+    let m = scrape(&url, None).await;
+    assert_eq!(
+        m.get("tidings_topic_published_total", &[("topic", "t.a")]),
+        3.0
+    );
+    assert_eq!(
+        m.get("tidings_topic_published_total", &[("topic", "t.b")]),
+        2.0
+    );
+    assert!(
+        !m.samples
+            .iter()
+            .any(|(_, l, _)| l.get("topic").is_some_and(|t| t == "t.c")),
+        "t.c is not among the 2 busiest but has series"
+    );
+    assert_eq!(m.get("tidings_durable_published_total", &[]), 6.0);
+    assert_eq!(m.get("tidings_publish_confirm_seconds_count", &[]), 6.0);
+}
+
 /// With tokens, `/metrics` is for admins (as `/v1/stats`); `/healthz` and `/readyz` are open;
 /// `--metrics off` removes `/metrics` and keeps `/v1/stats`.
 #[tokio::test]
