@@ -229,7 +229,10 @@ pub struct MetricsSnapshot {
     pub queues: Option<QueueMetrics>,
     /// The cluster backend, in a cluster.
     pub cluster: Option<BackendMetrics>,
-    /// Connection State Recovery outcomes, `(outcome, count)` (empty when recovery is off).
+    /// Connection State Recovery outcomes, `(outcome, count)`, rendered as
+    /// `tidings_recovery_total{outcome}`. The hook: `Server::counters` fills it from
+    /// `Recovery`'s outcome counters; it stays empty until `Recovery` keeps them, and when
+    /// recovery is off.
     pub recovery: Vec<(&'static str, u64)>,
     /// Readiness as of the snapshot: `None` when ready, else why not (see `GET /readyz`).
     pub unready: Option<String>,
