@@ -117,6 +117,27 @@ fn names_in_docs() -> std::collections::BTreeSet<String> {
     names
 }
 
+/// The alert rules, scrape config and probes of docs/OPERATIONS.md parse as YAML and have the
+/// shape Prometheus and Kubernetes load (tests/clients/py/check_operations_yaml.py); the
+/// metric names in them are checked against a scrape in `metrics_count_real_traffic`.
+#[tokio::test]
+async fn operations_yaml_loads() {
+    let output = Command::new(python())
+        .arg(repo_root().join("tests/clients/py/check_operations_yaml.py"))
+        .arg(repo_root().join("docs/OPERATIONS.md"))
+        .kill_on_drop(true)
+        .output();
+    let output = within(30, "check_operations_yaml.py", output)
+        .await
+        .unwrap();
+    assert!(
+        output.status.success() && output.stdout.starts_with(b"ok "),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Parses `text` with the reference parser (a parse error fails the test).
 async fn parse(text: &str) -> Scrape {
     let mut child = Command::new(python())
