@@ -136,6 +136,47 @@ async fn operations_yaml_loads() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // And the alert rules as Prometheus loads them (PromQL parsed, templates checked).
+    let text = std::fs::read_to_string(repo_root().join("docs/OPERATIONS.md")).unwrap();
+    let rules = text
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.starts_with("groups:"))
+        .expect("the alert rules block");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tidings-rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    promtool(&["check", "rules", file.to_str().unwrap()], "").await;
+}
+
+/// Runs `promtool ARGS` (Prometheus's own checker, from Debian's `prometheus` package, which
+/// scripts/test installs) with `stdin`; fails the test with its output unless it succeeds.
+async fn promtool(args: &[&str], stdin: &str) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run promtool ({e}): install Debian's prometheus package (scripts/test does)"
+            )
+        });
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = within(30, "promtool", child.wait_with_output())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "promtool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Parses `text` with the reference parser (a parse error fails the test).
@@ -196,6 +237,8 @@ async fn scrape(url: &str, bearer: Option<&str>) -> Scrape {
     let Value::String(text) = answer.body else {
         panic!("GET /metrics answered JSON: {:?}", answer.body)
     };
+    // Prometheus's own linter: names, suffixes, HELP and TYPE lines.
+    promtool(&["check", "metrics"], &text).await;
     parse(&text).await
 }
 
