@@ -118,6 +118,8 @@ pub struct RedisCluster {
     node_cluster: Option<(String, String)>,
     node_max_message: usize,
     node_counters: Arc<node::NodeCounters>,
+    /// Each pipelined publish batch's and each `PUBSUB NUMSUB`'s round trip.
+    round_trip: Arc<tidings_core::metrics::Histogram>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -151,7 +153,13 @@ impl RedisCluster {
             .map(|key| (key, node::uid(&node_id)));
         let (outgoing, rx) = mpsc::unbounded_channel();
         let failed = Arc::new(AtomicU64::new(0));
-        tokio::spawn(publisher(connection.clone(), rx, failed.clone()));
+        let round_trip = Arc::new(tidings_core::metrics::Histogram::default());
+        tokio::spawn(publisher(
+            connection.clone(),
+            rx,
+            failed.clone(),
+            round_trip.clone(),
+        ));
         Ok(RedisCluster {
             all_channel: format!("{}cluster", config.prefix),
             prefix: config.prefix,
@@ -165,6 +173,7 @@ impl RedisCluster {
             node_adapter: config.node_adapter,
             node_max_message: config.node_max_message,
             node_counters: Arc::default(),
+            round_trip,
         })
     }
 
@@ -211,6 +220,7 @@ async fn publisher(
     mut connection: redis::aio::ConnectionManager,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     failed: Arc<AtomicU64>,
+    round_trip: Arc<tidings_core::metrics::Histogram>,
 ) {
     const BATCH: usize = 256;
     let mut batch = Vec::with_capacity(BATCH);
@@ -219,7 +229,10 @@ async fn publisher(
         for m in &batch {
             pipe.publish(&m.channel, m.payload.as_slice()).ignore();
         }
-        if let Err(e) = pipe.query_async::<()>(&mut connection).await {
+        let started = std::time::Instant::now();
+        let sent = pipe.query_async::<()>(&mut connection).await;
+        round_trip.observe(started.elapsed());
+        if let Err(e) = sent {
             failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
             tracing::warn!(error = %e, lost = batch.len(), "cluster: cannot publish to Redis; other nodes miss these broadcasts");
         }
@@ -380,16 +393,26 @@ impl Cluster for RedisCluster {
     fn peers(&self) -> ClusterFuture<'_, usize> {
         let mut connection = self.connection.clone();
         Box::pin(async move {
-            let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
+            let started = std::time::Instant::now();
+            let counts = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
                 .arg(&self.all_channel)
-                .query_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
+                .query_async::<Vec<(String, usize)>>(&mut connection)
+                .await;
+            self.round_trip.observe(started.elapsed());
+            let counts = counts.map_err(unavailable)?;
             let listening = counts.first().map_or(0, |(_, n)| *n);
             // This node is one of them once started.
             let me = usize::from(self.started.load(Ordering::Acquire));
             Ok(listening.saturating_sub(me))
         })
+    }
+
+    /// Errors: messages that could not be published ([`RedisCluster::failed_publishes`]).
+    fn metrics(&self) -> tidings_core::metrics::BackendMetrics {
+        let mut m = tidings_core::metrics::BackendMetrics::default();
+        m.round_trip_seconds = Some(self.round_trip.snapshot());
+        m.errors = self.failed.load(Ordering::Relaxed);
+        m
     }
 }

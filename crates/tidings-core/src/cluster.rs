@@ -295,6 +295,17 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// How many other nodes are listening now: the number of answers a request can expect.
     fn peers(&self) -> ClusterFuture<'_, usize>;
+
+    /// Answers when the bus can carry messages (readiness: `GET /readyz`). The default asks
+    /// for [`Cluster::peers`], a round trip to the backend.
+    fn ping(&self) -> ClusterFuture<'_, ()> {
+        Box::pin(async move { self.peers().await.map(|_| ()) })
+    }
+
+    /// What the backend measures about itself (round trips, errors). The default: nothing.
+    fn metrics(&self) -> crate::metrics::BackendMetrics {
+        crate::metrics::BackendMetrics::default()
+    }
 }
 
 #[cfg(test)]

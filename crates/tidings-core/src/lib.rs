@@ -10,6 +10,7 @@ pub mod clock;
 pub mod cluster;
 mod error;
 mod id;
+pub mod metrics;
 pub mod pattern;
 mod room;
 pub mod session_log;

@@ -759,6 +759,31 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         dedup_window: Millis,
     ) -> StoreFuture<'a, Vec<Gap>>;
+
+    /// Answers when the store can serve requests (readiness: `GET /readyz`). The default
+    /// lists the topics; a remote backend overrides it with a cheaper round trip, an embedded
+    /// one with a check that its writer is healthy.
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.topics().await.map(|_| ()) })
+    }
+
+    /// For each subscription of `topic` with unsettled entries (pending, in flight or not
+    /// handed out yet), when its oldest unsettled message was published: consumer lag is now
+    /// minus that. Subscriptions with nothing unsettled are left out. `Ok(None)` when the
+    /// backend does not report it (the default).
+    fn oldest_unsettled<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> StoreFuture<'a, Option<Vec<(SubscriptionName, Millis)>>> {
+        let _ = topic;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// What the backend measures about itself (commit and fsync latency, round trips,
+    /// errors), read when metrics are collected. The default measures nothing.
+    fn metrics(&self) -> crate::metrics::BackendMetrics {
+        crate::metrics::BackendMetrics::default()
+    }
 }
 
 #[cfg(test)]

@@ -28,11 +28,32 @@ use crate::auth::{Action, AuthError, Authenticator, Principal, forbidden};
 use crate::command::{Builtin, DEFAULT_HISTORY, History, Publish, bad_request, messages};
 use crate::engine::Body;
 use crate::engine::body::{BodyError, read_body};
+use crate::metrics::MetricsSnapshot;
 use crate::queue::Queues;
-use crate::server::ServerStats;
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// A JSON response outside the API's error contract (`/healthz`, `/readyz`).
+pub(crate) fn plain_json(status: StatusCode, value: &Value) -> Response<Body> {
+    json_response(status, value)
+}
+
+/// Lets the request through when it may read the server's counters: anybody without an
+/// authenticator, an admin token's bearer with one (`/metrics`, like `/v1/stats`). Otherwise
+/// the API's 401 / 403 answer.
+pub(crate) fn admin_only(
+    auth: Option<&Authenticator>,
+    req: &Request<Incoming>,
+) -> Result<(), Box<Response<Body>>> {
+    match caller(auth, req)? {
+        Caller::Verified(p) if !p.is_admin() => Err(Box::new(error_response(&forbidden(format!(
+            "{} may not read the server's metrics (admin only)",
+            p.identity()
+        ))))),
+        _ => Ok(()),
+    }
+}
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
@@ -247,7 +268,7 @@ pub async fn handle(
     req: Request<Incoming>,
     body_limits: BodyLimits<'_>,
     auth: Option<&Authenticator>,
-    server_stats: ServerStats,
+    server_stats: &(dyn Fn() -> MetricsSnapshot + Sync),
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -274,7 +295,7 @@ pub async fn handle(
             );
             return res;
         }
-        (&Method::GET, ["stats"]) => stats(queues, &caller, server_stats),
+        (&Method::GET, ["stats"]) => stats(&caller, server_stats()),
         (&Method::GET, ["topics"]) => list_topics(queues, &caller).await,
         (&Method::GET, ["topics", topic]) => topic_info(queues, &caller, topic).await,
         (&Method::POST, ["topics", topic, "messages"]) => {
@@ -322,7 +343,7 @@ type ApiResult = Result<(StatusCode, Value), ErrorBody>;
 
 /// `GET /v1/stats`: the server's and the delivery engine's counters, for operators (admin
 /// only when tokens are verified: the counters describe every client).
-fn stats(queues: &Queues, caller: &Caller, server: ServerStats) -> ApiResult {
+fn stats(caller: &Caller, snapshot: MetricsSnapshot) -> ApiResult {
     if let Caller::Verified(p) = caller {
         if !p.is_admin() {
             return Err(forbidden(format!(
@@ -331,32 +352,7 @@ fn stats(queues: &Queues, caller: &Caller, server: ServerStats) -> ApiResult {
             )));
         }
     }
-    Ok((
-        StatusCode::OK,
-        json!({
-            "sessions": server.sessions,
-            "sessionsOpened": server.sessions_opened,
-            "slowClientDisconnects": server.slow_client_disconnects,
-            "protocolErrors": server.protocol_errors,
-            "slowRequests": server.slow_requests,
-            "connectionsRefused": server.connections_refused,
-            "rateLimitedEvents": server.rate_limited_events,
-            "namespaces": server.namespaces,
-            "namespacesRefused": server.namespaces_refused,
-            "joinsRefused": server.joins_refused,
-            "recoveryRecovered": server.recovery_recovered,
-            "recoveryExpired": server.recovery_expired,
-            "recoveryUnknown": server.recovery_unknown,
-            "rateLimitedPublishes": queues.rate_limited_publishes(),
-            "subscriptionsRefused": queues.subscriptions_refused(),
-            "queueFullPublishes": queues.queue_full_publishes(),
-            "storeFullPublishes": queues.store_full_publishes(),
-            "overflowDropped": queues.overflow_dropped(),
-            "topicsRefused": queues.topics_refused(),
-            "deliveriesDeferred": queues.deliveries_deferred(),
-            "storeClaims": queues.store_claims(),
-        }),
-    ))
+    Ok((StatusCode::OK, snapshot.stats_json()))
 }
 
 async fn list_topics(queues: &Queues, caller: &Caller) -> ApiResult {

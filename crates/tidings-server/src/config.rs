@@ -53,6 +53,8 @@ pub struct ServerConfig {
     /// browser upgrade with another `Origin` gets 403; requests without `Origin` (non-browser
     /// clients) are not affected. Default `None`: any origin.
     pub ws_allowed_origins: Option<Vec<String>>,
+    /// What `GET /metrics` exposes (on by default). See [`crate::metrics`].
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// Connection State Recovery: a client that lost its connection gets back its socket id, its
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             recovery: None,
             limits: Limits::default(),
             ws_allowed_origins: engine.ws_allowed_origins,
+            metrics: crate::metrics::MetricsConfig::default(),
         }
     }
 }
@@ -228,6 +231,12 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// See [`ServerConfig::metrics`].
+    pub fn metrics(mut self, metrics: crate::metrics::MetricsConfig) -> Self {
+        self.config.metrics = metrics;
+        self
+    }
+
     /// See [`ServerConfig::ws_allowed_origins`].
     pub fn ws_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
         self.config.ws_allowed_origins = origins;
@@ -273,6 +282,14 @@ impl ServerConfigBuilder {
                 ));
             }
         }
+        for pattern in &c.metrics.topics {
+            let probe = pattern.replace(['*', '>'], "x");
+            if tidings_core::store::Topic::new(&probe).is_err() {
+                return Err(ConfigError(format!(
+                    "metrics topic pattern {pattern:?} is not a topic pattern (segments of [A-Za-z0-9_:-] or `*`, `>` last)"
+                )));
+            }
+        }
         if let CorsOrigins::List(list) = &c.cors.origins {
             if list.iter().any(|o| o.is_empty()) {
                 return Err(ConfigError("a CORS origin must not be empty".into()));
@@ -313,5 +330,17 @@ mod tests {
                 .build()
                 .is_err()
         );
+        let metrics = |topics: &[&str]| crate::metrics::MetricsConfig {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            ..crate::metrics::MetricsConfig::default()
+        };
+        for bad in ["a b", "", "a..b"] {
+            let built = ServerConfig::builder().metrics(metrics(&[bad])).build();
+            assert!(built.is_err(), "metrics topic pattern {bad:?} accepted");
+        }
+        for good in ["orders.*", "billing.>", "pickup"] {
+            let built = ServerConfig::builder().metrics(metrics(&[good])).build();
+            assert!(built.is_ok(), "{good}");
+        }
     }
 }

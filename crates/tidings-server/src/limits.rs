@@ -294,6 +294,11 @@ impl Drop for ConnectionPermit {
 }
 
 impl ConnectionLimiter {
+    /// Open TCP connections now (plain and TLS, WebSocket or HTTP).
+    pub(crate) fn open(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
     /// Waits until no admitted connection is open, at most until `deadline`; true if none is.
     pub(crate) async fn drained(&self, deadline: Instant) -> bool {
         loop {

@@ -50,6 +50,8 @@ pub(crate) struct ServerInner {
     pub(crate) namespaces_refused: crate::metrics::Counter,
     /// Joins refused by [`crate::Limits::max_rooms_per_socket`].
     pub(crate) joins_refused: Arc<crate::metrics::Counter>,
+    /// Broadcast counters, shared by every namespace.
+    pub(crate) io_counters: Arc<crate::metrics::IoCounters>,
     connections: Arc<ConnectionLimiter>,
     queues: OnceLock<Arc<Queues>>,
     pub(crate) recovery: Option<Arc<Recovery>>,
@@ -105,6 +107,7 @@ impl ServerInner {
             self.recovery.clone(),
             self.cluster.clone(),
             self.observer.clone(),
+            self.io_counters.clone(),
             true,
         );
         setup(&ns);
@@ -219,7 +222,8 @@ impl EngineHandler for SocketIoHandler {
 }
 
 /// A snapshot of the server's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ServerStats {
     /// Open Engine.IO sessions.
@@ -323,6 +327,7 @@ impl Server {
             rate_limited_events: crate::metrics::Counter::default(),
             namespaces_refused: crate::metrics::Counter::default(),
             joins_refused: Arc::default(),
+            io_counters: Arc::default(),
             on_demand: AtomicUsize::new(0),
             connections: Arc::new(ConnectionLimiter::default()),
             queues: OnceLock::new(),
@@ -391,6 +396,7 @@ impl Server {
                     self.inner.recovery.clone(),
                     self.inner.cluster.clone(),
                     self.inner.observer.clone(),
+                    self.inner.io_counters.clone(),
                     false,
                 )
             })
@@ -497,18 +503,138 @@ impl Server {
         }
     }
 
-    /// Answers one HTTP request: the Engine.IO endpoint at the configured path, 404 elsewhere.
-    /// Use it to embed the server in your own hyper service.
+    /// Every counter, gauge and histogram of the server, read now: what `/v1/stats` and
+    /// `GET /metrics` render (see [`crate::metrics`]). With queues, the store is asked about
+    /// the selected topics ([`crate::metrics::MetricsConfig`]) and for readiness.
+    pub async fn metrics(&self) -> crate::metrics::MetricsSnapshot {
+        let mut snapshot = self.counters();
+        if let Some(queues) = self.inner.queues.get() {
+            if let Some(q) = snapshot.queues.as_mut() {
+                q.topics = queues.topic_metrics(&self.inner.config.metrics).await;
+            }
+        }
+        snapshot.unready = self.readiness().await.err();
+        snapshot
+    }
+
+    /// The counters of [`Server::metrics`] without asking the store (no per-topic gauges, no
+    /// readiness): what `/v1/stats` renders.
+    pub fn counters(&self) -> crate::metrics::MetricsSnapshot {
+        let engine = self.engine();
+        let stats = engine.stats();
+        let traffic = engine.traffic();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let io = &self.inner.io_counters;
+        crate::metrics::MetricsSnapshot {
+            server: self.stats(),
+            transport: crate::metrics::TransportMetrics {
+                connections: self.inner.connections.open(),
+                sessions_polling: traffic.sessions_polling,
+                sessions_websocket: traffic.sessions_websocket,
+                closed: CloseReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), load(&stats.closed[r.index()])))
+                    .collect(),
+                packets_in: traffic.received.packets,
+                bytes_in: traffic.received.bytes,
+                packets_out: traffic.sent.packets,
+                bytes_out: traffic.sent.bytes,
+            },
+            broadcasts: load(&io.broadcasts),
+            broadcast_deliveries: load(&io.broadcast_deliveries),
+            queues: self.inner.queues.get().map(|q| q.counters()),
+            cluster: self.inner.cluster.get().map(|c| c.metrics()),
+            // Connection State Recovery outcomes (`tidings_recovery_total{outcome}`); empty
+            // when recovery is off.
+            recovery: match self.inner.recovery.as_deref() {
+                Some(r) => vec![
+                    ("recovered", r.outcomes.recovered.get()),
+                    ("expired", r.outcomes.expired.get()),
+                    ("unknown", r.outcomes.unknown.get()),
+                ],
+                None => Vec::new(),
+            },
+            unready: None,
+        }
+    }
+
+    /// Whether this server can do its work: `Ok` when the store (with queues) and the cluster
+    /// backend (in a cluster) answer within 2 s, else why not. What `GET /readyz` answers.
+    pub async fn readiness(&self) -> Result<(), String> {
+        const WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+        if self.inner.shutdown.is_cancelled() {
+            return Err("shutting down".to_owned());
+        }
+        if let Some(queues) = self.inner.queues.get() {
+            match tokio::time::timeout(WITHIN, queues.store().ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("store: {e}")),
+                Err(_) => return Err("store: no answer within 2 s".to_owned()),
+            }
+        }
+        if let Some(cluster) = self.inner.cluster.get() {
+            match tokio::time::timeout(WITHIN, cluster.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("cluster: {e}")),
+                Err(_) => return Err("cluster: no answer within 2 s".to_owned()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /healthz`, `GET /readyz` and `GET /metrics`; None for other requests.
+    async fn operations_route(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        if req.method() != hyper::Method::GET {
+            return None;
+        }
+        match req.uri().path() {
+            // The process serves: nothing else is asked (a liveness probe must not fail
+            // because a dependency is down, or the orchestrator restarts a healthy process).
+            "/healthz" => Some(crate::api::plain_json(
+                http::StatusCode::OK,
+                &serde_json::json!({ "status": "ok" }),
+            )),
+            "/readyz" => Some(match self.readiness().await {
+                Ok(()) => crate::api::plain_json(
+                    http::StatusCode::OK,
+                    &serde_json::json!({ "status": "ready" }),
+                ),
+                Err(reason) => crate::api::plain_json(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({ "status": "unavailable", "reason": reason }),
+                ),
+            }),
+            "/metrics" if self.inner.config.metrics.enabled => {
+                if let Err(res) = crate::api::admin_only(self.inner.config.auth.as_deref(), req) {
+                    return Some(*res);
+                }
+                let text = self.metrics().await.encode_prometheus();
+                let mut res = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+                res.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(crate::metrics::PROMETHEUS_CONTENT_TYPE),
+                );
+                Some(res)
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers one HTTP request: the Engine.IO endpoint at the configured path, `/healthz`,
+    /// `/readyz`, `/metrics`, the `/v1` API with queues, 404 elsewhere. Use it to embed the
+    /// server in your own hyper service.
     pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
         let engine = self.engine();
         if engine.matches_path(req.uri().path()) {
             return engine.handle(req, remote_addr).await;
         }
+        if let Some(res) = self.operations_route(&req).await {
+            return res;
+        }
         if let Some(queues) = self.inner.queues.get() {
             let path = req.uri().path();
             if path == "/v1" || path.starts_with("/v1/") {
                 let config = &self.inner.config;
-                let stats = self.stats();
                 return crate::api::handle(
                     queues,
                     req,
@@ -518,7 +644,8 @@ impl Server {
                         timed_out: &engine.stats().slow_requests,
                     },
                     config.auth.as_deref(),
-                    stats,
+                    // Read only for GET /v1/stats: the snapshot walks every session.
+                    &|| self.counters(),
                 )
                 .await;
             }

@@ -145,6 +145,10 @@ pub(crate) struct Counters {
     pub(crate) writes: AtomicU64,
     pub(crate) fsyncs: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    /// Each batch's write (+ fsync when one is wanted).
+    pub(crate) commit_latency: tidings_core::metrics::Histogram,
+    /// Each fsync alone.
+    pub(crate) fsync_latency: tidings_core::metrics::Histogram,
 }
 
 pub(crate) struct Shared {
@@ -805,6 +809,23 @@ impl Store for JournalStore {
     fn topics(&self) -> StoreFuture<'_, Vec<Topic>> {
         let result = self.shared.read(false, Machine::topics);
         answer(result)
+    }
+
+    fn oldest_unsettled<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> StoreFuture<'a, Option<Vec<(SubscriptionName, Millis)>>> {
+        let result = self.shared.read(false, |m| Some(m.oldest_unsettled(topic)));
+        answer(result)
+    }
+
+    fn metrics(&self) -> tidings_core::metrics::BackendMetrics {
+        let c = &self.shared.counters;
+        let mut m = tidings_core::metrics::BackendMetrics::default();
+        m.commit_seconds = Some(c.commit_latency.snapshot());
+        m.fsync_seconds = Some(c.fsync_latency.snapshot());
+        m.errors = u64::from(self.shared.inner.lock().failed.is_some());
+        m
     }
 
     fn enforce_retention<'a>(

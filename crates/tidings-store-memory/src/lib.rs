@@ -248,6 +248,13 @@ impl Store for MemoryStore {
         self.ready(|s| Ok(s.topics()))
     }
 
+    fn oldest_unsettled<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> StoreFuture<'a, Option<Vec<(SubscriptionName, Millis)>>> {
+        self.ready(|s| Ok(Some(s.oldest_unsettled(topic))))
+    }
+
     fn enforce_retention<'a>(
         &'a self,
         topic: &'a Topic,

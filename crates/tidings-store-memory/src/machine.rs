@@ -695,6 +695,28 @@ impl Machine {
         self.topics.get(topic).map(|t| t.info(topic))
     }
 
+    /// [`Store::oldest_unsettled`]: per subscription with unsettled entries, the publish
+    /// time of its oldest one — its lowest pending offset, else its cursor when the cursor is
+    /// at or below the head (every pending offset is retained; a cursor below the first
+    /// retained offset is read as the first, which retention left it at).
+    pub fn oldest_unsettled(&self, topic: &Topic) -> Vec<(SubscriptionName, Millis)> {
+        let Some(t) = self.topics.get(topic) else {
+            return Vec::new();
+        };
+        t.subs
+            .iter()
+            .filter_map(|(name, sub)| {
+                let offset = match sub.pending.keys().next() {
+                    Some(&o) => o,
+                    None if sub.cursor <= t.head => sub.cursor.max(t.first()),
+                    None => return None,
+                };
+                let at = message_at(&t.messages, t.head, offset)?.published_at;
+                Some((name.clone(), at))
+            })
+            .collect()
+    }
+
     /// [`Store::topics`].
     pub fn topics(&self) -> Vec<Topic> {
         self.topics.keys().cloned().collect()

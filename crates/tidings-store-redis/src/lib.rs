@@ -229,6 +229,10 @@ struct Inner {
     config: RedisConfig,
     conn: OnceCell<ConnectionManager>,
     script: redis::Script,
+    /// Each operation's round trip (the script call, request to reply) and `PING`s.
+    round_trip: tidings_core::metrics::Histogram,
+    /// Operations that failed in Redis or on the way (no connection, timeout, refusal).
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -317,6 +321,8 @@ impl RedisStore {
                 config,
                 conn: OnceCell::new(),
                 script: redis::Script::new(SCRIPT),
+                round_trip: tidings_core::metrics::Histogram::default(),
+                errors: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -328,13 +334,24 @@ impl RedisStore {
 
     /// Checks that Redis answers (`PING`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn().await.inspect_err(|_| self.count_error())?;
         let ping = redis::cmd("PING");
-        match ping.query_async::<()>(&mut conn).await {
+        let started = std::time::Instant::now();
+        let answer = match ping.query_async::<()>(&mut conn).await {
             Err(e) if e.is_connection_refusal() => ping.query_async::<()>(&mut conn).await,
             other => other,
-        }
-        .map_err(|e| store_error(&e))
+        };
+        self.inner.round_trip.observe(started.elapsed());
+        answer.map_err(|e| {
+            self.count_error();
+            store_error(&e)
+        })
+    }
+
+    fn count_error(&self) {
+        self.inner
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
@@ -367,7 +384,7 @@ impl RedisStore {
         args: Args<'_>,
         is_write: bool,
     ) -> Result<Vec<Value>, StoreError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn().await.inspect_err(|_| self.count_error())?;
         let mut invocation = self.inner.script.prepare_invoke();
         invocation
             .arg(op)
@@ -376,12 +393,17 @@ impl RedisStore {
         for a in &args {
             invocation.arg(a.as_ref());
         }
-        let reply: Value = match invocation.invoke_async(&mut conn).await {
+        let started = std::time::Instant::now();
+        let reply = match invocation.invoke_async(&mut conn).await {
             // Never sent (see the crate docs): once more, on the connection the refusal started.
             Err(e) if e.is_connection_refusal() => invocation.invoke_async(&mut conn).await,
             other => other,
-        }
-        .map_err(|e| store_error(&e))?;
+        };
+        self.inner.round_trip.observe(started.elapsed());
+        let reply: Value = reply.map_err(|e| {
+            self.count_error();
+            store_error(&e)
+        })?;
         if is_write {
             if let Some(timeout) = self.inner.config.wait_aof {
                 self.wait_aof(&mut conn, timeout).await?;
@@ -642,6 +664,26 @@ impl RedisStore {
         array(at(&r, 0, WHAT)?, WHAT)?
             .iter()
             .map(reply::message)
+            .collect()
+    }
+
+    async fn oldest_unsettled_impl(
+        &self,
+        topic: &Topic,
+    ) -> Result<Vec<(SubscriptionName, Millis)>, StoreError> {
+        const WHAT: &str = "oldest unsettled";
+        let r = self
+            .run("oldest_unsettled", topic.as_str(), vec![], false)
+            .await?;
+        array(at(&r, 0, WHAT)?, WHAT)?
+            .iter()
+            .map(|pair| {
+                let pair = array(pair, WHAT)?;
+                let key = string(at(pair, 0, WHAT)?, WHAT)?;
+                let name =
+                    SubscriptionName::from_key(&key).map_err(|_| reply::corrupt(WHAT, &pair[0]))?;
+                Ok((name, u64_of(at(pair, 1, WHAT)?, WHAT)?))
+            })
             .collect()
     }
 
@@ -948,6 +990,24 @@ impl Store for RedisStore {
 
     fn topics(&self) -> StoreFuture<'_, Vec<Topic>> {
         Box::pin(self.topics_impl())
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(RedisStore::ping(self))
+    }
+
+    fn oldest_unsettled<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> StoreFuture<'a, Option<Vec<(SubscriptionName, Millis)>>> {
+        Box::pin(async move { self.oldest_unsettled_impl(topic).await.map(Some) })
+    }
+
+    fn metrics(&self) -> tidings_core::metrics::BackendMetrics {
+        let mut m = tidings_core::metrics::BackendMetrics::default();
+        m.round_trip_seconds = Some(self.inner.round_trip.snapshot());
+        m.errors = self.inner.errors.load(std::sync::atomic::Ordering::Relaxed);
+        m
     }
 
     fn enforce_retention<'a>(

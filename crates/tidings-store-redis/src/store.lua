@@ -477,6 +477,31 @@ function ops.topic_info(topic)
   return {'ok', {head, first, head + 1 - first, bytes, subs}}
 end
 
+-- Per subscription with unsettled entries: its key and the publish time of its oldest one —
+-- the lowest id of its group's PEL (every pending entry, in flight or waiting, is there), else
+-- its cursor when the cursor is at or below the head. O(subscriptions).
+function ops.oldest_unsettled(topic)
+  local k = K(topic)
+  local out = {}
+  if not exists(k) then return {'ok', out} end
+  local head, first = meta(k)
+  local cur = cursors(k)
+  for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
+    local offset = nil
+    local p = redis.call('XPENDING', k.log, s)
+    if tonumber(p[1]) > 0 then
+      offset = offset_of(p[2])
+    elseif cur[s] and cur[s] <= head then
+      offset = math.max(cur[s], first)
+    end
+    if offset then
+      local f = read_message(k, offset)
+      if f then table.insert(out, {s, f['at']}) end
+    end
+  end
+  return {'ok', out}
+end
+
 function ops.topics()
   return {'ok', redis.call('SMEMBERS', P .. 'topics')}
 end

@@ -449,6 +449,18 @@ impl Store for SqliteStore {
         Box::pin(self.inner.reader.run(ops::topics))
     }
 
+    fn oldest_unsettled<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> StoreFuture<'a, Option<Vec<(SubscriptionName, Millis)>>> {
+        let topic = topic.clone();
+        Box::pin(
+            self.inner
+                .reader
+                .run(move |c| ops::oldest_unsettled(c, &topic).map(Some)),
+        )
+    }
+
     fn enforce_retention<'a>(
         &'a self,
         topic: &'a Topic,

@@ -854,6 +854,51 @@ pub(crate) fn history(
     .map_err(db)
 }
 
+/// [`tidings_core::store::Store::oldest_unsettled`]: per subscription, its lowest pending
+/// offset, else its cursor when at or below the head; that message's publish time. One query.
+pub(crate) fn oldest_unsettled(
+    c: &Connection,
+    topic: &Topic,
+) -> Result<Vec<(SubscriptionName, Millis)>> {
+    let Some(t) = topic_row(c, topic)? else {
+        return Ok(Vec::new());
+    };
+    let rows: Vec<(String, Option<i64>, i64)> = c
+        .prepare_cached(
+            "SELECT s.name, (SELECT MIN(p.seq) FROM pending p WHERE p.sub = s.id), s.cursor \
+             FROM subscriptions s WHERE s.topic = ?1",
+        )
+        .and_then(|mut st| {
+            st.query_map([t.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for (name, min_pending, cursor) in rows {
+        let cursor = Offset::try_from(cursor)
+            .map_err(|_| corrupt(format!("topic {topic}: negative cursor")))?;
+        let offset = match min_pending {
+            Some(o) => Offset::try_from(o)
+                .map_err(|_| corrupt(format!("topic {topic}: negative offset")))?,
+            None if cursor <= t.head => cursor.max(t.first),
+            None => continue,
+        };
+        let at: Option<i64> = c
+            .prepare_cached("SELECT published_at FROM messages WHERE topic = ?1 AND seq = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![t.id, offset as i64], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(db)?;
+        if let Some(at) = at {
+            let at = Millis::try_from(at)
+                .map_err(|_| corrupt(format!("topic {topic}: negative publish time")))?;
+            out.push((parse_sub(&name)?, at));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn topic_info(c: &Connection, topic: &Topic) -> Result<Option<TopicInfo>> {
     let Some(t) = topic_row(c, topic)? else {
         return Ok(None);

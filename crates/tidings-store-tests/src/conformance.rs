@@ -1494,3 +1494,39 @@ pub async fn bounded_append_drops_oldest<S: Store>(store: &S) {
         (k.offset, true, 0)
     );
 }
+
+/// `oldest_unsettled` (consumer lag): a backend may not report it (`None`); when it does, it
+/// names the publish time of each subscription's lowest unsettled entry — pending (in flight
+/// or waiting) or not handed out yet — and leaves out subscriptions with nothing unsettled.
+pub async fn oldest_unsettled_is_right_when_reported<S: Store>(store: &S) {
+    let t = topic("lag");
+    let (a, b, c) = (id("a"), id("b"), group("c"));
+    for sub in [&a, &b, &c] {
+        store.subscribe(&t, sub, StartFrom::Earliest).await.unwrap();
+    }
+    for (i, at) in [100, 200, 300].into_iter().enumerate() {
+        store
+            .append(&t, msg(&format!("{{\"n\":{i}}}"), at), 0)
+            .await
+            .unwrap();
+    }
+    // a: 1 and 2 handed out, 1 acked → oldest unsettled is 2 (in flight).
+    store.claim(&t, &a, opts(1000, 2)).await.unwrap();
+    assert!(store.ack(&t, &a, 1).await.unwrap());
+    // b: everything handed out and acked → nothing unsettled.
+    store.claim(&t, &b, opts(1000, 3)).await.unwrap();
+    for o in 1..=3 {
+        assert!(store.ack(&t, &b, o).await.unwrap());
+    }
+    // c: nothing handed out → its oldest is the first message.
+    let Some(mut got) = store.oldest_unsettled(&t).await.unwrap() else {
+        return;
+    };
+    got.sort();
+    let mut want = vec![(a.clone(), 200), (c.clone(), 100)];
+    want.sort();
+    assert_eq!(got, want);
+    // An unknown topic has no subscriptions.
+    let none = store.oldest_unsettled(&topic("nope")).await.unwrap();
+    assert_eq!(none, Some(Vec::new()));
+}

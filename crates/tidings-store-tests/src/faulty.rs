@@ -243,6 +243,23 @@ impl<S: Store> Store for FaultyStore<S> {
         Box::pin(self.run("topics", self.inner.topics()))
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.run("ping", self.inner.ping()))
+    }
+
+    fn oldest_unsettled<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> StoreFuture<'a, Option<Vec<(SubscriptionName, Millis)>>> {
+        Box::pin(self.run("oldest_unsettled", self.inner.oldest_unsettled(topic)))
+    }
+
+    fn metrics(&self) -> tidings_core::metrics::BackendMetrics {
+        let mut m = self.inner.metrics();
+        m.errors += self.injected();
+        m
+    }
+
     fn enforce_retention<'a>(
         &'a self,
         topic: &'a Topic,

@@ -144,6 +144,7 @@ macro_rules! store_conformance_tests {
             topics_and_subscriptions,
             bounded_append_rejects_when_a_queue_is_full,
             bounded_append_drops_oldest,
+            oldest_unsettled_is_right_when_reported,
         );
         #[test]
         fn model_based() {

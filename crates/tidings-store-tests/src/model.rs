@@ -264,6 +264,25 @@ impl MTopic {
     }
 }
 
+impl MTopic {
+    /// [`Store::oldest_unsettled`]: the lowest pending offset, else the cursor at or below
+    /// the head; its message's publish time.
+    fn oldest_unsettled(&self) -> Vec<(SubscriptionName, Millis)> {
+        self.subs
+            .iter()
+            .filter_map(|(name, s)| {
+                let offset = match s.pending.keys().next() {
+                    Some(&o) => o,
+                    None if s.cursor <= self.head => s.cursor.max(self.first()),
+                    None => return None,
+                };
+                let at = self.messages.get(&offset)?.published_at;
+                Some((name.clone(), at))
+            })
+            .collect()
+    }
+}
+
 fn not_found() -> String {
     "NotFound".to_owned()
 }
@@ -994,6 +1013,16 @@ async fn compare_state<S: Store>(store: &S, model: &Model) -> Result<(), TestCas
             DeadLetter::sort(d);
         }
         same("dead_letters", dead, model.dead_letters(&t))?;
+        // Consumer lag's input, when the backend reports it.
+        if let Ok(Some(mut oldest)) = store.oldest_unsettled(&t).await {
+            oldest.sort();
+            let want = model
+                .topics
+                .get(&t)
+                .map(MTopic::oldest_unsettled)
+                .unwrap_or_default();
+            same("oldest_unsettled", oldest, want)?;
+        }
     }
     Ok(())
 }

@@ -86,6 +86,7 @@ pub struct ConfigFile {
     tls: TlsSection,
     #[serde(default)]
     admin_ui: AdminUiSection,
+    metrics: MetricsSection,
 }
 
 /// `[admin_ui]`: the Socket.IO Admin UI; flags win.
@@ -117,6 +118,15 @@ impl std::fmt::Debug for AdminUiSection {
             .field("namespace", &self.namespace)
             .finish()
     }
+}
+
+/// `[metrics]`: what `GET /metrics` exposes (docs/OPERATIONS.md); the flags win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    enabled: Option<bool>,
+    topics: Option<Vec<String>>,
+    top_topics: Option<usize>,
 }
 
 /// `[tls]`: PEM files for https/wss; `--tls-cert` / `--tls-key` win.
@@ -463,6 +473,20 @@ impl ConfigFile {
     }
 
     /// `[recovery] enabled`.
+    /// Applies `[metrics]` over the defaults in `m`.
+    pub fn apply_metrics(&self, m: &mut tidings_server::metrics::MetricsConfig) {
+        let s = &self.metrics;
+        if let Some(enabled) = s.enabled {
+            m.enabled = enabled;
+        }
+        if let Some(topics) = &s.topics {
+            m.topics = topics.clone();
+        }
+        if let Some(n) = s.top_topics {
+            m.top_topics = n;
+        }
+    }
+
     pub fn recovery_enabled(&self) -> bool {
         self.recovery.enabled
     }

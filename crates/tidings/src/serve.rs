@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
 use tidings_core::session_log::SessionLog;
 use tidings_core::store::Store;
+use tidings_server::metrics::MetricsConfig;
 use tidings_server::{CorsConfig, CorsOrigins, RecoveryConfig, Server, ServerConfig};
 use tidings_store_journal::{JournalConfig, JournalStore};
 use tidings_store_redis::{RedisConfig, RedisSessionLog, RedisStore, redact_url};
@@ -132,6 +133,21 @@ pub struct ServeArgs {
     /// How long a disconnected session stays recoverable, in milliseconds.
     #[arg(long, env = "TIDINGS_RECOVERY_WINDOW_MS")]
     recovery_window_ms: Option<u64>,
+    /// `GET /metrics` (Prometheus text format; admin token required when tokens are
+    /// configured): `on` (default) or `off`. See docs/OPERATIONS.md.
+    #[arg(long, value_enum, env = "TIDINGS_METRICS")]
+    metrics: Option<OnOff>,
+    /// Topic pattern whose topics get per-topic metrics series (repeatable; `orders.*`,
+    /// `billing.>`). Besides these, the `--metrics-top-topics` most active topics get them.
+    #[arg(
+        long = "metrics-topic",
+        env = "TIDINGS_METRICS_TOPICS",
+        value_delimiter = ','
+    )]
+    metrics_topics: Vec<String>,
+    /// How many of the most active topics get per-topic metrics series (default 10).
+    #[arg(long, env = "TIDINGS_METRICS_TOP_TOPICS")]
+    metrics_top_topics: Option<usize>,
     /// TOML file with delivery settings and per-topic retention (see docs/CONFIGURATION.md).
     #[arg(long, env = "TIDINGS_CONFIG")]
     config: Option<PathBuf>,
@@ -281,6 +297,31 @@ fn open_store(
     })
 }
 
+/// `on` / `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Defaults < `[metrics]` in the TOML file < flags and environment.
+fn metrics_config(args: &ServeArgs, file: &ConfigFile) -> MetricsConfig {
+    let mut m = MetricsConfig::default();
+    file.apply_metrics(&mut m);
+    if let Some(on) = args.metrics {
+        m.enabled = on == OnOff::On;
+    }
+    if !args.metrics_topics.is_empty() {
+        m.topics = args.metrics_topics.clone();
+    }
+    if let Some(n) = args.metrics_top_topics {
+        m.top_topics = n;
+    }
+    m
+}
+
 fn config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<ServerConfig> {
     let origins = if args.cors_origin.is_empty() {
         CorsOrigins::Disabled
@@ -330,6 +371,7 @@ fn config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<ServerConfig> {
             credentials: args.cors_credentials,
         })
         .builtin_events(true)
+        .metrics(metrics_config(args, file))
         .build()
         .context("invalid server configuration")
 }

@@ -70,6 +70,7 @@ impl Publish {
     /// Stores the message (after the per-identity publish rate limit and the topic and queue
     /// depth limits) and wakes the topic's dispatchers.
     pub(crate) async fn apply(self, queues: &Queues, identity: Option<&str>) -> Answer {
+        let started = std::time::Instant::now();
         queues.admit_publish(identity)?;
         let Publish {
             topic,
@@ -110,7 +111,10 @@ impl Publish {
         queues.topic_created(&topic);
         if !appended.duplicate {
             queues.wake_topic(&topic);
+            let counters = queues.topic_counters.get(&topic);
+            crate::metrics::TopicCounters::add(&counters.published, 1);
         }
+        queues.publish_latency.observe(started.elapsed());
         Ok(json!({
             "ok": true,
             "id": appended.id.to_string(),

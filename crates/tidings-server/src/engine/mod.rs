@@ -28,7 +28,7 @@ use tidings_proto::engine::{Frame, PacketType};
 pub use self::config::{CorsConfig, CorsOrigins, EngineConfig};
 pub use self::http::Body;
 use session::HeartbeatDue;
-pub use session::{CloseReason, Handshake, SendError, Session, TransportKind};
+pub use session::{CloseReason, Handshake, SendError, Session, Traffic, TransportKind};
 use tidings_core::clock::millis;
 
 /// Whatever the layer above attached to a request that must live as long as its connection
@@ -84,6 +84,22 @@ pub struct EngineStats {
     /// Requests whose body did not arrive within [`EngineConfig::body_timeout`] (polling
     /// POSTs and HTTP API calls).
     pub slow_requests: AtomicU64,
+    /// Sessions closed, by reason: indexed by [`CloseReason::index`].
+    pub closed: [AtomicU64; CloseReason::ALL.len()],
+}
+
+/// The transport's traffic and sessions at one moment ([`Engine::traffic`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrafficSnapshot {
+    /// Engine.IO packets received (every type, text and binary) and their payload bytes.
+    pub received: Traffic,
+    /// Engine.IO packets handed to a transport to send and their payload bytes.
+    pub sent: Traffic,
+    /// Open sessions on long-polling.
+    pub sessions_polling: usize,
+    /// Open sessions on WebSocket.
+    pub sessions_websocket: usize,
 }
 
 pub(crate) struct EngineShared {
@@ -103,11 +119,22 @@ pub(crate) struct EngineShared {
     sweeper_wake: Arc<tokio::sync::Notify>,
     /// Browser origins whose CORS request was refused, each logged once.
     pub(crate) refused_origins: http::RefusedOrigins,
+    /// What the closed sessions received and sent (see [`EngineShared::remove`]).
+    closed_traffic: Mutex<(Traffic, Traffic)>,
 }
 
 impl EngineShared {
+    /// Removes a closed session, folding its traffic into the totals of closed sessions under
+    /// the map's lock, so that [`Engine::traffic`] (which sums under the same lock) counts it
+    /// exactly once and its counters never go back.
     pub(crate) fn remove(&self, sid: Sid) {
-        self.sessions.lock().remove(&sid);
+        let mut sessions = self.sessions.lock();
+        if let Some(session) = sessions.remove(&sid) {
+            let sent = session.state.lock().sent;
+            let mut closed = self.closed_traffic.lock();
+            closed.0.add(session.received.read());
+            closed.1.add(sent);
+        }
     }
 
     fn get(&self, sid: Sid) -> Option<Arc<Session>> {
@@ -168,6 +195,7 @@ impl Engine {
                 sweeper_until: AtomicU64::new(u64::MAX),
                 sweeper_wake: Arc::new(tokio::sync::Notify::new()),
                 refused_origins: http::RefusedOrigins::default(),
+                closed_traffic: Mutex::new((Traffic::default(), Traffic::default())),
             }),
         }
     }
@@ -180,6 +208,29 @@ impl Engine {
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
         self.shared.sessions.lock().len()
+    }
+
+    /// Traffic since start and open sessions by transport. Walks every session under the
+    /// session map's lock (for a metrics scrape, not for a hot path): each session counts its
+    /// own traffic, so that no counter shared by all sessions is written per packet.
+    pub fn traffic(&self) -> TrafficSnapshot {
+        let sessions = self.shared.sessions.lock();
+        let (received, sent) = *self.shared.closed_traffic.lock();
+        let mut t = TrafficSnapshot {
+            received,
+            sent,
+            ..TrafficSnapshot::default()
+        };
+        for session in sessions.values() {
+            t.received.add(session.received.read());
+            let state = session.state.lock();
+            t.sent.add(state.sent);
+            match state.transport {
+                TransportKind::Polling => t.sessions_polling += 1,
+                TransportKind::WebSocket => t.sessions_websocket += 1,
+            }
+        }
+        t
     }
 
     /// The transport counters.
@@ -335,6 +386,11 @@ pub(crate) fn on_text_packet(
     packet: tidings_proto::engine::TextPacket<'_>,
 ) -> bool {
     use tidings_proto::engine::TextPacket;
+    let payload = match packet {
+        TextPacket::Message(text) => text.len(),
+        _ => 0,
+    };
+    session.received.count(payload);
     match packet {
         TextPacket::Message(text) => {
             if let Some(handler) = session.handler() {
@@ -376,6 +432,7 @@ pub(crate) fn on_text_packet(
 
 /// Dispatches one binary message.
 pub(crate) fn on_binary(session: &Arc<Session>, data: Bytes) -> bool {
+    session.received.count(data.len());
     if let Some(handler) = session.handler() {
         handler.on_message(Inbound::Binary(data));
     }

@@ -48,6 +48,24 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order of [`CloseReason::index`].
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ParseError,
+        CloseReason::PayloadTooLarge,
+        CloseReason::SlowClient,
+        CloseReason::ConnectTimeout,
+        CloseReason::ForcedClose,
+        CloseReason::ServerShutdown,
+    ];
+
+    /// The position of the reason in [`CloseReason::ALL`] (the per-reason counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The reason as the clients' libraries name it (`transport close`, `ping timeout`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -167,6 +185,47 @@ pub(crate) struct State {
     pub(crate) ws_close_code: Option<tidings_proto::ws::CloseCode>,
     /// Set once, when the session starts closing.
     close_reason: Option<CloseReason>,
+    /// Packets and their payload bytes taken by a writer, counted under this lock (which
+    /// `take_frames` holds anyway): no shared counter is written per batch.
+    pub(crate) sent: Traffic,
+}
+
+/// Packets and payload bytes one way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Engine.IO packets.
+    pub packets: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+}
+
+impl Traffic {
+    pub(crate) fn add(&mut self, o: Traffic) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+    }
+}
+
+/// What one session received: written only by the tasks reading that session (its cache line,
+/// not a counter every session shares), read when metrics are collected.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Received {
+    pub(crate) fn count(&self, bytes: usize) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> Traffic {
+        Traffic {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// One session's heartbeat state, read by the engine's sweeper when one of the session's
@@ -247,6 +306,8 @@ pub struct Session {
     /// closed connection's session, client and sockets alive before).
     handler: parking_lot::Mutex<Option<Arc<dyn SessionHandler>>>,
     pub(crate) shared: Arc<EngineShared>,
+    /// Packets received (see [`Received`]).
+    pub(crate) received: Received,
 }
 
 impl std::fmt::Debug for Session {
@@ -277,7 +338,9 @@ impl Session {
                 ws_pong: None,
                 ws_close_code: None,
                 close_reason: None,
+                sent: Traffic::default(),
             }),
+            received: Received::default(),
             wake: Notify::new(),
             heartbeat: Heartbeat::new(shared.now_ms() + millis(shared.config.ping_interval)),
             closed: CancellationToken::new(),
@@ -350,13 +413,23 @@ impl Session {
         Ok(())
     }
 
-    /// Takes up to `max` frames from the front of the buffer (all of them when `max` is None).
+    /// Takes up to `max` frames from the front of the buffer (all of them when `max` is None),
+    /// counting them as sent.
     pub(crate) fn take_frames(state: &mut State, max: Option<usize>, out: &mut Vec<Frame>) {
         let n = max.map_or(state.queue.len(), |m| m.min(state.queue.len()));
+        if n == 0 {
+            return;
+        }
+        let mut bytes = 0;
         for frame in state.queue.drain(..n) {
-            state.queued_bytes -= frame.len();
+            bytes += frame.len();
             out.push(frame);
         }
+        state.queued_bytes -= bytes;
+        state.sent.add(Traffic {
+            packets: n as u64,
+            bytes: bytes as u64,
+        });
     }
 
     pub(crate) fn has_frames(state: &State) -> bool {
@@ -378,6 +451,7 @@ impl Session {
             }
             state.close_reason = Some(reason);
         }
+        self.shared.stats.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
         tracing::debug!(sid = %self.sid, reason = %reason, "session closed");
         self.closed.cancel();
         self.wake.notify_waiters();
@@ -400,5 +474,20 @@ impl Session {
     /// The session's handler, until the session closes.
     pub(crate) fn handler(&self) -> Option<Arc<dyn SessionHandler>> {
         self.handler.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_reason_has_its_own_counter() {
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason}");
+        }
+        let names: std::collections::HashSet<_> =
+            CloseReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), CloseReason::ALL.len());
     }
 }

@@ -127,6 +127,8 @@ pub(crate) struct NamespaceInner {
     /// The built-in events (rooms, durable topics) are not served here: its own handlers
     /// take every event (the Admin UI's `join`, `leave`, `emit` mean something else).
     no_builtins: std::sync::atomic::AtomicBool,
+    /// The server's broadcast counters.
+    counters: Arc<crate::metrics::IoCounters>,
     /// Created on demand (a dynamic namespace): removed from the server when its last user
     /// leaves. Static namespaces (`Server::of`) stay.
     pub(crate) on_demand: bool,
@@ -155,6 +157,7 @@ impl Namespace {
         recovery: Option<Arc<Recovery>>,
         cluster: Arc<ClusterLink>,
         observer: Arc<SocketObserver>,
+        counters: Arc<crate::metrics::IoCounters>,
         on_demand: bool,
     ) -> Namespace {
         Namespace {
@@ -171,6 +174,7 @@ impl Namespace {
                 observer,
                 own_login: std::sync::atomic::AtomicBool::new(false),
                 no_builtins: std::sync::atomic::AtomicBool::new(false),
+                counters,
                 on_demand,
                 users: AtomicUsize::new(0),
             }),
@@ -539,10 +543,13 @@ impl BroadcastOperator {
     /// Queues already encoded frames for the addressed sockets of this node; returns how
     /// many took them.
     pub(crate) fn deliver_local(&self, frames: &[Frame], offset: Option<u64>) -> usize {
-        self.sockets()
+        let delivered = self
+            .sockets()
             .iter()
             .filter(|s| s.deliver(frames, offset).is_ok())
-            .count()
+            .count();
+        self.ns.inner.counters.broadcast(delivered);
+        delivered
     }
 
     /// Who this operator addresses, as the other nodes see it: the sender is left out through

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::Queues;
 use super::due::Scheduled;
 use crate::io::{AckError, AckReply, Socket};
+use crate::metrics::TopicCounters;
 use tidings_core::clock::{millis, now_millis};
 
 /// How long a dispatcher waits before retrying after a store error.
@@ -57,6 +58,8 @@ pub(crate) struct Dispatcher {
     /// When the [`DueTimer`](super::due::DueTimer) will wake this dispatcher next.
     scheduled: Scheduled,
     stop: CancellationToken,
+    /// The topic's counters (delivered, acked, requeued, dead-lettered), looked up once.
+    counters: Arc<TopicCounters>,
 }
 
 impl Dispatcher {
@@ -64,8 +67,10 @@ impl Dispatcher {
         topic: Topic,
         sub: SubscriptionName,
         stop: CancellationToken,
+        counters: Arc<TopicCounters>,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
+            counters,
             topic,
             sub,
             consumers: Mutex::new(Vec::new()),
@@ -136,6 +141,9 @@ impl Dispatcher {
         if batch.is_empty() {
             return;
         }
+        let acks = batch.iter().filter(|s| matches!(s, Settle::Ack(_))).count();
+        TopicCounters::add(&self.counters.acked, acks);
+        TopicCounters::add(&self.counters.requeued, batch.len() - acks);
         match queues.store().settle(&self.topic, &self.sub, &batch).await {
             Ok(answers) => {
                 let requeued = batch
@@ -181,6 +189,7 @@ impl Dispatcher {
             queues.claims.incr();
             let pause = match queues.store().claim(&self.topic, &self.sub, opts).await {
                 Ok(result) => {
+                    TopicCounters::add(&self.counters.dead_lettered, result.dead_lettered.len());
                     for offset in &result.dead_lettered {
                         tracing::warn!(
                             topic = %self.topic, subscription = %self.sub, offset,
@@ -261,6 +270,9 @@ impl Dispatcher {
         // Queued here, in the dispatcher's loop, so deliveries leave in offset order; only the
         // wait for each answer runs in a task of its own.
         let pending = socket.send_with_ack(&message.event, vec![data, meta], &[]);
+        if pending.is_ok() {
+            TopicCounters::add(&self.counters.delivered, 1);
+        }
         self.awaiting.lock().insert(offset);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let me = self.clone();

@@ -61,6 +61,10 @@ pub struct Queues {
     due_timer: Arc<DueTimer>,
     /// `Store::claim` calls made by the dispatchers.
     claims: crate::metrics::Counter,
+    /// What happened to each topic's messages here (published, delivered, acked…).
+    pub(crate) topic_counters: crate::metrics::TopicCounterMap,
+    /// Time from a publish's arrival to its confirmation.
+    pub(crate) publish_latency: tidings_core::metrics::Histogram,
 }
 
 impl std::fmt::Debug for Queues {
@@ -99,6 +103,8 @@ impl Queues {
             admission: Admission::default(),
             due_timer: Arc::new(DueTimer::default()),
             claims: crate::metrics::Counter::default(),
+            topic_counters: crate::metrics::TopicCounterMap::default(),
+            publish_latency: tidings_core::metrics::Histogram::default(),
         });
         {
             let mut registry = queues.registry.lock();
@@ -146,6 +152,129 @@ impl Queues {
     /// nothing to deliver, this stands still.
     pub fn store_claims(&self) -> u64 {
         self.claims.get()
+    }
+
+    /// The delivery engine's counters and the store's own measurements, without asking the
+    /// store anything (see [`crate::Server::counters`]).
+    pub(crate) fn counters(&self) -> crate::metrics::QueueMetrics {
+        let totals = self
+            .topic_counters
+            .read_all()
+            .into_iter()
+            .fold(crate::metrics::TopicCounts::default(), |sum, (_, c)| {
+                sum.plus(c)
+            });
+        crate::metrics::QueueMetrics {
+            rate_limited_publishes: self.rate_limited_publishes(),
+            subscriptions_refused: self.subscriptions_refused(),
+            queue_full_publishes: self.queue_full_publishes(),
+            store_full_publishes: self.store_full_publishes(),
+            overflow_dropped: self.overflow_dropped(),
+            topics_refused: self.topics_refused(),
+            deliveries_deferred: self.deliveries_deferred(),
+            store_claims: self.store_claims(),
+            totals,
+            publish_seconds: self.publish_latency.snapshot(),
+            store: self.store.metrics(),
+            topics: Vec::new(),
+        }
+    }
+
+    /// The per-topic gauges and counters of the topics `config` selects: those matching its
+    /// patterns (at most [`crate::metrics::MAX_PATTERN_TOPICS`]) and its `top_topics` most
+    /// active ones. Asks the store about each (a topic it cannot describe now is left out of
+    /// this scrape).
+    pub(crate) async fn topic_metrics(
+        &self,
+        config: &crate::metrics::MetricsConfig,
+    ) -> Vec<crate::metrics::TopicMetrics> {
+        use crate::metrics::{MAX_PATTERN_TOPICS, MAX_SUBSCRIPTIONS_PER_TOPIC, TopicMetrics};
+        let mut counts = self.topic_counters.read_all();
+        counts.sort_by(|a, b| {
+            b.1.activity()
+                .cmp(&a.1.activity())
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        let mut selected: Vec<Topic> = Vec::new();
+        if !config.topics.is_empty() {
+            if let Ok(all) = self.store.topics().await {
+                selected.extend(
+                    all.into_iter()
+                        .filter(|t| config.topics.iter().any(|p| topic_matches(p, t.as_str())))
+                        .take(MAX_PATTERN_TOPICS),
+                );
+            }
+        }
+        for (topic, c) in counts.iter().take(config.top_topics) {
+            if c.activity() > 0 && !selected.contains(topic) {
+                selected.push(topic.clone());
+            }
+        }
+        let by_topic: std::collections::HashMap<_, _> = counts.into_iter().collect();
+        let now = now_millis();
+        let mut out = Vec::with_capacity(selected.len());
+        for topic in selected {
+            let Ok(Some(info)) = self.store.topic_info(&topic).await else {
+                continue;
+            };
+            let oldest = self.store.oldest_unsettled(&topic).await.ok().flatten();
+            let lag_of = |name: &SubscriptionName| -> Option<f64> {
+                let oldest = oldest.as_ref()?;
+                Some(
+                    oldest
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or(0.0, |(_, at)| now.saturating_sub(*at) as f64 / 1000.0),
+                )
+            };
+            let mut subscriptions: Vec<_> = info
+                .subscriptions
+                .iter()
+                .map(|s| crate::metrics::SubscriptionMetrics {
+                    subscription: s.name.to_string(),
+                    pending: s.pending,
+                    in_flight: s.in_flight,
+                    dead: s.dead,
+                    gaps: s.gaps,
+                    lag_seconds: lag_of(&s.name),
+                })
+                .collect();
+            let max_lag_seconds = oldest.as_ref().map(|_| {
+                subscriptions
+                    .iter()
+                    .filter_map(|s| s.lag_seconds)
+                    .fold(0.0, f64::max)
+            });
+            let sum = |f: fn(&crate::metrics::SubscriptionMetrics) -> u64| {
+                subscriptions.iter().map(f).sum::<u64>()
+            };
+            let (pending, in_flight, dead, gaps) = (
+                sum(|s| s.pending),
+                sum(|s| s.in_flight),
+                sum(|s| s.dead),
+                sum(|s| s.gaps),
+            );
+            subscriptions.sort_by(|a, b| {
+                b.lag_seconds
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.lag_seconds.unwrap_or(0.0))
+                    .then(b.pending.cmp(&a.pending))
+                    .then_with(|| a.subscription.cmp(&b.subscription))
+            });
+            subscriptions.truncate(MAX_SUBSCRIPTIONS_PER_TOPIC);
+            out.push(TopicMetrics {
+                topic: topic.as_str().to_owned(),
+                counts: by_topic.get(&topic).copied().unwrap_or_default(),
+                retained: info.retained,
+                pending,
+                in_flight,
+                dead,
+                gaps,
+                max_lag_seconds,
+                subscriptions,
+            });
+        }
+        out
     }
 
     fn due_timer(&self) -> &DueTimer {

@@ -67,7 +67,12 @@ impl Queues {
         if let Some(d) = registry.dispatchers.get(key) {
             return d.clone();
         }
-        let d = Dispatcher::new(key.0.clone(), key.1.clone(), self.stop.child_token());
+        let d = Dispatcher::new(
+            key.0.clone(),
+            key.1.clone(),
+            self.stop.child_token(),
+            self.topic_counters.get(&key.0),
+        );
         registry.dispatchers.insert(key, d.clone());
         if let Some(me) = self.me.upgrade() {
             tokio::spawn(d.clone().run(me));
