@@ -135,6 +135,34 @@ async fn malformed_packets_close_only_their_own_connection() {
     assert!(server.server.stats().protocol_errors > cases.len() as u64);
 }
 
+/// Node's parser accepts an ACK without an argument list (`43123`) and calls the ack callback
+/// with no arguments; so does tidings (issue 18, part 5). Before, it closed the connection.
+#[tokio::test]
+async fn an_ack_without_arguments_settles_the_ack() {
+    let server = interop(100_000).await;
+    let mut client = RawClient::connect(server.addr).await;
+    // Ask the server to emit `ask` with an ack id and to report the reply it gets.
+    client
+        .send_text(r#"427["request-ack",{"event":"ask","timeoutMs":5000}]"#)
+        .await;
+    let ask = client.next_text().await.expect("the server's question");
+    let id = ask
+        .strip_prefix("42")
+        .and_then(|rest| rest.strip_suffix(r#"["ask",null]"#))
+        .unwrap_or_else(|| panic!("unexpected packet {ask}"));
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+        "{ask}"
+    );
+    client.send_text(&format!("43{id}")).await;
+    assert_eq!(
+        client.next_text().await.as_deref(),
+        Some(r#"437[{"ok":true,"reply":[]}]"#)
+    );
+    client.assert_served("after the bare ack").await;
+    assert_eq!(server.server.stats().protocol_errors, 0);
+}
+
 #[tokio::test]
 async fn oversized_websocket_message_is_closed_with_1009() {
     let server = interop(1_000).await;
