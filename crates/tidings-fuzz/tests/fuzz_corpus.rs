@@ -38,6 +38,11 @@ fn decode_packet_corpus() {
 }
 
 #[test]
+fn decode_msgpack_corpus() {
+    replay("decode_msgpack", tidings_fuzz::decode_msgpack);
+}
+
+#[test]
 fn decode_engine_corpus() {
     replay("decode_engine", tidings_fuzz::decode_engine);
 }
@@ -77,6 +82,7 @@ fn every_target_has_a_replay_test() {
     let tested = [
         "decode_packet",
         "decode_engine",
+        "decode_msgpack",
         "decode_ws",
         "wire_payloads",
         "config_file",

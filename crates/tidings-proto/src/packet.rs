@@ -404,7 +404,8 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-fn validate_payload(
+/// The payload rules of [`Packet::decode`], shared by [`crate::msgpack::decode`].
+pub(crate) fn validate_payload(
     kind: PacketKind,
     id: Option<u64>,
     data: Option<&Value>,

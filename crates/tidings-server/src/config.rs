@@ -7,6 +7,7 @@ use crate::auth::Authenticator;
 use crate::engine::EngineConfig;
 pub use crate::engine::{CorsConfig, CorsOrigins};
 use crate::limits::Limits;
+pub use tidings_proto::parser::Parser;
 
 /// The configuration of a [`crate::Server`].
 ///
@@ -53,6 +54,11 @@ pub struct ServerConfig {
     /// browser upgrade with another `Origin` gets 403; requests without `Origin` (non-browser
     /// clients) are not affected. Default `None`: any origin.
     pub ws_allowed_origins: Option<Vec<String>>,
+    /// The packet encoding every client of this server speaks (Node's `parser` option):
+    /// [`Parser::Default`] (`socket.io-parser`) or [`Parser::Msgpack`]
+    /// (`socket.io-msgpack-parser`). Default [`Parser::Default`]. A packet in the other
+    /// encoding closes its connection (logged at info, with a hint).
+    pub parser: Parser,
 }
 
 /// Connection State Recovery: a client that lost its connection gets back its socket id, its
@@ -111,6 +117,7 @@ impl Default for ServerConfig {
             recovery: None,
             limits: Limits::default(),
             ws_allowed_origins: engine.ws_allowed_origins,
+            parser: Parser::Default,
         }
     }
 }
@@ -231,6 +238,12 @@ impl ServerConfigBuilder {
     /// See [`ServerConfig::ws_allowed_origins`].
     pub fn ws_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
         self.config.ws_allowed_origins = origins;
+        self
+    }
+
+    /// See [`ServerConfig::parser`].
+    pub fn parser(mut self, parser: Parser) -> Self {
+        self.config.parser = parser;
         self
     }
 

@@ -98,7 +98,13 @@ impl ServerInner {
                 return Err(NamespaceRefused::TooMany(max));
             }
         }
-        let ns = Namespace::new(name, self.recovery.clone(), self.cluster.clone(), true);
+        let ns = Namespace::new(
+            name,
+            self.recovery.clone(),
+            self.cluster.clone(),
+            self.config.parser,
+            true,
+        );
         setup(&ns);
         namespaces.insert(name.to_owned(), ns.clone());
         self.on_demand.fetch_add(1, Ordering::AcqRel);
@@ -283,7 +289,7 @@ impl Server {
         let recovery = config
             .recovery
             .clone()
-            .map(|r| Arc::new(Recovery::new(log, r)));
+            .map(|r| Arc::new(Recovery::new(log, r, config.parser)));
         let config = Arc::new(config);
         let inner = Arc::new(ServerInner {
             config: config.clone(),
@@ -335,6 +341,7 @@ impl Server {
                     &name,
                     self.inner.recovery.clone(),
                     self.inner.cluster.clone(),
+                    self.inner.config.parser,
                     false,
                 )
             })

@@ -163,6 +163,125 @@ async fn an_ack_without_arguments_settles_the_ack() {
     assert_eq!(server.server.stats().protocol_errors, 0);
 }
 
+/// A raw WebSocket with its Engine.IO open packet read, and no namespace joined.
+async fn raw_ws(addr: std::net::SocketAddr) -> RawClient {
+    let uri = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (ws, _) = ClientBuilder::from_uri(uri.parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut client = RawClient { ws };
+    let open = client.next_text().await.unwrap();
+    assert!(open.starts_with("0{\"sid\":"), "open packet: {open}");
+    client
+}
+
+impl RawClient {
+    async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::binary(bytes)).await.unwrap();
+    }
+
+    /// The next binary message, decoded as a msgpack packet (pings answered).
+    async fn next_msgpack(&mut self) -> tidings_proto::packet::Packet {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("server went silent")
+                .expect("connection closed")
+                .unwrap();
+            if msg.as_text() == Some("2") {
+                self.send_text("3").await;
+                continue;
+            }
+            assert!(msg.is_binary(), "expected a binary message, got {msg:?}");
+            let bytes = tidings_proto::Bytes::copy_from_slice(&msg.into_payload());
+            return tidings_proto::msgpack::decode(&bytes).unwrap().0;
+        }
+    }
+}
+
+fn msgpack_server_config() -> ServerConfig {
+    support::interop_config()
+        .parser(tidings_server::Parser::Msgpack)
+        .build()
+        .unwrap()
+}
+
+/// `--parser msgpack`: a CONNECT in the default encoding gets a CONNECT_ERROR the client can
+/// read (text) naming both parsers; any other text packet closes the connection. Binary that
+/// is no msgpack packet closes it too. Each is counted.
+#[tokio::test]
+async fn msgpack_server_refuses_the_default_parser() {
+    use tidings_proto::msgpack;
+    use tidings_proto::packet::{Packet, PacketKind};
+    let server = support::start(support::interop_app(msgpack_server_config())).await;
+
+    let mut json = raw_ws(server.addr).await;
+    json.send_text("40").await;
+    assert_eq!(
+        json.next_text().await.as_deref(),
+        Some(
+            r#"44{"message":"parser mismatch: this server speaks socket.io-msgpack-parser, this client socket.io-parser"}"#
+        )
+    );
+    json.send_text(r#"42["echo","x"]"#).await;
+    json.closed().await;
+
+    let mut good = raw_ws(server.addr).await;
+    good.send_binary(msgpack::encode(&Packet::connect("/", None), &[]))
+        .await;
+    let reply = good.next_msgpack().await;
+    assert_eq!(reply.kind, PacketKind::Connect);
+    assert!(reply.data.as_ref().unwrap()["sid"].is_string(), "{reply:?}");
+    // The welcome event, then an echo round trip with binary inside.
+    assert_eq!(good.next_msgpack().await.event_name(), Some("welcome"));
+    let echo = Packet::event(
+        "/",
+        "echo",
+        vec![tidings_proto::packet::placeholder(0)],
+        None,
+        1,
+    );
+    good.send_binary(msgpack::encode(
+        &echo,
+        &[tidings_proto::Bytes::from_static(b"\x00\xff")],
+    ))
+    .await;
+    let back = good.next_msgpack().await;
+    assert_eq!(back.event_name(), Some("echo-back"));
+    assert_eq!(back.attachments, 1);
+
+    for garbage in [vec![1u8, 2, 3], b"\x82\xa4type\x09\xa3nsp\xa1/".to_vec()] {
+        let mut bad = raw_ws(server.addr).await;
+        bad.send_binary(garbage).await;
+        bad.closed().await;
+    }
+    assert_eq!(server.server.stats().protocol_errors, 4);
+}
+
+/// The default parser: a msgpack CONNECT gets a msgpack CONNECT_ERROR naming both parsers,
+/// and another msgpack packet closes the connection.
+#[tokio::test]
+async fn default_server_refuses_msgpack() {
+    use tidings_proto::msgpack;
+    use tidings_proto::packet::{Packet, PacketKind};
+    let server = interop(100_000).await;
+    let mut client = raw_ws(server.addr).await;
+    client
+        .send_binary(msgpack::encode(&Packet::connect("/", None), &[]))
+        .await;
+    let reply = client.next_msgpack().await;
+    assert_eq!(reply.kind, PacketKind::ConnectError);
+    assert_eq!(
+        reply.data.unwrap()["message"],
+        "parser mismatch: this server speaks socket.io-parser, this client socket.io-msgpack-parser"
+    );
+    let event = Packet::event("/", "echo", vec![], None, 0);
+    client.send_binary(msgpack::encode(&event, &[])).await;
+    client.closed().await;
+    assert_eq!(server.server.stats().protocol_errors, 2);
+}
+
 #[tokio::test]
 async fn oversized_websocket_message_is_closed_with_1009() {
     let server = interop(1_000).await;

@@ -21,6 +21,9 @@
 //! url = "redis://127.0.0.1:6379"
 //! prefix = "tidings:"
 //!
+//! [protocol]                    # what clients speak; flags win
+//! parser = "msgpack"            # "default" or "msgpack" (socket.io-msgpack-parser)
+//!
 //! [recovery]                    # Connection State Recovery (off by default)
 //! enabled = true
 //! max_disconnection_ms = 120000
@@ -62,7 +65,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use tidings_core::store::{Overflow, Retention};
 use tidings_server::queue::QueueDepthRule;
-use tidings_server::{AccessRule, Authenticator, Permissions, QueueConfig, RetentionRule};
+use tidings_server::{AccessRule, Authenticator, Parser, Permissions, QueueConfig, RetentionRule};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +80,8 @@ pub struct ConfigFile {
     redis: RedisSection,
     #[serde(default)]
     recovery: RecoverySection,
+    #[serde(default)]
+    protocol: ProtocolSection,
     #[serde(default)]
     limits: LimitsSection,
     #[serde(default)]
@@ -105,6 +110,13 @@ impl std::fmt::Debug for RedisSection {
             .field("prefix", &self.prefix)
             .finish()
     }
+}
+
+/// `[protocol]`: what clients speak; `--parser` wins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtocolSection {
+    parser: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,6 +359,15 @@ impl ConfigFile {
         &self.tls
     }
 
+    /// `[protocol] parser`, validated.
+    pub fn parser(&self) -> anyhow::Result<Option<Parser>> {
+        self.protocol
+            .parser
+            .as_deref()
+            .map(|name| name.parse().context("protocol.parser"))
+            .transpose()
+    }
+
     /// `[recovery] enabled`.
     pub fn recovery_enabled(&self) -> bool {
         self.recovery.enabled
@@ -574,6 +595,20 @@ max_queue_depth = 0",
                 .queue_depth_rules(None, Overflow::Reject)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn protocol_section() {
+        let file: ConfigFile = toml::from_str("[protocol]\nparser = \"msgpack\"").unwrap();
+        assert_eq!(file.parser().unwrap(), Some(Parser::Msgpack));
+        assert_eq!(ConfigFile::default().parser().unwrap(), None);
+        let bad: ConfigFile = toml::from_str("[protocol]\nparser = \"json\"").unwrap();
+        let e = format!("{:#}", bad.parser().unwrap_err());
+        assert!(
+            e.contains("protocol.parser") && e.contains("msgpack"),
+            "{e}"
+        );
+        assert!(toml::from_str::<ConfigFile>("[protocol]\nparsers = \"x\"").is_err());
     }
 
     #[test]

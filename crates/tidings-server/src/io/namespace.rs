@@ -16,6 +16,7 @@ use serde_json::Value;
 use tidings_core::cluster::{ClusterMessage, RemoteSocket, Target};
 use tidings_core::{Room, Sid};
 use tidings_proto::engine::Frame;
+use tidings_proto::parser::Parser;
 
 use super::event::{AckError, AckReply, EmitError, event_frames};
 use super::socket::{DisconnectReason, Socket};
@@ -79,6 +80,8 @@ pub(crate) struct NamespaceInner {
     recovery: Option<Arc<Recovery>>,
     /// The other nodes (empty on a single node).
     cluster: Arc<ClusterLink>,
+    /// The server's packet encoding: broadcasts are encoded once, in it.
+    pub(crate) parser: Parser,
     /// Created on demand (a dynamic namespace): removed from the server when its last user
     /// leaves. Static namespaces (`Server::of`) stay.
     pub(crate) on_demand: bool,
@@ -106,6 +109,7 @@ impl Namespace {
         name: &str,
         recovery: Option<Arc<Recovery>>,
         cluster: Arc<ClusterLink>,
+        parser: Parser,
         on_demand: bool,
     ) -> Namespace {
         Namespace {
@@ -118,6 +122,7 @@ impl Namespace {
                 next_ack_id: AtomicU64::new(0),
                 recovery,
                 cluster,
+                parser,
                 on_demand,
                 users: AtomicUsize::new(0),
             }),
@@ -394,7 +399,14 @@ impl BroadcastOperator {
             self.publish_to_cluster(&frames, Some(offset));
             return Ok(self.deliver_local(&frames, Some(offset)));
         }
-        let frames = event_frames(self.ns.name(), event, args, attachments, None)?;
+        let frames = event_frames(
+            self.ns.inner.parser,
+            self.ns.name(),
+            event,
+            args,
+            attachments,
+            None,
+        )?;
         self.publish_to_cluster(&frames, None);
         Ok(self.deliver_local(&frames, None))
     }
@@ -470,7 +482,14 @@ impl BroadcastOperator {
     ) -> Result<Vec<(Sid, Result<AckReply, AckError>)>, EmitError> {
         let args = vec![serde_json::to_value(data)?];
         let id = self.ns.next_ack_id();
-        let frames = event_frames(self.ns.name(), event, args, &[], Some(id))?;
+        let frames = event_frames(
+            self.ns.inner.parser,
+            self.ns.name(),
+            event,
+            args,
+            &[],
+            Some(id),
+        )?;
         let mut waiting = FuturesUnordered::new();
         let mut results = Vec::new();
         let mut asked = Vec::new();
