@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// (`socket.io-msgpack-parser`). Default [`Parser::Default`]. A packet in the other
     /// encoding closes its connection (logged at info, with a hint).
     pub parser: Parser,
+    /// Accept `socket.io-client` 2.x (Engine.IO v3 and the Socket.IO v4 protocol), like Node's
+    /// `allowEIO3`. Default false: such a client gets 400 `Unsupported protocol version`.
+    pub allow_eio3: bool,
 }
 
 /// Connection State Recovery: a client that lost its connection gets back its socket id, its
@@ -118,6 +121,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             ws_allowed_origins: engine.ws_allowed_origins,
             parser: Parser::Default,
+            allow_eio3: false,
         }
     }
 }
@@ -137,6 +141,7 @@ impl ServerConfig {
             cors: self.cors.clone(),
             ws_allowed_origins: self.ws_allowed_origins.clone(),
             body_timeout: self.limits.body_timeout,
+            allow_eio3: self.allow_eio3,
         }
     }
 
@@ -241,6 +246,11 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// See [`ServerConfig::allow_eio3`].
+    pub fn allow_eio3(mut self, yes: bool) -> Self {
+        self.config.allow_eio3 = yes;
+        self
+    }
     /// See [`ServerConfig::parser`].
     pub fn parser(mut self, parser: Parser) -> Self {
         self.config.parser = parser;

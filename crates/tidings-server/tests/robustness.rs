@@ -386,6 +386,188 @@ async fn bad_handshakes_get_engine_errors() {
     );
 }
 
+/// One raw HTTP/1.1 request; the status and the raw body bytes.
+async fn http_bytes(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response[split + 4..].to_vec())
+}
+
+/// Without `allow_eio3`, an Engine.IO v3 client gets the same 400 on both transports.
+#[tokio::test]
+async fn eio3_is_refused_without_the_flag() {
+    let server = interop(100_000).await;
+    let expected = r#"{"code":5,"message":"Unsupported protocol version"}"#;
+    let (status, body) = http(
+        server.addr,
+        "GET",
+        "/socket.io/?EIO=3&transport=polling",
+        b"",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (400, expected));
+    let uri = format!("ws://{}/socket.io/?EIO=3&transport=websocket", server.addr);
+    let refused = ClientBuilder::from_uri(uri.parse().unwrap())
+        .connect()
+        .await;
+    assert!(refused.is_err(), "a v3 WebSocket was accepted");
+}
+
+/// Engine.IO v3 long-polling at the byte level, as a browser's socket.io-client 2.x speaks it
+/// (binary payloads; the Node client asks for base64 and is tested in interop_v2.rs): the
+/// length-prefixed handshake with the implicit CONNECT to `/`, a client ping answered with a
+/// pong, a binary event in a binary payload echoed back in one.
+#[tokio::test]
+async fn eio3_polling_payloads() {
+    let config = support::interop_config().allow_eio3(true).build().unwrap();
+    let server = support::start(support::interop_app(config)).await;
+    let (status, body) = http_bytes(
+        server.addr,
+        "GET",
+        "/socket.io/?EIO=3&transport=polling&clientId=raw",
+        "text/plain",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    // `<len>:0{…}2:40<len>:42["welcome",…]`: the open packet, the CONNECT reply without data.
+    let (len, rest) = text.split_once(':').unwrap();
+    let open_len: usize = len.parse().unwrap();
+    let (open, rest) = rest.split_at(open_len);
+    assert!(open.starts_with("0{\"sid\":\""), "{text}");
+    assert!(rest.starts_with("2:40"), "{text}");
+    assert!(rest.contains(r#"42["welcome",{"sid":"#), "{text}");
+    assert!(rest.contains(r#""auth":{"clientId":"raw"}"#), "{text}");
+    let sid: Value = serde_json::from_str(&open[1..]).unwrap();
+    let path = format!(
+        "/socket.io/?EIO=3&transport=polling&sid={}",
+        sid["sid"].as_str().unwrap()
+    );
+
+    // The client pings; the server answers.
+    let (status, _) = http_bytes(server.addr, "POST", &path, "text/plain", b"1:2").await;
+    assert_eq!(status, 200);
+    let (_, body) = http_bytes(server.addr, "GET", &path, "text/plain", b"").await;
+    assert_eq!(body, b"1:3");
+
+    // A binary event as a binary payload: the header as text, the attachment as binary.
+    let header = br#"451-["echo",{"_placeholder":true,"num":0}]"#;
+    let mut post = vec![0u8];
+    post.extend(header.len().to_string().bytes().map(|d| d - b'0'));
+    post.push(255);
+    post.extend_from_slice(header);
+    post.extend_from_slice(&[1, 3, 255, 4, 0xbe, 0xef]);
+    let (status, _) = http_bytes(
+        server.addr,
+        "POST",
+        &path,
+        "application/octet-stream",
+        &post,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = http_bytes(server.addr, "GET", &path, "text/plain", b"").await;
+    let echo = br#"451-["echo-back",{"_placeholder":true,"num":0}]"#;
+    let mut expected = vec![0u8];
+    expected.extend(echo.len().to_string().bytes().map(|d| d - b'0'));
+    expected.push(255);
+    expected.extend_from_slice(echo);
+    expected.extend_from_slice(&[1, 3, 255, 4, 0xbe, 0xef]);
+    assert_eq!(body, expected);
+    // With b64=1 the same comes as text.
+    let (status, _) = http_bytes(
+        server.addr,
+        "POST",
+        &path,
+        "application/octet-stream",
+        &post,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = http_bytes(
+        server.addr,
+        "GET",
+        &format!("{path}&b64=1"),
+        "text/plain",
+        b"",
+    )
+    .await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.ends_with("6:b4vu8="), "{text}");
+    assert_eq!(server.server.stats().protocol_errors, 0);
+}
+
+/// In Engine.IO v3 the client pings: the server sends no ping, and closes a session whose
+/// client stays silent for ping interval + ping timeout.
+#[tokio::test]
+async fn eio3_silent_client_times_out() {
+    let config = support::interop_config()
+        .allow_eio3(true)
+        .ping_interval(Duration::from_millis(200))
+        .ping_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let server = support::start(support::interop_app(config)).await;
+    let uri = format!("ws://{}/socket.io/?EIO=3&transport=websocket", server.addr);
+    let (mut ws, _) = ClientBuilder::from_uri(uri.parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut texts = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no close");
+        match msg {
+            Some(Ok(msg)) if msg.is_close() => break,
+            Some(Ok(msg)) => texts.extend(msg.as_text().map(str::to_owned)),
+            _ => break,
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        texts.iter().all(|t| t != "2"),
+        "the server pinged: {texts:?}"
+    );
+    assert!(
+        texts.first().is_some_and(|t| t.starts_with("0{")),
+        "{texts:?}"
+    );
+    assert_eq!(texts.get(1).map(String::as_str), Some("40"));
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
+        "closed after {elapsed:?}"
+    );
+}
+
 /// A member that stops reading is disconnected with the reason `slow client` once its buffer
 /// is full; every other member receives every message of the broadcast, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,7 @@
 //!
 //! [protocol]                    # what clients speak; flags win
 //! parser = "msgpack"            # "default" or "msgpack" (socket.io-msgpack-parser)
+//! allow_eio3 = true             # also socket.io-client 2.x (off by default)
 //!
 //! [recovery]                    # Connection State Recovery (off by default)
 //! enabled = true
@@ -117,6 +118,8 @@ impl std::fmt::Debug for RedisSection {
 #[serde(deny_unknown_fields)]
 struct ProtocolSection {
     parser: Option<String>,
+    #[serde(default)]
+    allow_eio3: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -368,6 +371,11 @@ impl ConfigFile {
             .transpose()
     }
 
+    /// `[protocol] allow_eio3`.
+    pub fn allow_eio3(&self) -> bool {
+        self.protocol.allow_eio3
+    }
+
     /// `[recovery] enabled`.
     pub fn recovery_enabled(&self) -> bool {
         self.recovery.enabled
@@ -602,6 +610,9 @@ max_queue_depth = 0",
         let file: ConfigFile = toml::from_str("[protocol]\nparser = \"msgpack\"").unwrap();
         assert_eq!(file.parser().unwrap(), Some(Parser::Msgpack));
         assert_eq!(ConfigFile::default().parser().unwrap(), None);
+        assert!(!file.allow_eio3() && !ConfigFile::default().allow_eio3());
+        let eio3: ConfigFile = toml::from_str("[protocol]\nallow_eio3 = true").unwrap();
+        assert!(eio3.allow_eio3());
         let bad: ConfigFile = toml::from_str("[protocol]\nparser = \"json\"").unwrap();
         let e = format!("{:#}", bad.parser().unwrap_err());
         assert!(

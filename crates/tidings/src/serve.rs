@@ -140,6 +140,11 @@ pub struct ServeArgs {
     /// one is refused (logged at info, with a hint).
     #[arg(long, value_enum, env = "TIDINGS_PARSER")]
     parser: Option<ParserArg>,
+    /// Also accept socket.io-client 2.x (Engine.IO v3), like Node's `allowEIO3` [default:
+    /// off, or `[protocol] allow_eio3`]. Off, such a client gets 400 `Unsupported protocol
+    /// version`.
+    #[arg(long, env = "TIDINGS_ALLOW_EIO3")]
+    allow_eio3: bool,
     /// How long a disconnected session stays recoverable, in milliseconds.
     #[arg(long, env = "TIDINGS_RECOVERY_WINDOW_MS")]
     recovery_window_ms: Option<u64>,
@@ -300,9 +305,14 @@ fn config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<ServerConfig> {
     if parser != Parser::Default {
         tracing::info!(parser = %parser, "clients must speak {}", parser.npm_package());
     }
+    let allow_eio3 = args.allow_eio3 || file.allow_eio3();
+    if allow_eio3 {
+        tracing::info!("socket.io-client 2.x (Engine.IO v3) accepted");
+    }
     args.limits
         .server(file.limits(), builder)
         .parser(parser)
+        .allow_eio3(allow_eio3)
         .recovery(recovery)
         .path(args.path.clone())
         .max_payload(args.max_payload)

@@ -28,7 +28,7 @@ use tidings_proto::engine::{Frame, PacketType};
 pub use self::config::{CorsConfig, CorsOrigins, EngineConfig};
 pub use self::http::Body;
 use session::HeartbeatDue;
-pub use session::{CloseReason, Handshake, SendError, Session, TransportKind};
+pub use session::{CloseReason, EngineVersion, Handshake, SendError, Session, TransportKind};
 use tidings_core::clock::millis;
 
 /// Whatever the layer above attached to a request that must live as long as its connection
@@ -128,6 +128,15 @@ impl EngineShared {
         }
     }
 
+    /// Engine.IO v3: the client's next ping is due within ping interval + ping timeout.
+    pub(crate) fn await_client_ping(&self, session: &Session) {
+        let deadline = self.now_ms().saturating_add(
+            millis(self.config.ping_interval).saturating_add(millis(self.config.ping_timeout)),
+        );
+        session.heartbeat.ping_sent(deadline);
+        self.schedule_heartbeat(deadline, session.sid());
+    }
+
     pub(crate) fn count_slow_request(&self) {
         self.stats.slow_requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -212,8 +221,13 @@ impl Engine {
 
     /// Creates a session, registers it, hands it to the handler and starts its heartbeat.
     /// The open packet is queued as the session's first frame.
-    fn open_session(&self, transport: TransportKind, handshake: Handshake) -> Arc<Session> {
-        let session = Session::new(transport, handshake, self.shared.clone());
+    fn open_session(
+        &self,
+        transport: TransportKind,
+        handshake: Handshake,
+        version: EngineVersion,
+    ) -> Arc<Session> {
+        let session = Session::new(transport, handshake, self.shared.clone(), version);
         self.shared
             .sessions
             .lock()
@@ -245,8 +259,14 @@ impl Engine {
         if !self.shared.sweeper_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(heartbeat_sweeper(Arc::downgrade(&self.shared)));
         }
-        self.shared
-            .schedule_heartbeat(session.heartbeat.next_ping(), session.sid());
+        match version {
+            EngineVersion::V4 => self
+                .shared
+                .schedule_heartbeat(session.heartbeat.next_ping(), session.sid()),
+            // In v3 the client pings: the session waits for a ping, at most interval +
+            // timeout, from now and after each one (as Node's engine.io does for v3).
+            EngineVersion::V3 => self.shared.await_client_ping(&session),
+        }
         session
     }
 
@@ -342,6 +362,13 @@ pub(crate) fn on_text_packet(
             }
             !session.is_closed()
         }
+        // v3: the client pings, the server answers and waits for the next one.
+        TextPacket::Ping(data) if session.version() == EngineVersion::V3 => {
+            session.shared.await_client_ping(session);
+            let _ = session.send(Frame::text(PacketType::Pong, data));
+            true
+        }
+        TextPacket::Pong(_) if session.version() == EngineVersion::V3 => true,
         TextPacket::Pong(_) => {
             let shared = &session.shared;
             if let Some(next_ping) = session

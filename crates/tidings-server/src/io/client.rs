@@ -14,8 +14,9 @@ use tidings_proto::parser::Parser;
 use super::event::{AckReply, AckSender, Event};
 use super::namespace::{ConnectRequest, Namespace};
 use super::socket::{DisconnectReason, RecoveryState, Socket, SocketLimits, SocketSetup};
+use super::v2;
 use crate::command::{self, Command, Family};
-use crate::engine::{CloseReason, Handshake, Inbound, Session, SessionHandler};
+use crate::engine::{CloseReason, EngineVersion, Handshake, Inbound, Session, SessionHandler};
 use crate::recovery::{self, Recovery, Restored};
 use crate::server::{NamespaceLease, NamespaceRefused, ServerInner};
 use tidings_core::Sid;
@@ -85,11 +86,31 @@ impl Client {
             }
         });
         *client.connect_timer.lock() = Some(timer.abort_handle());
+        if client.is_v2() {
+            // socket.io-client 2.x never sends a CONNECT for the default namespace.
+            let auth = v2::query_auth(&client.handshake.query);
+            let _dispatching = client.dispatch_lock.lock();
+            client.connect(Packet::connect("/", Some(auth)));
+        }
         client
     }
 
     fn parser(&self) -> Parser {
         self.server.config.parser
+    }
+
+    /// A `socket.io-client` 2.x connection (Engine.IO v3): see [`super::v2`].
+    fn is_v2(&self) -> bool {
+        self.session.version() == EngineVersion::V3
+    }
+
+    /// The packet refusing a CONNECT to `namespace`, in the client's protocol.
+    fn connect_error(&self, namespace: &str, message: &str, data: Option<Value>) -> Packet {
+        if self.is_v2() {
+            v2::connect_error(namespace, message, data)
+        } else {
+            Packet::connect_error(namespace, message, data)
+        }
     }
 
     /// Closes the connection over a packet it should not have sent: counted, and logged at
@@ -340,12 +361,16 @@ impl Client {
         }
         let body = tidings_core::ErrorBody::new(tidings_core::ErrorCode::LimitExceeded, &message);
         let data = serde_json::to_value(&body).ok();
-        let reply = Packet::connect_error(name, &message, data);
+        let reply = self.connect_error(name, &message, data);
         let _ = self.session.send(self.parser().frame(&reply, &[]));
     }
 
     fn connect(&self, packet: Packet) {
-        let name = packet.namespace;
+        let (name, data) = match packet.namespace.split_once('?') {
+            // A v2 client's query, in place of the auth payload it cannot send.
+            Some((name, query)) if self.is_v2() => (name.to_owned(), Some(v2::query_auth(query))),
+            _ => (packet.namespace, packet.data),
+        };
         let joined = self.sockets.lock().contains_key(name.as_str());
         if joined || self.connecting.lock().contains(&name) {
             tracing::debug!(sid = %self.session.sid(), ns = %name, "duplicate connect ignored");
@@ -365,7 +390,7 @@ impl Client {
         let lease = match self.server.namespace_for(&name) {
             Ok(lease) => lease,
             Err(NamespaceRefused::Invalid) => {
-                let reply = Packet::connect_error(&name, "Invalid namespace", None);
+                let reply = self.connect_error(&name, "Invalid namespace", None);
                 let _ = self.session.send(self.parser().frame(&reply, &[]));
                 return;
             }
@@ -379,9 +404,7 @@ impl Client {
         let ns = lease.namespace().clone();
         // Dispatch is serial per client (the dispatch lock), so nobody inserted it meanwhile.
         self.connecting.lock().insert(name.clone());
-        let mut auth = packet
-            .data
-            .unwrap_or_else(|| Value::Object(Default::default()));
+        let mut auth = data.unwrap_or_else(|| Value::Object(Default::default()));
         // Connection State Recovery: `pid`/`offset` are the protocol's, taken out of the auth
         // payload before anything of the application sees it.
         let claim = ns.recovery().and_then(|_| Recovery::claim(&mut auth));
@@ -389,7 +412,7 @@ impl Client {
             Ok(admission) => admission,
             Err(e) => {
                 self.connecting.lock().remove(&name);
-                let reply = Packet::connect_error(&name, &e.message, e.data);
+                let reply = self.connect_error(&name, &e.message, e.data);
                 let _ = self.session.send(self.parser().frame(&reply, &[]));
                 return;
             }
@@ -423,7 +446,7 @@ impl Client {
                 if let Err(e) = middleware(request.clone()).await {
                     me.connecting.lock().remove(&name);
                     tracing::debug!(sid = %me.session.sid(), ns = %name, reason = %e.message, "connect refused");
-                    let reply = Packet::connect_error(&name, &e.message, e.data);
+                    let reply = me.connect_error(&name, &e.message, e.data);
                     let _ = me.session.send(me.parser().frame(&reply, &[]));
                     return;
                 }
@@ -567,7 +590,9 @@ impl Client {
         if let Some(pid) = socket.pid() {
             data.insert("pid".to_owned(), Value::String(pid.to_string()));
         }
-        let reply = Packet::connect(name, Some(Value::Object(data)));
+        // A v2 client expects a CONNECT reply without data.
+        let data = (!self.is_v2()).then_some(Value::Object(data));
+        let reply = Packet::connect(name, data);
         if self.session.send(self.parser().frame(&reply, &[])).is_err()
             || self.session.is_closed()
             || socket.release_held(&replayed).is_err()
