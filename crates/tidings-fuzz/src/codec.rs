@@ -63,6 +63,38 @@ pub fn decode_msgpack(data: &[u8]) {
     }
 }
 
+/// Decodes the input as an Engine.IO v3 polling body (text or binary payload): a body that
+/// decodes must, re-encoded as either payload kind, decode to the same packets.
+///
+/// # Panics
+///
+/// When a property breaks.
+pub fn decode_eio3(data: &[u8]) {
+    let Ok(items) = tidings_proto::eio3::decode_payload(data) else {
+        return;
+    };
+    let frames: Vec<Frame> = items
+        .iter()
+        .map(|item| match item {
+            PayloadItem::Text(text) => text.to_frame(),
+            PayloadItem::Binary(bytes) => Frame::binary(bytes.clone().into()),
+        })
+        .collect();
+    for supports_binary in [false, true] {
+        let mut body = Vec::new();
+        tidings_proto::eio3::encode_payload(&frames, supports_binary, &mut body);
+        if frames.is_empty() {
+            continue;
+        }
+        let again = tidings_proto::eio3::decode_payload(&body);
+        assert_eq!(
+            again.as_ref(),
+            Ok(&items),
+            "{data:x?} -> {body:x?} (binary: {supports_binary})"
+        );
+    }
+}
+
 /// Decodes the input as one Engine.IO text packet (a WebSocket text frame) and as a long-polling
 /// request body. A packet that decodes must survive `to_frame` and decode to itself, keeping its
 /// data; a body whose parts all decode must survive [`engine::encode_payload`] and decode to the

@@ -43,6 +43,11 @@ fn decode_msgpack_corpus() {
 }
 
 #[test]
+fn decode_eio3_corpus() {
+    replay("decode_eio3", tidings_fuzz::decode_eio3);
+}
+
+#[test]
 fn decode_engine_corpus() {
     replay("decode_engine", tidings_fuzz::decode_engine);
 }
@@ -83,6 +88,7 @@ fn every_target_has_a_replay_test() {
         "decode_packet",
         "decode_engine",
         "decode_msgpack",
+        "decode_eio3",
         "decode_ws",
         "wire_payloads",
         "config_file",
