@@ -262,6 +262,27 @@ proptest! {
     }
 
     #[test]
+    fn eio3_payload_round_trip(frames in prop::collection::vec(frame(), 1..20), binary in any::<bool>()) {
+        let mut body = Vec::new();
+        tidings_proto::eio3::encode_payload(&frames, binary, &mut body);
+        let decoded: Result<Vec<Frame>, _> = tidings_proto::eio3::decode_payload(&body).map(|items| {
+            items
+                .into_iter()
+                .map(|item| match item {
+                    PayloadItem::Text(packet) => packet.to_frame(),
+                    PayloadItem::Binary(data) => Frame::binary(Bytes::from(data)),
+                })
+                .collect()
+        });
+        prop_assert_eq!(decoded, Ok(frames));
+    }
+
+    #[test]
+    fn eio3_decoder_never_panics(input in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = tidings_proto::eio3::decode_payload(&input);
+    }
+
+    #[test]
     fn decoders_never_panic(input in any::<String>()) {
         if let Ok(packet) = Packet::decode(&input) {
             prop_assert_eq!(Packet::decode(&packet.encode()), Ok(packet));
