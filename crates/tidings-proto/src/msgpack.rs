@@ -20,6 +20,9 @@
 //! - `fixext 8` type 0 (a `Date`) — its ISO 8601 string (`2026-12-06T10:00:00.000Z`);
 //! - any other extension — `[type, <binary>]`, as notepack decodes it.
 //!
+//! A packet's `data` of nil counts as absent: python-socketio's msgpack serializer writes a
+//! CONNECT without auth and every DISCONNECT that way.
+//!
 //! Map keys that are numbers, booleans or nil become strings, as they would as JavaScript
 //! object keys. Nesting is limited to [`MAX_DEPTH`] levels (serde_json's own limit), and no
 //! allocation is sized by a length the input announces before those bytes are present.
@@ -125,7 +128,8 @@ pub fn decode(message: &Bytes) -> Result<(Packet, Vec<Bytes>), MsgpackError> {
             "type" => kind = value,
             "nsp" => namespace = value,
             "id" => id = value,
-            "data" => data = value,
+            // python-socketio writes an absent payload (`None`) as nil.
+            "data" => data = value.filter(|v| !v.is_null()),
             _ => {}
         }
     }
@@ -802,6 +806,18 @@ mod tests {
         ok.extend(std::iter::repeat_n(0x91u8, MAX_DEPTH - 3));
         ok.push(0xc0);
         assert!(decode_bytes(&ok).is_ok());
+    }
+
+    #[test]
+    fn nil_data_is_absent_as_python_socketio_writes_it() {
+        // python-socketio: {'type': 1, 'data': None, 'nsp': '/'} and a CONNECT without auth.
+        let disconnect = b"\x83\xa4type\x01\xa4data\xc0\xa3nsp\xa1/";
+        assert_eq!(decode_bytes(disconnect).unwrap().0, Packet::disconnect("/"));
+        let connect = b"\x83\xa4type\x00\xa4data\xc0\xa3nsp\xa2/a";
+        assert_eq!(
+            decode_bytes(connect).unwrap().0,
+            Packet::connect("/a", None)
+        );
     }
 
     #[test]

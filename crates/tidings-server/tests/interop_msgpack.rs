@@ -114,3 +114,63 @@ async fn msgpack_client_refused_by_default_server_websocket() {
 async fn msgpack_client_refused_by_default_server_polling() {
     mismatch(Parser::Default, "polling").await
 }
+
+async fn run_msgpack_py(script: &str, transport: &str) {
+    let server = support::start(support::interop_app(msgpack_config())).await;
+    let path = support::repo_root().join("tests/clients/py").join(script);
+    let envs = [("TRANSPORT", transport), ("PARSER", "msgpack")];
+    support::run_script(&support::python(), path, &server.url(), &envs).await;
+    let stats = server.server.stats();
+    assert_eq!(stats.protocol_errors, 0, "{stats:?}");
+}
+
+/// python-socketio's msgpack serializer (`socketio.Client(serializer="msgpack")`) speaks the
+/// same encoding: the Python scenarios against the msgpack server.
+macro_rules! msgpack_py_scenarios {
+    ($($name:ident => $script:literal),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn websocket() { super::run_msgpack_py($script, "websocket").await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn polling() { super::run_msgpack_py($script, "polling").await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn upgrade() { super::run_msgpack_py($script, "upgrade").await }
+            }
+        )*
+    };
+}
+
+msgpack_py_scenarios! {
+    py_connect => "connect.py",
+    py_events => "events.py",
+    py_rooms => "rooms.py",
+}
+
+/// Durable topics with python-socketio's msgpack serializer.
+mod py_queue_basics {
+    use super::queue_support::{self, Profile};
+
+    async fn run(transport: &str) {
+        let server = queue_support::start_with(Profile::Long, super::msgpack_config()).await;
+        let path = super::support::repo_root().join("tests/clients/py/queue_basics.py");
+        server
+            .run_with(
+                &super::support::python(),
+                path,
+                transport,
+                &[("PARSER", "msgpack")],
+            )
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn websocket() {
+        run("websocket").await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn polling() {
+        run("polling").await
+    }
+}
