@@ -146,6 +146,18 @@ async fn route(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr)
     let version = match query.eio {
         Some("4") => EngineVersion::V4,
         Some("3") if config.allow_eio3 => EngineVersion::V3,
+        Some("3") => {
+            if !engine
+                .shared
+                .refused_eio3
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!(
+                    "refused a socket.io-client 2.x (Engine.IO v3) with 400 Unsupported protocol                      version: start the server with --allow-eio3 (TIDINGS_ALLOW_EIO3;                      ServerConfig::allow_eio3 in the library) to accept them. Logged once"
+                );
+            }
+            return EngineError::UnsupportedProtocolVersion.response();
+        }
         _ => return EngineError::UnsupportedProtocolVersion.response(),
     };
     let transport = match query.transport {

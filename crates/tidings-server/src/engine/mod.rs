@@ -103,6 +103,8 @@ pub(crate) struct EngineShared {
     sweeper_wake: Arc<tokio::sync::Notify>,
     /// Browser origins whose CORS request was refused, each logged once.
     pub(crate) refused_origins: http::RefusedOrigins,
+    /// An Engine.IO v3 client was refused (logged once, with the option that accepts them).
+    pub(crate) refused_eio3: AtomicBool,
 }
 
 impl EngineShared {
@@ -177,6 +179,7 @@ impl Engine {
                 sweeper_until: AtomicU64::new(u64::MAX),
                 sweeper_wake: Arc::new(tokio::sync::Notify::new()),
                 refused_origins: http::RefusedOrigins::default(),
+                refused_eio3: AtomicBool::new(false),
             }),
         }
     }
