@@ -89,8 +89,9 @@ pub struct LoggedPacket {
     pub rooms: Vec<Room>,
     /// Rooms whose members were left out (a socket's own room when it broadcast to others).
     pub except: Vec<Room>,
-    /// The Socket.IO packet text exactly as sent, e.g. `2["news","hi","7001"]` (no Engine.IO
-    /// type digit).
+    /// The Socket.IO packet exactly as sent: its text, e.g. `2["news","hi","7001"]` (no
+    /// Engine.IO type digit), or with the msgpack parser its binary message (which holds its
+    /// binary values; `attachments` is then empty).
     pub packet: Bytes,
     /// The binary attachments that follow the packet, in order.
     pub attachments: Vec<Bytes>,

@@ -2,6 +2,7 @@
 
 use tidings_proto::engine::{self, Frame, PayloadItem};
 use tidings_proto::packet::Packet;
+use tidings_proto::{Bytes, msgpack};
 
 /// Decodes the input as a Socket.IO packet (the text after the Engine.IO `4`); a packet that
 /// decodes must encode to text that decodes to the same packet, that text must be stable under
@@ -31,6 +32,67 @@ pub fn decode_packet(data: &[u8]) {
         Some(encoded.as_str()),
         "to_frame of {input:?}"
     );
+}
+
+/// Decodes the input as a `socket.io-msgpack-parser` packet (one binary message): a packet
+/// that decodes must encode to bytes that decode to the same packet and attachments, and that
+/// encoding must be stable under another round.
+///
+/// # Panics
+///
+/// When a property breaks.
+pub fn decode_msgpack(data: &[u8]) {
+    let input = Bytes::copy_from_slice(data);
+    let Ok((packet, attachments)) = msgpack::decode(&input) else {
+        return;
+    };
+    assert_eq!(packet.attachments, attachments.len(), "{data:x?}");
+    let encoded = Bytes::from(msgpack::encode(&packet, &attachments));
+    let again = msgpack::decode(&encoded);
+    assert_eq!(
+        again.as_ref(),
+        Ok(&(packet.clone(), attachments.clone())),
+        "{data:x?} -> {encoded:x?}"
+    );
+    if let Ok((again, again_attachments)) = again {
+        assert_eq!(
+            msgpack::encode(&again, &again_attachments),
+            encoded,
+            "encoding of {data:x?} is not stable"
+        );
+    }
+}
+
+/// Decodes the input as an Engine.IO v3 polling body (text or binary payload): a body that
+/// decodes must, re-encoded as either payload kind, decode to the same packets.
+///
+/// # Panics
+///
+/// When a property breaks.
+pub fn decode_eio3(data: &[u8]) {
+    let Ok(items) = tidings_proto::eio3::decode_payload(data) else {
+        return;
+    };
+    let frames: Vec<Frame> = items
+        .iter()
+        .map(|item| match item {
+            PayloadItem::Text(text) => text.to_frame(),
+            PayloadItem::Binary(bytes) => Frame::binary(bytes.clone().into()),
+        })
+        .collect();
+    for supports_binary in [false, true] {
+        let mut body = Vec::new();
+        tidings_proto::eio3::encode_payload(&frames, supports_binary, &mut body);
+        if frames.is_empty() {
+            continue;
+        }
+        let again = tidings_proto::eio3::decode_payload(&body);
+        assert_eq!(
+            again.as_ref(),
+            Ok(&items),
+            "{data:x?} -> {body:x?} (binary: {supports_binary})"
+        );
+    }
 }
 
 /// Decodes the input as one Engine.IO text packet (a WebSocket text frame) and as a long-polling

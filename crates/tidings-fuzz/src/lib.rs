@@ -13,6 +13,8 @@
 //! | target | input | property |
 //! |---|---|---|
 //! | [`decode_packet`] | a Socket.IO packet | `decode(encode(p)) == p`, and the encoding is stable |
+//! | [`decode_msgpack`] | a `socket.io-msgpack-parser` packet | `decode(encode(p)) == p` with its attachments, and the encoding is stable |
+//! | [`decode_eio3`] | an Engine.IO v3 polling body | re-encoded as text or binary payload, it decodes to the same packets |
 //! | [`decode_engine`] | an Engine.IO packet / a polling body | decode → encode → decode is stable |
 //! | [`decode_ws`] | bytes a client sends on a WebSocket | the same messages in any chunking, within the limits, each re-encoded frame decodes to itself |
 //! | [`wire_payloads`] | a built-in event's JSON payload | the handler's parse is deterministic, its result re-parses to itself, errors are `bad_request` |
@@ -29,7 +31,7 @@ mod store;
 mod wire;
 mod ws;
 
-pub use codec::{decode_engine, decode_packet};
+pub use codec::{decode_eio3, decode_engine, decode_msgpack, decode_packet};
 pub use config::config_file;
 pub use journal::journal_crash;
 pub use store::{Files, store_crash, store_crash_in};
@@ -43,6 +45,8 @@ pub type Check = fn(&[u8]);
 pub const TARGETS: &[(&str, Check)] = &[
     ("decode_packet", decode_packet),
     ("decode_engine", decode_engine),
+    ("decode_msgpack", decode_msgpack),
+    ("decode_eio3", decode_eio3),
     ("decode_ws", decode_ws),
     ("wire_payloads", wire_payloads),
     ("config_file", config_file),

@@ -38,6 +38,16 @@ fn decode_packet_corpus() {
 }
 
 #[test]
+fn decode_msgpack_corpus() {
+    replay("decode_msgpack", tidings_fuzz::decode_msgpack);
+}
+
+#[test]
+fn decode_eio3_corpus() {
+    replay("decode_eio3", tidings_fuzz::decode_eio3);
+}
+
+#[test]
 fn decode_engine_corpus() {
     replay("decode_engine", tidings_fuzz::decode_engine);
 }
@@ -77,6 +87,8 @@ fn every_target_has_a_replay_test() {
     let tested = [
         "decode_packet",
         "decode_engine",
+        "decode_msgpack",
+        "decode_eio3",
         "decode_ws",
         "wire_payloads",
         "config_file",

@@ -351,6 +351,10 @@ pub enum EngineDecodeError {
     /// A `b` part of a polling body was not valid base64.
     #[error("invalid base64 in binary packet")]
     InvalidBase64,
+    /// An Engine.IO v3 payload whose framing is broken (a length missing, not a number, or
+    /// longer than the body; see [`crate::eio3`]).
+    #[error("invalid payload framing")]
+    InvalidPayload,
 }
 
 #[cfg(test)]

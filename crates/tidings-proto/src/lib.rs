@@ -7,6 +7,10 @@
 //!   HTTP long-polling payload (packets joined by `0x1e`, binary as `b` + base64).
 //! - [`packet`] — Socket.IO v5: `<kind>[<attachments>-][<nsp>,][<id>][<json>]`, validated the way
 //!   the JavaScript `socket.io-parser` validates it, and encoded byte for byte as it encodes.
+//! - [`eio3`] — Engine.IO v3's long-polling payloads, for `socket.io-client` 2.x.
+//! - [`msgpack`] — the `socket.io-msgpack-parser` encoding of the same packets (one binary
+//!   message of MessagePack per packet), and [`parser::Parser`], which of the two a server
+//!   speaks.
 //! - [`ws`] — RFC 6455 WebSocket framing, server side, which carries Engine.IO's WebSocket
 //!   transport.
 //!
@@ -34,8 +38,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod eio3;
 pub mod engine;
+pub mod msgpack;
 pub mod packet;
+pub mod parser;
 pub mod ws;
 
 pub use bytes::Bytes;

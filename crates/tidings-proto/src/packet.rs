@@ -139,7 +139,10 @@ impl Packet {
     /// - `ConnectError`: a string or an object;
     /// - `Event`, `BinaryEvent`: a non-empty array whose first element is a number or a string
     ///   not in [`RESERVED_EVENTS`];
-    /// - `Ack`, `BinaryAck`: an array, and an id is required.
+    /// - `Ack`: an id is required, and the data is absent or an array: `3123` acknowledges with
+    ///   no arguments, which Node's `socket.io-parser` accepts (it checks the payload only when
+    ///   there is one) and its server hands to the ack callback as no arguments;
+    /// - `BinaryAck`: an id and an array (its placeholders must match the attachments).
     ///
     /// Binary kinds require `N-` with `1 <= N <=` [`MAX_ATTACHMENTS`], and their placeholders must
     /// number exactly `0..N` (see [`validate_placeholders`]); other kinds must not carry `N-`.
@@ -401,7 +404,8 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-fn validate_payload(
+/// The payload rules of [`Packet::decode`], shared by [`crate::msgpack::decode`].
+pub(crate) fn validate_payload(
     kind: PacketKind,
     id: Option<u64>,
     data: Option<&Value>,
@@ -422,7 +426,13 @@ fn validate_payload(
             if id.is_none() {
                 return Err(DecodeError::MissingId);
             }
-            matches!(data, Some(Value::Array(_)))
+            match data {
+                Some(Value::Array(_)) => true,
+                // `3123`: an ack without arguments, as Node's parser accepts it. A binary ack
+                // announces attachments, so it needs the array that places them.
+                None => kind == PacketKind::Ack,
+                Some(_) => false,
+            }
         }
     };
     if valid {
@@ -736,6 +746,28 @@ mod tests {
     }
 
     #[test]
+    fn decodes_an_ack_without_arguments() {
+        // Node's socket.io-parser validates the payload only when there is one, so `3123` is
+        // an ack with no arguments (issue 18, part 5).
+        for (input, namespace, id) in [("3123", "/", 123), ("3/custom,7", "/custom", 7)] {
+            let packet = decode(input).unwrap();
+            assert_eq!(
+                (
+                    packet.kind,
+                    packet.namespace.as_str(),
+                    packet.id,
+                    &packet.data
+                ),
+                (PacketKind::Ack, namespace, Some(id), &None),
+                "{input}"
+            );
+            assert_eq!(packet.encode(), input);
+        }
+        assert_eq!(decode("3"), Err(DecodeError::MissingId));
+        assert_eq!(decode("3/custom,"), Err(DecodeError::MissingId));
+    }
+
+    #[test]
     fn decodes_binary_packets() {
         let input = r#"451-["message-back",{"_placeholder":true,"num":0}]"#;
         assert_eq!(input.as_bytes()[0], b'4', "the engine.io prefix");
@@ -785,7 +817,7 @@ mod tests {
             ("1/custom,{}", InvalidPayload),
             ("3[]", MissingId),
             ("3/a,[]", MissingId),
-            ("31", InvalidPayload),
+            ("61-5", InvalidPayload),
             ("31{}", InvalidPayload),
             ("4", InvalidPayload),
             ("4[]", InvalidPayload),

@@ -1,12 +1,13 @@
-//! Property tests: every valid packet survives `decode(encode(p))`, polling payloads survive
+//! Property tests: every valid packet survives `decode(encode(p))` (in both parsers' encodings),
+//! polling payloads survive
 //! `decode_payload(encode_payload(frames))`, and no input makes a decoder panic.
 #![allow(missing_docs)]
 
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
-use tidings_proto::Bytes;
 use tidings_proto::engine::{self, Frame, PacketType, PayloadItem};
 use tidings_proto::packet::{self, Packet, PacketKind, RESERVED_EVENTS, placeholder};
+use tidings_proto::{Bytes, msgpack};
 
 /// Strings with quotes, backslashes, control characters and non-ASCII mixed in.
 fn text() -> impl Strategy<Value = String> {
@@ -84,6 +85,29 @@ fn with_placeholders(mut args: Vec<Value>, count: usize, spots: &[(usize, u8)]) 
         args.insert(at, value);
     }
     args
+}
+
+/// `value` with every placeholder replaced by `{"$bytes": [...]}` of its attachment.
+fn resolve(value: &Value, attachments: &[Bytes]) -> Value {
+    match value {
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| resolve(v, attachments)).collect())
+        }
+        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
+            let bytes = map
+                .get("num")
+                .and_then(Value::as_u64)
+                .and_then(|n| attachments.get(n as usize))
+                .map(|b| b.to_vec());
+            serde_json::json!({ "$bytes": bytes })
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), resolve(v, attachments)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 fn args() -> impl Strategy<Value = Vec<Value>> {
@@ -194,6 +218,35 @@ proptest! {
     }
 
     #[test]
+    fn msgpack_round_trip(packet in packet()) {
+        let attachments: Vec<Bytes> = (0..packet.attachments)
+            .map(|i| Bytes::from(vec![i as u8; i % 3 + 1]))
+            .collect();
+        let wire = msgpack::encode(&packet, &attachments);
+        let decoded = msgpack::decode(&Bytes::from(wire.clone()));
+        let (decoded, got) = decoded.map_err(|e| TestCaseError::fail(format!("{e}: {packet:?}")))?;
+        prop_assert_eq!(
+            (decoded.kind, &decoded.namespace, decoded.id, decoded.attachments),
+            (packet.kind, &packet.namespace, packet.id, packet.attachments)
+        );
+        // msgpack carries binary in place: placeholders come back numbered depth-first, so
+        // compare what each one stands for.
+        prop_assert_eq!(
+            decoded.data.as_ref().map(|d| resolve(d, &got)),
+            packet.data.as_ref().map(|d| resolve(d, &attachments))
+        );
+        prop_assert_eq!(msgpack::encode(&decoded, &got), wire);
+    }
+
+    #[test]
+    fn msgpack_decoder_never_panics(input in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok((packet, attachments)) = msgpack::decode(&Bytes::from(input)) {
+            let wire = Bytes::from(msgpack::encode(&packet, &attachments));
+            prop_assert_eq!(msgpack::decode(&wire), Ok((packet, attachments)));
+        }
+    }
+
+    #[test]
     fn payload_round_trip(frames in prop::collection::vec(frame(), 1..20)) {
         let mut body = Vec::new();
         engine::encode_payload(&frames, &mut body);
@@ -206,6 +259,27 @@ proptest! {
             }))
             .collect();
         prop_assert_eq!(decoded, Ok(frames));
+    }
+
+    #[test]
+    fn eio3_payload_round_trip(frames in prop::collection::vec(frame(), 1..20), binary in any::<bool>()) {
+        let mut body = Vec::new();
+        tidings_proto::eio3::encode_payload(&frames, binary, &mut body);
+        let decoded: Result<Vec<Frame>, _> = tidings_proto::eio3::decode_payload(&body).map(|items| {
+            items
+                .into_iter()
+                .map(|item| match item {
+                    PayloadItem::Text(packet) => packet.to_frame(),
+                    PayloadItem::Binary(data) => Frame::binary(Bytes::from(data)),
+                })
+                .collect()
+        });
+        prop_assert_eq!(decoded, Ok(frames));
+    }
+
+    #[test]
+    fn eio3_decoder_never_panics(input in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = tidings_proto::eio3::decode_payload(&input);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::auth::Authenticator;
 use crate::engine::EngineConfig;
 pub use crate::engine::{CorsConfig, CorsOrigins};
 use crate::limits::Limits;
+pub use tidings_proto::parser::Parser;
 
 /// The configuration of a [`crate::Server`].
 ///
@@ -55,6 +56,14 @@ pub struct ServerConfig {
     pub ws_allowed_origins: Option<Vec<String>>,
     /// What `GET /metrics` exposes (on by default). See [`crate::metrics`].
     pub metrics: crate::metrics::MetricsConfig,
+    /// The packet encoding every client of this server speaks (Node's `parser` option):
+    /// [`Parser::Default`] (`socket.io-parser`) or [`Parser::Msgpack`]
+    /// (`socket.io-msgpack-parser`). Default [`Parser::Default`]. A packet in the other
+    /// encoding closes its connection (logged at info, with a hint).
+    pub parser: Parser,
+    /// Accept `socket.io-client` 2.x (Engine.IO v3 and the Socket.IO v4 protocol), like Node's
+    /// `allowEIO3`. Default false: such a client gets 400 `Unsupported protocol version`.
+    pub allow_eio3: bool,
 }
 
 /// Connection State Recovery: a client that lost its connection gets back its socket id, its
@@ -114,6 +123,8 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             ws_allowed_origins: engine.ws_allowed_origins,
             metrics: crate::metrics::MetricsConfig::default(),
+            parser: Parser::Default,
+            allow_eio3: false,
         }
     }
 }
@@ -133,6 +144,7 @@ impl ServerConfig {
             cors: self.cors.clone(),
             ws_allowed_origins: self.ws_allowed_origins.clone(),
             body_timeout: self.limits.body_timeout,
+            allow_eio3: self.allow_eio3,
         }
     }
 
@@ -240,6 +252,17 @@ impl ServerConfigBuilder {
     /// See [`ServerConfig::ws_allowed_origins`].
     pub fn ws_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
         self.config.ws_allowed_origins = origins;
+        self
+    }
+
+    /// See [`ServerConfig::allow_eio3`].
+    pub fn allow_eio3(mut self, yes: bool) -> Self {
+        self.config.allow_eio3 = yes;
+        self
+    }
+    /// See [`ServerConfig::parser`].
+    pub fn parser(mut self, parser: Parser) -> Self {
+        self.config.parser = parser;
         self
     }
 

@@ -31,7 +31,7 @@ pub mod tls;
 pub use admin_ui::{AdminAuth, AdminUiConfig, AdminUiError};
 pub use auth::{AccessRule, Action, AuthError, Authenticator, KeyError, Permissions, Principal};
 pub use config::{
-    ConfigError, CorsConfig, CorsOrigins, RecoveryConfig, ServerConfig, ServerConfigBuilder,
+    ConfigError, CorsConfig, CorsOrigins, Parser, RecoveryConfig, ServerConfig, ServerConfigBuilder,
 };
 pub use io::{
     AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,

@@ -39,6 +39,8 @@ use tidings_core::session_log::{
 };
 use tidings_core::store::Millis;
 use tidings_proto::engine::Frame;
+use tidings_proto::msgpack;
+use tidings_proto::parser::Parser;
 
 use crate::cluster::ClusterLink;
 use crate::config::RecoveryConfig;
@@ -184,6 +186,8 @@ pub(crate) struct Restored {
 pub(crate) struct Recovery {
     pub(crate) log: Arc<dyn SessionLog>,
     pub(crate) config: RecoveryConfig,
+    /// The server's packet encoding: packets are logged as they were sent.
+    parser: Parser,
     live: Mutex<HashMap<Arc<str>, Socket>>,
     /// The outcomes of recovery attempts (CONNECTs with a pid), in `ServerStats`.
     pub(crate) outcomes: Outcomes,
@@ -234,10 +238,15 @@ pub(crate) fn is_recoverable(reason: DisconnectReason) -> bool {
 }
 
 impl Recovery {
-    pub(crate) fn new(log: Arc<dyn SessionLog>, config: RecoveryConfig) -> Recovery {
+    pub(crate) fn new(
+        log: Arc<dyn SessionLog>,
+        config: RecoveryConfig,
+        parser: Parser,
+    ) -> Recovery {
         Recovery {
             log,
             config,
+            parser,
             live: Mutex::new(HashMap::new()),
             outcomes: Outcomes::default(),
         }
@@ -421,19 +430,23 @@ impl Recovery {
         }
         let offset = self.log.next_offset();
         args.push(Value::String(offset.to_string()));
-        let frames = event_frames(namespace, event, args, attachments, None)?;
-        if let Some(Frame::Text(text)) = frames.first() {
-            self.log.append(LoggedPacket {
-                offset,
-                namespace: namespace.to_owned(),
-                rooms: rooms.to_vec(),
-                except,
-                // Without the Engine.IO type digit.
-                packet: text.slice(1..),
-                attachments: attachments.to_vec(),
-                emitted_at: now_millis(),
-            });
-        }
+        let frames = event_frames(self.parser, namespace, event, args, attachments, None)?;
+        let (packet, attachments) = match frames.first() {
+            // Without the Engine.IO type digit.
+            Some(Frame::Text(text)) => (text.slice(1..), attachments.to_vec()),
+            // The msgpack parser's packet holds its attachments.
+            Some(Frame::Binary(packet)) => (packet.clone(), Vec::new()),
+            None => return Ok((frames, offset)),
+        };
+        self.log.append(LoggedPacket {
+            offset,
+            namespace: namespace.to_owned(),
+            rooms: rooms.to_vec(),
+            except,
+            packet,
+            attachments,
+            emitted_at: now_millis(),
+        });
         Ok((frames, offset))
     }
 
@@ -481,8 +494,15 @@ impl Recovery {
     }
 }
 
-/// The frames of a logged packet, as they were first sent; None for a corrupt entry.
-pub(crate) fn packet_frames(packet: &LoggedPacket) -> Option<Vec<Frame>> {
+/// The frames of a logged packet, as they were first sent; None for a corrupt entry, or one
+/// logged in another parser's encoding (a log kept across a restart that changed `--parser`).
+pub(crate) fn packet_frames(parser: Parser, packet: &LoggedPacket) -> Option<Vec<Frame>> {
+    if msgpack::looks_like_msgpack(&packet.packet) != (parser == Parser::Msgpack) {
+        return None;
+    }
+    if parser == Parser::Msgpack {
+        return Some(vec![Frame::binary(packet.packet.clone())]);
+    }
     let text = std::str::from_utf8(&packet.packet).ok()?;
     let mut frames = Vec::with_capacity(1 + packet.attachments.len());
     frames.push(Frame::message(text));

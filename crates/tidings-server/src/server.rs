@@ -108,6 +108,7 @@ impl ServerInner {
             self.cluster.clone(),
             self.observer.clone(),
             self.io_counters.clone(),
+            self.config.parser,
             true,
         );
         setup(&ns);
@@ -315,7 +316,7 @@ impl Server {
         let recovery = config
             .recovery
             .clone()
-            .map(|r| Arc::new(Recovery::new(log, r)));
+            .map(|r| Arc::new(Recovery::new(log, r, config.parser)));
         let config = Arc::new(config);
         let inner = Arc::new(ServerInner {
             config: config.clone(),
@@ -397,6 +398,7 @@ impl Server {
                     self.inner.cluster.clone(),
                     self.inner.observer.clone(),
                     self.inner.io_counters.clone(),
+                    self.inner.config.parser,
                     false,
                 )
             })

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::port::Port;
 use tidings_core::session_log::SessionLog;
-use tidings_server::{RecoveryConfig, Server, ServerConfig};
+use tidings_server::{Parser, RecoveryConfig, Server, ServerConfig};
 use tidings_store_sqlite::SqliteSessionLog;
 use tokio::sync::mpsc;
 
@@ -23,11 +23,12 @@ const LONG_WINDOW: Duration = Duration::from_secs(60);
 /// The window of recovery-window.mjs.
 const SHORT_WINDOW: Duration = Duration::from_millis(1500);
 
-fn config(window: Duration) -> ServerConfig {
+fn config(window: Duration, parser: Parser) -> ServerConfig {
     support::interop_config()
         .recovery(Some(
             RecoveryConfig::default().with_max_disconnection_duration(window),
         ))
+        .parser(parser)
         .build()
         .unwrap()
 }
@@ -39,9 +40,18 @@ fn app(
     log: Option<Arc<dyn SessionLog>>,
     restarts: Option<mpsc::UnboundedSender<Value>>,
 ) -> Server {
+    app_with(window, log, restarts, Parser::Default)
+}
+
+fn app_with(
+    window: Duration,
+    log: Option<Arc<dyn SessionLog>>,
+    restarts: Option<mpsc::UnboundedSender<Value>>,
+    parser: Parser,
+) -> Server {
     let server = match log {
-        Some(log) => Server::with_session_log(config(window), log),
-        None => Server::new(config(window)),
+        Some(log) => Server::with_session_log(config(window, parser), log),
+        None => Server::new(config(window, parser)),
     };
     let server = support::install_interop_app(server);
     server.of("/quiet").on_connect(|socket| {
@@ -87,8 +97,18 @@ fn envs(transport: &str, window: Duration) -> Vec<(String, String)> {
 }
 
 async fn run_js(script: &str, transport: &str, window: Duration) -> tidings_server::ServerStats {
-    let test = support::start(app(window, None, None)).await;
-    let envs = envs(transport, window);
+    run_js_with(script, transport, window, Parser::Default).await
+}
+
+async fn run_js_with(
+    script: &str,
+    transport: &str,
+    window: Duration,
+    parser: Parser,
+) -> tidings_server::ServerStats {
+    let test = support::start(app_with(window, None, None, parser)).await;
+    let mut envs = envs(transport, window);
+    envs.push(("PARSER".into(), parser.as_str().into()));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let path = support::repo_root().join("tests/clients/js").join(script);
     support::run_script(&support::node(), path, &test.url(), &envs).await;
@@ -121,6 +141,26 @@ mod recovery_js {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn upgrade() {
         assert_recovery_outcomes(&run_js("recovery.mjs", "upgrade", LONG_WINDOW).await);
+    }
+}
+
+/// Recovery with `--parser msgpack`: the log keeps each packet's MessagePack (binary inside)
+/// and replays it as it was sent.
+mod recovery_js_msgpack {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn websocket() {
+        assert_recovery_outcomes(
+            &run_js_with("recovery.mjs", "websocket", LONG_WINDOW, Parser::Msgpack).await,
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn polling() {
+        assert_recovery_outcomes(
+            &run_js_with("recovery.mjs", "polling", LONG_WINDOW, Parser::Msgpack).await,
+        );
     }
 }
 

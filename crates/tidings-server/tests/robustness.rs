@@ -135,6 +135,153 @@ async fn malformed_packets_close_only_their_own_connection() {
     assert!(server.server.stats().protocol_errors > cases.len() as u64);
 }
 
+/// Node's parser accepts an ACK without an argument list (`43123`) and calls the ack callback
+/// with no arguments; so does tidings (issue 18, part 5). Before, it closed the connection.
+#[tokio::test]
+async fn an_ack_without_arguments_settles_the_ack() {
+    let server = interop(100_000).await;
+    let mut client = RawClient::connect(server.addr).await;
+    // Ask the server to emit `ask` with an ack id and to report the reply it gets.
+    client
+        .send_text(r#"427["request-ack",{"event":"ask","timeoutMs":5000}]"#)
+        .await;
+    let ask = client.next_text().await.expect("the server's question");
+    let id = ask
+        .strip_prefix("42")
+        .and_then(|rest| rest.strip_suffix(r#"["ask",null]"#))
+        .unwrap_or_else(|| panic!("unexpected packet {ask}"));
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+        "{ask}"
+    );
+    client.send_text(&format!("43{id}")).await;
+    assert_eq!(
+        client.next_text().await.as_deref(),
+        Some(r#"437[{"ok":true,"reply":[]}]"#)
+    );
+    client.assert_served("after the bare ack").await;
+    assert_eq!(server.server.stats().protocol_errors, 0);
+}
+
+/// A raw WebSocket with its Engine.IO open packet read, and no namespace joined.
+async fn raw_ws(addr: std::net::SocketAddr) -> RawClient {
+    let uri = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (ws, _) = ClientBuilder::from_uri(uri.parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut client = RawClient { ws };
+    let open = client.next_text().await.unwrap();
+    assert!(open.starts_with("0{\"sid\":"), "open packet: {open}");
+    client
+}
+
+impl RawClient {
+    async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::binary(bytes)).await.unwrap();
+    }
+
+    /// The next binary message, decoded as a msgpack packet (pings answered).
+    async fn next_msgpack(&mut self) -> tidings_proto::packet::Packet {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("server went silent")
+                .expect("connection closed")
+                .unwrap();
+            if msg.as_text() == Some("2") {
+                self.send_text("3").await;
+                continue;
+            }
+            assert!(msg.is_binary(), "expected a binary message, got {msg:?}");
+            let bytes = tidings_proto::Bytes::copy_from_slice(&msg.into_payload());
+            return tidings_proto::msgpack::decode(&bytes).unwrap().0;
+        }
+    }
+}
+
+fn msgpack_server_config() -> ServerConfig {
+    support::interop_config()
+        .parser(tidings_server::Parser::Msgpack)
+        .build()
+        .unwrap()
+}
+
+/// `--parser msgpack`: a CONNECT in the default encoding gets a CONNECT_ERROR the client can
+/// read (text) naming both parsers; any other text packet closes the connection. Binary that
+/// is no msgpack packet closes it too. Each is counted.
+#[tokio::test]
+async fn msgpack_server_refuses_the_default_parser() {
+    use tidings_proto::msgpack;
+    use tidings_proto::packet::{Packet, PacketKind};
+    let server = support::start(support::interop_app(msgpack_server_config())).await;
+
+    let mut json = raw_ws(server.addr).await;
+    json.send_text("40").await;
+    assert_eq!(
+        json.next_text().await.as_deref(),
+        Some(
+            r#"44{"message":"parser mismatch: this server speaks socket.io-msgpack-parser, this client socket.io-parser"}"#
+        )
+    );
+    json.send_text(r#"42["echo","x"]"#).await;
+    json.closed().await;
+
+    let mut good = raw_ws(server.addr).await;
+    good.send_binary(msgpack::encode(&Packet::connect("/", None), &[]))
+        .await;
+    let reply = good.next_msgpack().await;
+    assert_eq!(reply.kind, PacketKind::Connect);
+    assert!(reply.data.as_ref().unwrap()["sid"].is_string(), "{reply:?}");
+    // The welcome event, then an echo round trip with binary inside.
+    assert_eq!(good.next_msgpack().await.event_name(), Some("welcome"));
+    let echo = Packet::event(
+        "/",
+        "echo",
+        vec![tidings_proto::packet::placeholder(0)],
+        None,
+        1,
+    );
+    good.send_binary(msgpack::encode(
+        &echo,
+        &[tidings_proto::Bytes::from_static(b"\x00\xff")],
+    ))
+    .await;
+    let back = good.next_msgpack().await;
+    assert_eq!(back.event_name(), Some("echo-back"));
+    assert_eq!(back.attachments, 1);
+
+    for garbage in [vec![1u8, 2, 3], b"\x82\xa4type\x09\xa3nsp\xa1/".to_vec()] {
+        let mut bad = raw_ws(server.addr).await;
+        bad.send_binary(garbage).await;
+        bad.closed().await;
+    }
+    assert_eq!(server.server.stats().protocol_errors, 4);
+}
+
+/// The default parser: a msgpack CONNECT gets a msgpack CONNECT_ERROR naming both parsers,
+/// and another msgpack packet closes the connection.
+#[tokio::test]
+async fn default_server_refuses_msgpack() {
+    use tidings_proto::msgpack;
+    use tidings_proto::packet::{Packet, PacketKind};
+    let server = interop(100_000).await;
+    let mut client = raw_ws(server.addr).await;
+    client
+        .send_binary(msgpack::encode(&Packet::connect("/", None), &[]))
+        .await;
+    let reply = client.next_msgpack().await;
+    assert_eq!(reply.kind, PacketKind::ConnectError);
+    assert_eq!(
+        reply.data.unwrap()["message"],
+        "parser mismatch: this server speaks socket.io-parser, this client socket.io-msgpack-parser"
+    );
+    let event = Packet::event("/", "echo", vec![], None, 0);
+    client.send_binary(msgpack::encode(&event, &[])).await;
+    client.closed().await;
+    assert_eq!(server.server.stats().protocol_errors, 2);
+}
+
 #[tokio::test]
 async fn oversized_websocket_message_is_closed_with_1009() {
     let server = interop(1_000).await;
@@ -236,6 +383,188 @@ async fn bad_handshakes_get_engine_errors() {
     assert_eq!(
         (status, body.as_str()),
         (400, r#"{"code":2,"message":"Bad handshake method"}"#)
+    );
+}
+
+/// One raw HTTP/1.1 request; the status and the raw body bytes.
+async fn http_bytes(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response[split + 4..].to_vec())
+}
+
+/// Without `allow_eio3`, an Engine.IO v3 client gets the same 400 on both transports.
+#[tokio::test]
+async fn eio3_is_refused_without_the_flag() {
+    let server = interop(100_000).await;
+    let expected = r#"{"code":5,"message":"Unsupported protocol version"}"#;
+    let (status, body) = http(
+        server.addr,
+        "GET",
+        "/socket.io/?EIO=3&transport=polling",
+        b"",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (400, expected));
+    let uri = format!("ws://{}/socket.io/?EIO=3&transport=websocket", server.addr);
+    let refused = ClientBuilder::from_uri(uri.parse().unwrap())
+        .connect()
+        .await;
+    assert!(refused.is_err(), "a v3 WebSocket was accepted");
+}
+
+/// Engine.IO v3 long-polling at the byte level, as a browser's socket.io-client 2.x speaks it
+/// (binary payloads; the Node client asks for base64 and is tested in interop_v2.rs): the
+/// length-prefixed handshake with the implicit CONNECT to `/`, a client ping answered with a
+/// pong, a binary event in a binary payload echoed back in one.
+#[tokio::test]
+async fn eio3_polling_payloads() {
+    let config = support::interop_config().allow_eio3(true).build().unwrap();
+    let server = support::start(support::interop_app(config)).await;
+    let (status, body) = http_bytes(
+        server.addr,
+        "GET",
+        "/socket.io/?EIO=3&transport=polling&clientId=raw",
+        "text/plain",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    // `<len>:0{…}2:40<len>:42["welcome",…]`: the open packet, the CONNECT reply without data.
+    let (len, rest) = text.split_once(':').unwrap();
+    let open_len: usize = len.parse().unwrap();
+    let (open, rest) = rest.split_at(open_len);
+    assert!(open.starts_with("0{\"sid\":\""), "{text}");
+    assert!(rest.starts_with("2:40"), "{text}");
+    assert!(rest.contains(r#"42["welcome",{"sid":"#), "{text}");
+    assert!(rest.contains(r#""auth":{"clientId":"raw"}"#), "{text}");
+    let sid: Value = serde_json::from_str(&open[1..]).unwrap();
+    let path = format!(
+        "/socket.io/?EIO=3&transport=polling&sid={}",
+        sid["sid"].as_str().unwrap()
+    );
+
+    // The client pings; the server answers.
+    let (status, _) = http_bytes(server.addr, "POST", &path, "text/plain", b"1:2").await;
+    assert_eq!(status, 200);
+    let (_, body) = http_bytes(server.addr, "GET", &path, "text/plain", b"").await;
+    assert_eq!(body, b"1:3");
+
+    // A binary event as a binary payload: the header as text, the attachment as binary.
+    let header = br#"451-["echo",{"_placeholder":true,"num":0}]"#;
+    let mut post = vec![0u8];
+    post.extend(header.len().to_string().bytes().map(|d| d - b'0'));
+    post.push(255);
+    post.extend_from_slice(header);
+    post.extend_from_slice(&[1, 3, 255, 4, 0xbe, 0xef]);
+    let (status, _) = http_bytes(
+        server.addr,
+        "POST",
+        &path,
+        "application/octet-stream",
+        &post,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = http_bytes(server.addr, "GET", &path, "text/plain", b"").await;
+    let echo = br#"451-["echo-back",{"_placeholder":true,"num":0}]"#;
+    let mut expected = vec![0u8];
+    expected.extend(echo.len().to_string().bytes().map(|d| d - b'0'));
+    expected.push(255);
+    expected.extend_from_slice(echo);
+    expected.extend_from_slice(&[1, 3, 255, 4, 0xbe, 0xef]);
+    assert_eq!(body, expected);
+    // With b64=1 the same comes as text.
+    let (status, _) = http_bytes(
+        server.addr,
+        "POST",
+        &path,
+        "application/octet-stream",
+        &post,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = http_bytes(
+        server.addr,
+        "GET",
+        &format!("{path}&b64=1"),
+        "text/plain",
+        b"",
+    )
+    .await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.ends_with("6:b4vu8="), "{text}");
+    assert_eq!(server.server.stats().protocol_errors, 0);
+}
+
+/// In Engine.IO v3 the client pings: the server sends no ping, and closes a session whose
+/// client stays silent for ping interval + ping timeout.
+#[tokio::test]
+async fn eio3_silent_client_times_out() {
+    let config = support::interop_config()
+        .allow_eio3(true)
+        .ping_interval(Duration::from_millis(200))
+        .ping_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let server = support::start(support::interop_app(config)).await;
+    let uri = format!("ws://{}/socket.io/?EIO=3&transport=websocket", server.addr);
+    let (mut ws, _) = ClientBuilder::from_uri(uri.parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut texts = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no close");
+        match msg {
+            Some(Ok(msg)) if msg.is_close() => break,
+            Some(Ok(msg)) => texts.extend(msg.as_text().map(str::to_owned)),
+            _ => break,
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        texts.iter().all(|t| t != "2"),
+        "the server pinged: {texts:?}"
+    );
+    assert!(
+        texts.first().is_some_and(|t| t.starts_with("0{")),
+        "{texts:?}"
+    );
+    assert_eq!(texts.get(1).map(String::as_str), Some("40"));
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
+        "closed after {elapsed:?}"
     );
 }
 

@@ -23,6 +23,10 @@
 //! node_adapter_key = "socket.io" # Node's @socket.io/redis-adapter / -emitter key, or "off"
 //! node_cluster = false          # true: Node servers on that adapter get our broadcasts too
 //!
+//! [protocol]                    # what clients speak; flags win
+//! parser = "msgpack"            # "default" or "msgpack" (socket.io-msgpack-parser)
+//! allow_eio3 = true             # also socket.io-client 2.x (off by default)
+//!
 //! [recovery]                    # Connection State Recovery (off by default)
 //! enabled = true
 //! max_disconnection_ms = 120000
@@ -65,7 +69,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use tidings_core::store::{Overflow, Retention};
 use tidings_server::queue::QueueDepthRule;
-use tidings_server::{AccessRule, Authenticator, Permissions, QueueConfig, RetentionRule};
+use tidings_server::{AccessRule, Authenticator, Parser, Permissions, QueueConfig, RetentionRule};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +84,8 @@ pub struct ConfigFile {
     redis: RedisSection,
     #[serde(default)]
     recovery: RecoverySection,
+    #[serde(default)]
+    protocol: ProtocolSection,
     #[serde(default)]
     limits: LimitsSection,
     #[serde(default)]
@@ -156,6 +162,15 @@ impl std::fmt::Debug for RedisSection {
             .field("node_cluster", &self.node_cluster)
             .finish()
     }
+}
+
+/// `[protocol]`: what clients speak; `--parser` wins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtocolSection {
+    parser: Option<String>,
+    #[serde(default)]
+    allow_eio3: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -472,6 +487,20 @@ impl ConfigFile {
         &self.tls
     }
 
+    /// `[protocol] parser`, validated.
+    pub fn parser(&self) -> anyhow::Result<Option<Parser>> {
+        self.protocol
+            .parser
+            .as_deref()
+            .map(|name| name.parse().context("protocol.parser"))
+            .transpose()
+    }
+
+    /// `[protocol] allow_eio3`.
+    pub fn allow_eio3(&self) -> bool {
+        self.protocol.allow_eio3
+    }
+
     /// `[recovery] enabled`.
     /// Applies `[metrics]` over the defaults in `m`.
     pub fn apply_metrics(&self, m: &mut tidings_server::metrics::MetricsConfig) {
@@ -718,6 +747,23 @@ max_queue_depth = 0",
                 .queue_depth_rules(None, Overflow::Reject)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn protocol_section() {
+        let file: ConfigFile = toml::from_str("[protocol]\nparser = \"msgpack\"").unwrap();
+        assert_eq!(file.parser().unwrap(), Some(Parser::Msgpack));
+        assert_eq!(ConfigFile::default().parser().unwrap(), None);
+        assert!(!file.allow_eio3() && !ConfigFile::default().allow_eio3());
+        let eio3: ConfigFile = toml::from_str("[protocol]\nallow_eio3 = true").unwrap();
+        assert!(eio3.allow_eio3());
+        let bad: ConfigFile = toml::from_str("[protocol]\nparser = \"json\"").unwrap();
+        let e = format!("{:#}", bad.parser().unwrap_err());
+        assert!(
+            e.contains("protocol.parser") && e.contains("msgpack"),
+            "{e}"
+        );
+        assert!(toml::from_str::<ConfigFile>("[protocol]\nparsers = \"x\"").is_err());
     }
 
     #[test]

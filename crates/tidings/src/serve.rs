@@ -14,7 +14,7 @@ use tidings_cluster_redis::{RedisCluster, RedisClusterConfig};
 use tidings_core::session_log::SessionLog;
 use tidings_core::store::Store;
 use tidings_server::metrics::MetricsConfig;
-use tidings_server::{CorsConfig, CorsOrigins, RecoveryConfig, Server, ServerConfig};
+use tidings_server::{CorsConfig, CorsOrigins, Parser, RecoveryConfig, Server, ServerConfig};
 use tidings_store_journal::{JournalConfig, JournalStore};
 use tidings_store_redis::{RedisConfig, RedisSessionLog, RedisStore, redact_url};
 use tidings_store_sqlite::{SqliteConfig, SqliteSessionLog, SqliteStore};
@@ -50,6 +50,24 @@ impl From<DurabilityArg> for tidings_core::store::Durability {
         match arg {
             DurabilityArg::Full => tidings_core::store::Durability::Full,
             DurabilityArg::Os => tidings_core::store::Durability::Os,
+        }
+    }
+}
+
+/// The Socket.IO packet encoding clients speak (Node's `parser` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ParserArg {
+    /// socket.io-parser: what every client speaks unless given another parser.
+    Default,
+    /// socket.io-msgpack-parser (npm): MessagePack, every packet one binary message.
+    Msgpack,
+}
+
+impl From<ParserArg> for Parser {
+    fn from(arg: ParserArg) -> Self {
+        match arg {
+            ParserArg::Default => Parser::Default,
+            ParserArg::Msgpack => Parser::Msgpack,
         }
     }
 }
@@ -130,6 +148,16 @@ pub struct ServeArgs {
     /// Kept in the store: it survives restarts (SQLite) and node changes (Redis).
     #[arg(long, env = "TIDINGS_RECOVERY")]
     recovery: bool,
+    /// The packet encoding every client speaks [default: default, or `[protocol] parser`]:
+    /// `msgpack` for clients built with socket.io-msgpack-parser. A client speaking the other
+    /// one is refused (logged at info, with a hint).
+    #[arg(long, value_enum, env = "TIDINGS_PARSER")]
+    parser: Option<ParserArg>,
+    /// Also accept socket.io-client 2.x (Engine.IO v3), like Node's `allowEIO3` [default:
+    /// off, or `[protocol] allow_eio3`]. Off, such a client gets 400 `Unsupported protocol
+    /// version`.
+    #[arg(long, env = "TIDINGS_ALLOW_EIO3")]
+    allow_eio3: bool,
     /// How long a disconnected session stays recoverable, in milliseconds.
     #[arg(long, env = "TIDINGS_RECOVERY_WINDOW_MS")]
     recovery_window_ms: Option<u64>,
@@ -360,8 +388,21 @@ fn config(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<ServerConfig> {
     } else {
         None
     };
+    let parser = match args.parser {
+        Some(parser) => parser.into(),
+        None => file.parser()?.unwrap_or_default(),
+    };
+    if parser != Parser::Default {
+        tracing::info!(parser = %parser, "clients must speak {}", parser.npm_package());
+    }
+    let allow_eio3 = args.allow_eio3 || file.allow_eio3();
+    if allow_eio3 {
+        tracing::info!("socket.io-client 2.x (Engine.IO v3) accepted");
+    }
     args.limits
         .server(file.limits(), builder)
+        .parser(parser)
+        .allow_eio3(allow_eio3)
         .recovery(recovery)
         .path(args.path.clone())
         .max_payload(args.max_payload)

@@ -74,6 +74,76 @@ async fn invalid_configuration_is_refused_with_a_clear_error() {
     );
 }
 
+/// `--parser` and `--allow-eio3` (and their `[protocol]` keys, which the flags override) reach
+/// the server's configuration; an unknown parser in the file is refused naming the key.
+#[tokio::test]
+async fn protocol_options_from_flags_and_the_config_file() {
+    let print = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        cmd.args(["serve", "--print-config", "--store", "memory"])
+            .args(args);
+        cmd.output()
+    };
+    let output = common::within(
+        20,
+        "--print-config",
+        print(&["--parser", "msgpack", "--allow-eio3"]),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("parser: Msgpack") && text.contains("allow_eio3: true"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tidings.toml");
+    std::fs::write(
+        &file,
+        "[protocol]\nparser = \"msgpack\"\nallow_eio3 = true\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let output = common::within(20, "--print-config", print(&["--config", file]))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("parser: Msgpack") && text.contains("allow_eio3: true"),
+        "{text}"
+    );
+    let output = common::within(
+        20,
+        "--print-config",
+        print(&["--config", file, "--parser", "default"]),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("parser: Default"), "{text}");
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[protocol]\nparser = \"json\"\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml");
+    let output = common::within(
+        20,
+        "--print-config",
+        print(&["--config", bad.to_str().unwrap()]),
+    )
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("protocol.parser") && stderr.contains("msgpack"),
+        "{stderr}"
+    );
+}
+
 /// An Engine.IO polling handshake at `origin` (`http://host:port`): the server still serves.
 async fn handshake_answers(origin: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,6 +3,8 @@
 // Conventions every scenario follows:
 // - `TIDINGS_URL` (required) is the server origin, e.g. http://127.0.0.1:45123.
 // - `TRANSPORT` is `websocket`, `polling` or `upgrade` (the default): see `clientOptions`.
+// - `PARSER` is `default` (the default) or `msgpack`: every client made through `clientOptions`
+//   then speaks socket.io-msgpack-parser (for a server started with `--parser msgpack`).
 // - A global watchdog fails the script if it has not finished in time (`TIDINGS_TEST_TIMEOUT_MS`
 //   overrides the per-script default).
 // - Every assertion goes through `check*`, which counts it. A scenario declares how many checks
@@ -14,6 +16,7 @@
 //   something with no timer that never settles) or the process exits 0 before `done()`.
 
 import { AsyncLocalStorage } from "node:async_hooks";
+import { createRequire } from "node:module";
 import { io } from "socket.io-client";
 import { isDeepStrictEqual, inspect } from "node:util";
 import { basename } from "node:path";
@@ -32,6 +35,15 @@ if (!["websocket", "polling", "upgrade"].includes(TRANSPORT)) {
   stderr.write(`${SCRIPT}: FAIL setup: TRANSPORT must be websocket|polling|upgrade, got ${TRANSPORT}\n`);
   exit(1);
 }
+
+export const PARSER = env.PARSER || "default";
+if (!["default", "msgpack"].includes(PARSER)) {
+  stderr.write(`${SCRIPT}: FAIL setup: PARSER must be default|msgpack, got ${PARSER}\n`);
+  exit(1);
+}
+/** The `parser` client option for `PARSER` (undefined: socket.io-client's own). */
+export const parserOption =
+  PARSER === "msgpack" ? createRequire(import.meta.url)("socket.io-msgpack-parser") : undefined;
 
 /** Default bound for one awaited event or ack, in milliseconds. */
 export const WAIT_MS = 5000;
@@ -122,13 +134,14 @@ export function watchdog(defaultMs = 20000) {
 
 /** Socket.IO client options for the transport under test. */
 export function clientOptions(transport = TRANSPORT) {
+  const parser = parserOption ? { parser: parserOption } : {};
   switch (transport) {
     case "websocket":
-      return { transports: ["websocket"] };
+      return { transports: ["websocket"], ...parser };
     case "polling":
-      return { transports: ["polling"], upgrade: false };
+      return { transports: ["polling"], upgrade: false, ...parser };
     default:
-      return { transports: ["polling", "websocket"] };
+      return { transports: ["polling", "websocket"], ...parser };
   }
 }
 

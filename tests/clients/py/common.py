@@ -4,6 +4,9 @@ Conventions every scenario follows:
 - ``TIDINGS_URL`` (required) is the server origin, e.g. http://127.0.0.1:45123.
 - ``TRANSPORT`` is ``websocket``, ``polling`` or ``upgrade`` (polling first, then the client
   upgrades; the default).
+- ``PARSER`` is ``default`` (the default) or ``msgpack``: every client made by ``client()``
+  then uses python-socketio's msgpack serializer (PyPI ``msgpack``), for a server started with
+  ``--parser msgpack``.
 - A watchdog thread fails the script with ``os._exit(1)`` if it has not finished in time
   (``TIDINGS_TEST_TIMEOUT_MS`` overrides the per-script default).
 - Every assertion goes through ``check*``, which counts it. A scenario declares how many checks
@@ -31,6 +34,7 @@ SCRIPT = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "scenari
 URL = os.environ.get("TIDINGS_URL", "").rstrip("/")
 TRANSPORT = os.environ.get("TRANSPORT") or "upgrade"
 WAIT_S = 5.0
+PARSER = os.environ.get("PARSER") or "default"
 
 _TRANSPORTS = {
     "websocket": ["websocket"],
@@ -193,6 +197,8 @@ class Inbox:
 
 def client(**kwargs):
     """A ``socketio.Client`` that does not reconnect, registered for cleanup in ``done()``."""
+    if PARSER == "msgpack":
+        kwargs.setdefault("serializer", "msgpack")
     sio = socketio.Client(reconnection=False, **kwargs)
     _clients.append(sio)
     return sio

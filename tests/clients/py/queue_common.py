@@ -24,7 +24,7 @@ import socketio
 
 import common
 from common import leave  # noqa: F401 - re-exported for the queue scenarios
-from common import (TRANSPORTS, URL, WAIT_S, call, check, check_eq, client, fail,
+from common import (PARSER, TRANSPORTS, URL, WAIT_S, call, check, check_eq, client, fail,
                     fail_on_disconnect, wire_log)
 
 # Watchdog of the queue scenarios: every wait is bounded, but their sum on a machine under heavy
@@ -319,6 +319,15 @@ def wire_events(log, event):
     """The (data, meta) arguments of every ``event`` packet in a ``wire_log``, in wire order."""
     out = []
     for raw in list(log):
+        if isinstance(raw, bytes) and PARSER == "msgpack":
+            # socket.io-msgpack-parser: the packet {type, data, nsp, id} is the whole message.
+            import msgpack  # only needed (and installed) for the msgpack runs
+
+            packet = msgpack.loads(raw)
+            args = packet.get("data") if isinstance(packet, dict) and packet.get("type") == 2 else None
+            if args and args[0] == event:
+                out.append(args[1:])
+            continue
         if not isinstance(raw, str):
             continue
         m = _EVENT_PACKET.match(raw)

@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub ws_allowed_origins: Option<Vec<String>>,
     /// How long a polling POST body may take to arrive. Default 30 s.
     pub body_timeout: Duration,
+    /// Accept Engine.IO v3 clients (`socket.io-client` 2.x), like Node's `allowEIO3`. Default
+    /// false: `EIO=3` gets 400 `Unsupported protocol version`.
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +76,7 @@ impl Default for EngineConfig {
             cors: CorsConfig::default(),
             ws_allowed_origins: None,
             body_timeout: Duration::from_secs(30),
+            allow_eio3: false,
         }
     }
 }

@@ -11,7 +11,7 @@ use hyper::{Request, Response};
 use tidings_core::Sid;
 
 use super::{CorsOrigins, EngineConfig};
-use super::{Engine, Handshake, TransportKind, polling, websocket};
+use super::{Engine, EngineVersion, Handshake, TransportKind, polling, websocket};
 
 /// The response body type of every engine response.
 pub type Body = Full<Bytes>;
@@ -76,6 +76,8 @@ pub(crate) struct Query<'a> {
     pub eio: Option<&'a str>,
     pub transport: Option<&'a str>,
     pub sid: Option<&'a str>,
+    /// Engine.IO v3: `b64=1` asks for binary as base64 in polling responses.
+    pub b64: bool,
 }
 
 impl<'a> Query<'a> {
@@ -87,6 +89,7 @@ impl<'a> Query<'a> {
                 "EIO" => q.eio = Some(value),
                 "transport" => q.transport = Some(value),
                 "sid" => q.sid = Some(value),
+                "b64" => q.b64 = !value.is_empty() && value != "0" && value != "false",
                 _ => {}
             }
         }
@@ -139,10 +142,24 @@ async fn route(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr)
     }
     let query_string = req.uri().query().unwrap_or("").to_owned();
     let query = Query::parse(&query_string);
-    if query.eio != Some("4") {
-        return EngineError::UnsupportedProtocolVersion.response();
-    }
     let config = engine.config();
+    let version = match query.eio {
+        Some("4") => EngineVersion::V4,
+        Some("3") if config.allow_eio3 => EngineVersion::V3,
+        Some("3") => {
+            if !engine
+                .shared
+                .refused_eio3
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!(
+                    "refused a socket.io-client 2.x (Engine.IO v3) with 400 Unsupported protocol                      version: start the server with --allow-eio3 (TIDINGS_ALLOW_EIO3;                      ServerConfig::allow_eio3 in the library) to accept them. Logged once"
+                );
+            }
+            return EngineError::UnsupportedProtocolVersion.response();
+        }
+        _ => return EngineError::UnsupportedProtocolVersion.response(),
+    };
     let transport = match query.transport {
         Some("polling") if config.allow_polling => TransportKind::Polling,
         Some("websocket") if config.allow_websocket => TransportKind::WebSocket,
@@ -166,10 +183,12 @@ async fn route(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr)
             let handshake = Handshake::new(remote_addr, req.headers(), query_string.clone());
             match transport {
                 TransportKind::Polling => {
-                    let session = engine.open_session(TransportKind::Polling, handshake);
-                    polling::get(session).await
+                    let session = engine.open_session(TransportKind::Polling, handshake, version);
+                    polling::get(session, !query.b64).await
                 }
-                TransportKind::WebSocket => websocket::open(engine.clone(), req, handshake),
+                TransportKind::WebSocket => {
+                    websocket::open(engine.clone(), req, handshake, version)
+                }
             }
         }
         Some(sid) => {
@@ -178,7 +197,7 @@ async fn route(engine: &Engine, req: Request<Incoming>, remote_addr: SocketAddr)
             };
             match transport {
                 TransportKind::Polling => match *req.method() {
-                    Method::GET => polling::get(session).await,
+                    Method::GET => polling::get(session, !query.b64).await,
                     Method::POST => polling::post(session, req).await,
                     _ => EngineError::BadRequest.response(),
                 },

@@ -28,7 +28,9 @@ use tidings_proto::engine::{Frame, PacketType};
 pub use self::config::{CorsConfig, CorsOrigins, EngineConfig};
 pub use self::http::Body;
 use session::HeartbeatDue;
-pub use session::{CloseReason, Handshake, SendError, Session, Traffic, TransportKind};
+pub use session::{
+    CloseReason, EngineVersion, Handshake, SendError, Session, Traffic, TransportKind,
+};
 use tidings_core::clock::millis;
 
 /// Whatever the layer above attached to a request that must live as long as its connection
@@ -121,6 +123,8 @@ pub(crate) struct EngineShared {
     pub(crate) refused_origins: http::RefusedOrigins,
     /// What the closed sessions received and sent (see [`EngineShared::remove`]).
     closed_traffic: Mutex<(Traffic, Traffic)>,
+    /// An Engine.IO v3 client was refused (logged once, with the option that accepts them).
+    pub(crate) refused_eio3: AtomicBool,
 }
 
 impl EngineShared {
@@ -153,6 +157,15 @@ impl EngineShared {
         if deadline < self.sweeper_until.load(Ordering::Acquire) {
             self.sweeper_wake.notify_one();
         }
+    }
+
+    /// Engine.IO v3: the client's next ping is due within ping interval + ping timeout.
+    pub(crate) fn await_client_ping(&self, session: &Session) {
+        let deadline = self.now_ms().saturating_add(
+            millis(self.config.ping_interval).saturating_add(millis(self.config.ping_timeout)),
+        );
+        session.heartbeat.ping_sent(deadline);
+        self.schedule_heartbeat(deadline, session.sid());
     }
 
     pub(crate) fn count_slow_request(&self) {
@@ -196,6 +209,7 @@ impl Engine {
                 sweeper_wake: Arc::new(tokio::sync::Notify::new()),
                 refused_origins: http::RefusedOrigins::default(),
                 closed_traffic: Mutex::new((Traffic::default(), Traffic::default())),
+                refused_eio3: AtomicBool::new(false),
             }),
         }
     }
@@ -263,8 +277,13 @@ impl Engine {
 
     /// Creates a session, registers it, hands it to the handler and starts its heartbeat.
     /// The open packet is queued as the session's first frame.
-    fn open_session(&self, transport: TransportKind, handshake: Handshake) -> Arc<Session> {
-        let session = Session::new(transport, handshake, self.shared.clone());
+    fn open_session(
+        &self,
+        transport: TransportKind,
+        handshake: Handshake,
+        version: EngineVersion,
+    ) -> Arc<Session> {
+        let session = Session::new(transport, handshake, self.shared.clone(), version);
         self.shared
             .sessions
             .lock()
@@ -296,8 +315,14 @@ impl Engine {
         if !self.shared.sweeper_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(heartbeat_sweeper(Arc::downgrade(&self.shared)));
         }
-        self.shared
-            .schedule_heartbeat(session.heartbeat.next_ping(), session.sid());
+        match version {
+            EngineVersion::V4 => self
+                .shared
+                .schedule_heartbeat(session.heartbeat.next_ping(), session.sid()),
+            // In v3 the client pings: the session waits for a ping, at most interval +
+            // timeout, from now and after each one (as Node's engine.io does for v3).
+            EngineVersion::V3 => self.shared.await_client_ping(&session),
+        }
         session
     }
 
@@ -398,6 +423,13 @@ pub(crate) fn on_text_packet(
             }
             !session.is_closed()
         }
+        // v3: the client pings, the server answers and waits for the next one.
+        TextPacket::Ping(data) if session.version() == EngineVersion::V3 => {
+            session.shared.await_client_ping(session);
+            let _ = session.send(Frame::text(PacketType::Pong, data));
+            true
+        }
+        TextPacket::Pong(_) if session.version() == EngineVersion::V3 => true,
         TextPacket::Pong(_) => {
             let shared = &session.shared;
             if let Some(next_ping) = session

@@ -6,12 +6,13 @@ use bytes::Bytes;
 use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use tidings_proto::eio3::{self, Payload};
 use tidings_proto::engine::{self, Frame, PayloadItem};
 
 use super::body::{BodyError, read_body};
 use super::http::{Body, EngineError, text_response};
 use super::session::State;
-use super::{CloseReason, Session, TransportKind, on_binary, on_text_packet};
+use super::{CloseReason, EngineVersion, Session, TransportKind, on_binary, on_text_packet};
 
 /// The most packets one polling response carries. python-engineio drops the connection when a
 /// response holds more than 16 packets; the rest wait for the next GET.
@@ -39,11 +40,14 @@ impl Drop for PendingGet {
 /// A long-polling GET: answers with up to [`MAX_PACKETS_PER_POLL`] queued frames as soon as
 /// there are any, with the close packet when the session closes, or with a noop when the
 /// session moved to WebSocket.
-pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
+///
+/// An Engine.IO v3 session gets a v3 payload ([`eio3::encode_payload`]): binary when
+/// `supports_binary` (no `b64=1`) and a frame is binary, else length-prefixed text.
+pub(crate) async fn get(session: Arc<Session>, supports_binary: bool) -> Response<Body> {
     if session.state.lock().probed && !wait_for_upgrade(&session).await {
         // Still polling after the grace period: a noop keeps the client polling until it
         // has finished the upgrade.
-        return text_response(StatusCode::OK, "6", TEXT_PLAIN);
+        return payload_response(&session, &[Frame::from_static("6")], supports_binary);
     }
     if let Err(e) = begin(&session, |state| &mut state.get_pending) {
         return e.response();
@@ -87,8 +91,19 @@ pub(crate) async fn get(session: Arc<Session>) -> Response<Body> {
     }
     guard.armed = false;
     drop(guard);
+    payload_response(&session, &frames, supports_binary)
+}
+
+/// The response carrying `frames`, in the session's Engine.IO version's payload encoding.
+fn payload_response(session: &Session, frames: &[Frame], supports_binary: bool) -> Response<Body> {
     let mut body = Vec::new();
-    engine::encode_payload(&frames, &mut body);
+    if session.version() == EngineVersion::V3 {
+        return match eio3::encode_payload(frames, supports_binary, &mut body) {
+            Payload::Text => text_response(StatusCode::OK, body, TEXT_PLAIN),
+            Payload::Binary => text_response(StatusCode::OK, body, "application/octet-stream"),
+        };
+    }
+    engine::encode_payload(frames, &mut body);
     text_response(StatusCode::OK, body, TEXT_PLAIN)
 }
 
@@ -189,6 +204,21 @@ pub(crate) async fn post(session: Arc<Session>, req: Request<Incoming>) -> Respo
             return EngineError::BadRequest.response();
         }
     };
+    if session.version() == EngineVersion::V3 {
+        let Ok(items) = eio3::decode_payload(&body) else {
+            return reject_payload(&session);
+        };
+        for item in items {
+            let keep_going = match item {
+                PayloadItem::Text(packet) => on_text_packet(&session, packet),
+                PayloadItem::Binary(data) => on_binary(&session, Bytes::from(data)),
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        return text_response(StatusCode::OK, "ok", "text/html");
+    }
     let Ok(text) = std::str::from_utf8(&body) else {
         return reject_payload(&session);
     };

@@ -119,6 +119,17 @@ impl TransportKind {
     }
 }
 
+/// The Engine.IO protocol revision a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineVersion {
+    /// Engine.IO v3 (`socket.io-client` 2.x, with `allow_eio3`): the client pings, polling
+    /// payloads are length-prefixed ([`tidings_proto::eio3`]), a binary message starts with
+    /// the type byte `4`.
+    V3,
+    /// Engine.IO v4: the server pings, polling packets are joined by `0x1e`.
+    V4,
+}
+
 /// What the client sent when it opened the session.
 #[derive(Debug, Clone)]
 pub struct Handshake {
@@ -292,6 +303,7 @@ impl Heartbeat {
 /// An Engine.IO session. Cheap to share (`Arc`); every method is safe to call from any task.
 pub struct Session {
     sid: Sid,
+    version: EngineVersion,
     handshake: Arc<Handshake>,
     pub(crate) state: Mutex<State>,
     /// Wakes whichever writer waits for frames or for a state change.
@@ -323,9 +335,11 @@ impl Session {
         transport: TransportKind,
         handshake: Handshake,
         shared: Arc<EngineShared>,
+        version: EngineVersion,
     ) -> Arc<Session> {
         Arc::new(Session {
             sid: Sid::new(),
+            version,
             handshake: Arc::new(handshake),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -352,6 +366,11 @@ impl Session {
     /// The session id (the Engine.IO `sid`).
     pub fn sid(&self) -> Sid {
         self.sid
+    }
+
+    /// The Engine.IO protocol revision the client speaks.
+    pub fn version(&self) -> EngineVersion {
+        self.version
     }
 
     /// What the client sent when it opened the session.

@@ -17,7 +17,11 @@ use tokio::io::{ReadHalf, WriteHalf};
 
 use super::http::{Body, EngineError};
 use super::ws_io::{ReadError, WsReader, WsWriter};
-use super::{CloseReason, Engine, Handshake, Session, TransportKind, on_binary, on_text_packet};
+use super::{
+    CloseReason, Engine, EngineVersion, Handshake, Session, TransportKind, on_binary,
+    on_text_packet,
+};
+use tidings_proto::eio3;
 
 type Io = TokioIo<Upgraded>;
 type Reader = WsReader<ReadHalf<Io>>;
@@ -79,12 +83,17 @@ fn server(io: Upgraded, max_payload: usize) -> (Reader, Writer) {
 }
 
 /// A new session whose first transport is WebSocket.
-pub(crate) fn open(engine: Engine, req: Request<Incoming>, handshake: Handshake) -> Response<Body> {
+pub(crate) fn open(
+    engine: Engine,
+    req: Request<Incoming>,
+    handshake: Handshake,
+    version: EngineVersion,
+) -> Response<Body> {
     accept(req, move |upgraded| async move {
         match upgraded {
             Ok(io) => {
                 let (reader, writer) = server(io, engine.config().max_payload);
-                let session = engine.open_session(TransportKind::WebSocket, handshake);
+                let session = engine.open_session(TransportKind::WebSocket, handshake, version);
                 run(session, reader, writer).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -253,7 +262,19 @@ async fn run(session: Arc<Session>, mut reader: Reader, writer: Writer) {
                     false
                 }
             },
-            Ok(Some(Message::Binary(bytes))) => on_binary(&session, bytes),
+            Ok(Some(Message::Binary(bytes))) => match session.version() {
+                EngineVersion::V4 => on_binary(&session, bytes),
+                // v3: the type byte `4` (message) first.
+                EngineVersion::V3 if bytes.first() == Some(&eio3::BINARY_MESSAGE_TYPE) => {
+                    on_binary(&session, bytes.slice(1..))
+                }
+                EngineVersion::V3 => {
+                    tracing::debug!(sid = %session.sid(), "v3 binary message without its type byte, closing");
+                    session.shared.count_protocol_error();
+                    session.close(CloseReason::ParseError);
+                    false
+                }
+            },
             Ok(Some(Message::Close(_))) => {
                 session.close(CloseReason::TransportClose);
                 false
@@ -315,6 +336,18 @@ fn refuse_after_accept(req: Request<Incoming>) -> Response<Body> {
     .unwrap_or_else(|e| e.response())
 }
 
+/// Engine.IO v3 frames a binary message with its type byte (`4`) first.
+fn prefix_binary_v3(frames: &mut [Frame]) {
+    for frame in frames {
+        if let Frame::Binary(data) = frame {
+            let mut prefixed = Vec::with_capacity(1 + data.len());
+            prefixed.push(eio3::BINARY_MESSAGE_TYPE);
+            prefixed.extend_from_slice(data);
+            *frame = Frame::Binary(Bytes::from(prefixed));
+        }
+    }
+}
+
 /// Writes queued frames in order, batching everything available into one write. When the
 /// session closes it writes what was queued before the close, then a close frame.
 async fn write_loop(session: Arc<Session>, mut writer: Writer) {
@@ -326,6 +359,9 @@ async fn write_loop(session: Arc<Session>, mut writer: Writer) {
         let (pong, close_reason, close_code) = {
             let mut state = session.state.lock();
             Session::take_frames(&mut state, None, &mut frames);
+            if session.version() == EngineVersion::V3 {
+                prefix_binary_v3(&mut frames);
+            }
             (
                 state.ws_pong.take(),
                 Session::close_reason(&state),

@@ -7,13 +7,16 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
+use tidings_proto::msgpack;
 use tidings_proto::packet::{self, Packet, PacketKind};
+use tidings_proto::parser::Parser;
 
 use super::event::{AckReply, AckSender, Event};
 use super::namespace::{ConnectRequest, Namespace};
 use super::socket::{DisconnectReason, RecoveryState, Socket, SocketLimits, SocketSetup};
+use super::v2;
 use crate::command::{self, Command, Family};
-use crate::engine::{CloseReason, Handshake, Inbound, Session, SessionHandler};
+use crate::engine::{CloseReason, EngineVersion, Handshake, Inbound, Session, SessionHandler};
 use crate::recovery::{self, Recovery, Restored};
 use crate::server::{NamespaceLease, NamespaceRefused, ServerInner};
 use tidings_core::Sid;
@@ -83,16 +86,98 @@ impl Client {
             }
         });
         *client.connect_timer.lock() = Some(timer.abort_handle());
+        if client.is_v2() {
+            // socket.io-client 2.x never sends a CONNECT for the default namespace.
+            let auth = v2::query_auth(&client.handshake.query);
+            let _dispatching = client.dispatch_lock.lock();
+            client.connect(Packet::connect("/", Some(auth)));
+        }
         client
     }
 
+    fn parser(&self) -> Parser {
+        self.server.config.parser
+    }
+
+    /// A `socket.io-client` 2.x connection (Engine.IO v3): see [`super::v2`].
+    fn is_v2(&self) -> bool {
+        self.session.version() == EngineVersion::V3
+    }
+
+    /// The packet refusing a CONNECT to `namespace`, in the client's protocol.
+    fn connect_error(&self, namespace: &str, message: &str, data: Option<Value>) -> Packet {
+        if self.is_v2() {
+            v2::connect_error(namespace, message, data)
+        } else {
+            Packet::connect_error(namespace, message, data)
+        }
+    }
+
+    /// Closes the connection over a packet it should not have sent: counted, and logged at
+    /// info (a client built with the wrong parser shows up in the log without debug logging).
     fn protocol_error(&self, what: &str) {
-        tracing::debug!(sid = %self.session.sid(), what, "invalid socket.io packet, closing");
+        self.close_undecodable(what, None);
+    }
+
+    fn close_undecodable(&self, what: &str, hint: Option<&str>) {
+        let parser = self.parser().npm_package();
+        let sid = self.session.sid();
+        match hint {
+            Some(hint) => tracing::info!(
+                sid = %sid,
+                parser,
+                what,
+                hint,
+                "invalid socket.io packet, closing the connection"
+            ),
+            None => tracing::info!(
+                sid = %sid,
+                parser,
+                what,
+                "invalid socket.io packet, closing the connection"
+            ),
+        }
         self.server.count_protocol_error();
         self.session.close(CloseReason::ParseError);
     }
 
+    /// A packet in the other parser's encoding, logged at info with a hint and counted. A
+    /// CONNECT is refused with a CONNECT_ERROR in the client's own encoding, so that the client
+    /// sees why (`connect_error`, after which socket.io-client gives the connection up) instead
+    /// of reconnecting in a loop; the connection stays, as after any refused CONNECT, until the
+    /// client closes it or the connect timeout does (closing at once would race the refusal
+    /// over polling: the next GET would find no session). Any other packet closes it.
+    fn wrong_parser(&self, theirs: Parser, connect: Option<&Packet>) {
+        let hint = match self.parser() {
+            Parser::Msgpack => {
+                "this looks like the default socket.io-parser; this server speaks socket.io-msgpack-parser (--parser msgpack): give the client parser: require(\"socket.io-msgpack-parser\")"
+            }
+            _ => {
+                "this looks like socket.io-msgpack-parser; this server speaks the default socket.io-parser: start it with --parser msgpack, or drop the client's parser option"
+            }
+        };
+        if let Some(connect) = connect {
+            let message = format!(
+                "parser mismatch: this server speaks {}, this client {}",
+                self.parser().npm_package(),
+                theirs.npm_package()
+            );
+            let reply = Packet::connect_error(&connect.namespace, &message, None);
+            tracing::info!(sid = %self.session.sid(), ns = %connect.namespace, parser = self.parser().npm_package(), hint, "connect in the other parser's encoding refused");
+            self.server.count_protocol_error();
+            let _ = self.session.send(theirs.frame(&reply, &[]));
+            return;
+        }
+        self.close_undecodable("packet in the other parser's encoding", Some(hint));
+    }
+
     fn on_text(&self, text: &str) {
+        if self.parser() == Parser::Msgpack {
+            // The msgpack parser sends every packet as binary.
+            let packet = Packet::decode(text).ok();
+            let connect = packet.filter(|p| p.kind == PacketKind::Connect);
+            return self.wrong_parser(Parser::Default, connect.as_ref());
+        }
         if self.partial.lock().is_some() {
             return self.protocol_error("text packet while binary attachments were expected");
         }
@@ -124,11 +209,34 @@ impl Client {
         self.dispatch(packet, Vec::new());
     }
 
+    /// A whole packet in the msgpack parser's encoding.
+    fn on_msgpack(&self, data: &Bytes) {
+        let (packet, attachments) = match msgpack::decode(data) {
+            Ok(decoded) => decoded,
+            Err(e) => return self.protocol_error(&e.to_string()),
+        };
+        if let Some(max) = self.server.config.limits.max_attachments {
+            if attachments.len() > max {
+                return self
+                    .protocol_error("more binary attachments than max_attachments in one packet");
+            }
+        }
+        self.dispatch(packet, attachments);
+    }
+
     fn on_binary(&self, data: Bytes) {
+        if self.parser() == Parser::Msgpack {
+            return self.on_msgpack(&data);
+        }
         let complete = {
             let mut partial = self.partial.lock();
             let Some(p) = partial.as_mut() else {
                 drop(partial);
+                if msgpack::looks_like_msgpack(&data) {
+                    let packet = msgpack::decode(&data).ok().map(|(packet, _)| packet);
+                    let connect = packet.filter(|p| p.kind == PacketKind::Connect);
+                    return self.wrong_parser(Parser::Msgpack, connect.as_ref());
+                }
                 return self.protocol_error("binary message without a binary packet");
             };
             p.attachments.push(data);
@@ -197,6 +305,7 @@ impl Client {
                 self.session.clone(),
                 socket.namespace().inner.name.clone(),
                 id,
+                self.parser(),
             )
         });
         let event = Event {
@@ -253,12 +362,16 @@ impl Client {
         }
         let body = tidings_core::ErrorBody::new(tidings_core::ErrorCode::LimitExceeded, &message);
         let data = serde_json::to_value(&body).ok();
-        let reply = Packet::connect_error(name, &message, data);
-        let _ = self.session.send(reply.to_frame());
+        let reply = self.connect_error(name, &message, data);
+        let _ = self.session.send(self.parser().frame(&reply, &[]));
     }
 
     fn connect(&self, packet: Packet) {
-        let name = packet.namespace;
+        let (name, data) = match packet.namespace.split_once('?') {
+            // A v2 client's query, in place of the auth payload it cannot send.
+            Some((name, query)) if self.is_v2() => (name.to_owned(), Some(v2::query_auth(query))),
+            _ => (packet.namespace, packet.data),
+        };
         let joined = self.sockets.lock().contains_key(name.as_str());
         if joined || self.connecting.lock().contains(&name) {
             tracing::debug!(sid = %self.session.sid(), ns = %name, "duplicate connect ignored");
@@ -278,8 +391,8 @@ impl Client {
         let lease = match self.server.namespace_for(&name) {
             Ok(lease) => lease,
             Err(NamespaceRefused::Invalid) => {
-                let reply = Packet::connect_error(&name, "Invalid namespace", None);
-                let _ = self.session.send(reply.to_frame());
+                let reply = self.connect_error(&name, "Invalid namespace", None);
+                let _ = self.session.send(self.parser().frame(&reply, &[]));
                 return;
             }
             Err(NamespaceRefused::TooMany(max)) => {
@@ -292,9 +405,7 @@ impl Client {
         let ns = lease.namespace().clone();
         // Dispatch is serial per client (the dispatch lock), so nobody inserted it meanwhile.
         self.connecting.lock().insert(name.clone());
-        let mut auth = packet
-            .data
-            .unwrap_or_else(|| Value::Object(Default::default()));
+        let mut auth = data.unwrap_or_else(|| Value::Object(Default::default()));
         // Connection State Recovery: `pid`/`offset` are the protocol's, taken out of the auth
         // payload before anything of the application sees it.
         let claim = ns.recovery().and_then(|_| Recovery::claim(&mut auth));
@@ -310,8 +421,8 @@ impl Client {
             Ok(admission) => admission,
             Err(e) => {
                 self.connecting.lock().remove(&name);
-                let reply = Packet::connect_error(&name, &e.message, e.data);
-                let _ = self.session.send(reply.to_frame());
+                let reply = self.connect_error(&name, &e.message, e.data);
+                let _ = self.session.send(self.parser().frame(&reply, &[]));
                 return;
             }
         };
@@ -344,8 +455,8 @@ impl Client {
                 if let Err(e) = middleware(request.clone()).await {
                     me.connecting.lock().remove(&name);
                     tracing::debug!(sid = %me.session.sid(), ns = %name, reason = %e.message, "connect refused");
-                    let reply = Packet::connect_error(&name, &e.message, e.data);
-                    let _ = me.session.send(reply.to_frame());
+                    let reply = me.connect_error(&name, &e.message, e.data);
+                    let _ = me.session.send(me.parser().frame(&reply, &[]));
                     return;
                 }
             }
@@ -475,7 +586,7 @@ impl Client {
         let name = ns.name();
         let mut replayed = HashSet::with_capacity(replay.len());
         for packet in replay {
-            let Some(frames) = recovery::packet_frames(packet) else {
+            let Some(frames) = recovery::packet_frames(self.parser(), packet) else {
                 tracing::warn!(ns = %name, offset = packet.offset, "corrupt packet in the recovery log, skipped");
                 continue;
             };
@@ -490,8 +601,10 @@ impl Client {
         if let Some(pid) = socket.pid() {
             data.insert("pid".to_owned(), Value::String(pid.to_string()));
         }
-        let reply = Packet::connect(name, Some(Value::Object(data)));
-        if self.session.send(reply.to_frame()).is_err()
+        // A v2 client expects a CONNECT reply without data.
+        let data = (!self.is_v2()).then_some(Value::Object(data));
+        let reply = Packet::connect(name, data);
+        if self.session.send(self.parser().frame(&reply, &[])).is_err()
             || self.session.is_closed()
             || socket.release_held(&replayed).is_err()
         {

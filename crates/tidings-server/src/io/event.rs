@@ -9,6 +9,7 @@ use serde_json::Value;
 use tidings_core::ErrorBody;
 use tidings_proto::engine::Frame;
 use tidings_proto::packet::Packet;
+use tidings_proto::parser::Parser;
 
 use crate::engine::{SendError, Session};
 
@@ -95,8 +96,10 @@ pub(crate) fn is_reserved_event(name: &str) -> bool {
     RESERVED_EVENTS.contains(&name)
 }
 
-/// The frames of one event packet: the header, then its binary attachments.
+/// The frames of one event packet in `parser`'s encoding (with the default parser: the header,
+/// then its binary attachments).
 pub(crate) fn event_frames(
+    parser: Parser,
     namespace: &str,
     event: &str,
     args: Vec<Value>,
@@ -107,14 +110,7 @@ pub(crate) fn event_frames(
         return Err(EmitError::ReservedName(event.to_owned()));
     }
     let packet = Packet::event(namespace, event, args, id, attachments.len());
-    Ok(with_attachments(&packet, attachments))
-}
-
-pub(crate) fn with_attachments(packet: &Packet, attachments: &[Bytes]) -> Vec<Frame> {
-    let mut frames = Vec::with_capacity(1 + attachments.len());
-    frames.push(packet.to_frame());
-    frames.extend(attachments.iter().cloned().map(Frame::binary));
-    frames
+    Ok(parser.frames(&packet, attachments))
 }
 
 /// Answers one client event that asked for an acknowledgement. Consumed by sending, so an
@@ -124,14 +120,16 @@ pub struct AckSender {
     session: Arc<Session>,
     namespace: Arc<str>,
     id: u64,
+    parser: Parser,
 }
 
 impl AckSender {
-    pub(crate) fn new(session: Arc<Session>, namespace: Arc<str>, id: u64) -> Self {
+    pub(crate) fn new(session: Arc<Session>, namespace: Arc<str>, id: u64, parser: Parser) -> Self {
         AckSender {
             session,
             namespace,
             id,
+            parser,
         }
     }
 
@@ -152,7 +150,7 @@ impl AckSender {
     pub fn send_args(self, args: Vec<Value>, attachments: Vec<Bytes>) -> Result<(), EmitError> {
         let packet = Packet::ack(&self.namespace, self.id, args, attachments.len());
         self.session
-            .send_all(&with_attachments(&packet, &attachments))?;
+            .send_all(&self.parser.frames(&packet, &attachments))?;
         Ok(())
     }
 }
@@ -283,7 +281,7 @@ mod tests {
     #[test]
     fn reserved_names_are_refused() {
         assert!(matches!(
-            event_frames("/", "disconnect", vec![], &[], None),
+            event_frames(Parser::Default, "/", "disconnect", vec![], &[], None),
             Err(EmitError::ReservedName(_))
         ));
     }
@@ -294,7 +292,7 @@ mod tests {
         let data = std::collections::HashMap::from([((1, 2), 3)]);
         let e = EmitError::from(serde_json::to_value(data).unwrap_err());
         assert!(matches!(AckError::from(e), AckError::Serialize(m) if m.contains("key")));
-        let e = event_frames("/", "connect", vec![], &[], Some(1)).unwrap_err();
+        let e = event_frames(Parser::Default, "/", "connect", vec![], &[], Some(1)).unwrap_err();
         assert_eq!(
             AckError::from(e),
             AckError::ReservedName("connect".to_owned())

@@ -5,6 +5,7 @@ mod client;
 mod event;
 mod namespace;
 mod socket;
+mod v2;
 
 pub(crate) use client::Client;
 pub use event::{AckError, AckReply, AckSender, EmitError, Event, extract_attachments};

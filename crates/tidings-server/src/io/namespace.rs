@@ -16,6 +16,7 @@ use serde_json::Value;
 use tidings_core::cluster::{ClusterMessage, RemoteSocket, Target};
 use tidings_core::{Room, Sid};
 use tidings_proto::engine::Frame;
+use tidings_proto::parser::Parser;
 
 use super::event::{AckError, AckReply, EmitError, event_frames};
 use super::socket::{DisconnectReason, Socket};
@@ -129,6 +130,8 @@ pub(crate) struct NamespaceInner {
     no_builtins: std::sync::atomic::AtomicBool,
     /// The server's broadcast counters.
     counters: Arc<crate::metrics::IoCounters>,
+    /// The server's packet encoding: broadcasts are encoded once, in it.
+    pub(crate) parser: Parser,
     /// Created on demand (a dynamic namespace): removed from the server when its last user
     /// leaves. Static namespaces (`Server::of`) stay.
     pub(crate) on_demand: bool,
@@ -158,6 +161,7 @@ impl Namespace {
         cluster: Arc<ClusterLink>,
         observer: Arc<SocketObserver>,
         counters: Arc<crate::metrics::IoCounters>,
+        parser: Parser,
         on_demand: bool,
     ) -> Namespace {
         Namespace {
@@ -175,6 +179,7 @@ impl Namespace {
                 own_login: std::sync::atomic::AtomicBool::new(false),
                 no_builtins: std::sync::atomic::AtomicBool::new(false),
                 counters,
+                parser,
                 on_demand,
                 users: AtomicUsize::new(0),
             }),
@@ -535,7 +540,14 @@ impl BroadcastOperator {
             self.publish_to_cluster(&frames, Some(offset));
             return Ok(self.deliver_local(&frames, Some(offset)));
         }
-        let frames = event_frames(self.ns.name(), event, args, attachments, None)?;
+        let frames = event_frames(
+            self.ns.inner.parser,
+            self.ns.name(),
+            event,
+            args,
+            attachments,
+            None,
+        )?;
         self.publish_to_cluster(&frames, None);
         Ok(self.deliver_local(&frames, None))
     }
@@ -614,7 +626,14 @@ impl BroadcastOperator {
     ) -> Result<Vec<(Sid, Result<AckReply, AckError>)>, EmitError> {
         let args = vec![serde_json::to_value(data)?];
         let id = self.ns.next_ack_id();
-        let frames = event_frames(self.ns.name(), event, args, &[], Some(id))?;
+        let frames = event_frames(
+            self.ns.inner.parser,
+            self.ns.name(),
+            event,
+            args,
+            &[],
+            Some(id),
+        )?;
         let mut waiting = FuturesUnordered::new();
         let mut results = Vec::new();
         let mut asked = Vec::new();

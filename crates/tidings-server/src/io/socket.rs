@@ -313,10 +313,13 @@ impl Socket {
     /// that is in fact still there does not reconnect and fight over the session.
     pub(crate) fn evict_for_recovery(&self) -> Option<SessionRecord> {
         let pid = self.inner.pid.clone()?;
-        let _ = self
-            .inner
-            .session
-            .send(Packet::disconnect(self.inner.ns.name()).to_frame());
+        let _ = self.inner.session.send(
+            self.inner
+                .ns
+                .inner
+                .parser
+                .frame(&Packet::disconnect(self.inner.ns.name()), &[]),
+        );
         let rooms = self.close_inner(DisconnectReason::Replaced)?;
         Some(self.session_record(&pid, rooms))
     }
@@ -410,7 +413,14 @@ impl Socket {
             self.deliver(&frames, Some(offset))?;
             return Ok(());
         }
-        let frames = event_frames(self.inner.ns.name(), event, args, attachments, None)?;
+        let frames = event_frames(
+            self.inner.ns.inner.parser,
+            self.inner.ns.name(),
+            event,
+            args,
+            attachments,
+            None,
+        )?;
         self.inner.session.send_all(&frames)?;
         Ok(())
     }
@@ -449,7 +459,14 @@ impl Socket {
         attachments: &[Bytes],
     ) -> Result<PendingAck, AckError> {
         let id = self.inner.ns.next_ack_id();
-        let frames = event_frames(self.inner.ns.name(), event, args, attachments, Some(id))?;
+        let frames = event_frames(
+            self.inner.ns.inner.parser,
+            self.inner.ns.name(),
+            event,
+            args,
+            attachments,
+            Some(id),
+        )?;
         let rx = self.register_ack(id)?;
         if let Err(e) = self.inner.session.send_all(&frames) {
             self.forget_ack(id);
@@ -619,10 +636,13 @@ impl Socket {
     /// Removes the socket, telling the client when the server decided it.
     pub(crate) fn disconnect_with(&self, reason: DisconnectReason) {
         if reason == DisconnectReason::ServerNamespaceDisconnect {
-            let _ = self
-                .inner
-                .session
-                .send(Packet::disconnect(self.inner.ns.name()).to_frame());
+            let _ = self.inner.session.send(
+                self.inner
+                    .ns
+                    .inner
+                    .parser
+                    .frame(&Packet::disconnect(self.inner.ns.name()), &[]),
+            );
         }
         self.close(reason);
     }

@@ -126,7 +126,23 @@ impl QueueServer {
 
     /// Runs a client script against this server and checks the server stayed healthy.
     pub async fn run(&self, program: &str, script: std::path::PathBuf, transport: &str) {
-        let envs = self.envs(transport);
+        self.run_with(program, script, transport, &[]).await;
+    }
+
+    /// [`QueueServer::run`] with more environment for the script (e.g. `PARSER`).
+    pub async fn run_with(
+        &self,
+        program: &str,
+        script: std::path::PathBuf,
+        transport: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let mut envs = self.envs(transport);
+        envs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         support::run_script(program, script, &self.url(), &envs).await;
         let stats = self.test.server.stats();
@@ -138,6 +154,14 @@ impl QueueServer {
 /// Starts the interop app with queues on a fresh journal store (the default of `tidings serve`,
 /// full durability: every publish ack waits for the fsync, as in production).
 pub async fn start(profile: Profile) -> QueueServer {
+    start_with(profile, support::interop_config().build().unwrap()).await
+}
+
+/// [`start`] with another server configuration (e.g. another parser).
+pub async fn start_with(
+    profile: Profile,
+    server_config: tidings_server::ServerConfig,
+) -> QueueServer {
     let dir = tempfile::tempdir().unwrap();
     let journal: Arc<dyn Store> = Arc::new(
         JournalStore::open(&dir.path().join("journal"), JournalConfig::default()).unwrap(),
@@ -152,7 +176,7 @@ pub async fn start(profile: Profile) -> QueueServer {
         claims: claims.clone(),
     });
     let config = profile.config();
-    let server = support::interop_app(support::interop_config().build().unwrap());
+    let server = support::interop_app(server_config);
     let queues = server.enable_queues(store, config.clone()).await.unwrap();
     let test = support::start(server).await;
     QueueServer {
