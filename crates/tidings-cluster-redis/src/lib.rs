@@ -33,6 +33,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tidings_core::Sid;
 use tidings_core::cluster::{Cluster, ClusterError, ClusterFuture, ClusterHandler, ClusterMessage};
+use tidings_proto::parser::Parser;
 use tokio::sync::mpsc;
 
 /// Settings of a [`RedisCluster`].
@@ -58,6 +59,9 @@ pub struct RedisClusterConfig {
     /// The largest message accepted on the Node channels, in bytes (default 1,000,000, the
     /// server's default `max_payload`); larger ones are counted and dropped.
     pub node_max_message: usize,
+    /// The packet encoding of this node's clients (the server's `parser`): broadcasts from
+    /// Node services are encoded in it. Default [`Parser::Default`].
+    pub parser: Parser,
 }
 
 impl RedisClusterConfig {
@@ -70,7 +74,14 @@ impl RedisClusterConfig {
             node_adapter: None,
             node_cluster: false,
             node_max_message: 1_000_000,
+            parser: Parser::Default,
         }
+    }
+
+    /// See [`RedisClusterConfig::parser`].
+    pub fn parser(mut self, parser: Parser) -> Self {
+        self.parser = parser;
+        self
     }
 
     /// See [`RedisClusterConfig::node_adapter`].
@@ -117,6 +128,7 @@ pub struct RedisCluster {
     /// The Node adapter key and this node's uid there, when sending in the Node form too.
     node_cluster: Option<(String, String)>,
     node_max_message: usize,
+    parser: Parser,
     node_counters: Arc<node::NodeCounters>,
     /// Each pipelined publish batch's and each `PUBSUB NUMSUB`'s round trip.
     round_trip: Arc<tidings_core::metrics::Histogram>,
@@ -172,6 +184,7 @@ impl RedisCluster {
             node_cluster,
             node_adapter: config.node_adapter,
             node_max_message: config.node_max_message,
+            parser: config.parser,
             node_counters: Arc::default(),
             round_trip,
         })
@@ -291,6 +304,7 @@ async fn node_subscriber(
     client: redis::Client,
     key: String,
     max_bytes: usize,
+    parser: Parser,
     counters: Arc<node::NodeCounters>,
     handler: ClusterHandler,
 ) {
@@ -314,7 +328,13 @@ async fn node_subscriber(
                         let mut stream = pubsub.on_message();
                         while let Some(msg) = stream.next().await {
                             let channel = msg.get_channel_name().as_bytes();
-                            match node::decode(&key, channel, msg.get_payload_bytes(), max_bytes) {
+                            match node::decode(
+                                &key,
+                                channel,
+                                msg.get_payload_bytes(),
+                                max_bytes,
+                                parser,
+                            ) {
                                 Ok(messages) => {
                                     if !messages.is_empty() {
                                         counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -378,6 +398,7 @@ impl Cluster for RedisCluster {
                 self.client.clone(),
                 key.clone(),
                 self.node_max_message,
+                self.parser,
                 self.node_counters.clone(),
                 handler.clone(),
             ));

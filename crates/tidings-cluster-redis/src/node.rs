@@ -28,6 +28,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value as Json};
 use tidings_core::cluster::{ClusterMessage, Target, WireFrame};
 use tidings_proto::packet::{Packet, RESERVED_EVENTS, check_namespace, placeholder};
+use tidings_proto::parser::Parser;
 
 /// Node's `RequestType` values that tidings acts on.
 const REMOTE_JOIN: u64 = 2;
@@ -106,6 +107,7 @@ pub fn decode(
     channel: &[u8],
     payload: &[u8],
     max_bytes: usize,
+    parser: Parser,
 ) -> Result<Vec<ClusterMessage>, NodeMessageError> {
     if payload.len() > max_bytes {
         return Err(NodeMessageError::TooLarge(payload.len(), max_bytes));
@@ -118,13 +120,16 @@ pub fn decode(
         return decode_request(nsp, payload);
     }
     if channel.starts_with(&format!("{key}#")) {
-        return decode_broadcast(payload);
+        return decode_broadcast(payload, parser);
     }
     Ok(Vec::new())
 }
 
 /// `[uid, {type, data, nsp}, {rooms, except, flags}]` → a broadcast.
-fn decode_broadcast(payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+fn decode_broadcast(
+    payload: &[u8],
+    parser: Parser,
+) -> Result<Vec<ClusterMessage>, NodeMessageError> {
     let value = read_msgpack(payload)?;
     let rmpv::Value::Array(mut parts) = value else {
         return Err(malformed("a broadcast is not [uid, packet, opts]"));
@@ -167,12 +172,16 @@ fn decode_broadcast(payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageEr
     };
     data.remove(0);
     let (rooms, except) = rooms_of(&opts)?;
+    // Encoded as this node's clients speak, as a tidings node's broadcast is.
     let packet = Packet::event(&namespace, &event, data, None, attachments.len());
-    let mut frames = vec![match packet.to_frame() {
-        tidings_proto::engine::Frame::Text(text) => WireFrame::Text(text),
-        tidings_proto::engine::Frame::Binary(bytes) => WireFrame::Binary(bytes),
-    }];
-    frames.extend(attachments.into_iter().map(WireFrame::Binary));
+    let frames = parser
+        .frames(&packet, &attachments)
+        .into_iter()
+        .map(|frame| match frame {
+            tidings_proto::engine::Frame::Text(text) => WireFrame::Text(text),
+            tidings_proto::engine::Frame::Binary(bytes) => WireFrame::Binary(bytes),
+        })
+        .collect();
     Ok(vec![ClusterMessage::Broadcast {
         target: Target {
             namespace,
@@ -458,21 +467,35 @@ pub fn encode(key: &str, uid: &str, message: &ClusterMessage) -> Vec<(String, Ve
     }
 }
 
-/// The adapter's `{type: 2, data, nsp}` of a broadcast's frames: the text frame decoded, its
-/// placeholders replaced by the binary frames. None (logged at `debug`) for frames that are
-/// not a JSON-encoded event.
+/// The adapter's `{type: 2, data, nsp}` of a broadcast's frames, in either parser's encoding:
+/// the packet decoded, its placeholders replaced by its attachments. None (logged at `debug`)
+/// for frames that are not an encoded event.
 fn broadcast_packet(
     target: &Target,
     frames: &[WireFrame],
     has_offset: bool,
 ) -> Option<rmpv::Value> {
-    let (WireFrame::Text(text), attachments) = frames.split_first()? else {
-        tracing::debug!("a broadcast not in the JSON encoding is not sent to Node servers");
-        return None;
+    let decoded = match frames.split_first()? {
+        (WireFrame::Text(text), rest) => {
+            let text = std::str::from_utf8(text).ok()?.strip_prefix('4')?;
+            let attachments = rest
+                .iter()
+                .filter_map(|f| match f {
+                    WireFrame::Binary(b) => Some(b.clone()),
+                    WireFrame::Text(_) => None,
+                })
+                .collect();
+            Packet::decode(text)
+                .map(|packet| (packet, attachments))
+                .map_err(|e| e.to_string())
+        }
+        // The msgpack parser: one binary message holds the packet and its binaries.
+        (WireFrame::Binary(message), _) => {
+            tidings_proto::msgpack::decode(message).map_err(|e| e.to_string())
+        }
     };
-    let text = std::str::from_utf8(text).ok()?.strip_prefix('4')?;
-    let packet = match Packet::decode(text) {
-        Ok(packet) => packet,
+    let (packet, attachments) = match decoded {
+        Ok(decoded) => decoded,
         Err(e) => {
             tracing::debug!(error = %e, "a broadcast that does not decode is not sent to Node servers");
             return None;
@@ -485,13 +508,7 @@ fn broadcast_packet(
         // The recovery offset tidings appends for its own clients.
         data.pop();
     }
-    let binaries: Vec<&Bytes> = attachments
-        .iter()
-        .filter_map(|f| match f {
-            WireFrame::Binary(b) => Some(b),
-            WireFrame::Text(_) => None,
-        })
-        .collect();
+    let binaries: Vec<&Bytes> = attachments.iter().collect();
     let data = data.iter().map(|v| to_msgpack(v, &binaries)).collect();
     Some(rmpv::Value::Map(vec![
         ("type".into(), rmpv::Value::from(EVENT)),
@@ -571,7 +588,14 @@ mod tests {
     }
 
     fn decode_one(channel: &str, payload: &[u8]) -> ClusterMessage {
-        let mut messages = decode("socket.io", channel.as_bytes(), payload, 1 << 20).unwrap();
+        let mut messages = decode(
+            "socket.io",
+            channel.as_bytes(),
+            payload,
+            1 << 20,
+            Parser::Default,
+        )
+        .unwrap();
         assert_eq!(messages.len(), 1, "{messages:?}");
         messages.remove(0)
     }
@@ -671,7 +695,14 @@ mod tests {
     #[test]
     fn emitter_requests_become_room_operations_and_server_side_events() {
         let join = br#"{"type":2,"opts":{"rooms":["a"],"except":["b"]},"rooms":["r1","r2"]}"#;
-        let messages = decode("socket.io", b"socket.io-request#/chat#", join, 1 << 20).unwrap();
+        let messages = decode(
+            "socket.io",
+            b"socket.io-request#/chat#",
+            join,
+            1 << 20,
+            Parser::Default,
+        )
+        .unwrap();
         let target = Target {
             namespace: "/chat".into(),
             rooms: vec!["a".into()],
@@ -733,7 +764,13 @@ mod tests {
             br#"{"type":2,"requestId":"x","sid":"abc","room":"r"}"#,
             br#"{"type":99}"#,
         ] {
-            let decoded = decode("socket.io", b"socket.io-request#/#", request, 1 << 20);
+            let decoded = decode(
+                "socket.io",
+                b"socket.io-request#/#",
+                request,
+                1 << 20,
+                Parser::Default,
+            );
             assert_eq!(
                 decoded,
                 Ok(Vec::new()),
@@ -744,7 +781,7 @@ mod tests {
         // Other keys' channels are not ours.
         let other = emitter_broadcast("/", vec![s("e")], &[], &[]);
         assert_eq!(
-            decode("socket.io", b"other#/#", &other, 1 << 20),
+            decode("socket.io", b"other#/#", &other, 1 << 20, Parser::Default),
             Ok(Vec::new())
         );
     }
@@ -753,7 +790,13 @@ mod tests {
     fn malformed_and_oversized_messages_are_errors() {
         let ok = emitter_broadcast("/", vec![s("e")], &[], &[]);
         assert!(matches!(
-            decode("socket.io", b"socket.io#/#", &ok, ok.len() - 1),
+            decode(
+                "socket.io",
+                b"socket.io#/#",
+                &ok,
+                ok.len() - 1,
+                Parser::Default
+            ),
             Err(NodeMessageError::TooLarge(..))
         ));
         // 10,000 nested fixarrays of one element, around a nil.
@@ -798,7 +841,13 @@ mod tests {
             ),
         ];
         for (what, payload) in cases {
-            let decoded = decode("socket.io", b"socket.io#/#", &payload, 1 << 20);
+            let decoded = decode(
+                "socket.io",
+                b"socket.io#/#",
+                &payload,
+                1 << 20,
+                Parser::Default,
+            );
             assert!(decoded.is_err(), "{what}: {decoded:?}");
         }
         for request in [
@@ -807,7 +856,13 @@ mod tests {
             br#"{"type":"2"}"#,
             br#"{"type":6,"data":"x"}"#,
         ] {
-            let decoded = decode("socket.io", b"socket.io-request#/#", request, 1 << 20);
+            let decoded = decode(
+                "socket.io",
+                b"socket.io-request#/#",
+                request,
+                1 << 20,
+                Parser::Default,
+            );
             assert!(
                 decoded.is_err(),
                 "{}: {decoded:?}",
@@ -880,10 +935,42 @@ mod tests {
         // What a tidings node sent in the Node form is skipped: it came on tidings' channel too.
         for op in ops.iter().chain([&broadcast]) {
             for (channel, payload) in encode("socket.io", &uid("n1"), op) {
-                let decoded = decode("socket.io", channel.as_bytes(), &payload, 1 << 20);
+                let decoded = decode(
+                    "socket.io",
+                    channel.as_bytes(),
+                    &payload,
+                    1 << 20,
+                    Parser::Default,
+                );
                 assert_eq!(decoded, Ok(Vec::new()), "{op:?}");
             }
         }
+        // A node on the msgpack parser passes its broadcasts on in that encoding: the same
+        // Node form, and back in the msgpack parser's form.
+        let packet = Packet::event("/chat", "x", vec![placeholder(0)], None, 1);
+        let binaries = [Bytes::from_static(&[9, 9])];
+        let msgpack = ClusterMessage::Broadcast {
+            target: target.clone(),
+            frames: Parser::Msgpack
+                .frames(&packet, &binaries)
+                .into_iter()
+                .map(|f| match f {
+                    tidings_proto::engine::Frame::Binary(b) => WireFrame::Binary(b),
+                    tidings_proto::engine::Frame::Text(t) => WireFrame::Text(t),
+                })
+                .collect(),
+            offset: None,
+        };
+        let sent = encode("socket.io", "node-x", &msgpack);
+        let back = decode(
+            "socket.io",
+            sent[0].0.as_bytes(),
+            &sent[0].1,
+            1 << 20,
+            Parser::Msgpack,
+        );
+        assert_eq!(back, Ok(vec![msgpack]));
+
         // Durable-topic wake-ups are tidings' own.
         let wake = ClusterMessage::Published { topic: "t".into() };
         assert!(encode("socket.io", "node-x", &wake).is_empty());

@@ -508,6 +508,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .prefix(redis.prefix.clone())
                 .node_adapter(node_adapter.clone())
                 .node_cluster(node_cluster)
+                .parser(server.config().parser)
                 .node_max_message(args.max_payload),
         )
         .await

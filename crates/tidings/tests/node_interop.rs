@@ -19,11 +19,10 @@ async fn node(redis: &RedisServer, extra: &[&str]) -> (Child, String) {
     common::spawn_serve(&mut command).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_node_redis_emitter_reaches_clients_of_two_tidings_nodes() {
+async fn emitter_scenario(parser: &str) {
     let redis = RedisServer::start();
-    let (_a, a) = node(&redis, &[]).await;
-    let (_b, b) = node(&redis, &[]).await;
+    let (_a, a) = node(&redis, &["--parser", parser]).await;
+    let (_b, b) = node(&redis, &["--parser", parser]).await;
     let socket = redis.socket();
     Scenario::start(
         "js/node-emitter.mjs",
@@ -31,10 +30,23 @@ async fn the_node_redis_emitter_reaches_clients_of_two_tidings_nodes() {
         &[
             ("TIDINGS_URLS", format!("{a},{b}").as_str()),
             ("REDIS_SOCKET", socket.to_str().unwrap()),
+            ("PARSER", parser),
         ],
     )
     .passes(90)
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_redis_emitter_reaches_clients_of_two_tidings_nodes() {
+    emitter_scenario("default").await;
+}
+
+/// The same with nodes and clients on socket.io-msgpack-parser: the emitter's broadcasts are
+/// encoded in the nodes' parser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_redis_emitter_reaches_msgpack_clients() {
+    emitter_scenario("msgpack").await;
 }
 
 /// A Node Socket.IO server on `@socket.io/redis-adapter` and two `--node-cluster` tidings nodes

@@ -10,7 +10,10 @@ import { env } from "node:process";
 import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
 import { io } from "socket.io-client";
-import { check, checkEqual, emitAck, fail, must, once, run, track, uniq } from "./lib.mjs";
+import { check, checkEqual, emitAck, fail, must, once, parserOption, run, track, uniq } from "./lib.mjs";
+
+// PARSER=msgpack (lib.mjs): the clients speak socket.io-msgpack-parser, as the nodes do.
+const parser = parserOption ? { parser: parserOption } : {};
 
 const urls = (env.TIDINGS_URLS ?? "").split(",").filter(Boolean);
 if (urls.length !== 2) fail("setup", `env TIDINGS_URLS needs 2 origins, got ${JSON.stringify(urls)}`);
@@ -19,7 +22,7 @@ if (!env.REDIS_SOCKET) fail("setup", "env REDIS_SOCKET is required");
 /** A socket on `url` + `nsp` (WebSocket: no sticky sessions needed), connected. */
 async function connect(url, nsp = "/", manager) {
   const socket = track(
-    manager ? manager.socket(nsp) : io(url + nsp, { transports: ["websocket"], forceNew: true, reconnection: false, autoConnect: false }),
+    manager ? manager.socket(nsp) : io(url + nsp, { transports: ["websocket"], forceNew: true, reconnection: false, autoConnect: false, ...parser }),
   );
   const connected = once(socket, "connect");
   socket.connect();
@@ -142,7 +145,7 @@ run(
 
     // 9. disconnectSockets(true): the whole connection closes, every namespace of it.
     const closing = uniq("closing");
-    const manager = io(b, { transports: ["websocket"], forceNew: true, reconnection: false, autoConnect: false }).io;
+    const manager = io(b, { transports: ["websocket"], forceNew: true, reconnection: false, autoConnect: false, ...parser }).io;
     const c5 = await connect(b, "/", manager);
     const c5other = await connect(b, "/other", manager);
     await join(c5, closing);
