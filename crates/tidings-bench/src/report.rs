@@ -104,15 +104,16 @@ pub fn tables(aggs: &[Agg]) -> String {
     let rows = in_scenario(aggs, "idle");
     if !rows.is_empty() {
         out.push_str("#### Idle connections\n\n");
-        out.push_str("| connections | peer | connected | server RSS (MiB) | RSS per connection (KiB) | connect CPU (ms/conn) | idle CPU (µs per conn per s) | reps |\n");
-        out.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        out.push_str("| connections | peer | connected | connects/s | server RSS (MiB) | RSS per connection (KiB) | connect CPU (ms/conn) | idle CPU (µs per conn per s) | reps |\n");
+        out.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for a in rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 num(Some(a.order as f64), 0),
                 a.peer.name(),
                 num(a.get("conns"), 0),
+                num(a.get("connects_per_s"), 0),
                 num(a.get("rss_mib"), 1),
                 num(a.get("rss_kib_per_conn"), 1),
                 num(a.get("connect_cpu_ms_per_conn"), 3),
