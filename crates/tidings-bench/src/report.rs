@@ -312,6 +312,15 @@ fn cpu_at_common_step(
     best.map(|(_, _, step, cx, cy)| (step, cx, cy))
 }
 
+/// The best `key` of `peer`'s steps in `scenario` (the closed-loop steps: order below 1000).
+fn best_of(aggs: &[Agg], scenario: &str, key: &str, peer: Peer) -> Option<f64> {
+    in_scenario(aggs, scenario)
+        .into_iter()
+        .filter(|a| a.peer == peer && a.order < 1000)
+        .filter_map(|a| a.get(key))
+        .reduce(f64::max)
+}
+
 /// Ratios of tidings against each peer measured in this run.
 pub fn ratios(aggs: &[Agg], records: &[Record]) -> String {
     let mut out = String::new();
@@ -357,13 +366,7 @@ pub fn ratios(aggs: &[Agg], records: &[Record]) -> String {
         ("fanout-durable", "entries_per_s"),
         ("drain", "msgs_per_s"),
     ] {
-        let best = |peer: Peer| {
-            in_scenario(aggs, scenario)
-                .into_iter()
-                .filter(|a| a.peer == peer && a.order < 1000)
-                .filter_map(|a| a.get(key))
-                .reduce(f64::max)
-        };
+        let best = |peer: Peer| best_of(aggs, scenario, key, peer);
         // The embedded store against Redis, and Redis mode against the same Redis driven
         // directly (issue 22: the Socket.IO hop is all Redis mode adds).
         for ours in [Peer::Tidings, Peer::RedisMode] {
@@ -599,13 +602,7 @@ pub fn targets(aggs: &[Agg], records: &[Record]) -> String {
             0.5,
         ),
     ] {
-        let best = |peer: Peer| {
-            in_scenario(aggs, scenario)
-                .into_iter()
-                .filter(|a| a.peer == peer && a.order < 1000)
-                .filter_map(|a| a.get(key))
-                .reduce(f64::max)
-        };
+        let best = |peer: Peer| best_of(aggs, scenario, key, peer);
         match (best(Peer::RedisMode), best(Peer::Redis)) {
             (Some(t), Some(r)) => row(
                 what,

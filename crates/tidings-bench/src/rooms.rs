@@ -392,6 +392,43 @@ async fn publish(
     }
 }
 
+/// The schedule of a step: `count` sends at `rate` per second from `start + k / rate`, checked
+/// every millisecond; bounded in time as well as in count (three times the step plus 10 s), so
+/// a peer that stops reading cannot hang the run.
+struct Schedule {
+    start: Instant,
+    rate: u64,
+    count: u64,
+    ticker: tokio::time::Interval,
+    deadline: Instant,
+}
+
+impl Schedule {
+    fn new(rate: u64, count: u64) -> Schedule {
+        let start = Instant::now();
+        let mut ticker = tokio::time::interval(Duration::from_millis(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let deadline = start + Duration::from_secs_f64(count as f64 / rate as f64 * 3.0 + 10.0);
+        Schedule {
+            start,
+            rate,
+            count,
+            ticker,
+            deadline,
+        }
+    }
+
+    /// Whether the step may go on: `sent` is short of the count and the deadline has not passed.
+    fn going(&self, sent: u64) -> bool {
+        sent < self.count && Instant::now() <= self.deadline
+    }
+
+    /// How many sends are due by now.
+    fn due(&self) -> u64 {
+        ((self.start.elapsed().as_secs_f64() * self.rate as f64) as u64 + 1).min(self.count)
+    }
+}
+
 /// [`publish`] through Redis, paced the same way; each tick's messages in one pipeline (as a
 /// Node service's client pipelines what it publishes within one turn of its event loop).
 #[allow(clippy::too_many_arguments)]
@@ -405,14 +442,11 @@ async fn publish_emitter(
     state: &StepState,
     pb: &ProgressBar,
 ) -> Result<u64> {
-    let start = Instant::now();
+    let mut schedule = Schedule::new(rate, count);
     let mut sent = 0u64;
-    let mut ticker = tokio::time::interval(Duration::from_millis(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let deadline = start + Duration::from_secs_f64(count as f64 / rate as f64 * 3.0 + 10.0);
-    while sent < count && Instant::now() <= deadline {
-        ticker.tick().await;
-        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(count);
+    while schedule.going(sent) {
+        schedule.ticker.tick().await;
+        let due = schedule.due();
         if sent >= due {
             continue;
         }
@@ -444,19 +478,12 @@ async fn publish_ws(
     state: &StepState,
     pb: &ProgressBar,
 ) -> Result<u64> {
-    let start = Instant::now();
+    let mut schedule = Schedule::new(rate, count);
     let mut sent = 0u64;
-    let mut ticker = tokio::time::interval(Duration::from_millis(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // Bounded in time as well as in count: a peer that stops reading cannot hang the run.
-    let deadline = start + Duration::from_secs_f64(count as f64 / rate as f64 * 3.0 + 10.0);
-    while sent < count {
-        if Instant::now() > deadline {
-            break;
-        }
+    while schedule.going(sent) {
         tokio::select! {
-            _ = ticker.tick() => {
-                let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(count);
+            _ = schedule.ticker.tick() => {
+                let due = schedule.due();
                 while sent < due {
                     let room = format!("r{}", (sent as usize) % rooms);
                     let data = body(step, clock.now_us());

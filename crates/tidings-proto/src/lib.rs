@@ -38,6 +38,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod date;
 pub mod eio3;
 pub mod engine;
 pub mod msgpack;

@@ -543,39 +543,10 @@ fn float(f: f64) -> Value {
     Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
-/// `Date.prototype.toJSON`: ISO 8601 in UTC with milliseconds, six-digit signed years outside
-/// 0..=9999, and null for a time outside JavaScript's range (±8.64e15 ms).
+/// A MessagePack `Date` as JSON writes it ([`crate::date::iso8601`]; null outside
+/// JavaScript's range).
 fn iso_date(millis: i64) -> Value {
-    const LIMIT: i64 = 8_640_000_000_000_000;
-    if !(-LIMIT..=LIMIT).contains(&millis) {
-        return Value::Null;
-    }
-    let days = millis.div_euclid(86_400_000);
-    let in_day = millis.rem_euclid(86_400_000);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let year = if (0..=9999).contains(&year) {
-        format!("{year:04}")
-    } else {
-        format!("{year:+07}")
-    };
-    let (h, m, s, ms) = (
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000,
-    );
-    Value::String(format!(
-        "{year}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z"
-    ))
+    crate::date::iso8601(millis).map_or(Value::Null, Value::String)
 }
 
 #[cfg(test)]

@@ -7,22 +7,13 @@
 
 mod common;
 
-use common::{Scenario, repo_root, serve};
+use common::{Scenario, free_port, repo_root, serve};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn chromium() -> String {
     std::env::var("TIDINGS_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned())
-}
-
-/// A port that was free a moment ago, for the web app's static server.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

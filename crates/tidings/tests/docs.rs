@@ -33,7 +33,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{node, python, repo_root, within};
+use common::{free_port, node, python, repo_root, within};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
@@ -198,16 +198,6 @@ fn every_block_says_how_it_is_tested() {
     );
     // The markers are found at all (a parser that found none would pass the above).
     assert!(blocks.iter().filter(|b| b.get("run").is_some()).count() >= 3);
-}
-
-/// Ports picked by the kernel, then let go for the block to bind (another process could take
-/// one meanwhile: the block then fails with the port in its output).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The text with the documented rewrites: ports, and `cargo run … --` as the binary.

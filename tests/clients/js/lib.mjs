@@ -318,6 +318,18 @@ export function poll(name, probe, { tries = 150, everyMs = 20 } = {}) {
 }
 
 /**
+ * Collects every event `socket` receives, in order, as `[event, ...args]` (but the server's
+ * `welcome`). Proof of absence as with `record`.
+ */
+export function recordAll(socket) {
+  const got = [];
+  socket.onAny((event, ...args) => {
+    if (event !== "welcome") got.push([event, ...args]);
+  });
+  return got;
+}
+
+/**
  * Collects every `event` received by `socket` (each entry is the argument array). Proof of
  * absence: after a later `roundTrip` on the same connection, anything the server emitted
  * earlier has arrived, so an empty list then means "not sent".

@@ -10,7 +10,7 @@ import { env } from "node:process";
 import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
 import { io } from "socket.io-client";
-import { check, checkEqual, emitAck, fail, must, once, parserOption, run, track, uniq } from "./lib.mjs";
+import { check, checkEqual, emitAck, fail, must, once, parserOption, recordAll, run, track, uniq } from "./lib.mjs";
 
 // PARSER=msgpack (lib.mjs): the clients speak socket.io-msgpack-parser, as the nodes do.
 const parser = parserOption ? { parser: parserOption } : {};
@@ -28,15 +28,6 @@ async function connect(url, nsp = "/", manager) {
   socket.connect();
   await must(`connect to ${url}${nsp}`, connected);
   return socket;
-}
-
-/** Records every event a socket receives, in order (but the server's `welcome`). */
-function recorder(socket) {
-  const got = [];
-  socket.onAny((event, ...args) => {
-    if (event !== "welcome") got.push([event, ...args]);
-  });
-  return got;
 }
 
 async function join(socket, room) {
@@ -67,7 +58,7 @@ run(
     await join(c1, room);
     await join(c2, room);
     await join(c2, muted);
-    const got = [c1, c2, c3, c4].map(recorder);
+    const got = [c1, c2, c3, c4].map(recordAll);
 
     /** Emits `done` to both namespaces and waits for it everywhere, then returns and clears
      * what each client got before it. */

@@ -11,7 +11,7 @@ import { createAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
 import { Server } from "socket.io";
 import { io } from "socket.io-client";
-import { check, checkEqual, emitAck, fail, must, once, poll, run, track, uniq } from "./lib.mjs";
+import { check, checkEqual, emitAck, fail, must, once, poll, recordAll, run, track, uniq } from "./lib.mjs";
 
 const urls = (env.TIDINGS_URLS ?? "").split(",").filter(Boolean);
 if (urls.length !== 2) fail("setup", `env TIDINGS_URLS needs 2 origins, got ${JSON.stringify(urls)}`);
@@ -23,14 +23,6 @@ async function connect(url) {
   socket.connect();
   await must(`connect to ${url}`, connected);
   return socket;
-}
-
-function recorder(socket) {
-  const got = [];
-  socket.onAny((event, ...args) => {
-    if (event !== "welcome") got.push([event, ...args]);
-  });
-  return got;
 }
 
 run(
@@ -58,7 +50,7 @@ run(
     const t2 = await connect(b); // on tidings B, no room
     checkEqual("n1 joins", await must("n1 join", emitAck(n1, "join", room)), { ok: true });
     checkEqual("t1 joins", await must("t1 join", emitAck(t1, "join", { room })), { ok: true });
-    const got = [n1, t1, t2].map(recorder);
+    const got = [n1, t1, t2].map(recordAll);
 
     /** A marker broadcast from the Node server to everyone; returns what each got before it. */
     async function settle(step) {

@@ -453,3 +453,14 @@ impl Bystanders {
         }
     }
 }
+
+/// A port picked by the kernel, then let go for a process of the test to bind (another process
+/// could take it meanwhile: that process then fails with the port in its error).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
