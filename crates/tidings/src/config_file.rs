@@ -92,6 +92,7 @@ pub struct ConfigFile {
     tls: TlsSection,
     #[serde(default)]
     admin_ui: AdminUiSection,
+    #[serde(default)]
     metrics: MetricsSection,
 }
 
