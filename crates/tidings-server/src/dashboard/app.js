@@ -215,6 +215,10 @@
     svg.setAttribute("preserveAspectRatio", "none");
     svg.setAttribute("class", "spark");
     svg.setAttribute("aria-hidden", "true");
+    // The baseline spans the 2 minutes; the line grows from the right as samples come.
+    const base = document.createElementNS(SVG, "line");
+    for (const [k, v] of [["x1", 0], ["y1", h - 0.5], ["x2", w], ["y2", h - 0.5]]) base.setAttribute(k, String(v));
+    svg.append(base);
     if (points.length >= 2) {
       const max = Math.max(...points, 1e-9);
       const step = w / (SAMPLES - 1);
@@ -399,7 +403,7 @@
           el("td", {}, subLink(topic, d.subscription)),
           el("td", { class: "n", text: num(d.attempts) }),
           el("td", { text: time(d.deadAt) }),
-          el("td", { class: "actions" }, inspect, requeue, result)));
+          el("td", { class: "actions" }, el("div", { class: "buttons" }, inspect, requeue, result))));
         rows.push(detail);
       }
       box.replaceChildren(table(
