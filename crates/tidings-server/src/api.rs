@@ -360,10 +360,10 @@ pub const MAX_TOPICS_PAGE: u64 = 1000;
 
 /// `GET /v1/topics[?limit=&after=&prefix=]`: the topics the caller may read, by name. With
 /// `limit`, one page of at most that many (up to [`MAX_TOPICS_PAGE`]) after the name
-/// `after`, and `next`, the `after` of the next page (null on the last): only the page's
-/// topics are asked for their state, so a page costs the same with 10 or 100,000 topics but
-/// for listing their names. `prefix` keeps the names starting with it. `total`: how many
-/// names match (before paging).
+/// `after`, with `next`, the `after` of the next page (null on the last), and `total`, how
+/// many names match before paging: only the page's topics are asked for their state, so a
+/// page costs the same with 10 or 100,000 topics but for listing their names. `prefix`
+/// keeps the names starting with it. Without `limit`, every topic (`{"topics"}` only).
 async fn list_topics(queues: &Queues, caller: &Caller, query: &str) -> ApiResult {
     let limit = match query_param(query, "limit") {
         None | Some("") => None,
@@ -400,8 +400,12 @@ async fn list_topics(queues: &Queues, caller: &Caller, query: &str) -> ApiResult
             topics.push(topic_json(queues, caller, info).await);
         }
     }
-    let next = match (limit, names[..end].last()) {
-        (Some(_), Some(last)) if end < total => json!(last.as_str()),
+    if limit.is_none() {
+        // Unpaged: the answer this route always gave.
+        return Ok((StatusCode::OK, json!({ "topics": topics })));
+    }
+    let next = match names[..end].last() {
+        Some(last) if end < total => json!(last.as_str()),
         _ => Value::Null,
     };
     Ok((

@@ -346,6 +346,12 @@ async fn the_dashboard_pages_10000_topics_without_tokens() {
     assert_eq!(body["total"], 10);
     assert_eq!(body["topics"].as_array().unwrap().len(), 10);
     assert_eq!(body["next"], Value::Null);
+    // Without `limit`: every match, in the answer this route always gave.
+    let (_, body) = conn
+        .call("GET", "/v1/topics?prefix=t.0999", Value::Null)
+        .await;
+    assert_eq!(body.as_object().unwrap().len(), 1, "only `topics`");
+    assert_eq!(body["topics"].as_array().unwrap().len(), 10);
     // Out of bounds: 400 with the API's error.
     for bad in ["limit=0", "limit=1001", "limit=x", "after=%zz"] {
         let (status, body) = conn
