@@ -184,9 +184,16 @@ async function openMode(browser) {
   check("no next page", await page.getByRole("button", { name: "Next →" }).isDisabled(), "disabled", "enabled");
   await shot("3-filtered");
 
+  // Data is shown as text: markup in a payload stays inert.
+  const markup = '<img src=x onerror="window.pwned=1">';
+  const stored = await api("POST", "/v1/topics/t.09999/messages", { body: { event: "markup", data: markup } });
+  checkEqual("a payload with markup is stored", stored.status, 201);
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(`${URL}/dashboard#/topic/t.09999`);
-  await until("a topic on a phone", async () => (await page.locator('[data-testid=tail] tr[data-offset="1"]').count()) === 1);
+  const row = page.locator('[data-testid=tail] tr[data-offset="2"]');
+  await until("a topic on a phone", async () => (await row.count()) === 1);
+  check("the markup shows as text (JSON)", (await text(row)).includes(JSON.stringify(markup)), JSON.stringify(markup), await text(row));
+  checkEqual("and did not run", await page.evaluate(() => window.pwned), undefined);
   await noHorizontalOverflow("the phone's topic page");
   await shot("4-phone");
 }
@@ -210,5 +217,5 @@ run(
       await browser.close();
     }
   },
-  { timeoutMs: 110000, checks: MODE === "token" ? 18 : 9 },
+  { timeoutMs: 110000, checks: MODE === "token" ? 18 : 12 },
 );
