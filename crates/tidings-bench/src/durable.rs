@@ -338,7 +338,7 @@ async fn start(
     tag: &str,
 ) -> Result<(Option<ServerProc>, Option<RedisProc>)> {
     match peer {
-        Peer::Tidings => Ok((
+        Peer::Tidings | Peer::RedisMode => Ok((
             Some(ServerProc::start(peer, &ctx.programs, tag).await?),
             None,
         )),

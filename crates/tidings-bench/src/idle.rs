@@ -154,6 +154,7 @@ async fn measure(
         None
     };
     let base = server.usage()?;
+    let connecting = std::time::Instant::now();
     let workers = conns.div_ceil(PER_WORKER);
     let pb = bar(
         ctx,
@@ -213,6 +214,9 @@ async fn measure(
         failed += bad.unwrap_or(0);
     }
     pb.finish_and_clear();
+    // Connections (WebSocket handshake + Socket.IO CONNECT answered) per second, from the
+    // start of the workers to the last one's report: the connect rate.
+    let connect_secs = connecting.elapsed().as_secs_f64();
     // Let the server settle (buffers from the handshakes freed), then hold.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let claims_before = if durable {
@@ -248,6 +252,7 @@ async fn measure(
         rec.set("store_claims_while_idle", claims);
     }
     rec.set("conns", connected as f64)
+        .set("connects_per_s", connected as f64 / connect_secs.max(1e-6))
         .set("failed", failed as f64)
         .set("completeness", connected as f64 / conns as f64)
         .set("rss_base_mib", base.rss_kib as f64 / 1024.0)

@@ -101,8 +101,9 @@ struct RunArgs {
     /// fanout-durable,drain.
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
-    /// Peers (comma-separated): tidings,node,socketioxide,bare,redis,emitter (the last: tidings
-    /// with Node's redis-emitter as the publisher, fan-out only).
+    /// Peers (comma-separated): tidings,node,socketioxide,bare,redis,emitter,redis-mode
+    /// (emitter: tidings with Node's redis-emitter as the publisher, fan-out only; redis-mode:
+    /// `tidings serve --redis`, durable scenarios only).
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
     /// The tidings binary.
@@ -340,6 +341,7 @@ fn parse_peers(names: &Option<Vec<String>>) -> Result<Vec<Peer>> {
             Peer::BareWs,
             Peer::Redis,
             Peer::Emitter,
+            Peer::RedisMode,
         ]);
     };
     names
@@ -351,6 +353,7 @@ fn parse_peers(names: &Option<Vec<String>>) -> Result<Vec<Peer>> {
             "bare" => Ok(Peer::BareWs),
             "redis" => Ok(Peer::Redis),
             "emitter" => Ok(Peer::Emitter),
+            "redis-mode" => Ok(Peer::RedisMode),
             other => bail!("unknown peer {other}"),
         })
         .collect()
@@ -395,12 +398,12 @@ async fn run(args: RunArgs) -> Result<()> {
     let realtime: Vec<Peer> = peers
         .iter()
         .copied()
-        .filter(|p| !matches!(p, Peer::Redis | Peer::Emitter))
+        .filter(|p| !matches!(p, Peer::Redis | Peer::Emitter | Peer::RedisMode))
         .collect();
     let durable: Vec<Peer> = peers
         .iter()
         .copied()
-        .filter(|p| matches!(p, Peer::Tidings | Peer::Redis))
+        .filter(|p| matches!(p, Peer::Tidings | Peer::Redis | Peer::RedisMode))
         .collect();
 
     let mut records: Vec<Record> = Vec::new();

@@ -104,15 +104,16 @@ pub fn tables(aggs: &[Agg]) -> String {
     let rows = in_scenario(aggs, "idle");
     if !rows.is_empty() {
         out.push_str("#### Idle connections\n\n");
-        out.push_str("| connections | peer | connected | server RSS (MiB) | RSS per connection (KiB) | connect CPU (ms/conn) | idle CPU (µs per conn per s) | reps |\n");
-        out.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        out.push_str("| connections | peer | connected | connects/s | server RSS (MiB) | RSS per connection (KiB) | connect CPU (ms/conn) | idle CPU (µs per conn per s) | reps |\n");
+        out.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for a in rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 num(Some(a.order as f64), 0),
                 a.peer.name(),
                 num(a.get("conns"), 0),
+                num(a.get("connects_per_s"), 0),
                 num(a.get("rss_mib"), 1),
                 num(a.get("rss_kib_per_conn"), 1),
                 num(a.get("connect_cpu_ms_per_conn"), 3),
@@ -363,7 +364,12 @@ pub fn ratios(aggs: &[Agg], records: &[Record]) -> String {
                 .filter_map(|a| a.get(key))
                 .reduce(f64::max)
         };
-        if let (Some(t), Some(r)) = (best(Peer::Tidings), best(Peer::Redis)) {
+        // The embedded store against Redis, and Redis mode against the same Redis driven
+        // directly (issue 22: the Socket.IO hop is all Redis mode adds).
+        for ours in [Peer::Tidings, Peer::RedisMode] {
+            let (Some(t), Some(r)) = (best(ours), best(Peer::Redis)) else {
+                continue;
+            };
             if !any {
                 out.push_str("#### Ratios (tidings ÷ peer, same run, medians)\n\n");
                 out.push_str("| scenario | peer | best rate ratio (median of per-repetition bests) | saturated (tidings / peer) | CPU per delivery ratio (at step) |\n");
@@ -372,7 +378,8 @@ pub fn ratios(aggs: &[Agg], records: &[Record]) -> String {
             }
             let _ = writeln!(
                 out,
-                "| {scenario} ({key}) | redis | {:.2} | closed loop | – |",
+                "| {scenario} ({key}) | {} ÷ redis | {:.2} | closed loop | – |",
+                ours.name(),
                 t / r
             );
         }
@@ -576,6 +583,37 @@ pub fn targets(aggs: &[Agg], records: &[Record]) -> String {
             "not run".to_owned(),
             None,
         ),
+    }
+    // Issue 22: Redis mode against a direct client of the same kind of Redis.
+    for (scenario, key, what, bound) in [
+        (
+            "publish",
+            "msgs_per_s",
+            "Redis mode: confirmed publishes ≥ 0.9× a direct XADD client",
+            0.9,
+        ),
+        (
+            "drain",
+            "msgs_per_s",
+            "Redis mode: drain ≥ 0.5× XREADGROUP + XACK",
+            0.5,
+        ),
+    ] {
+        let best = |peer: Peer| {
+            in_scenario(aggs, scenario)
+                .into_iter()
+                .filter(|a| a.peer == peer && a.order < 1000)
+                .filter_map(|a| a.get(key))
+                .reduce(f64::max)
+        };
+        match (best(Peer::RedisMode), best(Peer::Redis)) {
+            (Some(t), Some(r)) => row(
+                what,
+                format!("{} vs {} ({:.2}×)", num(Some(t), 0), num(Some(r), 0), t / r),
+                Some(t / r >= bound),
+            ),
+            _ => row(what, "not run".to_owned(), None),
+        }
     }
     out.push('\n');
     out

@@ -29,6 +29,9 @@ pub enum Peer {
     /// `tidings serve --redis` with Node's `@socket.io/redis-emitter` form as the publisher
     /// (the `fanout` scenario only): a Node service reaching tidings' clients through Redis.
     Emitter,
+    /// `tidings serve --redis` (durable scenarios): durable topics in the same kind of Redis
+    /// as [`Peer::Redis`] (AOF, `appendfsync always`), to compare with a direct Redis client.
+    RedisMode,
 }
 
 impl Peer {
@@ -41,6 +44,7 @@ impl Peer {
             Peer::BareWs => "bare ws",
             Peer::Redis => "redis XADD",
             Peer::Emitter => "tidings (emitter)",
+            Peer::RedisMode => "tidings --redis",
         }
     }
 
@@ -48,7 +52,7 @@ impl Peer {
     pub fn is_socketio(self) -> bool {
         matches!(
             self,
-            Peer::Tidings | Peer::Node | Peer::Socketioxide | Peer::Emitter
+            Peer::Tidings | Peer::Node | Peer::Socketioxide | Peer::Emitter | Peer::RedisMode
         )
     }
 }
@@ -89,7 +93,7 @@ impl ServerProc {
         let mut data = None;
         let mut redis = None;
         let mut cmd = match peer {
-            Peer::Emitter => {
+            Peer::Emitter | Peer::RedisMode => {
                 let proc = RedisProc::start(&programs.log_dir).await?;
                 let mut cmd = Command::new(&programs.tidings);
                 cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--redis"])

@@ -7,8 +7,9 @@
 //!   password when it reconnects. With [`AdminAuth::None`] anyone who reaches the server
 //!   administers it (Node's `auth: false`); `tidings serve` warns at start.
 //! - **What the app sees**: `config` (the features this server supports), `server_stats` every
-//!   2 s (sessions, polling sessions, namespaces with their socket counts, and new connections
-//!   per second as `aggregatedEvents`), and in development mode `all_sockets` on login, then
+//!   2 s (sessions, polling sessions, namespaces with their socket counts, and the connections,
+//!   disconnections, packets and bytes since the last one as `aggregatedEvents`), and in
+//!   development mode `all_sockets` on login, then
 //!   `socket_connected`, `socket_disconnected`, `room_joined` and `room_left` as they happen.
 //!   Events received and sent by sockets (`event_received` / `event_sent`) are not reported.
 //! - **What the app does** (unless read-only): emit to a namespace or a room, make a
@@ -417,7 +418,7 @@ impl AdminUi {
         };
     }
 
-    fn stats(&self, server: &Server, opened_since: u64, at: SystemTime) -> Value {
+    fn stats(&self, server: &Server, aggregated: Vec<Value>) -> Value {
         let stats = server.stats();
         let namespaces = server.namespaces();
         let mut polling = HashSet::new();
@@ -433,15 +434,6 @@ impl AdminUi {
                 json!({ "name": ns.name(), "socketsCount": sockets.len() })
             })
             .collect();
-        let second = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() * 1000);
-        let mut aggregated = Vec::new();
-        if opened_since > 0 {
-            aggregated.push(
-                json!({ "timestamp": second, "type": "rawConnection", "count": opened_since }),
-            );
-        }
         json!({
             "serverId": self.server_id,
             "hostname": self.hostname,
@@ -455,13 +447,96 @@ impl AdminUi {
     }
 }
 
+/// What the app charts, as Node's admin UI counts it: connections opened, closed (by reason),
+/// packets and bytes in and out — here the change of the server's counters since the last
+/// `server_stats`, stamped with this second.
+#[derive(Default)]
+struct Totals {
+    opened: u64,
+    closed: Vec<(&'static str, u64)>,
+    packets_in: u64,
+    bytes_in: u64,
+    packets_out: u64,
+    bytes_out: u64,
+}
+
+impl Totals {
+    fn of(server: &Server) -> Totals {
+        let counters = server.counters();
+        let t = counters.transport;
+        Totals {
+            opened: counters.server.sessions_opened,
+            closed: t.closed,
+            packets_in: t.packets_in,
+            bytes_in: t.bytes_in,
+            packets_out: t.packets_out,
+            bytes_out: t.bytes_out,
+        }
+    }
+
+    /// The app's `aggregatedEvents` from `before` to `self`.
+    fn since(&self, before: &Totals, at: SystemTime) -> Vec<Value> {
+        let second = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() * 1000);
+        let event = |kind: &str, sub: Option<&str>, count: u64| {
+            (count > 0).then(|| {
+                let mut e = json!({ "timestamp": second, "type": kind, "count": count });
+                if let Some(sub) = sub {
+                    e["subType"] = json!(sub);
+                }
+                e
+            })
+        };
+        let closed = self.closed.iter().filter_map(|(reason, n)| {
+            let was = before
+                .closed
+                .iter()
+                .find(|(r, _)| r == reason)
+                .map_or(0, |(_, n)| *n);
+            event("rawDisconnection", Some(reason), n.saturating_sub(was))
+        });
+        [
+            event(
+                "rawConnection",
+                None,
+                self.opened.saturating_sub(before.opened),
+            ),
+            event(
+                "packetsIn",
+                None,
+                self.packets_in.saturating_sub(before.packets_in),
+            ),
+            event(
+                "bytesIn",
+                None,
+                self.bytes_in.saturating_sub(before.bytes_in),
+            ),
+            event(
+                "packetsOut",
+                None,
+                self.packets_out.saturating_sub(before.packets_out),
+            ),
+            event(
+                "bytesOut",
+                None,
+                self.bytes_out.saturating_sub(before.bytes_out),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(closed)
+        .collect()
+    }
+}
+
 /// `server_stats` to the app every 2 s, from every node, until the server shuts down or is
 /// dropped.
 async fn stats_loop(
     admin: std::sync::Weak<AdminUi>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut opened = None;
+    let mut before: Option<Totals> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
@@ -472,10 +547,12 @@ async fn stats_loop(
         let Some(server) = admin.server.upgrade() else {
             return;
         };
-        let now_opened = server.stats().sessions_opened;
-        let since = now_opened.saturating_sub(opened.unwrap_or(now_opened));
-        opened = Some(now_opened);
-        let stats = admin.stats(&server, since, SystemTime::now());
+        let now = Totals::of(&server);
+        let aggregated = before
+            .as_ref()
+            .map_or_else(Vec::new, |b| now.since(b, SystemTime::now()));
+        before = Some(now);
+        let stats = admin.stats(&server, aggregated);
         if let Some(app) = admin.to_app() {
             let _ = app.emit("server_stats", &stats);
         }
@@ -581,7 +658,7 @@ mod tests {
         let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
         assert_eq!(iso8601(at(0)), "1970-01-01T00:00:00.000Z");
         // new Date(1796464800123).toISOString()
-        assert_eq!(iso8601(at(1_796_464_800_123)), "2026-12-05T10:40:00.123Z");
+        assert_eq!(iso8601(at(1_796_464_800_123)), "2026-12-05T10:00:00.123Z");
         assert_eq!(iso8601(at(951_782_400_000)), "2000-02-29T00:00:00.000Z");
     }
 
@@ -592,6 +669,38 @@ mod tests {
         config.read_only = true;
         config.development = false;
         assert_eq!(features(&config), ["AGGREGATED_EVENTS"]);
+    }
+
+    #[test]
+    fn aggregated_events_are_what_changed_since_the_last_stats() {
+        let before = Totals {
+            opened: 3,
+            closed: vec![("transport close", 1), ("ping timeout", 0)],
+            packets_in: 10,
+            bytes_in: 100,
+            packets_out: 20,
+            bytes_out: 200,
+        };
+        let now = Totals {
+            opened: 5,
+            closed: vec![("transport close", 1), ("ping timeout", 2)],
+            packets_in: 10,
+            bytes_in: 100,
+            packets_out: 25,
+            bytes_out: 260,
+        };
+        let at = UNIX_EPOCH + Duration::from_millis(1_796_464_800_123);
+        let events = now.since(&before, at);
+        let second = 1_796_464_800_000_u64;
+        assert_eq!(
+            events,
+            [
+                json!({"timestamp": second, "type": "rawConnection", "count": 2}),
+                json!({"timestamp": second, "type": "packetsOut", "count": 5}),
+                json!({"timestamp": second, "type": "bytesOut", "count": 60}),
+                json!({"timestamp": second, "type": "rawDisconnection", "subType": "ping timeout", "count": 2}),
+            ]
+        );
     }
 
     #[test]
