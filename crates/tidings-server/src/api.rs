@@ -296,7 +296,7 @@ pub async fn handle(
             return res;
         }
         (&Method::GET, ["stats"]) => stats(&caller, server_stats()),
-        (&Method::GET, ["topics"]) => list_topics(queues, &caller).await,
+        (&Method::GET, ["topics"]) => list_topics(queues, &caller, &query).await,
         (&Method::GET, ["topics", topic]) => topic_info(queues, &caller, topic).await,
         (&Method::POST, ["topics", topic, "messages"]) => {
             let topic = match topic_of(topic) {
@@ -355,29 +355,105 @@ fn stats(caller: &Caller, snapshot: MetricsSnapshot) -> ApiResult {
     Ok((StatusCode::OK, snapshot.stats_json()))
 }
 
-async fn list_topics(queues: &Queues, caller: &Caller) -> ApiResult {
+/// The most topics one page of `GET /v1/topics?limit=` holds.
+pub const MAX_TOPICS_PAGE: u64 = 1000;
+
+/// `GET /v1/topics[?limit=&after=&prefix=]`: the topics the caller may read, by name. With
+/// `limit`, one page of at most that many (up to [`MAX_TOPICS_PAGE`]) after the name
+/// `after`, with `next`, the `after` of the next page (null on the last), and `total`, how
+/// many names match before paging: only the page's topics are asked for their state, so a
+/// page costs the same with 10 or 100,000 topics but for listing their names. `prefix`
+/// keeps the names starting with it. Without `limit`, every topic (`{"topics"}` only).
+async fn list_topics(queues: &Queues, caller: &Caller, query: &str) -> ApiResult {
+    let limit = match query_param(query, "limit") {
+        None | Some("") => None,
+        Some(_) => match parse_u64(query, "limit", 0)? {
+            n @ 1..=MAX_TOPICS_PAGE => Some(n as usize),
+            _ => {
+                return Err(bad_request(format!(
+                    "`limit` must be between 1 and {MAX_TOPICS_PAGE}"
+                )));
+            }
+        },
+    };
+    let after = percent_decode(query_param(query, "after").unwrap_or(""))?;
+    let prefix = percent_decode(query_param(query, "prefix").unwrap_or(""))?;
     let store = queues.store();
-    let mut topics = Vec::new();
-    for topic in store.topics().await? {
-        if !caller.allows(Action::Subscribe, &topic) {
-            continue;
-        }
-        if let Some(mut info) = store.topic_info(&topic).await? {
-            info.subscriptions.retain(|s| caller.owns(&s.name));
-            topics.push(info);
+    let mut names: Vec<Topic> = store
+        .topics()
+        .await?
+        .into_iter()
+        .filter(|t| t.as_str().starts_with(prefix.as_str()))
+        .filter(|t| caller.allows(Action::Subscribe, t))
+        .collect();
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    let total = names.len();
+    let start = if after.is_empty() {
+        0
+    } else {
+        names.partition_point(|t| t.as_str() <= after.as_str())
+    };
+    let end = limit.map_or(total, |n| total.min(start.saturating_add(n)));
+    let mut topics = Vec::with_capacity(end - start);
+    for topic in &names[start..end] {
+        if let Some(info) = store.topic_info(topic).await? {
+            topics.push(topic_json(queues, caller, info).await);
         }
     }
-    Ok((StatusCode::OK, json!({ "topics": topics })))
+    if limit.is_none() {
+        // Unpaged: the answer this route always gave.
+        return Ok((StatusCode::OK, json!({ "topics": topics })));
+    }
+    let next = match names[..end].last() {
+        Some(last) if end < total => json!(last.as_str()),
+        _ => Value::Null,
+    };
+    Ok((
+        StatusCode::OK,
+        json!({ "topics": topics, "next": next, "total": total }),
+    ))
+}
+
+/// A topic's state as the API shows it: [`TopicInfo`](tidings_core::store::TopicInfo) with
+/// the subscriptions the caller owns, each with `lagMs`, the age of its oldest unsettled
+/// message (0 when it has none; null when the store does not tell).
+async fn topic_json(
+    queues: &Queues,
+    caller: &Caller,
+    mut info: tidings_core::store::TopicInfo,
+) -> Value {
+    info.subscriptions.retain(|s| caller.owns(&s.name));
+    // Lag is a figure for reading, not a reason to fail the answer: a store error leaves it
+    // null (the counters above came from the store a moment ago).
+    let oldest = queues
+        .store()
+        .oldest_unsettled(&info.topic)
+        .await
+        .ok()
+        .flatten();
+    let now = tidings_core::clock::now_millis();
+    let mut value = json!(info);
+    if let Some(subs) = value["subscriptions"].as_array_mut() {
+        for (sub, info) in subs.iter_mut().zip(&info.subscriptions) {
+            sub["lagMs"] = match &oldest {
+                None => Value::Null,
+                Some(oldest) => json!(
+                    oldest
+                        .iter()
+                        .find(|(name, _)| *name == info.name)
+                        .map_or(0, |(_, at)| now.saturating_sub(*at))
+                ),
+            };
+        }
+    }
+    value
 }
 
 async fn topic_info(queues: &Queues, caller: &Caller, topic: &str) -> ApiResult {
     let topic = topic_of(topic)?;
     caller.check(Action::Subscribe, &topic)?;
     match queues.store().topic_info(&topic).await? {
-        Some(mut info) => {
-            info.subscriptions.retain(|s| caller.owns(&s.name));
-            Ok((StatusCode::OK, json!(info)))
-        }
+        Some(info) => Ok((StatusCode::OK, topic_json(queues, caller, info).await)),
         None => Err(not_found(&format!("no topic {topic}"))),
     }
 }

@@ -16,6 +16,7 @@ pub mod auth;
 mod cluster;
 pub mod command;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -623,7 +623,8 @@ impl Server {
     }
 
     /// Answers one HTTP request: the Engine.IO endpoint at the configured path, `/healthz`,
-    /// `/readyz`, `/metrics`, the `/v1` API with queues, 404 elsewhere. Use it to embed the
+    /// `/readyz`, `/metrics`, the `/v1` API and the dashboard (`/dashboard`) with queues, 404
+    /// elsewhere. Use it to embed the
     /// server in your own hyper service.
     pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
         let engine = self.engine();
@@ -635,6 +636,9 @@ impl Server {
         }
         if let Some(queues) = self.inner.queues.get() {
             let path = req.uri().path();
+            if crate::dashboard::matches(path) {
+                return crate::dashboard::serve(req.method(), path);
+            }
             if path == "/v1" || path.starts_with("/v1/") {
                 let config = &self.inner.config;
                 return crate::api::handle(

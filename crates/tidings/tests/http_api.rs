@@ -348,7 +348,10 @@ async fn topic_info_counts(store: Store) {
         .collect();
     names.sort_unstable();
     assert_eq!(names, ["group:drivers", "id:inspector"]);
-    let mine = subscription(url, "orders", "id:inspector").await;
+    let mut mine = subscription(url, "orders", "id:inspector").await;
+    // Consumer lag: the age of its oldest unsettled message, in ms (a number with every store).
+    let lag = mine.as_object_mut().unwrap().remove("lagMs").unwrap();
+    assert!(lag.is_u64(), "lagMs: {lag}");
     assert_eq!(
         mine,
         json!({ "name": "id:inspector", "pending": 3, "inFlight": 1, "dead": 0, "gaps": 0, "cursor": 2 })
@@ -356,8 +359,8 @@ async fn topic_info_counts(store: Store) {
     // The group started at new messages: nothing pending.
     let group = subscription(url, "orders", "group:drivers").await;
     assert_eq!(
-        (&group["pending"], &group["inFlight"]),
-        (&json!(0), &json!(0))
+        (&group["pending"], &group["inFlight"], &group["lagMs"]),
+        (&json!(0), &json!(0), &json!(0))
     );
 
     // Settling the first lets the second out (max_in_flight = 1).
