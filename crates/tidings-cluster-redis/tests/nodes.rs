@@ -437,3 +437,101 @@ async fn a_tidings_node_in_a_node_cluster_reaches_node_servers() {
         .unwrap();
     assert!(status.success(), "the Node peer failed: {status}");
 }
+
+/// A node with built-in events and the Admin UI (no login, development mode) named `id`.
+async fn admin_node(redis: &str, prefix: &str, id: &str) -> Node {
+    let server = Server::new(
+        ServerConfig::builder()
+            .builtin_events(true)
+            .build()
+            .unwrap(),
+    );
+    let cluster = RedisCluster::connect(RedisClusterConfig::new(redis).prefix(prefix))
+        .await
+        .unwrap();
+    assert!(server.enable_cluster(Arc::new(cluster)));
+    let mut admin = tidings_server::AdminUiConfig::new(tidings_server::AdminAuth::None);
+    admin.server_id = Some(id.to_owned());
+    server.enable_admin_ui(admin).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let s = server.clone();
+    tokio::spawn(async move { s.serve(listener).await });
+    Node { server, url }
+}
+
+/// The Admin UI across nodes: an app connected to node A sees node B's `server_stats` and
+/// B's sockets as they connect, and its `join` command reaches a socket of B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_ui_of_one_node_sees_and_commands_the_others() {
+    let redis = redis();
+    let prefix = format!("t{}:", fastrand_suffix());
+    let a = admin_node(&redis.url, &prefix, "node-a").await;
+    let b = admin_node(&redis.url, &prefix, "node-b").await;
+    let deadline = Instant::now() + WAIT;
+    for n in [&a, &b] {
+        while n.server.cluster().unwrap().peers().await.unwrap() != 1 {
+            assert!(Instant::now() < deadline, "the nodes never saw each other");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let app = Client::connect(
+        ClientOptions::builder(&a.url)
+            .namespace("/admin")
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut stats = app.on("server_stats");
+    let mut connected = app.on("socket_connected");
+
+    // Both nodes' statistics reach the app on A (each node sends its own every 2 s).
+    let mut servers = std::collections::BTreeSet::new();
+    while servers.len() < 2 {
+        let event = tokio::time::timeout(WAIT, stats.recv())
+            .await
+            .expect("server_stats from both nodes within 10 s")
+            .unwrap();
+        servers.insert(event.args[0]["serverId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        servers.into_iter().collect::<Vec<_>>(),
+        ["node-a", "node-b"]
+    );
+
+    // A client of B: the app on A hears of it.
+    let c = client(&b).await;
+    let sid = c.id().unwrap().to_string();
+    let seen = loop {
+        let event = tokio::time::timeout(WAIT, connected.recv())
+            .await
+            .expect("socket_connected of B's client within 10 s")
+            .unwrap();
+        if event.args[0]["id"] == json!(sid) {
+            break event.args[0].clone();
+        }
+    };
+    assert_eq!(seen["nsp"], json!("/"));
+
+    // The app's `join` (namespace, room, filter: the socket's own room) reaches B's socket.
+    let mut news = c.on("news");
+    app.emit_args(
+        "join",
+        vec![json!("/"), json!("vip"), json!(sid)],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let members = a.server.of("/").to("vip").fetch_sockets(WAIT).await;
+        if members.iter().any(|m| m.sid == sid) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B's socket never joined vip");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.server.of("/").to("vip").emit("news", "for vip").unwrap();
+    assert_eq!(next(&mut news).await, json!("for vip"));
+}
