@@ -300,10 +300,15 @@ fn bad_size(s: &str) -> String {
 
 impl std::fmt::Display for ByteSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Whole units as they are given (`8GiB`); other sizes of a MiB or more rounded to a
+        // tenth of the largest unit, for a log line (`11.8GiB`).
         let n = self.0;
-        match n.trailing_zeros() {
-            30.. => write!(f, "{}GiB", n >> 30),
-            20.. => write!(f, "{}MiB", n >> 20),
+        let unit = |shift: u32| n as f64 / f64::from(1u32 << shift);
+        match (n.trailing_zeros(), n) {
+            (30.., _) => write!(f, "{}GiB", n >> 30),
+            (20.., _) if n < 1 << 30 => write!(f, "{}MiB", n >> 20),
+            (_, 0x4000_0000..) => write!(f, "{:.1}GiB", unit(30)),
+            (_, 0x10_0000..) => write!(f, "{:.1}MiB", unit(20)),
             _ => write!(f, "{n} bytes"),
         }
     }
@@ -830,5 +835,9 @@ max_queue_depth = 0",
         assert_eq!(ByteSize(8 << 30).to_string(), "8GiB");
         assert_eq!(ByteSize(3 << 20).to_string(), "3MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000 bytes");
+        assert_eq!(ByteSize(12_662_476_800).to_string(), "11.8GiB");
+        assert_eq!(ByteSize((3 << 20) + 1).to_string(), "3.0MiB");
+        assert_eq!(ByteSize(5 << 30).to_string(), "5GiB");
+        assert_eq!(ByteSize(2048 << 20).to_string(), "2GiB");
     }
 }
