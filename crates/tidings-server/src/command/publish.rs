@@ -111,10 +111,14 @@ impl Publish {
         queues.topic_created(&topic);
         if !appended.duplicate {
             queues.wake_topic(&topic);
-            let counters = queues.topic_counters.get(&topic);
-            crate::metrics::TopicCounters::add(&counters.published, 1);
         }
-        queues.publish_latency.observe(started.elapsed());
+        crate::metrics::record_publish(
+            &queues.topic_counters,
+            &queues.publish_latency,
+            &topic,
+            !appended.duplicate,
+            started,
+        );
         Ok(json!({
             "ok": true,
             "id": appended.id.to_string(),

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tidings_core::store::{Gap, QueueBound, StoreError, SubscriptionName, Topic};
@@ -12,6 +13,10 @@ use tidings_core::{ErrorBody, ErrorCode};
 use super::{QueueKey, Queues};
 use crate::limits::KeyedBuckets;
 use crate::metrics::Counter;
+
+/// How stale this node's count of topics may be before a new topic lists the store's topics
+/// again (see [`Queues::admit_topic`]).
+pub(crate) const TOPIC_RECOUNT: Duration = Duration::from_secs(1);
 
 /// The state of admission: rate buckets, known topics and refusal counters.
 #[derive(Default)]
@@ -34,8 +39,10 @@ pub(super) struct Admission {
     /// Deliveries put back because their consumer owed `max_pending_acks_per_socket` acks.
     pub(super) deliveries_deferred: Counter,
     /// Topics known to exist (with `max_topics` only): topics are never deleted, so a topic
-    /// in here needs no check.
+    /// in here needs no check, and there are at least as many topics as it holds.
     known_topics: Mutex<HashSet<Topic>>,
+    /// When `known_topics` was last refreshed from the store's list (None: never).
+    topics_listed_at: Mutex<Option<Instant>>,
     /// Held while a topic is created under `max_topics`, so that this node's concurrent
     /// creations are counted one after the other.
     creating_topic: tokio::sync::Mutex<()>,
@@ -82,9 +89,15 @@ impl Queues {
     /// Under [`QueueConfig::max_topics`](super::QueueConfig::max_topics): Ok(None) when `topic` exists (or there is no
     /// limit); Ok(Some(guard)) when it may be created — hold the guard until the store created
     /// it, then call [`Queues::topic_created`]; `Err(limit_exceeded)` when there are already
-    /// `max_topics`. The count comes from the store, so topics other nodes created count too;
-    /// the guard serialises this node's creations, so only nodes creating topics at the same
-    /// moment can overshoot the limit (by at most one topic per other node).
+    /// `max_topics`.
+    ///
+    /// The count is this node's set of known topics, refreshed from the store's list when it
+    /// is older than [`TOPIC_RECOUNT`] or one topic short of the limit, so that topics other
+    /// nodes created count too without listing every topic on every creation (that made
+    /// creating n topics cost O(n²)). Topics are never deleted, so the set never counts too
+    /// many: a set at the limit refuses without asking the store. The guard serialises this
+    /// node's creations; nodes creating topics within the same [`TOPIC_RECOUNT`] can together
+    /// overshoot the limit by the topics the others created in that time.
     pub(crate) async fn admit_topic(
         &self,
         topic: &Topic,
@@ -96,17 +109,26 @@ impl Queues {
             return Ok(None);
         }
         let guard = self.admission.creating_topic.lock().await;
-        let topics = self.store.topics().await?;
-        let mut known = self.admission.known_topics.lock();
-        known.extend(topics);
-        if known.contains(topic) {
-            return Ok(None);
+        let known_count = self.admission.known_topics.lock().len() as u64;
+        if known_count < max {
+            let stale = self
+                .admission
+                .topics_listed_at
+                .lock()
+                .is_none_or(|at| at.elapsed() >= TOPIC_RECOUNT);
+            if stale || known_count + 1 >= max {
+                let topics = self.store.topics().await?;
+                self.admission.known_topics.lock().extend(topics);
+                *self.admission.topics_listed_at.lock() = Some(Instant::now());
+            }
+            let known = self.admission.known_topics.lock();
+            if known.contains(topic) {
+                return Ok(None);
+            }
+            if (known.len() as u64) < max {
+                return Ok(Some(guard));
+            }
         }
-        let count = known.len() as u64;
-        if count < max {
-            return Ok(Some(guard));
-        }
-        drop(known);
         let (n, warn) = self.admission.topics_refused.incr();
         if warn {
             tracing::warn!(topic = %topic, max, refused = n, "new topic over max_topics refused");
