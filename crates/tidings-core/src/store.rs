@@ -240,14 +240,16 @@ impl fmt::Display for SubscriptionName {
     }
 }
 
-/// A message id: 128 random bits, shown as 22 characters of URL-safe base64 like [`crate::Sid`].
+/// A message id: 128 bits, unique with the odds of random ones, shown as 22 characters of
+/// URL-safe base64 like [`crate::Sid`]. Unlike a socket id it grants nothing, so it need not be
+/// a secret, only unique.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub u128);
 
 impl MessageId {
-    /// A new random id.
+    /// A new id, different from every other this process made, and unrelated to them.
     pub fn new() -> Self {
-        MessageId(crate::id::random_u128())
+        MessageId(crate::id::unique_u128())
     }
 }
 
