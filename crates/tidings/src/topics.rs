@@ -47,22 +47,105 @@ pub struct TopicsArgs {
     /// Print the raw JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only the topics whose name starts with this (e.g. `vendor.`).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// At most this many topics, by name (default: all of them).
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Start after this topic name: the one a previous `--limit` listing said to continue
+    /// from.
+    #[arg(long)]
+    after: Option<String>,
 }
 
+/// Topics asked for per request: the server's largest page, so that listing 100,000 topics
+/// never makes it build one answer with all of them.
+const PAGE: u64 = 1000;
+
 pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
-    let (status, answer) = call(&args.remote, "GET", "/v1/topics", None).await?;
-    if status != 200 {
-        return Err(api_error(status, &answer));
-    }
+    let listing = list_pages(&args).await?;
     if args.json {
-        println!("{answer}");
+        let mut out = json!({ "topics": listing.topics });
+        if args.limit.is_some() {
+            out["next"] = listing.next.clone().map_or(Value::Null, Value::from);
+            out["total"] = Value::from(listing.total);
+        }
+        println!("{out}");
         return Ok(());
     }
-    let Some(topics) = answer["topics"].as_array() else {
-        bail!("unexpected answer from the server: {answer}");
-    };
-    print!("{}", table(topics, args.remote.token.is_some()));
+    print!("{}", table(&listing.topics, args.remote.token.is_some()));
+    if let Some(next) = &listing.next {
+        let shown = listing.topics.len();
+        println!(
+            "({shown} of {} topics shown; the next ones: --after {next})",
+            listing.total
+        );
+    }
     Ok(())
+}
+
+/// What the pages of `GET /v1/topics` held.
+struct Listing {
+    topics: Vec<Value>,
+    /// The name to continue after, when `--limit` stopped before the last topic.
+    next: Option<String>,
+    /// How many topics matched (before `--after` and `--limit`).
+    total: u64,
+}
+
+/// Fetches the topics page by page, saying on a terminal how far it got when there are more
+/// than one page of them.
+async fn list_pages(args: &TopicsArgs) -> anyhow::Result<Listing> {
+    use std::io::IsTerminal;
+    let progress = std::io::stderr().is_terminal();
+    let mut listing = Listing {
+        topics: Vec::new(),
+        next: None,
+        total: 0,
+    };
+    let mut after = args.after.clone();
+    loop {
+        let fetched = listing.topics.len() as u64;
+        let want = args
+            .limit
+            .map_or(PAGE, |l| l.saturating_sub(fetched).min(PAGE));
+        if want == 0 {
+            break;
+        }
+        let mut path = format!("/v1/topics?limit={want}");
+        if let Some(prefix) = &args.prefix {
+            path.push_str(&format!("&prefix={}", segment(prefix)));
+        }
+        if let Some(after) = &after {
+            path.push_str(&format!("&after={}", segment(after)));
+        }
+        let (status, answer) = call(&args.remote, "GET", &path, None).await?;
+        if status != 200 {
+            return Err(api_error(status, &answer));
+        }
+        let Some(page) = answer["topics"].as_array() else {
+            bail!("unexpected answer from the server: {answer}");
+        };
+        listing.topics.extend(page.iter().cloned());
+        listing.total = answer["total"].as_u64().unwrap_or(0);
+        listing.next = answer["next"].as_str().map(str::to_owned);
+        if progress && listing.total > PAGE {
+            eprint!(
+                "\rfetched {} of {} topics…",
+                listing.topics.len(),
+                listing.total
+            );
+        }
+        match &listing.next {
+            Some(next) => after = Some(next.clone()),
+            None => break,
+        }
+    }
+    if progress && listing.total > PAGE {
+        eprintln!();
+    }
+    Ok(listing)
 }
 
 /// One row per subscription (a topic without subscriptions gets one row of its own). With a

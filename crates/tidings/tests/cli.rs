@@ -3,6 +3,8 @@
 //! stdout and stderr checked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -337,4 +339,63 @@ async fn topics_shows_pending_counts() {
         .collect();
     assert_eq!(other, ["other", "1", "1", "-", "-", "-", "-", "-"]);
     assert_eq!(table.lines().count(), 4, "{table}");
+}
+
+/// `tidings topics` asks for pages of 1,000 (so the server never builds one answer with every
+/// topic): all 1,003 topics of three prefixes come back across two pages; `--prefix` and
+/// `--limit` narrow it, and a limited listing names the `--after` that continues it.
+#[tokio::test]
+async fn topics_are_listed_page_by_page() {
+    let srv = serve().await;
+    let mut names = Vec::new();
+    for (prefix, n) in [("a.", 1001), ("b.", 1), ("c.", 1)] {
+        for i in 0..n {
+            names.push(format!("{prefix}{i:04}"));
+        }
+    }
+    for name in &names {
+        let answer = common::http(
+            &srv.url,
+            "POST",
+            &format!("/v1/topics/{name}/messages"),
+            None,
+            br#"{"event":"e","data":1}"#,
+        )
+        .await;
+        assert_eq!(answer.status, 201, "{name}: {:?}", answer.body);
+    }
+    names.sort();
+    let listed = |out: &Output| -> Vec<String> {
+        assert!(out.status.success(), "{}", stderr(out));
+        let v: Value = serde_json::from_str(&stdout(out)).unwrap();
+        v["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["topic"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let all = tidings(&["topics", "--json", "--url", &srv.url]).await;
+    assert_eq!(listed(&all), names, "every topic, in name order, once");
+
+    let b_and_c = tidings(&["topics", "--json", "--prefix", "b.", "--url", &srv.url]).await;
+    assert_eq!(listed(&b_and_c), ["b.0000"]);
+
+    let first = tidings(&["topics", "--json", "--limit", "2", "--url", &srv.url]).await;
+    assert_eq!(listed(&first), ["a.0000", "a.0001"]);
+    let v: Value = serde_json::from_str(&stdout(&first)).unwrap();
+    assert_eq!(v["next"], "a.0001");
+    assert_eq!(v["total"], 1003);
+
+    // The table says how to go on, and `--after` does.
+    let table = tidings(&["topics", "--limit", "2", "--url", &srv.url]).await;
+    assert!(table.status.success(), "{}", stderr(&table));
+    assert!(
+        stdout(&table).contains("(2 of 1003 topics shown; the next ones: --after a.0001)"),
+        "{}",
+        stdout(&table)
+    );
+    let rest = tidings(&["topics", "--json", "--after", "a.0999", "--url", &srv.url]).await;
+    assert_eq!(listed(&rest), ["a.1000", "b.0000", "c.0000"]);
 }
