@@ -274,7 +274,7 @@ fn respond(socket: &Socket, event: &str, ack: Option<AckSender>, answer: Answer)
     }
     let Some(ack) = ack else { return };
     let sent = match answer {
-        Ok(value) => ack.send(&value),
+        Ok(value) => ack.send_value(value),
         Err(e) => ack.send_error(e),
     };
     if let Err(e) = sent {

@@ -139,6 +139,12 @@ impl AckSender {
         self.send_args(vec![value], Vec::new())
     }
 
+    /// Acknowledges with one argument that is already a JSON value (moved in, not copied as
+    /// [`AckSender::send`] would).
+    pub fn send_value(self, value: Value) -> Result<(), EmitError> {
+        self.send_args(vec![value], Vec::new())
+    }
+
     /// Acknowledges with `{ok:false, error:{code, message}}`, the shape of every built-in
     /// event's failure.
     pub fn send_error(self, error: ErrorBody) -> Result<(), EmitError> {
