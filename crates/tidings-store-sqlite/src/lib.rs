@@ -11,7 +11,7 @@
 //!     SqliteConfig { durability: Durability::Full, ..SqliteConfig::default() },
 //! )?;
 //! let topic = Topic::new("pickup")?;
-//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), key: None, published_at: 0 };
+//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), attachments: vec![], key: None, published_at: 0 };
 //! // Returns once the message is committed and fsynced.
 //! let appended = store.append(&topic, msg, 60_000).await?;
 //! # Ok(())

@@ -67,6 +67,7 @@ pub fn child<S: Store>(env: &str, open: impl FnOnce(&Path) -> S) {
                         return;
                     }
                     let msg = NewMessage {
+                        attachments: Vec::new(),
                         event: "tick".to_owned(),
                         data: format!("{{\"task\":{task},\"i\":{i}}}"),
                         key: None,
@@ -160,6 +161,7 @@ pub fn parent<S: Store>(env: &str, file: &str, open: impl Fn(&Path) -> S) {
             }
             // The reopened store goes on after the last stored message.
             let next = NewMessage {
+                attachments: Vec::new(),
                 event: "tick".to_owned(),
                 data: "{}".to_owned(),
                 key: None,

@@ -79,6 +79,7 @@ impl Publish {
             key,
         } = self;
         let message = NewMessage {
+            attachments: Vec::new(),
             event,
             data: data.to_string(),
             key,
