@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::Stream;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -167,6 +168,7 @@ impl DeliveryMeta {
 pub(crate) struct Unclaimed {
     pub(crate) event: String,
     pub(crate) data: Value,
+    pub(crate) attachments: Vec<Bytes>,
     pub(crate) meta: DeliveryMeta,
     /// The connection it arrived on, and its ack id there.
     pub(crate) epoch: u64,
@@ -176,7 +178,9 @@ pub(crate) struct Unclaimed {
 impl Unclaimed {
     pub(crate) fn into_delivery(self, core: Arc<Core>) -> Delivery {
         let handle = AckHandle::new(core, self.epoch, self.id);
-        Delivery::new(self.event, self.data, self.meta, handle)
+        let mut delivery = Delivery::new(self.event, self.data, self.meta, handle);
+        delivery.attachments = self.attachments;
+        delivery
     }
 }
 
@@ -189,8 +193,11 @@ impl Unclaimed {
 pub struct Delivery {
     /// The event name the message was published with.
     pub event: String,
-    /// The payload.
+    /// The payload. Its binary parts are Socket.IO placeholders
+    /// `{"_placeholder":true,"num":N}` standing for `attachments[N]`.
     pub data: Value,
+    /// The binary parts of `data`, in placeholder order (empty for a message without binary).
+    pub attachments: Vec<Bytes>,
     /// Topic, id, offset, group and attempt.
     pub meta: DeliveryMeta,
     settle: Settle,
@@ -221,6 +228,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("event", &self.event)
             .field("data", &self.data)
+            .field("attachments", &self.attachments.len())
             .field("meta", &self.meta)
             .field("ack_id", &self.settle.handle.id())
             .finish()
@@ -238,6 +246,7 @@ impl Delivery {
         Delivery {
             event,
             data,
+            attachments: Vec::new(),
             meta,
             settle,
         }

@@ -73,6 +73,13 @@ impl History {
     }
 }
 
+/// A stored message's data as the API and the `history` ack show it: JSON, each binary part
+/// as `{"_binary":"<base64>"}` ([`tidings_core::binary`]).
+pub(crate) fn message_data(data: &str, attachments: &[bytes::Bytes]) -> Value {
+    let value = serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
+    tidings_core::binary::inline(&value, attachments)
+}
+
 /// The messages a history request asks for, as the API and the ack show them.
 pub(crate) async fn messages(queues: &Queues, request: &History) -> Result<Vec<Value>, ErrorBody> {
     let messages = queues
@@ -86,7 +93,7 @@ pub(crate) async fn messages(queues: &Queues, request: &History) -> Result<Vec<V
                 "id": m.id.to_string(),
                 "offset": m.offset,
                 "event": m.event,
-                "data": serde_json::from_str::<Value>(&m.data).unwrap_or(Value::Null),
+                "data": message_data(&m.data, &m.attachments),
                 "publishedAt": m.published_at,
             })
         })
