@@ -56,8 +56,8 @@ function normalize(name, value, expected) {
   return value;
 }
 
-async function connect(name, auth) {
-  const socket = client("/", auth === undefined ? {} : { auth });
+async function connect(name, auth, transport) {
+  const socket = client("/", { auth, transport });
   const connected = once(socket, "connect");
   socket.connect();
   await must(`${name}: connect`, connected);
@@ -72,7 +72,9 @@ async function publishPhase() {
   }
   // More binary parts than max_attachments: the server closes the connection when the packet
   // header announces them (docs/SECURITY.md), before reading any; nothing is stored.
-  const greedy = await connect("greedy publisher");
+  // Over WebSocket: with `upgrade`, a refusal while the upgrade is in flight is sometimes not
+  // seen by the client within the wait (an engine matter, not a durable-topics one).
+  const greedy = await connect("greedy publisher", undefined, "websocket");
   greedy.expectDisconnect = true;
   const closed = once(greedy, "disconnect");
   const parts = Array.from({ length: 11 }, (_, i) => pattern(i, 4));
@@ -141,4 +143,5 @@ async function receivePhase() {
   }
 }
 
-run(env.PHASE === "publish" ? publishPhase : receivePhase, { timeoutMs: 60_000, checks: 3 });
+const publishing = env.PHASE === "publish";
+run(publishing ? publishPhase : receivePhase, { timeoutMs: 60_000, checks: publishing ? 6 : 9 });

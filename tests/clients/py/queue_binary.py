@@ -81,4 +81,4 @@ def main():
     sio.disconnect()
 
 
-common.run(main, seconds=60.0, checks=3)
+common.run(main, seconds=60.0, checks=9)
