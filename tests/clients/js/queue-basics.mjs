@@ -139,4 +139,4 @@ run(async () => {
   checkEqual("history limit 1000", (await history("history limit 1000", anon, { topic: h, limit: 1000 })).map((m) => m.offset), range(1, 5));
   checkEqual("history from 0", (await history("history from 0", anon, { topic: h, from: 0 })).map((m) => m.offset), range(1, 5));
   checkEqual("history of an unknown topic", await history("history unknown", anon, { topic: uniq("nobody") }), []);
-}, { timeoutMs: WATCHDOG_MS, checks: 497 });
+}, { timeoutMs: WATCHDOG_MS, checks: 488 });

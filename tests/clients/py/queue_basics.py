@@ -89,4 +89,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run(main, checks=296)
+    run(main, checks=290)
