@@ -312,3 +312,38 @@ async fn rust_client_round_trip(url: &str) {
     assert_eq!((&again.data, &again.attachments), (&data, &attachments));
     within(10, "ack", again.ack()).await.unwrap();
 }
+
+/// The same messages with `--parser msgpack` (socket.io-msgpack-parser clients, where binary
+/// is a MessagePack value rather than a placeholder + attachment): published from Node and
+/// over HTTP, received by both clients byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_in_durable_messages_with_the_msgpack_parser() {
+    let server = common::serve("", &["--parser", "msgpack"], &[]).await;
+    let url = server.url.clone();
+    let topic = "files.msgpack";
+    run_client(
+        "js/queue-binary.mjs",
+        &url,
+        &[
+            ("PHASE", "publish"),
+            ("TIDINGS_TOPIC", topic),
+            ("PARSER", "msgpack"),
+        ],
+    )
+    .await;
+    let body = json!({
+        "event": "file",
+        "data": { "http": true, "b": { "_binary": b64(&pattern(8, 300)) } },
+    });
+    let path = format!("/v1/topics/{topic}/messages");
+    let answer = http(&url, "POST", &path, None, body.to_string().as_bytes()).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    for (script, client, transport) in [
+        ("js/queue-binary.mjs", "js-m", "websocket"),
+        ("py/queue_binary.py", "py-m", "polling"),
+    ] {
+        let mut envs = receive_env(topic, client, "requeue-once", "1", transport);
+        envs.push(("PARSER", "msgpack"));
+        run_client(script, &url, &envs).await;
+    }
+}
