@@ -28,9 +28,12 @@ pub struct Machine {
 
 /// What a message is counted as holding in memory, beyond its event name and payload: its
 /// id, offset, time, the `String`s' own headers, its slot in the topic's ring and a share of
-/// the idempotency-key map. Measured: 385 bytes of RSS per retained 256-byte message
-/// (BENCHMARKS.md), i.e. ~120 bytes around the payload and event name.
-pub const MESSAGE_OVERHEAD: u64 = 128;
+/// the idempotency-key map, its (empty) attachments vector. Measured: 385 bytes of RSS per
+/// retained 256-byte message before messages had attachments (release, 1 M messages,
+/// BENCHMARKS.md); with them, 421 bytes where the same build measured 389 before (debug,
+/// 200,000 messages: +32 bytes, the `Vec<Bytes>` in each ring slot): ~160 bytes around the
+/// payload and event name.
+pub const MESSAGE_OVERHEAD: u64 = 160;
 
 /// What each binary attachment of a message is counted as holding beyond its bytes: its
 /// `Bytes` handle (32 bytes) and the header of its own allocation.

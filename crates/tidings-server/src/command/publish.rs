@@ -44,8 +44,12 @@ impl Builtin for Publish {
         let topic = fields::topic(&input.payload)?;
         let mut publish = Publish::from_fields(topic, input.payload)?;
         // Only what `data` references is kept: binary elsewhere in the packet (another
-        // field, a second argument) is not part of the message.
-        publish.attachments = crate::io::extract_attachments(&mut publish.data, &input.attachments);
+        // field, a second argument) is not part of the message. (Without attachments there is
+        // nothing to look for: no walk of `data` on the common path.)
+        if !input.attachments.is_empty() {
+            publish.attachments =
+                crate::io::extract_attachments(&mut publish.data, &input.attachments);
+        }
         Ok(publish)
     }
 
