@@ -3,8 +3,9 @@
 //
 // PHASE=publish  publishes messages 1–3 of `expected()` to TIDINGS_TOPIC with Buffers inside
 //                `data` (nested, several, an empty one, one of 70 kB), checks the acks, and
-//                that a publish announcing more than max_attachments (10) binary parts closes
-//                the connection with nothing stored.
+//                that a publish announcing more than max_attachments (10) binary parts, or
+//                with an attachment over max_payload, closes the connection with nothing
+//                stored.
 // PHASE=receive  connects as TIDINGS_CLIENT, subscribes from the earliest message and receives
 //                messages 1–TIDINGS_COUNT byte for byte as Buffers. MODE=requeue-once answers
 //                each first delivery with {requeue:true} and checks the redelivery is the same
@@ -81,6 +82,14 @@ async function publishPhase() {
   greedy.emit("publish", { topic: TOPIC, event: EVENT, data: parts }, () => fail("11 attachments", "expected no ack"));
   const [reason] = await must("11 attachments: disconnected", closed);
   check("11 attachments: closed by the server", reason === "transport close" || reason === "io server disconnect", "transport close", reason);
+  // One attachment over max_payload (1,000,000 bytes by default): a WebSocket message that
+  // large closes the connection (1009, docs/SECURITY.md); nothing is stored.
+  const big = await connect("oversized publisher", undefined, "websocket");
+  big.expectDisconnect = true;
+  const bigClosed = once(big, "disconnect");
+  big.emit("publish", { topic: TOPIC, event: EVENT, data: { b: Buffer.alloc(1_000_001, 1) } }, () => fail("oversized", "expected no ack"));
+  const [bigReason] = await must("oversized attachment: disconnected", bigClosed);
+  check("oversized attachment: closed by the server", bigReason === "transport close" || bigReason === "transport error", "transport close", bigReason);
   const history = await must("history", emitAck(pub, "history", { topic: TOPIC }));
   check("history: 3 messages, nothing of the refused publish", history?.messages?.length === 3, "3", history);
   // History is JSON: binary parts as {"_binary": base64}.
@@ -144,4 +153,4 @@ async function receivePhase() {
 }
 
 const publishing = env.PHASE === "publish";
-run(publishing ? publishPhase : receivePhase, { timeoutMs: 60_000, checks: publishing ? 6 : 9 });
+run(publishing ? publishPhase : receivePhase, { timeoutMs: 60_000, checks: publishing ? 7 : 9 });
