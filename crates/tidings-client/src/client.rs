@@ -454,8 +454,14 @@ impl Client {
     ) -> Result<Vec<HistoryMessage>, HistoryError> {
         Topic::new(topic)?;
         let payload = queue::history_payload(topic, from, limit);
-        let reply = self.request("history", payload, None).await?;
-        Ok(queue::parse_history(&reply)?)
+        let timeout = self.inner.core.options.ack_timeout;
+        // Not `request`: the ack carries the messages' attachments.
+        let reply = self
+            .request_ack("history", vec![payload], Vec::new(), timeout, None)
+            .await
+            .map_err(RequestError::from)?;
+        let map = queue::parse_reply(reply.args)?;
+        Ok(queue::parse_history(&map, &reply.attachments)?)
     }
 
     /// Listens to `tidings:gap` notices: retention removed messages of a subscribed topic

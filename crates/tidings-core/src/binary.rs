@@ -104,6 +104,31 @@ fn extract_into(value: &mut Value, out: &mut Vec<Bytes>) -> Result<(), BinaryErr
     }
 }
 
+/// Takes the attachments that placeholders inside `value` reference out of `attachments` (a
+/// packet's), renumbering the placeholders depth-first from 0 in `value`: `value` with the
+/// returned attachments stands on its own. A placeholder whose attachment is missing is left
+/// as it is.
+pub fn take_referenced(value: &mut Value, attachments: &[Bytes]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    renumber(value, attachments, &mut out);
+    out
+}
+
+fn renumber(value: &mut Value, attachments: &[Bytes], out: &mut Vec<Bytes>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(bytes) = placeholder_num(map).and_then(|n| attachments.get(n)) {
+                map.insert("num".to_owned(), Value::from(out.len()));
+                out.push(bytes.clone());
+                return;
+            }
+            map.values_mut().for_each(|v| renumber(v, attachments, out));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| renumber(v, attachments, out)),
+        _ => {}
+    }
+}
+
 /// The Socket.IO placeholder of attachment `num`.
 pub fn placeholder(num: usize) -> Value {
     let mut map = Map::new();
@@ -139,6 +164,22 @@ mod tests {
             r#"{"a":{"_placeholder":true,"num":0},"list":[1,{"_placeholder":true,"num":1},{"deep":{"_placeholder":true,"num":2}}],"text":"x"}"#
         );
         assert_eq!(inline(&value, &attachments), original);
+    }
+
+    #[test]
+    fn take_referenced_renumbers_from_zero() {
+        let all = [
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"c"),
+        ];
+        let mut second = serde_json::json!([{"_placeholder": true, "num": 2}, {"x": {"_placeholder": true, "num": 1}}]);
+        let taken = take_referenced(&mut second, &all);
+        assert_eq!(taken, [all[2].clone(), all[1].clone()]);
+        assert_eq!(
+            second.to_string(),
+            r#"[{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#
+        );
     }
 
     #[test]

@@ -261,6 +261,14 @@ async fn rust_client_round_trip(url: &str) {
         "rest": [{ "_binary": "" }, { "z": { "_binary": b64(&pattern(10, 5)) } }],
     });
     assert_eq!(history.body["messages"][0]["data"], as_json);
+    // `Client::history`: the ack is a BINARY_ACK; each message gets its own attachments back.
+    let listed = within(10, "history", publisher.history(topic, None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&listed[0].data, &listed[0].attachments),
+        (&data, &attachments)
+    );
 
     // Requeued until dead-lettered (max_deliveries 3): the dead letter keeps its binary, the
     // API shows it as `_binary`, and requeued it is delivered as binary again.

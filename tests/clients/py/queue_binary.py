@@ -78,7 +78,12 @@ def main():
             what = f"{client_id}: message {n} delivery {i + 1}"
             check_eq(f"{what}: data byte for byte (bytes)", data, expected(n))
             check(f"{what}: attempt", meta.get("attempt", 0) >= min_attempt + i, f">= {min_attempt + i}", meta)
+    # The history ack carries the messages' binary as bytes too (a BINARY_ACK).
+    hist = call("history", sio, "history", {"topic": TOPIC})
+    check("history: ok", isinstance(hist, dict) and hist.get("ok") is True, "ok: True", hist)
+    for n in range(1, count + 1):
+        check_eq(f"history of {n}: data byte for byte (bytes)", hist["messages"][n - 1]["data"], expected(n))
     sio.disconnect()
 
 
-common.run(main, seconds=60.0, checks=9)
+common.run(main, seconds=60.0, checks=14)

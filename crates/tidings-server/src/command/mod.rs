@@ -241,9 +241,25 @@ pub(crate) fn run(socket: Socket, event: Event, queues: Option<Arc<Queues>>) {
         Command::Publish(c) => in_task(socket, name, ack, queues, |queues, socket| async move {
             c.apply(&queues, socket.identity()).await
         }),
-        Command::History(c) => in_task(socket, name, ack, queues, |queues, _| async move {
-            c.apply(&queues).await
-        }),
+        Command::History(c) => {
+            // Answered with the messages' attachments: not through `in_task`, whose answer is
+            // JSON only.
+            let Some(queues) = queues else {
+                let e = ErrorBody::new(ErrorCode::Internal, "durable queues are not enabled");
+                return respond(&socket, &name, ack, Err(e));
+            };
+            tokio::spawn(async move {
+                match c.apply(&queues).await {
+                    Ok((value, attachments)) => {
+                        let Some(ack) = ack else { return };
+                        if let Err(e) = ack.send_args(vec![value], attachments) {
+                            tracing::debug!(sid = %socket.id(), event = %name, error = %e, "could not acknowledge");
+                        }
+                    }
+                    Err(e) => respond(&socket, &name, ack, Err(e)),
+                }
+            });
+        }
     }
 }
 
