@@ -1,12 +1,14 @@
 //! Binary data in durable messages (issue 22, item 5), end to end on the real `tidings serve`
-//! with its default store (the journal in `--data-dir`):
+//! with each durable store (the journal in `--data-dir`, the default; SQLite; Redis), and with
+//! the msgpack parser:
 //! - npm `socket.io-client` publishes Buffers inside `data` (nested, several, empty, 70 kB);
 //!   the HTTP API publishes `{"_binary": base64}` parts and shows history and dead letters in
 //!   the same form; the Rust client publishes and receives attachments;
 //! - subscribers on `socket.io-client` and `python-socketio` receive every message as binary,
 //!   byte for byte, as a first delivery and as a redelivery (`{requeue:true}`);
-//! - after a kill -9 and a restart (the journal replayed): a new subscriber gets them all from
-//!   the journal, and one that held them unacked gets them again (attempt 2);
+//! - after a kill -9 and a restart (the journal replayed, the SQLite file reopened, Redis
+//!   kept them): a new subscriber gets them all, and one that held them unacked gets them
+//!   again (attempt 2);
 //! - too many binary parts (socket: the connection closes; HTTP: 403 `limit_exceeded`), an HTTP
 //!   body over `max_payload` (413), bad base64 (400) store nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -37,16 +39,47 @@ fn b64(bytes: &[u8]) -> String {
     BASE64.encode(bytes)
 }
 
-/// `tidings serve --port 0 --data-dir DIR` (the journal); 3 deliveries before a message is
-/// dead-lettered (the flows below make at most 2 of the shared topic's).
-async fn serve(dir: &Path) -> (Child, String) {
+/// Where the durable messages live.
+#[derive(Clone, Copy)]
+enum Backend<'a> {
+    /// The default store: the journal in `--data-dir`.
+    Journal,
+    /// `--store sqlite` in `--data-dir`.
+    Sqlite,
+    /// `--redis URL`.
+    Redis(&'a str),
+}
+
+/// `tidings serve --port 0` on `backend` (with `--data-dir DIR`); 3 deliveries before a
+/// message is dead-lettered (the flows below make at most 2 of the shared topic's). On Redis
+/// an ack timeout of 2 s: a delivery stranded by the kill is claimed again at its store
+/// deadline, 2 × ack timeout + 5 s (no node can tell a dead peer from a slow one).
+async fn serve(dir: &Path, backend: Backend<'_>) -> (Child, String) {
     let config = dir.join("tidings.toml");
-    std::fs::write(&config, "[queues]\nmax_deliveries = 3\n").unwrap();
+    let ack_timeout = match backend {
+        Backend::Redis(_) => "ack_timeout_ms = 2000\n",
+        _ => "",
+    };
+    std::fs::write(
+        &config,
+        format!("[queues]\nmax_deliveries = 3\n{ack_timeout}"),
+    )
+    .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
     command
         .arg("serve")
         .args(["--port", "0", "--data-dir"])
-        .arg(dir.join("data"))
+        .arg(dir.join("data"));
+    match backend {
+        Backend::Journal => {}
+        Backend::Sqlite => {
+            command.args(["--store", "sqlite"]);
+        }
+        Backend::Redis(url) => {
+            command.args(["--redis", url]);
+        }
+    }
+    command
         .arg("--config")
         .arg(&config)
         .env(
@@ -86,8 +119,25 @@ fn receive_env<'a>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_in_durable_messages_end_to_end() {
+    end_to_end(Backend::Journal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_in_durable_messages_end_to_end_on_sqlite() {
+    end_to_end(Backend::Sqlite).await;
+}
+
+/// On the Redis store (a private `redis-server`, as `tests/redis.rs` starts it): the kill -9
+/// and restart leave the messages in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_in_durable_messages_end_to_end_on_redis() {
+    let redis = common::server::RedisServer::start();
+    end_to_end(Backend::Redis(&redis.url())).await;
+}
+
+async fn end_to_end(backend: Backend<'_>) {
     let dir = tempfile::tempdir().unwrap();
-    let (server, url) = serve(dir.path()).await;
+    let (server, url) = serve(dir.path(), backend).await;
     let topic = "files.in";
 
     // Messages 1–3 over Socket.IO, and the socket's too-many-attachments refusal.
@@ -181,7 +231,7 @@ async fn binary_in_durable_messages_end_to_end() {
     held.cue("HELD", 60).await;
     kill_9(server).await;
     held.passes(30).await;
-    let (server, url) = serve(dir.path()).await;
+    let (server, url) = serve(dir.path(), backend).await;
 
     // From the replayed journal: new subscribers get every message byte for byte, and the one
     // that held them gets them again as redeliveries.
