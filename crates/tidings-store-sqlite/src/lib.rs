@@ -156,8 +156,9 @@ fn open_connection(
 impl SqliteStore {
     /// Opens the store at `path`, creating the file (and its directory) if needed.
     ///
-    /// Fails with [`StoreError::Corrupt`] if the file is not an SQLite database, is another
-    /// program's database, or has a schema version other than [`SCHEMA_VERSION`]; with
+    /// A file of schema version 1 (before binary attachments) is migrated to
+    /// [`SCHEMA_VERSION`]. Fails with [`StoreError::Corrupt`] if the file is not an SQLite
+    /// database, is another program's database, or has an unknown or newer schema version; with
     /// [`StoreError::Unavailable`] on I/O errors or if WAL mode cannot be enabled (e.g. an
     /// in-memory path); with [`StoreError::Invalid`] for a bad config.
     pub fn open(path: &Path, config: SqliteConfig) -> Result<SqliteStore, StoreError> {
