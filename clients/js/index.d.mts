@@ -94,7 +94,10 @@ export declare class Tidings {
    *   `{token}` on a server that verifies tokens).
    */
   constructor(socket: Socket, options?: { timeoutMs?: number });
-  /** Resolves once the server stored the message. */
+  /**
+   * Resolves once the server stored the message. `data` may hold binary (Buffer, ArrayBuffer,
+   * typed arrays) anywhere: subscribers receive it as binary, also after restarts.
+   */
   publish<T = unknown>(topic: string, event: string, data: T, options?: { key?: string }): Promise<Published>;
   subscribe<T = unknown>(topic: string, handler: Handler<T>, options?: SubscribeOptions): Promise<Subscription>;
   unsubscribe(topic: string, group?: string | null): Promise<void>;

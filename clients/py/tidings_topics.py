@@ -56,7 +56,9 @@ class Topics:
         sio.on("connect", self._on_connect)
 
     def publish(self, topic, event, data, key=None) -> Published:
-        """Publishes ``data`` as ``event`` to ``topic``; returns once the server stored it."""
+        """Publishes ``data`` as ``event`` to ``topic``; returns once the server stored it.
+
+        ``data`` may hold ``bytes`` anywhere: subscribers receive them as binary."""
         payload = {"topic": topic, "event": event, "data": data}
         if key is not None:
             payload["key"] = key

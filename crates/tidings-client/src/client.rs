@@ -337,6 +337,35 @@ impl Client {
         self.publish_inner(topic, event, data, Some(key)).await
     }
 
+    /// Like [`Client::publish`] (with an idempotency key when `key` is given), with binary
+    /// parts: `data` references `attachments[n]` by [`crate::placeholder`]`(n)`, and
+    /// subscribers receive them as binary (a Socket.IO BINARY_EVENT; [`Delivery::attachments`]
+    /// here).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish`]; [`PublishError::Emit`] when `data`'s placeholders do not match
+    /// `attachments`.
+    ///
+    /// [`Delivery::attachments`]: crate::Delivery::attachments
+    pub async fn publish_binary(
+        &self,
+        topic: &str,
+        event: &str,
+        data: Value,
+        attachments: Vec<Bytes>,
+        key: Option<&str>,
+    ) -> Result<Published, PublishError> {
+        Topic::new(topic)?;
+        let payload = queue::publish_payload(topic, event, data, key);
+        let timeout = self.inner.core.options.ack_timeout;
+        let reply = self
+            .request_ack("publish", vec![payload], attachments, timeout, None)
+            .await
+            .map_err(RequestError::from)?;
+        Ok(queue::parse_published(&queue::parse_reply(reply.args)?)?)
+    }
+
     async fn publish_inner<T: Serialize + ?Sized>(
         &self,
         topic: &str,
@@ -425,8 +454,14 @@ impl Client {
     ) -> Result<Vec<HistoryMessage>, HistoryError> {
         Topic::new(topic)?;
         let payload = queue::history_payload(topic, from, limit);
-        let reply = self.request("history", payload, None).await?;
-        Ok(queue::parse_history(&reply)?)
+        let timeout = self.inner.core.options.ack_timeout;
+        // Not `request`: the ack carries the messages' attachments.
+        let reply = self
+            .request_ack("history", vec![payload], Vec::new(), timeout, None)
+            .await
+            .map_err(RequestError::from)?;
+        let map = queue::parse_reply(reply.args)?;
+        Ok(queue::parse_history(&map, &reply.attachments)?)
     }
 
     /// Listens to `tidings:gap` notices: retention removed messages of a subscribed topic

@@ -601,14 +601,16 @@ impl Task {
             Value::String(name) => name,
             other => other.to_string(),
         };
-        // A durable delivery: `(data, meta)` with an ack id. It goes to its subscription (or
-        // waits for one), never to the plain event listeners.
-        if let (Some(id), true, 2) = (packet.id, attachments.is_empty(), items.len()) {
+        // A durable delivery: `(data, meta)` with an ack id, binary inside `data` as
+        // attachments. It goes to its subscription (or waits for one), never to the plain
+        // event listeners.
+        if let (Some(id), 2) = (packet.id, items.len()) {
             if let Some(meta) = items.get(1).and_then(DeliveryMeta::from_value) {
                 let data = items.into_iter().next().unwrap_or(Value::Null);
                 self.core.route_delivery(Unclaimed {
                     event: name,
                     data,
+                    attachments,
                     meta,
                     epoch: self.epoch,
                     id,

@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::Stream;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -100,8 +101,11 @@ pub struct HistoryMessage {
     pub offset: Offset,
     /// The event name.
     pub event: String,
-    /// The payload.
+    /// The payload. Its binary parts are Socket.IO placeholders `{"_placeholder":true,"num":N}`
+    /// standing for `attachments[N]`.
     pub data: Value,
+    /// The binary parts of `data`, in placeholder order (empty for a message without binary).
+    pub attachments: Vec<Bytes>,
     /// When it was published, in milliseconds since the Unix epoch.
     pub published_at: Millis,
 }
@@ -167,6 +171,7 @@ impl DeliveryMeta {
 pub(crate) struct Unclaimed {
     pub(crate) event: String,
     pub(crate) data: Value,
+    pub(crate) attachments: Vec<Bytes>,
     pub(crate) meta: DeliveryMeta,
     /// The connection it arrived on, and its ack id there.
     pub(crate) epoch: u64,
@@ -176,7 +181,9 @@ pub(crate) struct Unclaimed {
 impl Unclaimed {
     pub(crate) fn into_delivery(self, core: Arc<Core>) -> Delivery {
         let handle = AckHandle::new(core, self.epoch, self.id);
-        Delivery::new(self.event, self.data, self.meta, handle)
+        let mut delivery = Delivery::new(self.event, self.data, self.meta, handle);
+        delivery.attachments = self.attachments;
+        delivery
     }
 }
 
@@ -189,8 +196,11 @@ impl Unclaimed {
 pub struct Delivery {
     /// The event name the message was published with.
     pub event: String,
-    /// The payload.
+    /// The payload. Its binary parts are Socket.IO placeholders
+    /// `{"_placeholder":true,"num":N}` standing for `attachments[N]`.
     pub data: Value,
+    /// The binary parts of `data`, in placeholder order (empty for a message without binary).
+    pub attachments: Vec<Bytes>,
     /// Topic, id, offset, group and attempt.
     pub meta: DeliveryMeta,
     settle: Settle,
@@ -221,6 +231,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("event", &self.event)
             .field("data", &self.data)
+            .field("attachments", &self.attachments.len())
             .field("meta", &self.meta)
             .field("ack_id", &self.settle.handle.id())
             .finish()
@@ -238,6 +249,7 @@ impl Delivery {
         Delivery {
             event,
             data,
+            attachments: Vec::new(),
             meta,
             settle,
         }
@@ -618,7 +630,12 @@ struct WireMessage {
 }
 
 /// `{ok:true, messages:[…]}`.
-pub(crate) fn parse_history(map: &Map<String, Value>) -> Result<Vec<HistoryMessage>, RequestError> {
+/// The messages of a `history` ack; `attachments`: the ack's, which the messages'
+/// placeholders number across the whole list.
+pub(crate) fn parse_history(
+    map: &Map<String, Value>,
+    attachments: &[Bytes],
+) -> Result<Vec<HistoryMessage>, RequestError> {
     let messages = field(map, "messages")?
         .as_array()
         .ok_or_else(|| RequestError::Protocol("`messages` is not an array".into()))?;
@@ -627,11 +644,18 @@ pub(crate) fn parse_history(map: &Map<String, Value>) -> Result<Vec<HistoryMessa
         .map(|m| {
             let wire = WireMessage::deserialize(m)
                 .map_err(|e| RequestError::Protocol(format!("bad history message: {e}")))?;
+            let mut data = wire.data;
+            let attachments = if attachments.is_empty() {
+                Vec::new()
+            } else {
+                tidings_core::binary::take_referenced(&mut data, attachments)
+            };
             Ok(HistoryMessage {
                 id: message_id(&Value::String(wire.id))?,
                 offset: wire.offset,
                 event: wire.event,
-                data: wire.data,
+                data,
+                attachments,
                 published_at: wire.published_at,
             })
         })
@@ -764,7 +788,7 @@ mod tests {
             {"id": ID, "offset": 2, "event": "order", "data": [1, 2], "publishedAt": 1_700_000_000_001u64},
         ]})])
         .unwrap();
-        let messages = parse_history(&map).unwrap();
+        let messages = parse_history(&map, &[]).unwrap();
         assert_eq!(messages.len(), 2);
         assert_eq!(messages[0].offset, 1);
         assert_eq!(messages[0].event, "order");
@@ -772,7 +796,7 @@ mod tests {
         assert_eq!(messages[1].published_at, 1_700_000_000_001);
         let map = parse_reply(vec![json!({"ok": true, "messages": [{"id": ID}]})]).unwrap();
         assert!(matches!(
-            parse_history(&map),
+            parse_history(&map, &[]),
             Err(RequestError::Protocol(_))
         ));
     }

@@ -6,6 +6,7 @@
 //! never on the server crate, so that the server can depend on them.
 #![forbid(unsafe_code)]
 
+pub mod binary;
 pub mod clock;
 pub mod cluster;
 mod error;

@@ -33,6 +33,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A future returned by a [`Store`] method.
@@ -289,8 +290,13 @@ impl Serialize for MessageId {
 pub struct NewMessage {
     /// The Socket.IO event name subscribers receive.
     pub event: String,
-    /// The JSON payload, as text (kept byte for byte as the publisher sent it).
+    /// The JSON payload, as text (kept byte for byte as the publisher sent it). Binary parts
+    /// are Socket.IO placeholders `{"_placeholder":true,"num":N}`, numbered depth-first from
+    /// 0, that stand for `attachments[N]`.
     pub data: String,
+    /// The binary attachments `data`'s placeholders refer to, in order (empty for a message
+    /// without binary). Delivered as a Socket.IO BINARY_EVENT.
+    pub attachments: Vec<Bytes>,
     /// Optional idempotency key: a repeat within the dedup window stores nothing and returns
     /// the first append's id and offset.
     pub key: Option<String>,
@@ -308,11 +314,34 @@ pub struct StoredMessage {
     pub offset: Offset,
     /// The event name.
     pub event: String,
-    /// The JSON payload, as text.
+    /// The JSON payload, as text, with placeholders for `attachments`.
     #[serde(skip)]
     pub data: String,
+    /// The binary attachments of `data` (see [`NewMessage::attachments`]).
+    #[serde(skip)]
+    pub attachments: Vec<Bytes>,
     /// When it was published.
     pub published_at: Millis,
+}
+
+impl NewMessage {
+    /// The payload's size: `data`'s bytes plus every attachment's. What size limits and
+    /// byte-based retention count.
+    pub fn payload_len(&self) -> u64 {
+        payload_len(&self.data, &self.attachments)
+    }
+}
+
+impl StoredMessage {
+    /// The payload's size: `data`'s bytes plus every attachment's.
+    pub fn payload_len(&self) -> u64 {
+        payload_len(&self.data, &self.attachments)
+    }
+}
+
+/// `data`'s bytes plus every attachment's.
+pub fn payload_len(data: &str, attachments: &[Bytes]) -> u64 {
+    data.len() as u64 + attachments.iter().map(|a| a.len() as u64).sum::<u64>()
 }
 
 /// What [`Store::append`] did.

@@ -175,6 +175,9 @@ pub struct BodyLimits<'a> {
     pub timeout: std::time::Duration,
     /// Counts the requests refused for the timeout.
     pub timed_out: &'a std::sync::atomic::AtomicU64,
+    /// Most binary parts (`{"_binary": …}`) one published message may hold, as Socket.IO's
+    /// `max_attachments` bounds a packet's (403 `limit_exceeded` past it); None: unlimited.
+    pub max_attachments: Option<usize>,
 }
 
 /// Who calls the API: anyone (no authenticator) or a verified principal.
@@ -311,7 +314,17 @@ pub async fn handle(
                 Caller::Verified(p) => Some(p.identity()),
                 Caller::Open => None,
             };
+            let max_attachments = body_limits.max_attachments;
             match Publish::from_body(topic, body).and_then(|publish| {
+                if let Some(max) = max_attachments.filter(|&max| publish.attachments.len() > max) {
+                    return Err(ErrorBody::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "{} binary parts in `data`: more than max_attachments ({max})",
+                            publish.attachments.len()
+                        ),
+                    ));
+                }
                 caller.check_access(&publish)?;
                 Ok(publish)
             }) {
@@ -484,7 +497,7 @@ async fn dead_letters(queues: &Queues, caller: &Caller, topic: &str) -> ApiResul
         .filter(|d| caller.owns(&d.subscription))
         .map(|d| {
             let mut v = json!(d);
-            v["data"] = serde_json::from_str(&d.message.data).unwrap_or(Value::Null);
+            v["data"] = crate::command::message_data(&d.message.data, &d.message.attachments);
             v
         })
         .collect();

@@ -648,6 +648,7 @@ impl Server {
                         max_bytes: config.max_payload,
                         timeout: config.limits.body_timeout,
                         timed_out: &engine.stats().slow_requests,
+                        max_attachments: config.limits.max_attachments,
                     },
                     config.auth.as_deref(),
                     // Read only for GET /v1/stats: the snapshot walks every session.

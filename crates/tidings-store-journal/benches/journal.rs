@@ -65,6 +65,7 @@ fn label(durability: Durability) -> &'static str {
 
 fn message(data: &str) -> NewMessage {
     NewMessage {
+        attachments: Vec::new(),
         event: "order".to_owned(),
         data: data.to_owned(),
         key: None,

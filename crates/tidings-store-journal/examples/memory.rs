@@ -51,6 +51,7 @@ fn main() {
             tasks.spawn(async move {
                 for _ in (t..n).step_by(64) {
                     let msg = NewMessage {
+                        attachments: Vec::new(),
                         event: "order".to_owned(),
                         data: data.clone(),
                         key: None,

@@ -1,4 +1,4 @@
-//! The files of a journal directory and their on-disk format (version 1).
+//! The files of a journal directory and their on-disk format (version 2; version 1 is read).
 //!
 //! ```text
 //! LOCK                         held (flock) by the process that has the directory open
@@ -10,6 +10,13 @@
 //!            (the crc covers the length, the lsn and the payload; integers little-endian)
 //! snapshot = "TDNGSNAP" | version u32 | lsn u64 | body length u64 | body | crc32c of all before u32
 //! ```
+//!
+//! Versions: **v1** (the first release of the journal) and **v2** (2026-12-06: durable
+//! messages with binary attachments). v2 adds one record kind, an append with attachments
+//! (`op.rs`), and writes every snapshot message with its attachments; v1 records are v2
+//! records, so v1 segments replay as they are, and a v1 snapshot is decoded as v1. Open then
+//! checkpoints into v2 files as soon as it replayed anything (and new segments are always
+//! v2), so an older tidings refuses the directory afterwards as "written by a newer tidings".
 //!
 //! Every record has a log sequence number (lsn): 1 for the first, +1 each, never reused. A
 //! snapshot holds the state after record `lsn`; at open, records up to it are skipped.
@@ -31,7 +38,7 @@ use std::path::{Path, PathBuf};
 use tidings_core::store::StoreError;
 
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"TDNGWAL\0";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TDNGSNAP";
@@ -102,13 +109,13 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(raw)
 }
 
-/// Checks magic and version; `kind` names the file in errors.
+/// Checks magic and version; `kind` names the file in errors. Returns the version.
 fn check_magic_and_version(
     path: &Path,
     bytes: &[u8],
     magic: &[u8; 8],
     kind: &str,
-) -> Result<(), StoreError> {
+) -> Result<u32, StoreError> {
     if bytes.len() < 12 || &bytes[..8] != magic {
         return Err(corrupt(path, 0, format!("not a tidings {kind} file")));
     }
@@ -123,7 +130,7 @@ fn check_magic_and_version(
     if version == 0 {
         return Err(corrupt(path, 8, "a format version of 0"));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// A segment read at open: its records, and where its whole records end.
@@ -238,15 +245,25 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreErro
     Ok(out)
 }
 
-/// Reads the snapshot, if there is one: (lsn, body).
-pub(crate) fn read_snapshot(dir: &Path) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+/// A snapshot read at open.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// Its format version (1 or 2: how its body is encoded).
+    pub(crate) version: u32,
+    /// The state is as of this record.
+    pub(crate) lsn: u64,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Reads the snapshot, if there is one.
+pub(crate) fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StoreError> {
     let path = dir.join(SNAPSHOT_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(&path, "read", &e)),
     };
-    check_magic_and_version(&path, &bytes, SNAPSHOT_MAGIC, "snapshot")?;
+    let version = check_magic_and_version(&path, &bytes, SNAPSHOT_MAGIC, "snapshot")?;
     if bytes.len() < SNAPSHOT_HEADER_LEN + 4 {
         return Err(corrupt(&path, bytes.len(), "a snapshot cut short"));
     }
@@ -260,7 +277,11 @@ pub(crate) fn read_snapshot(dir: &Path) -> Result<Option<(u64, Vec<u8>)>, StoreE
     if crc32c::crc32c(&bytes[..end]) != le_u32(&bytes[end..]) {
         return Err(corrupt(&path, end, "a snapshot with a bad checksum"));
     }
-    Ok(Some((lsn, bytes[SNAPSHOT_HEADER_LEN..end].to_vec())))
+    Ok(Some(Snapshot {
+        version,
+        lsn,
+        body: bytes[SNAPSHOT_HEADER_LEN..end].to_vec(),
+    }))
 }
 
 /// Writes the snapshot of the state after record `lsn` and makes it the current one: a

@@ -9,7 +9,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = JournalStore::open(Path::new("data/journal"), JournalConfig::default())?;
 //! let topic = Topic::new("pickup")?;
-//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), key: None, published_at: 0 };
+//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), attachments: vec![], key: None, published_at: 0 };
 //! // Returns once the message's record is written and fsynced.
 //! let appended = store.append(&topic, msg, 60_000).await?;
 //! # Ok(())
@@ -69,7 +69,7 @@ use tidings_core::store::{
     NewMessage, Offset, QueueBound, Retention, Settle, StartFrom, Store, StoreError, StoreFuture,
     StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
-use tidings_store_memory::Machine;
+use tidings_store_memory::{Machine, SnapshotFormat};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -318,8 +318,13 @@ impl JournalStore {
         }
 
         let (mut machine, snapshot_lsn) = match format::read_snapshot(dir)? {
-            Some((lsn, body)) => {
-                let machine = Machine::decode(&body).map_err(|e| {
+            Some(format::Snapshot { version, lsn, body }) => {
+                let body_format = if version == 1 {
+                    SnapshotFormat::V1
+                } else {
+                    SnapshotFormat::V2
+                };
+                let machine = Machine::decode_format(&body, body_format).map_err(|e| {
                     StoreError::Corrupt(format!(
                         "{}: {e}",
                         dir.join(format::SNAPSHOT_FILE).display()

@@ -25,6 +25,9 @@ const RELEASE_IN_FLIGHT: u8 = 8;
 const REQUEUE_DEAD: u8 = 9;
 const ENFORCE_RETENTION: u8 = 10;
 const SETTLE: u8 = 11;
+/// An append of a message with binary attachments (format v2): as [`APPEND`], with the
+/// attachments after `data`. A message without binary is still written as [`APPEND`].
+const APPEND_BINARY: u8 = 12;
 
 /// One change, borrowing its arguments.
 #[derive(Debug)]
@@ -100,11 +103,15 @@ impl Op<'_> {
                 dedup_window,
                 bound,
             } => {
-                e.u8(APPEND);
+                let binary = !msg.attachments.is_empty();
+                e.u8(if binary { APPEND_BINARY } else { APPEND });
                 e.topic(topic);
                 e.message_id(id);
                 e.str(&msg.event);
                 e.str(&msg.data);
+                if binary {
+                    e.attachments(&msg.attachments);
+                }
                 e.opt_str(msg.key.as_deref());
                 e.u64(msg.published_at);
                 e.u64(dedup_window);
@@ -255,12 +262,20 @@ pub(crate) fn replay(payload: &[u8], m: &mut Machine) -> Result<(), ReplayError>
     let mut d = Decoder::new(payload);
     let refused = |e: tidings_core::store::StoreError| ReplayError::Refused(e.to_string());
     match d.u8()? {
-        APPEND => {
+        kind @ (APPEND | APPEND_BINARY) => {
             let topic = d.topic()?;
             let id = d.message_id()?;
+            let event = d.string()?;
+            let data = d.string()?;
+            let attachments = if kind == APPEND_BINARY {
+                d.attachments()?
+            } else {
+                Vec::new()
+            };
             let msg = NewMessage {
-                event: d.string()?,
-                data: d.string()?,
+                event,
+                data,
+                attachments,
                 key: d.opt_string()?,
                 published_at: d.u64()?,
             };

@@ -23,6 +23,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 fn msg(n: u64) -> NewMessage {
     NewMessage {
+        attachments: Vec::new(),
         event: "e".to_owned(),
         data: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200)),
         key: Some(format!("k{n}")),
@@ -334,7 +335,7 @@ fn an_idle_claim_writes_nothing() {
 #[test]
 fn a_full_store_refuses_publishes_and_logs_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let each = tidings_store_memory::footprint(&msg(0).event, &msg(0).data);
+    let each = tidings_store_memory::footprint(&msg(0).event, &msg(0).data, &[]);
     let bounded = |max| JournalConfig {
         max_retained_bytes: Some(max),
         ..JournalConfig::default()
@@ -381,4 +382,140 @@ fn a_full_store_refuses_publishes_and_logs_nothing() {
 
 async fn retained_in(store: &JournalStore, t: &Topic) -> u64 {
     store.topic_info(t).await.unwrap().unwrap().retained
+}
+
+/// A copy of `tests/fixtures/journal-v1`: a journal written by the v1 code (before binary
+/// attachments) with `make_v1_fixture.rs.txt` beside it — a v1 snapshot of topic
+/// `orders.eu` (id:auditor and group:packers from the earliest, member m1, messages 1–3 with
+/// keys k1–k3) and a v1 segment after it (messages 4–5, auditor claims 1–2 and acks 1).
+fn v1_fixture() -> tempfile::TempDir {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["snapshot", "wal-00000000000000000007.log"] {
+        fs::copy(src.join(name), dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
+fn version_of(file: &Path) -> u32 {
+    let bytes = fs::read(file).unwrap();
+    u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+}
+
+#[test]
+fn a_v1_journal_opens_and_moves_to_v2_with_attachments() {
+    use tidings_core::store::StoredMessage;
+    let dir = v1_fixture();
+    assert_eq!(version_of(&dir.path().join("snapshot")), 1);
+    let t = Topic::new("orders.eu").unwrap();
+    let auditor = SubscriptionName::identity("auditor").unwrap();
+    let packers = SubscriptionName::group("packers").unwrap();
+    let binary = NewMessage {
+        event: "file".to_owned(),
+        data: r#"[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#.to_owned(),
+        attachments: vec![bytes::Bytes::from_static(&[0, 255, 1]), bytes::Bytes::new()],
+        key: None,
+        published_at: 9_000,
+    };
+    let check_v1_state = |history: &[StoredMessage]| {
+        let data: Vec<&str> = history.iter().take(5).map(|m| m.data.as_str()).collect();
+        assert_eq!(
+            data,
+            [
+                r#"{"n":1}"#,
+                r#"{"n":2}"#,
+                r#"{"n":3}"#,
+                r#"{"n":4}"#,
+                r#"{"n":5}"#
+            ]
+        );
+        assert!(history.iter().take(5).all(|m| m.attachments.is_empty()));
+    };
+    block_on(async {
+        let store = JournalStore::open(dir.path(), JournalConfig::default()).unwrap();
+        let history = store.history(&t, 1, 100).await.unwrap();
+        check_v1_state(&history);
+        let info = store.topic_info(&t).await.unwrap().unwrap();
+        let auditor_info = info
+            .subscriptions
+            .iter()
+            .find(|s| s.name == auditor)
+            .unwrap();
+        assert_eq!((auditor_info.cursor, auditor_info.in_flight), (3, 1));
+        assert_eq!(
+            store.members().await.unwrap(),
+            vec![(t.clone(), packers.clone(), "m1".to_owned())]
+        );
+        // The keys of v1 records still deduplicate.
+        let dup = store
+            .append(&t, msg_keyed("k4", 9_000), 60_000)
+            .await
+            .unwrap();
+        assert!(dup.duplicate);
+        assert_eq!(dup.offset, 4);
+        let r = store.append(&t, binary.clone(), 0).await.unwrap();
+        assert_eq!(r.offset, 6);
+    });
+    // Replayed records made open checkpoint: the directory is v2 now, so an older tidings
+    // refuses it as newer rather than misreading it.
+    assert_eq!(version_of(&dir.path().join("snapshot")), 2);
+    for wal in wal_files(dir.path()) {
+        assert_eq!(version_of(&wal), 2, "{}", wal.display());
+    }
+    block_on(async {
+        let store = JournalStore::open(dir.path(), JournalConfig::default()).unwrap();
+        let history = store.history(&t, 1, 100).await.unwrap();
+        check_v1_state(&history);
+        assert_eq!(history[5].data, binary.data);
+        assert_eq!(history[5].attachments, binary.attachments);
+        // Through a checkpoint (a v2 snapshot) too.
+        let claimed = store
+            .claim(
+                &t,
+                &packers,
+                ClaimOptions {
+                    now: 10_000,
+                    max: 10,
+                    ack_timeout: 1_000,
+                    max_deliveries: 5,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.claimed.len(), 6);
+        assert_eq!(claimed.claimed[5].message.attachments, binary.attachments);
+    });
+    let store = JournalStore::open(dir.path(), config(1)).unwrap();
+    block_on(async {
+        let history = store.history(&t, 6, 1).await.unwrap();
+        assert_eq!(history[0].attachments, binary.attachments);
+    });
+}
+
+/// A v1 directory whose snapshot is all there is (no record after it) opens too, and a
+/// snapshot or segment claiming a version past this build's is refused untouched.
+#[test]
+fn a_v1_snapshot_alone_opens_and_a_v3_file_is_refused() {
+    let dir = v1_fixture();
+    fs::remove_file(dir.path().join("wal-00000000000000000007.log")).unwrap();
+    let t = Topic::new("orders.eu").unwrap();
+    block_on(async {
+        let store = JournalStore::open(dir.path(), JournalConfig::default()).unwrap();
+        assert_eq!(store.history(&t, 1, 100).await.unwrap().len(), 3);
+    });
+    let snapshot = dir.path().join("snapshot");
+    let mut bytes = fs::read(&snapshot).unwrap();
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    fs::write(&snapshot, &bytes).unwrap();
+    let err = retained(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("newer tidings") && err.contains("v3"), "{err}");
+    assert_eq!(fs::read(&snapshot).unwrap(), bytes);
+}
+
+fn msg_keyed(key: &str, at: u64) -> NewMessage {
+    NewMessage {
+        key: Some(key.to_owned()),
+        published_at: at,
+        ..msg(0)
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use tidings_core::store::{MessageId, SubscriptionName, Topic};
 
 /// The input is not what the encoder writes.
@@ -85,6 +86,14 @@ impl<'a> Encoder<'a> {
                 self.str(s);
             }
             None => self.u8(0),
+        }
+    }
+
+    /// A message's binary attachments: a count, then each as length-prefixed bytes.
+    pub fn attachments(&mut self, v: &[Bytes]) {
+        self.count(v.len());
+        for a in v {
+            self.bytes(a);
         }
     }
 
@@ -177,6 +186,16 @@ impl<'a> Decoder<'a> {
                 self.remaining()
             ))),
         }
+    }
+
+    /// Attachments written by [`Encoder::attachments`].
+    pub fn attachments(&mut self) -> Result<Vec<Bytes>, DecodeError> {
+        let n = self.count()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(Bytes::copy_from_slice(self.bytes()?));
+        }
+        Ok(out)
     }
 
     /// 0 or 1.

@@ -12,7 +12,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = MemoryStore::new();
 //! let topic = Topic::new("pickup")?;
-//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), key: None, published_at: 0 };
+//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), attachments: vec![], key: None, published_at: 0 };
 //! let appended = store.append(&topic, msg, 60_000).await?;
 //! assert_eq!(appended.offset, 1);
 //! # Ok(())
@@ -54,8 +54,8 @@ use tidings_core::store::{
     StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 
-pub use crate::machine::{MESSAGE_OVERHEAD, Machine, footprint};
-pub use crate::snapshot::SnapshotError;
+pub use crate::machine::{ATTACHMENT_OVERHEAD, MESSAGE_OVERHEAD, Machine, footprint};
+pub use crate::snapshot::{SnapshotError, SnapshotFormat};
 
 /// The in-memory store. A cheap-clone handle: clones share the same data.
 #[derive(Clone, Default)]

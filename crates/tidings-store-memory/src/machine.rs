@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+use bytes::Bytes;
+
 #[cfg(doc)]
 use tidings_core::store::Store;
 use tidings_core::store::{
@@ -26,18 +28,28 @@ pub struct Machine {
 
 /// What a message is counted as holding in memory, beyond its event name and payload: its
 /// id, offset, time, the `String`s' own headers, its slot in the topic's ring and a share of
-/// the idempotency-key map. Measured: 385 bytes of RSS per retained 256-byte message
-/// (BENCHMARKS.md), i.e. ~120 bytes around the payload and event name.
-pub const MESSAGE_OVERHEAD: u64 = 128;
+/// the idempotency-key map, its (empty) attachments vector. Measured: 385 bytes of RSS per
+/// retained 256-byte message before messages had attachments (release, 1 M messages,
+/// BENCHMARKS.md); with them, 421 bytes where the same build measured 389 before (debug,
+/// 200,000 messages: +32 bytes, the `Vec<Bytes>` in each ring slot): ~160 bytes around the
+/// payload and event name.
+pub const MESSAGE_OVERHEAD: u64 = 160;
 
-/// What one retained message or dead letter with this event name and payload counts against
-/// `max_retained_bytes`.
-pub fn footprint(event: &str, data: &str) -> u64 {
-    (event.len() + data.len()) as u64 + MESSAGE_OVERHEAD
+/// What each binary attachment of a message is counted as holding beyond its bytes: its
+/// `Bytes` handle (32 bytes) and the header of its own allocation.
+pub const ATTACHMENT_OVERHEAD: u64 = 48;
+
+/// What one retained message or dead letter with this event name, payload and binary
+/// attachments counts against `max_retained_bytes`.
+pub fn footprint(event: &str, data: &str, attachments: &[Bytes]) -> u64 {
+    event.len() as u64
+        + tidings_core::store::payload_len(data, attachments)
+        + attachments.len() as u64 * ATTACHMENT_OVERHEAD
+        + MESSAGE_OVERHEAD
 }
 
 fn footprint_of(message: &StoredMessage) -> u64 {
-    footprint(&message.event, &message.data)
+    footprint(&message.event, &message.data, &message.attachments)
 }
 
 pub(crate) struct TopicState {
@@ -210,10 +222,10 @@ impl Machine {
         if let Some(first) = t.duplicate(&msg, dedup_window) {
             return first;
         }
-        self.footprint += footprint(&msg.event, &msg.data);
+        self.footprint += footprint(&msg.event, &msg.data, &msg.attachments);
         let offset = t.head + 1;
         t.head = offset;
-        t.retained_bytes += msg.data.len() as u64;
+        t.retained_bytes += msg.payload_len();
         if let Some(key) = msg.key {
             let at = msg.published_at;
             t.keys.insert(key, KeyRecord { id, offset, at });
@@ -223,6 +235,7 @@ impl Machine {
             offset,
             event: msg.event,
             data: msg.data,
+            attachments: msg.attachments,
             published_at: msg.published_at,
         });
         Appended {
@@ -519,7 +532,7 @@ impl Machine {
             if !(too_many || too_big || too_old) {
                 break;
             }
-            t.retained_bytes -= oldest.data.len() as u64;
+            t.retained_bytes -= oldest.payload_len();
             *footprint -= footprint_of(oldest);
             t.messages.pop_front();
         }
@@ -772,7 +785,7 @@ impl Machine {
                 return Ok(());
             }
         }
-        let needed = footprint(&msg.event, &msg.data);
+        let needed = footprint(&msg.event, &msg.data, &msg.attachments);
         if self.footprint.saturating_add(needed) <= budget {
             return Ok(());
         }
@@ -797,6 +810,7 @@ mod tests {
 
     fn msg(data: &str, key: Option<&str>) -> NewMessage {
         NewMessage {
+            attachments: Vec::new(),
             event: "ev".into(),
             data: data.into(),
             key: key.map(str::to_owned),
@@ -829,7 +843,7 @@ mod tests {
         let mut m = Machine::default();
         let topic = Topic::new("t").unwrap();
         let sub = SubscriptionName::identity("a").unwrap();
-        let each = footprint("ev", "12345678");
+        let each = footprint("ev", "12345678", &[]);
         assert_eq!(each, 2 + 8 + MESSAGE_OVERHEAD);
         m.subscribe(&topic, &sub, StartFrom::New).unwrap();
         for i in 0..4 {
@@ -858,11 +872,42 @@ mod tests {
         check(&m, each * 2);
     }
 
+    /// Attachments count their bytes and a handle each, in the footprint (and through a
+    /// snapshot) and in the retained bytes that byte-based retention reads.
+    #[test]
+    fn attachments_count_in_the_footprint_and_retained_bytes() {
+        let mut m = Machine::default();
+        let topic = Topic::new("t").unwrap();
+        let sub = SubscriptionName::identity("a").unwrap();
+        m.subscribe(&topic, &sub, StartFrom::New).unwrap();
+        let mut binary = msg("[1]", None);
+        binary.attachments = vec![Bytes::from(vec![7u8; 1000]), Bytes::new()];
+        let each = footprint("ev", "[1]", &binary.attachments);
+        assert_eq!(
+            each,
+            2 + 3 + 1000 + 2 * ATTACHMENT_OVERHEAD + MESSAGE_OVERHEAD
+        );
+        m.append(&topic, MessageId::new(), binary.clone(), 0);
+        check(&m, each);
+        assert_eq!(m.topic_info(&topic).unwrap().retained_bytes, 1003);
+        // Its dead letter is a copy, counted again.
+        claim(&mut m, &topic, &sub, 0);
+        check(&m, each * 2);
+        let keep_none_by_bytes = Retention {
+            max_bytes: 1002,
+            ..Retention::default()
+        };
+        m.enforce_retention(&topic, keep_none_by_bytes, 0, 0)
+            .unwrap();
+        check(&m, each);
+        assert!(m.history(&topic, 0, 10).is_empty());
+    }
+
     #[test]
     fn a_budget_refuses_what_does_not_fit_but_answers_duplicates() {
         let mut m = Machine::default();
         let topic = Topic::new("t").unwrap();
-        let each = footprint("ev", "x");
+        let each = footprint("ev", "x", &[]);
         let budget = Some(each * 2);
         for key in ["a", "b"] {
             m.admits(&topic, &msg("x", Some(key)), 1000, budget)

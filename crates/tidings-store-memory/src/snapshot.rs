@@ -14,20 +14,40 @@ use crate::machine::{Dead, Entry, KeyRecord, Machine, SubState, TopicState};
 /// A snapshot body could not be decoded.
 pub type SnapshotError = DecodeError;
 
+/// The encodings of a snapshot body this build reads. The journal's file header says which
+/// one a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnapshotFormat {
+    /// Journal format v1: messages without binary attachments.
+    V1,
+    /// Journal format v2 (what [`Machine::encode`] writes): every message followed by its
+    /// attachments (a count, then each length-prefixed).
+    V2,
+}
+
 fn encode_message(e: &mut Encoder<'_>, m: &StoredMessage) {
     e.message_id(m.id);
     e.u64(m.offset);
     e.str(&m.event);
     e.str(&m.data);
+    e.attachments(&m.attachments);
     e.u64(m.published_at);
 }
 
-fn decode_message(d: &mut Decoder<'_>) -> Result<StoredMessage, DecodeError> {
+fn decode_message(
+    d: &mut Decoder<'_>,
+    format: SnapshotFormat,
+) -> Result<StoredMessage, DecodeError> {
     Ok(StoredMessage {
         id: d.message_id()?,
         offset: d.u64()?,
         event: d.string()?,
         data: d.string()?,
+        attachments: match format {
+            SnapshotFormat::V1 => Vec::new(),
+            SnapshotFormat::V2 => d.attachments()?,
+        },
         published_at: d.u64()?,
     })
 }
@@ -82,6 +102,11 @@ impl Machine {
 
     /// The state [`Machine::encode`] wrote.
     pub fn decode(input: &[u8]) -> Result<Machine, SnapshotError> {
+        Machine::decode_format(input, SnapshotFormat::V2)
+    }
+
+    /// The state a body of `format` holds (an older journal's snapshot).
+    pub fn decode_format(input: &[u8], format: SnapshotFormat) -> Result<Machine, SnapshotError> {
         let mut d = Decoder::new(input);
         let mut topics = BTreeMap::new();
         for _ in 0..d.count()? {
@@ -94,14 +119,14 @@ impl Machine {
             let mut messages = VecDeque::new();
             let mut retained_bytes = 0;
             for expected in first..=head {
-                let m = decode_message(&mut d)?;
+                let m = decode_message(&mut d, format)?;
                 if m.offset != expected {
                     return Err(d.error(format!(
                         "message offset {} where {expected} was due",
                         m.offset
                     )));
                 }
-                retained_bytes += m.data.len() as u64;
+                retained_bytes += m.payload_len();
                 messages.push_back(m);
             }
             let mut keys = HashMap::new();
@@ -117,7 +142,7 @@ impl Machine {
             let mut subs = BTreeMap::new();
             for _ in 0..d.count()? {
                 let name = d.subscription()?;
-                let s = decode_sub(&mut d, first, head)?;
+                let s = decode_sub(&mut d, first, head, format)?;
                 subs.insert(name, s);
             }
             let state = TopicState {
@@ -141,7 +166,12 @@ impl Machine {
     }
 }
 
-fn decode_sub(d: &mut Decoder<'_>, first: Offset, head: Offset) -> Result<SubState, DecodeError> {
+fn decode_sub(
+    d: &mut Decoder<'_>,
+    first: Offset,
+    head: Offset,
+    format: SnapshotFormat,
+) -> Result<SubState, DecodeError> {
     let cursor = d.u64()?;
     if cursor > head + 1 {
         return Err(d.error(format!("cursor {cursor} beyond head {head}")));
@@ -164,7 +194,7 @@ fn decode_sub(d: &mut Decoder<'_>, first: Offset, head: Offset) -> Result<SubSta
     }
     let mut dead = BTreeMap::new();
     for _ in 0..d.count()? {
-        let message = decode_message(d)?;
+        let message = decode_message(d, format)?;
         let entry = Dead {
             attempts: d.u32()?,
             dead_at: d.u64()?,
@@ -195,6 +225,7 @@ mod tests {
 
     fn msg(data: &str, key: Option<&str>) -> NewMessage {
         NewMessage {
+            attachments: Vec::new(),
             event: "e".into(),
             data: data.into(),
             key: key.map(Into::into),

@@ -15,7 +15,7 @@
 //!     ..RedisConfig::default()
 //! })?;
 //! let topic = Topic::new("pickup")?;
-//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), key: None, published_at: 0 };
+//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), attachments: vec![], key: None, published_at: 0 };
 //! let appended = store.append(&topic, msg, 60_000).await?;
 //! println!("stored at offset {}", appended.offset);
 //! # Ok(())
@@ -63,7 +63,7 @@
 //! | --- | --- | --- |
 //! | `P topics` | set | topic names |
 //! | `P{T}:meta` | hash | `head`, `first` (oldest retained offset), `bytes` (retained payload bytes) |
-//! | `P{T}:log` | stream | entry `<offset>-0` with fields `id` (32 hex digits), `ev`, `data`, `at` (publish time, ms); one consumer group per subscription |
+//! | `P{T}:log` | stream | entry `<offset>-0` with fields `id` (32 hex digits), `ev`, `data`, `at` (publish time, ms), and `bin` for a message with binary attachments (`<attachment bytes> <base64>,<base64>,…`); one consumer group per subscription |
 //! | `P{T}:subs` | set | subscription keys |
 //! | `P{T}:gaps` | hash | subscription key → unsettled messages lost to retention |
 //! | `P{T}:keys` | hash | idempotency key → `<offset> <id> <seen_at>` |
@@ -71,7 +71,7 @@
 //! | `P{T}:s:S:due` | sorted set | pending offsets, scored by due time (ms) |
 //! | `P{T}:s:S:att` | hash | pending offset → deliveries made |
 //! | `P{T}:s:S:flight` | set | pending offsets in flight (the others wait) |
-//! | `P{T}:s:S:dead` | hash | offset → `<attempts> <dead_at> <published_at> <id> <event bytes> <event><data>` |
+//! | `P{T}:s:S:dead` | hash | offset → `<attempts> <dead_at> <published_at> <id> <event bytes> <event><data>`, with attachments `… <event bytes>:<data bytes> <event><data><bin>` |
 //! | `P{T}:s:S:members` | set | identities that are members of a group subscription |
 //!
 //! (`P topics` is the prefix immediately followed by `topics`, as in `tidings:topics`.)
@@ -482,6 +482,7 @@ impl RedisStore {
             owned(msg.published_at),
             borrowed(msg.key.as_deref().unwrap_or("")),
             owned(dedup_window),
+            owned(reply::encode_bin(&msg.attachments)),
         ];
         let r = self.run("append", topic.as_str(), args, true).await?;
         const WHAT: &str = "append";
@@ -511,6 +512,7 @@ impl RedisStore {
             owned(dedup_window),
             owned(bound.max_depth),
             borrowed(bound.overflow.as_str()),
+            owned(reply::encode_bin(&msg.attachments)),
         ];
         let r = self.run(WHAT, topic.as_str(), args, true).await?;
         if r.len() > 4 {
@@ -638,6 +640,7 @@ impl RedisStore {
                     offset,
                     event: rec.event,
                     data: rec.data,
+                    attachments: rec.attachments,
                     published_at: rec.published_at,
                 },
                 subscription,

@@ -2,6 +2,9 @@
 //! expected shape is [`StoreError::Corrupt`]: the keys under the prefix were not written by
 //! this version of the script.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use redis::Value;
 use tidings_core::store::{MessageId, StoreError, StoredMessage, SubscriptionName, Topic};
 
@@ -91,20 +94,48 @@ pub(crate) fn sub(v: &Value) -> Result<SubscriptionName, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("bad subscription key in redis: {e}")))
 }
 
-/// `{offset, id, event, data, published_at}`.
+/// `{offset, id, event, data, published_at[, bin]}`.
 pub(crate) fn message(v: &Value) -> Result<StoredMessage, StoreError> {
     const WHAT: &str = "message";
     let m = array(v, WHAT)?;
+    let attachments = match m.get(5) {
+        None | Some(Value::Nil) => Vec::new(),
+        Some(bin) => decode_bin(&string(bin, WHAT)?)?,
+    };
     Ok(StoredMessage {
         offset: u64_of(at(m, 0, WHAT)?, WHAT)?,
         id: id_from_hex(&string(at(m, 1, WHAT)?, WHAT)?)?,
         event: string(at(m, 2, WHAT)?, WHAT)?,
         data: string(at(m, 3, WHAT)?, WHAT)?,
+        attachments,
         published_at: u64_of(at(m, 4, WHAT)?, WHAT)?,
     })
 }
 
-/// A dead letter's record: `<attempts> <dead_at> <published_at> <id> <#event> <event><data>`.
+/// The stream field `bin` of a message with binary attachments (`''`, no field, without):
+/// `<attachment bytes> <base64>,<base64>,…` — the byte count first, so that the Lua scripts
+/// count retained bytes without decoding; base64 because script arguments are text here.
+pub(crate) fn encode_bin(attachments: &[Bytes]) -> String {
+    if attachments.is_empty() {
+        return String::new();
+    }
+    let total: usize = attachments.iter().map(Bytes::len).sum();
+    let parts: Vec<String> = attachments.iter().map(|a| BASE64.encode(a)).collect();
+    format!("{total} {}", parts.join(","))
+}
+
+/// What [`encode_bin`] wrote.
+pub(crate) fn decode_bin(s: &str) -> Result<Vec<Bytes>, StoreError> {
+    let bad = || StoreError::Corrupt("bad binary attachments field in redis".to_owned());
+    let (_, parts) = s.split_once(' ').ok_or_else(bad)?;
+    parts
+        .split(',')
+        .map(|p| BASE64.decode(p).map(Bytes::from).map_err(|_| bad()))
+        .collect()
+}
+
+/// A dead letter's record: `<attempts> <dead_at> <published_at> <id> <#event> <event><data>`,
+/// or with attachments `… <#event>:<#data> <event><data><bin>`.
 pub(crate) struct DeadRecord {
     pub attempts: u32,
     pub dead_at: u64,
@@ -112,6 +143,7 @@ pub(crate) struct DeadRecord {
     pub id: MessageId,
     pub event: String,
     pub data: String,
+    pub attachments: Vec<Bytes>,
 }
 
 pub(crate) fn dead_record(s: &str) -> Result<DeadRecord, StoreError> {
@@ -122,10 +154,24 @@ pub(crate) fn dead_record(s: &str) -> Result<DeadRecord, StoreError> {
     let dead_at = next()?.parse().map_err(|_| bad())?;
     let published_at = next()?.parse().map_err(|_| bad())?;
     let id = id_from_hex(next()?)?;
-    let event_len: usize = next()?.parse().map_err(|_| bad())?;
+    let lens = next()?;
+    let (event_len, data_len) = match lens.split_once(':') {
+        None => (lens.parse().map_err(|_| bad())?, None),
+        Some((e, d)) => (
+            e.parse::<usize>().map_err(|_| bad())?,
+            Some(d.parse::<usize>().map_err(|_| bad())?),
+        ),
+    };
     let rest = next()?;
     let event = rest.get(..event_len).ok_or_else(bad)?;
-    let data = rest.get(event_len..).ok_or_else(bad)?;
+    let (data, attachments) = match data_len {
+        None => (rest.get(event_len..).ok_or_else(bad)?, Vec::new()),
+        Some(n) => {
+            let end = event_len.checked_add(n).ok_or_else(bad)?;
+            let data = rest.get(event_len..end).ok_or_else(bad)?;
+            (data, decode_bin(rest.get(end..).ok_or_else(bad)?)?)
+        }
+    };
     Ok(DeadRecord {
         attempts,
         dead_at,
@@ -133,6 +179,7 @@ pub(crate) fn dead_record(s: &str) -> Result<DeadRecord, StoreError> {
         id,
         event: event.to_owned(),
         data: data.to_owned(),
+        attachments,
     })
 }
 
@@ -148,6 +195,28 @@ mod tests {
         assert_eq!((r.event.as_str(), r.data.as_str()), ("év t", "{\"a\": 1}"));
         assert!(dead_record("2 20 42 ff 9 short").is_err());
         assert!(dead_record("2 20").is_err());
+    }
+
+    #[test]
+    fn attachments_round_trip_through_the_bin_field_and_dead_records() {
+        let attachments = vec![
+            Bytes::from_static(&[0, 255, 1]),
+            Bytes::new(),
+            Bytes::from_static(b"x"),
+        ];
+        let bin = encode_bin(&attachments);
+        assert_eq!(bin, "4 AP8B,,eA==");
+        assert_eq!(decode_bin(&bin).unwrap(), attachments);
+        assert_eq!(decode_bin("0 ").unwrap(), vec![Bytes::new()]);
+        assert_eq!(encode_bin(&[]), "");
+        let r = dead_record(&format!(
+            "2 20 42 000000000000000000000000000000ff 1:3 e[1]{bin}"
+        ))
+        .unwrap();
+        assert_eq!((r.event.as_str(), r.data.as_str()), ("e", "[1]"));
+        assert_eq!(r.attachments, attachments);
+        assert!(dead_record("2 20 42 000000000000000000000000000000ff 1:9 e[1]").is_err());
+        assert!(decode_bin("3 !!").is_err());
     }
 
     #[test]

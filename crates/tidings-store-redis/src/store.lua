@@ -13,6 +13,8 @@
 --                            topic name cannot contain '}', so no two topics' keys collide
 --   B..':meta'               HASH head, first, bytes (exists iff the topic exists)
 --   B..':log'                STREAM of messages, entry id '<offset>-0', fields id ev data at
+--                            [bin]: bin only for a message with binary attachments,
+--                            '<attachment bytes> <base64>,<base64>,...' (encoded by Rust)
 --                            consumer group per subscription, named by its key (id:x, group:x):
 --                            last-delivered-id = cursor - 1, PEL = pending entries
 --   B..':subs'               SET of subscription keys
@@ -23,6 +25,7 @@
 --   B..':s:'..S..':att'      HASH pending offset -> deliveries made
 --   B..':s:'..S..':flight'   SET pending offsets that are in flight (the others wait)
 --   B..':s:'..S..':dead'     HASH offset -> '<attempts> <dead_at> <published_at> <id> <#event> <event><data>'
+--                            or, with attachments, '... <#event>:<#data> <event><data><bin>'
 --   B..':s:'..S..':members'  SET identities (group subscriptions)
 
 local OP = ARGV[1]
@@ -71,9 +74,15 @@ local function fields(raw)
   return f
 end
 
--- A message as returned to Rust: offset, id, event, data, published_at.
+-- A message as returned to Rust: offset, id, event, data, published_at[, bin].
 local function message(offset, f)
-  return {offset, f['id'], f['ev'], f['data'], f['at']}
+  return {offset, f['id'], f['ev'], f['data'], f['at'], f['bin']}
+end
+
+-- The attachment bytes a `bin` field counts (0 without one).
+local function bin_bytes(bin)
+  if not bin or bin == '' then return 0 end
+  return tonumber(string.match(bin, '^(%d+) ')) or 0
 end
 
 local function read_message(k, offset)
@@ -114,8 +123,12 @@ end
 
 local function bury(sk, o, f, attempts, now)
   local ev = f['ev']
-  redis.call('HSET', sk.dead, o, attempts .. ' ' .. now .. ' ' .. f['at'] .. ' ' .. f['id'] ..
-    ' ' .. #ev .. ' ' .. ev .. f['data'])
+  local head = attempts .. ' ' .. now .. ' ' .. f['at'] .. ' ' .. f['id'] .. ' ' .. #ev
+  if f['bin'] then
+    redis.call('HSET', sk.dead, o, head .. ':' .. #f['data'] .. ' ' .. ev .. f['data'] .. f['bin'])
+  else
+    redis.call('HSET', sk.dead, o, head .. ' ' .. ev .. f['data'])
+  end
 end
 
 local ops = {}
@@ -151,15 +164,19 @@ local function push_run(runs, from, to)
   if last and last[2] + 1 == from then last[2] = to else table.insert(runs, {from, to}) end
 end
 
--- topic, id, event, data, published_at, key ('' for none), dedup_window
-function ops.append(topic, id, ev, data, at, key, window)
+-- topic, id, event, data, published_at, key ('' for none), dedup_window, bin ('' for none)
+function ops.append(topic, id, ev, data, at, key, window, bin)
   local k = K(topic)
   local dup = duplicate(k, key, at, window)
   if dup then return dup end
   create_topic(k, topic)
   local off = redis.call('HINCRBY', k.meta, 'head', 1)
-  redis.call('HINCRBY', k.meta, 'bytes', #data)
-  redis.call('XADD', k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at)
+  redis.call('HINCRBY', k.meta, 'bytes', #data + bin_bytes(bin))
+  if bin and bin ~= '' then
+    redis.call('XADD', k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at, 'bin', bin)
+  else
+    redis.call('XADD', k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at)
+  end
   if key ~= '' then
     redis.call('HSET', k.keys, key, off .. ' ' .. id .. ' ' .. at)
     redis.call('ZADD', k.keyat, at, key)
@@ -168,9 +185,9 @@ function ops.append(topic, id, ev, data, at, key, window)
 end
 
 -- topic, id, event, data, published_at, key, dedup_window, max_depth, overflow ('reject' |
--- 'drop-oldest'). Stored: {'ok', offset, id, duplicate, {{sub, from, to}...}} (the dropped
+-- 'drop-oldest'), bin ('' for none). Stored: {'ok', offset, id, duplicate, {{sub, from, to}...}} (the dropped
 -- runs); refused: {'ok', 0, '', 0, {}, sub, depth}.
-function ops.append_bounded(topic, id, ev, data, at, key, window, max_s, overflow)
+function ops.append_bounded(topic, id, ev, data, at, key, window, max_s, overflow, bin)
   local k = K(topic)
   local max = tonumber(max_s)
   if exists(k) then
@@ -185,7 +202,7 @@ function ops.append_bounded(topic, id, ev, data, at, key, window, max_s, overflo
       end
     end
   end
-  local r = ops.append(topic, id, ev, data, at, key, window)
+  local r = ops.append(topic, id, ev, data, at, key, window, bin)
   local dropped = {}
   if overflow == 'drop-oldest' and r[4] == 0 then
     for _, d in ipairs(depths(k)) do
@@ -523,7 +540,7 @@ function ops.enforce_retention(topic, max_age_s, max_messages_s, max_bytes_s, no
     local age = now - tonumber(f['at'])
     if age < 0 then age = 0 end
     if not (head - first + 1 > max_messages or bytes > max_bytes or age > max_age) then break end
-    bytes = bytes - #f['data']
+    bytes = bytes - #f['data'] - bin_bytes(f['bin'])
     first = first + 1
   end
   if first ~= first0 then

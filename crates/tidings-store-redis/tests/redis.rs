@@ -15,6 +15,7 @@ use tidings_store_tests::block_on;
 
 fn msg(data: &str) -> NewMessage {
     NewMessage {
+        attachments: Vec::new(),
         event: "news".to_owned(),
         data: data.to_owned(),
         key: None,

@@ -11,7 +11,7 @@
 //!     SqliteConfig { durability: Durability::Full, ..SqliteConfig::default() },
 //! )?;
 //! let topic = Topic::new("pickup")?;
-//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), key: None, published_at: 0 };
+//! let msg = NewMessage { event: "ready".into(), data: "{}".into(), attachments: vec![], key: None, published_at: 0 };
 //! // Returns once the message is committed and fsynced.
 //! let appended = store.append(&topic, msg, 60_000).await?;
 //! # Ok(())
@@ -156,8 +156,9 @@ fn open_connection(
 impl SqliteStore {
     /// Opens the store at `path`, creating the file (and its directory) if needed.
     ///
-    /// Fails with [`StoreError::Corrupt`] if the file is not an SQLite database, is another
-    /// program's database, or has a schema version other than [`SCHEMA_VERSION`]; with
+    /// A file of schema version 1 (before binary attachments) is migrated to
+    /// [`SCHEMA_VERSION`]. Fails with [`StoreError::Corrupt`] if the file is not an SQLite
+    /// database, is another program's database, or has an unknown or newer schema version; with
     /// [`StoreError::Unavailable`] on I/O errors or if WAL mode cannot be enabled (e.g. an
     /// in-memory path); with [`StoreError::Invalid`] for a bad config.
     pub fn open(path: &Path, config: SqliteConfig) -> Result<SqliteStore, StoreError> {

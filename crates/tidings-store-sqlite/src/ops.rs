@@ -2,6 +2,7 @@
 //! writer's savepoint or the reader's read transaction) opened by its caller, so it sees and
 //! leaves a consistent state.
 
+use bytes::Bytes;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use tidings_core::store::{
     Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
@@ -48,15 +49,57 @@ fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
 }
 
-/// Reads `id, event, data, published_at` starting at column `i`, with `offset`.
+/// Reads `id, event, data, published_at, attachments` starting at column `i`, with `offset`.
 fn message_at(r: &Row<'_>, offset: Offset, i: usize) -> rusqlite::Result<StoredMessage> {
+    let blob: Option<Vec<u8>> = r.get(i + 4)?;
+    let attachments = match blob {
+        None => Vec::new(),
+        Some(blob) => decode_attachments(&blob).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                i + 4,
+                rusqlite::types::Type::Blob,
+                format!("a malformed attachments blob of {} bytes", blob.len()).into(),
+            )
+        })?,
+    };
     Ok(StoredMessage {
         id: MessageId(u128::from_be_bytes(r.get(i)?)),
         offset,
         event: r.get(i + 1)?,
         data: r.get(i + 2)?,
+        attachments,
         published_at: r.get(i + 3)?,
     })
+}
+
+/// The `attachments` column (schema 2): NULL for a message without binary, else each
+/// attachment as a little-endian u32 length and its bytes, in order.
+fn encode_attachments(attachments: &[Bytes]) -> Option<Vec<u8>> {
+    if attachments.is_empty() {
+        return None;
+    }
+    let len: usize = attachments.iter().map(|a| 4 + a.len()).sum();
+    let mut out = Vec::with_capacity(len);
+    for a in attachments {
+        out.extend_from_slice(&u32::try_from(a.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(a);
+    }
+    Some(out)
+}
+
+/// What [`encode_attachments`] wrote; None when the blob is not that.
+fn decode_attachments(mut blob: &[u8]) -> Option<Vec<Bytes>> {
+    let mut out = Vec::new();
+    while !blob.is_empty() {
+        let (len, rest) = blob.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        if rest.len() < len {
+            return None;
+        }
+        out.push(Bytes::copy_from_slice(&rest[..len]));
+        blob = &rest[len..];
+    }
+    Some(out)
 }
 
 fn parse_topic(name: &str) -> Result<Topic> {
@@ -342,10 +385,10 @@ pub(crate) fn append(
     }
     let id = MessageId::new();
     let offset = t.head + 1;
-    let size = msg.data.len() as u64;
+    let size = msg.payload_len();
     c.prepare_cached(
-        "INSERT INTO messages (topic, seq, id, event, data, size, published_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO messages (topic, seq, id, event, data, size, published_at, attachments)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -355,7 +398,8 @@ pub(crate) fn append(
             msg.event,
             msg.data,
             int(size),
-            int(msg.published_at)
+            int(msg.published_at),
+            encode_attachments(&msg.attachments)
         ])
     })
     .map_err(db)?;
@@ -515,8 +559,9 @@ fn dead_letter(
     now: Millis,
 ) -> Result<()> {
     c.prepare_cached(
-        "INSERT INTO dead_letters (sub, seq, id, event, data, published_at, attempts, dead_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO dead_letters
+         (sub, seq, id, event, data, published_at, attempts, dead_at, attachments)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -527,7 +572,8 @@ fn dead_letter(
             message.data,
             int(message.published_at),
             attempts,
-            int(now)
+            int(now),
+            encode_attachments(&message.attachments)
         ])
     })
     .map_err(db)?;
@@ -540,7 +586,8 @@ const DUE_VIA_INDEX: usize = 256;
 
 fn message_row(c: &Connection, topic_id: i64, offset: Offset) -> Result<Option<StoredMessage>> {
     c.prepare_cached(
-        "SELECT id, event, data, published_at FROM messages WHERE topic = ?1 AND seq = ?2",
+        "SELECT id, event, data, published_at, attachments FROM messages
+         WHERE topic = ?1 AND seq = ?2",
     )
     .and_then(|mut st| {
         st.query_row(params![topic_id, int(offset)], |r| message_at(r, offset, 0))
@@ -599,7 +646,7 @@ fn claim_many_due(
         type DueRow = (Offset, u32, Option<StoredMessage>);
         let rows: Vec<DueRow> = c
             .prepare_cached(
-                "SELECT p.seq, p.attempt, m.id, m.event, m.data, m.published_at
+                "SELECT p.seq, p.attempt, m.id, m.event, m.data, m.published_at, m.attachments
                  FROM pending p LEFT JOIN messages m ON m.topic = ?1 AND m.seq = p.seq
                  WHERE p.sub = ?2 AND p.due_at <= ?3 AND p.seq > ?4
                  ORDER BY p.seq LIMIT ?5",
@@ -685,7 +732,7 @@ pub(crate) fn claim(
             .min(usize::try_from(t.head + 1 - cursor).unwrap_or(usize::MAX));
         let rows: Vec<StoredMessage> = c
             .prepare_cached(
-                "SELECT seq, id, event, data, published_at FROM messages
+                "SELECT seq, id, event, data, published_at, attachments FROM messages
                  WHERE topic = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
             )
             .and_then(|mut st| {
@@ -769,7 +816,8 @@ pub(crate) fn dead_letters(c: &Connection, topic: &Topic) -> Result<Vec<DeadLett
     let t = require_topic(c, topic)?;
     let rows: Vec<(String, StoredMessage, u32, Millis)> = c
         .prepare_cached(
-            "SELECT s.name, d.seq, d.id, d.event, d.data, d.published_at, d.attempts, d.dead_at
+            "SELECT s.name, d.seq, d.id, d.event, d.data, d.published_at, d.attachments,
+                    d.attempts, d.dead_at
              FROM dead_letters d JOIN subscriptions s ON s.id = d.sub WHERE s.topic = ?1",
         )
         .and_then(|mut st| {
@@ -777,8 +825,8 @@ pub(crate) fn dead_letters(c: &Connection, topic: &Topic) -> Result<Vec<DeadLett
                 Ok((
                     r.get(0)?,
                     message_at(r, r.get(1)?, 2)?,
-                    r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             })?
             .collect()
@@ -842,7 +890,7 @@ pub(crate) fn history(
         return Ok(Vec::new());
     };
     c.prepare_cached(
-        "SELECT seq, id, event, data, published_at FROM messages
+        "SELECT seq, id, event, data, published_at, attachments FROM messages
          WHERE topic = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
     )
     .and_then(|mut st| {

@@ -8,10 +8,11 @@ use tracing::info;
 
 use crate::ops::db;
 
-/// The schema version this build reads and writes; a file with another version is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes. A file of version 1 is migrated at open; a newer
+/// one is refused.
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Schema 1. Invariants the code relies on:
+/// Schema 1, which [`MIGRATE_TO_2`] brings to the current version. Invariants the code relies on:
 /// - a topic retains exactly the offsets `first_seq..=head` (retention trims from the front), so
 ///   `retained = head + 1 - first_seq`; `retained_bytes` is the sum of their `size`;
 /// - every `pending` row is below its subscription's `cursor` and its message is retained;
@@ -93,6 +94,16 @@ CREATE TABLE dead_letters (
 CREATE INDEX dead_letters_id ON dead_letters (id);
 ";
 
+/// Schema 1 → 2 (2026-12-06): durable messages keep their binary attachments. The column
+/// is NULL for a message without binary (every row of a version-1 file), else each
+/// attachment as a little-endian u32 length and its bytes (`ops.rs`); `size` counts them.
+/// Adding a nullable column rewrites no row, so the migration is instant at any size.
+const MIGRATE_TO_2: &str = "
+ALTER TABLE messages ADD COLUMN attachments BLOB;
+ALTER TABLE dead_letters ADD COLUMN attachments BLOB;
+UPDATE tidings_meta SET value = 2 WHERE key = 'schema_version';
+";
+
 /// Creates the schema in an empty database, or checks the version of an existing one.
 pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let tx = conn
@@ -116,6 +127,12 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             .map_err(db)?;
         return match version {
             Some(SCHEMA_VERSION) => Ok(()),
+            Some(1) => {
+                tx.execute_batch(MIGRATE_TO_2).map_err(db)?;
+                tx.commit().map_err(db)?;
+                info!(path = %path.display(), from = 1, to = SCHEMA_VERSION, "migrated store schema");
+                Ok(())
+            }
             Some(v) if v > SCHEMA_VERSION => Err(StoreError::Corrupt(format!(
                 "{}: schema version {v} is newer than this build of tidings supports \
                  ({SCHEMA_VERSION}); run a newer tidings",
@@ -146,10 +163,11 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
     }
     tx.execute_batch(SCHEMA).map_err(db)?;
     tx.execute(
-        "INSERT INTO tidings_meta (key, value) VALUES ('schema_version', ?1)",
-        [SCHEMA_VERSION],
+        "INSERT INTO tidings_meta (key, value) VALUES ('schema_version', 1)",
+        [],
     )
     .map_err(db)?;
+    tx.execute_batch(MIGRATE_TO_2).map_err(db)?;
     tx.commit().map_err(db)?;
     info!(path = %path.display(), version = SCHEMA_VERSION, "created store schema");
     Ok(())

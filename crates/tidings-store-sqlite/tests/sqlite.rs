@@ -18,6 +18,7 @@ fn open(path: &Path) -> SqliteStore {
 
 fn msg(data: &str, key: Option<&str>) -> NewMessage {
     NewMessage {
+        attachments: Vec::new(),
         event: "news".to_owned(),
         data: data.to_owned(),
         key: key.map(str::to_owned),
@@ -129,6 +130,69 @@ fn other_schema_versions_are_refused() {
     }
     set_schema_version(&path, SCHEMA_VERSION);
     drop(open(&path));
+}
+
+/// A schema-1 file (from before binary attachments: no `attachments` columns) is migrated at
+/// open, keeps its messages and dead letters, and then stores binary attachments.
+#[tokio::test]
+async fn a_schema_1_file_is_migrated_and_keeps_attachments_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tidings.db");
+    let t = Topic::new("jobs").unwrap();
+    let a = SubscriptionName::identity("a").unwrap();
+    {
+        let store = open(&path);
+        store.subscribe(&t, &a, StartFrom::Earliest).await.unwrap();
+        for i in 1..=3 {
+            store
+                .append(&t, msg(&i.to_string(), None), 0)
+                .await
+                .unwrap();
+        }
+        store.claim(&t, &a, opts(0, 1, 1)).await.unwrap();
+        let r = store.claim(&t, &a, opts(1000, 1, 1)).await.unwrap();
+        assert_eq!(r.dead_lettered, [1]);
+    }
+    // Back to schema 1's shape: what a file written before the migration holds.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE messages DROP COLUMN attachments;
+             ALTER TABLE dead_letters DROP COLUMN attachments;
+             UPDATE tidings_meta SET value = 1 WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    }
+    let store = open(&path);
+    let history = store.history(&t, 1, 10).await.unwrap();
+    let data: Vec<&str> = history.iter().map(|m| m.data.as_str()).collect();
+    assert_eq!(data, ["1", "2", "3"]);
+    assert!(history.iter().all(|m| m.attachments.is_empty()));
+    assert_eq!(store.dead_letters(&t).await.unwrap()[0].message.data, "1");
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM tidings_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mut binary = msg(
+        r#"[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+        None,
+    );
+    binary.attachments = vec![bytes::Bytes::from_static(&[0, 1, 255]), bytes::Bytes::new()];
+    let r = store.append(&t, binary.clone(), 0).await.unwrap();
+    drop(store);
+    let store = open(&path);
+    let got = store.history(&t, r.offset, 1).await.unwrap().remove(0);
+    assert_eq!(
+        (&got.data, &got.attachments),
+        (&binary.data, &binary.attachments)
+    );
+    let info = store.topic_info(&t).await.unwrap().unwrap();
+    assert_eq!(info.retained_bytes, 3 + binary.payload_len());
 }
 
 #[test]

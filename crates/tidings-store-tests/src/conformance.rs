@@ -26,6 +26,7 @@ fn group(name: &str) -> SubscriptionName {
 
 fn msg(data: &str, at: Millis) -> NewMessage {
     NewMessage {
+        attachments: Vec::new(),
         event: "news".to_owned(),
         data: data.to_owned(),
         key: None,
@@ -35,6 +36,7 @@ fn msg(data: &str, at: Millis) -> NewMessage {
 
 fn keyed(data: &str, key: &str, at: Millis) -> NewMessage {
     NewMessage {
+        attachments: Vec::new(),
         key: Some(key.to_owned()),
         ..msg(data, at)
     }
@@ -169,6 +171,7 @@ pub async fn append_keeps_payloads_byte_for_byte<S: Store>(store: &S) {
         .append(
             &t,
             NewMessage {
+                attachments: Vec::new(),
                 event: event.to_owned(),
                 data: data.to_owned(),
                 key: None,
@@ -186,10 +189,116 @@ pub async fn append_keeps_payloads_byte_for_byte<S: Store>(store: &S) {
             offset: 1,
             event: event.to_owned(),
             data: data.to_owned(),
+            attachments: Vec::new(),
             published_at: 1_700_000_000_000,
         }]
     );
     assert_eq!(info(store, &t).await.retained_bytes, data.len() as u64);
+}
+
+/// A message with binary attachments (Socket.IO placeholders in `data`): every byte value, an
+/// empty attachment and a 256 KiB one, in order.
+fn binary_message(at: Millis) -> NewMessage {
+    let all: Vec<u8> = (0..=255u8).collect();
+    let big: Vec<u8> = (0..256 * 1024).map(|i: u32| (i * 7 % 251) as u8).collect();
+    NewMessage {
+        event: "file".to_owned(),
+        data: r#"{"a":{"_placeholder":true,"num":0},"list":[{"_placeholder":true,"num":1},"x",{"deep":{"_placeholder":true,"num":2}}]}"#.to_owned(),
+        attachments: vec![
+            bytes::Bytes::from(all),
+            bytes::Bytes::new(),
+            bytes::Bytes::from(big),
+        ],
+        key: None,
+        published_at: at,
+    }
+}
+
+/// Binary attachments come back byte for byte, in order, from history, claims (new and
+/// redelivered) and dead letters, and after a dead letter is requeued; retained bytes count
+/// them.
+pub async fn binary_attachments_are_kept<S: Store>(store: &S) {
+    let t = topic("files");
+    let sub = id("a");
+    store.subscribe(&t, &sub, StartFrom::New).await.unwrap();
+    let sent = binary_message(5);
+    let plain = msg("1", 6);
+    let r = store.append(&t, sent.clone(), 0).await.unwrap();
+    store.append(&t, plain.clone(), 0).await.unwrap();
+    let want = StoredMessage {
+        id: r.id,
+        offset: 1,
+        event: sent.event.clone(),
+        data: sent.data.clone(),
+        attachments: sent.attachments.clone(),
+        published_at: 5,
+    };
+    let h = store.history(&t, 1, 10).await.unwrap();
+    assert_eq!(h[0], want);
+    assert!(
+        h[1].attachments.is_empty(),
+        "a message without binary has none"
+    );
+    assert_eq!(
+        info(store, &t).await.retained_bytes,
+        sent.payload_len() + plain.payload_len()
+    );
+    assert_eq!(
+        sent.payload_len(),
+        sent.data.len() as u64 + 256 + 256 * 1024
+    );
+    let o = |now| ClaimOptions {
+        now,
+        max: 1,
+        ack_timeout: 10,
+        max_deliveries: 2,
+    };
+    let first = store.claim(&t, &sub, o(0)).await.unwrap();
+    assert_eq!(first.claimed[0].message, want);
+    let again = store.claim(&t, &sub, o(10)).await.unwrap();
+    assert_eq!(
+        (again.claimed[0].attempt, &again.claimed[0].message),
+        (2, &want)
+    );
+    let dead = store.claim(&t, &sub, o(20)).await.unwrap();
+    assert_eq!(dead.dead_lettered, [1]);
+    let letters = store.dead_letters(&t).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].message, want);
+    assert!(store.requeue_dead(&t, r.id, 30).await.unwrap());
+    let requeued = store.claim(&t, &sub, o(30)).await.unwrap();
+    assert_eq!(requeued.claimed[0].message, want);
+}
+
+/// A bounded append and a duplicate keep attachments as an append does: the first append's
+/// attachments stay, a duplicate's are not stored.
+pub async fn bounded_and_duplicate_appends_keep_attachments<S: Store>(store: &S) {
+    let t = topic("files");
+    let sub = id("a");
+    store.subscribe(&t, &sub, StartFrom::New).await.unwrap();
+    let mut sent = binary_message(1);
+    sent.key = Some("k".to_owned());
+    let bound = QueueBound {
+        max_depth: 10,
+        overflow: Overflow::Reject,
+    };
+    let first = match store
+        .append_bounded(&t, sent.clone(), 100, bound)
+        .await
+        .unwrap()
+    {
+        BoundedAppend::Appended { appended, .. } => appended,
+        other => panic!("expected an append, got {other:?}"),
+    };
+    let mut repeat = sent.clone();
+    repeat.attachments = vec![bytes::Bytes::from_static(b"other")];
+    let dup = store.append(&t, repeat, 100).await.unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.offset, first.offset);
+    let h = store.history(&t, 1, 10).await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].attachments, sent.attachments);
+    assert_eq!(h[0].data, sent.data);
 }
 
 /// A key seen within the window (`published_at - seen <= dedup_window`) returns the first

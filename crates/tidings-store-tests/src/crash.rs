@@ -66,9 +66,18 @@ pub fn child<S: Store>(env: &str, open: impl FnOnce(&Path) -> S) {
                     if started.elapsed() > CHILD_DEADLINE {
                         return;
                     }
+                    let attachments = child_attachments(task, i);
+                    let data = if attachments.is_empty() {
+                        format!("{{\"task\":{task},\"i\":{i}}}")
+                    } else {
+                        format!(
+                            "{{\"task\":{task},\"i\":{i},\"b\":{{\"_placeholder\":true,\"num\":0}}}}"
+                        )
+                    };
                     let msg = NewMessage {
+                        attachments,
                         event: "tick".to_owned(),
-                        data: format!("{{\"task\":{task},\"i\":{i}}}"),
+                        data,
                         key: None,
                         published_at: 0,
                     };
@@ -145,6 +154,24 @@ pub fn parent<S: Store>(env: &str, file: &str, open: impl Fn(&Path) -> S) {
             let history = store.history(&topic, 1, usize::MAX).await.unwrap();
             let offsets: Vec<u64> = history.iter().map(|m| m.offset).collect();
             assert_eq!(offsets, (1..=history.len() as u64).collect::<Vec<_>>());
+            // Every stored message has its binary attachment, byte for byte.
+            for m in &history {
+                // `{"task":T,"i":I…`: the child's data.
+                let numbers: Vec<usize> = m
+                    .data
+                    .split([':', ',', '}'])
+                    .filter_map(|part| part.parse().ok())
+                    .take(2)
+                    .collect();
+                if let [task, i] = numbers[..] {
+                    assert_eq!(
+                        m.attachments,
+                        child_attachments(task, i),
+                        "round {round}: the attachments of offset {}",
+                        m.offset
+                    );
+                }
+            }
             for &(offset, id) in &confirmed {
                 let stored = usize::try_from(offset - 1)
                     .ok()
@@ -160,6 +187,7 @@ pub fn parent<S: Store>(env: &str, file: &str, open: impl Fn(&Path) -> S) {
             }
             // The reopened store goes on after the last stored message.
             let next = NewMessage {
+                attachments: Vec::new(),
                 event: "tick".to_owned(),
                 data: "{}".to_owned(),
                 key: None,
@@ -169,4 +197,18 @@ pub fn parent<S: Store>(env: &str, file: &str, open: impl Fn(&Path) -> S) {
             assert_eq!(r.offset, history.len() as u64 + 1);
         });
     }
+}
+
+/// The child's appends: every other one carries one binary attachment (task and index in its
+/// bytes, up to 2,000 of them), so that a kill tears binary records too.
+fn child_attachments(task: usize, i: usize) -> Vec<bytes::Bytes> {
+    if i % 2 == 0 {
+        return Vec::new();
+    }
+    let len = (i * 37) % 2_000;
+    vec![bytes::Bytes::from(
+        (0..len)
+            .map(|k| (task * 7 + i + k) as u8)
+            .collect::<Vec<u8>>(),
+    )]
 }

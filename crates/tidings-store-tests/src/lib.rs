@@ -111,6 +111,8 @@ macro_rules! store_conformance_tests {
             $make;
             append_assigns_offsets_per_topic,
             append_keeps_payloads_byte_for_byte,
+            binary_attachments_are_kept,
+            bounded_and_duplicate_appends_keep_attachments,
             duplicate_key_within_window_stores_nothing,
             duplicate_key_after_window_appends,
             retention_forgets_idempotency_keys,

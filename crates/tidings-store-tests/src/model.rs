@@ -247,7 +247,7 @@ impl MTopic {
             head: self.head,
             first: self.first(),
             retained: self.messages.len() as u64,
-            retained_bytes: self.messages.values().map(|m| m.data.len() as u64).sum(),
+            retained_bytes: self.messages.values().map(|m| m.payload_len()).sum(),
             subscriptions: self
                 .subs
                 .iter()
@@ -318,6 +318,7 @@ impl Model {
                 offset,
                 event: msg.event,
                 data: msg.data,
+                attachments: msg.attachments,
                 published_at: msg.published_at,
             },
         );
@@ -596,7 +597,7 @@ impl Model {
     ) -> Outcome<Vec<Gap>> {
         let t = self.topics.get_mut(topic).ok_or_else(not_found)?;
         while let Some((&off, m)) = t.messages.iter().next() {
-            let bytes: u64 = t.messages.values().map(|m| m.data.len() as u64).sum();
+            let bytes: u64 = t.messages.values().map(|m| m.payload_len()).sum();
             let remove = t.messages.len() as u64 > r.max_messages
                 || bytes > r.max_bytes
                 || now.saturating_sub(m.published_at) > r.max_age;
@@ -811,13 +812,26 @@ async fn apply<S: Store>(
             skew,
         } => {
             let t = topic(ti);
+            // Every third message carries binary attachments (0 to 2 bytes long, so that one is
+            // empty), referenced by placeholders in its data.
+            let attachments: Vec<bytes::Bytes> = if len % 3 == 1 {
+                (0..=len % 4)
+                    .map(|i| bytes::Bytes::from(vec![len ^ i; usize::from(i % 3)]))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let placeholders: String = (0..attachments.len())
+                .map(|n| format!(",{{\"_placeholder\":true,\"num\":{n}}}"))
+                .collect();
             let msg = NewMessage {
                 event: format!("e{len}"),
                 data: format!(
-                    "\"{}{}\"",
+                    "[\"{}{}\"{placeholders}]",
                     "é".repeat(usize::from(len % 3)),
                     "d".repeat(usize::from(len))
                 ),
+                attachments,
                 key: key.map(|k| format!("k{k}")),
                 published_at: now - Millis::from(skew),
             };
@@ -840,6 +854,7 @@ async fn apply<S: Store>(
         } => {
             let t = topic(ti);
             let msg = NewMessage {
+                attachments: Vec::new(),
                 event: format!("b{len}"),
                 data: format!("\"{}\"", "b".repeat(usize::from(len))),
                 key: key.map(|k| format!("k{k}")),

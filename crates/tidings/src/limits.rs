@@ -113,7 +113,7 @@ pub struct LimitArgs {
     #[arg(long, env = "TIDINGS_MAX_ATTACHMENTS", value_name = "N|unlimited")]
     max_attachments: Option<Limit<usize>>,
     /// Memory the journal and memory stores may fill with retained messages and dead letters
-    /// (each counted as payload + event name + 128 bytes), e.g. `8GiB`; past it a publish is
+    /// (each counted as payload + event name + 160 bytes, + 48 per binary attachment), e.g. `8GiB`; past it a publish is
     /// `store_full` (default: half of the machine's or container's memory).
     #[arg(
         long,

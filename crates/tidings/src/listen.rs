@@ -1,5 +1,6 @@
 //! `tidings listen`: subscribe to a durable topic and print each delivery as a JSON line,
-//! acknowledging it once printed.
+//! acknowledging it once printed. Binary parts of a message are printed as
+//! `{"_binary":"<base64>"}`, the HTTP API's form (docs/PROTOCOL.md "Binary data").
 
 use std::io::Write;
 
@@ -119,7 +120,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
                 let meta = &delivery.meta;
                 let line = json!({
                     "event": delivery.event,
-                    "data": delivery.data,
+                    "data": tidings_core::binary::inline(&delivery.data, &delivery.attachments),
                     "topic": meta.topic,
                     "id": meta.id,
                     "offset": meta.offset,

@@ -14,7 +14,8 @@ pub struct PublishArgs {
     topic: String,
     /// The event name subscribers receive.
     event: String,
-    /// The message data, as JSON (e.g. '{"parcel":"P-1"}'; a bare word is not JSON: quote it).
+    /// The message data, as JSON (e.g. '{"parcel":"P-1"}'; a bare word is not JSON: quote it);
+    /// binary parts as '{"_binary":"<base64>"}'.
     data: String,
     /// Idempotency key: a repeat within 24 h is stored once.
     #[arg(long)]

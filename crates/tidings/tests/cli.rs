@@ -243,6 +243,23 @@ async fn listen_prints_deliveries_and_acks_them() {
     assert_eq!(lines[0]["attempt"], 1);
 }
 
+/// Binary parts go in and come out as `{"_binary": base64}`: `tidings publish` sends them
+/// through the HTTP API, the server keeps them as binary, and `tidings listen` (a Socket.IO
+/// subscriber receiving a BINARY_EVENT) prints them in the same form.
+#[tokio::test]
+async fn binary_parts_round_trip_as_base64() {
+    let srv = serve().await;
+    let data = r#"{"scan":{"_binary":"AP8BAg=="},"pages":[{"_binary":""},2]}"#;
+    publish(&srv.url, &["pickup", "scan", data]).await;
+    let lines = listen(&srv.url, "cli-binary", 1, Some("earliest")).await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["event"], "scan");
+    assert_eq!(
+        lines[0]["data"],
+        serde_json::from_str::<Value>(data).unwrap()
+    );
+}
+
 #[tokio::test]
 async fn listen_prints_in_offset_order() {
     let srv = serve().await;

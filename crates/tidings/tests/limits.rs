@@ -648,7 +648,7 @@ const LIMIT_TABLE: &[LimitRow] = &[
         field: "max_retained_bytes",
         default_field: "max_retained_bytes",
         default: DefaultLimit::HalfOfMemory,
-        // Four messages of the case's size (231 bytes each, as counted).
+        // Three messages of the case's size (263 bytes each, as counted).
         low: "1000",
         case: Some("retained_bytes"),
         counter: "storeFullPublishes",

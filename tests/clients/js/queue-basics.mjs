@@ -61,18 +61,7 @@ run(async () => {
       checkError(`${event} with args ${JSON.stringify(args)}`, ack, "bad_request");
     }
   }
-  // Binary data cannot be published: top level, nested, and as a second argument.
-  for (const [label, data] of [
-    ["buffer", Buffer.from([1, 2, 3])],
-    ["nested buffer", { a: [1, { b: Buffer.alloc(0) }] }],
-  ]) {
-    const ack = await must(`publish ${label}`, emitAck(me, "publish", { topic: refused, event: "e", data }));
-    checkError(`publish ${label}`, ack, "bad_request");
-  }
-  {
-    const [ack] = await must("publish with a binary second argument", emitAckArgs(me, "publish", [{ topic: refused, event: "e", data: 1 }, Buffer.from("x")]));
-    checkError("publish with a binary second argument", ack, "bad_request");
-  }
+  // (Binary inside `data` is kept: queue-binary.mjs.)
   // Nothing above created the topic or stored a message.
   checkEqual("history of the refused topic", await history("history of the refused topic", me, { topic: refused }), []);
   const missing = await http("GET the refused topic", "GET", `/v1/topics/${refused}`);
@@ -150,4 +139,4 @@ run(async () => {
   checkEqual("history limit 1000", (await history("history limit 1000", anon, { topic: h, limit: 1000 })).map((m) => m.offset), range(1, 5));
   checkEqual("history from 0", (await history("history from 0", anon, { topic: h, from: 0 })).map((m) => m.offset), range(1, 5));
   checkEqual("history of an unknown topic", await history("history unknown", anon, { topic: uniq("nobody") }), []);
-}, { timeoutMs: WATCHDOG_MS, checks: 497 });
+}, { timeoutMs: WATCHDOG_MS, checks: 488 });

@@ -35,8 +35,8 @@ use tidings_core::{ErrorBody, ErrorCode};
 
 pub use self::broadcast::Broadcast;
 pub use self::fields::{MAX_NAME_LEN, bad_request};
-pub(crate) use self::history::messages;
 pub use self::history::{DEFAULT_HISTORY, History, MAX_HISTORY};
+pub(crate) use self::history::{message_data, messages};
 pub use self::join::Join;
 pub use self::leave::Leave;
 pub use self::publish::Publish;
@@ -241,9 +241,25 @@ pub(crate) fn run(socket: Socket, event: Event, queues: Option<Arc<Queues>>) {
         Command::Publish(c) => in_task(socket, name, ack, queues, |queues, socket| async move {
             c.apply(&queues, socket.identity()).await
         }),
-        Command::History(c) => in_task(socket, name, ack, queues, |queues, _| async move {
-            c.apply(&queues).await
-        }),
+        Command::History(c) => {
+            // Answered with the messages' attachments: not through `in_task`, whose answer is
+            // JSON only.
+            let Some(queues) = queues else {
+                let e = ErrorBody::new(ErrorCode::Internal, "durable queues are not enabled");
+                return respond(&socket, &name, ack, Err(e));
+            };
+            tokio::spawn(async move {
+                match c.apply(&queues).await {
+                    Ok((value, attachments)) => {
+                        let Some(ack) = ack else { return };
+                        if let Err(e) = ack.send_args(vec![value], attachments) {
+                            tracing::debug!(sid = %socket.id(), event = %name, error = %e, "could not acknowledge");
+                        }
+                    }
+                    Err(e) => respond(&socket, &name, ack, Err(e)),
+                }
+            });
+        }
     }
 }
 
@@ -358,12 +374,56 @@ mod tests {
             (e.code, e.message.as_str()),
             (ErrorCode::BadRequest, "`publish` expects an object payload")
         );
+    }
+
+    /// A publish keeps the binary its `data` references, renumbered from 0; binary elsewhere
+    /// in the packet is not part of the message.
+    #[test]
+    fn publish_keeps_the_binary_of_its_data() {
+        let placeholder = |n: usize| json!({ "_placeholder": true, "num": n });
         let input = Input {
-            payload: json!({ "topic": "t", "event": "e" }),
-            attachments: vec![Bytes::from_static(b"\x01")],
+            payload: json!({
+                "topic": "t",
+                "event": "e",
+                "other": placeholder(0),
+                "data": { "b": [placeholder(2), placeholder(1)] },
+            }),
+            attachments: vec![
+                Bytes::from_static(b"zero"),
+                Bytes::from_static(b"one"),
+                Bytes::from_static(b"two"),
+            ],
             identity: Some("d-7"),
         };
-        let e = Command::parse("publish", input).unwrap_err();
-        assert_eq!(e.code, ErrorCode::BadRequest);
+        let Command::Publish(p) = Command::parse("publish", input).unwrap() else {
+            panic!("not a publish")
+        };
+        assert_eq!(p.data, json!({ "b": [placeholder(0), placeholder(1)] }));
+        assert_eq!(
+            p.attachments,
+            [Bytes::from_static(b"two"), Bytes::from_static(b"one")]
+        );
+    }
+
+    /// The HTTP form: `{"_binary": base64}` parts become placeholders + attachments; a bad
+    /// base64 or a raw placeholder is `bad_request`.
+    #[test]
+    fn publish_from_a_body_reads_binary_parts() {
+        let topic = tidings_core::store::Topic::new("t").unwrap();
+        let p = Publish::from_body(
+            topic.clone(),
+            json!({ "event": "e", "data": [{ "_binary": "AQI=" }, "x"] }),
+        )
+        .unwrap();
+        assert_eq!(p.data, json!([{ "_placeholder": true, "num": 0 }, "x"]));
+        assert_eq!(p.attachments, [Bytes::from_static(&[1, 2])]);
+        for data in [
+            json!({ "_binary": "not base64!" }),
+            json!([{ "_placeholder": true, "num": 0 }]),
+        ] {
+            let e = Publish::from_body(topic.clone(), json!({ "event": "e", "data": data }))
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
+        }
     }
 }

@@ -2,7 +2,13 @@
 //! once the store made the message durable. Needs `publish` on the topic. The HTTP API's
 //! `POST /v1/topics/{topic}/messages` `{event, data, key?}` is the same request
 //! ([`Publish::from_body`]), checked by the same field readers.
+//!
+//! Binary inside `data` is kept: over Socket.IO as the packet's attachments (renumbered to
+//! those `data` references), over HTTP as `{"_binary":"<base64>"}` objects
+//! ([`tidings_core::binary`]). Either way the store gets `data` with Socket.IO placeholders
+//! and the attachments, and subscribers receive a BINARY_EVENT.
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 use tidings_core::ErrorBody;
 use tidings_core::clock::{millis, now_millis};
@@ -20,8 +26,10 @@ pub struct Publish {
     pub topic: Topic,
     /// The event name the subscribers receive.
     pub event: String,
-    /// The message's data.
+    /// The message's data, with Socket.IO placeholders for its binary parts.
     pub data: Value,
+    /// The binary parts of `data`, in placeholder order (numbered from 0).
+    pub attachments: Vec<Bytes>,
     /// The idempotency key: a publish with a key seen within the dedup window is not stored
     /// again.
     pub key: Option<String>,
@@ -33,13 +41,16 @@ impl Builtin for Publish {
 
     fn parse(input: Input<'_>) -> Result<Self, ErrorBody> {
         require_object(Self::NAME, &input.payload)?;
-        if !input.attachments.is_empty() {
-            return Err(fields::bad_request(
-                "binary data cannot be published to durable topics",
-            ));
-        }
         let topic = fields::topic(&input.payload)?;
-        Publish::from_body(topic, input.payload)
+        let mut publish = Publish::from_fields(topic, input.payload)?;
+        // Only what `data` references is kept: binary elsewhere in the packet (another
+        // field, a second argument) is not part of the message. (Without attachments there is
+        // nothing to look for: no walk of `data` on the common path.)
+        if !input.attachments.is_empty() {
+            publish.attachments =
+                crate::io::extract_attachments(&mut publish.data, &input.attachments);
+        }
+        Ok(publish)
     }
 
     fn required_access(&self) -> Access {
@@ -48,13 +59,22 @@ impl Builtin for Publish {
 }
 
 impl Publish {
-    /// The publish of `body` `{event, data, key?}` to `topic` (the HTTP API's request).
+    /// The publish of `body` `{event, data, key?}` to `topic` (the HTTP API's request), whose
+    /// binary parts are `{"_binary":"<base64>"}` objects inside `data`.
     ///
     /// # Errors
     ///
     /// `bad_request` as for the `publish` event: an event name that is empty, longer than
-    /// [`fields::MAX_NAME_LEN`] bytes or reserved; a key that is not a name.
-    pub fn from_body(topic: Topic, mut body: Value) -> Result<Publish, ErrorBody> {
+    /// [`fields::MAX_NAME_LEN`] bytes or reserved; a key that is not a name; a `_binary` that
+    /// is not base64, or a Socket.IO placeholder object inside `data`.
+    pub fn from_body(topic: Topic, body: Value) -> Result<Publish, ErrorBody> {
+        let mut publish = Publish::from_fields(topic, body)?;
+        publish.attachments = tidings_core::binary::extract(&mut publish.data)
+            .map_err(|e| fields::bad_request(format!("`data`: {e}")))?;
+        Ok(publish)
+    }
+
+    fn from_fields(topic: Topic, mut body: Value) -> Result<Publish, ErrorBody> {
         fields::require_object(&body, "{event, data, key?}")?;
         let event = fields::event_name(&body)?;
         let key = fields::key(&body)?;
@@ -63,6 +83,7 @@ impl Publish {
             topic,
             event,
             data,
+            attachments: Vec::new(),
             key,
         })
     }
@@ -76,11 +97,13 @@ impl Publish {
             topic,
             event,
             data,
+            attachments,
             key,
         } = self;
         let message = NewMessage {
             event,
             data: data.to_string(),
+            attachments,
             key,
             published_at: now_millis(),
         };

@@ -269,7 +269,9 @@ impl Dispatcher {
         meta["publishedAt"] = Value::from(message.published_at);
         // Queued here, in the dispatcher's loop, so deliveries leave in offset order; only the
         // wait for each answer runs in a task of its own.
-        let pending = socket.send_with_ack(&message.event, vec![data, meta], &[]);
+        // A message with binary goes out as a BINARY_EVENT: `data` holds its placeholders,
+        // the attachments are shared `Bytes` (no copy per delivery).
+        let pending = socket.send_with_ack(&message.event, vec![data, meta], &message.attachments);
         if pending.is_ok() {
             TopicCounters::add(&self.counters.delivered, 1);
         }
