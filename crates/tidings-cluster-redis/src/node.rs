@@ -11,9 +11,22 @@
 //! - Requests go to `<key>-request#<nsp>#` as JSON (or MessagePack when the first byte is not
 //!   `{`): `{type: 2 | 3, opts: {rooms, except}, rooms: [...]}` makes the addressed sockets
 //!   join / leave rooms, `{type: 4, opts, close}` disconnects them, `{type: 6, uid, data:
-//!   [event, ...args]}` is `serverSideEmit`. The other request types (fetching sockets and
-//!   rooms, broadcasts with acks, requests about one socket id) ask for an answer on the
-//!   response channel; they are left to Node servers (logged at `debug`).
+//!   [event, ...args]}` is `serverSideEmit`.
+//! - Requests that want answers carry a `requestId` and the asking server's `uid`: `{type: 5,
+//!   opts}` (`fetchSockets`), `{type: 0, rooms}` (`allSockets`), `{type: 1}` (`allRooms`),
+//!   `{type: 6, data}` with a `requestId` (`serverSideEmit` with an acknowledgement), and, in
+//!   MessagePack, `{type: 7, packet, opts}` (a broadcast with acknowledgements, Node's
+//!   `io.timeout(ms).emit(..., callback)`). Answers go to `<key>-response#<nsp>#` (every
+//!   server subscribes to it, and to `<key>-response#<nsp>#<uid>#`, which servers with
+//!   `publishOnSpecificResponseChannel` use): JSON `{requestId, sockets | rooms}`, `{type: 6,
+//!   requestId, data}`, `{type: 8, requestId, clientCount}` once per server and, in
+//!   MessagePack, `{type: 9, requestId, packet}` per client acknowledgement.
+//! - How many answers to wait for is `PUBSUB NUMSUB <key>-request#<nsp>#`: every server
+//!   SUBSCRIBEs to the request channel of each namespace it has. So does a tidings node in a
+//!   mixed cluster ([`crate::RedisClusterConfig::node_cluster`]), for the namespaces that
+//!   exist on it, and it answers every request that arrives there ([`decode_counted`]);
+//!   without `node_cluster` it only PSUBSCRIBEs, is not counted and answers nothing. Requests
+//!   about one socket id (`{type: 2 | 3 | 4, sid, room}`, from adapters before 7) are ignored.
 //!
 //! Each message becomes the [`ClusterMessage`] a tidings node would have sent, so the server
 //! handles it exactly as a broadcast or room operation of another tidings node: encoded once
@@ -26,15 +39,33 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value as Json};
-use tidings_core::cluster::{ClusterMessage, Target, WireFrame};
+use tidings_core::cluster::{ClusterMessage, RemoteSocket, Target, WireFrame};
 use tidings_proto::packet::{Packet, RESERVED_EVENTS, check_namespace, placeholder};
 use tidings_proto::parser::Parser;
 
 /// Node's `RequestType` values that tidings acts on.
+const SOCKETS: u64 = 0;
+const ALL_ROOMS: u64 = 1;
 const REMOTE_JOIN: u64 = 2;
 const REMOTE_LEAVE: u64 = 3;
 const REMOTE_DISCONNECT: u64 = 4;
+const REMOTE_FETCH: u64 = 5;
 const SERVER_SIDE_EMIT: u64 = 6;
+const BROADCAST: u64 = 7;
+const BROADCAST_CLIENT_COUNT: u64 = 8;
+const BROADCAST_ACK: u64 = 9;
+
+/// How long a Node broadcast with acknowledgements is waited for when its request does not
+/// say (`opts.flags.timeout`), in ms: the adapter's `requestsTimeout` default.
+const DEFAULT_ACK_TIMEOUT_MS: u64 = 5000;
+
+/// The `origin` of a request of a Node server, as handed to the server: this prefix, then the
+/// JSON `[nsp, requestId, type]` the answer needs. [`crate::RedisCluster`]'s `send_to` turns
+/// an answer to such an origin into the adapter's response ([`answer`]).
+pub const NODE_ORIGIN: &str = "node-adapter#";
+
+/// The `node` of sockets a Node server reports in answer to a tidings node's fetch.
+pub const NODE_SERVER: &str = "node-adapter";
 
 /// Socket.IO packet types a broadcast may carry (EVENT, BINARY_EVENT).
 const EVENT: u64 = 2;
@@ -117,12 +148,192 @@ pub fn decode(
         let nsp = rest
             .strip_suffix('#')
             .ok_or_else(|| malformed(format!("request channel {channel}")))?;
-        return decode_request(nsp, payload);
+        return decode_request(nsp, payload, false);
     }
     if channel.starts_with(&format!("{key}#")) {
         return decode_broadcast(payload, parser);
     }
     Ok(Vec::new())
+}
+
+/// [`decode`] for a node that Node servers count (it SUBSCRIBEs to the request channels of
+/// its namespaces): requests that want an answer become requests to this node, whose answers
+/// the server sends to a [`NODE_ORIGIN`] origin; and answers of Node servers to this node's
+/// requests (`uid`: its uid in the adapter's messages, [`uid`]) on the response channels
+/// become the answers a tidings node would have sent.
+///
+/// # Errors
+///
+/// As [`decode`].
+pub fn decode_counted(
+    key: &str,
+    uid: &str,
+    channel: &[u8],
+    payload: &[u8],
+    max_bytes: usize,
+    parser: Parser,
+) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+    if payload.len() > max_bytes {
+        return Err(NodeMessageError::TooLarge(payload.len(), max_bytes));
+    }
+    let channel = std::str::from_utf8(channel).map_err(|_| malformed("channel is not UTF-8"))?;
+    if let Some(rest) = channel.strip_prefix(&format!("{key}-request#")) {
+        let nsp = rest
+            .strip_suffix('#')
+            .ok_or_else(|| malformed(format!("request channel {channel}")))?;
+        return decode_request(nsp, payload, true);
+    }
+    if channel.starts_with(&format!("{key}-response#")) {
+        return decode_response(uid, payload);
+    }
+    decode(key, channel.as_bytes(), payload, max_bytes, parser)
+}
+
+/// The channels a counted node SUBSCRIBEs to for namespace `nsp`: the request channel, the
+/// response channel and this node's own response channel (`uid`).
+pub fn channels(key: &str, uid: &str, nsp: &str) -> [String; 3] {
+    [
+        format!("{key}-request#{nsp}#"),
+        format!("{key}-response#{nsp}#"),
+        format!("{key}-response#{nsp}#{uid}#"),
+    ]
+}
+
+/// The origin of a Node server's request (see [`NODE_ORIGIN`]).
+fn node_origin(nsp: &str, request_id: &Json, kind: u64) -> String {
+    format!(
+        "{NODE_ORIGIN}{}",
+        serde_json::json!([nsp, request_id, kind])
+    )
+}
+
+/// The channel and payload of this node's `answer` to the Node server's request of `origin`
+/// (a [`NODE_ORIGIN`] origin); None when the origin is not one or the answer does not fit
+/// the request (logged at `debug`).
+pub fn answer(key: &str, origin: &str, answer: &ClusterMessage) -> Option<(String, Vec<u8>)> {
+    let parsed: Json = serde_json::from_str(origin.strip_prefix(NODE_ORIGIN)?).ok()?;
+    let (nsp, request_id, kind) = match parsed.as_array()?.as_slice() {
+        [Json::String(nsp), id, kind] => (nsp.clone(), id.clone(), kind.as_u64()?),
+        _ => return None,
+    };
+    let channel = format!("{key}-response#{nsp}#");
+    let json = |body: Json| Some((channel.clone(), body.to_string().into_bytes()));
+    match (kind, answer) {
+        (REMOTE_FETCH, ClusterMessage::Sockets { sockets, .. }) => json(serde_json::json!({
+            "requestId": request_id,
+            "sockets": sockets.iter().map(|s| serde_json::json!({
+                "id": s.sid,
+                "handshake": s.handshake.clone().unwrap_or_else(|| Json::Object(Map::new())),
+                "rooms": s.rooms,
+                "data": s.data.clone().unwrap_or_else(|| Json::Object(Map::new())),
+            })).collect::<Vec<_>>(),
+        })),
+        (SOCKETS, ClusterMessage::Sockets { sockets, .. }) => json(serde_json::json!({
+            "requestId": request_id,
+            "sockets": sockets.iter().map(|s| s.sid.as_str()).collect::<Vec<_>>(),
+        })),
+        (ALL_ROOMS, ClusterMessage::Rooms { rooms, .. }) => json(serde_json::json!({
+            "requestId": request_id,
+            "rooms": rooms,
+        })),
+        (SERVER_SIDE_EMIT, ClusterMessage::ServerSideAck { data, .. }) => {
+            json(serde_json::json!({
+                "type": SERVER_SIDE_EMIT,
+                "requestId": request_id,
+                "data": data,
+            }))
+        }
+        (BROADCAST, ClusterMessage::BroadcastClientCount { count, .. }) => {
+            json(serde_json::json!({
+                "type": BROADCAST_CLIENT_COUNT,
+                "requestId": request_id,
+                "clientCount": count,
+            }))
+        }
+        (BROADCAST, ClusterMessage::BroadcastAck { args, binaries, .. }) => {
+            let binaries: Vec<&Bytes> = binaries
+                .iter()
+                .filter_map(|f| match f {
+                    WireFrame::Binary(b) => Some(b),
+                    WireFrame::Text(_) => None,
+                })
+                .collect();
+            // Node hands the broadcaster the first argument of each client's ack.
+            let first = args.first().map_or(rmpv::Value::Nil, |a| to_msgpack(a, &binaries));
+            let body = rmpv::Value::Map(vec![
+                ("type".into(), rmpv::Value::from(BROADCAST_ACK)),
+                ("requestId".into(), json_to_msgpack(&request_id)),
+                ("packet".into(), first),
+            ]);
+            let mut payload = Vec::new();
+            // Writing into a Vec cannot fail.
+            let _ = rmpv::encode::write_value(&mut payload, &body);
+            Some((channel, payload))
+        }
+        (kind, other) => {
+            tracing::debug!(kind, ?other, "cluster: an answer that does not fit the Node request");
+            None
+        }
+    }
+}
+
+fn json_to_msgpack(value: &Json) -> rmpv::Value {
+    to_msgpack(value, &[])
+}
+
+/// A Node server's answer on a response channel: this node's (`uid`) when its `requestId` is
+/// `<uid>:<n>`, as the answer a tidings node sends; empty for other nodes' answers.
+fn decode_response(uid: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+    let response = read_object(payload)?;
+    let Some(request) = response
+        .get("requestId")
+        .and_then(Json::as_str)
+        .and_then(|id| id.strip_prefix(uid)?.strip_prefix(':')?.parse::<u64>().ok())
+    else {
+        return Ok(Vec::new());
+    };
+    if let Some(Json::Array(sockets)) = response.get("sockets") {
+        let sockets = sockets
+            .iter()
+            .map(|s| {
+                let sid = s
+                    .get("id")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| malformed("a fetched socket without an id"))?;
+                Ok(RemoteSocket {
+                    sid: sid.to_owned(),
+                    node: NODE_SERVER.to_owned(),
+                    rooms: string_list(s.get("rooms"), "a socket's rooms")?,
+                    handshake: s.get("handshake").cloned(),
+                    data: s.get("data").cloned(),
+                })
+            })
+            .collect::<Result<Vec<_>, NodeMessageError>>()?;
+        return Ok(vec![ClusterMessage::Sockets { request, sockets }]);
+    }
+    if response.get("type").and_then(Json::as_u64) == Some(SERVER_SIDE_EMIT) {
+        let data = response.get("data").cloned().unwrap_or(Json::Null);
+        return Ok(vec![ClusterMessage::ServerSideAck { request, data }]);
+    }
+    if let Some(rooms) = response.get("rooms") {
+        let rooms = string_list(Some(rooms), "rooms")?;
+        return Ok(vec![ClusterMessage::Rooms { request, rooms }]);
+    }
+    Err(malformed("a response to this node of no known kind"))
+}
+
+/// A request or response object: JSON when it starts with `{`, else MessagePack.
+fn read_object(payload: &[u8]) -> Result<Map<String, Json>, NodeMessageError> {
+    let value: Json = if payload.first() == Some(&b'{') {
+        serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?
+    } else {
+        let mut attachments = Vec::new();
+        to_json(read_msgpack(payload)?, &mut attachments)?
+    };
+    match value {
+        Json::Object(map) => Ok(map),
+        _ => Err(malformed("a request is not an object")),
+    }
 }
 
 /// `[uid, {type, data, nsp}, {rooms, except, flags}]` → a broadcast.
@@ -194,17 +405,21 @@ fn decode_broadcast(
 }
 
 /// A request: JSON when it starts with `{`, else MessagePack (as Node's adapter reads it).
-fn decode_request(nsp: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+/// With `answer`, the requests that want answers become requests to this node.
+fn decode_request(
+    nsp: &str,
+    payload: &[u8],
+    answer: bool,
+) -> Result<Vec<ClusterMessage>, NodeMessageError> {
     check_namespace(nsp).map_err(|e| malformed(format!("namespace: {e}")))?;
-    let request: Json = if payload.first() == Some(&b'{') {
-        serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?
-    } else {
-        let mut attachments = Vec::new();
-        to_json(read_msgpack(payload)?, &mut attachments)?
-    };
-    let Json::Object(request) = request else {
-        return Err(malformed("a request is not an object"));
-    };
+    if answer && payload.first() != Some(&b'{') {
+        // A broadcast with acknowledgements is MessagePack, with binary values: read
+        // here, before its binaries would become placeholders without attachments.
+        if let Some(message) = decode_broadcast_request(nsp, payload)? {
+            return Ok(message);
+        }
+    }
+    let request = read_object(payload)?;
     let kind = request
         .get("type")
         .and_then(Json::as_u64)
@@ -255,13 +470,121 @@ fn decode_request(nsp: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, Node
             let Some(Json::Array(args)) = request.get("data") else {
                 return Err(malformed("serverSideEmit without data"));
             };
-            vec![ClusterMessage::ServerSideEmit {
-                namespace: nsp.to_owned(),
-                args: args.clone(),
-            }]
+            match request.get("requestId") {
+                None | Some(Json::Null) => vec![ClusterMessage::ServerSideEmit {
+                    namespace: nsp.to_owned(),
+                    args: args.clone(),
+                }],
+                Some(id) if answer => vec![ClusterMessage::ServerSideEmitWithAck {
+                    request: 0,
+                    origin: node_origin(nsp, id, SERVER_SIDE_EMIT),
+                    namespace: nsp.to_owned(),
+                    args: args.clone(),
+                }],
+                // Not counted by the asking server: its handlers run, no answer.
+                Some(_) => vec![ClusterMessage::ServerSideEmit {
+                    namespace: nsp.to_owned(),
+                    args: args.clone(),
+                }],
+            }
         }
-        _ => Vec::new(),
+        REMOTE_FETCH | SOCKETS | ALL_ROOMS if answer => {
+            let Some(id) = request.get("requestId").filter(|id| !id.is_null()) else {
+                return Err(malformed("a request for an answer without a requestId"));
+            };
+            let origin = node_origin(nsp, id, kind);
+            let target = if kind == REMOTE_FETCH {
+                target(request.get("opts").unwrap_or(&Json::Null))?
+            } else {
+                Target {
+                    namespace: nsp.to_owned(),
+                    rooms: string_list(request.get("rooms"), "rooms")?,
+                    except: Vec::new(),
+                }
+            };
+            if kind == ALL_ROOMS {
+                vec![ClusterMessage::FetchRooms {
+                    request: 0,
+                    origin,
+                    namespace: nsp.to_owned(),
+                }]
+            } else {
+                vec![ClusterMessage::FetchSockets {
+                    request: 0,
+                    origin,
+                    target,
+                }]
+            }
+        }
+        other => {
+            tracing::debug!(kind = other, nsp, "cluster: a Node request not for this node: ignored");
+            Vec::new()
+        }
     })
+}
+
+/// `{uid, requestId, type: 7, packet, opts}` (MessagePack) → a broadcast with acks to this
+/// node's sockets; None when the payload is another MessagePack request.
+fn decode_broadcast_request(
+    nsp: &str,
+    payload: &[u8],
+) -> Result<Option<Vec<ClusterMessage>>, NodeMessageError> {
+    let request = map_of(read_msgpack(payload)?, "request")?;
+    if field(&request, "type").and_then(rmpv::Value::as_u64) != Some(BROADCAST) {
+        return Ok(None);
+    }
+    if from_tidings(field(&request, "uid").and_then(rmpv::Value::as_str)) {
+        return Ok(Some(Vec::new()));
+    }
+    let id = match field(&request, "requestId") {
+        Some(id) if !id.is_nil() => msgpack_scalar(id)?,
+        _ => return Err(malformed("a broadcast with acks without a requestId")),
+    };
+    let packet = map_of(
+        field(&request, "packet").cloned().unwrap_or(rmpv::Value::Nil),
+        "packet",
+    )?;
+    let kind = field(&packet, "type").and_then(rmpv::Value::as_u64);
+    if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
+        return Err(malformed(format!(
+            "packet type {kind:?}: only events are broadcast"
+        )));
+    }
+    let data = field(&packet, "data").cloned().unwrap_or(rmpv::Value::Nil);
+    let mut attachments = Vec::new();
+    let Json::Array(mut data) = to_json(data, &mut attachments)? else {
+        return Err(malformed("packet.data is not [event, ...args]"));
+    };
+    let event = match data.first() {
+        Some(Json::String(name)) if !RESERVED_EVENTS.contains(&name.as_str()) => name.clone(),
+        Some(Json::String(name)) => return Err(malformed(format!("reserved event {name:?}"))),
+        _ => return Err(malformed("the event name is not a string")),
+    };
+    data.remove(0);
+    let opts = field(&request, "opts").cloned().unwrap_or(rmpv::Value::Nil);
+    let (rooms, except) = rooms_of(&opts)?;
+    let timeout_ms = match &opts {
+        rmpv::Value::Map(opts) => field(opts, "flags")
+            .and_then(|flags| match flags {
+                rmpv::Value::Map(flags) => field(flags, "timeout"),
+                _ => None,
+            })
+            .and_then(|t| t.as_u64().or_else(|| t.as_f64().map(|f| f.max(0.0) as u64))),
+        _ => None,
+    };
+    Ok(Some(vec![ClusterMessage::BroadcastWithAck {
+        request: 0,
+        origin: node_origin(nsp, &id, BROADCAST),
+        target: Target {
+            namespace: nsp.to_owned(),
+            rooms,
+            except,
+        },
+        event,
+        args: data,
+        binaries: attachments.into_iter().map(WireFrame::Binary).collect(),
+        timeout_ms: timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS),
+    }]))
 }
 
 fn read_msgpack(payload: &[u8]) -> Result<rmpv::Value, NodeMessageError> {
@@ -462,6 +785,23 @@ pub fn encode(key: &str, uid: &str, message: &ClusterMessage) -> Vec<(String, Ve
         ClusterMessage::ServerSideEmit { namespace, args } => request(
             namespace,
             serde_json::json!({ "uid": uid, "type": SERVER_SIDE_EMIT, "data": args }),
+        ),
+        // Requests of this node: Node servers answer on the response channel with this
+        // `requestId`, which [`decode_counted`] matches.
+        ClusterMessage::FetchSockets {
+            request: n, target, ..
+        } => request(
+            &target.namespace,
+            serde_json::json!({ "uid": uid, "requestId": format!("{uid}:{n}"), "type": REMOTE_FETCH, "opts": opts(target) }),
+        ),
+        ClusterMessage::ServerSideEmitWithAck {
+            request: n,
+            namespace,
+            args,
+            ..
+        } => request(
+            namespace,
+            serde_json::json!({ "uid": uid, "requestId": format!("{uid}:{n}"), "type": SERVER_SIDE_EMIT, "data": args }),
         ),
         _ => Vec::new(),
     }

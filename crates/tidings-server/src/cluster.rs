@@ -24,6 +24,8 @@ pub(crate) enum Answer {
     Sockets(Vec<RemoteSocket>),
     /// Whether it held (and released) the asked-for recovery session.
     Released(bool),
+    /// Its handler's acknowledgement of a server-side event.
+    ServerSideAck(serde_json::Value),
 }
 
 /// The link between a server and its cluster; empty until a cluster is enabled.
@@ -62,15 +64,23 @@ impl ClusterLink {
     /// Sends the request `ask(request number, this node's id)` to every other node and hands
     /// their answers to `take` until every node answered, `take` returns true (enough), or
     /// `timeout` passed (a node that does not answer in time is left out).
+    ///
+    /// With `namespace`, the nodes that answer requests about it are counted
+    /// ([`Cluster::peers_for`]: Node servers too), else every other tidings node.
     async fn gather(
         &self,
         what: &'static str,
+        namespace: Option<&str>,
         ask: impl FnOnce(u64, String) -> ClusterMessage,
         timeout: Duration,
         mut take: impl FnMut(Answer) -> bool,
     ) {
         let Some(cluster) = self.get() else { return };
-        let expected = match cluster.peers().await {
+        let counted = match namespace {
+            Some(ns) => cluster.peers_for(ns).await,
+            None => cluster.peers().await,
+        };
+        let expected = match counted {
             Ok(0) => return,
             Ok(n) => n,
             Err(e) => {
@@ -110,12 +120,13 @@ impl ClusterLink {
         timeout: Duration,
     ) -> Vec<RemoteSocket> {
         let mut sockets = Vec::new();
+        let namespace = target.namespace.clone();
         let ask = |request, origin| ClusterMessage::FetchSockets {
             request,
             origin,
             target,
         };
-        self.gather("fetch sockets", ask, timeout, |answer| {
+        self.gather("fetch sockets", Some(&namespace), ask, timeout, |answer| {
             if let Answer::Sockets(theirs) = answer {
                 sockets.extend(theirs);
             }
@@ -123,6 +134,31 @@ impl ClusterLink {
         })
         .await;
         sockets
+    }
+
+    /// Sends a server-side event with an acknowledgement to `namespace` on every other node
+    /// and collects the values their handlers acknowledge with, within `timeout`.
+    pub(crate) async fn server_side_emit_with_ack(
+        &self,
+        namespace: &str,
+        args: Vec<serde_json::Value>,
+        timeout: Duration,
+    ) -> Vec<serde_json::Value> {
+        let mut answers = Vec::new();
+        let ask = |request, origin| ClusterMessage::ServerSideEmitWithAck {
+            request,
+            origin,
+            namespace: namespace.to_owned(),
+            args,
+        };
+        self.gather("server-side emit", Some(namespace), ask, timeout, |answer| {
+            if let Answer::ServerSideAck(value) = answer {
+                answers.push(value);
+            }
+            false
+        })
+        .await;
+        answers
     }
 
     /// Asks the other nodes to release the recovery session `pid` if one of them still holds
@@ -136,7 +172,7 @@ impl ClusterLink {
             origin,
             pid: pid.to_owned(),
         };
-        self.gather("release session", ask, timeout, |answer| {
+        self.gather("release session", None, ask, timeout, |answer| {
             found = matches!(answer, Answer::Released(true));
             found
         })

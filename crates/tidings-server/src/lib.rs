@@ -36,7 +36,7 @@ pub use config::{
 };
 pub use io::{
     AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,
-    DisconnectReason, EmitError, Event, JoinError, Namespace, Socket,
+    DisconnectReason, EmitError, Event, JoinError, Namespace, ServerSideAck, Socket, SocketData,
 };
 pub use limits::Limits;
 pub use queue::{QueueConfig, Queues, RetentionRule};

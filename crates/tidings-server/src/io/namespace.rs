@@ -66,7 +66,34 @@ pub struct ConnectRequest {
 
 type Middleware = Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
 type ConnectHandler = Arc<dyn Fn(Socket) + Send + Sync>;
-type ServerSideHandler = Arc<dyn Fn(&str, Vec<Value>) + Send + Sync>;
+type ServerSideHandler = Arc<dyn Fn(&str, Vec<Value>, Option<ServerSideAck>) + Send + Sync>;
+
+/// The acknowledgement callback of a server-side event another node sent with
+/// [`Namespace::server_side_emit_with_ack`] (or Node's `serverSideEmitWithAck`): call
+/// [`ServerSideAck::send`] once with the value to answer. Dropped without a call, the asking
+/// node counts this node as not answering (it waits until its timeout), as Node's does.
+pub struct ServerSideAck {
+    reply: Box<dyn FnOnce(Value) + Send>,
+}
+
+impl std::fmt::Debug for ServerSideAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSideAck").finish_non_exhaustive()
+    }
+}
+
+impl ServerSideAck {
+    pub(crate) fn new(reply: impl FnOnce(Value) + Send + 'static) -> Self {
+        ServerSideAck {
+            reply: Box::new(reply),
+        }
+    }
+
+    /// Answers the asking node with `data` (Node: the one argument of the callback).
+    pub fn send(self, data: Value) {
+        (self.reply)(data);
+    }
+}
 
 /// What happens to sockets, for whoever watches every namespace (the Admin UI).
 #[derive(Debug)]
@@ -221,12 +248,44 @@ impl Namespace {
     /// tidings node's [`Namespace::server_side_emit`], Node's `io.serverSideEmit(event, ...args)`
     /// (the Redis adapter and emitter) — with the event name and its arguments. Without a
     /// handler such events are dropped (logged at `debug`).
+    /// Events sent with an acknowledgement reach this handler too; their callback is dropped
+    /// (see [`Namespace::on_server_side_emit_with_ack`] to answer them).
     pub fn on_server_side_emit<F>(&self, handler: F) -> &Self
     where
         F: Fn(&str, Vec<Value>) + Send + Sync + 'static,
     {
+        *self.inner.server_side_handler.write() =
+            Some(Arc::new(move |event: &str, args, _ack| handler(event, args)));
+        self
+    }
+
+    /// Like [`Namespace::on_server_side_emit`], with the acknowledgement callback of events
+    /// sent with one ([`Namespace::server_side_emit_with_ack`], Node's
+    /// `io.serverSideEmitWithAck` or `serverSideEmit(..., callback)`); `None` for the others.
+    /// Replaces the handler set by either method.
+    pub fn on_server_side_emit_with_ack<F>(&self, handler: F) -> &Self
+    where
+        F: Fn(&str, Vec<Value>, Option<ServerSideAck>) + Send + Sync + 'static,
+    {
         *self.inner.server_side_handler.write() = Some(Arc::new(handler));
         self
+    }
+
+    /// Sends `event` with `args` to the server side of this namespace on every other node and
+    /// collects the value each one acknowledges with ([`ServerSideAck::send`], or Node's
+    /// callback), until every node answered or `timeout` passed (those that did not are left
+    /// out, and logged). Empty on a single node.
+    pub async fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let args = std::iter::once(Value::from(event)).chain(args).collect();
+        self.inner
+            .cluster
+            .server_side_emit_with_ack(self.name(), args, timeout)
+            .await
     }
 
     /// Sends `event` with `args` to the server side of this namespace on every other node
@@ -242,7 +301,8 @@ impl Namespace {
     }
 
     /// Hands another node's server-side event (`[event, ...args]`) to the handler.
-    pub(crate) fn server_side_event(&self, mut args: Vec<Value>) {
+    pub(crate) fn server_side_event(&self, args: Vec<Value>, ack: Option<ServerSideAck>) {
+        let mut args = args;
         let handler = self.inner.server_side_handler.read().clone();
         let event = match args.first() {
             Some(Value::String(_)) => match args.remove(0) {
@@ -255,7 +315,7 @@ impl Namespace {
             }
         };
         match handler {
-            Some(handler) => handler(&event, args),
+            Some(handler) => handler(&event, args, ack),
             None => {
                 tracing::debug!(namespace = %self.name(), event, "server-side event without a handler: dropped")
             }
@@ -600,11 +660,7 @@ impl BroadcastOperator {
         let mut sockets: Vec<RemoteSocket> = self
             .sockets()
             .iter()
-            .map(|s| RemoteSocket {
-                sid: s.id().to_string(),
-                node: node.clone(),
-                rooms: s.rooms().iter().map(|r| r.as_str().to_owned()).collect(),
-            })
+            .map(|s| s.remote(&node))
             .collect();
         sockets.extend(
             self.ns
@@ -676,6 +732,39 @@ impl BroadcastOperator {
             }
         }
         Ok(results)
+    }
+
+    /// Sends `event` to the addressed sockets of this node, each asked to acknowledge with one
+    /// ack id; returns their answers' receivers. Another node's broadcast with
+    /// acknowledgements (`inbound.rs`). The caller forgets the pending acks it stops waiting for.
+    pub(crate) fn ask_local(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: &[Bytes],
+    ) -> Result<(u64, Vec<(Socket, tokio::sync::oneshot::Receiver<AckReply>)>), EmitError> {
+        let id = self.ns.next_ack_id();
+        let frames = event_frames(
+            self.ns.inner.parser,
+            self.ns.name(),
+            event,
+            args,
+            attachments,
+            Some(id),
+        )?;
+        let mut asked = Vec::new();
+        for socket in self.sockets() {
+            let Ok(rx) = socket.register_ack(id) else {
+                continue;
+            };
+            if socket.deliver(&frames, None).is_err() {
+                socket.forget_ack(id);
+                continue;
+            }
+            asked.push((socket, rx));
+        }
+        self.ns.inner.counters.broadcast(asked.len());
+        Ok((id, asked))
     }
 
     /// Makes every addressed socket join `room` (on every node).
