@@ -438,6 +438,96 @@ async fn a_tidings_node_in_a_node_cluster_reaches_node_servers() {
     assert!(status.success(), "the Node peer failed: {status}");
 }
 
+/// With `node_cluster`, requests that expect answers work both ways between a tidings node and
+/// a Node Socket.IO server on `@socket.io/redis-adapter` (tests/clients/js/node-adapter-requests.mjs):
+/// the tidings node's `fetch_sockets` gets the Node server's socket (rooms, handshake, data),
+/// its `server_side_emit_with_ack` the Node handler's answer, and the Node server's
+/// `serverSideEmitWithAck` this node's handler's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_answers_between_a_tidings_node_and_a_node_server() {
+    use tokio::io::AsyncBufReadExt;
+
+    let redis = redis();
+    let suffix = fastrand_suffix();
+    let key = format!("sio{suffix}");
+    let server = Server::new(ServerConfig::builder().build().unwrap());
+    server
+        .of("/")
+        .on_server_side_emit_with_ack(|event, args, ack| {
+            if let (Some(ack), "ask") = (ack, event) {
+                ack.send(json!({ "from": "tidings", "args": args }));
+            }
+        });
+    let config = RedisClusterConfig::new(&redis.url)
+        .prefix(format!("t{suffix}:"))
+        .node_adapter(Some(key.clone()))
+        .node_cluster(true);
+    let cluster = Arc::new(RedisCluster::connect(config).await.unwrap());
+    assert!(server.enable_cluster(cluster.clone()));
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/clients/js/node-adapter-requests.mjs");
+    let mut peer = tokio::process::Command::new(
+        std::env::var("TIDINGS_NODE").unwrap_or_else(|_| "node".to_owned()),
+    )
+    .arg(script)
+    .env("TIDINGS_URL", "http://127.0.0.1:1")
+    .env("REDIS_URL", &redis.url)
+    .env("NODE_KEY", &key)
+    .stdout(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut wait_for = async |prefix: &str| loop {
+        let line = tokio::time::timeout(WAIT * 3, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {prefix} from the Node peer"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the Node peer ended before {prefix}"));
+        println!("node peer: {line}");
+        if line.starts_with(prefix) {
+            return line;
+        }
+    };
+    let ready = wait_for("READY").await;
+    let node_sid = ready.trim_start_matches("READY ").to_owned();
+    // The Node server is counted for `/` once its adapter subscribed: it printed READY after.
+    assert_eq!(cluster.peers_for("/").await.unwrap(), 1);
+    assert_eq!(cluster.peers().await.unwrap(), 0, "no other tidings node");
+
+    let ns = server.of("/");
+    let sockets = ns.all().fetch_sockets(WAIT).await;
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    let theirs = &sockets[0];
+    assert_eq!(theirs.sid, node_sid);
+    assert_eq!(theirs.node, tidings_cluster_redis::node::NODE_SERVER);
+    let mut rooms = theirs.rooms.clone();
+    rooms.sort();
+    let mut expected = vec!["lobby".to_owned(), node_sid.clone()];
+    expected.sort();
+    assert_eq!(rooms, expected);
+    assert_eq!(theirs.data, Some(json!({ "user": "n1" })));
+    let handshake = theirs.handshake.as_ref().unwrap();
+    assert_eq!(handshake["query"]["EIO"], json!("4"));
+    assert!(ns.to("elsewhere").fetch_sockets(WAIT).await.is_empty());
+
+    let started = Instant::now();
+    let answers = ns
+        .server_side_emit_with_ack("ping", vec![json!(3)], WAIT)
+        .await;
+    assert_eq!(answers, [json!({ "from": "node", "n": 3 })]);
+    assert!(started.elapsed() < WAIT / 2, "answered, not timed out");
+
+    ns.server_side_emit("done", Vec::new());
+    wait_for("ok:").await;
+    let status = tokio::time::timeout(WAIT, peer.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the Node peer failed: {status}");
+}
+
 /// A node with built-in events and the Admin UI (no login, development mode) named `id`.
 async fn admin_node(redis: &str, prefix: &str, id: &str) -> Node {
     let server = Server::new(
