@@ -236,13 +236,11 @@ pub fn answer(key: &str, origin: &str, answer: &ClusterMessage) -> Option<(Strin
             "requestId": request_id,
             "rooms": rooms,
         })),
-        (SERVER_SIDE_EMIT, ClusterMessage::ServerSideAck { data, .. }) => {
-            json(serde_json::json!({
-                "type": SERVER_SIDE_EMIT,
-                "requestId": request_id,
-                "data": data,
-            }))
-        }
+        (SERVER_SIDE_EMIT, ClusterMessage::ServerSideAck { data, .. }) => json(serde_json::json!({
+            "type": SERVER_SIDE_EMIT,
+            "requestId": request_id,
+            "data": data,
+        })),
         (BROADCAST, ClusterMessage::BroadcastClientCount { count, .. }) => {
             json(serde_json::json!({
                 "type": BROADCAST_CLIENT_COUNT,
@@ -259,7 +257,9 @@ pub fn answer(key: &str, origin: &str, answer: &ClusterMessage) -> Option<(Strin
                 })
                 .collect();
             // Node hands the broadcaster the first argument of each client's ack.
-            let first = args.first().map_or(rmpv::Value::Nil, |a| to_msgpack(a, &binaries));
+            let first = args
+                .first()
+                .map_or(rmpv::Value::Nil, |a| to_msgpack(a, &binaries));
             let body = rmpv::Value::Map(vec![
                 ("type".into(), rmpv::Value::from(BROADCAST_ACK)),
                 ("requestId".into(), json_to_msgpack(&request_id)),
@@ -271,7 +271,11 @@ pub fn answer(key: &str, origin: &str, answer: &ClusterMessage) -> Option<(Strin
             Some((channel, payload))
         }
         (kind, other) => {
-            tracing::debug!(kind, ?other, "cluster: an answer that does not fit the Node request");
+            tracing::debug!(
+                kind,
+                ?other,
+                "cluster: an answer that does not fit the Node request"
+            );
             None
         }
     }
@@ -517,7 +521,11 @@ fn decode_request(
             }
         }
         other => {
-            tracing::debug!(kind = other, nsp, "cluster: a Node request not for this node: ignored");
+            tracing::debug!(
+                kind = other,
+                nsp,
+                "cluster: a Node request not for this node: ignored"
+            );
             Vec::new()
         }
     })
@@ -541,7 +549,9 @@ fn decode_broadcast_request(
         _ => return Err(malformed("a broadcast with acks without a requestId")),
     };
     let packet = map_of(
-        field(&request, "packet").cloned().unwrap_or(rmpv::Value::Nil),
+        field(&request, "packet")
+            .cloned()
+            .unwrap_or(rmpv::Value::Nil),
         "packet",
     )?;
     let kind = field(&packet, "type").and_then(rmpv::Value::as_u64);
@@ -1314,6 +1324,321 @@ mod tests {
         // Durable-topic wake-ups are tidings' own.
         let wake = ClusterMessage::Published { topic: "t".into() };
         assert!(encode("socket.io", "node-x", &wake).is_empty());
+    }
+
+    fn counted(channel: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+        decode_counted(
+            "socket.io",
+            "tidings-me",
+            channel.as_bytes(),
+            payload,
+            1 << 20,
+            Parser::Default,
+        )
+    }
+
+    fn origin_of(message: &ClusterMessage) -> &str {
+        match message {
+            ClusterMessage::FetchSockets { origin, .. }
+            | ClusterMessage::FetchRooms { origin, .. }
+            | ClusterMessage::ServerSideEmitWithAck { origin, .. }
+            | ClusterMessage::BroadcastWithAck { origin, .. } => origin,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn socket(sid: &str) -> RemoteSocket {
+        RemoteSocket {
+            sid: sid.into(),
+            node: "n".into(),
+            rooms: vec![sid.into(), "lobby".into()],
+            handshake: Some(serde_json::json!({"query": {"EIO": "4"}})),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn a_counted_node_answers_fetch_sockets_in_the_adapters_form() {
+        let request = br#"{"uid":"abc","requestId":"r1","type":5,"opts":{"rooms":["lobby"],"except":["muted"]}}"#;
+        let messages = counted("socket.io-request#/chat#", request).unwrap();
+        let [ClusterMessage::FetchSockets { target, origin, .. }] = messages.as_slice() else {
+            panic!("{messages:?}");
+        };
+        assert_eq!(target.namespace, "/chat");
+        assert_eq!(
+            (target.rooms.as_slice(), target.except.as_slice()),
+            (&["lobby".to_owned()][..], &["muted".to_owned()][..])
+        );
+        let reply = ClusterMessage::Sockets {
+            request: 0,
+            sockets: vec![socket("s1")],
+        };
+        let (channel, payload) = answer("socket.io", origin, &reply).unwrap();
+        assert_eq!(channel, "socket.io-response#/chat#");
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"requestId":"r1","sockets":[{"id":"s1","handshake":{"query":{"EIO":"4"}},"rooms":["s1","lobby"],"data":{}}]}"#
+        );
+        // The older `allSockets` request: ids only.
+        let messages = counted(
+            "socket.io-request#/#",
+            br#"{"uid":"abc","requestId":7,"type":0,"rooms":["lobby"]}"#,
+        )
+        .unwrap();
+        let (_, payload) = answer("socket.io", origin_of(&messages[0]), &reply).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"requestId":7,"sockets":["s1"]}"#
+        );
+        // allRooms.
+        let messages = counted(
+            "socket.io-request#/#",
+            br#"{"uid":"abc","requestId":"r2","type":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(messages[0], ClusterMessage::FetchRooms { .. }));
+        let rooms = ClusterMessage::Rooms {
+            request: 0,
+            rooms: vec!["lobby".into()],
+        };
+        let (_, payload) = answer("socket.io", origin_of(&messages[0]), &rooms).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"requestId":"r2","rooms":["lobby"]}"#
+        );
+        // An answer that does not fit the request, or an origin that is not a Node one.
+        assert_eq!(answer("socket.io", origin_of(&messages[0]), &reply), None);
+        assert_eq!(answer("socket.io", "node-1", &rooms), None);
+    }
+
+    #[test]
+    fn server_side_events_with_an_ack_are_answered_once_counted() {
+        let request = br#"{"uid":"abc","requestId":"r3","type":6,"data":["ping",1]}"#;
+        // Not counted: the handlers run, nothing is answered.
+        assert_eq!(
+            decode(
+                "socket.io",
+                b"socket.io-request#/#",
+                request,
+                1 << 20,
+                Parser::Default
+            ),
+            Ok(vec![ClusterMessage::ServerSideEmit {
+                namespace: "/".into(),
+                args: vec!["ping".into(), 1.into()],
+            }])
+        );
+        let messages = counted("socket.io-request#/#", request).unwrap();
+        let [
+            ClusterMessage::ServerSideEmitWithAck {
+                args,
+                origin,
+                namespace,
+                ..
+            },
+        ] = messages.as_slice()
+        else {
+            panic!("{messages:?}");
+        };
+        assert_eq!((namespace.as_str(), args.len()), ("/", 2));
+        let ack = ClusterMessage::ServerSideAck {
+            request: 0,
+            data: serde_json::json!({"pong": true}),
+        };
+        let (channel, payload) = answer("socket.io", origin, &ack).unwrap();
+        assert_eq!(channel, "socket.io-response#/#");
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"type":6,"requestId":"r3","data":{"pong":true}}"#
+        );
+    }
+
+    #[test]
+    fn a_broadcast_with_acks_gets_a_count_then_each_ack() {
+        let request = msgpack(&M::Map(vec![
+            (s("uid"), s("abc")),
+            (s("requestId"), s("r4")),
+            (s("type"), M::from(7)),
+            (
+                s("packet"),
+                M::Map(vec![
+                    (s("type"), M::from(2)),
+                    (s("data"), M::Array(vec![s("q"), M::Binary(vec![1, 2])])),
+                    (s("nsp"), s("/")),
+                ]),
+            ),
+            (
+                s("opts"),
+                M::Map(vec![
+                    (s("rooms"), M::Array(vec![s("lobby")])),
+                    (s("except"), M::Array(Vec::new())),
+                    (s("flags"), M::Map(vec![(s("timeout"), M::from(1500))])),
+                ]),
+            ),
+        ]));
+        let messages = counted("socket.io-request#/#", &request).unwrap();
+        let [
+            ClusterMessage::BroadcastWithAck {
+                origin,
+                target,
+                event,
+                args,
+                binaries,
+                timeout_ms,
+                ..
+            },
+        ] = messages.as_slice()
+        else {
+            panic!("{messages:?}");
+        };
+        assert_eq!((event.as_str(), *timeout_ms), ("q", 1500));
+        assert_eq!(target.rooms, ["lobby"]);
+        assert_eq!(args, &[placeholder(0)]);
+        assert_eq!(binaries, &[WireFrame::Binary(Bytes::from_static(&[1, 2]))]);
+        let count = ClusterMessage::BroadcastClientCount {
+            request: 0,
+            count: 2,
+        };
+        let (channel, payload) = answer("socket.io", origin, &count).unwrap();
+        assert_eq!(channel, "socket.io-response#/#");
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"type":8,"requestId":"r4","clientCount":2}"#
+        );
+        let ack = ClusterMessage::BroadcastAck {
+            request: 0,
+            args: vec![placeholder(0), "ignored".into()],
+            binaries: vec![WireFrame::Binary(Bytes::from_static(&[9]))],
+        };
+        let (_, payload) = answer("socket.io", origin, &ack).unwrap();
+        // MessagePack, the first argument only, its binary in place.
+        assert_eq!(
+            read_msgpack(&payload).unwrap(),
+            M::Map(vec![
+                (s("type"), M::from(9)),
+                (s("requestId"), s("r4")),
+                (s("packet"), M::Binary(vec![9])),
+            ])
+        );
+        // Not counted: a broadcast with acks is left to the counted servers.
+        assert_eq!(
+            decode(
+                "socket.io",
+                b"socket.io-request#/#",
+                &request,
+                1 << 20,
+                Parser::Default
+            ),
+            Ok(Vec::new())
+        );
+    }
+
+    #[test]
+    fn node_servers_answers_to_this_nodes_requests_become_tidings_answers() {
+        let fetch = ClusterMessage::FetchSockets {
+            request: 12,
+            origin: "me".into(),
+            target: Target {
+                namespace: "/".into(),
+                rooms: Vec::new(),
+                except: Vec::new(),
+            },
+        };
+        let sent = encode("socket.io", "tidings-me", &fetch);
+        assert_eq!(sent[0].0, "socket.io-request#/#");
+        assert_eq!(
+            String::from_utf8(sent[0].1.clone()).unwrap(),
+            r#"{"uid":"tidings-me","requestId":"tidings-me:12","type":5,"opts":{"rooms":[],"except":[]}}"#
+        );
+        let response = br#"{"requestId":"tidings-me:12","sockets":[{"id":"n1","handshake":{"auth":{}},"rooms":["n1"],"data":{"user":1}}]}"#;
+        assert_eq!(
+            counted("socket.io-response#/#", response),
+            Ok(vec![ClusterMessage::Sockets {
+                request: 12,
+                sockets: vec![RemoteSocket {
+                    sid: "n1".into(),
+                    node: NODE_SERVER.into(),
+                    rooms: vec!["n1".into()],
+                    handshake: Some(serde_json::json!({"auth": {}})),
+                    data: Some(serde_json::json!({"user": 1})),
+                }],
+            }])
+        );
+        let ack = br#"{"type":6,"requestId":"tidings-me:13","data":[1]}"#;
+        assert_eq!(
+            counted("socket.io-response#/#tidings-me#", ack),
+            Ok(vec![ClusterMessage::ServerSideAck {
+                request: 13,
+                data: serde_json::json!([1]),
+            }])
+        );
+        // Answers to other servers' requests are not ours.
+        for other in [
+            &br#"{"requestId":"abc","sockets":[]}"#[..],
+            br#"{"requestId":"tidings-other:12","sockets":[]}"#,
+            br#"{"requestId":"tidings-me:x","sockets":[]}"#,
+            br#"{"type":8,"requestId":"zz","clientCount":1}"#,
+        ] {
+            assert_eq!(counted("socket.io-response#/#", other), Ok(Vec::new()));
+        }
+    }
+
+    #[test]
+    fn malformed_requests_and_answers_are_errors_and_unknown_types_are_ignored() {
+        for (channel, payload) in [
+            (
+                "socket.io-request#/#",
+                &br#"{"type":5,"uid":"a","opts":{}}"#[..],
+            ),
+            (
+                "socket.io-request#/#",
+                br#"{"type":5,"requestId":"r","opts":{"rooms":[{}]}}"#,
+            ),
+            (
+                "socket.io-request#/#",
+                &[0x81, 0xa4, b't', b'y', b'p', b'e', 0x07][..],
+            ),
+            ("socket.io-request#/#", b"\xc1"),
+            (
+                "socket.io-response#/#",
+                br#"{"requestId":"tidings-me:1","sockets":[{"rooms":[]}]}"#,
+            ),
+            ("socket.io-response#/#", br#"{"requestId":"tidings-me:1"}"#),
+            ("socket.io-response#/#", b"{"),
+        ] {
+            let decoded = counted(channel, payload);
+            assert!(
+                decoded.is_err(),
+                "{channel} {}: {decoded:?}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+        let big = vec![b' '; 100];
+        assert!(matches!(
+            decode_counted(
+                "socket.io",
+                "tidings-me",
+                b"socket.io-request#/#",
+                &big,
+                99,
+                Parser::Default
+            ),
+            Err(NodeMessageError::TooLarge(100, 99))
+        ));
+        for unknown in [
+            &br#"{"type":99,"requestId":"r"}"#[..],
+            br#"{"type":2,"requestId":"r","sid":"s","room":"x"}"#,
+        ] {
+            assert_eq!(counted("socket.io-request#/#", unknown), Ok(Vec::new()));
+        }
+        // Requests of tidings nodes in the Node form are heard on tidings' own channel.
+        assert_eq!(
+            counted(
+                "socket.io-request#/#",
+                br#"{"uid":"tidings-x","requestId":"tidings-x:1","type":5,"opts":{}}"#
+            ),
+            Ok(Vec::new())
+        );
     }
 
     #[test]

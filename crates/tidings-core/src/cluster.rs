@@ -674,6 +674,79 @@ mod tests {
                 },
                 r#"{"from":"node-a","t":"subscribed","topic":"pickup","key":"group:drivers","identity":"d-1","subscribed":false}"#.to_owned(),
             ),
+            (
+                ClusterMessage::Sockets {
+                    request: 1,
+                    sockets: vec![RemoteSocket {
+                        sid: "s".into(),
+                        node: "n".into(),
+                        rooms: Vec::new(),
+                        handshake: Some(serde_json::json!({"query": {}})),
+                        data: Some(serde_json::json!({})),
+                    }],
+                },
+                r#"{"from":"node-a","t":"sockets","request":1,"sockets":[{"sid":"s","node":"n","rooms":[],"handshake":{"query":{}},"data":{}}]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::ServerSideEmitWithAck {
+                    request: 2,
+                    origin: "n1".into(),
+                    namespace: "/".into(),
+                    args: vec!["ping".into()],
+                },
+                r#"{"from":"node-a","t":"server_side_emit_with_ack","request":2,"origin":"n1","namespace":"/","args":["ping"]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::ServerSideAck {
+                    request: 2,
+                    data: serde_json::Value::Null,
+                },
+                r#"{"from":"node-a","t":"server_side_ack","request":2,"data":null}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::BroadcastWithAck {
+                    request: 3,
+                    origin: "n1".into(),
+                    target: chat_target(),
+                    event: "q".into(),
+                    args: vec![1.into()],
+                    binaries: vec![WireFrame::Binary(Bytes::from_static(&[0, 255, 7]))],
+                    timeout_ms: 500,
+                },
+                format!(
+                    r#"{{"from":"node-a","t":"broadcast_with_ack","request":3,"origin":"n1",{TARGET},"event":"q","args":[1],"binaries":[{{"b":"AP8H"}}],"timeout_ms":500}}"#
+                ),
+            ),
+            (
+                ClusterMessage::BroadcastClientCount {
+                    request: 3,
+                    count: 0,
+                },
+                r#"{"from":"node-a","t":"broadcast_client_count","request":3,"count":0}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::BroadcastAck {
+                    request: 3,
+                    args: vec!["ok".into()],
+                    binaries: Vec::new(),
+                },
+                r#"{"from":"node-a","t":"broadcast_ack","request":3,"args":["ok"]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::FetchRooms {
+                    request: 4,
+                    origin: "n1".into(),
+                    namespace: "/".into(),
+                },
+                r#"{"from":"node-a","t":"fetch_rooms","request":4,"origin":"n1","namespace":"/"}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Rooms {
+                    request: 4,
+                    rooms: vec!["r".into()],
+                },
+                r#"{"from":"node-a","t":"rooms","request":4,"rooms":["r"]}"#.to_owned(),
+            ),
         ];
         for (message, golden) in cases {
             assert_eq!(String::from_utf8(message.encode("node-a")).unwrap(), golden);

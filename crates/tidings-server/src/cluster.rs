@@ -151,12 +151,18 @@ impl ClusterLink {
             namespace: namespace.to_owned(),
             args,
         };
-        self.gather("server-side emit", Some(namespace), ask, timeout, |answer| {
-            if let Answer::ServerSideAck(value) = answer {
-                answers.push(value);
-            }
-            false
-        })
+        self.gather(
+            "server-side emit",
+            Some(namespace),
+            ask,
+            timeout,
+            |answer| {
+                if let Answer::ServerSideAck(value) = answer {
+                    answers.push(value);
+                }
+                false
+            },
+        )
         .await;
         answers
     }

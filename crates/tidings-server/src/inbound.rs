@@ -89,7 +89,9 @@ pub(crate) fn route(server: &ServerInner, message: ClusterMessage) {
             ns.server_side_event(args, Some(ack));
         }
         ClusterMessage::ServerSideAck { request, data } => {
-            server.cluster.answered(request, Answer::ServerSideAck(data));
+            server
+                .cluster
+                .answered(request, Answer::ServerSideAck(data));
         }
         ClusterMessage::BroadcastWithAck {
             request,

@@ -254,8 +254,9 @@ impl Namespace {
     where
         F: Fn(&str, Vec<Value>) + Send + Sync + 'static,
     {
-        *self.inner.server_side_handler.write() =
-            Some(Arc::new(move |event: &str, args, _ack| handler(event, args)));
+        *self.inner.server_side_handler.write() = Some(Arc::new(move |event: &str, args, _ack| {
+            handler(event, args)
+        }));
         self
     }
 
@@ -473,6 +474,9 @@ impl Namespace {
     }
 }
 
+/// A socket asked to acknowledge, and where its answer arrives.
+pub(crate) type AskedSocket = (Socket, tokio::sync::oneshot::Receiver<AckReply>);
+
 /// Selects sockets of a namespace by room — `to` (union), `except` (minus), and optionally not
 /// the sender — then emits to them, encoding the packet once.
 #[derive(Clone)]
@@ -657,11 +661,8 @@ impl BroadcastOperator {
             .cluster
             .get()
             .map_or_else(String::new, |c| c.node_id().to_owned());
-        let mut sockets: Vec<RemoteSocket> = self
-            .sockets()
-            .iter()
-            .map(|s| s.remote(&node))
-            .collect();
+        let mut sockets: Vec<RemoteSocket> =
+            self.sockets().iter().map(|s| s.remote(&node)).collect();
         sockets.extend(
             self.ns
                 .inner
@@ -742,7 +743,7 @@ impl BroadcastOperator {
         event: &str,
         args: Vec<Value>,
         attachments: &[Bytes],
-    ) -> Result<(u64, Vec<(Socket, tokio::sync::oneshot::Receiver<AckReply>)>), EmitError> {
+    ) -> Result<(u64, Vec<AskedSocket>), EmitError> {
         let id = self.ns.next_ack_id();
         let frames = event_frames(
             self.ns.inner.parser,
