@@ -288,7 +288,7 @@ fn json_to_msgpack(value: &Json) -> rmpv::Value {
 /// A Node server's answer on a response channel: this node's (`uid`) when its `requestId` is
 /// `<uid>:<n>`, as the answer a tidings node sends; empty for other nodes' answers.
 fn decode_response(uid: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
-    let response = read_object(payload)?;
+    let (response, binaries) = read_object_with_binaries(payload)?;
     let Some(request) = response
         .get("requestId")
         .and_then(Json::as_str)
@@ -315,6 +315,27 @@ fn decode_response(uid: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, Nod
             .collect::<Result<Vec<_>, NodeMessageError>>()?;
         return Ok(vec![ClusterMessage::Sockets { request, sockets }]);
     }
+    match response.get("type").and_then(Json::as_u64) {
+        Some(BROADCAST_CLIENT_COUNT) => {
+            let count = response
+                .get("clientCount")
+                .and_then(Json::as_u64)
+                .ok_or_else(|| malformed("a client count that is not a count"))?;
+            return Ok(vec![ClusterMessage::BroadcastClientCount {
+                request,
+                count,
+            }]);
+        }
+        Some(BROADCAST_ACK) => {
+            let packet = response.get("packet").cloned().unwrap_or(Json::Null);
+            return Ok(vec![ClusterMessage::BroadcastAck {
+                request,
+                args: vec![packet],
+                binaries: binaries.into_iter().map(WireFrame::Binary).collect(),
+            }]);
+        }
+        _ => {}
+    }
     if response.get("type").and_then(Json::as_u64) == Some(SERVER_SIDE_EMIT) {
         let data = response.get("data").cloned().unwrap_or(Json::Null);
         return Ok(vec![ClusterMessage::ServerSideAck { request, data }]);
@@ -328,14 +349,21 @@ fn decode_response(uid: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, Nod
 
 /// A request or response object: JSON when it starts with `{`, else MessagePack.
 fn read_object(payload: &[u8]) -> Result<Map<String, Json>, NodeMessageError> {
+    read_object_with_binaries(payload).map(|(map, _)| map)
+}
+
+/// [`read_object`] with the binary values of MessagePack as placeholders and attachments.
+fn read_object_with_binaries(
+    payload: &[u8],
+) -> Result<(Map<String, Json>, Vec<Bytes>), NodeMessageError> {
+    let mut attachments = Vec::new();
     let value: Json = if payload.first() == Some(&b'{') {
         serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?
     } else {
-        let mut attachments = Vec::new();
         to_json(read_msgpack(payload)?, &mut attachments)?
     };
     match value {
-        Json::Object(map) => Ok(map),
+        Json::Object(map) => Ok((map, attachments)),
         _ => Err(malformed("a request is not an object")),
     }
 }
@@ -813,6 +841,65 @@ pub fn encode(key: &str, uid: &str, message: &ClusterMessage) -> Vec<(String, Ve
             namespace,
             serde_json::json!({ "uid": uid, "requestId": format!("{uid}:{n}"), "type": SERVER_SIDE_EMIT, "data": args }),
         ),
+        ClusterMessage::BroadcastWithAck {
+            request: n,
+            target,
+            event,
+            args,
+            binaries,
+            timeout_ms,
+            ..
+        } => {
+            let binaries: Vec<&Bytes> = binaries
+                .iter()
+                .filter_map(|f| match f {
+                    WireFrame::Binary(b) => Some(b),
+                    WireFrame::Text(_) => None,
+                })
+                .collect();
+            let data = std::iter::once(rmpv::Value::from(event.as_str()))
+                .chain(args.iter().map(|a| to_msgpack(a, &binaries)))
+                .collect();
+            let list = |names: &[String]| {
+                rmpv::Value::Array(
+                    names
+                        .iter()
+                        .map(|r| rmpv::Value::from(r.as_str()))
+                        .collect(),
+                )
+            };
+            let body = rmpv::Value::Map(vec![
+                ("uid".into(), rmpv::Value::from(uid)),
+                ("requestId".into(), rmpv::Value::from(format!("{uid}:{n}"))),
+                ("type".into(), rmpv::Value::from(BROADCAST)),
+                (
+                    "packet".into(),
+                    rmpv::Value::Map(vec![
+                        ("type".into(), rmpv::Value::from(EVENT)),
+                        ("data".into(), rmpv::Value::Array(data)),
+                        ("nsp".into(), rmpv::Value::from(target.namespace.as_str())),
+                    ]),
+                ),
+                (
+                    "opts".into(),
+                    rmpv::Value::Map(vec![
+                        ("rooms".into(), list(&target.rooms)),
+                        ("except".into(), list(&target.except)),
+                        (
+                            "flags".into(),
+                            rmpv::Value::Map(vec![(
+                                "timeout".into(),
+                                rmpv::Value::from(*timeout_ms),
+                            )]),
+                        ),
+                    ]),
+                ),
+            ]);
+            let mut payload = Vec::new();
+            // Writing into a Vec cannot fail.
+            let _ = rmpv::encode::write_value(&mut payload, &body);
+            vec![(request_channel(&target.namespace), payload)]
+        }
         _ => Vec::new(),
     }
 }

@@ -438,6 +438,81 @@ async fn a_tidings_node_in_a_node_cluster_reaches_node_servers() {
     assert!(status.success(), "the Node peer failed: {status}");
 }
 
+/// A broadcast with acknowledgements on every node: each node asks its own clients and reports
+/// how many, then their answers; the asking node collects them all before the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_with_acks_collect_the_clients_of_every_node() {
+    let redis = redis();
+    let nodes = cluster_of_three(&redis).await;
+    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let c = client(n).await;
+        join(&c, "lobby").await;
+        let mut questions = c.on("question");
+        tasks.push(tokio::spawn(async move {
+            let q = tokio::time::timeout(WAIT, questions.recv())
+                .await
+                .expect("no question")
+                .unwrap();
+            assert!(q.wants_ack());
+            q.ack(&json!({ "node": i, "q": q.args[0] })).await.unwrap();
+        }));
+        clients.push(c);
+    }
+    // Someone not in the room, on node 2: not asked.
+    let outsider = client(&nodes[2]).await;
+    let mut outsider_questions = outsider.on("question");
+
+    let started = Instant::now();
+    let acks = nodes[0]
+        .server
+        .of("/")
+        .to("lobby")
+        .emit_with_ack_on_all_nodes("question", vec![json!(42)], &[], WAIT)
+        .await
+        .unwrap();
+    assert!(acks.is_complete, "{acks:?}");
+    assert!(started.elapsed() < WAIT / 2, "answered, not timed out");
+    assert_eq!(acks.local.len(), 1);
+    assert_eq!(
+        Some(acks.local[0].0.to_string()),
+        clients[0].id().map(|id| id.to_string())
+    );
+    let local = acks.local[0].1.as_ref().unwrap();
+    assert_eq!(local.args, [json!({ "node": 0, "q": 42 })]);
+    assert_eq!(acks.remote_asked, 2);
+    let mut remote: Vec<_> = acks.remote.iter().map(|r| r.args[0].clone()).collect();
+    remote.sort_by_key(|v| v["node"].as_u64());
+    assert_eq!(
+        remote,
+        [json!({ "node": 1, "q": 42 }), json!({ "node": 2, "q": 42 })]
+    );
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), outsider_questions.recv())
+            .await
+            .is_err(),
+        "a socket outside the room was asked"
+    );
+
+    // A client that does not answer: the broadcast ends at its timeout, incomplete.
+    let silent = client(&nodes[1]).await;
+    join(&silent, "quiet").await;
+    let _ignored = silent.on("question");
+    let acks = nodes[0]
+        .server
+        .of("/")
+        .to("quiet")
+        .emit_with_ack_on_all_nodes("question", vec![json!(1)], &[], Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(!acks.is_complete);
+    assert_eq!((acks.remote_asked, acks.remote.len()), (1, 0));
+}
+
 /// With `node_cluster`, requests that expect answers work both ways between a tidings node and
 /// a Node Socket.IO server on `@socket.io/redis-adapter` (tests/clients/js/node-adapter-requests.mjs):
 /// the tidings node's `fetch_sockets` gets the Node server's socket (rooms, handshake, data),
@@ -518,6 +593,30 @@ async fn requests_with_answers_between_a_tidings_node_and_a_node_server() {
         .await;
     assert_eq!(answers, [json!({ "from": "node", "n": 3 })]);
     assert!(started.elapsed() < WAIT / 2, "answered, not timed out");
+
+    // A broadcast with acks reaches the Node server's client, whose ack (binary included)
+    // comes back through the adapter.
+    let acks = ns
+        .all()
+        .emit_with_ack_on_all_nodes(
+            "question",
+            vec![json!(4), tidings_proto::packet::placeholder(0)],
+            &[bytes::Bytes::from_static(&[1, 2, 3])],
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert!(acks.is_complete, "{acks:?}");
+    assert!(acks.local.is_empty());
+    assert_eq!((acks.remote_asked, acks.remote.len()), (1, 1));
+    let reply = &acks.remote[0];
+    assert_eq!(
+        reply.args,
+        [
+            json!({ "from": "node-client", "n": 4, "size": 3, "echo": { "_placeholder": true, "num": 0 } })
+        ]
+    );
+    assert_eq!(reply.attachments, [bytes::Bytes::from_static(&[4])]);
 
     ns.server_side_emit("done", Vec::new());
     wait_for("ok:").await;

@@ -26,6 +26,21 @@ pub(crate) enum Answer {
     Released(bool),
     /// Its handler's acknowledgement of a server-side event.
     ServerSideAck(serde_json::Value),
+    /// How many of its clients it asked to acknowledge a broadcast.
+    ClientCount(u64),
+    /// One of its clients' acknowledgement of a broadcast.
+    Ack(crate::io::AckReply),
+}
+
+/// What the other nodes answered to a broadcast with acknowledgements.
+#[derive(Debug, Default)]
+pub(crate) struct RemoteAcks {
+    /// The acknowledgements, in arrival order.
+    pub(crate) replies: Vec<crate::io::AckReply>,
+    /// How many clients the nodes that reported asked.
+    pub(crate) asked: u64,
+    /// Every node reported its count and every client asked answered, before the timeout.
+    pub(crate) complete: bool,
 }
 
 /// The link between a server and its cluster; empty until a cluster is enabled.
@@ -165,6 +180,75 @@ impl ClusterLink {
         )
         .await;
         answers
+    }
+
+    /// Sends a broadcast with acknowledgements to every other node and collects what their
+    /// clients answer: done when every node reported how many clients it asked and that many
+    /// acknowledgements arrived, or when `timeout` passed.
+    pub(crate) async fn broadcast_with_ack(
+        &self,
+        target: Target,
+        event: &str,
+        args: Vec<serde_json::Value>,
+        binaries: &[bytes::Bytes],
+        timeout: Duration,
+    ) -> RemoteAcks {
+        let mut acks = RemoteAcks {
+            complete: true,
+            ..RemoteAcks::default()
+        };
+        let Some(cluster) = self.get() else {
+            return acks;
+        };
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let nodes = tokio::select! {
+            counted = cluster.peers_for(&target.namespace) => match counted {
+                Ok(0) => return acks,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: cannot count the other nodes for a broadcast with acks");
+                    acks.complete = false;
+                    return acks;
+                }
+            },
+            _ = &mut deadline => {
+                acks.complete = false;
+                return acks;
+            }
+        };
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.pending.lock().insert(request, tx);
+        cluster.publish(ClusterMessage::BroadcastWithAck {
+            request,
+            origin: cluster.node_id().to_owned(),
+            target,
+            event: event.to_owned(),
+            args,
+            binaries: binaries.iter().cloned().map(WireFrame::Binary).collect(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        });
+        let mut reported = 0;
+        while reported < nodes || (acks.replies.len() as u64) < acks.asked {
+            tokio::select! {
+                answer = rx.recv() => match answer {
+                    Some(Answer::ClientCount(n)) => {
+                        reported += 1;
+                        acks.asked += n;
+                    }
+                    Some(Answer::Ack(reply)) => acks.replies.push(reply),
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    acks.complete = false;
+                    break;
+                }
+            }
+        }
+        self.pending.lock().remove(&request);
+        acks
     }
 
     /// Asks the other nodes to release the recovery session `pid` if one of them still holds

@@ -13,7 +13,7 @@ use tidings_core::cluster::{ClusterMessage, Target, WireFrame};
 use tidings_proto::engine::Frame;
 
 use crate::cluster::Answer;
-use crate::io::{BroadcastOperator, Namespace, ServerSideAck};
+use crate::io::{AckReply, BroadcastOperator, Namespace, ServerSideAck};
 use crate::server::ServerInner;
 
 /// The longest another node may have this node wait for its clients' acknowledgements of a
@@ -163,6 +163,25 @@ pub(crate) fn route(server: &ServerInner, message: ClusterMessage) {
                     }
                 }
             });
+        }
+        ClusterMessage::BroadcastClientCount { request, count } => {
+            server.cluster.answered(request, Answer::ClientCount(count));
+        }
+        ClusterMessage::BroadcastAck {
+            request,
+            args,
+            binaries,
+        } => {
+            let attachments = binaries
+                .into_iter()
+                .filter_map(|f| match f {
+                    WireFrame::Binary(b) => Some(b),
+                    WireFrame::Text(_) => None,
+                })
+                .collect();
+            server
+                .cluster
+                .answered(request, Answer::Ack(AckReply { args, attachments }));
         }
         ClusterMessage::FetchRooms {
             request,

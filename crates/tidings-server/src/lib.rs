@@ -35,7 +35,7 @@ pub use config::{
     ConfigError, CorsConfig, CorsOrigins, Parser, RecoveryConfig, ServerConfig, ServerConfigBuilder,
 };
 pub use io::{
-    AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,
+    AckError, AckReply, AckSender, BroadcastAcks, BroadcastOperator, ConnectError, ConnectRequest,
     DisconnectReason, EmitError, Event, JoinError, Namespace, ServerSideAck, Socket, SocketData,
 };
 pub use limits::Limits;

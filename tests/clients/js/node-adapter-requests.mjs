@@ -1,9 +1,10 @@
 // A Node Socket.IO 4.8 server on the unmodified `@socket.io/redis-adapter`, for the tidings library
 // test crates/tidings-cluster-redis/tests/nodes.rs (requests that expect answers, both ways).
 // Its client connects (socket.data = {user: "n1"}, in `lobby`); its server side answers the
-// server-side event `ping` with `{from: "node", n}`. Once `serverCount()` counts the tidings
-// node it prints READY; the tidings node then fetches sockets and sends `ping` with an ack,
-// and finally the server-side event `done`. Then this server sends `ask` with an ack to the
+// server-side event `ping` with `{from: "node", n}`, its client the event `question` with
+// `{from: "node-client", n, size, echo: <Buffer n>}`. Once `serverCount()` counts the tidings
+// node it prints READY; the tidings node then fetches sockets, sends `ping` with an ack,
+// broadcasts `question` with acks, and finally sends the server-side event `done`. Then this server sends `ask` with an ack to the
 // tidings node (`serverSideEmitWithAck`), checks that the tidings node's handler answered
 // `{from: "tidings", args: [5]}`, and prints `ok: …`.
 //
@@ -36,6 +37,7 @@ run(
     await new Promise((resolve) => httpServer.listen(0, "127.0.0.1", resolve));
 
     const client = track(io(`http://127.0.0.1:${httpServer.address().port}`, { transports: ["websocket"], forceNew: true, reconnection: false }));
+    client.on("question", (n, bytes, ack) => ack({ from: "node-client", n, size: bytes.length, echo: Buffer.from([n]) }));
     await must("connect", once(client, "connect"));
     await poll("serverCount counts the tidings node", async () => (await nodeIo.of("/").adapter.serverCount()) === 2, { tries: 250 });
     console.log(`READY ${client.id}`);
@@ -44,6 +46,8 @@ run(
     const replies = await must("serverSideEmitWithAck to the tidings node", nodeIo.serverSideEmitWithAck("ask", 5));
     checkEqual("the tidings node's answer", replies, [{ from: "tidings", args: [5] }]);
 
+    // Closing the server would disconnect the client: it leaves first.
+    client.disconnect();
     nodeIo.close();
     await Promise.allSettled([pub.quit(), sub.quit()]);
   },

@@ -122,6 +122,8 @@ run(
     const left = await must("fetchSockets after the disconnect", nodeIo.fetchSockets());
     checkEqual("t2 is gone from fetchSockets", left.map((s) => s.id).sort(), [n1.id, t1.id].sort());
 
+    // Closing the server would disconnect its client: it leaves first.
+    n1.disconnect();
     nodeIo.close();
     await Promise.allSettled([pub.quit(), sub.quit()]);
   },

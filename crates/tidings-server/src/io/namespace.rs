@@ -474,6 +474,22 @@ impl Namespace {
     }
 }
 
+/// What a broadcast with acknowledgements on every node collected
+/// ([`BroadcastOperator::emit_with_ack_on_all_nodes`]).
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct BroadcastAcks {
+    /// This node's sockets: each one's answer, or why there is none.
+    pub local: Vec<(Sid, Result<AckReply, AckError>)>,
+    /// The other nodes' clients' answers, in arrival order (no socket ids: Node's adapter
+    /// sends none).
+    pub remote: Vec<AckReply>,
+    /// How many clients the other nodes asked (those that reported in time).
+    pub remote_asked: u64,
+    /// Every other node reported and every client it asked answered before the timeout.
+    pub is_complete: bool,
+}
+
 /// A socket asked to acknowledge, and where its answer arrives.
 pub(crate) type AskedSocket = (Socket, tokio::sync::oneshot::Receiver<AckReply>);
 
@@ -733,6 +749,57 @@ impl BroadcastOperator {
             }
         }
         Ok(results)
+    }
+
+    /// Emits `event` with `args` (and binary `attachments`) to the addressed sockets of every
+    /// node, each asked to acknowledge — Node's `io.timeout(ms).emitWithAck(...)` — and
+    /// collects the answers until every socket answered or `timeout` passed. Other nodes,
+    /// tidings or Node servers in a mixed cluster, report how many of their clients they
+    /// asked, then each acknowledgement (a Node server passes on only the first argument of
+    /// each, as Node's own broadcast does).
+    pub async fn emit_with_ack_on_all_nodes(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: &[Bytes],
+        timeout: Duration,
+    ) -> Result<BroadcastAcks, EmitError> {
+        let (id, asked) = self.ask_local(event, args.clone(), attachments)?;
+        let local = async {
+            let mut waiting: FuturesUnordered<_> = asked
+                .into_iter()
+                .map(|(socket, rx)| async move {
+                    let answer = match tokio::time::timeout(timeout, rx).await {
+                        Ok(Ok(reply)) => Ok(reply),
+                        Ok(Err(_)) => Err(AckError::Disconnected),
+                        Err(_) => {
+                            socket.forget_ack(id);
+                            Err(AckError::Timeout)
+                        }
+                    };
+                    (socket.id(), answer)
+                })
+                .collect();
+            let mut results = Vec::new();
+            while let Some(result) = waiting.next().await {
+                results.push(result);
+            }
+            results
+        };
+        let remote = self.ns.inner.cluster.broadcast_with_ack(
+            self.target(),
+            event,
+            args,
+            attachments,
+            timeout,
+        );
+        let (local, remote) = tokio::join!(local, remote);
+        Ok(BroadcastAcks {
+            local,
+            remote: remote.replies,
+            remote_asked: remote.asked,
+            is_complete: remote.complete,
+        })
     }
 
     /// Sends `event` to the addressed sockets of this node, each asked to acknowledge with one
