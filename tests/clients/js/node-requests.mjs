@@ -2,8 +2,9 @@
 // Socket.IO 4.8 server beside two `tidings serve --redis --node-cluster` nodes on one Redis, with
 // socket.io-client clients on every node: `serverCount()` counts the tidings nodes,
 // `fetchSockets()` sees their sockets (ids, rooms, handshake, data), `allRooms()` their rooms,
-// a fetched tidings socket joins, leaves and is disconnected through `RemoteSocket`, and a
-// broadcast with acknowledgements collects the acks of tidings' clients (binary included).
+// a fetched tidings socket joins, leaves and is disconnected through `RemoteSocket`, a
+// broadcast with acknowledgements collects the acks of tidings' clients (binary included), and
+// a tidings node is counted for an on-demand namespace exactly while it exists there.
 //
 // env TIDINGS_URLS: the two tidings nodes' origins, comma-separated; REDIS_SOCKET: the unix
 // socket of their redis-server.
@@ -113,7 +114,19 @@ run(
     const roomAnswers = await must("emitWithAck to the room", nodeIo.to(room).timeout(5000).emitWithAck("question", 1, Buffer.alloc(0)));
     checkEqual("acks of the room's clients only", roomAnswers.map((x) => x.from).sort(), ["n1", "t1"]);
 
-    // 6. RemoteSocket.disconnect of a tidings socket.
+    // 6. An on-demand namespace of `tidings serve`: a tidings node is counted for it while it
+    // exists there (a client uses it), and no longer once its last client left.
+    const chatAdapter = nodeIo.of("/chat").adapter;
+    checkEqual("no tidings node counted for /chat before its use", await chatAdapter.serverCount(), 1);
+    const onChat = track(io(`${a}/chat`, { transports: ["websocket"], forceNew: true, reconnection: false }));
+    await must("connect to /chat on tidings A", once(onChat, "connect"));
+    await poll("tidings A counted for /chat", async () => (await chatAdapter.serverCount()) === 2, { tries: 250 });
+    const chatSockets = await must("fetchSockets in /chat", nodeIo.of("/chat").fetchSockets());
+    checkEqual("fetchSockets in /chat: the tidings client", chatSockets.map((s) => s.id), [onChat.id]);
+    onChat.disconnect();
+    await poll("tidings A no longer counted for /chat", async () => (await chatAdapter.serverCount()) === 1, { tries: 250 });
+
+    // 7. RemoteSocket.disconnect of a tidings socket.
     t2.expectDisconnect = true;
     const gone = must("t2 disconnected", once(t2, "disconnect", 10000));
     remoteT2.disconnect();
@@ -127,5 +140,5 @@ run(
     nodeIo.close();
     await Promise.allSettled([pub.quit(), sub.quit()]);
   },
-  { timeoutMs: 60000, checks: 20 },
+  { timeoutMs: 60000, checks: 24 },
 );
