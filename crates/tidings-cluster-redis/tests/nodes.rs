@@ -618,6 +618,8 @@ async fn requests_with_answers_between_a_tidings_node_and_a_node_server() {
     );
     assert_eq!(reply.attachments, [bytes::Bytes::from_static(&[4])]);
 
+    // A fetched Node socket, made to join a room by its id (the room every socket is in).
+    ns.to(theirs.sid.as_str()).join("picked");
     ns.server_side_emit("done", Vec::new());
     wait_for("ok:").await;
     let status = tokio::time::timeout(WAIT, peer.wait())

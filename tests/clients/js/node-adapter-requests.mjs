@@ -4,7 +4,8 @@
 // server-side event `ping` with `{from: "node", n}`, its client the event `question` with
 // `{from: "node-client", n, size, echo: <Buffer n>}`. Once `serverCount()` counts the tidings
 // node it prints READY; the tidings node then fetches sockets, sends `ping` with an ack,
-// broadcasts `question` with acks, and finally sends the server-side event `done`. Then this server sends `ask` with an ack to the
+// broadcasts `question` with acks, makes the fetched socket join `picked`, and finally sends
+// the server-side event `done`. Then this server sends `ask` with an ack to the
 // tidings node (`serverSideEmitWithAck`), checks that the tidings node's handler answered
 // `{from: "tidings", args: [5]}`, and prints `ok: …`.
 //
@@ -43,6 +44,9 @@ run(
     console.log(`READY ${client.id}`);
 
     await must("the tidings node's `done`", done);
+    // Its join of the fetched socket came before `done`, on the same connection.
+    const picked = await nodeIo.local.in("picked").fetchSockets();
+    checkEqual("the tidings node made the fetched socket join `picked`", picked.map((s) => s.id), [client.id]);
     const replies = await must("serverSideEmitWithAck to the tidings node", nodeIo.serverSideEmitWithAck("ask", 5));
     checkEqual("the tidings node's answer", replies, [{ from: "tidings", args: [5] }]);
 
@@ -51,5 +55,5 @@ run(
     nodeIo.close();
     await Promise.allSettled([pub.quit(), sub.quit()]);
   },
-  { timeoutMs: 30000, checks: 2 },
+  { timeoutMs: 30000, checks: 3 },
 );
