@@ -224,15 +224,11 @@ impl RedisCluster {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// The channel only tidings nodes that have namespace `nsp` subscribe to, beside Node's
-    /// request channel: the difference of their counts is the number of Node servers.
-    /// With an empty `nsp`, the prefix of every namespace's marker.
-    fn namespace_marker(&self, key: &str, nsp: &str) -> String {
-        if nsp.is_empty() {
-            format!("{}node:{key}#", self.prefix)
-        } else {
-            format!("{}node:{key}#{nsp}#", self.prefix)
-        }
+    /// `<prefix>node:<key>#`: followed by `<nsp>#`, the channel only tidings nodes that have
+    /// namespace `nsp` subscribe to, beside Node's request channel. The difference of their
+    /// subscriber counts is the number of Node servers that have the namespace.
+    fn marker_prefix(&self, key: &str) -> String {
+        format!("{}node:{key}#", self.prefix)
     }
 
     fn node_channel(&self, node: &str) -> String {
@@ -521,7 +517,7 @@ impl Cluster for RedisCluster {
                     .take()?;
                 Some(Counted {
                     uid: uid.clone(),
-                    marker: self.namespace_marker(key, ""),
+                    marker: self.marker_prefix(key),
                     namespaces: self.node_namespaces.clone(),
                     changes,
                 })
@@ -571,7 +567,7 @@ impl Cluster for RedisCluster {
         let channels = [
             self.all_channel.clone(),
             format!("{key}-request#{namespace}#"),
-            self.namespace_marker(key, namespace),
+            format!("{}{namespace}#", self.marker_prefix(key)),
         ];
         let mut connection = self.connection.clone();
         Box::pin(async move {
