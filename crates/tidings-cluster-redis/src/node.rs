@@ -1193,6 +1193,9 @@ mod tests {
         ));
     }
 
+    /// A node that Node servers do not count (no `node_cluster`: it only PSUBSCRIBEs) must not
+    /// answer: an answer the asker does not expect would end its wait before a counted server
+    /// answered.
     #[test]
     fn requests_that_want_an_answer_are_left_to_node_servers() {
         for request in [
