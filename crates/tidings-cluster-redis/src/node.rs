@@ -173,6 +173,11 @@ pub fn decode_counted(
     max_bytes: usize,
     parser: Parser,
 ) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+    let is_response = channel.starts_with(format!("{key}-response#").as_bytes());
+    if is_response && !contains(payload, uid.as_bytes()) {
+        // Another server's answer (every server hears every answer): not even parsed.
+        return Ok(Vec::new());
+    }
     if payload.len() > max_bytes {
         return Err(NodeMessageError::TooLarge(payload.len(), max_bytes));
     }
@@ -183,10 +188,15 @@ pub fn decode_counted(
             .ok_or_else(|| malformed(format!("request channel {channel}")))?;
         return decode_request(nsp, payload, true);
     }
-    if channel.starts_with(&format!("{key}-response#")) {
+    if is_response {
         return decode_response(uid, payload);
     }
     decode(key, channel.as_bytes(), payload, max_bytes, parser)
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The channels a counted node SUBSCRIBEs to for namespace `nsp`: the request channel, the
@@ -1694,7 +1704,7 @@ mod tests {
                 br#"{"requestId":"tidings-me:1","sockets":[{"rooms":[]}]}"#,
             ),
             ("socket.io-response#/#", br#"{"requestId":"tidings-me:1"}"#),
-            ("socket.io-response#/#", b"{"),
+            ("socket.io-response#/#", br#"{"requestId":"tidings-me:1""#),
         ] {
             let decoded = counted(channel, payload);
             assert!(
@@ -1703,6 +1713,19 @@ mod tests {
                 String::from_utf8_lossy(payload)
             );
         }
+        // Other servers' answers are skipped unread, however large or broken.
+        let theirs = [&b"{"[..], &[b'x'; 200]].concat();
+        assert_eq!(
+            decode_counted(
+                "socket.io",
+                "tidings-me",
+                b"socket.io-response#/#",
+                &theirs,
+                99,
+                Parser::Default
+            ),
+            Ok(Vec::new())
+        );
         let big = vec![b' '; 100];
         assert!(matches!(
             decode_counted(
