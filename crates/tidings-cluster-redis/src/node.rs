@@ -770,6 +770,11 @@ fn to_json(value: rmpv::Value, attachments: &mut Vec<Bytes>) -> Result<Json, Nod
                         other => other.to_string(),
                     },
                 };
+                // A JavaScript object cannot hold a key twice; a value that replaced another
+                // would leave the other's binary values as attachments nothing refers to.
+                if map.contains_key(&key) {
+                    return Err(malformed(format!("a map with the key {key:?} twice")));
+                }
                 map.insert(key, to_json(v, attachments)?);
             }
             Json::Object(map)
@@ -1312,6 +1317,31 @@ mod tests {
             );
             assert!(decoded.is_err(), "{what}: {decoded:?}");
         }
+        // A key twice (here once as a number, once as a string): refused.
+        let twice = msgpack(&M::Array(vec![
+            s("u"),
+            M::Map(vec![
+                (s("type"), M::from(2)),
+                (
+                    s("data"),
+                    M::Array(vec![
+                        s("e"),
+                        M::Map(vec![(M::from(45), M::Binary(vec![1])), (s("45"), M::Nil)]),
+                    ]),
+                ),
+            ]),
+            M::Map(Vec::new()),
+        ]));
+        assert!(matches!(
+            decode(
+                "socket.io",
+                b"socket.io#/#",
+                &twice,
+                1 << 20,
+                Parser::Default
+            ),
+            Err(NodeMessageError::Malformed(_))
+        ));
         // Map keys that are maps, nested: refused, not written out as ever longer text.
         let mut nested = M::from("\"");
         for _ in 0..100 {
