@@ -859,6 +859,14 @@ pub fn encode(key: &str, uid: &str, message: &ClusterMessage) -> Vec<(String, Ve
             &target.namespace,
             serde_json::json!({ "uid": uid, "requestId": format!("{uid}:{n}"), "type": REMOTE_FETCH, "opts": opts(target) }),
         ),
+        ClusterMessage::FetchRooms {
+            request: n,
+            namespace,
+            ..
+        } => request(
+            namespace,
+            serde_json::json!({ "uid": uid, "requestId": format!("{uid}:{n}"), "type": ALL_ROOMS }),
+        ),
         ClusterMessage::ServerSideEmitWithAck {
             request: n,
             namespace,
@@ -1727,6 +1735,25 @@ mod tests {
                     handshake: Some(serde_json::json!({"auth": {}})),
                     data: Some(serde_json::json!({"user": 1})),
                 }],
+            }])
+        );
+        let rooms = ClusterMessage::FetchRooms {
+            request: 14,
+            origin: "me".into(),
+            namespace: "/".into(),
+        };
+        assert_eq!(
+            String::from_utf8(encode("socket.io", "tidings-me", &rooms)[0].1.clone()).unwrap(),
+            r#"{"uid":"tidings-me","requestId":"tidings-me:14","type":1}"#
+        );
+        assert_eq!(
+            counted(
+                "socket.io-response#/#",
+                br#"{"requestId":"tidings-me:14","rooms":["a","b"]}"#
+            ),
+            Ok(vec![ClusterMessage::Rooms {
+                request: 14,
+                rooms: vec!["a".into(), "b".into()],
             }])
         );
         let ack = br#"{"type":6,"requestId":"tidings-me:13","data":[1]}"#;

@@ -216,6 +216,19 @@ async fn remote_room_operations_and_fetch_sockets() {
         expected
     );
     assert!(found.iter().all(|s| s.rooms.iter().any(|r| r == "lobby")));
+    // Their handshakes travel with them.
+    assert!(found.iter().all(|s| {
+        s.handshake
+            .as_ref()
+            .is_some_and(|h| h["query"]["EIO"] == json!("4"))
+    }));
+    // Every node's rooms, each once: the lobby and each socket's own.
+    let mut rooms = ns.all_rooms(WAIT).await;
+    rooms.sort();
+    let mut expected_rooms = expected.clone();
+    expected_rooms.push("lobby".to_owned());
+    expected_rooms.sort();
+    assert_eq!(rooms, expected_rooms);
 
     // Node 0 makes the lobby join `vip`, then broadcasts to `vip`: both receive it.
     ns.to("lobby").join("vip");
@@ -586,6 +599,10 @@ async fn requests_with_answers_between_a_tidings_node_and_a_node_server() {
     let handshake = theirs.handshake.as_ref().unwrap();
     assert_eq!(handshake["query"]["EIO"], json!("4"));
     assert!(ns.to("elsewhere").fetch_sockets(WAIT).await.is_empty());
+    // The Node server's rooms (allRooms): its socket's own and `lobby`.
+    let mut rooms = ns.all_rooms(WAIT).await;
+    rooms.sort();
+    assert_eq!(rooms, expected);
 
     let started = Instant::now();
     let answers = ns

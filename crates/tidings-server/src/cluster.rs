@@ -26,6 +26,8 @@ pub(crate) enum Answer {
     Released(bool),
     /// Its handler's acknowledgement of a server-side event.
     ServerSideAck(serde_json::Value),
+    /// Its rooms of a namespace.
+    Rooms(Vec<String>),
     /// How many of its clients it asked to acknowledge a broadcast.
     ClientCount(u64),
     /// One of its clients' acknowledgement of a broadcast.
@@ -180,6 +182,24 @@ impl ClusterLink {
         )
         .await;
         answers
+    }
+
+    /// The rooms of `namespace` on every other node, answered within `timeout`.
+    pub(crate) async fn fetch_rooms(&self, namespace: &str, timeout: Duration) -> Vec<String> {
+        let mut rooms = Vec::new();
+        let ask = |request, origin| ClusterMessage::FetchRooms {
+            request,
+            origin,
+            namespace: namespace.to_owned(),
+        };
+        self.gather("fetch rooms", Some(namespace), ask, timeout, |answer| {
+            if let Answer::Rooms(theirs) = answer {
+                rooms.extend(theirs);
+            }
+            false
+        })
+        .await;
+        rooms
     }
 
     /// Sends a broadcast with acknowledgements to every other node and collects what their

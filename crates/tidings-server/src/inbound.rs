@@ -164,6 +164,9 @@ pub(crate) fn route(server: &ServerInner, message: ClusterMessage) {
                 }
             });
         }
+        ClusterMessage::Rooms { request, rooms } => {
+            server.cluster.answered(request, Answer::Rooms(rooms));
+        }
         ClusterMessage::BroadcastClientCount { request, count } => {
             server.cluster.answered(request, Answer::ClientCount(count));
         }

@@ -272,6 +272,18 @@ impl Namespace {
         self
     }
 
+    /// The rooms of this namespace that have sockets on any node (Node's `adapter.allRooms()`),
+    /// each once: this node's, then the others' as they answer within `timeout` (a node that
+    /// does not answer in time is left out, and logged). Every socket's own room (its id) is
+    /// among them, as in Node.
+    pub async fn all_rooms(&self, timeout: Duration) -> Vec<String> {
+        let mut rooms: Vec<String> = self.rooms().iter().map(|r| r.as_str().to_owned()).collect();
+        rooms.extend(self.inner.cluster.fetch_rooms(self.name(), timeout).await);
+        let mut seen = HashSet::new();
+        rooms.retain(|r| seen.insert(r.clone()));
+        rooms
+    }
+
     /// Sends `event` with `args` to the server side of this namespace on every other node and
     /// collects the value each one acknowledges with ([`ServerSideAck::send`], or Node's
     /// callback), until every node answered or `timeout` passed (those that did not are left
