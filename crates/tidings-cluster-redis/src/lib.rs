@@ -9,7 +9,10 @@
 //! - With [`RedisClusterConfig::node_adapter`] (on by default in `tidings serve --redis`): the
 //!   channels of Node Socket.IO's Redis adapter and emitter, `<key>#*` and `<key>-request#*`
 //!   (key `socket.io` by default), so that a Node service's `@socket.io/redis-emitter` reaches
-//!   tidings' clients; see [`node`].
+//!   tidings' clients; see [`node`]. With [`RedisClusterConfig::node_cluster`] the request
+//!   channels are SUBSCRIBEd per namespace instead (with the response channels and
+//!   `<prefix>node:<key>#<nsp>#`, which only tidings nodes subscribe to), so that Node
+//!   servers count this node and it answers their requests.
 //!
 //! # Delivery
 //!
@@ -26,8 +29,9 @@
 
 pub mod node;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -132,6 +136,11 @@ pub struct RedisCluster {
     node_counters: Arc<node::NodeCounters>,
     /// Each pipelined publish batch's and each `PUBSUB NUMSUB`'s round trip.
     round_trip: Arc<tidings_core::metrics::Histogram>,
+    /// With `node_cluster`: the server's namespaces, whose Node request channels this node
+    /// subscribes to, and the names whose subscription may have to change.
+    node_namespaces: Arc<Mutex<BTreeSet<String>>>,
+    namespace_changes: mpsc::UnboundedSender<String>,
+    namespace_changes_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -172,7 +181,11 @@ impl RedisCluster {
             failed.clone(),
             round_trip.clone(),
         ));
+        let (namespace_changes, namespace_changes_rx) = mpsc::unbounded_channel();
         Ok(RedisCluster {
+            node_namespaces: Arc::default(),
+            namespace_changes,
+            namespace_changes_rx: Mutex::new(Some(namespace_changes_rx)),
             all_channel: format!("{}cluster", config.prefix),
             prefix: config.prefix,
             node_id,
@@ -209,6 +222,13 @@ impl RedisCluster {
     /// Messages that could not be published (Redis unreachable) since start.
     pub fn failed_publishes(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// `<prefix>node:<key>#`: followed by `<nsp>#`, the channel only tidings nodes that have
+    /// namespace `nsp` subscribe to, beside Node's request channel. The difference of their
+    /// subscriber counts is the number of Node servers that have the namespace.
+    fn marker_prefix(&self, key: &str) -> String {
+        format!("{}node:{key}#", self.prefix)
     }
 
     fn node_channel(&self, node: &str) -> String {
@@ -297,9 +317,35 @@ async fn subscriber(
     }
 }
 
+/// What a node that Node servers count listens to besides the patterns: per namespace.
+struct Counted {
+    uid: String,
+    /// `<prefix>node:<key>#`: with `<nsp>#`, the marker channel of a namespace.
+    marker: String,
+    namespaces: Arc<Mutex<BTreeSet<String>>>,
+    changes: mpsc::UnboundedReceiver<String>,
+}
+
+impl Counted {
+    fn channels(&self, key: &str, nsp: &str) -> Vec<String> {
+        let mut channels = node::channels(key, &self.uid, nsp).to_vec();
+        channels.push(format!("{}{nsp}#", self.marker));
+        channels
+    }
+
+    fn has(&self, nsp: &str) -> bool {
+        self.namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(nsp)
+    }
+}
+
 /// Reads the Node adapter's channels (`key`) and hands what they bring to `handler` as other
 /// nodes' messages; reconnects with backoff. A message that cannot be used is counted and
-/// logged, never a stop.
+/// logged, never a stop. With `counted`, the request channels are SUBSCRIBEd per namespace
+/// (so that Node servers count this node) and requests that want an answer are handed on
+/// as requests to this node.
 async fn node_subscriber(
     client: redis::Client,
     key: String,
@@ -307,15 +353,35 @@ async fn node_subscriber(
     parser: Parser,
     counters: Arc<node::NodeCounters>,
     handler: ClusterHandler,
+    mut counted: Option<Counted>,
 ) {
     let patterns = node::patterns(&key);
+    // Counted: requests arrive on the per-namespace subscriptions only.
+    let patterns = if counted.is_some() {
+        &patterns[..1]
+    } else {
+        &patterns[..]
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
         match client.get_async_pubsub().await {
-            Ok(mut pubsub) => {
+            Ok(pubsub) => {
+                let (mut sink, mut stream) = pubsub.split();
                 let subscribed = async {
-                    for pattern in &patterns {
-                        pubsub.psubscribe(pattern).await?;
+                    for pattern in patterns {
+                        sink.psubscribe(pattern).await?;
+                    }
+                    if let Some(counted) = &counted {
+                        let names: Vec<String> = counted
+                            .namespaces
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .iter()
+                            .cloned()
+                            .collect();
+                        for nsp in names {
+                            sink.subscribe(counted.channels(&key, &nsp)).await?;
+                        }
                     }
                     Ok::<(), redis::RedisError>(())
                 }
@@ -323,32 +389,33 @@ async fn node_subscriber(
                 match subscribed {
                     Ok(()) => {
                         counters.listening.store(true, Ordering::Release);
-                        tracing::info!(key = %key, "cluster: listening to Node Socket.IO's Redis adapter and emitter");
+                        tracing::info!(key = %key, counted = counted.is_some(), "cluster: listening to Node Socket.IO's Redis adapter and emitter");
                         backoff = Duration::from_millis(100);
-                        let mut stream = pubsub.on_message();
-                        while let Some(msg) = stream.next().await {
-                            let channel = msg.get_channel_name().as_bytes();
-                            match node::decode(
-                                &key,
-                                channel,
-                                msg.get_payload_bytes(),
-                                max_bytes,
-                                parser,
-                            ) {
-                                Ok(messages) => {
-                                    if !messages.is_empty() {
-                                        counters.accepted.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    for message in messages {
-                                        handler(message);
-                                    }
+                        loop {
+                            let change = async {
+                                match counted.as_mut() {
+                                    Some(c) => c.changes.recv().await,
+                                    None => std::future::pending().await,
                                 }
-                                Err(e) => {
-                                    let preview = node::preview(msg.get_payload_bytes());
-                                    if counters.refuse() {
-                                        tracing::warn!(channel = %msg.get_channel_name(), error = %e, %preview, refused = counters.refused.load(Ordering::Relaxed), "cluster: ignored a message on a Node adapter channel");
+                            };
+                            tokio::select! {
+                                msg = stream.next() => {
+                                    let Some(msg) = msg else { break };
+                                    on_node_message(&msg, &key, max_bytes, parser, &counters, &handler, counted.as_ref());
+                                }
+                                Some(nsp) = change => {
+                                    let Some(c) = counted.as_ref() else { continue };
+                                    // The set says what is wanted now, whatever the order of
+                                    // the changes that led there.
+                                    let channels = c.channels(&key, &nsp);
+                                    let done = if c.has(&nsp) {
+                                        sink.subscribe(channels).await
                                     } else {
-                                        tracing::debug!(channel = %msg.get_channel_name(), error = %e, %preview, "cluster: ignored a message on a Node adapter channel");
+                                        sink.unsubscribe(channels).await
+                                    };
+                                    if let Err(e) = done {
+                                        tracing::warn!(error = %e, nsp, "cluster: cannot change the Node request subscriptions");
+                                        break;
                                     }
                                 }
                             }
@@ -368,6 +435,45 @@ async fn node_subscriber(
     }
 }
 
+/// One message of the Node channels: decoded and handed on, or counted and logged.
+fn on_node_message(
+    msg: &redis::Msg,
+    key: &str,
+    max_bytes: usize,
+    parser: Parser,
+    counters: &node::NodeCounters,
+    handler: &ClusterHandler,
+    counted: Option<&Counted>,
+) {
+    let channel = msg.get_channel_name().as_bytes();
+    let payload = msg.get_payload_bytes();
+    let decoded = match counted {
+        // Pattern messages are broadcasts; the rest came on this node's subscriptions.
+        Some(c) if !msg.from_pattern() => {
+            node::decode_counted(key, &c.uid, channel, payload, max_bytes, parser)
+        }
+        _ => node::decode(key, channel, payload, max_bytes, parser),
+    };
+    match decoded {
+        Ok(messages) => {
+            if !messages.is_empty() {
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            for message in messages {
+                handler(message);
+            }
+        }
+        Err(e) => {
+            let preview = node::preview(payload);
+            if counters.refuse() {
+                tracing::warn!(channel = %msg.get_channel_name(), error = %e, %preview, refused = counters.refused.load(Ordering::Relaxed), "cluster: ignored a message on a Node adapter channel");
+            } else {
+                tracing::debug!(channel = %msg.get_channel_name(), error = %e, %preview, "cluster: ignored a message on a Node adapter channel");
+            }
+        }
+    }
+}
+
 impl Cluster for RedisCluster {
     fn node_id(&self) -> &str {
         &self.node_id
@@ -384,6 +490,15 @@ impl Cluster for RedisCluster {
     }
 
     fn send_to(&self, node: &str, message: ClusterMessage) {
+        if node.starts_with(node::NODE_ORIGIN) {
+            // An answer to a Node server's request.
+            if let Some((key, _)) = &self.node_cluster {
+                if let Some((channel, payload)) = node::answer(key, node, &message) {
+                    self.enqueue(channel, payload);
+                }
+            }
+            return;
+        }
         self.send(self.node_channel(node), &message);
     }
 
@@ -394,6 +509,19 @@ impl Cluster for RedisCluster {
         }
         let channels = [self.all_channel.clone(), self.node_channel(&self.node_id)];
         if let Some(key) = &self.node_adapter {
+            let counted = self.node_cluster.as_ref().and_then(|(key, uid)| {
+                let changes = self
+                    .namespace_changes_rx
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()?;
+                Some(Counted {
+                    uid: uid.clone(),
+                    marker: self.marker_prefix(key),
+                    namespaces: self.node_namespaces.clone(),
+                    changes,
+                })
+            });
             tokio::spawn(node_subscriber(
                 self.client.clone(),
                 key.clone(),
@@ -401,6 +529,7 @@ impl Cluster for RedisCluster {
                 self.parser,
                 self.node_counters.clone(),
                 handler.clone(),
+                counted,
             ));
         }
         tokio::spawn(subscriber(
@@ -427,6 +556,55 @@ impl Cluster for RedisCluster {
             let me = usize::from(self.started.load(Ordering::Acquire));
             Ok(listening.saturating_sub(me))
         })
+    }
+
+    /// With `node_cluster`: the other tidings nodes, plus the Node servers that have
+    /// `namespace` (those subscribed to its request channel, less the tidings nodes there).
+    fn peers_for(&self, namespace: &str) -> ClusterFuture<'_, usize> {
+        let Some((key, _)) = &self.node_cluster else {
+            return self.peers();
+        };
+        let channels = [
+            self.all_channel.clone(),
+            format!("{key}-request#{namespace}#"),
+            format!("{}{namespace}#", self.marker_prefix(key)),
+        ];
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let counts = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channels[..])
+                .query_async::<Vec<(String, usize)>>(&mut connection)
+                .await;
+            self.round_trip.observe(started.elapsed());
+            let counts = counts.map_err(unavailable)?;
+            let count = |i: usize| counts.get(i).map_or(0, |(_, n)| *n);
+            let me = usize::from(self.started.load(Ordering::Acquire));
+            let tidings = count(0).saturating_sub(me);
+            let node_servers = count(1).saturating_sub(count(2));
+            Ok(tidings + node_servers)
+        })
+    }
+
+    fn namespace_opened(&self, name: &str) {
+        if self.node_cluster.is_some() {
+            self.node_namespaces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.to_owned());
+            let _ = self.namespace_changes.send(name.to_owned());
+        }
+    }
+
+    fn namespace_closed(&self, name: &str) {
+        if self.node_cluster.is_some() {
+            self.node_namespaces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(name);
+            let _ = self.namespace_changes.send(name.to_owned());
+        }
     }
 
     /// Errors: messages that could not be published ([`RedisCluster::failed_publishes`]).

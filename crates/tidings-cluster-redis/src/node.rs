@@ -11,9 +11,22 @@
 //! - Requests go to `<key>-request#<nsp>#` as JSON (or MessagePack when the first byte is not
 //!   `{`): `{type: 2 | 3, opts: {rooms, except}, rooms: [...]}` makes the addressed sockets
 //!   join / leave rooms, `{type: 4, opts, close}` disconnects them, `{type: 6, uid, data:
-//!   [event, ...args]}` is `serverSideEmit`. The other request types (fetching sockets and
-//!   rooms, broadcasts with acks, requests about one socket id) ask for an answer on the
-//!   response channel; they are left to Node servers (logged at `debug`).
+//!   [event, ...args]}` is `serverSideEmit`.
+//! - Requests that want answers carry a `requestId` and the asking server's `uid`: `{type: 5,
+//!   opts}` (`fetchSockets`), `{type: 0, rooms}` (`allSockets`), `{type: 1}` (`allRooms`),
+//!   `{type: 6, data}` with a `requestId` (`serverSideEmit` with an acknowledgement), and, in
+//!   MessagePack, `{type: 7, packet, opts}` (a broadcast with acknowledgements, Node's
+//!   `io.timeout(ms).emit(..., callback)`). Answers go to `<key>-response#<nsp>#` (every
+//!   server subscribes to it, and to `<key>-response#<nsp>#<uid>#`, which servers with
+//!   `publishOnSpecificResponseChannel` use): JSON `{requestId, sockets | rooms}`, `{type: 6,
+//!   requestId, data}`, `{type: 8, requestId, clientCount}` once per server and, in
+//!   MessagePack, `{type: 9, requestId, packet}` per client acknowledgement.
+//! - How many answers to wait for is `PUBSUB NUMSUB <key>-request#<nsp>#`: every server
+//!   SUBSCRIBEs to the request channel of each namespace it has. So does a tidings node in a
+//!   mixed cluster ([`crate::RedisClusterConfig::node_cluster`]), for the namespaces that
+//!   exist on it, and it answers every request that arrives there ([`decode_counted`]);
+//!   without `node_cluster` it only PSUBSCRIBEs, is not counted and answers nothing. Requests
+//!   about one socket id (`{type: 2 | 3 | 4, sid, room}`, from adapters before 7) are ignored.
 //!
 //! Each message becomes the [`ClusterMessage`] a tidings node would have sent, so the server
 //! handles it exactly as a broadcast or room operation of another tidings node: encoded once
@@ -26,15 +39,33 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value as Json};
-use tidings_core::cluster::{ClusterMessage, Target, WireFrame};
+use tidings_core::cluster::{ClusterMessage, RemoteSocket, Target, WireFrame};
 use tidings_proto::packet::{Packet, RESERVED_EVENTS, check_namespace, placeholder};
 use tidings_proto::parser::Parser;
 
 /// Node's `RequestType` values that tidings acts on.
+const SOCKETS: u64 = 0;
+const ALL_ROOMS: u64 = 1;
 const REMOTE_JOIN: u64 = 2;
 const REMOTE_LEAVE: u64 = 3;
 const REMOTE_DISCONNECT: u64 = 4;
+const REMOTE_FETCH: u64 = 5;
 const SERVER_SIDE_EMIT: u64 = 6;
+const BROADCAST: u64 = 7;
+const BROADCAST_CLIENT_COUNT: u64 = 8;
+const BROADCAST_ACK: u64 = 9;
+
+/// How long a Node broadcast with acknowledgements is waited for when its request does not
+/// say (`opts.flags.timeout`), in ms: the adapter's `requestsTimeout` default.
+const DEFAULT_ACK_TIMEOUT_MS: u64 = 5000;
+
+/// The `origin` of a request of a Node server, as handed to the server: this prefix, then the
+/// JSON `[nsp, requestId, type]` the answer needs. [`crate::RedisCluster`]'s `send_to` turns
+/// an answer to such an origin into the adapter's response ([`answer`]).
+pub const NODE_ORIGIN: &str = "node-adapter#";
+
+/// The `node` of sockets a Node server reports in answer to a tidings node's fetch.
+pub const NODE_SERVER: &str = "node-adapter";
 
 /// Socket.IO packet types a broadcast may carry (EVENT, BINARY_EVENT).
 const EVENT: u64 = 2;
@@ -117,12 +148,234 @@ pub fn decode(
         let nsp = rest
             .strip_suffix('#')
             .ok_or_else(|| malformed(format!("request channel {channel}")))?;
-        return decode_request(nsp, payload);
+        return decode_request(nsp, payload, false);
     }
     if channel.starts_with(&format!("{key}#")) {
         return decode_broadcast(payload, parser);
     }
     Ok(Vec::new())
+}
+
+/// [`decode`] for a node that Node servers count (it SUBSCRIBEs to the request channels of
+/// its namespaces): requests that want an answer become requests to this node, whose answers
+/// the server sends to a [`NODE_ORIGIN`] origin; and answers of Node servers to this node's
+/// requests (`uid`: its uid in the adapter's messages, [`uid`]) on the response channels
+/// become the answers a tidings node would have sent.
+///
+/// # Errors
+///
+/// As [`decode`].
+pub fn decode_counted(
+    key: &str,
+    uid: &str,
+    channel: &[u8],
+    payload: &[u8],
+    max_bytes: usize,
+    parser: Parser,
+) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+    let is_response = channel.starts_with(format!("{key}-response#").as_bytes());
+    if is_response && !contains(payload, uid.as_bytes()) {
+        // Another server's answer (every server hears every answer): not even parsed.
+        return Ok(Vec::new());
+    }
+    if payload.len() > max_bytes {
+        return Err(NodeMessageError::TooLarge(payload.len(), max_bytes));
+    }
+    let channel = std::str::from_utf8(channel).map_err(|_| malformed("channel is not UTF-8"))?;
+    if let Some(rest) = channel.strip_prefix(&format!("{key}-request#")) {
+        let nsp = rest
+            .strip_suffix('#')
+            .ok_or_else(|| malformed(format!("request channel {channel}")))?;
+        return decode_request(nsp, payload, true);
+    }
+    if is_response {
+        return decode_response(uid, payload);
+    }
+    decode(key, channel.as_bytes(), payload, max_bytes, parser)
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The channels a counted node SUBSCRIBEs to for namespace `nsp`: the request channel, the
+/// response channel and this node's own response channel (`uid`).
+pub fn channels(key: &str, uid: &str, nsp: &str) -> [String; 3] {
+    [
+        format!("{key}-request#{nsp}#"),
+        format!("{key}-response#{nsp}#"),
+        format!("{key}-response#{nsp}#{uid}#"),
+    ]
+}
+
+/// The origin of a Node server's request (see [`NODE_ORIGIN`]).
+fn node_origin(nsp: &str, request_id: &Json, kind: u64) -> String {
+    format!(
+        "{NODE_ORIGIN}{}",
+        serde_json::json!([nsp, request_id, kind])
+    )
+}
+
+/// The channel and payload of this node's `answer` to the Node server's request of `origin`
+/// (a [`NODE_ORIGIN`] origin); None when the origin is not one or the answer does not fit
+/// the request (logged at `debug`).
+pub fn answer(key: &str, origin: &str, answer: &ClusterMessage) -> Option<(String, Vec<u8>)> {
+    let parsed: Json = serde_json::from_str(origin.strip_prefix(NODE_ORIGIN)?).ok()?;
+    let (nsp, request_id, kind) = match parsed.as_array()?.as_slice() {
+        [Json::String(nsp), id, kind] => (nsp.clone(), id.clone(), kind.as_u64()?),
+        _ => return None,
+    };
+    let channel = format!("{key}-response#{nsp}#");
+    let json = |body: Json| Some((channel.clone(), body.to_string().into_bytes()));
+    match (kind, answer) {
+        (REMOTE_FETCH, ClusterMessage::Sockets { sockets, .. }) => json(serde_json::json!({
+            "requestId": request_id,
+            "sockets": sockets.iter().map(|s| serde_json::json!({
+                "id": s.sid,
+                "handshake": s.handshake.clone().unwrap_or_else(|| Json::Object(Map::new())),
+                "rooms": s.rooms,
+                "data": s.data.clone().unwrap_or_else(|| Json::Object(Map::new())),
+            })).collect::<Vec<_>>(),
+        })),
+        (SOCKETS, ClusterMessage::Sockets { sockets, .. }) => json(serde_json::json!({
+            "requestId": request_id,
+            "sockets": sockets.iter().map(|s| s.sid.as_str()).collect::<Vec<_>>(),
+        })),
+        (ALL_ROOMS, ClusterMessage::Rooms { rooms, .. }) => json(serde_json::json!({
+            "requestId": request_id,
+            "rooms": rooms,
+        })),
+        (SERVER_SIDE_EMIT, ClusterMessage::ServerSideAck { data, .. }) => json(serde_json::json!({
+            "type": SERVER_SIDE_EMIT,
+            "requestId": request_id,
+            "data": data,
+        })),
+        (BROADCAST, ClusterMessage::BroadcastClientCount { count, .. }) => {
+            json(serde_json::json!({
+                "type": BROADCAST_CLIENT_COUNT,
+                "requestId": request_id,
+                "clientCount": count,
+            }))
+        }
+        (BROADCAST, ClusterMessage::BroadcastAck { args, binaries, .. }) => {
+            let binaries: Vec<&Bytes> = binaries
+                .iter()
+                .filter_map(|f| match f {
+                    WireFrame::Binary(b) => Some(b),
+                    WireFrame::Text(_) => None,
+                })
+                .collect();
+            // Node hands the broadcaster the first argument of each client's ack.
+            let first = args
+                .first()
+                .map_or(rmpv::Value::Nil, |a| to_msgpack(a, &binaries));
+            let body = rmpv::Value::Map(vec![
+                ("type".into(), rmpv::Value::from(BROADCAST_ACK)),
+                ("requestId".into(), json_to_msgpack(&request_id)),
+                ("packet".into(), first),
+            ]);
+            let mut payload = Vec::new();
+            // Writing into a Vec cannot fail.
+            let _ = rmpv::encode::write_value(&mut payload, &body);
+            Some((channel, payload))
+        }
+        (kind, other) => {
+            tracing::debug!(
+                kind,
+                ?other,
+                "cluster: an answer that does not fit the Node request"
+            );
+            None
+        }
+    }
+}
+
+fn json_to_msgpack(value: &Json) -> rmpv::Value {
+    to_msgpack(value, &[])
+}
+
+/// A Node server's answer on a response channel: this node's (`uid`) when its `requestId` is
+/// `<uid>:<n>`, as the answer a tidings node sends; empty for other nodes' answers.
+fn decode_response(uid: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+    let (response, binaries) = read_object_with_binaries(payload)?;
+    let Some(request) = response
+        .get("requestId")
+        .and_then(Json::as_str)
+        .and_then(|id| id.strip_prefix(uid)?.strip_prefix(':')?.parse::<u64>().ok())
+    else {
+        return Ok(Vec::new());
+    };
+    if let Some(Json::Array(sockets)) = response.get("sockets") {
+        let sockets = sockets
+            .iter()
+            .map(|s| {
+                let sid = s
+                    .get("id")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| malformed("a fetched socket without an id"))?;
+                Ok(RemoteSocket {
+                    sid: sid.to_owned(),
+                    node: NODE_SERVER.to_owned(),
+                    rooms: string_list(s.get("rooms"), "a socket's rooms")?,
+                    handshake: s.get("handshake").cloned(),
+                    data: s.get("data").cloned(),
+                })
+            })
+            .collect::<Result<Vec<_>, NodeMessageError>>()?;
+        return Ok(vec![ClusterMessage::Sockets { request, sockets }]);
+    }
+    match response.get("type").and_then(Json::as_u64) {
+        Some(BROADCAST_CLIENT_COUNT) => {
+            let count = response
+                .get("clientCount")
+                .and_then(Json::as_u64)
+                .ok_or_else(|| malformed("a client count that is not a count"))?;
+            return Ok(vec![ClusterMessage::BroadcastClientCount {
+                request,
+                count,
+            }]);
+        }
+        Some(BROADCAST_ACK) => {
+            let packet = response.get("packet").cloned().unwrap_or(Json::Null);
+            return Ok(vec![ClusterMessage::BroadcastAck {
+                request,
+                args: vec![packet],
+                binaries: binaries.into_iter().map(WireFrame::Binary).collect(),
+            }]);
+        }
+        _ => {}
+    }
+    if response.get("type").and_then(Json::as_u64) == Some(SERVER_SIDE_EMIT) {
+        let data = response.get("data").cloned().unwrap_or(Json::Null);
+        return Ok(vec![ClusterMessage::ServerSideAck { request, data }]);
+    }
+    if let Some(rooms) = response.get("rooms") {
+        let rooms = string_list(Some(rooms), "rooms")?;
+        return Ok(vec![ClusterMessage::Rooms { request, rooms }]);
+    }
+    Err(malformed("a response to this node of no known kind"))
+}
+
+/// A request or response object: JSON when it starts with `{`, else MessagePack.
+fn read_object(payload: &[u8]) -> Result<Map<String, Json>, NodeMessageError> {
+    read_object_with_binaries(payload).map(|(map, _)| map)
+}
+
+/// [`read_object`] with the binary values of MessagePack as placeholders and attachments.
+fn read_object_with_binaries(
+    payload: &[u8],
+) -> Result<(Map<String, Json>, Vec<Bytes>), NodeMessageError> {
+    let mut attachments = Vec::new();
+    let value: Json = if payload.first() == Some(&b'{') {
+        serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?
+    } else {
+        to_json(read_msgpack(payload)?, &mut attachments)?
+    };
+    match value {
+        Json::Object(map) => Ok((map, attachments)),
+        _ => Err(malformed("a request is not an object")),
+    }
 }
 
 /// `[uid, {type, data, nsp}, {rooms, except, flags}]` → a broadcast.
@@ -194,17 +447,21 @@ fn decode_broadcast(
 }
 
 /// A request: JSON when it starts with `{`, else MessagePack (as Node's adapter reads it).
-fn decode_request(nsp: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+/// With `answer`, the requests that want answers become requests to this node.
+fn decode_request(
+    nsp: &str,
+    payload: &[u8],
+    answer: bool,
+) -> Result<Vec<ClusterMessage>, NodeMessageError> {
     check_namespace(nsp).map_err(|e| malformed(format!("namespace: {e}")))?;
-    let request: Json = if payload.first() == Some(&b'{') {
-        serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?
-    } else {
-        let mut attachments = Vec::new();
-        to_json(read_msgpack(payload)?, &mut attachments)?
-    };
-    let Json::Object(request) = request else {
-        return Err(malformed("a request is not an object"));
-    };
+    if answer && payload.first() != Some(&b'{') {
+        // A broadcast with acknowledgements is MessagePack, with binary values: read
+        // here, before its binaries would become placeholders without attachments.
+        if let Some(message) = decode_broadcast_request(nsp, payload)? {
+            return Ok(message);
+        }
+    }
+    let request = read_object(payload)?;
     let kind = request
         .get("type")
         .and_then(Json::as_u64)
@@ -255,13 +512,127 @@ fn decode_request(nsp: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, Node
             let Some(Json::Array(args)) = request.get("data") else {
                 return Err(malformed("serverSideEmit without data"));
             };
-            vec![ClusterMessage::ServerSideEmit {
-                namespace: nsp.to_owned(),
-                args: args.clone(),
-            }]
+            match request.get("requestId") {
+                None | Some(Json::Null) => vec![ClusterMessage::ServerSideEmit {
+                    namespace: nsp.to_owned(),
+                    args: args.clone(),
+                }],
+                Some(id) if answer => vec![ClusterMessage::ServerSideEmitWithAck {
+                    request: 0,
+                    origin: node_origin(nsp, id, SERVER_SIDE_EMIT),
+                    namespace: nsp.to_owned(),
+                    args: args.clone(),
+                }],
+                // Not counted by the asking server: its handlers run, no answer.
+                Some(_) => vec![ClusterMessage::ServerSideEmit {
+                    namespace: nsp.to_owned(),
+                    args: args.clone(),
+                }],
+            }
         }
-        _ => Vec::new(),
+        REMOTE_FETCH | SOCKETS | ALL_ROOMS if answer => {
+            let Some(id) = request.get("requestId").filter(|id| !id.is_null()) else {
+                return Err(malformed("a request for an answer without a requestId"));
+            };
+            let origin = node_origin(nsp, id, kind);
+            let target = if kind == REMOTE_FETCH {
+                target(request.get("opts").unwrap_or(&Json::Null))?
+            } else {
+                Target {
+                    namespace: nsp.to_owned(),
+                    rooms: string_list(request.get("rooms"), "rooms")?,
+                    except: Vec::new(),
+                }
+            };
+            if kind == ALL_ROOMS {
+                vec![ClusterMessage::FetchRooms {
+                    request: 0,
+                    origin,
+                    namespace: nsp.to_owned(),
+                }]
+            } else {
+                vec![ClusterMessage::FetchSockets {
+                    request: 0,
+                    origin,
+                    target,
+                }]
+            }
+        }
+        other => {
+            tracing::debug!(
+                kind = other,
+                nsp,
+                "cluster: a Node request not for this node: ignored"
+            );
+            Vec::new()
+        }
     })
+}
+
+/// `{uid, requestId, type: 7, packet, opts}` (MessagePack) → a broadcast with acks to this
+/// node's sockets; None when the payload is another MessagePack request.
+fn decode_broadcast_request(
+    nsp: &str,
+    payload: &[u8],
+) -> Result<Option<Vec<ClusterMessage>>, NodeMessageError> {
+    let request = map_of(read_msgpack(payload)?, "request")?;
+    if field(&request, "type").and_then(rmpv::Value::as_u64) != Some(BROADCAST) {
+        return Ok(None);
+    }
+    if from_tidings(field(&request, "uid").and_then(rmpv::Value::as_str)) {
+        return Ok(Some(Vec::new()));
+    }
+    let id = match field(&request, "requestId") {
+        Some(id) if !id.is_nil() => msgpack_scalar(id)?,
+        _ => return Err(malformed("a broadcast with acks without a requestId")),
+    };
+    let packet = map_of(
+        field(&request, "packet")
+            .cloned()
+            .unwrap_or(rmpv::Value::Nil),
+        "packet",
+    )?;
+    let kind = field(&packet, "type").and_then(rmpv::Value::as_u64);
+    if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
+        return Err(malformed(format!(
+            "packet type {kind:?}: only events are broadcast"
+        )));
+    }
+    let data = field(&packet, "data").cloned().unwrap_or(rmpv::Value::Nil);
+    let mut attachments = Vec::new();
+    let Json::Array(mut data) = to_json(data, &mut attachments)? else {
+        return Err(malformed("packet.data is not [event, ...args]"));
+    };
+    let event = match data.first() {
+        Some(Json::String(name)) if !RESERVED_EVENTS.contains(&name.as_str()) => name.clone(),
+        Some(Json::String(name)) => return Err(malformed(format!("reserved event {name:?}"))),
+        _ => return Err(malformed("the event name is not a string")),
+    };
+    data.remove(0);
+    let opts = field(&request, "opts").cloned().unwrap_or(rmpv::Value::Nil);
+    let (rooms, except) = rooms_of(&opts)?;
+    let timeout_ms = match &opts {
+        rmpv::Value::Map(opts) => field(opts, "flags")
+            .and_then(|flags| match flags {
+                rmpv::Value::Map(flags) => field(flags, "timeout"),
+                _ => None,
+            })
+            .and_then(|t| t.as_u64().or_else(|| t.as_f64().map(|f| f.max(0.0) as u64))),
+        _ => None,
+    };
+    Ok(Some(vec![ClusterMessage::BroadcastWithAck {
+        request: 0,
+        origin: node_origin(nsp, &id, BROADCAST),
+        target: Target {
+            namespace: nsp.to_owned(),
+            rooms,
+            except,
+        },
+        event,
+        args: data,
+        binaries: attachments.into_iter().map(WireFrame::Binary).collect(),
+        timeout_ms: timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS),
+    }]))
 }
 
 fn read_msgpack(payload: &[u8]) -> Result<rmpv::Value, NodeMessageError> {
@@ -383,10 +754,27 @@ fn to_json(value: rmpv::Value, attachments: &mut Vec<Bytes>) -> Result<Json, Nod
         rmpv::Value::Map(entries) => {
             let mut map = Map::new();
             for (k, v) in entries {
-                let key = match to_json(k, &mut Vec::new())? {
-                    Json::String(s) => s,
-                    other => other.to_string(),
+                // JavaScript objects have string keys; scalars are written as JSON writes
+                // them. A key that is itself a map or a list is refused: written as text, each
+                // level would escape the one inside it again, doubling its length per level
+                // (found by the `decode_node` fuzz target: 1.3 KB took over 2 GB).
+                let key = match k {
+                    rmpv::Value::Array(_)
+                    | rmpv::Value::Map(_)
+                    | rmpv::Value::Binary(_)
+                    | rmpv::Value::Ext(..) => {
+                        return Err(malformed("a map key that is not a string or a number"));
+                    }
+                    scalar => match to_json(scalar, &mut Vec::new())? {
+                        Json::String(s) => s,
+                        other => other.to_string(),
+                    },
                 };
+                // A JavaScript object cannot hold a key twice; a value that replaced another
+                // would leave the other's binary values as attachments nothing refers to.
+                if map.contains_key(&key) {
+                    return Err(malformed(format!("a map with the key {key:?} twice")));
+                }
                 map.insert(key, to_json(v, attachments)?);
             }
             Json::Object(map)
@@ -463,6 +851,90 @@ pub fn encode(key: &str, uid: &str, message: &ClusterMessage) -> Vec<(String, Ve
             namespace,
             serde_json::json!({ "uid": uid, "type": SERVER_SIDE_EMIT, "data": args }),
         ),
+        // Requests of this node: Node servers answer on the response channel with this
+        // `requestId`, which [`decode_counted`] matches.
+        ClusterMessage::FetchSockets {
+            request: n, target, ..
+        } => request(
+            &target.namespace,
+            serde_json::json!({ "uid": uid, "requestId": format!("{uid}:{n}"), "type": REMOTE_FETCH, "opts": opts(target) }),
+        ),
+        ClusterMessage::FetchRooms {
+            request: n,
+            namespace,
+            ..
+        } => request(
+            namespace,
+            serde_json::json!({ "uid": uid, "requestId": format!("{uid}:{n}"), "type": ALL_ROOMS }),
+        ),
+        ClusterMessage::ServerSideEmitWithAck {
+            request: n,
+            namespace,
+            args,
+            ..
+        } => request(
+            namespace,
+            serde_json::json!({ "uid": uid, "requestId": format!("{uid}:{n}"), "type": SERVER_SIDE_EMIT, "data": args }),
+        ),
+        ClusterMessage::BroadcastWithAck {
+            request: n,
+            target,
+            event,
+            args,
+            binaries,
+            timeout_ms,
+            ..
+        } => {
+            let binaries: Vec<&Bytes> = binaries
+                .iter()
+                .filter_map(|f| match f {
+                    WireFrame::Binary(b) => Some(b),
+                    WireFrame::Text(_) => None,
+                })
+                .collect();
+            let data = std::iter::once(rmpv::Value::from(event.as_str()))
+                .chain(args.iter().map(|a| to_msgpack(a, &binaries)))
+                .collect();
+            let list = |names: &[String]| {
+                rmpv::Value::Array(
+                    names
+                        .iter()
+                        .map(|r| rmpv::Value::from(r.as_str()))
+                        .collect(),
+                )
+            };
+            let body = rmpv::Value::Map(vec![
+                ("uid".into(), rmpv::Value::from(uid)),
+                ("requestId".into(), rmpv::Value::from(format!("{uid}:{n}"))),
+                ("type".into(), rmpv::Value::from(BROADCAST)),
+                (
+                    "packet".into(),
+                    rmpv::Value::Map(vec![
+                        ("type".into(), rmpv::Value::from(EVENT)),
+                        ("data".into(), rmpv::Value::Array(data)),
+                        ("nsp".into(), rmpv::Value::from(target.namespace.as_str())),
+                    ]),
+                ),
+                (
+                    "opts".into(),
+                    rmpv::Value::Map(vec![
+                        ("rooms".into(), list(&target.rooms)),
+                        ("except".into(), list(&target.except)),
+                        (
+                            "flags".into(),
+                            rmpv::Value::Map(vec![(
+                                "timeout".into(),
+                                rmpv::Value::from(*timeout_ms),
+                            )]),
+                        ),
+                    ]),
+                ),
+            ]);
+            let mut payload = Vec::new();
+            // Writing into a Vec cannot fail.
+            let _ = rmpv::encode::write_value(&mut payload, &body);
+            vec![(request_channel(&target.namespace), payload)]
+        }
         _ => Vec::new(),
     }
 }
@@ -756,6 +1228,9 @@ mod tests {
         ));
     }
 
+    /// A node that Node servers do not count (no `node_cluster`: it only PSUBSCRIBEs) must not
+    /// answer: an answer the asker does not expect would end its wait before a counted server
+    /// answered.
     #[test]
     fn requests_that_want_an_answer_are_left_to_node_servers() {
         for request in [
@@ -850,6 +1325,54 @@ mod tests {
             );
             assert!(decoded.is_err(), "{what}: {decoded:?}");
         }
+        // A key twice (here once as a number, once as a string): refused.
+        let twice = msgpack(&M::Array(vec![
+            s("u"),
+            M::Map(vec![
+                (s("type"), M::from(2)),
+                (
+                    s("data"),
+                    M::Array(vec![
+                        s("e"),
+                        M::Map(vec![(M::from(45), M::Binary(vec![1])), (s("45"), M::Nil)]),
+                    ]),
+                ),
+            ]),
+            M::Map(Vec::new()),
+        ]));
+        assert!(matches!(
+            decode(
+                "socket.io",
+                b"socket.io#/#",
+                &twice,
+                1 << 20,
+                Parser::Default
+            ),
+            Err(NodeMessageError::Malformed(_))
+        ));
+        // Map keys that are maps, nested: refused, not written out as ever longer text.
+        let mut nested = M::from("\"");
+        for _ in 0..100 {
+            nested = M::Map(vec![(nested, M::Nil)]);
+        }
+        let keyed = msgpack(&M::Array(vec![
+            s("u"),
+            M::Map(vec![
+                (s("type"), M::from(2)),
+                (s("data"), M::Array(vec![s("e"), nested])),
+            ]),
+            M::Map(Vec::new()),
+        ]));
+        assert!(matches!(
+            decode(
+                "socket.io",
+                b"socket.io#/#",
+                &keyed,
+                1 << 20,
+                Parser::Default
+            ),
+            Err(NodeMessageError::Malformed(_))
+        ));
         for request in [
             &b"{"[..],
             b"[1]",
@@ -974,6 +1497,353 @@ mod tests {
         // Durable-topic wake-ups are tidings' own.
         let wake = ClusterMessage::Published { topic: "t".into() };
         assert!(encode("socket.io", "node-x", &wake).is_empty());
+    }
+
+    fn counted(channel: &str, payload: &[u8]) -> Result<Vec<ClusterMessage>, NodeMessageError> {
+        decode_counted(
+            "socket.io",
+            "tidings-me",
+            channel.as_bytes(),
+            payload,
+            1 << 20,
+            Parser::Default,
+        )
+    }
+
+    fn origin_of(message: &ClusterMessage) -> &str {
+        match message {
+            ClusterMessage::FetchSockets { origin, .. }
+            | ClusterMessage::FetchRooms { origin, .. }
+            | ClusterMessage::ServerSideEmitWithAck { origin, .. }
+            | ClusterMessage::BroadcastWithAck { origin, .. } => origin,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn socket(sid: &str) -> RemoteSocket {
+        RemoteSocket {
+            sid: sid.into(),
+            node: "n".into(),
+            rooms: vec![sid.into(), "lobby".into()],
+            handshake: Some(serde_json::json!({"query": {"EIO": "4"}})),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn a_counted_node_answers_fetch_sockets_in_the_adapters_form() {
+        let request = br#"{"uid":"abc","requestId":"r1","type":5,"opts":{"rooms":["lobby"],"except":["muted"]}}"#;
+        let messages = counted("socket.io-request#/chat#", request).unwrap();
+        let [ClusterMessage::FetchSockets { target, origin, .. }] = messages.as_slice() else {
+            panic!("{messages:?}");
+        };
+        assert_eq!(target.namespace, "/chat");
+        assert_eq!(
+            (target.rooms.as_slice(), target.except.as_slice()),
+            (&["lobby".to_owned()][..], &["muted".to_owned()][..])
+        );
+        let reply = ClusterMessage::Sockets {
+            request: 0,
+            sockets: vec![socket("s1")],
+        };
+        let (channel, payload) = answer("socket.io", origin, &reply).unwrap();
+        assert_eq!(channel, "socket.io-response#/chat#");
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"requestId":"r1","sockets":[{"id":"s1","handshake":{"query":{"EIO":"4"}},"rooms":["s1","lobby"],"data":{}}]}"#
+        );
+        // The older `allSockets` request: ids only.
+        let messages = counted(
+            "socket.io-request#/#",
+            br#"{"uid":"abc","requestId":7,"type":0,"rooms":["lobby"]}"#,
+        )
+        .unwrap();
+        let (_, payload) = answer("socket.io", origin_of(&messages[0]), &reply).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"requestId":7,"sockets":["s1"]}"#
+        );
+        // allRooms.
+        let messages = counted(
+            "socket.io-request#/#",
+            br#"{"uid":"abc","requestId":"r2","type":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(messages[0], ClusterMessage::FetchRooms { .. }));
+        let rooms = ClusterMessage::Rooms {
+            request: 0,
+            rooms: vec!["lobby".into()],
+        };
+        let (_, payload) = answer("socket.io", origin_of(&messages[0]), &rooms).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"requestId":"r2","rooms":["lobby"]}"#
+        );
+        // An answer that does not fit the request, or an origin that is not a Node one.
+        assert_eq!(answer("socket.io", origin_of(&messages[0]), &reply), None);
+        assert_eq!(answer("socket.io", "node-1", &rooms), None);
+    }
+
+    #[test]
+    fn server_side_events_with_an_ack_are_answered_once_counted() {
+        let request = br#"{"uid":"abc","requestId":"r3","type":6,"data":["ping",1]}"#;
+        // Not counted: the handlers run, nothing is answered.
+        assert_eq!(
+            decode(
+                "socket.io",
+                b"socket.io-request#/#",
+                request,
+                1 << 20,
+                Parser::Default
+            ),
+            Ok(vec![ClusterMessage::ServerSideEmit {
+                namespace: "/".into(),
+                args: vec!["ping".into(), 1.into()],
+            }])
+        );
+        let messages = counted("socket.io-request#/#", request).unwrap();
+        let [
+            ClusterMessage::ServerSideEmitWithAck {
+                args,
+                origin,
+                namespace,
+                ..
+            },
+        ] = messages.as_slice()
+        else {
+            panic!("{messages:?}");
+        };
+        assert_eq!((namespace.as_str(), args.len()), ("/", 2));
+        let ack = ClusterMessage::ServerSideAck {
+            request: 0,
+            data: serde_json::json!({"pong": true}),
+        };
+        let (channel, payload) = answer("socket.io", origin, &ack).unwrap();
+        assert_eq!(channel, "socket.io-response#/#");
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"type":6,"requestId":"r3","data":{"pong":true}}"#
+        );
+    }
+
+    #[test]
+    fn a_broadcast_with_acks_gets_a_count_then_each_ack() {
+        let request = msgpack(&M::Map(vec![
+            (s("uid"), s("abc")),
+            (s("requestId"), s("r4")),
+            (s("type"), M::from(7)),
+            (
+                s("packet"),
+                M::Map(vec![
+                    (s("type"), M::from(2)),
+                    (s("data"), M::Array(vec![s("q"), M::Binary(vec![1, 2])])),
+                    (s("nsp"), s("/")),
+                ]),
+            ),
+            (
+                s("opts"),
+                M::Map(vec![
+                    (s("rooms"), M::Array(vec![s("lobby")])),
+                    (s("except"), M::Array(Vec::new())),
+                    (s("flags"), M::Map(vec![(s("timeout"), M::from(1500))])),
+                ]),
+            ),
+        ]));
+        let messages = counted("socket.io-request#/#", &request).unwrap();
+        let [
+            ClusterMessage::BroadcastWithAck {
+                origin,
+                target,
+                event,
+                args,
+                binaries,
+                timeout_ms,
+                ..
+            },
+        ] = messages.as_slice()
+        else {
+            panic!("{messages:?}");
+        };
+        assert_eq!((event.as_str(), *timeout_ms), ("q", 1500));
+        assert_eq!(target.rooms, ["lobby"]);
+        assert_eq!(args, &[placeholder(0)]);
+        assert_eq!(binaries, &[WireFrame::Binary(Bytes::from_static(&[1, 2]))]);
+        let count = ClusterMessage::BroadcastClientCount {
+            request: 0,
+            count: 2,
+        };
+        let (channel, payload) = answer("socket.io", origin, &count).unwrap();
+        assert_eq!(channel, "socket.io-response#/#");
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"type":8,"requestId":"r4","clientCount":2}"#
+        );
+        let ack = ClusterMessage::BroadcastAck {
+            request: 0,
+            args: vec![placeholder(0), "ignored".into()],
+            binaries: vec![WireFrame::Binary(Bytes::from_static(&[9]))],
+        };
+        let (_, payload) = answer("socket.io", origin, &ack).unwrap();
+        // MessagePack, the first argument only, its binary in place.
+        assert_eq!(
+            read_msgpack(&payload).unwrap(),
+            M::Map(vec![
+                (s("type"), M::from(9)),
+                (s("requestId"), s("r4")),
+                (s("packet"), M::Binary(vec![9])),
+            ])
+        );
+        // Not counted: a broadcast with acks is left to the counted servers.
+        assert_eq!(
+            decode(
+                "socket.io",
+                b"socket.io-request#/#",
+                &request,
+                1 << 20,
+                Parser::Default
+            ),
+            Ok(Vec::new())
+        );
+    }
+
+    #[test]
+    fn node_servers_answers_to_this_nodes_requests_become_tidings_answers() {
+        let fetch = ClusterMessage::FetchSockets {
+            request: 12,
+            origin: "me".into(),
+            target: Target {
+                namespace: "/".into(),
+                rooms: Vec::new(),
+                except: Vec::new(),
+            },
+        };
+        let sent = encode("socket.io", "tidings-me", &fetch);
+        assert_eq!(sent[0].0, "socket.io-request#/#");
+        assert_eq!(
+            String::from_utf8(sent[0].1.clone()).unwrap(),
+            r#"{"uid":"tidings-me","requestId":"tidings-me:12","type":5,"opts":{"rooms":[],"except":[]}}"#
+        );
+        let response = br#"{"requestId":"tidings-me:12","sockets":[{"id":"n1","handshake":{"auth":{}},"rooms":["n1"],"data":{"user":1}}]}"#;
+        assert_eq!(
+            counted("socket.io-response#/#", response),
+            Ok(vec![ClusterMessage::Sockets {
+                request: 12,
+                sockets: vec![RemoteSocket {
+                    sid: "n1".into(),
+                    node: NODE_SERVER.into(),
+                    rooms: vec!["n1".into()],
+                    handshake: Some(serde_json::json!({"auth": {}})),
+                    data: Some(serde_json::json!({"user": 1})),
+                }],
+            }])
+        );
+        let rooms = ClusterMessage::FetchRooms {
+            request: 14,
+            origin: "me".into(),
+            namespace: "/".into(),
+        };
+        assert_eq!(
+            String::from_utf8(encode("socket.io", "tidings-me", &rooms)[0].1.clone()).unwrap(),
+            r#"{"uid":"tidings-me","requestId":"tidings-me:14","type":1}"#
+        );
+        assert_eq!(
+            counted(
+                "socket.io-response#/#",
+                br#"{"requestId":"tidings-me:14","rooms":["a","b"]}"#
+            ),
+            Ok(vec![ClusterMessage::Rooms {
+                request: 14,
+                rooms: vec!["a".into(), "b".into()],
+            }])
+        );
+        let ack = br#"{"type":6,"requestId":"tidings-me:13","data":[1]}"#;
+        assert_eq!(
+            counted("socket.io-response#/#tidings-me#", ack),
+            Ok(vec![ClusterMessage::ServerSideAck {
+                request: 13,
+                data: serde_json::json!([1]),
+            }])
+        );
+        // Answers to other servers' requests are not ours.
+        for other in [
+            &br#"{"requestId":"abc","sockets":[]}"#[..],
+            br#"{"requestId":"tidings-other:12","sockets":[]}"#,
+            br#"{"requestId":"tidings-me:x","sockets":[]}"#,
+            br#"{"type":8,"requestId":"zz","clientCount":1}"#,
+        ] {
+            assert_eq!(counted("socket.io-response#/#", other), Ok(Vec::new()));
+        }
+    }
+
+    #[test]
+    fn malformed_requests_and_answers_are_errors_and_unknown_types_are_ignored() {
+        for (channel, payload) in [
+            (
+                "socket.io-request#/#",
+                &br#"{"type":5,"uid":"a","opts":{}}"#[..],
+            ),
+            (
+                "socket.io-request#/#",
+                br#"{"type":5,"requestId":"r","opts":{"rooms":[{}]}}"#,
+            ),
+            (
+                "socket.io-request#/#",
+                &[0x81, 0xa4, b't', b'y', b'p', b'e', 0x07][..],
+            ),
+            ("socket.io-request#/#", b"\xc1"),
+            (
+                "socket.io-response#/#",
+                br#"{"requestId":"tidings-me:1","sockets":[{"rooms":[]}]}"#,
+            ),
+            ("socket.io-response#/#", br#"{"requestId":"tidings-me:1"}"#),
+            ("socket.io-response#/#", br#"{"requestId":"tidings-me:1""#),
+        ] {
+            let decoded = counted(channel, payload);
+            assert!(
+                decoded.is_err(),
+                "{channel} {}: {decoded:?}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+        // Other servers' answers are skipped unread, however large or broken.
+        let theirs = [&b"{"[..], &[b'x'; 200]].concat();
+        assert_eq!(
+            decode_counted(
+                "socket.io",
+                "tidings-me",
+                b"socket.io-response#/#",
+                &theirs,
+                99,
+                Parser::Default
+            ),
+            Ok(Vec::new())
+        );
+        let big = vec![b' '; 100];
+        assert!(matches!(
+            decode_counted(
+                "socket.io",
+                "tidings-me",
+                b"socket.io-request#/#",
+                &big,
+                99,
+                Parser::Default
+            ),
+            Err(NodeMessageError::TooLarge(100, 99))
+        ));
+        for unknown in [
+            &br#"{"type":99,"requestId":"r"}"#[..],
+            br#"{"type":2,"requestId":"r","sid":"s","room":"x"}"#,
+        ] {
+            assert_eq!(counted("socket.io-request#/#", unknown), Ok(Vec::new()));
+        }
+        // Requests of tidings nodes in the Node form are heard on tidings' own channel.
+        assert_eq!(
+            counted(
+                "socket.io-request#/#",
+                br#"{"uid":"tidings-x","requestId":"tidings-x:1","type":5,"opts":{}}"#
+            ),
+            Ok(Vec::new())
+        );
     }
 
     #[test]

@@ -216,6 +216,19 @@ async fn remote_room_operations_and_fetch_sockets() {
         expected
     );
     assert!(found.iter().all(|s| s.rooms.iter().any(|r| r == "lobby")));
+    // Their handshakes travel with them.
+    assert!(found.iter().all(|s| {
+        s.handshake
+            .as_ref()
+            .is_some_and(|h| h["query"]["EIO"] == json!("4"))
+    }));
+    // Every node's rooms, each once: the lobby and each socket's own.
+    let mut rooms = ns.all_rooms(WAIT).await;
+    rooms.sort();
+    let mut expected_rooms = expected.clone();
+    expected_rooms.push("lobby".to_owned());
+    expected_rooms.sort();
+    assert_eq!(rooms, expected_rooms);
 
     // Node 0 makes the lobby join `vip`, then broadcasts to `vip`: both receive it.
     ns.to("lobby").join("vip");
@@ -430,6 +443,201 @@ async fn a_tidings_node_in_a_node_cluster_reaches_node_servers() {
     ns.to("vip").emit("late", &json!(null)).unwrap();
     ns.all().emit("marker", &json!(null)).unwrap();
     ns.to("lobby").disconnect();
+    wait_for("ok:").await;
+    let status = tokio::time::timeout(WAIT, peer.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the Node peer failed: {status}");
+}
+
+/// A broadcast with acknowledgements on every node: each node asks its own clients and reports
+/// how many, then their answers; the asking node collects them all before the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_with_acks_collect_the_clients_of_every_node() {
+    let redis = redis();
+    let nodes = cluster_of_three(&redis).await;
+    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let c = client(n).await;
+        join(&c, "lobby").await;
+        let mut questions = c.on("question");
+        tasks.push(tokio::spawn(async move {
+            let q = tokio::time::timeout(WAIT, questions.recv())
+                .await
+                .expect("no question")
+                .unwrap();
+            assert!(q.wants_ack());
+            q.ack(&json!({ "node": i, "q": q.args[0] })).await.unwrap();
+        }));
+        clients.push(c);
+    }
+    // Someone not in the room, on node 2: not asked.
+    let outsider = client(&nodes[2]).await;
+    let mut outsider_questions = outsider.on("question");
+
+    let started = Instant::now();
+    let acks = nodes[0]
+        .server
+        .of("/")
+        .to("lobby")
+        .emit_with_ack_on_all_nodes("question", vec![json!(42)], &[], WAIT)
+        .await
+        .unwrap();
+    assert!(acks.is_complete, "{acks:?}");
+    assert!(started.elapsed() < WAIT / 2, "answered, not timed out");
+    assert_eq!(acks.local.len(), 1);
+    assert_eq!(
+        Some(acks.local[0].0.to_string()),
+        clients[0].id().map(|id| id.to_string())
+    );
+    let local = acks.local[0].1.as_ref().unwrap();
+    assert_eq!(local.args, [json!({ "node": 0, "q": 42 })]);
+    assert_eq!(acks.remote_asked, 2);
+    let mut remote: Vec<_> = acks.remote.iter().map(|r| r.args[0].clone()).collect();
+    remote.sort_by_key(|v| v["node"].as_u64());
+    assert_eq!(
+        remote,
+        [json!({ "node": 1, "q": 42 }), json!({ "node": 2, "q": 42 })]
+    );
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), outsider_questions.recv())
+            .await
+            .is_err(),
+        "a socket outside the room was asked"
+    );
+
+    // A client that does not answer: the broadcast ends at its timeout, incomplete.
+    let silent = client(&nodes[1]).await;
+    join(&silent, "quiet").await;
+    let _ignored = silent.on("question");
+    let acks = nodes[0]
+        .server
+        .of("/")
+        .to("quiet")
+        .emit_with_ack_on_all_nodes("question", vec![json!(1)], &[], Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(!acks.is_complete);
+    assert_eq!((acks.remote_asked, acks.remote.len()), (1, 0));
+}
+
+/// With `node_cluster`, requests that expect answers work both ways between a tidings node and
+/// a Node Socket.IO server on `@socket.io/redis-adapter` (tests/clients/js/node-adapter-requests.mjs):
+/// the tidings node's `fetch_sockets` gets the Node server's socket (rooms, handshake, data),
+/// its `server_side_emit_with_ack` the Node handler's answer, and the Node server's
+/// `serverSideEmitWithAck` this node's handler's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_answers_between_a_tidings_node_and_a_node_server() {
+    use tokio::io::AsyncBufReadExt;
+
+    let redis = redis();
+    let suffix = fastrand_suffix();
+    let key = format!("sio{suffix}");
+    let server = Server::new(ServerConfig::builder().build().unwrap());
+    server
+        .of("/")
+        .on_server_side_emit_with_ack(|event, args, ack| {
+            if let (Some(ack), "ask") = (ack, event) {
+                ack.send(json!({ "from": "tidings", "args": args }));
+            }
+        });
+    let config = RedisClusterConfig::new(&redis.url)
+        .prefix(format!("t{suffix}:"))
+        .node_adapter(Some(key.clone()))
+        .node_cluster(true);
+    let cluster = Arc::new(RedisCluster::connect(config).await.unwrap());
+    assert!(server.enable_cluster(cluster.clone()));
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/clients/js/node-adapter-requests.mjs");
+    let mut peer = tokio::process::Command::new(
+        std::env::var("TIDINGS_NODE").unwrap_or_else(|_| "node".to_owned()),
+    )
+    .arg(script)
+    .env("TIDINGS_URL", "http://127.0.0.1:1")
+    .env("REDIS_URL", &redis.url)
+    .env("NODE_KEY", &key)
+    .stdout(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut wait_for = async |prefix: &str| loop {
+        let line = tokio::time::timeout(WAIT * 3, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {prefix} from the Node peer"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the Node peer ended before {prefix}"));
+        println!("node peer: {line}");
+        if line.starts_with(prefix) {
+            return line;
+        }
+    };
+    let ready = wait_for("READY").await;
+    let node_sid = ready.trim_start_matches("READY ").to_owned();
+    // The Node server is counted for `/` once its adapter subscribed: it printed READY after.
+    assert_eq!(cluster.peers_for("/").await.unwrap(), 1);
+    assert_eq!(cluster.peers().await.unwrap(), 0, "no other tidings node");
+
+    let ns = server.of("/");
+    let sockets = ns.all().fetch_sockets(WAIT).await;
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    let theirs = &sockets[0];
+    assert_eq!(theirs.sid, node_sid);
+    assert_eq!(theirs.node, tidings_cluster_redis::node::NODE_SERVER);
+    let mut rooms = theirs.rooms.clone();
+    rooms.sort();
+    let mut expected = vec!["lobby".to_owned(), node_sid.clone()];
+    expected.sort();
+    assert_eq!(rooms, expected);
+    assert_eq!(theirs.data, Some(json!({ "user": "n1" })));
+    let handshake = theirs.handshake.as_ref().unwrap();
+    assert_eq!(handshake["query"]["EIO"], json!("4"));
+    assert!(ns.to("elsewhere").fetch_sockets(WAIT).await.is_empty());
+    // The Node server's rooms (allRooms): its socket's own and `lobby`.
+    let mut rooms = ns.all_rooms(WAIT).await;
+    rooms.sort();
+    assert_eq!(rooms, expected);
+
+    let started = Instant::now();
+    let answers = ns
+        .server_side_emit_with_ack("ping", vec![json!(3)], WAIT)
+        .await;
+    assert_eq!(answers, [json!({ "from": "node", "n": 3 })]);
+    assert!(started.elapsed() < WAIT / 2, "answered, not timed out");
+
+    // A broadcast with acks reaches the Node server's client, whose ack (binary included)
+    // comes back through the adapter.
+    let acks = ns
+        .all()
+        .emit_with_ack_on_all_nodes(
+            "question",
+            vec![json!(4), tidings_proto::packet::placeholder(0)],
+            &[bytes::Bytes::from_static(&[1, 2, 3])],
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert!(acks.is_complete, "{acks:?}");
+    assert!(acks.local.is_empty());
+    assert_eq!((acks.remote_asked, acks.remote.len()), (1, 1));
+    let reply = &acks.remote[0];
+    assert_eq!(
+        reply.args,
+        [
+            json!({ "from": "node-client", "n": 4, "size": 3, "echo": { "_placeholder": true, "num": 0 } })
+        ]
+    );
+    assert_eq!(reply.attachments, [bytes::Bytes::from_static(&[4])]);
+
+    // A fetched Node socket, made to join a room by its id (the room every socket is in).
+    ns.to(theirs.sid.as_str()).join("picked");
+    ns.server_side_emit("done", Vec::new());
     wait_for("ok:").await;
     let status = tokio::time::timeout(WAIT, peer.wait())
         .await

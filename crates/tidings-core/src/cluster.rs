@@ -133,6 +133,13 @@ pub struct RemoteSocket {
     pub node: String,
     /// Its rooms.
     pub rooms: Vec<String>,
+    /// Its handshake as Node's `socket.handshake` reads (`headers`, `query`, `address`, `time`,
+    /// `issued`, `url`, `secure`, `xdomain`, `auth`), when the answering node sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<serde_json::Value>,
+    /// Its application data (Node's `socket.data`), when the answering node has some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 /// What nodes tell each other.
@@ -226,6 +233,82 @@ pub enum ClusterMessage {
         /// them: JSON (no binary).
         args: Vec<serde_json::Value>,
     },
+    /// [`ClusterMessage::ServerSideEmit`] with an acknowledgement (Node's
+    /// `serverSideEmitWithAck`): the handler of `namespace` on every other node is given a
+    /// callback, whose one value goes back to `origin` as [`ClusterMessage::ServerSideAck`].
+    ServerSideEmitWithAck {
+        /// Matches the answers to the request.
+        request: u64,
+        /// The asking node.
+        origin: String,
+        /// The namespace.
+        namespace: String,
+        /// The event name and its arguments (JSON).
+        args: Vec<serde_json::Value>,
+    },
+    /// One node's answer to [`ClusterMessage::ServerSideEmitWithAck`].
+    ServerSideAck {
+        /// The request answered.
+        request: u64,
+        /// The value the handler acknowledged with.
+        data: serde_json::Value,
+    },
+    /// A broadcast whose recipients are each asked to acknowledge (Node's
+    /// `io.timeout(ms).emit(event, ..., callback)`): every other node sends the event to its
+    /// sockets of `target` with an ack id of its own, answers `origin` with
+    /// [`ClusterMessage::BroadcastClientCount`] once, then with one
+    /// [`ClusterMessage::BroadcastAck`] per client that acknowledges within `timeout_ms`.
+    BroadcastWithAck {
+        /// Matches the answers to the request.
+        request: u64,
+        /// The asking node.
+        origin: String,
+        /// Who receives it.
+        target: Target,
+        /// The event name.
+        event: String,
+        /// Its arguments; binary values are placeholders for `binaries`.
+        args: Vec<serde_json::Value>,
+        /// The binary attachments (only [`WireFrame::Binary`]), left out of the JSON when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        binaries: Vec<WireFrame>,
+        /// How long the recipients' acknowledgements are awaited.
+        timeout_ms: u64,
+    },
+    /// How many of its sockets a node asked to acknowledge a [`ClusterMessage::BroadcastWithAck`].
+    BroadcastClientCount {
+        /// The request answered.
+        request: u64,
+        /// Sockets asked.
+        count: u64,
+    },
+    /// One client's acknowledgement of a [`ClusterMessage::BroadcastWithAck`].
+    BroadcastAck {
+        /// The request answered.
+        request: u64,
+        /// The client's acknowledgement arguments; binary values are placeholders.
+        args: Vec<serde_json::Value>,
+        /// Their binary attachments (only [`WireFrame::Binary`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        binaries: Vec<WireFrame>,
+    },
+    /// Report the rooms of `namespace` that have sockets on this node to `origin` with
+    /// [`ClusterMessage::Rooms`] (Node's `adapter.allRooms()`).
+    FetchRooms {
+        /// Matches the answers to the request.
+        request: u64,
+        /// The asking node.
+        origin: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// The answer to [`ClusterMessage::FetchRooms`].
+    Rooms {
+        /// The request answered.
+        request: u64,
+        /// The answering node's rooms.
+        rooms: Vec<String>,
+    },
     /// A message was appended to durable `topic`: dispatchers of its subscriptions should
     /// look for work now rather than at their next poll.
     Published {
@@ -296,6 +379,26 @@ pub trait Cluster: Send + Sync + 'static {
     /// How many other nodes are listening now: the number of answers a request can expect.
     fn peers(&self) -> ClusterFuture<'_, usize>;
 
+    /// How many other nodes answer a request about `namespace` (fetch sockets, server-side
+    /// events with an acknowledgement): [`Cluster::peers`] by default; a backend that also
+    /// reaches Node servers adds those that have the namespace.
+    fn peers_for(&self, namespace: &str) -> ClusterFuture<'_, usize> {
+        let _ = namespace;
+        self.peers()
+    }
+
+    /// The server created namespace `name` (called for those that exist when the cluster is
+    /// enabled too). A backend that must listen per namespace, as Node's Redis adapter does,
+    /// starts here. Must not block: it is called under the server's namespace lock.
+    fn namespace_opened(&self, name: &str) {
+        let _ = name;
+    }
+
+    /// The server removed namespace `name` (an on-demand one whose last socket left).
+    fn namespace_closed(&self, name: &str) {
+        let _ = name;
+    }
+
     /// Answers when the bus can carry messages (readiness: `GET /readyz`). The default asks
     /// for [`Cluster::peers`], a round trip to the backend.
     fn ping(&self) -> ClusterFuture<'_, ()> {
@@ -365,6 +468,8 @@ mod tests {
                     sid: "abc".into(),
                     node: "n2".into(),
                     rooms: vec!["abc".into(), "lobby".into()],
+                    handshake: None,
+                    data: None,
                 }],
             },
             ClusterMessage::ReleaseSession {
@@ -384,6 +489,53 @@ mod tests {
                 key: "group:drivers".into(),
                 identity: "d-1".into(),
                 subscribed: true,
+            },
+            ClusterMessage::Sockets {
+                request: 3,
+                sockets: vec![RemoteSocket {
+                    sid: "abc".into(),
+                    node: "n2".into(),
+                    rooms: vec!["abc".into()],
+                    handshake: Some(serde_json::json!({"query": {"a": "1"}})),
+                    data: Some(serde_json::json!({"user": 7})),
+                }],
+            },
+            ClusterMessage::ServerSideEmitWithAck {
+                request: 4,
+                origin: "n1".into(),
+                namespace: "/".into(),
+                args: vec!["ping".into()],
+            },
+            ClusterMessage::ServerSideAck {
+                request: 4,
+                data: serde_json::json!({"pong": true}),
+            },
+            ClusterMessage::BroadcastWithAck {
+                request: 5,
+                origin: "n1".into(),
+                target: chat_target(),
+                event: "q".into(),
+                args: vec![serde_json::json!({"_placeholder": true, "num": 0})],
+                binaries: vec![WireFrame::Binary(Bytes::from_static(&[1, 2]))],
+                timeout_ms: 1000,
+            },
+            ClusterMessage::BroadcastClientCount {
+                request: 5,
+                count: 2,
+            },
+            ClusterMessage::BroadcastAck {
+                request: 5,
+                args: vec!["yes".into()],
+                binaries: Vec::new(),
+            },
+            ClusterMessage::FetchRooms {
+                request: 6,
+                origin: "n1".into(),
+                namespace: "/".into(),
+            },
+            ClusterMessage::Rooms {
+                request: 6,
+                rooms: vec!["lobby".into()],
             },
         ];
         for message in cases {
@@ -485,6 +637,8 @@ mod tests {
                         sid: "abc".into(),
                         node: "n2".into(),
                         rooms: vec!["abc".into(), "lobby".into()],
+                        handshake: None,
+                        data: None,
                     }],
                 },
                 r#"{"from":"node-a","t":"sockets","request":9,"sockets":[{"sid":"abc","node":"n2","rooms":["abc","lobby"]}]}"#.to_owned(),
@@ -519,6 +673,79 @@ mod tests {
                     subscribed: false,
                 },
                 r#"{"from":"node-a","t":"subscribed","topic":"pickup","key":"group:drivers","identity":"d-1","subscribed":false}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Sockets {
+                    request: 1,
+                    sockets: vec![RemoteSocket {
+                        sid: "s".into(),
+                        node: "n".into(),
+                        rooms: Vec::new(),
+                        handshake: Some(serde_json::json!({"query": {}})),
+                        data: Some(serde_json::json!({})),
+                    }],
+                },
+                r#"{"from":"node-a","t":"sockets","request":1,"sockets":[{"sid":"s","node":"n","rooms":[],"handshake":{"query":{}},"data":{}}]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::ServerSideEmitWithAck {
+                    request: 2,
+                    origin: "n1".into(),
+                    namespace: "/".into(),
+                    args: vec!["ping".into()],
+                },
+                r#"{"from":"node-a","t":"server_side_emit_with_ack","request":2,"origin":"n1","namespace":"/","args":["ping"]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::ServerSideAck {
+                    request: 2,
+                    data: serde_json::Value::Null,
+                },
+                r#"{"from":"node-a","t":"server_side_ack","request":2,"data":null}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::BroadcastWithAck {
+                    request: 3,
+                    origin: "n1".into(),
+                    target: chat_target(),
+                    event: "q".into(),
+                    args: vec![1.into()],
+                    binaries: vec![WireFrame::Binary(Bytes::from_static(&[0, 255, 7]))],
+                    timeout_ms: 500,
+                },
+                format!(
+                    r#"{{"from":"node-a","t":"broadcast_with_ack","request":3,"origin":"n1",{TARGET},"event":"q","args":[1],"binaries":[{{"b":"AP8H"}}],"timeout_ms":500}}"#
+                ),
+            ),
+            (
+                ClusterMessage::BroadcastClientCount {
+                    request: 3,
+                    count: 0,
+                },
+                r#"{"from":"node-a","t":"broadcast_client_count","request":3,"count":0}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::BroadcastAck {
+                    request: 3,
+                    args: vec!["ok".into()],
+                    binaries: Vec::new(),
+                },
+                r#"{"from":"node-a","t":"broadcast_ack","request":3,"args":["ok"]}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::FetchRooms {
+                    request: 4,
+                    origin: "n1".into(),
+                    namespace: "/".into(),
+                },
+                r#"{"from":"node-a","t":"fetch_rooms","request":4,"origin":"n1","namespace":"/"}"#.to_owned(),
+            ),
+            (
+                ClusterMessage::Rooms {
+                    request: 4,
+                    rooms: vec!["r".into()],
+                },
+                r#"{"from":"node-a","t":"rooms","request":4,"rooms":["r"]}"#.to_owned(),
             ),
         ];
         for (message, golden) in cases {

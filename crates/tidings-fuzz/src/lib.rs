@@ -18,6 +18,7 @@
 //! | [`decode_engine`] | an Engine.IO packet / a polling body | decode → encode → decode is stable |
 //! | [`decode_ws`] | bytes a client sends on a WebSocket | the same messages in any chunking, within the limits, each re-encoded frame decodes to itself |
 //! | [`wire_payloads`] | a built-in event's JSON payload | the handler's parse is deterministic, its result re-parses to itself, errors are `bad_request` |
+//! | [`decode_node`] | a message on a Node adapter channel | it decodes the same twice; the Node form of what it decodes to reads back as itself; a request gets an answer |
 //! | [`config_file`] | a `--config` TOML file | a valid file's effective config, written back as TOML, loads to the same config |
 //! | [`store_crash`] | operations with crash points | the SQLite store equals the model, also after every crash and reopen |
 //! | [`journal_crash`] | the same (its corpus is `store_crash`'s) | the journal store equals the model; a crash, its tail cut anywhere after the last confirmed change, keeps every confirmed change and a prefix of the rest |
@@ -27,6 +28,7 @@ mod codec;
 mod config;
 mod journal;
 mod memvfs;
+mod node;
 mod store;
 mod wire;
 mod ws;
@@ -34,6 +36,7 @@ mod ws;
 pub use codec::{decode_eio3, decode_engine, decode_msgpack, decode_packet};
 pub use config::config_file;
 pub use journal::journal_crash;
+pub use node::decode_node;
 pub use store::{Files, store_crash, store_crash_in};
 pub use wire::wire_payloads;
 pub use ws::decode_ws;
@@ -48,6 +51,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("decode_msgpack", decode_msgpack),
     ("decode_eio3", decode_eio3),
     ("decode_ws", decode_ws),
+    ("decode_node", decode_node),
     ("wire_payloads", wire_payloads),
     ("config_file", config_file),
     ("store_crash", store_crash),

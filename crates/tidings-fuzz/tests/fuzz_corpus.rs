@@ -53,6 +53,11 @@ fn decode_engine_corpus() {
 }
 
 #[test]
+fn decode_node_corpus() {
+    replay("decode_node", tidings_fuzz::decode_node);
+}
+
+#[test]
 fn decode_ws_corpus() {
     replay("decode_ws", tidings_fuzz::decode_ws);
 }
@@ -90,6 +95,7 @@ fn every_target_has_a_replay_test() {
         "decode_msgpack",
         "decode_eio3",
         "decode_ws",
+        "decode_node",
         "wire_payloads",
         "config_file",
         "store_crash",

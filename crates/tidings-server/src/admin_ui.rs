@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::io::{BroadcastOperator, ConnectError, ConnectRequest, Socket, SocketEvent};
 use crate::server::{Server, WeakServer};
@@ -561,46 +561,22 @@ async fn stats_loop(
 
 /// A socket as the app lists it.
 fn serialize(socket: &Socket) -> Value {
-    let handshake = socket.handshake();
-    let headers: Map<String, Value> = handshake
-        .headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::from(v.to_str().ok()?))))
-        .collect();
-    let query: Map<String, Value> = handshake
-        .query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k.to_owned(), Value::from(v))
-        })
-        .collect();
-    let address = ["cf-connecting-ip", "x-forwarded-for"]
-        .iter()
-        .find_map(|h| handshake.headers.get(*h)?.to_str().ok().map(str::to_owned))
-        .unwrap_or_else(|| handshake.remote_addr.ip().to_string());
     let session = socket.session_id().to_string();
-    let issued = handshake
-        .issued
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let mut handshake = socket.node_handshake();
+    if let Some(map) = handshake.as_object_mut() {
+        // What the Admin UI has always shown: no auth, the query string as the url.
+        map.remove("auth");
+        let url = map.get("url").and_then(Value::as_str).unwrap_or_default();
+        let url = url.strip_prefix("/socket.io/").unwrap_or(url).to_owned();
+        map.insert("url".into(), Value::from(url));
+    }
     json!({
         "id": socket.id().to_string(),
         "clientId": &session[..session.len().min(12)],
         "transport": socket.transport().as_str(),
         "nsp": socket.namespace().name(),
-        "data": {},
-        "handshake": {
-            "address": address,
-            "headers": headers,
-            "query": query,
-            "url": format!("?{}", handshake.query),
-            "issued": issued,
-            "time": iso8601(handshake.issued),
-            "secure": false,
-            "xdomain": handshake.headers.contains_key(http::header::ORIGIN),
-        },
+        "data": socket.node_data(),
+        "handshake": handshake,
         "rooms": socket.rooms().iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
     })
 }

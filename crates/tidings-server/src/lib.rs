@@ -35,8 +35,8 @@ pub use config::{
     ConfigError, CorsConfig, CorsOrigins, Parser, RecoveryConfig, ServerConfig, ServerConfigBuilder,
 };
 pub use io::{
-    AckError, AckReply, AckSender, BroadcastOperator, ConnectError, ConnectRequest,
-    DisconnectReason, EmitError, Event, JoinError, Namespace, Socket,
+    AckError, AckReply, AckSender, BroadcastAcks, BroadcastOperator, ConnectError, ConnectRequest,
+    DisconnectReason, EmitError, Event, JoinError, Namespace, ServerSideAck, Socket, SocketData,
 };
 pub use limits::Limits;
 pub use queue::{QueueConfig, Queues, RetentionRule};

@@ -113,6 +113,9 @@ impl ServerInner {
         );
         setup(&ns);
         namespaces.insert(name.to_owned(), ns.clone());
+        if let Some(cluster) = self.cluster.get() {
+            cluster.namespace_opened(name);
+        }
         self.on_demand.fetch_add(1, Ordering::AcqRel);
         Ok(self.lease(ns))
     }
@@ -158,6 +161,9 @@ impl ServerInner {
         if same {
             namespaces.remove(name);
             self.on_demand.fetch_sub(1, Ordering::AcqRel);
+            if let Some(cluster) = self.cluster.get() {
+                cluster.namespace_closed(name);
+            }
             tracing::debug!(ns = name, "last socket left: on-demand namespace removed");
         }
     }
@@ -387,22 +393,24 @@ impl Server {
         } else {
             format!("/{name}")
         };
-        self.inner
-            .namespaces
-            .write()
-            .entry(name.clone())
-            .or_insert_with(|| {
-                Namespace::new(
-                    &name,
-                    self.inner.recovery.clone(),
-                    self.inner.cluster.clone(),
-                    self.inner.observer.clone(),
-                    self.inner.io_counters.clone(),
-                    self.inner.config.parser,
-                    false,
-                )
-            })
-            .clone()
+        let mut namespaces = self.inner.namespaces.write();
+        if let Some(ns) = namespaces.get(&name) {
+            return ns.clone();
+        }
+        let ns = Namespace::new(
+            &name,
+            self.inner.recovery.clone(),
+            self.inner.cluster.clone(),
+            self.inner.observer.clone(),
+            self.inner.io_counters.clone(),
+            self.inner.config.parser,
+            false,
+        );
+        namespaces.insert(name.clone(), ns.clone());
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.namespace_opened(&name);
+        }
+        ns
     }
 
     /// Accepts namespaces whose name matches `matches` (e.g. `/tenant-*`): each is created on
@@ -464,6 +472,11 @@ impl Server {
                 crate::inbound::route(&server, message);
             }
         }));
+        // Under the map's lock, so that no namespace is opened or closed twice meanwhile.
+        let namespaces = self.inner.namespaces.read();
+        for name in namespaces.keys() {
+            cluster.namespace_opened(name);
+        }
         true
     }
 

@@ -139,8 +139,9 @@ pub struct ServeArgs {
     node_adapter_key: Option<String>,
     /// With --redis: also send this node's broadcasts in the Node adapter's form, so that Node
     /// Socket.IO servers on `@socket.io/redis-adapter` (same Redis, same key) deliver them to
-    /// their clients: one cluster of Node and tidings nodes. Off by default (a second publish
-    /// per broadcast).
+    /// their clients: one cluster of Node and tidings nodes, in which the adapter's requests
+    /// (fetchSockets, serverCount, broadcasts with acks) count and get answers from this node.
+    /// Off by default (a second publish per broadcast).
     #[arg(long, env = "TIDINGS_NODE_CLUSTER")]
     node_cluster: bool,
     /// Connection State Recovery (socket.io-client's `connectionStateRecovery`): a client that
@@ -517,7 +518,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         match &node_adapter {
             Some(key) if node_cluster => tracing::info!(
                 key = %key,
-                "cluster: one cluster with Node Socket.IO servers on @socket.io/redis-adapter: broadcasts both ways"
+                "cluster: one cluster with Node Socket.IO servers on @socket.io/redis-adapter: broadcasts both ways, their requests answered"
             ),
             Some(key) => tracing::info!(
                 key = %key,

@@ -68,3 +68,25 @@ async fn node_servers_and_tidings_nodes_share_one_cluster() {
     .passes(90)
     .await;
 }
+
+/// The Node server's requests that expect answers, beside two `--node-cluster` tidings nodes:
+/// `serverCount`, `fetchSockets` (ids, rooms, handshake, data), `allRooms`, `RemoteSocket`
+/// join / leave / disconnect of a tidings socket, and broadcasts with acknowledgements from
+/// tidings' clients (tests/clients/js/node-requests.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_servers_requests_are_answered_by_tidings_nodes() {
+    let redis = RedisServer::start();
+    let (_a, a) = node(&redis, &["--node-cluster"]).await;
+    let (_b, b) = node(&redis, &["--node-cluster"]).await;
+    let socket = redis.socket();
+    Scenario::start(
+        "js/node-requests.mjs",
+        &a,
+        &[
+            ("TIDINGS_URLS", format!("{a},{b}").as_str()),
+            ("REDIS_SOCKET", socket.to_str().unwrap()),
+        ],
+    )
+    .passes(90)
+    .await;
+}

@@ -73,9 +73,13 @@ run(
     }
     checkEqual("t2: only what excepts the room", seen[2], [["not-in-room", "x"]]);
 
-    // 2. tidings → Node: a tidings client broadcasts to the room through node B.
+    // 2. tidings → Node: a tidings client broadcasts to the room through node B. Its ack can
+    // come before node B's publish reaches Redis, so a marker from the Node server could
+    // overtake it: wait for its arrival, then let the marker show nothing else came.
+    const arrivals = [n1, t1].map((s) => must(`from-tidings on ${s.io.uri}`, once(s, "from-tidings", 10000)));
     const ack = await must("broadcast", emitAck(t2, "broadcast", { room, event: "from-tidings", data: { n: 2 } }));
     checkEqual("broadcast ack", ack?.ok, true);
+    await Promise.all(arrivals);
     seen = await settle("tidings-to-node");
     checkEqual("n1: from tidings", seen[0], [["from-tidings", { n: 2 }]]);
     checkEqual("t1: from tidings", seen[1], [["from-tidings", { n: 2 }]]);

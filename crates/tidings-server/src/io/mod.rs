@@ -10,6 +10,8 @@ mod v2;
 pub(crate) use client::Client;
 pub use event::{AckError, AckReply, AckSender, EmitError, Event, extract_attachments};
 pub(crate) use event::{event_frames, is_reserved_event};
-pub use namespace::{BroadcastOperator, ConnectError, ConnectRequest, Namespace};
+pub use namespace::{
+    BroadcastAcks, BroadcastOperator, ConnectError, ConnectRequest, Namespace, ServerSideAck,
+};
 pub(crate) use namespace::{SocketEvent, SocketObserver};
-pub use socket::{DisconnectReason, JoinError, PendingAck, Socket};
+pub use socket::{DisconnectReason, JoinError, PendingAck, Socket, SocketData};

@@ -66,7 +66,34 @@ pub struct ConnectRequest {
 
 type Middleware = Arc<dyn Fn(ConnectRequest) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
 type ConnectHandler = Arc<dyn Fn(Socket) + Send + Sync>;
-type ServerSideHandler = Arc<dyn Fn(&str, Vec<Value>) + Send + Sync>;
+type ServerSideHandler = Arc<dyn Fn(&str, Vec<Value>, Option<ServerSideAck>) + Send + Sync>;
+
+/// The acknowledgement callback of a server-side event another node sent with
+/// [`Namespace::server_side_emit_with_ack`] (or Node's `serverSideEmitWithAck`): call
+/// [`ServerSideAck::send`] once with the value to answer. Dropped without a call, the asking
+/// node counts this node as not answering (it waits until its timeout), as Node's does.
+pub struct ServerSideAck {
+    reply: Box<dyn FnOnce(Value) + Send>,
+}
+
+impl std::fmt::Debug for ServerSideAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSideAck").finish_non_exhaustive()
+    }
+}
+
+impl ServerSideAck {
+    pub(crate) fn new(reply: impl FnOnce(Value) + Send + 'static) -> Self {
+        ServerSideAck {
+            reply: Box::new(reply),
+        }
+    }
+
+    /// Answers the asking node with `data` (Node: the one argument of the callback).
+    pub fn send(self, data: Value) {
+        (self.reply)(data);
+    }
+}
 
 /// What happens to sockets, for whoever watches every namespace (the Admin UI).
 #[derive(Debug)]
@@ -221,12 +248,57 @@ impl Namespace {
     /// tidings node's [`Namespace::server_side_emit`], Node's `io.serverSideEmit(event, ...args)`
     /// (the Redis adapter and emitter) — with the event name and its arguments. Without a
     /// handler such events are dropped (logged at `debug`).
+    /// Events sent with an acknowledgement reach this handler too; their callback is dropped
+    /// (see [`Namespace::on_server_side_emit_with_ack`] to answer them).
     pub fn on_server_side_emit<F>(&self, handler: F) -> &Self
     where
         F: Fn(&str, Vec<Value>) + Send + Sync + 'static,
     {
+        *self.inner.server_side_handler.write() = Some(Arc::new(move |event: &str, args, _ack| {
+            handler(event, args)
+        }));
+        self
+    }
+
+    /// Like [`Namespace::on_server_side_emit`], with the acknowledgement callback of events
+    /// sent with one ([`Namespace::server_side_emit_with_ack`], Node's
+    /// `io.serverSideEmitWithAck` or `serverSideEmit(..., callback)`); `None` for the others.
+    /// Replaces the handler set by either method.
+    pub fn on_server_side_emit_with_ack<F>(&self, handler: F) -> &Self
+    where
+        F: Fn(&str, Vec<Value>, Option<ServerSideAck>) + Send + Sync + 'static,
+    {
         *self.inner.server_side_handler.write() = Some(Arc::new(handler));
         self
+    }
+
+    /// The rooms of this namespace that have sockets on any node (Node's `adapter.allRooms()`),
+    /// each once: this node's, then the others' as they answer within `timeout` (a node that
+    /// does not answer in time is left out, and logged). Every socket's own room (its id) is
+    /// among them, as in Node.
+    pub async fn all_rooms(&self, timeout: Duration) -> Vec<String> {
+        let mut rooms: Vec<String> = self.rooms().iter().map(|r| r.as_str().to_owned()).collect();
+        rooms.extend(self.inner.cluster.fetch_rooms(self.name(), timeout).await);
+        let mut seen = HashSet::new();
+        rooms.retain(|r| seen.insert(r.clone()));
+        rooms
+    }
+
+    /// Sends `event` with `args` to the server side of this namespace on every other node and
+    /// collects the value each one acknowledges with ([`ServerSideAck::send`], or Node's
+    /// callback), until every node answered or `timeout` passed (those that did not are left
+    /// out, and logged). Empty on a single node.
+    pub async fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let args = std::iter::once(Value::from(event)).chain(args).collect();
+        self.inner
+            .cluster
+            .server_side_emit_with_ack(self.name(), args, timeout)
+            .await
     }
 
     /// Sends `event` with `args` to the server side of this namespace on every other node
@@ -242,7 +314,8 @@ impl Namespace {
     }
 
     /// Hands another node's server-side event (`[event, ...args]`) to the handler.
-    pub(crate) fn server_side_event(&self, mut args: Vec<Value>) {
+    pub(crate) fn server_side_event(&self, args: Vec<Value>, ack: Option<ServerSideAck>) {
+        let mut args = args;
         let handler = self.inner.server_side_handler.read().clone();
         let event = match args.first() {
             Some(Value::String(_)) => match args.remove(0) {
@@ -255,7 +328,7 @@ impl Namespace {
             }
         };
         match handler {
-            Some(handler) => handler(&event, args),
+            Some(handler) => handler(&event, args, ack),
             None => {
                 tracing::debug!(namespace = %self.name(), event, "server-side event without a handler: dropped")
             }
@@ -412,6 +485,25 @@ impl Namespace {
         self.all().emit(event, data)
     }
 }
+
+/// What a broadcast with acknowledgements on every node collected
+/// ([`BroadcastOperator::emit_with_ack_on_all_nodes`]).
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct BroadcastAcks {
+    /// This node's sockets: each one's answer, or why there is none.
+    pub local: Vec<(Sid, Result<AckReply, AckError>)>,
+    /// The other nodes' clients' answers, in arrival order (no socket ids: Node's adapter
+    /// sends none).
+    pub remote: Vec<AckReply>,
+    /// How many clients the other nodes asked (those that reported in time).
+    pub remote_asked: u64,
+    /// Every other node reported and every client it asked answered before the timeout.
+    pub is_complete: bool,
+}
+
+/// A socket asked to acknowledge, and where its answer arrives.
+pub(crate) type AskedSocket = (Socket, tokio::sync::oneshot::Receiver<AckReply>);
 
 /// Selects sockets of a namespace by room — `to` (union), `except` (minus), and optionally not
 /// the sender — then emits to them, encoding the packet once.
@@ -597,15 +689,8 @@ impl BroadcastOperator {
             .cluster
             .get()
             .map_or_else(String::new, |c| c.node_id().to_owned());
-        let mut sockets: Vec<RemoteSocket> = self
-            .sockets()
-            .iter()
-            .map(|s| RemoteSocket {
-                sid: s.id().to_string(),
-                node: node.clone(),
-                rooms: s.rooms().iter().map(|r| r.as_str().to_owned()).collect(),
-            })
-            .collect();
+        let mut sockets: Vec<RemoteSocket> =
+            self.sockets().iter().map(|s| s.remote(&node)).collect();
         sockets.extend(
             self.ns
                 .inner
@@ -676,6 +761,90 @@ impl BroadcastOperator {
             }
         }
         Ok(results)
+    }
+
+    /// Emits `event` with `args` (and binary `attachments`) to the addressed sockets of every
+    /// node, each asked to acknowledge — Node's `io.timeout(ms).emitWithAck(...)` — and
+    /// collects the answers until every socket answered or `timeout` passed. Other nodes,
+    /// tidings or Node servers in a mixed cluster, report how many of their clients they
+    /// asked, then each acknowledgement (a Node server passes on only the first argument of
+    /// each, as Node's own broadcast does).
+    pub async fn emit_with_ack_on_all_nodes(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: &[Bytes],
+        timeout: Duration,
+    ) -> Result<BroadcastAcks, EmitError> {
+        let (id, asked) = self.ask_local(event, args.clone(), attachments)?;
+        let local = async {
+            let mut waiting: FuturesUnordered<_> = asked
+                .into_iter()
+                .map(|(socket, rx)| async move {
+                    let answer = match tokio::time::timeout(timeout, rx).await {
+                        Ok(Ok(reply)) => Ok(reply),
+                        Ok(Err(_)) => Err(AckError::Disconnected),
+                        Err(_) => {
+                            socket.forget_ack(id);
+                            Err(AckError::Timeout)
+                        }
+                    };
+                    (socket.id(), answer)
+                })
+                .collect();
+            let mut results = Vec::new();
+            while let Some(result) = waiting.next().await {
+                results.push(result);
+            }
+            results
+        };
+        let remote = self.ns.inner.cluster.broadcast_with_ack(
+            self.target(),
+            event,
+            args,
+            attachments,
+            timeout,
+        );
+        let (local, remote) = tokio::join!(local, remote);
+        Ok(BroadcastAcks {
+            local,
+            remote: remote.replies,
+            remote_asked: remote.asked,
+            is_complete: remote.complete,
+        })
+    }
+
+    /// Sends `event` to the addressed sockets of this node, each asked to acknowledge with one
+    /// ack id; returns their answers' receivers. Another node's broadcast with
+    /// acknowledgements (`inbound.rs`). The caller forgets the pending acks it stops waiting for.
+    pub(crate) fn ask_local(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: &[Bytes],
+    ) -> Result<(u64, Vec<AskedSocket>), EmitError> {
+        let id = self.ns.next_ack_id();
+        let frames = event_frames(
+            self.ns.inner.parser,
+            self.ns.name(),
+            event,
+            args,
+            attachments,
+            Some(id),
+        )?;
+        let mut asked = Vec::new();
+        for socket in self.sockets() {
+            let Ok(rx) = socket.register_ack(id) else {
+                continue;
+            };
+            if socket.deliver(&frames, None).is_err() {
+                socket.forget_ack(id);
+                continue;
+            }
+            asked.push((socket, rx));
+        }
+        self.ns.inner.counters.broadcast(asked.len());
+        Ok((id, asked))
     }
 
     /// Makes every addressed socket join `room` (on every node).

@@ -153,6 +153,13 @@ pub(crate) struct RecoveryState {
     pub(crate) last_offset: Offset,
 }
 
+/// The JSON data of a socket that other nodes see when they fetch it: Node's `socket.data`
+/// in `fetchSockets()` (a Node server's, or a tidings node's
+/// [`BroadcastOperator::fetch_sockets`]). Store it with `socket.set_data(SocketData(json))`;
+/// without it other nodes see `{}`, Node's default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketData(pub Value);
+
 /// One client's connection to one namespace. Cheap to clone; all clones are the same socket.
 #[derive(Clone)]
 pub struct Socket {
@@ -604,6 +611,69 @@ impl Socket {
     pub fn data<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         let value = self.inner.data.lock().get(&TypeId::of::<T>()).cloned()?;
         value.downcast::<T>().ok()
+    }
+
+    /// What other nodes see of the socket's handshake, in the form of Node's
+    /// `socket.handshake`: `headers`, `query`, `address` (a proxy's `x-forwarded-for` first),
+    /// `time`, `issued`, `url`, `secure`, `xdomain` and `auth` (its `token`, if any, redacted:
+    /// it travels through Redis to every node).
+    pub(crate) fn node_handshake(&self) -> Value {
+        let handshake = self.handshake();
+        let headers: serde_json::Map<String, Value> = handshake
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::from(v.to_str().ok()?))))
+            .collect();
+        let query: serde_json::Map<String, Value> = handshake
+            .query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k.to_owned(), Value::from(v))
+            })
+            .collect();
+        let address = ["cf-connecting-ip", "x-forwarded-for"]
+            .iter()
+            .find_map(|h| handshake.headers.get(*h)?.to_str().ok().map(str::to_owned))
+            .unwrap_or_else(|| handshake.remote_addr.ip().to_string());
+        let issued_ms = handshake
+            .issued
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let issued_ms = i64::try_from(issued_ms).unwrap_or(i64::MAX);
+        let mut auth = self.auth().clone();
+        if let Some(token) = auth.get_mut("token") {
+            *token = Value::from("<redacted>");
+        }
+        serde_json::json!({
+            "headers": headers,
+            "time": tidings_proto::date::iso8601(issued_ms).unwrap_or_default(),
+            "address": address,
+            "xdomain": handshake.headers.contains_key(http::header::ORIGIN),
+            "secure": false,
+            "issued": issued_ms,
+            "url": format!("/socket.io/?{}", handshake.query),
+            "query": query,
+            "auth": auth,
+        })
+    }
+
+    /// The socket as a fetch-sockets answer of node `node`.
+    pub(crate) fn remote(&self, node: &str) -> tidings_core::cluster::RemoteSocket {
+        tidings_core::cluster::RemoteSocket {
+            sid: self.id().to_string(),
+            node: node.to_owned(),
+            rooms: self.rooms().iter().map(|r| r.as_str().to_owned()).collect(),
+            handshake: Some(self.node_handshake()),
+            data: Some(self.node_data()),
+        }
+    }
+
+    /// The socket's [`SocketData`], or `{}`.
+    pub(crate) fn node_data(&self) -> Value {
+        self.data::<SocketData>()
+            .map_or_else(|| Value::Object(Default::default()), |d| d.0.clone())
     }
 
     /// Disconnects the socket from its namespace: the client receives a DISCONNECT packet and
