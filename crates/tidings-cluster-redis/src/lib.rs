@@ -607,11 +607,16 @@ impl Cluster for RedisCluster {
         }
     }
 
-    /// Errors: messages that could not be published ([`RedisCluster::failed_publishes`]).
+    /// Errors: messages that could not be published ([`RedisCluster::failed_publishes`]);
+    /// with the Node adapter's channels, what came on them ([`RedisCluster::node_messages`]).
     fn metrics(&self) -> tidings_core::metrics::BackendMetrics {
         let mut m = tidings_core::metrics::BackendMetrics::default();
         m.round_trip_seconds = Some(self.round_trip.snapshot());
         m.errors = self.failed.load(Ordering::Relaxed);
+        if self.node_adapter.is_some() {
+            let (applied, refused) = self.node_messages();
+            m.node_messages = Some(tidings_core::metrics::NodeMessageCounts { applied, refused });
+        }
         m
     }
 }

@@ -123,6 +123,20 @@ pub struct BackendMetrics {
     /// Operations that failed in the backend (I/O errors, lost connections, refused
     /// commands) — not answers like "not found".
     pub errors: u64,
+    /// Messages on the Node Socket.IO adapter's and emitter's channels (a Redis cluster that
+    /// listens to them).
+    pub node_messages: Option<NodeMessageCounts>,
+}
+
+/// What a cluster node did with the messages of Node's `@socket.io/redis-adapter` and
+/// `@socket.io/redis-emitter`, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NodeMessageCounts {
+    /// Applied to this node's clients (broadcasts, room operations, server-side events) or
+    /// answered (requests).
+    pub applied: u64,
+    /// Refused: malformed, too large, or asking for what tidings cannot do.
+    pub refused: u64,
 }
 
 #[cfg(test)]

@@ -384,6 +384,10 @@ impl MetricsSnapshot {
             "broadcasts": self.broadcasts,
             "broadcastDeliveries": self.broadcast_deliveries,
         });
+        if let Some(n) = self.cluster.as_ref().and_then(|c| c.node_messages) {
+            v["nodeMessagesApplied"] = json!(n.applied);
+            v["nodeMessagesRefused"] = json!(n.refused);
+        }
         if let Some(q) = &self.queues {
             let more = json!({
                 "rateLimitedPublishes": q.rate_limited_publishes,
@@ -822,6 +826,17 @@ fn encode_backend(f: &mut Families<'_, '_>, what: &str, m: &BackendMetrics) -> s
         if let Some(h) = h {
             f.histogram(&format!("tidings_{what}_{name}"), help, &[(vec![], h)])?;
         }
+    }
+    if let Some(n) = &m.node_messages {
+        f.labelled(
+            &format!("tidings_{what}_node_messages"),
+            "Messages of the Node Socket.IO adapter and emitter channels, applied or refused (malformed, too large)",
+            MetricType::Counter,
+            &[
+                (vec![("outcome", "applied")], n.applied as f64),
+                (vec![("outcome", "refused")], n.refused as f64),
+            ],
+        )?;
     }
     Ok(())
 }

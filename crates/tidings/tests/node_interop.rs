@@ -35,6 +35,25 @@ async fn emitter_scenario(parser: &str) {
     )
     .passes(90)
     .await;
+    // Both nodes heard everything the emitter sent, the garbage too, and say so in
+    // /metrics and /v1/stats (nothing more arrives now: the two must agree).
+    for url in [&a, &b] {
+        let metrics = common::http(url, "GET", "/metrics", None, b"").await;
+        let text = metrics.body.as_str().unwrap_or_default().to_owned();
+        let count = |outcome: &str| -> u64 {
+            let prefix = format!("tidings_cluster_node_messages_total{{outcome=\"{outcome}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{url}: no {prefix} in /metrics:\n{text}"))
+        };
+        let (applied, refused) = (count("applied"), count("refused"));
+        assert!(applied > 0, "{url}: no Node message applied");
+        assert!(refused > 0, "{url}: the garbage was not counted as refused");
+        let stats = common::http(url, "GET", "/v1/stats", None, b"").await;
+        assert_eq!(stats.body["nodeMessagesApplied"], applied, "{url}");
+        assert_eq!(stats.body["nodeMessagesRefused"], refused, "{url}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
