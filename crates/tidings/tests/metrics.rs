@@ -81,6 +81,7 @@ const REDIS_ONLY: &[&str] = &[
     "tidings_cluster_round_trip_seconds",
     "tidings_cluster_round_trip_seconds_bucket",
     "tidings_cluster_errors_total",
+    "tidings_cluster_node_messages_total",
 ];
 
 /// Every metric name docs/OPERATIONS.md (its tables, alert rules and scrape examples) and the
