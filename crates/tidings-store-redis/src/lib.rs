@@ -122,6 +122,7 @@
 //! the immediate redelivery after a restart that SQLite gives.
 #![forbid(unsafe_code)]
 
+mod append;
 mod reply;
 mod session_log;
 
@@ -233,6 +234,8 @@ struct Inner {
     round_trip: tidings_core::metrics::Histogram,
     /// Operations that failed in Redis or on the way (no connection, timeout, refusal).
     errors: std::sync::atomic::AtomicU64,
+    /// Appends waiting for their batch (see `append.rs`).
+    appends: parking_lot::Mutex<append::AppendQueue>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -303,6 +306,86 @@ fn sub_info(v: &Value) -> Result<SubscriptionInfo, StoreError> {
     })
 }
 
+/// The reply of one operation after its status (`{status, …}`): `ok` gives the rest, the
+/// others their error.
+fn status(op: &str, topic: &str, reply: Value) -> Result<Vec<Value>, StoreError> {
+    let Value::Array(mut items) = reply else {
+        return Err(reply::corrupt(op, &reply));
+    };
+    if items.is_empty() {
+        return Err(reply::corrupt(op, &Value::Array(items)));
+    }
+    let status = string(&items[0], op)?;
+    let message = || {
+        items
+            .get(1)
+            .and_then(|m| string(m, op).ok())
+            .unwrap_or_default()
+    };
+    match status.as_str() {
+        "ok" => {
+            items.remove(0);
+            Ok(items)
+        }
+        "notfound" => Err(StoreError::NotFound(format!(
+            "{} of topic {topic}",
+            message()
+        ))),
+        "invalid" => Err(StoreError::Invalid(message())),
+        "corrupt" => Err(StoreError::Corrupt(format!("topic {topic}: {}", message()))),
+        _ => Err(reply::corrupt(op, &items[0])),
+    }
+}
+
+/// The claim options as the script reads them: now, max, deadline, max deliveries.
+fn claim_args<'a>(opts: ClaimOptions) -> [std::borrow::Cow<'a, str>; 4] {
+    [
+        owned(opts.now),
+        owned(opts.max.min(i64::MAX as usize)),
+        owned(opts.now.saturating_add(opts.ack_timeout)),
+        owned(opts.max_deliveries),
+    ]
+}
+
+/// A batch of settles as the script reads them: (kind, offset, not_before) per entry.
+fn push_settles(args: &mut Args<'_>, batch: &[Settle]) {
+    for s in batch {
+        let (kind, offset, not_before) = match *s {
+            Settle::Ack(offset) => ("a", offset, 0),
+            Settle::Requeue { offset, not_before } => ("r", offset, not_before),
+        };
+        args.extend([borrowed(kind), owned(offset), owned(not_before)]);
+    }
+}
+
+/// `{claimed, dead, next due}` of a claim.
+fn claim_result(
+    topic: &Topic,
+    sub: &SubscriptionName,
+    r: &[Value],
+) -> Result<ClaimResult, StoreError> {
+    const WHAT: &str = "claim";
+    let mut result = ClaimResult::default();
+    for c in array(at(r, 0, WHAT)?, WHAT)? {
+        let c = array(c, WHAT)?;
+        result.claimed.push(Claimed {
+            message: reply::message(at(c, 0, WHAT)?)?,
+            attempt: u32_of(at(c, 1, WHAT)?, WHAT)?,
+        });
+    }
+    for o in array(at(r, 1, WHAT)?, WHAT)? {
+        result.dead_lettered.push(u64_of(o, WHAT)?);
+    }
+    result.next_due = match r.get(2) {
+        None | Some(redis::Value::Nil) => None,
+        Some(v) => Some(reply::score(v, WHAT)?),
+    };
+    if !result.dead_lettered.is_empty() {
+        warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
+    }
+    Ok(result)
+}
+
 impl RedisStore {
     /// A store over the Redis at `config.url`. Does no I/O: the connection is made by the
     /// first operation (use [`RedisStore::ping`] to check it at start-up).
@@ -323,6 +406,7 @@ impl RedisStore {
                 script: redis::Script::new(SCRIPT),
                 round_trip: tidings_core::metrics::Histogram::default(),
                 errors: std::sync::atomic::AtomicU64::new(0),
+                appends: parking_lot::Mutex::default(),
             }),
         })
     }
@@ -384,14 +468,29 @@ impl RedisStore {
         args: Args<'_>,
         is_write: bool,
     ) -> Result<Vec<Value>, StoreError> {
+        let reply = self
+            .invoke(op, topic, args.iter().map(AsRef::as_ref), is_write)
+            .await?;
+        status(op, topic, reply)
+    }
+
+    /// Calls the script with `op`, the prefix, `topic` and `args`, and returns its raw reply
+    /// (after `WAITAOF` for a write, when configured).
+    async fn invoke<'s>(
+        &self,
+        op: &str,
+        topic: &str,
+        args: impl IntoIterator<Item = &'s str>,
+        is_write: bool,
+    ) -> Result<Value, StoreError> {
         let mut conn = self.conn().await.inspect_err(|_| self.count_error())?;
         let mut invocation = self.inner.script.prepare_invoke();
         invocation
             .arg(op)
             .arg(self.inner.config.prefix.as_str())
             .arg(topic);
-        for a in &args {
-            invocation.arg(a.as_ref());
+        for a in args {
+            invocation.arg(a);
         }
         let started = std::time::Instant::now();
         let reply = match invocation.invoke_async(&mut conn).await {
@@ -409,32 +508,7 @@ impl RedisStore {
                 self.wait_aof(&mut conn, timeout).await?;
             }
         }
-        let Value::Array(mut items) = reply else {
-            return Err(reply::corrupt(op, &reply));
-        };
-        if items.is_empty() {
-            return Err(reply::corrupt(op, &Value::Array(items)));
-        }
-        let status = string(&items[0], op)?;
-        let message = || {
-            items
-                .get(1)
-                .and_then(|m| string(m, op).ok())
-                .unwrap_or_default()
-        };
-        match status.as_str() {
-            "ok" => {
-                items.remove(0);
-                Ok(items)
-            }
-            "notfound" => Err(StoreError::NotFound(format!(
-                "{} of topic {topic}",
-                message()
-            ))),
-            "invalid" => Err(StoreError::Invalid(message())),
-            "corrupt" => Err(StoreError::Corrupt(format!("topic {topic}: {}", message()))),
-            _ => Err(reply::corrupt(op, &items[0])),
-        }
+        Ok(reply)
     }
 
     async fn wait_aof(
@@ -466,31 +540,6 @@ impl RedisStore {
 
     fn not_found_sub(topic: &Topic, sub: &SubscriptionName) -> StoreError {
         StoreError::NotFound(format!("subscription {sub} of topic {topic}"))
-    }
-
-    async fn append_impl(
-        &self,
-        topic: &Topic,
-        msg: NewMessage,
-        dedup_window: Millis,
-    ) -> Result<Appended, StoreError> {
-        let id = reply::id_to_hex(MessageId::new());
-        let args = vec![
-            borrowed(&id),
-            borrowed(&msg.event),
-            borrowed(&msg.data),
-            owned(msg.published_at),
-            borrowed(msg.key.as_deref().unwrap_or("")),
-            owned(dedup_window),
-        ];
-        let r = self.run("append", topic.as_str(), args, true).await?;
-        const WHAT: &str = "append";
-        let appended = Appended {
-            offset: u64_of(at(&r, 0, WHAT)?, WHAT)?,
-            id: reply::id_from_hex(&string(at(&r, 1, WHAT)?, WHAT)?)?,
-            duplicate: flag(at(&r, 2, WHAT)?, WHAT)?,
-        };
-        Ok(appended)
     }
 
     async fn append_bounded_impl(
@@ -564,41 +613,52 @@ impl RedisStore {
         sub: &SubscriptionName,
         opts: ClaimOptions,
     ) -> Result<ClaimResult, StoreError> {
-        const WHAT: &str = "claim";
         let key = sub.key();
-        let args = vec![
-            borrowed(&key),
-            owned(opts.now),
-            owned(opts.max.min(i64::MAX as usize)),
-            owned(opts.now.saturating_add(opts.ack_timeout)),
-            owned(opts.max_deliveries),
-        ];
+        let mut args = vec![borrowed(&key)];
+        args.extend(claim_args(opts));
+        let r = self
+            .run("claim", topic.as_str(), args, true)
+            .await
+            .map_err(|e| Self::not_found_as_sub(e, topic, sub))?;
+        claim_result(topic, sub, &r)
+    }
+
+    /// One `settle_claim` script: the settle of `batch`, then the claim.
+    async fn settle_and_claim_impl(
+        &self,
+        topic: &Topic,
+        sub: &SubscriptionName,
+        batch: &[Settle],
+        opts: ClaimOptions,
+    ) -> Result<(Vec<bool>, ClaimResult), StoreError> {
+        const WHAT: &str = "settle_claim";
+        let key = sub.key();
+        let mut args = vec![borrowed(&key)];
+        args.extend(claim_args(opts));
+        push_settles(&mut args, batch);
         let r = self
             .run(WHAT, topic.as_str(), args, true)
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
-                e => e,
-            })?;
-        let mut result = ClaimResult::default();
-        for c in array(at(&r, 0, WHAT)?, WHAT)? {
-            let c = array(c, WHAT)?;
-            result.claimed.push(Claimed {
-                message: reply::message(at(c, 0, WHAT)?)?,
-                attempt: u32_of(at(c, 1, WHAT)?, WHAT)?,
-            });
+            .map_err(|e| Self::not_found_as_sub(e, topic, sub))?;
+        let flags = array(at(&r, 0, WHAT)?, WHAT)?;
+        if flags.len() != batch.len() {
+            return Err(reply::corrupt(WHAT, at(&r, 0, WHAT)?));
         }
-        for o in array(at(&r, 1, WHAT)?, WHAT)? {
-            result.dead_lettered.push(u64_of(o, WHAT)?);
+        let settled = flags
+            .iter()
+            .map(|f| flag(f, WHAT))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            settled,
+            claim_result(topic, sub, r.get(1..).unwrap_or_default())?,
+        ))
+    }
+
+    fn not_found_as_sub(e: StoreError, topic: &Topic, sub: &SubscriptionName) -> StoreError {
+        match e {
+            StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
+            e => e,
         }
-        result.next_due = match r.get(2) {
-            None | Some(redis::Value::Nil) => None,
-            Some(v) => Some(reply::score(v, WHAT)?),
-        };
-        if !result.dead_lettered.is_empty() {
-            warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
-        }
-        Ok(result)
     }
 
     /// `ack` and `requeue`: a flag for an entry of one subscription.
@@ -803,7 +863,7 @@ impl Store for RedisStore {
         msg: NewMessage,
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended> {
-        Box::pin(self.append_impl(topic, msg, dedup_window))
+        Box::pin(self.append_batched(topic, msg, dedup_window))
     }
 
     fn append_bounded<'a>(
@@ -911,7 +971,7 @@ impl Store for RedisStore {
     }
 
     /// One script for the whole batch (the delivery engine settles a queue's answers in
-    /// batches): one round trip instead of one per ack.
+    /// batches): one round trip instead of one per ack, and one command per key for the batch.
     fn settle<'a>(
         &'a self,
         topic: &'a Topic,
@@ -924,24 +984,28 @@ impl Store for RedisStore {
             }
             let key = sub.key();
             let mut args: Args<'_> = vec![borrowed(&key)];
-            for s in batch {
-                let (kind, offset, not_before) = match *s {
-                    Settle::Ack(offset) => ("a", offset, 0),
-                    Settle::Requeue { offset, not_before } => ("r", offset, not_before),
-                };
-                args.extend([borrowed(kind), owned(offset), owned(not_before)]);
-            }
+            push_settles(&mut args, batch);
             let r = self
                 .run("settle", topic.as_str(), args, true)
                 .await
-                .map_err(|e| match e {
-                    StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
-                    e => e,
-                })?;
-            (0..batch.len())
-                .map(|i| flag(at(&r, i, "settle")?, "settle"))
-                .collect()
+                .map_err(|e| Self::not_found_as_sub(e, topic, sub))?;
+            if r.len() != batch.len() {
+                return Err(reply::corrupt("settle", &Value::Array(r)));
+            }
+            r.iter().map(|f| flag(f, "settle")).collect()
         })
+    }
+
+    /// The settle and the claim in one script (`settle_claim`): a dispatcher's turn is one
+    /// round trip.
+    fn settle_and_claim<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+        opts: ClaimOptions,
+    ) -> StoreFuture<'a, (Vec<bool>, ClaimResult)> {
+        Box::pin(self.settle_and_claim_impl(topic, sub, batch, opts))
     }
 
     fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {

@@ -1,0 +1,233 @@
+//! The group commit of appends: concurrent [`Store::append`](tidings_core::store::Store::append)s
+//! of a store, whatever their topics, share one script call.
+//!
+//! # Contract
+//!
+//! - **Batching.** An append joins the store's queue. When no batch is in flight, a flusher
+//!   task takes everything queued (at most [`MAX_BATCH`] messages, [`MAX_BATCH_BYTES`] of
+//!   payload) and sends it as one `append_batch` script call; the appends that arrive while
+//!   that call is in flight queue up and go in the next one. One batch is in flight at a time,
+//!   so a publisher's pipelined appends reach Redis in the order they were queued, and the
+//!   messages of a topic get offsets in queue order. Under load a batch carries as many
+//!   messages as arrived during one round trip — and with `appendfsync always` Redis fsyncs its
+//!   AOF once for the batch, as an embedded journal does once per group commit.
+//! - **Confirmation.** Each append is answered only from Redis's reply to the call that
+//!   carried it (and after `WAITAOF`, when configured): `Ok` with its own offset, id and
+//!   duplicate flag, or its own error. Nothing is confirmed that Redis did not answer.
+//! - **Failure.** When the call fails (connection lost or refused, a timeout, Redis out of
+//!   memory or read-only) every append of the batch fails with that error, as one append on
+//!   its own would: none is confirmed. As for any write whose answer was lost, some may have
+//!   been stored — a retry may then store a message twice (at least once), a confirmed one is
+//!   never lost. A key of the wrong type under one topic (corruption) fails only that topic's
+//!   appends, as `Corrupt`; the script leaves the other topics' appends of the batch alone.
+//! - **Cancellation.** An append whose caller stops waiting stays queued and is stored
+//!   anyway (its answer is dropped). If the flusher itself is dropped mid-call (its runtime
+//!   shut down), its appends fail as unavailable and the next append starts a new flusher.
+//!
+//! A message is [`APPEND_FIELDS`] script arguments; a new per-message field is one more
+//! argument in [`push_message`] and in `append_one` of `store.lua`.
+
+use std::collections::VecDeque;
+
+use redis::Value;
+use tidings_core::store::{Appended, Millis, NewMessage, StoreError, Topic};
+use tokio::sync::oneshot;
+
+use crate::RedisStore;
+use crate::reply::{self, at, flag, string, u64_of};
+
+/// Script arguments per message of an `append_batch` call (`APPEND_FIELDS` in `store.lua`).
+pub(crate) const APPEND_FIELDS: usize = 7;
+
+/// Most messages in one batch: a script blocks Redis while it runs (~2 µs per message), so a
+/// batch stays well under a millisecond of other clients' wait.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// Most payload bytes in one batch (a batch's first message is taken whatever its size).
+pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// An append waiting for its batch.
+struct Queued {
+    topic: Topic,
+    id: String,
+    msg: NewMessage,
+    dedup_window: Millis,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+impl Queued {
+    fn size(&self) -> usize {
+        self.msg.data.len() + self.msg.event.len()
+    }
+}
+
+/// The appends not yet sent, and whether a flusher is running.
+#[derive(Default)]
+pub(crate) struct AppendQueue {
+    queue: VecDeque<Queued>,
+    is_flushing: bool,
+}
+
+/// Resets `is_flushing` if the flusher is dropped before it empties the queue (its runtime
+/// shut down): the next append then starts a new one instead of waiting for ever.
+struct FlushGuard<'a> {
+    store: &'a RedisStore,
+    is_done: bool,
+}
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        if !self.is_done {
+            self.store.inner.appends.lock().is_flushing = false;
+        }
+    }
+}
+
+/// The arguments of one message, in the order `store.lua`'s `append_batch` reads them.
+fn push_message<'a>(args: &mut Vec<&'a str>, q: &'a Queued, numbers: &'a [String; 2]) {
+    args.extend([
+        q.topic.as_str(),
+        q.id.as_str(),
+        q.msg.event.as_str(),
+        q.msg.data.as_str(),
+        numbers[0].as_str(),
+        q.msg.key.as_deref().unwrap_or(""),
+        numbers[1].as_str(),
+    ]);
+}
+
+impl RedisStore {
+    /// Queues one append and waits for the reply to the batch that carries it.
+    pub(crate) async fn append_batched(
+        &self,
+        topic: &Topic,
+        msg: NewMessage,
+        dedup_window: Millis,
+    ) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            topic: topic.clone(),
+            id: reply::id_to_hex(tidings_core::store::MessageId::new()),
+            msg,
+            dedup_window,
+            reply,
+        };
+        let start_flusher = {
+            let mut appends = self.inner.appends.lock();
+            appends.queue.push_back(queued);
+            !std::mem::replace(&mut appends.is_flushing, true)
+        };
+        if start_flusher {
+            let store = self.clone();
+            tokio::spawn(async move { store.flush_appends().await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "redis: the append batch was dropped before redis answered".to_owned(),
+            ))
+        })
+    }
+
+    /// Sends batches until the queue is empty; see the module docs.
+    async fn flush_appends(&self) {
+        let mut guard = FlushGuard {
+            store: self,
+            is_done: false,
+        };
+        loop {
+            let batch = {
+                let mut appends = self.inner.appends.lock();
+                if appends.queue.is_empty() {
+                    appends.is_flushing = false;
+                    guard.is_done = true;
+                    return;
+                }
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while let Some(next) = appends.queue.front() {
+                    if batch.len() == MAX_BATCH
+                        || (!batch.is_empty() && bytes + next.size() > MAX_BATCH_BYTES)
+                    {
+                        break;
+                    }
+                    bytes += next.size();
+                    batch.extend(appends.queue.pop_front());
+                }
+                batch
+            };
+            match self.append_batch(&batch).await {
+                Ok(answers) => {
+                    for (q, answer) in batch.into_iter().zip(answers) {
+                        let _ = q.reply.send(answer);
+                    }
+                }
+                Err(e) => {
+                    for q in batch {
+                        let _ = q.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One `append_batch` call: an answer per message, in order, or the call's error.
+    async fn append_batch(
+        &self,
+        batch: &[Queued],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        const WHAT: &str = "append";
+        let numbers: Vec<[String; 2]> = batch
+            .iter()
+            .map(|q| [q.msg.published_at.to_string(), q.dedup_window.to_string()])
+            .collect();
+        let mut args = Vec::with_capacity(batch.len() * APPEND_FIELDS);
+        for (q, n) in batch.iter().zip(&numbers) {
+            push_message(&mut args, q, n);
+        }
+        let reply = self.invoke("append_batch", "", args, true).await?;
+        let answers = crate::status(WHAT, "(batch)", reply)?;
+        if answers.len() != batch.len() {
+            return Err(reply::corrupt(WHAT, &Value::Array(answers)));
+        }
+        Ok(answers
+            .into_iter()
+            .zip(batch)
+            .map(|(answer, q)| {
+                let r = crate::status(WHAT, q.topic.as_str(), answer)?;
+                Ok(Appended {
+                    offset: u64_of(at(&r, 0, WHAT)?, WHAT)?,
+                    id: reply::id_from_hex(&string(at(&r, 1, WHAT)?, WHAT)?)?,
+                    duplicate: flag(at(&r, 2, WHAT)?, WHAT)?,
+                })
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_append_fields_arguments() {
+        let (reply, _answer) = oneshot::channel();
+        let q = Queued {
+            topic: Topic::new("t").unwrap(),
+            id: "00".to_owned(),
+            msg: NewMessage {
+                event: "e".to_owned(),
+                data: "{}".to_owned(),
+                key: None,
+                published_at: 5,
+            },
+            dedup_window: 9,
+            reply,
+        };
+        let numbers = ["5".to_owned(), "9".to_owned()];
+        let mut args = Vec::new();
+        push_message(&mut args, &q, &numbers);
+        assert_eq!(args, ["t", "00", "e", "{}", "5", "", "9"]);
+        assert_eq!(args.len(), APPEND_FIELDS);
+    }
+}
