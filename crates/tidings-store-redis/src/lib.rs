@@ -1,5 +1,6 @@
 //! A [`Store`] on Redis: each topic is a Redis Stream, each subscription a consumer group of
-//! it, and every operation one atomic Lua script (`EVALSHA`).
+//! it, and every operation one atomic Lua script (`EVALSHA`) — concurrent appends share one
+//! (a group commit, see [Batching](#batching)).
 //!
 //! Several `tidings serve` processes can share one Redis: they see the same topics, queues and
 //! dead letters, and a delivery handed out by a node that died is handed out again by any node
@@ -81,6 +82,34 @@
 //! compared in Lua as doubles: times in milliseconds since the epoch and offsets are exact
 //! (below 2^53).
 //!
+//! # Batching
+//!
+//! The store applies the ideas of the embedded journal (group commit, batched settlement)
+//! where Redis allows them; the key layout above is the same as before them, so keys written
+//! by earlier versions are read as they are (and the other way round).
+//!
+//! - **Appends: one script call per batch.** Concurrent appends of a store — of any topics —
+//!   queue up while a batch is in flight and go together in the next `append_batch` call (at
+//!   most 256 messages, 4 MiB). Per topic of the batch the script reads the head once (creating
+//!   the topic if new) and moves `head` and `bytes` once at the end; per message it runs one
+//!   `XADD` (plus an `HSET` and a `ZADD` for an idempotency key). A key repeated within a batch
+//!   is a duplicate of its first message; messages of a topic get offsets in the order they
+//!   were queued. Each append is answered from Redis's reply for its own message, so nothing
+//!   is confirmed that Redis did not answer; with `appendfsync always` Redis fsyncs once per
+//!   batch before replying. A failed call fails every append of its batch (some may have been
+//!   stored, as with any write whose answer was lost: a retry may duplicate, never lose); a
+//!   key of the wrong type under one topic fails only that topic's appends, as
+//!   [`StoreError::Corrupt`]. `append_bounded` stays one script per call (it must see every
+//!   queue's depth at its own append).
+//! - **Claims and settles: one command per key per batch.** A claim reads new messages with
+//!   one `XREADGROUP` and records them with one variadic `HSET` (attempts), `ZADD` (deadlines)
+//!   and `SADD` (in flight); a settle checks the whole batch with one `ZMSCORE` and applies
+//!   its acks with one `ZREM`, `HDEL`, `SREM` and `XACK`, its requeues with one `ZADD` and
+//!   `SREM`. Redeliveries of due entries are still handled one by one (each needs its message
+//!   and attempt count).
+//! - **A dispatcher's turn is one script.** [`Store::settle_and_claim`] settles the answered
+//!   deliveries and claims the next ones in one `settle_claim` call: one round trip per turn.
+//!
 //! # Durability
 //!
 //! What an `Ok` from [`Store::append`] (or an ack, a claim…) promises is what Redis promises
@@ -88,8 +117,8 @@
 //! the append-only file before it replies, so a confirmed publish survives a crash of Redis or
 //! of its machine; with the default `appendfsync everysec` up to a second of confirmed writes
 //! can be lost; with no AOF, everything since the last snapshot. On Redis 7.2 or later,
-//! [`RedisConfig::wait_aof`] additionally sends `WAITAOF 1 0 <timeout>` after every write and
-//! fails the operation (as [`StoreError::Unavailable`]) unless the local AOF has it, which
+//! [`RedisConfig::wait_aof`] additionally sends `WAITAOF 1 0 <timeout>` after every write
+//! (once per append batch) and fails the operation (as [`StoreError::Unavailable`]) unless the local AOF has it, which
 //! turns a misconfigured server into errors instead of silent loss (older servers reject the
 //! command, so every write fails: leave it off there). See `docs/REDIS.md`.
 //!
