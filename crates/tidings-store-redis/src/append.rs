@@ -3,14 +3,18 @@
 //!
 //! # Contract
 //!
-//! - **Batching.** An append joins the store's queue. When no batch is in flight, a flusher
-//!   task takes everything queued (at most [`MAX_BATCH`] messages, [`MAX_BATCH_BYTES`] of
-//!   payload) and sends it as one `append_batch` script call; the appends that arrive while
-//!   that call is in flight queue up and go in the next one. One batch is in flight at a time,
-//!   so a publisher's pipelined appends reach Redis in the order they were queued, and the
-//!   messages of a topic get offsets in queue order. Under load a batch carries as many
-//!   messages as arrived during one round trip — and with `appendfsync always` Redis fsyncs its
-//!   AOF once for the batch, as an embedded journal does once per group commit.
+//! - **Batching.** An append joins the store's queue. A flusher task takes everything queued
+//!   (at most [`MAX_BATCH`] messages, [`MAX_BATCH_BYTES`] of payload) and sends it as one
+//!   `append_batch` script call, with at most [`BATCHES_IN_FLIGHT`] calls in flight; the
+//!   appends that arrive while they are all in flight queue up and go in the next one. Under
+//!   load a batch carries as many messages as arrived during a round trip — and with
+//!   `appendfsync always` Redis fsyncs its AOF once for everything it ran in one event-loop
+//!   turn, as an embedded journal does once per group commit.
+//! - **Order.** Within a batch, the messages of a topic get offsets in queue order. Batches in
+//!   flight together may run in any order, so appends made one after the other by one caller
+//!   (each awaited, as the server does per publish) are in order, and appends in flight at once
+//!   are in order only within a batch. (The server handles each publish in a task of its own,
+//!   so it promises no order between a socket's concurrent publishes either.)
 //! - **Confirmation.** Each append is answered only from Redis's reply to the call that
 //!   carried it (and after `WAITAOF`, when configured): `Ok` with its own offset, id and
 //!   duplicate flag, or its own error. Nothing is confirmed that Redis did not answer.
@@ -45,6 +49,12 @@ pub(crate) const MAX_BATCH: usize = 256;
 
 /// Most payload bytes in one batch (a batch's first message is taken whatever its size).
 pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Most batches in flight at once. Redis runs the scripts that reach it during one fsync in
+/// its next event-loop turn, with one fsync for all of them: a few batches in flight let
+/// appends that arrive during a round trip go out at once (as a direct client's commands
+/// would) instead of waiting for the reply, while each script stays short.
+pub(crate) const BATCHES_IN_FLIGHT: usize = 4;
 
 /// An append waiting for its batch.
 struct Queued {
@@ -128,13 +138,19 @@ impl RedisStore {
         })
     }
 
-    /// Sends batches until the queue is empty; see the module docs.
+    /// Sends batches until the queue is empty, at most [`BATCHES_IN_FLIGHT`] at a time; see
+    /// the module docs.
     async fn flush_appends(&self) {
         let mut guard = FlushGuard {
             store: self,
             is_done: false,
         };
         loop {
+            // Waiting for a free slot lets the queue grow into the next batch.
+            let Ok(permit) = self.inner.batch_slots.clone().acquire_owned().await else {
+                // Never closed; if it were, the queue would be failed below by the next flusher.
+                return;
+            };
             let batch = {
                 let mut appends = self.inner.appends.lock();
                 if appends.queue.is_empty() {
@@ -155,16 +171,25 @@ impl RedisStore {
                 }
                 batch
             };
-            match self.append_batch(&batch).await {
-                Ok(answers) => {
-                    for (q, answer) in batch.into_iter().zip(answers) {
-                        let _ = q.reply.send(answer);
-                    }
+            let store = self.clone();
+            tokio::spawn(async move {
+                let _slot = permit;
+                store.answer_batch(batch).await;
+            });
+        }
+    }
+
+    /// Sends one batch and answers each of its appends.
+    async fn answer_batch(&self, batch: Vec<Queued>) {
+        match self.append_batch(&batch).await {
+            Ok(answers) => {
+                for (q, answer) in batch.into_iter().zip(answers) {
+                    let _ = q.reply.send(answer);
                 }
-                Err(e) => {
-                    for q in batch {
-                        let _ = q.reply.send(Err(e.clone()));
-                    }
+            }
+            Err(e) => {
+                for q in batch {
+                    let _ = q.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -89,12 +89,12 @@
 //! by earlier versions are read as they are (and the other way round).
 //!
 //! - **Appends: one script call per batch.** Concurrent appends of a store — of any topics —
-//!   queue up while a batch is in flight and go together in the next `append_batch` call (at
-//!   most 256 messages, 4 MiB). Per topic of the batch the script reads the head once (creating
+//!   queue up while batches are in flight and go together in the next `append_batch` call (at
+//!   most 256 messages, 4 MiB; at most 4 calls in flight). Per topic of the batch the script reads the head once (creating
 //!   the topic if new) and moves `head` and `bytes` once at the end; per message it runs one
 //!   `XADD` (plus an `HSET` and a `ZADD` for an idempotency key). A key repeated within a batch
-//!   is a duplicate of its first message; messages of a topic get offsets in the order they
-//!   were queued. Each append is answered from Redis's reply for its own message, so nothing
+//!   is a duplicate of its first message; the messages of a topic in one batch get offsets in
+//!   the order they were queued (batches in flight together may run in any order). Each append is answered from Redis's reply for its own message, so nothing
 //!   is confirmed that Redis did not answer; with `appendfsync always` Redis fsyncs once per
 //!   batch before replying. A failed call fails every append of its batch (some may have been
 //!   stored, as with any write whose answer was lost: a retry may duplicate, never lose); a
@@ -265,6 +265,8 @@ struct Inner {
     errors: std::sync::atomic::AtomicU64,
     /// Appends waiting for their batch (see `append.rs`).
     appends: parking_lot::Mutex<append::AppendQueue>,
+    /// One permit per append batch in flight.
+    batch_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -436,6 +438,7 @@ impl RedisStore {
                 round_trip: tidings_core::metrics::Histogram::default(),
                 errors: std::sync::atomic::AtomicU64::new(0),
                 appends: parking_lot::Mutex::default(),
+                batch_slots: Arc::new(tokio::sync::Semaphore::new(append::BATCHES_IN_FLIGHT)),
             }),
         })
     }
