@@ -5,16 +5,15 @@
 //!
 //! - **Batching.** An append joins the store's queue. A flusher task takes everything queued
 //!   (at most [`MAX_BATCH`] messages, [`MAX_BATCH_BYTES`] of payload) and sends it as one
-//!   `append_batch` script call, with at most [`BATCHES_IN_FLIGHT`] calls in flight; the
-//!   appends that arrive while they are all in flight queue up and go in the next one. Under
-//!   load a batch carries as many messages as arrived during a round trip — and with
-//!   `appendfsync always` Redis fsyncs its AOF once for everything it ran in one event-loop
-//!   turn, as an embedded journal does once per group commit.
-//! - **Order.** Within a batch, the messages of a topic get offsets in queue order. Batches in
-//!   flight together may run in any order, so appends made one after the other by one caller
-//!   (each awaited, as the server does per publish) are in order, and appends in flight at once
-//!   are in order only within a batch. (The server handles each publish in a task of its own,
-//!   so it promises no order between a socket's concurrent publishes either.)
+//!   `append_batch` script call, with at most [`BATCHES_IN_FLIGHT`] (one) call in flight; the
+//!   appends that arrive meanwhile queue up and go in the next one. Under load a batch carries
+//!   as many messages as arrived during a round trip — and with `appendfsync always` Redis
+//!   fsyncs its AOF once for it, as an embedded journal does once per group commit.
+//! - **Order.** Batches reach Redis one after the other, so the messages of a topic get
+//!   offsets in queue order: a caller's appends, awaited one by one or in flight together, are
+//!   in the order it made them. (The server handles each publish in a task of its own, so it
+//!   promises no order between a socket's concurrent publishes; the store keeps the order it
+//!   is given.)
 //! - **Confirmation.** Each append is answered only from Redis's reply to the call that
 //!   carried it (and after `WAITAOF`, when configured): `Ok` with its own offset, id and
 //!   duplicate flag, or its own error. Nothing is confirmed that Redis did not answer.
@@ -50,11 +49,13 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// Most payload bytes in one batch (a batch's first message is taken whatever its size).
 pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// Most batches in flight at once. Redis runs the scripts that reach it during one fsync in
-/// its next event-loop turn, with one fsync for all of them: a few batches in flight let
-/// appends that arrive during a round trip go out at once (as a direct client's commands
-/// would) instead of waiting for the reply, while each script stays short.
-pub(crate) const BATCHES_IN_FLIGHT: usize = 4;
+/// Most batches in flight at once: one. Redis fsyncs once per event-loop turn, and a batch
+/// that reaches it while it is busy with the previous one usually gets a turn, and an fsync,
+/// of its own; one batch at a time makes the batches as large as the load makes them. Measured
+/// on 2026-12-06 (BENCHMARKS.md): with 4 in flight, 64 publishers confirmed 6.1k–6.4k/s
+/// where one in flight gave 13.7k–21k/s, in the same alternating runs. With one in flight the
+/// batches also reach Redis in queue order.
+pub(crate) const BATCHES_IN_FLIGHT: usize = 1;
 
 /// An append waiting for its batch.
 struct Queued {

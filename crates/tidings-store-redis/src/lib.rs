@@ -89,18 +89,18 @@
 //! by earlier versions are read as they are (and the other way round).
 //!
 //! - **Appends: one script call per batch.** Concurrent appends of a store — of any topics —
-//!   queue up while batches are in flight and go together in the next `append_batch` call (at
-//!   most 256 messages, 4 MiB; at most 4 calls in flight). Per topic of the batch the script reads the head once (creating
-//!   the topic if new) and moves `head` and `bytes` once at the end; per message it runs one
-//!   `XADD` (plus an `HSET` and a `ZADD` for an idempotency key). A key repeated within a batch
-//!   is a duplicate of its first message; the messages of a topic in one batch get offsets in
-//!   the order they were queued (batches in flight together may run in any order). Each append is answered from Redis's reply for its own message, so nothing
-//!   is confirmed that Redis did not answer; with `appendfsync always` Redis fsyncs once per
-//!   batch before replying. A failed call fails every append of its batch (some may have been
-//!   stored, as with any write whose answer was lost: a retry may duplicate, never lose); a
-//!   key of the wrong type under one topic fails only that topic's appends, as
-//!   [`StoreError::Corrupt`]. `append_bounded` stays one script per call (it must see every
-//!   queue's depth at its own append).
+//!   queue up while a batch is in flight and go together in the next `append_batch` call (at
+//!   most 256 messages, 4 MiB; one call in flight at a time). Per topic of the batch the
+//!   script reads the head once (creating the topic if new) and moves `head` and `bytes` once
+//!   at the end; per message it runs one `XADD` (plus an `HSET` and a `ZADD` for an
+//!   idempotency key). A key repeated within a batch is a duplicate of its first message;
+//!   messages of a topic get offsets in the order they were queued. Each append is answered
+//!   from Redis's reply for its own message, so nothing is confirmed that Redis did not
+//!   answer; with `appendfsync always` Redis fsyncs once per batch before replying. A failed
+//!   call fails every append of its batch (some may have been stored, as with any write whose
+//!   answer was lost: a retry may duplicate, never lose); a key of the wrong type under one
+//!   topic fails only that topic's appends, as [`StoreError::Corrupt`]. `append_bounded`
+//!   stays one script per call (it must see every queue's depth at its own append).
 //! - **Claims and settles: one command per key per batch.** A claim reads new messages with
 //!   one `XREADGROUP` and records them with one variadic `HSET` (attempts), `ZADD` (deadlines)
 //!   and `SADD` (in flight); a settle checks the whole batch with one `ZMSCORE` and applies
