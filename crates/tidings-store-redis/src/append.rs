@@ -42,8 +42,9 @@ use crate::reply::{self, at, flag, string, u64_of};
 /// Script arguments per message of an `append_batch` call (`APPEND_FIELDS` in `store.lua`).
 pub(crate) const APPEND_FIELDS: usize = 7;
 
-/// Most messages in one batch: a script blocks Redis while it runs (~2 µs per message), so a
-/// batch stays well under a millisecond of other clients' wait.
+/// Most messages in one batch: a script blocks Redis while it runs (a few µs per message), so
+/// a batch keeps other clients waiting about a millisecond at most; past a few dozen messages a
+/// larger batch no longer lowers Redis's CPU per message (BENCHMARKS.md).
 pub(crate) const MAX_BATCH: usize = 256;
 
 /// Most payload bytes in one batch (a batch's first message is taken whatever its size).
