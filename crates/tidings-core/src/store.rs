@@ -744,6 +744,31 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 
+    /// [`Store::settle`] of `batch` (skipped when empty), then [`Store::claim`] with `opts`, on
+    /// one subscription — a delivery dispatcher's turn — as one operation where the backend can
+    /// (the Redis store: one script, one round trip instead of two). Returns settle's flags and
+    /// claim's result. On an error, the settle may or may not have been applied (as for
+    /// `settle`), and so may the claim, as for a `claim` whose answer was lost: its entries stay
+    /// in flight until their deadline, then are handed out again. Nothing is lost either way.
+    ///
+    /// The default calls `settle` then `claim`.
+    fn settle_and_claim<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+        opts: ClaimOptions,
+    ) -> StoreFuture<'a, (Vec<bool>, ClaimResult)> {
+        Box::pin(async move {
+            let settled = if batch.is_empty() {
+                Vec::new()
+            } else {
+                self.settle(topic, sub, batch).await?
+            };
+            Ok((settled, self.claim(topic, sub, opts).await?))
+        })
+    }
+
     /// Makes every in-flight entry of every subscription wait until `now` (due at once), keeping
     /// its attempt count, and returns how many there were. Called when the delivery engine
     /// starts: nothing handed out before a restart can be acknowledged any more, so waiting for

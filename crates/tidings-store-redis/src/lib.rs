@@ -1,5 +1,6 @@
 //! A [`Store`] on Redis: each topic is a Redis Stream, each subscription a consumer group of
-//! it, and every operation one atomic Lua script (`EVALSHA`).
+//! it, and every operation one atomic Lua script (`EVALSHA`) — concurrent appends share one
+//! (a group commit, see [Batching](#batching)).
 //!
 //! Several `tidings serve` processes can share one Redis: they see the same topics, queues and
 //! dead letters, and a delivery handed out by a node that died is handed out again by any node
@@ -81,6 +82,34 @@
 //! compared in Lua as doubles: times in milliseconds since the epoch and offsets are exact
 //! (below 2^53).
 //!
+//! # Batching
+//!
+//! The store applies the ideas of the embedded journal (group commit, batched settlement)
+//! where Redis allows them; the key layout above is the same as before them, so keys written
+//! by earlier versions are read as they are (and the other way round).
+//!
+//! - **Appends: one script call per batch.** Concurrent appends of a store — of any topics —
+//!   queue up while a batch is in flight and go together in the next `append_batch` call (at
+//!   most 256 messages, 4 MiB; one call in flight at a time). Per topic of the batch the
+//!   script reads the head once (creating the topic if new) and moves `head` and `bytes` once
+//!   at the end; per message it runs one `XADD` (plus an `HSET` and a `ZADD` for an
+//!   idempotency key). A key repeated within a batch is a duplicate of its first message;
+//!   messages of a topic get offsets in the order they were queued. Each append is answered
+//!   from Redis's reply for its own message, so nothing is confirmed that Redis did not
+//!   answer; with `appendfsync always` Redis fsyncs once per batch before replying. A failed
+//!   call fails every append of its batch (some may have been stored, as with any write whose
+//!   answer was lost: a retry may duplicate, never lose); a key of the wrong type under one
+//!   topic fails only that topic's appends, as [`StoreError::Corrupt`]. `append_bounded`
+//!   stays one script per call (it must see every queue's depth at its own append).
+//! - **Claims and settles: one command per key per batch.** A claim reads new messages with
+//!   one `XREADGROUP` and records them with one variadic `HSET` (attempts), `ZADD` (deadlines)
+//!   and `SADD` (in flight); a settle checks the whole batch with one `ZMSCORE` and applies
+//!   its acks with one `ZREM`, `HDEL`, `SREM` and `XACK`, its requeues with one `ZADD` and
+//!   `SREM`. Redeliveries of due entries are still handled one by one (each needs its message
+//!   and attempt count).
+//! - **A dispatcher's turn is one script.** [`Store::settle_and_claim`] settles the answered
+//!   deliveries and claims the next ones in one `settle_claim` call: one round trip per turn.
+//!
 //! # Durability
 //!
 //! What an `Ok` from [`Store::append`] (or an ack, a claim…) promises is what Redis promises
@@ -88,8 +117,8 @@
 //! the append-only file before it replies, so a confirmed publish survives a crash of Redis or
 //! of its machine; with the default `appendfsync everysec` up to a second of confirmed writes
 //! can be lost; with no AOF, everything since the last snapshot. On Redis 7.2 or later,
-//! [`RedisConfig::wait_aof`] additionally sends `WAITAOF 1 0 <timeout>` after every write and
-//! fails the operation (as [`StoreError::Unavailable`]) unless the local AOF has it, which
+//! [`RedisConfig::wait_aof`] additionally sends `WAITAOF 1 0 <timeout>` after every write
+//! (once per append batch) and fails the operation (as [`StoreError::Unavailable`]) unless the local AOF has it, which
 //! turns a misconfigured server into errors instead of silent loss (older servers reject the
 //! command, so every write fails: leave it off there). See `docs/REDIS.md`.
 //!
@@ -122,6 +151,7 @@
 //! the immediate redelivery after a restart that SQLite gives.
 #![forbid(unsafe_code)]
 
+mod append;
 mod reply;
 mod session_log;
 
@@ -233,6 +263,10 @@ struct Inner {
     round_trip: tidings_core::metrics::Histogram,
     /// Operations that failed in Redis or on the way (no connection, timeout, refusal).
     errors: std::sync::atomic::AtomicU64,
+    /// Appends waiting for their batch (see `append.rs`).
+    appends: parking_lot::Mutex<append::AppendQueue>,
+    /// One permit per append batch in flight.
+    batch_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -303,6 +337,86 @@ fn sub_info(v: &Value) -> Result<SubscriptionInfo, StoreError> {
     })
 }
 
+/// The reply of one operation after its status (`{status, …}`): `ok` gives the rest, the
+/// others their error.
+fn status(op: &str, topic: &str, reply: Value) -> Result<Vec<Value>, StoreError> {
+    let Value::Array(mut items) = reply else {
+        return Err(reply::corrupt(op, &reply));
+    };
+    if items.is_empty() {
+        return Err(reply::corrupt(op, &Value::Array(items)));
+    }
+    let status = string(&items[0], op)?;
+    let message = || {
+        items
+            .get(1)
+            .and_then(|m| string(m, op).ok())
+            .unwrap_or_default()
+    };
+    match status.as_str() {
+        "ok" => {
+            items.remove(0);
+            Ok(items)
+        }
+        "notfound" => Err(StoreError::NotFound(format!(
+            "{} of topic {topic}",
+            message()
+        ))),
+        "invalid" => Err(StoreError::Invalid(message())),
+        "corrupt" => Err(StoreError::Corrupt(format!("topic {topic}: {}", message()))),
+        _ => Err(reply::corrupt(op, &items[0])),
+    }
+}
+
+/// The claim options as the script reads them: now, max, deadline, max deliveries.
+fn claim_args<'a>(opts: ClaimOptions) -> [std::borrow::Cow<'a, str>; 4] {
+    [
+        owned(opts.now),
+        owned(opts.max.min(i64::MAX as usize)),
+        owned(opts.now.saturating_add(opts.ack_timeout)),
+        owned(opts.max_deliveries),
+    ]
+}
+
+/// A batch of settles as the script reads them: (kind, offset, not_before) per entry.
+fn push_settles(args: &mut Args<'_>, batch: &[Settle]) {
+    for s in batch {
+        let (kind, offset, not_before) = match *s {
+            Settle::Ack(offset) => ("a", offset, 0),
+            Settle::Requeue { offset, not_before } => ("r", offset, not_before),
+        };
+        args.extend([borrowed(kind), owned(offset), owned(not_before)]);
+    }
+}
+
+/// `{claimed, dead, next due}` of a claim.
+fn claim_result(
+    topic: &Topic,
+    sub: &SubscriptionName,
+    r: &[Value],
+) -> Result<ClaimResult, StoreError> {
+    const WHAT: &str = "claim";
+    let mut result = ClaimResult::default();
+    for c in array(at(r, 0, WHAT)?, WHAT)? {
+        let c = array(c, WHAT)?;
+        result.claimed.push(Claimed {
+            message: reply::message(at(c, 0, WHAT)?)?,
+            attempt: u32_of(at(c, 1, WHAT)?, WHAT)?,
+        });
+    }
+    for o in array(at(r, 1, WHAT)?, WHAT)? {
+        result.dead_lettered.push(u64_of(o, WHAT)?);
+    }
+    result.next_due = match r.get(2) {
+        None | Some(redis::Value::Nil) => None,
+        Some(v) => Some(reply::score(v, WHAT)?),
+    };
+    if !result.dead_lettered.is_empty() {
+        warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
+    }
+    Ok(result)
+}
+
 impl RedisStore {
     /// A store over the Redis at `config.url`. Does no I/O: the connection is made by the
     /// first operation (use [`RedisStore::ping`] to check it at start-up).
@@ -323,6 +437,8 @@ impl RedisStore {
                 script: redis::Script::new(SCRIPT),
                 round_trip: tidings_core::metrics::Histogram::default(),
                 errors: std::sync::atomic::AtomicU64::new(0),
+                appends: parking_lot::Mutex::default(),
+                batch_slots: Arc::new(tokio::sync::Semaphore::new(append::BATCHES_IN_FLIGHT)),
             }),
         })
     }
@@ -384,14 +500,29 @@ impl RedisStore {
         args: Args<'_>,
         is_write: bool,
     ) -> Result<Vec<Value>, StoreError> {
+        let reply = self
+            .invoke(op, topic, args.iter().map(AsRef::as_ref), is_write)
+            .await?;
+        status(op, topic, reply)
+    }
+
+    /// Calls the script with `op`, the prefix, `topic` and `args`, and returns its raw reply
+    /// (after `WAITAOF` for a write, when configured).
+    async fn invoke<'s>(
+        &self,
+        op: &str,
+        topic: &str,
+        args: impl IntoIterator<Item = &'s str>,
+        is_write: bool,
+    ) -> Result<Value, StoreError> {
         let mut conn = self.conn().await.inspect_err(|_| self.count_error())?;
         let mut invocation = self.inner.script.prepare_invoke();
         invocation
             .arg(op)
             .arg(self.inner.config.prefix.as_str())
             .arg(topic);
-        for a in &args {
-            invocation.arg(a.as_ref());
+        for a in args {
+            invocation.arg(a);
         }
         let started = std::time::Instant::now();
         let reply = match invocation.invoke_async(&mut conn).await {
@@ -409,32 +540,7 @@ impl RedisStore {
                 self.wait_aof(&mut conn, timeout).await?;
             }
         }
-        let Value::Array(mut items) = reply else {
-            return Err(reply::corrupt(op, &reply));
-        };
-        if items.is_empty() {
-            return Err(reply::corrupt(op, &Value::Array(items)));
-        }
-        let status = string(&items[0], op)?;
-        let message = || {
-            items
-                .get(1)
-                .and_then(|m| string(m, op).ok())
-                .unwrap_or_default()
-        };
-        match status.as_str() {
-            "ok" => {
-                items.remove(0);
-                Ok(items)
-            }
-            "notfound" => Err(StoreError::NotFound(format!(
-                "{} of topic {topic}",
-                message()
-            ))),
-            "invalid" => Err(StoreError::Invalid(message())),
-            "corrupt" => Err(StoreError::Corrupt(format!("topic {topic}: {}", message()))),
-            _ => Err(reply::corrupt(op, &items[0])),
-        }
+        Ok(reply)
     }
 
     async fn wait_aof(
@@ -466,32 +572,6 @@ impl RedisStore {
 
     fn not_found_sub(topic: &Topic, sub: &SubscriptionName) -> StoreError {
         StoreError::NotFound(format!("subscription {sub} of topic {topic}"))
-    }
-
-    async fn append_impl(
-        &self,
-        topic: &Topic,
-        msg: NewMessage,
-        dedup_window: Millis,
-    ) -> Result<Appended, StoreError> {
-        let id = reply::id_to_hex(MessageId::new());
-        let args = vec![
-            borrowed(&id),
-            borrowed(&msg.event),
-            borrowed(&msg.data),
-            owned(msg.published_at),
-            borrowed(msg.key.as_deref().unwrap_or("")),
-            owned(dedup_window),
-            owned(reply::encode_bin(&msg.attachments)),
-        ];
-        let r = self.run("append", topic.as_str(), args, true).await?;
-        const WHAT: &str = "append";
-        let appended = Appended {
-            offset: u64_of(at(&r, 0, WHAT)?, WHAT)?,
-            id: reply::id_from_hex(&string(at(&r, 1, WHAT)?, WHAT)?)?,
-            duplicate: flag(at(&r, 2, WHAT)?, WHAT)?,
-        };
-        Ok(appended)
     }
 
     async fn append_bounded_impl(
@@ -566,41 +646,52 @@ impl RedisStore {
         sub: &SubscriptionName,
         opts: ClaimOptions,
     ) -> Result<ClaimResult, StoreError> {
-        const WHAT: &str = "claim";
         let key = sub.key();
-        let args = vec![
-            borrowed(&key),
-            owned(opts.now),
-            owned(opts.max.min(i64::MAX as usize)),
-            owned(opts.now.saturating_add(opts.ack_timeout)),
-            owned(opts.max_deliveries),
-        ];
+        let mut args = vec![borrowed(&key)];
+        args.extend(claim_args(opts));
+        let r = self
+            .run("claim", topic.as_str(), args, true)
+            .await
+            .map_err(|e| Self::not_found_as_sub(e, topic, sub))?;
+        claim_result(topic, sub, &r)
+    }
+
+    /// One `settle_claim` script: the settle of `batch`, then the claim.
+    async fn settle_and_claim_impl(
+        &self,
+        topic: &Topic,
+        sub: &SubscriptionName,
+        batch: &[Settle],
+        opts: ClaimOptions,
+    ) -> Result<(Vec<bool>, ClaimResult), StoreError> {
+        const WHAT: &str = "settle_claim";
+        let key = sub.key();
+        let mut args = vec![borrowed(&key)];
+        args.extend(claim_args(opts));
+        push_settles(&mut args, batch);
         let r = self
             .run(WHAT, topic.as_str(), args, true)
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
-                e => e,
-            })?;
-        let mut result = ClaimResult::default();
-        for c in array(at(&r, 0, WHAT)?, WHAT)? {
-            let c = array(c, WHAT)?;
-            result.claimed.push(Claimed {
-                message: reply::message(at(c, 0, WHAT)?)?,
-                attempt: u32_of(at(c, 1, WHAT)?, WHAT)?,
-            });
+            .map_err(|e| Self::not_found_as_sub(e, topic, sub))?;
+        let flags = array(at(&r, 0, WHAT)?, WHAT)?;
+        if flags.len() != batch.len() {
+            return Err(reply::corrupt(WHAT, at(&r, 0, WHAT)?));
         }
-        for o in array(at(&r, 1, WHAT)?, WHAT)? {
-            result.dead_lettered.push(u64_of(o, WHAT)?);
+        let settled = flags
+            .iter()
+            .map(|f| flag(f, WHAT))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            settled,
+            claim_result(topic, sub, r.get(1..).unwrap_or_default())?,
+        ))
+    }
+
+    fn not_found_as_sub(e: StoreError, topic: &Topic, sub: &SubscriptionName) -> StoreError {
+        match e {
+            StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
+            e => e,
         }
-        result.next_due = match r.get(2) {
-            None | Some(redis::Value::Nil) => None,
-            Some(v) => Some(reply::score(v, WHAT)?),
-        };
-        if !result.dead_lettered.is_empty() {
-            warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
-        }
-        Ok(result)
     }
 
     /// `ack` and `requeue`: a flag for an entry of one subscription.
@@ -806,7 +897,7 @@ impl Store for RedisStore {
         msg: NewMessage,
         dedup_window: Millis,
     ) -> StoreFuture<'a, Appended> {
-        Box::pin(self.append_impl(topic, msg, dedup_window))
+        Box::pin(self.append_batched(topic, msg, dedup_window))
     }
 
     fn append_bounded<'a>(
@@ -914,7 +1005,7 @@ impl Store for RedisStore {
     }
 
     /// One script for the whole batch (the delivery engine settles a queue's answers in
-    /// batches): one round trip instead of one per ack.
+    /// batches): one round trip instead of one per ack, and one command per key for the batch.
     fn settle<'a>(
         &'a self,
         topic: &'a Topic,
@@ -927,24 +1018,28 @@ impl Store for RedisStore {
             }
             let key = sub.key();
             let mut args: Args<'_> = vec![borrowed(&key)];
-            for s in batch {
-                let (kind, offset, not_before) = match *s {
-                    Settle::Ack(offset) => ("a", offset, 0),
-                    Settle::Requeue { offset, not_before } => ("r", offset, not_before),
-                };
-                args.extend([borrowed(kind), owned(offset), owned(not_before)]);
-            }
+            push_settles(&mut args, batch);
             let r = self
                 .run("settle", topic.as_str(), args, true)
                 .await
-                .map_err(|e| match e {
-                    StoreError::NotFound(_) => Self::not_found_sub(topic, sub),
-                    e => e,
-                })?;
-            (0..batch.len())
-                .map(|i| flag(at(&r, i, "settle")?, "settle"))
-                .collect()
+                .map_err(|e| Self::not_found_as_sub(e, topic, sub))?;
+            if r.len() != batch.len() {
+                return Err(reply::corrupt("settle", &Value::Array(r)));
+            }
+            r.iter().map(|f| flag(f, "settle")).collect()
         })
+    }
+
+    /// The settle and the claim in one script (`settle_claim`): a dispatcher's turn is one
+    /// round trip.
+    fn settle_and_claim<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+        opts: ClaimOptions,
+    ) -> StoreFuture<'a, (Vec<bool>, ClaimResult)> {
+        Box::pin(self.settle_and_claim_impl(topic, sub, batch, opts))
     }
 
     fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {

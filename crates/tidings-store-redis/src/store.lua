@@ -1,6 +1,8 @@
 -- The tidings Store on Redis: one script, every operation of the Store trait, each run
 -- atomically by EVALSHA. ARGV[1] is the operation, ARGV[2] the key prefix, ARGV[3] the topic
--- (empty for operations over every topic), then the operation's arguments.
+-- (empty for operations over every topic), then the operation's arguments. The batch
+-- operations (append_batch, settle, settle_claim) take ARGV itself rather than unpacked
+-- arguments: a batch can hold more values than Lua's stack lets `unpack` pass.
 --
 -- Every reply is a table whose first element is a status: 'ok', 'notfound', 'invalid' or
 -- 'corrupt' (then the second element is a message). Numbers that must stay exact (message ids,
@@ -164,6 +166,44 @@ local function push_run(runs, from, to)
   if last and last[2] + 1 == from then last[2] = to else table.insert(runs, {from, to}) end
 end
 
+-- Most values one variadic command gets (unpack is bounded by the Lua stack); even, so that
+-- score/member and field/value pairs are never split.
+local CHUNK = 1000
+
+-- redis.call(head..., values...) in chunks of at most CHUNK values: one command per chunk
+-- instead of one per value.
+local function variadic(head, values)
+  for i = 1, #values, CHUNK do
+    local args = {unpack(head)}
+    for j = i, math.min(i + CHUNK - 1, #values) do args[#args + 1] = values[j] end
+    redis.call(unpack(args))
+  end
+end
+
+-- The scores of `members` in a sorted set (false where absent), with ZMSCORE in chunks.
+local function scores_of(key, members)
+  local out = {}
+  for i = 1, #members, CHUNK do
+    local r = redis.call('ZMSCORE', key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
+    for _, v in ipairs(r) do out[#out + 1] = v end
+  end
+  return out
+end
+
+-- The text of an error raised by redis.call (a table in Redis 7, a string before).
+local function err_text(e)
+  if type(e) == 'table' then return tostring(e.err or e[1]) end
+  return tostring(e)
+end
+
+-- Only a key of the wrong type is this topic's own corruption; anything else (out of memory,
+-- a read-only replica, a failing disk) concerns the whole server and fails the whole script.
+local function only_wrongtype(e)
+  local text = err_text(e)
+  if not string.find(text, 'WRONGTYPE', 1, true) then error(e) end
+  return text
+end
+
 -- topic, id, event, data, published_at, key ('' for none), dedup_window, bin ('' for none)
 function ops.append(topic, id, ev, data, at, key, window, bin)
   local k = K(topic)
@@ -182,6 +222,78 @@ function ops.append(topic, id, ev, data, at, key, window, bin)
     redis.call('ZADD', k.keyat, at, key)
   end
   return {'ok', off, id, 0}
+end
+
+-- The fields of one message in append_batch's arguments: topic, id, event, data,
+-- published_at, key ('' for none), dedup_window, bin ('' for none). (A new per-message field
+-- goes at the end, here and in APPEND_FIELDS of append.rs.)
+local APPEND_FIELDS = 8
+
+-- One message of append_batch into topic state `t` (its keys, head and bytes so far).
+local function append_one(t, id, ev, data, at, key, window, bin)
+  local dup = duplicate(t.k, key, at, window)
+  if dup then return dup end
+  local off = t.head + 1
+  if bin ~= '' then
+    redis.call('XADD', t.k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at, 'bin', bin)
+  else
+    redis.call('XADD', t.k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at)
+  end
+  t.head = off
+  t.bytes = t.bytes + #data + bin_bytes(bin)
+  if key ~= '' then
+    redis.call('HSET', t.k.keys, key, off .. ' ' .. id .. ' ' .. at)
+    redis.call('ZADD', t.k.keyat, at, key)
+  end
+  return {'ok', off, id, 0}
+end
+
+-- Many appends, of any topics, in one script (the store's group commit): ARGV[4..] holds
+-- APPEND_FIELDS values per message. The messages of a topic get consecutive offsets in the
+-- order given; a key repeated within the batch is a duplicate of its first message. Per
+-- topic, once: the topic is created if new and its head read; at the end its head and bytes
+-- move by what was appended. Per message: one XADD (plus the key's HSET and ZADD). Replies
+-- one entry per message: {'ok', offset, id, duplicate} or {'corrupt', reason} (a key of that
+-- topic has the wrong type; the other topics' messages are not affected).
+function ops.append_batch(args)
+  local topics, order, out = {}, {}, {'ok'}
+  for i = 4, #args, APPEND_FIELDS do
+    local name = args[i]
+    local t = topics[name]
+    if not t then
+      t = {k = K(name), bytes = 0}
+      local ok, head = pcall(function()
+        local h = redis.call('HGET', t.k.meta, 'head')
+        if not h then
+          create_topic(t.k, name)
+          h = 0
+        end
+        return tonumber(h)
+      end)
+      if ok then
+        t.head, t.head0 = head, head
+      else
+        t.err = only_wrongtype(head)
+      end
+      topics[name] = t
+      order[#order + 1] = name
+    end
+    if t.err then
+      out[#out + 1] = {'corrupt', t.err}
+    else
+      local ok, r = pcall(append_one, t, args[i + 1], args[i + 2], args[i + 3], args[i + 4],
+        args[i + 5], args[i + 6], args[i + 7])
+      if ok then out[#out + 1] = r else out[#out + 1] = {'corrupt', only_wrongtype(r)} end
+    end
+  end
+  for _, name in ipairs(order) do
+    local t = topics[name]
+    if not t.err and t.head ~= t.head0 then
+      redis.call('HINCRBY', t.k.meta, 'head', t.head - t.head0)
+      redis.call('HINCRBY', t.k.meta, 'bytes', t.bytes)
+    end
+  end
+  return out
 end
 
 -- topic, id, event, data, published_at, key, dedup_window, max_depth, overflow ('reject' |
@@ -306,12 +418,13 @@ function ops.members()
   return {'ok', out}
 end
 
--- topic, sub, now, max, deadline (now + ack_timeout), max_deliveries
-function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
-  local k = K(topic)
-  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
+-- Hands out up to `max` entries of subscription `s` (see Store::claim): the due pending
+-- entries first (each read, counted and re-timed on its own: redeliveries are rare), then new
+-- messages with one XREADGROUP, whose state is written with one variadic HSET, ZADD and SADD
+-- for the whole batch. Replies {'ok', claimed, dead, first due time or false}.
+local function claim(k, s, now_s, max_s, deadline, maxdel_s)
   local sk = sub_keys(k, s)
-  local now, max, maxdel = tonumber(now_s), tonumber(max_s), tonumber(maxdel_s)
+  local max, maxdel = tonumber(max_s), tonumber(maxdel_s)
   local claimed, dead = {}, {}
 
   local due = redis.call('ZRANGEBYSCORE', sk.due, '-inf', now_s)
@@ -338,14 +451,21 @@ function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
     end
   end
 
-  local head = meta(k)
-  local cursor = cursors(k)[s]
-  if #claimed < max and cursor <= head then
-    -- Never more than what is there: COUNT must stay an integer Redis can parse.
-    local count = math.min(max - #claimed, head - cursor + 1)
-    if maxdel == 0 then count = head - cursor + 1 end
+  local want = max - #claimed
+  local count = want
+  if want > 0 and (maxdel == 0 or want > 1e9) then
+    -- Never more than what is there: COUNT must stay an integer Redis can parse (a Lua
+    -- number that large would be written in exponent form). With no deliveries allowed,
+    -- everything left goes to the dead letters.
+    local head = meta(k)
+    local cursor = cursors(k)[s]
+    count = math.max(0, head - cursor + 1)
+    if maxdel ~= 0 then count = math.min(want, count) end
+  end
+  if count > 0 then
     local r = redis.call('XREADGROUP', 'GROUP', s, CONSUMER, 'COUNT', count, 'STREAMS', k.log, '>')
     if r then
+      local att, due_at, flight = {}, {}, {}
       for _, e in ipairs(r[1][2]) do
         local o = offset_of(e[1])
         local f = fields(e[2])
@@ -354,18 +474,30 @@ function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
           bury(sk, tostring(o), f, 0, now_s)
           table.insert(dead, o)
         else
-          redis.call('HSET', sk.att, o, 1)
-          redis.call('ZADD', sk.due, deadline, o)
-          redis.call('SADD', sk.flight, o)
+          att[#att + 1] = o
+          att[#att + 1] = 1
+          due_at[#due_at + 1] = deadline
+          due_at[#due_at + 1] = o
+          flight[#flight + 1] = o
           table.insert(claimed, {message(o, f), 1})
         end
       end
+      variadic({'HSET', sk.att}, att)
+      variadic({'ZADD', sk.due}, due_at)
+      variadic({'SADD', sk.flight}, flight)
     end
   end
   -- The earliest due time of what stays pending (false: nothing is), as a string: Redis
   -- turns Lua numbers into integers, scores are kept exact as strings.
   local first = redis.call('ZRANGE', sk.due, 0, 0, 'WITHSCORES')
   return {'ok', claimed, dead, first[2] or false}
+end
+
+-- topic, sub, now, max, deadline (now + ack_timeout), max_deliveries
+function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
+  local k = K(topic)
+  if not is_sub(k, s) then return {'notfound', 'no such subscription'} end
+  return claim(k, s, now_s, max_s, deadline, maxdel_s)
 end
 
 function ops.ack(topic, s, o)
@@ -391,29 +523,78 @@ function ops.requeue(topic, s, o, not_before)
   return {'ok', 0}
 end
 
--- sub, then (kind, offset, not_before) per entry: 'a' acks, 'r' requeues until not_before.
--- Answers one flag per entry (1: it was pending), as ack and requeue would, in one script.
-function ops.settle(topic, s, ...)
-  local k = K(topic)
-  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
+-- Applies ARGV[from..] as (kind, offset, not_before) triples of subscription `s`, in order:
+-- 'a' acks, 'r' requeues until not_before. Returns one flag per entry (1: it was pending), as
+-- ack and requeue one by one would. The pending check is one ZMSCORE for the batch; the
+-- outcome of each offset (its last answer wins, and nothing follows an ack) is then written
+-- with one variadic command per key: ZREM, HDEL, SREM and XACK for the acks, ZADD and SREM
+-- for the requeues.
+local function settle_batch(k, s, args, from)
   local sk = sub_keys(k, s)
-  local args = {...}
-  local out = {'ok'}
-  for i = 1, #args, 3 do
-    local kind, o, not_before = args[i], args[i + 1], args[i + 2]
-    if redis.call('ZSCORE', sk.due, o) then
-      if kind == 'a' then
-        settle(k, sk, s, o)
+  local offsets = {}
+  for i = from, #args, 3 do offsets[#offsets + 1] = args[i + 1] end
+  local scores = scores_of(sk.due, offsets)
+  local pending, requeue_at, flags = {}, {}, {}
+  local acked, requeued = {}, {}
+  for n, o in ipairs(offsets) do
+    if pending[o] == nil then pending[o] = scores[n] ~= false and scores[n] ~= nil end
+    if pending[o] then
+      flags[n] = 1
+      local i = from + (n - 1) * 3
+      if args[i] == 'a' then
+        pending[o] = false
+        requeue_at[o] = nil
+        acked[#acked + 1] = o
       else
-        redis.call('ZADD', sk.due, not_before, o)
-        redis.call('SREM', sk.flight, o)
+        if requeue_at[o] == nil then requeued[#requeued + 1] = o end
+        requeue_at[o] = args[i + 2]
       end
-      out[#out + 1] = 1
     else
-      out[#out + 1] = 0
+      flags[n] = 0
     end
   end
+  if #acked > 0 then
+    local ids = {}
+    for n, o in ipairs(acked) do ids[n] = sid(o) end
+    variadic({'ZREM', sk.due}, acked)
+    variadic({'HDEL', sk.att}, acked)
+    variadic({'SREM', sk.flight}, acked)
+    variadic({'XACK', k.log, s}, ids)
+  end
+  local due_at, waiting = {}, {}
+  for _, o in ipairs(requeued) do
+    if requeue_at[o] ~= nil then
+      due_at[#due_at + 1] = requeue_at[o]
+      due_at[#due_at + 1] = o
+      waiting[#waiting + 1] = o
+    end
+  end
+  if #waiting > 0 then
+    variadic({'ZADD', sk.due}, due_at)
+    variadic({'SREM', sk.flight}, waiting)
+  end
+  return flags
+end
+
+-- sub, then (kind, offset, not_before) per entry (ARGV[5..]): see settle_batch.
+function ops.settle(args)
+  local k, s = K(args[3]), args[4]
+  if not is_sub(k, s) then return {'notfound', 'no such subscription'} end
+  local out = settle_batch(k, s, args, 5)
+  table.insert(out, 1, 'ok')
   return out
+end
+
+-- sub, now, max, deadline, max_deliveries, then (kind, offset, not_before) per entry
+-- (ARGV[9..]): the settle of a dispatcher's answered deliveries and its next claim in one
+-- script. Replies {'ok', flags, claimed, dead, first due time or false}.
+function ops.settle_claim(args)
+  local k, s = K(args[3]), args[4]
+  if not is_sub(k, s) then return {'notfound', 'no such subscription'} end
+  local flags = settle_batch(k, s, args, 9)
+  local r = claim(k, s, args[5], args[6], args[7], args[8])
+  if r[1] ~= 'ok' then return r end
+  return {'ok', flags, r[2], r[3], r[4]}
 end
 
 -- (no topic), now: every in-flight entry of every subscription waits until now.
@@ -591,6 +772,10 @@ function ops.enforce_retention(topic, max_age_s, max_messages_s, max_bytes_s, no
   return {'ok', gaps}
 end
 
+-- The operations that read ARGV themselves (their batches may be longer than unpack allows).
+local RAW = {append_batch = true, settle = true, settle_claim = true}
+
 local f = ops[OP]
 if not f then return redis.error_reply('tidings: unknown store operation ' .. tostring(OP)) end
+if RAW[OP] then return f(ARGV) end
 return f(unpack(ARGV, 3))

@@ -782,6 +782,72 @@ pub async fn settle_applies_a_batch_in_order<S: Store>(store: &S) {
     ));
 }
 
+/// `settle_and_claim` is `settle` then `claim`: the flags of the batch (repeats and entries
+/// never delivered answer false, nothing follows an ack), then a claim that sees the batch
+/// applied — a requeue due now is handed out again, an acknowledged entry never.
+pub async fn settle_and_claim_is_settle_then_claim<S: Store>(store: &S) {
+    let t = topic("jobs");
+    let sub = id("a");
+    append_n(store, &t, 6, 0).await;
+    store
+        .subscribe(&t, &sub, StartFrom::Earliest)
+        .await
+        .unwrap();
+    store.claim(&t, &sub, opts(0, 4)).await.unwrap();
+    let batch = [
+        Settle::Ack(1),
+        Settle::Ack(1),
+        Settle::Requeue {
+            offset: 2,
+            not_before: 500,
+        },
+        Settle::Ack(3),
+        Settle::Requeue {
+            offset: 3,
+            not_before: 0,
+        },
+        Settle::Requeue {
+            offset: 4,
+            not_before: 900,
+        },
+        Settle::Requeue {
+            offset: 4,
+            not_before: 10,
+        },
+        Settle::Ack(6),
+    ];
+    let (flags, r) = store
+        .settle_and_claim(&t, &sub, &batch, opts(20, 2))
+        .await
+        .unwrap();
+    assert_eq!(flags, [true, false, true, true, false, true, true, false]);
+    assert_eq!(
+        claimed(&r),
+        [(4, 2), (5, 1)],
+        "4 is due at 10 (its last requeue), then the cursor; 1 and 3 are settled, 2 waits"
+    );
+    assert_eq!(r.next_due, Some(500));
+    let (flags, r) = store
+        .settle_and_claim(&t, &sub, &[], opts(500, 10))
+        .await
+        .unwrap();
+    assert!(flags.is_empty());
+    assert_eq!(claimed(&r), [(2, 2), (6, 1)]);
+    let i = sub_info(store, &t, &sub).await;
+    assert_eq!((i.pending, i.in_flight, i.cursor), (4, 4, 7));
+    let unknown = id("nobody");
+    assert!(matches!(
+        store
+            .settle_and_claim(&t, &unknown, &[Settle::Ack(1)], opts(0, 1))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.settle_and_claim(&t, &unknown, &[], opts(0, 1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 /// An entry delivered `max_deliveries` times goes to the dead letters on the next claim that
 /// finds it due; `requeue_dead` brings it back as a fresh entry.
 pub async fn max_deliveries_dead_letters<S: Store>(store: &S) {

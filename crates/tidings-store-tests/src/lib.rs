@@ -126,6 +126,7 @@ macro_rules! store_conformance_tests {
             requeue_waits_until_not_before,
             ack_settles_once,
             settle_applies_a_batch_in_order,
+            settle_and_claim_is_settle_then_claim,
             max_deliveries_dead_letters,
             dead_letters_do_not_count_against_max,
             max_deliveries_zero_dead_letters_new_messages,

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tidings_core::store::{
     Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
-    Millis, NewMessage, Offset, Overflow, QueueBound, Retention, StartFrom, Store, StoreError,
-    StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
+    Millis, NewMessage, Offset, Overflow, QueueBound, Retention, Settle, StartFrom, Store,
+    StoreError, StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 
 use crate::Harness;
@@ -122,6 +122,15 @@ pub enum Op {
         topic: u8,
         pick: u8,
     },
+    /// [`Store::settle`] of `entries` (offset, and the requeue delay or None for an ack) —
+    /// then, with `claim` (max, ack timeout, max deliveries), the claim, by
+    /// [`Store::settle_and_claim`].
+    Settle {
+        topic: u8,
+        sub: u8,
+        entries: Vec<(u8, Option<u8>)>,
+        claim: Option<(u8, u8, u8)>,
+    },
     Retention {
         topic: u8,
         max_age: u16,
@@ -159,6 +168,13 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0..2u8, 0..3u8, 0..10u8, short())
             .prop_map(|(topic, sub, offset, delay)| Op::Requeue { topic, sub, offset, delay }),
         2 => (0..2u8, any::<u8>()).prop_map(|(topic, pick)| Op::RequeueDead { topic, pick }),
+        3 => (
+            0..2u8,
+            0..3u8,
+            proptest::collection::vec((0..10u8, proptest::option::of(short())), 0..5),
+            proptest::option::of((0..4u8, short(), 0..4u8)),
+        )
+            .prop_map(|(topic, sub, entries, claim)| Op::Settle { topic, sub, entries, claim }),
         2 => (
             0..2u8,
             select(vec![0u16, 5, 10, 20, 50, 1000]),
@@ -953,6 +969,66 @@ async fn apply<S: Store>(
                 got,
                 model.requeue(&t, &s, Offset::from(offset), not_before),
             )?;
+        }
+        Op::Settle {
+            topic: ti,
+            sub: si,
+            ref entries,
+            claim,
+        } => {
+            let (t, s) = (topic(ti), sub(si));
+            let batch: Vec<Settle> = entries
+                .iter()
+                .map(|&(offset, delay)| match delay {
+                    None => Settle::Ack(Offset::from(offset)),
+                    Some(d) => Settle::Requeue {
+                        offset: Offset::from(offset),
+                        not_before: now + Millis::from(d),
+                    },
+                })
+                .collect();
+            let mut want = Vec::new();
+            let mut model_err = None;
+            for settle in &batch {
+                let r = match *settle {
+                    Settle::Ack(offset) => model.ack(&t, &s, offset),
+                    Settle::Requeue { offset, not_before } => {
+                        model.requeue(&t, &s, offset, not_before)
+                    }
+                };
+                match r {
+                    Ok(flag) => want.push(flag),
+                    Err(e) => {
+                        model_err = Some(e);
+                        break;
+                    }
+                }
+            }
+            match claim {
+                // The trait leaves an empty settle of an unknown subscription open.
+                None if batch.is_empty() => {}
+                None => {
+                    let got = store.settle(&t, &s, &batch).await.map_err(|e| kind(&e));
+                    same(ctx, got, model_err.map_or(Ok(want), Err))?;
+                }
+                Some((max, ack_timeout, max_deliveries)) => {
+                    let o = ClaimOptions {
+                        now,
+                        max: usize::from(max),
+                        ack_timeout: Millis::from(ack_timeout),
+                        max_deliveries: u32::from(max_deliveries),
+                    };
+                    let got = store
+                        .settle_and_claim(&t, &s, &batch, o)
+                        .await
+                        .map_err(|e| kind(&e));
+                    let want = match model_err {
+                        Some(e) => Err(e),
+                        None => model.claim(&t, &s, o).map(|c| (want, c)),
+                    };
+                    same(ctx, got, want)?;
+                }
+            }
         }
         Op::RequeueDead { topic: ti, pick } => {
             let t = topic(ti);

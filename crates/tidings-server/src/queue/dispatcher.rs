@@ -10,9 +10,10 @@
 //!
 //! Answers are settled in batches: each delivery's task only records how it ended (ack, or
 //! requeue with its backoff) and wakes the dispatcher, which applies every answer recorded
-//! since its last turn with one [`Store::settle`](tidings_core::store::Store::settle) before its
-//! next claim. Under load a turn settles dozens of deliveries with one store operation (one
-//! journal record) and claims as many new ones with another.
+//! since its last turn together with its next claim, in one
+//! [`Store::settle_and_claim`](tidings_core::store::Store::settle_and_claim). Under load a turn
+//! settles dozens of deliveries and claims as many new ones: one journal record each by default,
+//! one script call for both on Redis.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +23,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tidings_core::Sid;
-use tidings_core::store::{ClaimOptions, Claimed, Offset, Settle, SubscriptionName, Topic};
+use tidings_core::store::{
+    ClaimOptions, Claimed, Offset, Settle, StoreError, SubscriptionName, Topic,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -141,10 +144,23 @@ impl Dispatcher {
         if batch.is_empty() {
             return;
         }
+        let settled = queues.store().settle(&self.topic, &self.sub, &batch).await;
+        self.count_settled(queues, &batch, settled);
+    }
+
+    /// The bookkeeping of a settled batch: counters, a wake-up for requeued entries, the
+    /// in-flight count. On an error the entries stay in flight in the store and are
+    /// redelivered after their deadline.
+    fn count_settled(
+        &self,
+        queues: &Arc<Queues>,
+        batch: &[Settle],
+        settled: Result<Vec<bool>, StoreError>,
+    ) {
         let acks = batch.iter().filter(|s| matches!(s, Settle::Ack(_))).count();
         TopicCounters::add(&self.counters.acked, acks);
         TopicCounters::add(&self.counters.requeued, batch.len() - acks);
-        match queues.store().settle(&self.topic, &self.sub, &batch).await {
+        match settled {
             Ok(answers) => {
                 let requeued = batch
                     .iter()
@@ -155,8 +171,6 @@ impl Dispatcher {
                 }
             }
             Err(e) => {
-                // The entries stay in flight in the store and are redelivered after their
-                // deadline.
                 tracing::warn!(topic = %self.topic, subscription = %self.sub, deliveries = batch.len(), error = %e, "could not settle deliveries");
             }
         }
@@ -169,10 +183,20 @@ impl Dispatcher {
             if self.stop.is_cancelled() {
                 return;
             }
-            self.settle_answered(queues).await;
-            let in_flight = self.in_flight.load(Ordering::Acquire);
+            // The answers since the last turn are settled with this turn's claim, in one store
+            // operation (`Store::settle_and_claim`) — or alone when there is nothing to claim.
+            let batch = std::mem::take(&mut *self.answered.lock());
+            let in_flight = self
+                .in_flight
+                .load(Ordering::Acquire)
+                .saturating_sub(batch.len());
             let free = config.max_in_flight.saturating_sub(in_flight);
             if free == 0 || !self.has_consumers() {
+                if !batch.is_empty() {
+                    let settled = queues.store().settle(&self.topic, &self.sub, &batch).await;
+                    self.count_settled(queues, &batch, settled);
+                    continue;
+                }
                 // Woken by a new consumer or a settled delivery.
                 tokio::select! {
                     _ = self.stop.cancelled() => return,
@@ -187,7 +211,25 @@ impl Dispatcher {
                 max_deliveries: config.max_deliveries,
             };
             queues.claims.incr();
-            let pause = match queues.store().claim(&self.topic, &self.sub, opts).await {
+            let turn = queues
+                .store()
+                .settle_and_claim(&self.topic, &self.sub, &batch, opts)
+                .await;
+            let claimed = match turn {
+                Ok((settled, claimed)) => {
+                    if !batch.is_empty() {
+                        self.count_settled(queues, &batch, Ok(settled));
+                    }
+                    Ok(claimed)
+                }
+                Err(e) => {
+                    if !batch.is_empty() {
+                        self.count_settled(queues, &batch, Err(e.clone()));
+                    }
+                    Err(e)
+                }
+            };
+            let pause = match claimed {
                 Ok(result) => {
                     TopicCounters::add(&self.counters.dead_lettered, result.dead_lettered.len());
                     for offset in &result.dead_lettered {
