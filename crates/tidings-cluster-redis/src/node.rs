@@ -140,15 +140,9 @@ pub fn decode(
     max_bytes: usize,
     parser: Parser,
 ) -> Result<Vec<ClusterMessage>, NodeMessageError> {
-    if payload.len() > max_bytes {
-        return Err(NodeMessageError::TooLarge(payload.len(), max_bytes));
-    }
-    let channel = std::str::from_utf8(channel).map_err(|_| malformed("channel is not UTF-8"))?;
-    if let Some(rest) = channel.strip_prefix(&format!("{key}-request#")) {
-        let nsp = rest
-            .strip_suffix('#')
-            .ok_or_else(|| malformed(format!("request channel {channel}")))?;
-        return decode_request(nsp, payload, false);
+    let channel = checked_channel(channel, payload, max_bytes)?;
+    if let Some(nsp) = request_namespace(key, channel) {
+        return decode_request(nsp?, payload, false);
     }
     if channel.starts_with(&format!("{key}#")) {
         return decode_broadcast(payload, parser);
@@ -178,15 +172,9 @@ pub fn decode_counted(
         // Another server's answer (every server hears every answer): not even parsed.
         return Ok(Vec::new());
     }
-    if payload.len() > max_bytes {
-        return Err(NodeMessageError::TooLarge(payload.len(), max_bytes));
-    }
-    let channel = std::str::from_utf8(channel).map_err(|_| malformed("channel is not UTF-8"))?;
-    if let Some(rest) = channel.strip_prefix(&format!("{key}-request#")) {
-        let nsp = rest
-            .strip_suffix('#')
-            .ok_or_else(|| malformed(format!("request channel {channel}")))?;
-        return decode_request(nsp, payload, true);
+    let channel = checked_channel(channel, payload, max_bytes)?;
+    if let Some(nsp) = request_namespace(key, channel) {
+        return decode_request(nsp?, payload, true);
     }
     if is_response {
         return decode_response(uid, payload);
@@ -396,12 +384,7 @@ fn decode_broadcast(
         return Ok(Vec::new());
     }
     let packet = map_of(packet, "packet")?;
-    let kind = field(&packet, "type").and_then(rmpv::Value::as_u64);
-    if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
-        return Err(malformed(format!(
-            "packet type {kind:?}: only events are broadcast"
-        )));
-    }
+    require_event(&packet)?;
     if field(&packet, "id").is_some_and(|id| !id.is_nil()) {
         return Err(malformed("a broadcast with an ack id"));
     }
@@ -413,17 +396,7 @@ fn decode_broadcast(
             .to_owned(),
     };
     check_namespace(&namespace).map_err(|e| malformed(format!("namespace: {e}")))?;
-    let data = field(&packet, "data").cloned().unwrap_or(rmpv::Value::Nil);
-    let mut attachments = Vec::new();
-    let Json::Array(mut data) = to_json(data, &mut attachments)? else {
-        return Err(malformed("packet.data is not [event, ...args]"));
-    };
-    let event = match data.first() {
-        Some(Json::String(name)) if !RESERVED_EVENTS.contains(&name.as_str()) => name.clone(),
-        Some(Json::String(name)) => return Err(malformed(format!("reserved event {name:?}"))),
-        _ => return Err(malformed("the event name is not a string")),
-    };
-    data.remove(0);
+    let (event, data, attachments) = event_of(&packet)?;
     let (rooms, except) = rooms_of(&opts)?;
     // Encoded as this node's clients speak, as a tidings node's broadcast is.
     let packet = Packet::event(&namespace, &event, data, None, attachments.len());
@@ -592,23 +565,8 @@ fn decode_broadcast_request(
             .unwrap_or(rmpv::Value::Nil),
         "packet",
     )?;
-    let kind = field(&packet, "type").and_then(rmpv::Value::as_u64);
-    if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
-        return Err(malformed(format!(
-            "packet type {kind:?}: only events are broadcast"
-        )));
-    }
-    let data = field(&packet, "data").cloned().unwrap_or(rmpv::Value::Nil);
-    let mut attachments = Vec::new();
-    let Json::Array(mut data) = to_json(data, &mut attachments)? else {
-        return Err(malformed("packet.data is not [event, ...args]"));
-    };
-    let event = match data.first() {
-        Some(Json::String(name)) if !RESERVED_EVENTS.contains(&name.as_str()) => name.clone(),
-        Some(Json::String(name)) => return Err(malformed(format!("reserved event {name:?}"))),
-        _ => return Err(malformed("the event name is not a string")),
-    };
-    data.remove(0);
+    require_event(&packet)?;
+    let (event, data, attachments) = event_of(&packet)?;
     let opts = field(&request, "opts").cloned().unwrap_or(rmpv::Value::Nil);
     let (rooms, except) = rooms_of(&opts)?;
     let timeout_ms = match &opts {
@@ -646,6 +604,57 @@ fn read_msgpack(payload: &[u8]) -> Result<rmpv::Value, NodeMessageError> {
         )));
     }
     Ok(value)
+}
+
+/// `channel` as text, once `payload` is known to fit in `max_bytes`.
+fn checked_channel<'c>(
+    channel: &'c [u8],
+    payload: &[u8],
+    max_bytes: usize,
+) -> Result<&'c str, NodeMessageError> {
+    if payload.len() > max_bytes {
+        return Err(NodeMessageError::TooLarge(payload.len(), max_bytes));
+    }
+    std::str::from_utf8(channel).map_err(|_| malformed("channel is not UTF-8"))
+}
+
+/// The namespace of a request channel, `{key}-request#{nsp}#` (None: another channel).
+fn request_namespace<'c>(key: &str, channel: &'c str) -> Option<Result<&'c str, NodeMessageError>> {
+    let rest = channel.strip_prefix(&format!("{key}-request#"))?;
+    Some(
+        rest.strip_suffix('#')
+            .ok_or_else(|| malformed(format!("request channel {channel}"))),
+    )
+}
+
+/// A broadcast's packet must be an EVENT or a BINARY_EVENT.
+fn require_event(packet: &[(rmpv::Value, rmpv::Value)]) -> Result<(), NodeMessageError> {
+    let kind = field(packet, "type").and_then(rmpv::Value::as_u64);
+    if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
+        return Err(malformed(format!(
+            "packet type {kind:?}: only events are broadcast"
+        )));
+    }
+    Ok(())
+}
+
+/// An event packet's `data`, `[event, ...args]`: the event name (not a reserved one), the
+/// arguments as JSON with placeholders, and the binary parts they refer to.
+fn event_of(
+    packet: &[(rmpv::Value, rmpv::Value)],
+) -> Result<(String, Vec<Json>, Vec<Bytes>), NodeMessageError> {
+    let data = field(packet, "data").cloned().unwrap_or(rmpv::Value::Nil);
+    let mut attachments = Vec::new();
+    let Json::Array(mut data) = to_json(data, &mut attachments)? else {
+        return Err(malformed("packet.data is not [event, ...args]"));
+    };
+    let event = match data.first() {
+        Some(Json::String(name)) if !RESERVED_EVENTS.contains(&name.as_str()) => name.clone(),
+        Some(Json::String(name)) => return Err(malformed(format!("reserved event {name:?}"))),
+        _ => return Err(malformed("the event name is not a string")),
+    };
+    data.remove(0);
+    Ok((event, data, attachments))
 }
 
 fn map_of(

@@ -230,38 +230,7 @@ impl Event {
 /// Used to relay part of a packet (the `data` of a `broadcast`): the part may reference only
 /// some of the packet's attachments, in any order.
 pub fn extract_attachments(value: &mut Value, attachments: &[Bytes]) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    renumber(value, attachments, &mut out);
-    out
-}
-
-fn renumber(value: &mut Value, attachments: &[Bytes], out: &mut Vec<Bytes>) {
-    match value {
-        Value::Object(map) => {
-            let is_placeholder = map.get("_placeholder").and_then(Value::as_bool) == Some(true);
-            if is_placeholder {
-                if let Some(bytes) = map
-                    .get("num")
-                    .and_then(Value::as_u64)
-                    .and_then(|n| usize::try_from(n).ok())
-                    .and_then(|n| attachments.get(n))
-                {
-                    map.insert("num".to_owned(), Value::from(out.len()));
-                    out.push(bytes.clone());
-                    return;
-                }
-            }
-            for v in map.values_mut() {
-                renumber(v, attachments, out);
-            }
-        }
-        Value::Array(items) => {
-            for v in items {
-                renumber(v, attachments, out);
-            }
-        }
-        _ => {}
-    }
+    tidings_core::binary::take_referenced(value, attachments)
 }
 
 #[cfg(test)]
