@@ -4,15 +4,25 @@
 //!
 //! Group commit falls out of the loop: while one batch is written and fsynced, the records of
 //! every caller that comes meanwhile pile up in the buffer and go out together in the next.
+//!
+//! A checkpoint stops neither: the flusher captures the state under the lock (the retained
+//! messages are shared, not copied: `Machine::capture`), closes the segment and starts the
+//! next one, and hands the capture to a thread of its own, which encodes it, writes the
+//! snapshot and removes the segments it covers while the flusher goes on writing and
+//! confirming records in the new segment. Encoding and writing a snapshot of gigabytes took
+//! over a second, during which every publish waited (BENCHMARKS.md, the p99.9 of the quiet
+//! run at 7888d31).
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tidings_core::store::StoreError;
+use tidings_store_memory::Capture;
 use tracing::{error, info};
 
 use crate::format;
@@ -27,6 +37,9 @@ pub(crate) struct Flusher {
     /// The size of the last snapshot: a checkpoint waits until the journal has grown at least
     /// as much, so that the cost of writing snapshots stays proportional to what is written.
     pub(crate) snapshot_bytes: u64,
+    /// The thread writing the current checkpoint's snapshot, if one is under way: it answers
+    /// the snapshot's size. One at a time.
+    pub(crate) checkpointing: Option<JoinHandle<Result<u64, StoreError>>>,
 }
 
 impl Flusher {
@@ -54,20 +67,57 @@ impl Flusher {
                 return;
             }
             drop(files);
+            if self
+                .checkpointing
+                .as_ref()
+                .is_some_and(JoinHandle::is_finished)
+            {
+                self.checkpoint_done();
+            }
             let threshold = self.shared.config.checkpoint_bytes.max(self.snapshot_bytes);
-            if self.since_checkpoint > threshold {
+            if self.since_checkpoint > threshold && self.checkpointing.is_none() {
                 let shared = Arc::clone(&self.shared);
                 let _files = shared.files.lock();
-                let result = self.checkpoint();
-                if let Err(e) = result {
+                if let Err(e) = self.checkpoint() {
                     self.fail(e);
                     return;
                 }
             }
         }
-        // A clean close: whatever was written without an fsync (acks, claims) is made durable.
+        // A clean close: whatever was written without an fsync (acks, claims) is made durable,
+        // and a snapshot under way is finished (the store's directory lock is held until then).
         if let Err(e) = self.segment.sync_data() {
             error!(dir = %self.shared.dir.display(), error = %e, "journal: the last fsync at close failed");
+        }
+        if self.checkpointing.is_some() {
+            self.checkpoint_done();
+        }
+    }
+
+    /// Waits for the snapshot thread (finished, or at close) and takes its answer. A failed
+    /// snapshot costs nothing but disk and time at the next open: the segments it would have
+    /// replaced are all still there, so the flusher goes on and a later checkpoint tries again.
+    fn checkpoint_done(&mut self) {
+        let Some(handle) = self.checkpointing.take() else {
+            return;
+        };
+        let dir = self.shared.dir.display();
+        match handle.join() {
+            Ok(Ok(snapshot_bytes)) => self.snapshot_bytes = snapshot_bytes,
+            Ok(Err(e)) => {
+                self.shared
+                    .counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                error!(dir = %dir, error = %e, "journal: a checkpoint failed; the journal keeps its segments and tries again later");
+            }
+            Err(_) => {
+                self.shared
+                    .counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                error!(dir = %dir, "journal: the checkpoint thread panicked; the journal keeps its segments and tries again later");
+            }
         }
     }
 
@@ -135,20 +185,20 @@ impl Flusher {
         }
     }
 
-    /// Writes a snapshot of the state and removes the segments it covers.
+    /// Captures the state, closes the segment, starts the next one and starts the thread that
+    /// writes the snapshot (see the module docs). Called with the files lock held.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let (body, lsn, tail) = {
+        let (capture, lsn, tail) = {
             let mut g = self.shared.inner.lock();
-            let mut body = Vec::with_capacity(self.snapshot_bytes as usize + 4096);
-            g.machine.encode(&mut body);
+            let capture = g.machine.capture();
             g.sync_wanted = false;
-            (body, g.next_lsn - 1, std::mem::take(&mut g.buf))
+            (capture, g.next_lsn - 1, std::mem::take(&mut g.buf))
         };
-        let encoded = started.elapsed();
-        // The records logged before the snapshot was taken belong to the old segment, which
-        // is fsynced whatever the durability: only the last segment may have a torn tail at
-        // open, so a segment is whole on disk before the next one starts.
+        let locked = started.elapsed();
+        // The records logged before the capture belong to the old segment, which is fsynced
+        // whatever the durability: only the last segment may have a torn tail at open, so a
+        // segment is whole on disk before the next one starts.
         let shared = Arc::clone(&self.shared);
         let result = self.write(&tail, false).and_then(|()| {
             shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -159,23 +209,71 @@ impl Flusher {
         if !self.settle(lsn, result) {
             return Ok(());
         }
-        let (segment, snapshot_bytes) = rotate(&self.shared.dir, lsn, &body)?;
-        self.segment = segment;
-        self.snapshot_bytes = snapshot_bytes;
+        // From here the flusher writes the records after `lsn` to the new segment (its
+        // directory entry is fsynced before anything in it is confirmed) while the snapshot
+        // of the state as of `lsn` is written beside it.
+        self.segment = format::create_segment(&self.shared.dir, lsn + 1)?;
         self.since_checkpoint = 0;
-        self.shared
-            .counters
-            .checkpoints
-            .fetch_add(1, Ordering::Relaxed);
-        info!(
-            lsn,
-            snapshot_bytes,
-            locked_ms = encoded.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            "journal checkpoint"
-        );
+        let thread = std::thread::Builder::new()
+            .name("tidings-checkpoint".to_owned())
+            .spawn(move || write_checkpoint(&shared, capture, lsn, started, locked))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the journal's checkpoint: {e}"))
+            })?;
+        self.checkpointing = Some(thread);
         Ok(())
     }
+}
+
+/// The checkpoint thread: encodes the capture of the state after record `lsn`, makes it the
+/// snapshot and removes the segments it covers. Answers the snapshot's size.
+fn write_checkpoint(
+    shared: &Shared,
+    capture: Capture,
+    lsn: u64,
+    started: Instant,
+    locked: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let dir = &shared.dir;
+    let messages = capture.messages();
+    let mut body = Vec::new();
+    capture.encode(&mut body);
+    drop(capture);
+    let encoded = started.elapsed();
+    // The temporary file is written without the files lock (a copy taken meanwhile holds
+    // part of it, which open ignores); the steps that change what open reads are taken
+    // under it, so that `with_files_still` sees the directory before or after each.
+    let snapshot_bytes = format::write_snapshot_file(dir, lsn, &body)?;
+    drop(body);
+    {
+        let _files = shared.files.lock();
+        format::install_snapshot(dir)?;
+        remove_covered_segments(dir, lsn)?;
+    }
+    shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+    info!(
+        lsn,
+        snapshot_bytes,
+        messages,
+        locked_ms = locked.as_millis() as u64,
+        encode_ms = encoded.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "journal checkpoint"
+    );
+    Ok(snapshot_bytes)
+}
+
+/// Removes the segments whose records the snapshot after `lsn` holds: those that start at or
+/// before it (the segment after it starts at `lsn + 1`, and no other starts while a
+/// checkpoint is under way).
+fn remove_covered_segments(dir: &Path, lsn: u64) -> Result<(), StoreError> {
+    for (first, path) in format::list_segments(dir)? {
+        if first <= lsn {
+            std::fs::remove_file(&path)
+                .map_err(|e| format::io_error(&path, "remove the old segment", &e))?;
+        }
+    }
+    format::sync_dir(dir)
 }
 
 /// Starts the segment after record `lsn`, makes `body` (the state after `lsn`) the snapshot,
@@ -183,13 +281,8 @@ impl Flusher {
 /// directory that opens to the same state.
 pub(crate) fn rotate(dir: &Path, lsn: u64, body: &[u8]) -> Result<(File, u64), StoreError> {
     let segment = format::create_segment(dir, lsn + 1)?;
-    let snapshot_bytes = format::write_snapshot(dir, lsn, body)?;
-    for (first, path) in format::list_segments(dir)? {
-        if first <= lsn {
-            std::fs::remove_file(&path)
-                .map_err(|e| format::io_error(&path, "remove the old segment", &e))?;
-        }
-    }
-    format::sync_dir(dir)?;
+    let snapshot_bytes = format::write_snapshot_file(dir, lsn, body)?;
+    format::install_snapshot(dir)?;
+    remove_covered_segments(dir, lsn)?;
     Ok((segment, snapshot_bytes))
 }

@@ -284,10 +284,10 @@ pub(crate) fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StoreError> 
     }))
 }
 
-/// Writes the snapshot of the state after record `lsn` and makes it the current one: a
-/// temporary file, fsynced, renamed over the old one, the directory fsynced. A crash at any
-/// point leaves either the old snapshot or the new one.
-pub(crate) fn write_snapshot(dir: &Path, lsn: u64, body: &[u8]) -> Result<u64, StoreError> {
+/// Writes the snapshot of the state after record `lsn` to a temporary file, fsynced; answers
+/// its size. [`install_snapshot`] then makes it the current one. A crash at any point leaves
+/// either the old snapshot or the new one (open reads only the installed one).
+pub(crate) fn write_snapshot_file(dir: &Path, lsn: u64, body: &[u8]) -> Result<u64, StoreError> {
     let tmp = dir.join(SNAPSHOT_TMP);
     let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
     header.extend_from_slice(SNAPSHOT_MAGIC);
@@ -303,10 +303,15 @@ pub(crate) fn write_snapshot(dir: &Path, lsn: u64, body: &[u8]) -> Result<u64, S
         f.sync_all()
     };
     write().map_err(|e| io_error(&tmp, "write", &e))?;
-    let path = dir.join(SNAPSHOT_FILE);
-    fs::rename(&tmp, &path).map_err(|e| io_error(&path, "replace", &e))?;
-    sync_dir(dir)?;
     Ok((header.len() + body.len() + 4) as u64)
+}
+
+/// Makes the snapshot [`write_snapshot_file`] wrote the current one: renamed over the old one,
+/// the directory fsynced.
+pub(crate) fn install_snapshot(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    fs::rename(dir.join(SNAPSHOT_TMP), &path).map_err(|e| io_error(&path, "replace", &e))?;
+    sync_dir(dir)
 }
 
 /// Creates the segment whose first record is `first_lsn`, header written and fsynced, with

@@ -40,10 +40,12 @@
 //!     offset that the restarted store then reuses for another message. `history` waits the
 //!     same way.
 //! - **Checkpoints** bound the journal: when the segments written since the last snapshot
-//!   exceed `checkpoint_bytes` (and the snapshot's own size), the flusher encodes the state
-//!   under the lock, starts a new segment, writes the snapshot beside it (temporary file,
-//!   fsync, rename) and deletes the segments it covers. Messages removed by retention leave the
-//!   disk at the next checkpoint.
+//!   exceed `checkpoint_bytes` (and the snapshot's own size), the flusher captures the state
+//!   under the lock — encoding the small parts, sharing the retained messages, which never
+//!   change (`Machine::capture`) — and starts a new segment; a thread of its own encodes the
+//!   capture and writes the snapshot beside it (temporary file, fsync, rename) and deletes the
+//!   segments it covers, while the flusher goes on confirming records in the new segment.
+//!   Messages removed by retention leave the disk at the next checkpoint.
 //! - **Open** reads the snapshot, replays the segments after it, cuts a torn tail, and refuses a
 //!   corrupt or newer-format file with a clear error (see [`format`](crate::format)). A `LOCK`
 //!   file held with `flock` keeps a second process out of the directory.
@@ -135,6 +137,9 @@ pub struct JournalStats {
     pub fsyncs: u64,
     /// Snapshots written.
     pub checkpoints: u64,
+    /// Checkpoints that failed (logged; the segments they would have replaced are kept and a
+    /// later checkpoint tries again).
+    pub checkpoint_failures: u64,
     /// What the retained messages and dead letters count now against
     /// [`JournalConfig::max_retained_bytes`].
     pub footprint: u64,
@@ -145,6 +150,7 @@ pub(crate) struct Counters {
     pub(crate) writes: AtomicU64,
     pub(crate) fsyncs: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) checkpoint_failures: AtomicU64,
     /// Each batch's write (+ fsync when one is wanted).
     pub(crate) commit_latency: tidings_core::metrics::Histogram,
     /// Each fsync alone.
@@ -384,6 +390,7 @@ impl JournalStore {
             segment,
             since_checkpoint: 0,
             snapshot_bytes,
+            checkpointing: None,
         };
         let handle = std::thread::Builder::new()
             .name("tidings-journal".to_owned())
@@ -447,6 +454,7 @@ impl JournalStore {
             writes: c.writes.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            checkpoint_failures: c.checkpoint_failures.load(Ordering::Relaxed),
         }
     }
 }

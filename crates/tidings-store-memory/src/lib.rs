@@ -43,6 +43,7 @@
 
 pub mod codec;
 mod machine;
+mod ring;
 mod snapshot;
 
 use std::fmt;
@@ -55,7 +56,7 @@ use tidings_core::store::{
 };
 
 pub use crate::machine::{ATTACHMENT_OVERHEAD, MESSAGE_OVERHEAD, Machine, footprint};
-pub use crate::snapshot::{SnapshotError, SnapshotFormat};
+pub use crate::snapshot::{Capture, SnapshotError, SnapshotFormat};
 
 /// The in-memory store. A cheap-clone handle: clones share the same data.
 #[derive(Clone, Default)]

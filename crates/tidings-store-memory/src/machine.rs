@@ -1,6 +1,6 @@
 //! The store's state and every operation on it, without locking, I/O or randomness.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
@@ -12,6 +12,8 @@ use tidings_core::store::{
     StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tracing::{debug, warn};
+
+use crate::ring::MessageRing;
 
 /// The whole state of a store: every topic, subscription, pending entry and dead letter.
 ///
@@ -55,7 +57,7 @@ fn footprint_of(message: &StoredMessage) -> u64 {
 pub(crate) struct TopicState {
     pub(crate) head: Offset,
     /// The retained messages, offsets `first()..=head` without holes.
-    pub(crate) messages: VecDeque<StoredMessage>,
+    pub(crate) messages: MessageRing,
     pub(crate) retained_bytes: u64,
     pub(crate) keys: HashMap<String, KeyRecord>,
     pub(crate) subs: BTreeMap<SubscriptionName, SubState>,
@@ -96,7 +98,7 @@ impl TopicState {
     fn new() -> Self {
         TopicState {
             head: 0,
-            messages: VecDeque::new(),
+            messages: MessageRing::default(),
             retained_bytes: 0,
             keys: HashMap::new(),
             subs: BTreeMap::new(),
@@ -134,11 +136,7 @@ impl TopicState {
 }
 
 /// The retained message at `offset`, if any.
-fn message_at(
-    messages: &VecDeque<StoredMessage>,
-    head: Offset,
-    offset: Offset,
-) -> Option<&StoredMessage> {
+fn message_at(messages: &MessageRing, head: Offset, offset: Offset) -> Option<&StoredMessage> {
     let first = head + 1 - messages.len() as u64;
     let index = usize::try_from(offset.checked_sub(first)?).ok()?;
     messages.get(index)
@@ -700,7 +698,7 @@ impl Machine {
             return Vec::new();
         };
         let skip = usize::try_from(from.saturating_sub(t.first())).unwrap_or(usize::MAX);
-        t.messages.iter().skip(skip).take(limit).cloned().collect()
+        t.messages.iter_from(skip).take(limit).cloned().collect()
     }
 
     /// [`Store::topic_info`].

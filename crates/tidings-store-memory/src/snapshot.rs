@@ -4,12 +4,13 @@
 //! Decoding checks the invariants the operations rely on (offsets in order, every pending
 //! entry below its cursor and retained), so a body that decodes is a state the store can run.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tidings_core::store::{Offset, StoredMessage};
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::machine::{Dead, Entry, KeyRecord, Machine, SubState, TopicState};
+use crate::ring::{MessageRing, SharedMessages};
 
 /// A snapshot body could not be decoded.
 pub type SnapshotError = DecodeError;
@@ -52,18 +53,59 @@ fn decode_message(
     })
 }
 
+/// A [`Machine`]'s state as of one moment, to encode after the store's lock is released.
+///
+/// [`Machine::capture`] encodes what is small or changes in place (topics, subscriptions,
+/// pending entries, dead letters, idempotency keys) at once and shares the retained messages,
+/// which never change (see `ring`): the lock is held for time proportional to the former, not
+/// to the retained data. [`Capture::encode`] then writes the bytes [`Machine::encode`] would
+/// have written at that moment.
+pub struct Capture {
+    /// The encoding of everything but the retained messages.
+    frame: Vec<u8>,
+    /// Per topic, the position in `frame` where its messages go, and the messages.
+    messages: Vec<(usize, SharedMessages)>,
+}
+
+impl Capture {
+    /// Appends the captured state to `buf`.
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        let mut done = 0;
+        for (at, messages) in &self.messages {
+            buf.extend_from_slice(&self.frame[done..*at]);
+            let mut e = Encoder::new(buf);
+            for m in messages.iter() {
+                encode_message(&mut e, m);
+            }
+            done = *at;
+        }
+        buf.extend_from_slice(&self.frame[done..]);
+    }
+
+    /// The retained messages the capture shares.
+    pub fn messages(&self) -> usize {
+        self.messages.iter().map(|(_, m)| m.len()).sum()
+    }
+}
+
 impl Machine {
     /// Appends the whole state to `buf`.
     pub fn encode(&self, buf: &mut Vec<u8>) {
-        let mut e = Encoder::new(buf);
-        e.count(self.topics.len());
+        self.capture().encode(buf);
+    }
+
+    /// The state as it is now, to encode later without this machine (see [`Capture`]).
+    pub fn capture(&self) -> Capture {
+        let mut frame = Vec::new();
+        let mut messages = Vec::with_capacity(self.topics.len());
+        Encoder::new(&mut frame).count(self.topics.len());
         for (topic, t) in &self.topics {
+            let mut e = Encoder::new(&mut frame);
             e.topic(topic);
             e.u64(t.head);
             e.count(t.messages.len());
-            for m in &t.messages {
-                encode_message(&mut e, m);
-            }
+            messages.push((frame.len(), t.messages.share()));
+            let mut e = Encoder::new(&mut frame);
             // Sorted, so that one state always gives the same bytes.
             let mut keys: Vec<_> = t.keys.iter().collect();
             keys.sort_unstable_by_key(|(key, _)| *key);
@@ -98,6 +140,7 @@ impl Machine {
                 }
             }
         }
+        Capture { frame, messages }
     }
 
     /// The state [`Machine::encode`] wrote.
@@ -116,7 +159,7 @@ impl Machine {
             let first = (head + 1)
                 .checked_sub(count)
                 .ok_or_else(|| d.error(format!("{count} messages retained below head {head}")))?;
-            let mut messages = VecDeque::new();
+            let mut messages = MessageRing::default();
             let mut retained_bytes = 0;
             for expected in first..=head {
                 let m = decode_message(&mut d, format)?;
@@ -278,6 +321,53 @@ mod tests {
         assert_eq!(back.topic_info(&t), m.topic_info(&t));
         assert_eq!(back.dead_letters(&t).unwrap(), m.dead_letters(&t).unwrap());
         assert_eq!(back.members(), m.members());
+    }
+
+    /// What a checkpoint encodes after releasing the lock is the state of the moment it
+    /// captured, whatever the machine did meanwhile (appends into the shared chunk, retention
+    /// removing from it, claims and acks).
+    #[test]
+    fn a_capture_encodes_the_state_of_its_moment() {
+        let mut m = Machine::default();
+        let t = Topic::new("t").unwrap();
+        let u = Topic::new("u").unwrap();
+        let g = SubscriptionName::group("g").unwrap();
+        m.subscribe(&t, &g, StartFrom::Earliest).unwrap();
+        for n in 0..150 {
+            m.append(&t, MessageId(n), msg(&n.to_string(), None), 60_000);
+            m.append(
+                &u,
+                MessageId(1_000 + n),
+                msg("{}", Some(&n.to_string())),
+                60_000,
+            );
+        }
+        let opts = ClaimOptions {
+            now: 10,
+            max: 20,
+            ack_timeout: 100,
+            max_deliveries: 5,
+        };
+        m.claim(&t, &g, opts).unwrap();
+        let mut before = Vec::new();
+        m.encode(&mut before);
+
+        let capture = m.capture();
+        assert_eq!(capture.messages(), 300);
+        for n in 150..300 {
+            m.append(&t, MessageId(n), msg(&n.to_string(), None), 60_000);
+        }
+        m.ack(&t, &g, 1).unwrap();
+        let retention = tidings_core::store::Retention {
+            max_messages: 40,
+            max_bytes: u64::MAX,
+            max_age: u64::MAX,
+        };
+        m.enforce_retention(&t, retention, 20, 60_000).unwrap();
+        let mut after = Vec::new();
+        capture.encode(&mut after);
+        assert_eq!(after, before);
+        assert_eq!(m.topic_info(&t).unwrap().retained, 40);
     }
 
     #[test]
