@@ -89,6 +89,11 @@ fn copy_dir(from: &Path, to: &Path) -> Result<Vec<String>, String> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             continue;
         };
+        // Files a checkpoint no longer needs, which it frees while the copy runs; open
+        // ignores them.
+        if name.ends_with(".deleting") {
+            continue;
+        }
         let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if name.starts_with("wal-") {
             segments.push(name.clone());

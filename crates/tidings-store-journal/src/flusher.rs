@@ -242,14 +242,16 @@ fn write_checkpoint(
     let encoded = started.elapsed();
     // The temporary file is written without the files lock (a copy taken meanwhile holds
     // part of it, which open ignores); the steps that change what open reads are taken
-    // under it, so that `with_files_still` sees the directory before or after each.
+    // under it, so that `with_files_still` sees the directory before or after each. They
+    // are renames: the old files' blocks are freed after, in slices (`empty_trash`).
     let snapshot_bytes = format::write_snapshot_file(dir, lsn, &body)?;
     drop(body);
     {
         let _files = shared.files.lock();
         format::install_snapshot(dir)?;
-        remove_covered_segments(dir, lsn)?;
+        trash_covered_segments(dir, lsn)?;
     }
+    format::empty_trash(dir)?;
     shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
     info!(
         lsn,
@@ -263,14 +265,13 @@ fn write_checkpoint(
     Ok(snapshot_bytes)
 }
 
-/// Removes the segments whose records the snapshot after `lsn` holds: those that start at or
-/// before it (the segment after it starts at `lsn + 1`, and no other starts while a
-/// checkpoint is under way).
-fn remove_covered_segments(dir: &Path, lsn: u64) -> Result<(), StoreError> {
+/// Moves to trash the segments whose records the snapshot after `lsn` holds: those that
+/// start at or before it (the segment after it starts at `lsn + 1`, and no other starts while
+/// a checkpoint is under way).
+fn trash_covered_segments(dir: &Path, lsn: u64) -> Result<(), StoreError> {
     for (first, path) in format::list_segments(dir)? {
         if first <= lsn {
-            std::fs::remove_file(&path)
-                .map_err(|e| format::io_error(&path, "remove the old segment", &e))?;
+            format::move_to_trash(&path)?;
         }
     }
     format::sync_dir(dir)
@@ -283,6 +284,7 @@ pub(crate) fn rotate(dir: &Path, lsn: u64, body: &[u8]) -> Result<(File, u64), S
     let segment = format::create_segment(dir, lsn + 1)?;
     let snapshot_bytes = format::write_snapshot_file(dir, lsn, body)?;
     format::install_snapshot(dir)?;
-    remove_covered_segments(dir, lsn)?;
+    trash_covered_segments(dir, lsn)?;
+    format::empty_trash(dir)?;
     Ok((segment, snapshot_bytes))
 }

@@ -284,6 +284,10 @@ pub(crate) fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StoreError> 
     }))
 }
 
+/// How much of a snapshot is written before it is fsynced: what the journal's fsyncs may have
+/// to wait behind while a snapshot is written (tens of milliseconds on an ordinary SSD).
+const SNAPSHOT_WRITE_SLICE: usize = 8 << 20;
+
 /// Writes the snapshot of the state after record `lsn` to a temporary file, fsynced; answers
 /// its size. [`install_snapshot`] then makes it the current one. A crash at any point leaves
 /// either the old snapshot or the new one (open reads only the installed one).
@@ -298,7 +302,13 @@ pub(crate) fn write_snapshot_file(dir: &Path, lsn: u64, body: &[u8]) -> Result<u
     let write = || -> io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(&header)?;
-        f.write_all(body)?;
+        // In slices, each made durable before the next: a snapshot of gigabytes written at
+        // once leaves that much dirty in the page cache, and the journal's own fsyncs (which
+        // confirm publishes meanwhile) then wait behind its writeback for seconds.
+        for slice in body.chunks(SNAPSHOT_WRITE_SLICE) {
+            f.write_all(slice)?;
+            f.sync_data()?;
+        }
         f.write_all(&crc.to_le_bytes())?;
         f.sync_all()
     };
@@ -307,11 +317,75 @@ pub(crate) fn write_snapshot_file(dir: &Path, lsn: u64, body: &[u8]) -> Result<u
 }
 
 /// Makes the snapshot [`write_snapshot_file`] wrote the current one: renamed over the old one,
-/// the directory fsynced.
+/// the directory fsynced. The old one is kept as trash (a hard link), so that the rename frees
+/// no blocks: [`empty_trash`] does, later and in slices.
 pub(crate) fn install_snapshot(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join(SNAPSHOT_FILE);
+    let old = trash_name(&path);
+    match fs::remove_file(&old) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&old, "remove", &e)),
+    }
+    match fs::hard_link(&path, &old) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {} // the first snapshot
+        Err(e) => return Err(io_error(&old, "create", &e)),
+    }
     fs::rename(dir.join(SNAPSHOT_TMP), &path).map_err(|e| io_error(&path, "replace", &e))?;
     sync_dir(dir)
+}
+
+/// What a file is renamed to when it is no longer needed: open ignores it and
+/// [`empty_trash`] removes it.
+const TRASH_SUFFIX: &str = ".deleting";
+
+fn trash_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TRASH_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Whether a journal directory's file is trash (see [`move_to_trash`]).
+pub(crate) fn is_trash(name: &str) -> bool {
+    name.ends_with(TRASH_SUFFIX)
+}
+
+/// Renames `path` to trash: from this instant open no longer reads it. The caller fsyncs the
+/// directory.
+pub(crate) fn move_to_trash(path: &Path) -> Result<(), StoreError> {
+    fs::rename(path, trash_name(path)).map_err(|e| io_error(path, "move to trash", &e))
+}
+
+/// How much of a trash file is freed at a time.
+const TRASH_SLICE: u64 = 64 << 20;
+
+/// Removes the trash of `dir`. A big file is cut from its end in slices, each fsynced, before
+/// it is unlinked: freeing gigabytes at once (on a file system that discards freed blocks)
+/// holds up the file system's journal, and with it the fsyncs that confirm publishes, for
+/// hundreds of milliseconds; a slice at a time, each waits at most for one slice.
+pub(crate) fn empty_trash(dir: &Path) -> Result<(), StoreError> {
+    let entries = fs::read_dir(dir).map_err(|e| io_error(dir, "list", &e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(dir, "list", &e))?;
+        if !entry.file_name().to_str().is_some_and(is_trash) {
+            continue;
+        }
+        let path = entry.path();
+        let free = || -> io::Result<()> {
+            let f = OpenOptions::new().write(true).open(&path)?;
+            let mut len = f.metadata()?.len();
+            while len > TRASH_SLICE {
+                len -= TRASH_SLICE;
+                f.set_len(len)?;
+                f.sync_all()?;
+            }
+            drop(f);
+            fs::remove_file(&path)
+        };
+        free().map_err(|e| io_error(&path, "remove", &e))?;
+    }
+    Ok(())
 }
 
 /// Creates the segment whose first record is `first_lsn`, header written and fsynced, with

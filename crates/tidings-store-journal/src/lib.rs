@@ -323,6 +323,8 @@ impl JournalStore {
             Err(e) => return Err(format::io_error(&lock_path, "lock", &e.into())),
         }
 
+        // What a checkpoint had not finished removing when the process stopped.
+        format::empty_trash(dir)?;
         let (mut machine, snapshot_lsn) = match format::read_snapshot(dir)? {
             Some(format::Snapshot { version, lsn, body }) => {
                 let body_format = if version == 1 {

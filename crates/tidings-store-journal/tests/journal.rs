@@ -519,3 +519,21 @@ fn msg_keyed(key: &str, at: u64) -> NewMessage {
         ..msg(0)
     }
 }
+
+/// A checkpoint renames the files it replaces to `*.deleting` and frees them after; a process
+/// stopped before that leaves them behind, and the next open removes them without reading
+/// them (their bytes here would not even decode).
+#[test]
+fn open_removes_what_a_checkpoint_left_to_delete() {
+    let dir = crashed_journal(5);
+    for name in ["snapshot.deleting", "wal-00000000000000000001.log.deleting"] {
+        fs::write(dir.path().join(name), vec![0xAB; 3 << 20]).unwrap();
+    }
+    assert_eq!(retained(dir.path()).unwrap(), 5);
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".deleting"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

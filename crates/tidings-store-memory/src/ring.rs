@@ -53,7 +53,9 @@ impl MessageRing {
 
     pub(crate) fn push_back(&mut self, message: StoredMessage) {
         if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push_back(Arc::new(Vec::with_capacity(CHUNK)));
+            // Grown as it fills (to `CHUNK` exactly: a power of two), so a topic of a few
+            // messages does not hold room for 64.
+            self.chunks.push_back(Arc::new(Vec::new()));
         }
         if let Some(last) = self.chunks.back_mut() {
             // Copies the chunk only while a checkpoint still shares it.
