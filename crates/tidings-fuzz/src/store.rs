@@ -96,6 +96,30 @@ pub(crate) fn decode(data: &[u8]) -> (Case, Vec<usize>) {
                 max_messages: b.pick(&[0, 1, 2, 4, 8, 100]),
                 max_bytes: b.pick(&[0, 5, 10, 20, 50, 255]),
             },
+            // A dispatcher's turn (`Store::settle_and_claim`): up to four entries, then a claim
+            // unless the count byte's high bit says settle alone. (Added after the corpus was
+            // first written: tag 13 was a crash point before, 14 and 15 still are.)
+            13 => {
+                let count = b.byte();
+                let entries = (0..count % 5)
+                    .map(|_| {
+                        let offset = b.byte() % 10;
+                        let delay = b.byte();
+                        // Even: an ack; odd: a requeue with a short delay.
+                        (
+                            offset,
+                            (delay % 2 == 1).then(|| SHORT[usize::from(delay / 2) % SHORT.len()]),
+                        )
+                    })
+                    .collect();
+                let claim = (count < 128).then(|| (b.byte() % 4, b.pick(SHORT), b.byte() % 4));
+                Op::Settle {
+                    topic,
+                    sub,
+                    entries,
+                    claim,
+                }
+            }
             _ => {
                 if crashes.len() < MAX_CRASHES && crashes.last() != Some(&ops.len()) {
                     crashes.push(ops.len());
@@ -356,7 +380,7 @@ mod tests {
     #[test]
     fn crash_points_fall_between_operations() {
         // Window 1; subscribe; append; crash; crash (the same point); claim; crash at the end.
-        let input = [1, 0x04, 0, 0x02, 0, 3, 0, 0x0d, 0x0e, 0x06, 3, 1, 3, 0x0f];
+        let input = [1, 0x04, 0, 0x02, 0, 3, 0, 0x0e, 0x0e, 0x06, 3, 1, 3, 0x0f];
         let (case, crashes) = decode(&input);
         assert_eq!(case.dedup_window, 1);
         assert_eq!(case.ops.len(), 3);
