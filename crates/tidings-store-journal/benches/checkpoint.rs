@@ -10,8 +10,8 @@
 //! then reopened `full`), then runs 64 appenders, each awaiting its confirmed append before
 //! the next, until the journal has taken two more checkpoints (at most 120 s). It prints the
 //! appends' latency percentiles and maximum, and the slowest appends around each checkpoint;
-//! the journal's own log line for each checkpoint (`locked_ms`, `encode_ms`, `total_ms`) goes
-//! to stderr.
+//! the journal's own log line for each checkpoint (`locked_ms`, `write_ms`, `total_ms`) goes
+//! to stderr. Last, the process's peak resident memory (`VmHWM`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -160,6 +160,10 @@ fn main() {
         );
         for (second, (n, worst)) in &slow {
             println!("  sent in second {second}: {n}, the slowest {worst:.0} ms");
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if let Some(peak) = status.lines().find(|l| l.starts_with("VmHWM")) {
+            println!("peak memory: {}", peak.trim_start_matches("VmHWM:").trim());
         }
     });
 }

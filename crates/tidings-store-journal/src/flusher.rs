@@ -236,16 +236,13 @@ fn write_checkpoint(
 ) -> Result<u64, StoreError> {
     let dir = &shared.dir;
     let messages = capture.messages();
-    let mut body = Vec::new();
-    capture.encode(&mut body);
-    drop(capture);
-    let encoded = started.elapsed();
     // The temporary file is written without the files lock (a copy taken meanwhile holds
     // part of it, which open ignores); the steps that change what open reads are taken
     // under it, so that `with_files_still` sees the directory before or after each. They
     // are renames: the old files' blocks are freed after, in slices (`empty_trash`).
-    let snapshot_bytes = format::write_snapshot_file(dir, lsn, &body)?;
-    drop(body);
+    let snapshot_bytes = format::write_snapshot_file(dir, lsn, &capture)?;
+    let written = started.elapsed();
+    drop(capture);
     {
         let _files = shared.files.lock();
         format::install_snapshot(dir)?;
@@ -258,7 +255,7 @@ fn write_checkpoint(
         snapshot_bytes,
         messages,
         locked_ms = locked.as_millis() as u64,
-        encode_ms = encoded.as_millis() as u64,
+        write_ms = written.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "journal checkpoint"
     );
@@ -277,12 +274,12 @@ fn trash_covered_segments(dir: &Path, lsn: u64) -> Result<(), StoreError> {
     format::sync_dir(dir)
 }
 
-/// Starts the segment after record `lsn`, makes `body` (the state after `lsn`) the snapshot,
+/// Starts the segment after record `lsn`, makes `state` (the state after `lsn`) the snapshot,
 /// and removes the segments the snapshot covers. A crash between any two steps leaves a
 /// directory that opens to the same state.
-pub(crate) fn rotate(dir: &Path, lsn: u64, body: &[u8]) -> Result<(File, u64), StoreError> {
+pub(crate) fn rotate(dir: &Path, lsn: u64, state: &Capture) -> Result<(File, u64), StoreError> {
     let segment = format::create_segment(dir, lsn + 1)?;
-    let snapshot_bytes = format::write_snapshot_file(dir, lsn, body)?;
+    let snapshot_bytes = format::write_snapshot_file(dir, lsn, state)?;
     format::install_snapshot(dir)?;
     trash_covered_segments(dir, lsn)?;
     format::empty_trash(dir)?;

@@ -32,10 +32,11 @@
 //! - **A file of a newer version**: refused with a message saying so; nothing is rewritten.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use tidings_core::store::StoreError;
+use tidings_store_memory::Capture;
 
 /// The format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -277,43 +278,60 @@ pub(crate) fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StoreError> 
     if crc32c::crc32c(&bytes[..end]) != le_u32(&bytes[end..]) {
         return Err(corrupt(&path, end, "a snapshot with a bad checksum"));
     }
-    Ok(Some(Snapshot {
-        version,
-        lsn,
-        body: bytes[SNAPSHOT_HEADER_LEN..end].to_vec(),
-    }))
+    // The body in place (a shift, not a second copy of a file as big as the state).
+    let mut body = bytes;
+    body.truncate(end);
+    body.drain(..SNAPSHOT_HEADER_LEN);
+    Ok(Some(Snapshot { version, lsn, body }))
 }
 
-/// How much of a snapshot is written before it is fsynced: what the journal's fsyncs may have
-/// to wait behind while a snapshot is written (tens of milliseconds on an ordinary SSD).
+/// How much of a snapshot is encoded and written before it is fsynced: what the journal's
+/// fsyncs may have to wait behind while a snapshot is written (tens of milliseconds on an
+/// ordinary SSD), and the memory the encoding takes.
 const SNAPSHOT_WRITE_SLICE: usize = 8 << 20;
 
-/// Writes the snapshot of the state after record `lsn` to a temporary file, fsynced; answers
-/// its size. [`install_snapshot`] then makes it the current one. A crash at any point leaves
-/// either the old snapshot or the new one (open reads only the installed one).
-pub(crate) fn write_snapshot_file(dir: &Path, lsn: u64, body: &[u8]) -> Result<u64, StoreError> {
+/// Writes the snapshot of `state` (the state after record `lsn`) to a temporary file,
+/// fsynced; answers its size. [`install_snapshot`] then makes it the current one. A crash at
+/// any point leaves either the old snapshot or the new one (open reads only the installed
+/// one).
+///
+/// The body is encoded straight into the file, a slice at a time, each fsynced before the
+/// next: the encoding is never whole in memory (it is about the size of the retained data), and
+/// a snapshot of gigabytes written at once would leave that much dirty in the page cache, which
+/// the journal's own fsyncs (confirming publishes meanwhile) then wait behind for seconds.
+/// The header, which holds the body's length, is written last, over the space left for it.
+pub(crate) fn write_snapshot_file(
+    dir: &Path,
+    lsn: u64,
+    state: &Capture,
+) -> Result<u64, StoreError> {
     let tmp = dir.join(SNAPSHOT_TMP);
-    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
-    header.extend_from_slice(SNAPSHOT_MAGIC);
-    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&lsn.to_le_bytes());
-    header.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header), body);
-    let write = || -> io::Result<()> {
+    let write = || -> io::Result<u64> {
         let mut f = File::create(&tmp)?;
-        f.write_all(&header)?;
-        // In slices, each made durable before the next: a snapshot of gigabytes written at
-        // once leaves that much dirty in the page cache, and the journal's own fsyncs (which
-        // confirm publishes meanwhile) then wait behind its writeback for seconds.
-        for slice in body.chunks(SNAPSHOT_WRITE_SLICE) {
-            f.write_all(slice)?;
+        f.write_all(&[0; SNAPSHOT_HEADER_LEN])?;
+        let mut body_len = 0u64;
+        let mut body_crc = 0u32;
+        state.encode_to(SNAPSHOT_WRITE_SLICE, &mut |piece: &[u8]| {
+            f.write_all(piece)?;
             f.sync_data()?;
-        }
+            body_len += piece.len() as u64;
+            body_crc = crc32c::crc32c_append(body_crc, piece);
+            Ok::<(), io::Error>(())
+        })?;
+        let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
+        header.extend_from_slice(SNAPSHOT_MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&lsn.to_le_bytes());
+        header.extend_from_slice(&body_len.to_le_bytes());
+        let len = usize::try_from(body_len).map_err(io::Error::other)?;
+        let crc = crc32c::crc32c_combine(crc32c::crc32c(&header), body_crc, len);
         f.write_all(&crc.to_le_bytes())?;
-        f.sync_all()
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&header)?;
+        f.sync_all()?;
+        Ok(header.len() as u64 + body_len + 4)
     };
-    write().map_err(|e| io_error(&tmp, "write", &e))?;
-    Ok((header.len() + body.len() + 4) as u64)
+    write().map_err(|e| io_error(&tmp, "write", &e))
 }
 
 /// Makes the snapshot [`write_snapshot_file`] wrote the current one: renamed over the old one,

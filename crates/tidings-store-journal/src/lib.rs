@@ -351,9 +351,7 @@ impl JournalStore {
         }
         let last_lsn = replay.next_lsn - 1;
         let (segment, snapshot_bytes) = if replay.records > 0 || replay.torn.is_some() {
-            let mut body = Vec::new();
-            machine.encode(&mut body);
-            flusher::rotate(dir, last_lsn, &body)?
+            flusher::rotate(dir, last_lsn, &machine.capture())?
         } else {
             let size = fs::metadata(dir.join(format::SNAPSHOT_FILE)).map_or(0, |m| m.len());
             (format::create_segment(dir, replay.next_lsn)?, size)

@@ -70,16 +70,44 @@ pub struct Capture {
 impl Capture {
     /// Appends the captured state to `buf`.
     pub fn encode(&self, buf: &mut Vec<u8>) {
+        let mut write = |piece: &[u8]| -> Result<(), std::convert::Infallible> {
+            buf.extend_from_slice(piece);
+            Ok(())
+        };
+        // Infallible: the only error is the sink's.
+        let Ok(()) = self.encode_to(usize::MAX, &mut write);
+    }
+
+    /// Encodes the captured state piece by piece: `sink` gets the bytes [`Capture::encode`]
+    /// would write, in order, in pieces of about `piece_len` bytes (never more than
+    /// `piece_len` plus one message), so that the whole encoding never has to be in memory.
+    ///
+    /// # Errors
+    ///
+    /// The first error of `sink`, after which nothing more is written.
+    pub fn encode_to<E>(
+        &self,
+        piece_len: usize,
+        sink: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut buf = Vec::new();
         let mut done = 0;
         for (at, messages) in &self.messages {
             buf.extend_from_slice(&self.frame[done..*at]);
-            let mut e = Encoder::new(buf);
-            for m in messages.iter() {
-                encode_message(&mut e, m);
-            }
             done = *at;
+            for m in messages.iter() {
+                encode_message(&mut Encoder::new(&mut buf), m);
+                if buf.len() >= piece_len {
+                    sink(&buf)?;
+                    buf.clear();
+                }
+            }
         }
         buf.extend_from_slice(&self.frame[done..]);
+        if !buf.is_empty() {
+            sink(&buf)?;
+        }
+        Ok(())
     }
 
     /// The retained messages the capture shares.
@@ -368,6 +396,44 @@ mod tests {
         capture.encode(&mut after);
         assert_eq!(after, before);
         assert_eq!(m.topic_info(&t).unwrap().retained, 40);
+    }
+
+    /// The pieces of `encode_to`, whatever their size, add up to the bytes of `encode`.
+    #[test]
+    fn a_capture_encoded_in_pieces_is_the_same_bytes() {
+        let mut m = Machine::default();
+        let t = Topic::new("t").unwrap();
+        m.subscribe(
+            &t,
+            &SubscriptionName::group("g").unwrap(),
+            StartFrom::Earliest,
+        )
+        .unwrap();
+        for n in 0..200 {
+            m.append(&t, MessageId(n), msg(&"x".repeat(n as usize), None), 60_000);
+        }
+        m.append(
+            &Topic::new("u").unwrap(),
+            MessageId(999),
+            msg("{}", None),
+            0,
+        );
+        let capture = m.capture();
+        let mut whole = Vec::new();
+        capture.encode(&mut whole);
+        for piece_len in [1, 100, 4096, usize::MAX] {
+            let mut pieces: Vec<Vec<u8>> = Vec::new();
+            let mut sink = |p: &[u8]| -> Result<(), ()> {
+                pieces.push(p.to_vec());
+                Ok(())
+            };
+            capture.encode_to(piece_len, &mut sink).unwrap();
+            assert_eq!(pieces.concat(), whole, "pieces of {piece_len}");
+            if piece_len == 4096 {
+                assert!(pieces.len() > 4, "{} pieces", pieces.len());
+                assert!(pieces.iter().all(|p| p.len() < 4096 + 400));
+            }
+        }
     }
 
     #[test]
