@@ -116,6 +116,9 @@ impl RedisClusterConfig {
 struct Outgoing {
     channel: String,
     payload: Vec<u8>,
+    /// A hint that may be sent once for many ([`ClusterMessage::Published`]): see
+    /// [`coalesce`].
+    hint: bool,
 }
 
 /// The Redis pub/sub cluster. See the crate docs.
@@ -237,11 +240,24 @@ impl RedisCluster {
 
     fn send(&self, channel: String, message: &ClusterMessage) {
         let payload = message.encode(&self.node_id);
-        self.enqueue(channel, payload);
+        let hint = matches!(message, ClusterMessage::Published { .. });
+        self.queue(Outgoing {
+            channel,
+            payload,
+            hint,
+        });
     }
 
     fn enqueue(&self, channel: String, payload: Vec<u8>) {
-        if self.outgoing.send(Outgoing { channel, payload }).is_err() {
+        self.queue(Outgoing {
+            channel,
+            payload,
+            hint: false,
+        });
+    }
+
+    fn queue(&self, outgoing: Outgoing) {
+        if self.outgoing.send(outgoing).is_err() {
             // The publisher task is gone only when the runtime shuts down.
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -258,6 +274,7 @@ async fn publisher(
     const BATCH: usize = 256;
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        coalesce(&mut batch);
         let mut pipe = redis::pipe();
         for m in &batch {
             pipe.publish(&m.channel, m.payload.as_slice()).ignore();
@@ -271,6 +288,26 @@ async fn publisher(
         }
         batch.clear();
     }
+}
+
+/// Drops the hints of `batch` that repeat an earlier one of the same batch (same channel, same
+/// bytes): "topic t has new messages" said once per batch wakes the same dispatchers as said
+/// for every publish — they claim whatever is there — and under load a batch holds dozens of
+/// them, each a PUBLISH that Redis (the store's own server in Redis mode) would process and
+/// every node decode. Anything else is kept, in order: two equal broadcasts are two
+/// deliveries.
+fn coalesce(batch: &mut Vec<Outgoing>) {
+    if batch.iter().filter(|m| m.hint).nth(1).is_none() {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::with_capacity(batch.len());
+    for m in batch.drain(..) {
+        if !m.hint || seen.insert((m.channel.clone(), m.payload.clone())) {
+            kept.push(m);
+        }
+    }
+    *batch = kept;
 }
 
 /// Reads both channels and hands other nodes' messages to `handler`; reconnects with backoff.
@@ -618,5 +655,66 @@ impl Cluster for RedisCluster {
             m.node_messages = Some(tidings_core::metrics::NodeMessageCounts { applied, refused });
         }
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(channel: &str, payload: &str, hint: bool) -> Outgoing {
+        Outgoing {
+            channel: channel.to_owned(),
+            payload: payload.as_bytes().to_vec(),
+            hint,
+        }
+    }
+
+    fn sent(batch: &[Outgoing]) -> Vec<(String, String)> {
+        batch
+            .iter()
+            .map(|m| {
+                (
+                    m.channel.clone(),
+                    String::from_utf8_lossy(&m.payload).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn repeated_hints_are_sent_once_and_everything_else_as_queued() {
+        let mut batch = vec![
+            outgoing("all", "wake a", true),
+            outgoing("all", "emit x", false),
+            outgoing("all", "wake a", true),
+            outgoing("all", "wake b", true),
+            outgoing("all", "emit x", false),
+            outgoing("node-2", "wake a", true),
+            outgoing("all", "wake a", true),
+        ];
+        coalesce(&mut batch);
+        let want = [
+            ("all", "wake a"),
+            ("all", "emit x"),
+            ("all", "wake b"),
+            ("all", "emit x"),
+            ("node-2", "wake a"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(c, p)| ((*c).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(sent(&batch), want);
+    }
+
+    #[test]
+    fn a_batch_without_repeated_hints_is_untouched() {
+        let mut batch = vec![
+            outgoing("all", "emit", false),
+            outgoing("all", "emit", false),
+        ];
+        coalesce(&mut batch);
+        assert_eq!(batch.len(), 2);
     }
 }
