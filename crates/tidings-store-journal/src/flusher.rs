@@ -44,6 +44,13 @@ pub(crate) struct Flusher {
 
 impl Flusher {
     pub(crate) fn run(mut self) {
+        self.write_until_closed();
+        // Whether the journal closed or failed, a snapshot under way is finished before the
+        // store's directory lock is released.
+        self.checkpoint_done();
+    }
+
+    fn write_until_closed(&mut self) {
         let mut spare = Vec::new();
         loop {
             let (mut batch, upto, sync) = {
@@ -84,17 +91,14 @@ impl Flusher {
                 }
             }
         }
-        // A clean close: whatever was written without an fsync (acks, claims) is made durable,
-        // and a snapshot under way is finished (the store's directory lock is held until then).
+        // A clean close: whatever was written without an fsync (acks, claims) is made durable.
         if let Err(e) = self.segment.sync_data() {
             error!(dir = %self.shared.dir.display(), error = %e, "journal: the last fsync at close failed");
         }
-        if self.checkpointing.is_some() {
-            self.checkpoint_done();
-        }
     }
 
-    /// Waits for the snapshot thread (finished, or at close) and takes its answer. A failed
+    /// Waits for the snapshot thread, if there is one (finished, or at close), and takes its
+    /// answer. A failed
     /// snapshot costs nothing but disk and time at the next open: the segments it would have
     /// replaced are all still there, so the flusher goes on and a later checkpoint tries again.
     fn checkpoint_done(&mut self) {

@@ -537,3 +537,34 @@ fn open_removes_what_a_checkpoint_left_to_delete() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A checkpoint that cannot write its snapshot (here `snapshot.tmp` is a directory, as a full
+/// disk would fail it too) is counted and the journal goes on: every operation is answered,
+/// no segment is removed, and a reopen once the obstacle is gone has the same state.
+#[test]
+fn a_failed_checkpoint_keeps_the_journal_serving_and_its_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("snapshot.tmp")).unwrap();
+    block_on(async {
+        let before = {
+            let store = JournalStore::open(dir.path(), config(4 << 10)).unwrap();
+            workload(&store, 200).await;
+            // The flusher takes a checkpoint's answer at its next write after the thread
+            // ended: write until it has (bounded), without waiting on a clock.
+            let t = Topic::new("orders.eu").unwrap();
+            for n in 0..10_000 {
+                if store.stats().checkpoint_failures > 0 {
+                    break;
+                }
+                store.append(&t, msg(1_000_000 + n), 0).await.unwrap();
+            }
+            assert!(store.stats().checkpoint_failures > 0, "{:?}", store.stats());
+            assert_eq!(store.stats().checkpoints, 0);
+            visible(&store).await
+        };
+        assert!(wal_files(dir.path()).len() > 1, "the segments are kept");
+        fs::remove_dir(dir.path().join("snapshot.tmp")).unwrap();
+        let store = JournalStore::open(dir.path(), config(4 << 10)).unwrap();
+        assert_eq!(visible(&store).await, before);
+    });
+}
