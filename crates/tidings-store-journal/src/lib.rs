@@ -837,7 +837,10 @@ impl Store for JournalStore {
         let mut m = tidings_core::metrics::BackendMetrics::default();
         m.commit_seconds = Some(c.commit_latency.snapshot());
         m.fsync_seconds = Some(c.fsync_latency.snapshot());
-        m.errors = u64::from(self.shared.inner.lock().failed.is_some());
+        // A failed write or fsync (the store then refuses everything), and every checkpoint
+        // that could not write its snapshot (the journal keeps serving).
+        m.errors = u64::from(self.shared.inner.lock().failed.is_some())
+            + c.checkpoint_failures.load(Ordering::Relaxed);
         m
     }
 

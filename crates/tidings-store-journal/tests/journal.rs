@@ -559,6 +559,10 @@ fn a_failed_checkpoint_keeps_the_journal_serving_and_its_segments() {
                 store.append(&t, msg(1_000_000 + n), 0).await.unwrap();
             }
             assert!(store.stats().checkpoint_failures > 0, "{:?}", store.stats());
+            assert!(
+                store.metrics().errors > 0,
+                "in /metrics as tidings_store_errors_total"
+            );
             assert_eq!(store.stats().checkpoints, 0);
             visible(&store).await
         };
