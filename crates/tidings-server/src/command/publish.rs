@@ -9,14 +9,20 @@
 //! and the attachments, and subscribers receive a BINARY_EVENT.
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 use tidings_core::ErrorBody;
 use tidings_core::clock::{millis, now_millis};
-use tidings_core::store::{BoundedAppend, NewMessage, Topic};
+use tidings_core::store::{BoundedAppend, MessageId, NewMessage, Topic};
 
 use super::subscribe::require_object;
-use super::{Access, Answer, Builtin, Family, Input, fields};
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+use super::{Access, AckAnswer, Builtin, Family, Input, fields};
 use crate::auth::Action;
+use crate::io::{AckSender, EmitError};
 use crate::queue::Queues;
 
 /// A parsed `publish`.
@@ -26,8 +32,11 @@ pub struct Publish {
     pub topic: Topic,
     /// The event name the subscribers receive.
     pub event: String,
-    /// The message's data, with Socket.IO placeholders for its binary parts.
-    pub data: Value,
+    /// The message's data as JSON text (one value, as `serde_json` reads it into a [`Value`]),
+    /// with Socket.IO placeholders for its binary parts: what the store keeps. From a socket
+    /// without attachments it is the text the client sent, never decoded
+    /// ([`Publish::from_json`]).
+    pub data: String,
     /// The binary parts of `data`, in placeholder order (numbered from 0).
     pub attachments: Vec<Bytes>,
     /// The idempotency key: a publish with a key seen within the dedup window is not stored
@@ -42,15 +51,24 @@ impl Builtin for Publish {
     fn parse(input: Input<'_>) -> Result<Self, ErrorBody> {
         require_object(Self::NAME, &input.payload)?;
         let topic = fields::topic(&input.payload)?;
-        let mut publish = Publish::from_fields(topic, input.payload)?;
+        let mut body = input.payload;
+        let (event, key) = Publish::names(&body)?;
+        let mut data = fields::take_data(&mut body);
         // Only what `data` references is kept: binary elsewhere in the packet (another
         // field, a second argument) is not part of the message. (Without attachments there is
         // nothing to look for: no walk of `data` on the common path.)
-        if !input.attachments.is_empty() {
-            publish.attachments =
-                crate::io::extract_attachments(&mut publish.data, &input.attachments);
-        }
-        Ok(publish)
+        let attachments = if input.attachments.is_empty() {
+            Vec::new()
+        } else {
+            crate::io::extract_attachments(&mut data, &input.attachments)
+        };
+        Ok(Publish {
+            topic,
+            event,
+            data: json_text(&data),
+            attachments,
+            key,
+        })
     }
 
     fn required_access(&self) -> Access {
@@ -67,18 +85,78 @@ impl Publish {
     /// `bad_request` as for the `publish` event: an event name that is empty, longer than
     /// [`fields::MAX_NAME_LEN`] bytes or reserved; a key that is not a name; a `_binary` that
     /// is not base64, or a Socket.IO placeholder object inside `data`.
-    pub fn from_body(topic: Topic, body: Value) -> Result<Publish, ErrorBody> {
-        let mut publish = Publish::from_fields(topic, body)?;
-        publish.attachments = tidings_core::binary::extract(&mut publish.data)
+    pub fn from_body(topic: Topic, mut body: Value) -> Result<Publish, ErrorBody> {
+        fields::require_object(&body, "{event, data, key?}")?;
+        let (event, key) = Publish::names(&body)?;
+        let mut data = fields::take_data(&mut body);
+        let attachments = tidings_core::binary::extract(&mut data)
             .map_err(|e| fields::bad_request(format!("`data`: {e}")))?;
-        Ok(publish)
+        Ok(Publish {
+            topic,
+            event,
+            data: json_text(&data),
+            attachments,
+            key,
+        })
     }
 
-    fn from_fields(topic: Topic, mut body: Value) -> Result<Publish, ErrorBody> {
-        fields::require_object(&body, "{event, data, key?}")?;
-        let event = fields::event_name(&body)?;
-        let key = fields::key(&body)?;
-        let data = fields::take_data(&mut body);
+    /// The publish of the Socket.IO event argument `payload`, given as the JSON text it
+    /// arrived as (checked already as one JSON value, as the packet decoder checks it): the
+    /// same request as [`Builtin::parse`] reads from a decoded payload, with the same
+    /// refusals, but `data` is never decoded: it is stored as the text it arrived as (a
+    /// [`Value`] is built for it only when the packet has `attachments`, to renumber them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Builtin::parse`].
+    pub fn from_json(
+        payload: &RawValue,
+        attachments: &[Bytes],
+        identity: Option<&str>,
+    ) -> Result<Publish, ErrorBody> {
+        let Ok(members) = serde_json::from_str::<Members<'_>>(payload.get()) else {
+            // Not an object (or, never from a checked packet, not JSON): the decoded path
+            // gives the refusal.
+            let payload = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
+            return Publish::parse(Input {
+                payload,
+                attachments: attachments.to_vec(),
+                identity,
+            });
+        };
+        // Every member but `data` is decoded (they are small), so that the field readers are
+        // the ones the decoded path uses; of members named twice the last counts, as when
+        // the whole object is decoded.
+        let mut body = Map::new();
+        let mut data = None;
+        for (name, value) in members.0 {
+            if name == "data" {
+                data = Some(value);
+                continue;
+            }
+            let value = serde_json::from_str(value.get())
+                .map_err(|e| fields::bad_request(format!("`{name}`: {e}")))?;
+            body.insert(name.into_owned(), value);
+        }
+        let body = Value::Object(body);
+        let topic = fields::topic(&body)?;
+        let (event, key) = Publish::names(&body)?;
+        let data = match data {
+            None => "null".to_owned(),
+            Some(data) if attachments.is_empty() => data.get().to_owned(),
+            Some(data) => {
+                let mut data = serde_json::from_str(data.get())
+                    .map_err(|e| fields::bad_request(format!("`data`: {e}")))?;
+                let attachments = crate::io::extract_attachments(&mut data, attachments);
+                return Ok(Publish {
+                    topic,
+                    event,
+                    data: json_text(&data),
+                    attachments,
+                    key,
+                });
+            }
+        };
         Ok(Publish {
             topic,
             event,
@@ -88,9 +166,23 @@ impl Publish {
         })
     }
 
+    /// The `event` and `key` of a publish's body.
+    fn names(body: &Value) -> Result<(String, Option<String>), ErrorBody> {
+        Ok((fields::event_name(body)?, fields::key(body)?))
+    }
+
     /// Stores the message (after the per-identity publish rate limit and the topic and queue
     /// depth limits) and wakes the topic's dispatchers.
-    pub(crate) async fn apply(self, queues: &Queues, identity: Option<&str>) -> Answer {
+    ///
+    /// # Errors
+    ///
+    /// The refusal the client's ack gets: `rate_limited`, `limit_exceeded` (too many topics),
+    /// `queue_full`, or the store's error.
+    pub(crate) async fn apply(
+        self,
+        queues: &Queues,
+        identity: Option<&str>,
+    ) -> Result<Published, ErrorBody> {
         let started = std::time::Instant::now();
         queues.admit_publish(identity)?;
         let Publish {
@@ -102,7 +194,7 @@ impl Publish {
         } = self;
         let message = NewMessage {
             event,
-            data: data.to_string(),
+            data,
             attachments,
             key,
             published_at: now_millis(),
@@ -142,11 +234,101 @@ impl Publish {
             !appended.duplicate,
             started,
         );
-        Ok(json!({
+        Ok(Published {
+            id: appended.id,
+            offset: appended.offset,
+            duplicate: appended.duplicate,
+        })
+    }
+}
+
+/// A stored publish: the answer `{ok:true, id, offset, duplicate}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message's id.
+    pub id: MessageId,
+    /// Its offset in the topic.
+    pub offset: u64,
+    /// Whether its idempotency key was seen already (nothing was stored again).
+    pub duplicate: bool,
+}
+
+impl Published {
+    /// The answer as a JSON value.
+    pub fn to_value(self) -> Value {
+        json!({
             "ok": true,
-            "id": appended.id.to_string(),
-            "offset": appended.offset,
-            "duplicate": appended.duplicate,
-        }))
+            "id": self.id.to_string(),
+            "offset": self.offset,
+            "duplicate": self.duplicate,
+        })
+    }
+
+    /// The answer as JSON text, [`Published::to_value`]'s text written directly: every
+    /// socket publish is acknowledged with it, and a map built and serialized per publish
+    /// showed in the profiles. (The id's alphabet needs no JSON escape.)
+    pub fn to_json(self) -> String {
+        format!(
+            r#"{{"ok":true,"id":"{}","offset":{},"duplicate":{}}}"#,
+            self.id, self.offset, self.duplicate
+        )
+    }
+}
+
+impl AckAnswer for Published {
+    fn send(self, ack: AckSender) -> Result<(), EmitError> {
+        ack.send_json(&self.to_json())
+    }
+}
+
+/// `value` as JSON text.
+fn json_text(value: &Value) -> String {
+    // Writing a `Value` cannot fail (its map keys are strings); `to_string` writes into a
+    // `Vec`, about twice as fast as `Value`'s `Display`.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// An object's members, their values left as JSON text.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(name) = map.next_key::<Name<'de>>()? {
+                    members.push((name.0, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// A member name, borrowed unless it has escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visit)
     }
 }
