@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tidings_core::ErrorBody;
 use tidings_core::clock::{millis, now_millis};
 use tidings_core::store::{BoundedAppend, MessageId, NewMessage, Topic};
@@ -18,7 +18,7 @@ use tidings_core::store::{BoundedAppend, MessageId, NewMessage, Topic};
 use super::subscribe::require_object;
 use std::borrow::Cow;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{Access, AckAnswer, Builtin, Family, Input, fields};
 use crate::auth::Action;
@@ -102,9 +102,11 @@ impl Publish {
 
     /// The publish of the Socket.IO event argument `payload`, given as the JSON text it
     /// arrived as (checked already as one JSON value, as the packet decoder checks it): the
-    /// same request as [`Builtin::parse`] reads from a decoded payload, with the same
-    /// refusals, but `data` is never decoded: it is stored as the text it arrived as (a
-    /// [`Value`] is built for it only when the packet has `attachments`, to renumber them).
+    /// same request as [`Builtin::parse`] reads from the decoded payload, with the same
+    /// refusals, but nothing is decoded into a [`Value`] in the common case: `topic`, `event`
+    /// and `key` are read as the plain strings they are, and `data` is stored as the text it
+    /// arrived as. Anything else (a name with escapes or of another type, a payload that is
+    /// not an object, binary `attachments` to renumber) takes the decoded path.
     ///
     /// # Errors
     ///
@@ -114,53 +116,48 @@ impl Publish {
         attachments: &[Bytes],
         identity: Option<&str>,
     ) -> Result<Publish, ErrorBody> {
-        let Ok(members) = serde_json::from_str::<Members<'_>>(payload.get()) else {
-            // Not an object (or, never from a checked packet, not JSON): the decoded path
-            // gives the refusal.
-            let payload = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
-            return Publish::parse(Input {
-                payload,
-                attachments: attachments.to_vec(),
-                identity,
-            });
-        };
-        // Every member but `data` is decoded (they are small), so that the field readers are
-        // the ones the decoded path uses; of members named twice the last counts, as when
-        // the whole object is decoded.
-        let mut body = Map::new();
-        let mut data = None;
-        for (name, value) in members.0 {
-            if name == "data" {
-                data = Some(value);
-                continue;
-            }
-            let value = serde_json::from_str(value.get())
-                .map_err(|e| fields::bad_request(format!("`{name}`: {e}")))?;
-            body.insert(name.into_owned(), value);
-        }
-        let body = Value::Object(body);
-        let topic = fields::topic(&body)?;
-        let (event, key) = Publish::names(&body)?;
-        let data = match data {
-            None => "null".to_owned(),
-            Some(data) if attachments.is_empty() => data.get().to_owned(),
-            Some(data) => {
-                let mut data = serde_json::from_str(data.get())
-                    .map_err(|e| fields::bad_request(format!("`data`: {e}")))?;
-                let attachments = crate::io::extract_attachments(&mut data, attachments);
-                return Ok(Publish {
-                    topic,
-                    event,
-                    data: json_text(&data),
-                    attachments,
-                    key,
+        let fields = match serde_json::from_str::<RawFields<'_>>(payload.get()) {
+            Ok(fields) if attachments.is_empty() => fields,
+            _ => {
+                let payload = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
+                return Publish::parse(Input {
+                    payload,
+                    attachments: attachments.to_vec(),
+                    identity,
                 });
             }
         };
+        let decoded = || {
+            let payload = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
+            Publish::parse(Input {
+                payload,
+                attachments: Vec::new(),
+                identity,
+            })
+        };
+        let (Some(topic), Some(event)) = (plain_str(fields.topic), plain_str(fields.event)) else {
+            return decoded();
+        };
+        let key = match fields.key {
+            None => None,
+            Some(key) if key.get() == "null" => None,
+            Some(key) => match plain_str(Some(key)) {
+                Some(key) => Some(key),
+                None => return decoded(),
+            },
+        };
+        // In the order of `parse`, with its field readers.
+        let topic = fields::topic_name(topic)?;
+        let event = fields::event_name_of(event)?;
+        let key = key
+            .map(|key| fields::name("key", key).map(str::to_owned))
+            .transpose()?;
         Ok(Publish {
             topic,
             event,
-            data,
+            data: fields
+                .data
+                .map_or_else(|| "null".to_owned(), |d| d.get().to_owned()),
             attachments: Vec::new(),
             key,
         })
@@ -288,23 +285,46 @@ fn json_text(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
-/// An object's members, their values left as JSON text.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// The JSON text of a string without escapes: the string itself.
+fn plain_str(raw: Option<&RawValue>) -> Option<&str> {
+    let inner = raw?.get().strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
 
-impl<'de> Deserialize<'de> for Members<'de> {
+/// The members of a publish payload the request reads, their values left as JSON text (of a
+/// member named twice, the last, as when the object is decoded); the others skipped.
+#[derive(Default)]
+struct RawFields<'a> {
+    topic: Option<&'a RawValue>,
+    event: Option<&'a RawValue>,
+    key: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for RawFields<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> Visitor<'de> for Visit {
-            type Value = Members<'de>;
+            type Value = RawFields<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut members = Vec::new();
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFields<'de>, A::Error> {
+                let mut fields = RawFields::default();
                 while let Some(name) = map.next_key::<Name<'de>>()? {
-                    members.push((name.0, map.next_value::<&'de RawValue>()?));
+                    let slot = match name.0.as_ref() {
+                        "topic" => &mut fields.topic,
+                        "event" => &mut fields.event,
+                        "key" => &mut fields.key,
+                        "data" => &mut fields.data,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value::<&'de RawValue>()?);
                 }
-                Ok(Members(members))
+                Ok(fields)
             }
         }
         deserializer.deserialize_map(Visit)
