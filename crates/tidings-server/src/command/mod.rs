@@ -16,7 +16,8 @@
 //! The order of a request is always: parse (`bad_request`), then authorize (`forbidden`),
 //! then apply. Room built-ins run inline, in arrival order, so that a `join` followed by a
 //! `broadcast` from the same client always sees the join; queue built-ins wait for the store,
-//! each in a task of its own.
+//! concurrently, among the socket's pending work (one driver task per socket:
+//! `Socket::run_pending`), and answer in any order.
 
 mod broadcast;
 pub mod fields;
