@@ -1,7 +1,8 @@
 //! The Socket.IO and Engine.IO decoders of `tidings-proto`.
 
+use serde_json::Value;
 use tidings_proto::engine::{self, Frame, PayloadItem};
-use tidings_proto::packet::Packet;
+use tidings_proto::packet::{EventHead, Packet};
 use tidings_proto::{Bytes, msgpack};
 
 /// Decodes the input as a Socket.IO packet (the text after the Engine.IO `4`); a packet that
@@ -13,7 +14,33 @@ use tidings_proto::{Bytes, msgpack};
 /// When a property breaks.
 pub fn decode_packet(data: &[u8]) {
     let input = String::from_utf8_lossy(data);
-    let Ok(packet) = Packet::decode(&input) else {
+    let decoded = Packet::decode(&input);
+    // The text path of an event (its arguments left as JSON text) accepts exactly what
+    // `decode` accepts, with the same arguments.
+    if let Some(head) = EventHead::peek(&input) {
+        match (head.args(), &decoded) {
+            (Ok(args), Ok(packet)) => {
+                let values: Vec<Value> = args
+                    .iter()
+                    .map(|a| serde_json::from_str(a.get()).unwrap_or(Value::Null))
+                    .collect();
+                let decoded_args = packet
+                    .data
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .map(|a| a.get(1..).unwrap_or_default());
+                assert_eq!(Some(values.as_slice()), decoded_args, "{input:?}");
+                assert_eq!(Some(head.name), packet.event_name(), "{input:?}");
+                assert_eq!(
+                    (head.namespace, head.id),
+                    (packet.namespace.as_str(), packet.id)
+                );
+            }
+            (Err(_), Err(_)) => {}
+            (text, decoded) => panic!("{input:?}: text path {text:?}, decode {decoded:?}"),
+        }
+    }
+    let Ok(packet) = decoded else {
         return;
     };
     let encoded = packet.encode();

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 use tidings_core::store::{StartFrom, SubscriptionName, Topic};
 use tidings_core::{ErrorCode, Room};
-use tidings_proto::packet::Packet;
+use tidings_proto::packet::{EventHead, Packet};
 use tidings_server::fuzzing::{self, EVENTS, Request};
 
 /// The identity of the client that sends the fuzzed events.
@@ -30,7 +30,24 @@ pub fn wire_payloads(data: &[u8]) {
         return;
     };
     let (event, payload) = if selector & 0x80 != 0 {
-        let Ok(packet) = Packet::decode(&String::from_utf8_lossy(rest)) else {
+        let text = String::from_utf8_lossy(rest);
+        // A `publish` read as text (its `data` never decoded) is the decoded one.
+        if let Some(head) = EventHead::peek(&text) {
+            if let (Ok(args), Ok(packet)) = (head.args(), Packet::decode(&text)) {
+                let first = match &packet.data {
+                    Some(Value::Array(args)) => args.get(1).cloned().unwrap_or(Value::Null),
+                    _ => Value::Null,
+                };
+                if let (Some(raw), Some(name)) = (args.first(), packet.event_name()) {
+                    assert_eq!(
+                        fuzzing::parse_json(name, IDENTITY, raw),
+                        fuzzing::parse(name, IDENTITY, &first),
+                        "{text}"
+                    );
+                }
+            }
+        }
+        let Ok(packet) = Packet::decode(&text) else {
             return;
         };
         let Some(name) = packet.event_name() else {

@@ -32,6 +32,8 @@
 
 use bytes::Bytes;
 
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::engine::{Frame, PacketType};
@@ -153,60 +155,13 @@ impl Packet {
     ///
     /// A [`DecodeError`] naming the first rule broken; e.g. `abc`, `2{}`, `2abc["a"]`, `2["a"]x`.
     pub fn decode(input: &str) -> Result<Packet, DecodeError> {
-        let bytes = input.as_bytes();
-        let first = *bytes.first().ok_or(DecodeError::Empty)?;
-        let kind = PacketKind::from_byte(first).ok_or(DecodeError::UnknownKind)?;
-        let mut pos = 1;
-
-        let digits_end = scan_digits(bytes, pos);
-        let attachments_marked = digits_end > pos && bytes.get(digits_end) == Some(&b'-');
-        let attachments = if kind.is_binary() {
-            if !attachments_marked {
-                return Err(DecodeError::InvalidAttachments);
-            }
-            // More digits than usize holds is certainly more than the cap.
-            let count = parse_decimal(bytes.get(pos..digits_end).unwrap_or_default())
-                .ok_or(DecodeError::TooManyAttachments)?;
-            let count = usize::try_from(count).map_err(|_| DecodeError::TooManyAttachments)?;
-            if count == 0 {
-                return Err(DecodeError::InvalidAttachments);
-            }
-            if count > MAX_ATTACHMENTS {
-                return Err(DecodeError::TooManyAttachments);
-            }
-            pos = digits_end + 1;
-            count
-        } else {
-            // `21-["a"]` would otherwise fail later as JSON; say what is actually wrong.
-            if attachments_marked {
-                return Err(DecodeError::InvalidAttachments);
-            }
-            0
-        };
-
-        let namespace = if bytes.get(pos) == Some(&b'/') {
-            let end = bytes
-                .get(pos..)
-                .and_then(|rest| rest.iter().position(|&b| b == b','))
-                .map_or(bytes.len(), |offset| pos + offset);
-            // `pos` and `end` sit on ASCII bytes (or the end), so both are char boundaries.
-            let namespace = input.get(pos..end).ok_or(DecodeError::InvalidNamespace)?;
-            pos = (end + 1).min(bytes.len());
-            namespace.to_owned()
-        } else {
-            DEFAULT_NAMESPACE.to_owned()
-        };
-
-        let digits_end = scan_digits(bytes, pos);
-        let id = if digits_end > pos {
-            let digits = bytes.get(pos..digits_end).unwrap_or_default();
-            pos = digits_end;
-            Some(parse_decimal(digits).ok_or(DecodeError::InvalidId)?)
-        } else {
-            None
-        };
-
-        let rest = input.get(pos..).unwrap_or_default();
+        let (header, rest) = Header::split(input)?;
+        let Header {
+            kind,
+            attachments,
+            namespace,
+            id,
+        } = header;
         let data = if rest.is_empty() {
             None
         } else {
@@ -219,7 +174,7 @@ impl Packet {
         }
         Ok(Packet {
             kind,
-            namespace,
+            namespace: namespace.to_owned(),
             id,
             data,
             attachments,
@@ -249,6 +204,35 @@ impl Packet {
         let mut bytes = Vec::with_capacity(1 + self.estimated_len());
         bytes.push(PacketType::Message.as_byte());
         self.write_to(&mut bytes);
+        Frame::Text(Bytes::from(bytes))
+    }
+
+    /// The Engine.IO frame of an `Ack` of event `id` in `namespace` with one argument that is
+    /// already JSON text: `3[<nsp>,]<id>[<arg>]`, the frame of
+    /// `Packet::ack(namespace, id, vec![arg], 0)` without building or serializing a
+    /// [`Value`] (a server answering many events with small JSON it writes itself).
+    ///
+    /// `arg` must be one JSON value; it is written as is.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tidings_proto::packet::Packet;
+    ///
+    /// let frame = Packet::json_ack_frame("/chat", 7, r#"{"ok":true}"#);
+    /// assert_eq!(frame, Packet::ack("/chat", 7, vec![json!({"ok": true})], 0).to_frame());
+    /// ```
+    pub fn json_ack_frame(namespace: &str, id: u64, arg: &str) -> Frame {
+        let mut bytes = Vec::with_capacity(1 + 1 + namespace.len() + 1 + 20 + 2 + arg.len());
+        bytes.push(PacketType::Message.as_byte());
+        bytes.push(PacketKind::Ack.as_byte());
+        if !namespace.is_empty() && namespace != DEFAULT_NAMESPACE {
+            bytes.extend_from_slice(namespace.as_bytes());
+            bytes.push(b',');
+        }
+        push_decimal(&mut bytes, id);
+        bytes.push(b'[');
+        bytes.extend_from_slice(arg.as_bytes());
+        bytes.push(b']');
         Frame::Text(Bytes::from(bytes))
     }
 
@@ -367,6 +351,215 @@ impl Packet {
     fn estimated_len(&self) -> usize {
         // Kind, attachments, namespace, comma, id, and room for a small JSON payload.
         1 + 5 + self.namespace.len() + 1 + 20 + if self.data.is_some() { 64 } else { 0 }
+    }
+}
+
+/// What comes before a packet's JSON: `<kind>[<attachments>-][<nsp>,][<id>]`.
+struct Header<'a> {
+    kind: PacketKind,
+    attachments: usize,
+    namespace: &'a str,
+    id: Option<u64>,
+}
+
+impl<'a> Header<'a> {
+    /// The header of `input` and the JSON text after it, checked as [`Packet::decode`]
+    /// documents (everything but the JSON).
+    fn split(input: &'a str) -> Result<(Header<'a>, &'a str), DecodeError> {
+        let bytes = input.as_bytes();
+        let first = *bytes.first().ok_or(DecodeError::Empty)?;
+        let kind = PacketKind::from_byte(first).ok_or(DecodeError::UnknownKind)?;
+        let mut pos = 1;
+
+        let digits_end = scan_digits(bytes, pos);
+        let attachments_marked = digits_end > pos && bytes.get(digits_end) == Some(&b'-');
+        let attachments = if kind.is_binary() {
+            if !attachments_marked {
+                return Err(DecodeError::InvalidAttachments);
+            }
+            // More digits than usize holds is certainly more than the cap.
+            let count = parse_decimal(bytes.get(pos..digits_end).unwrap_or_default())
+                .ok_or(DecodeError::TooManyAttachments)?;
+            let count = usize::try_from(count).map_err(|_| DecodeError::TooManyAttachments)?;
+            if count == 0 {
+                return Err(DecodeError::InvalidAttachments);
+            }
+            if count > MAX_ATTACHMENTS {
+                return Err(DecodeError::TooManyAttachments);
+            }
+            pos = digits_end + 1;
+            count
+        } else {
+            // `21-["a"]` would otherwise fail later as JSON; say what is actually wrong.
+            if attachments_marked {
+                return Err(DecodeError::InvalidAttachments);
+            }
+            0
+        };
+
+        let namespace = if bytes.get(pos) == Some(&b'/') {
+            let end = bytes
+                .get(pos..)
+                .and_then(|rest| rest.iter().position(|&b| b == b','))
+                .map_or(bytes.len(), |offset| pos + offset);
+            // `pos` and `end` sit on ASCII bytes (or the end), so both are char boundaries.
+            let namespace = input.get(pos..end).ok_or(DecodeError::InvalidNamespace)?;
+            pos = (end + 1).min(bytes.len());
+            namespace
+        } else {
+            DEFAULT_NAMESPACE
+        };
+
+        let digits_end = scan_digits(bytes, pos);
+        let id = if digits_end > pos {
+            let digits = bytes.get(pos..digits_end).unwrap_or_default();
+            pos = digits_end;
+            Some(parse_decimal(digits).ok_or(DecodeError::InvalidId)?)
+        } else {
+            None
+        };
+
+        let rest = input.get(pos..).unwrap_or_default();
+        Ok((
+            Header {
+                kind,
+                attachments,
+                namespace,
+                id,
+            },
+            rest,
+        ))
+    }
+}
+
+/// An `Event` packet (`2`, without attachments) read only down to its event name, its
+/// arguments left as JSON text: for a server that stores or relays an argument as it arrived
+/// instead of decoding it into a [`Value`] and writing it again.
+///
+/// [`EventHead::peek`] reads the header and the name (a plain string: no escapes); what it
+/// does not take (another kind of packet, an odd name, bad input) is for [`Packet::decode`],
+/// which also gives the errors. [`EventHead::args`] then checks the whole JSON exactly as
+/// [`Packet::decode`] does, so a packet is accepted on this path exactly when it would be
+/// decoded.
+///
+/// ```
+/// use tidings_proto::packet::EventHead;
+///
+/// let head = EventHead::peek(r#"2/chat,7["publish",{"data":[1, 2.5]}]"#).unwrap();
+/// assert_eq!((head.namespace, head.id, head.name), ("/chat", Some(7), "publish"));
+/// let args = head.args()?;
+/// assert_eq!(args[0].get(), r#"{"data":[1, 2.5]}"#);
+/// assert!(EventHead::peek(r#"2["publish",1e999]"#).unwrap().args().is_err());
+/// assert!(EventHead::peek(r#"51-["publish",{"_placeholder":true,"num":0}]"#).is_none());
+/// # Ok::<(), tidings_proto::packet::DecodeError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventHead<'a> {
+    /// The namespace, `/` when absent on the wire.
+    pub namespace: &'a str,
+    /// The ack id, when the sender wants an ack.
+    pub id: Option<u64>,
+    /// The event name.
+    pub name: &'a str,
+    /// The JSON text: the array of the name and the arguments.
+    json: &'a str,
+}
+
+impl<'a> EventHead<'a> {
+    /// The head of `input` when it is an `Event` packet whose JSON starts with a plain string
+    /// (no escapes or control characters) that is not a [`RESERVED_EVENTS`] name; None for
+    /// anything else.
+    pub fn peek(input: &'a str) -> Option<EventHead<'a>> {
+        let (header, json) = Header::split(input).ok()?;
+        if header.kind != PacketKind::Event {
+            return None;
+        }
+        let after_bracket = json.strip_prefix('[')?;
+        let quoted = after_bracket
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .strip_prefix('"')?;
+        let end = quoted
+            .bytes()
+            .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if quoted.as_bytes().get(end) != Some(&b'"') {
+            return None;
+        }
+        let name = quoted.get(..end)?;
+        if RESERVED_EVENTS.contains(&name) {
+            return None;
+        }
+        Some(EventHead {
+            namespace: header.namespace,
+            id: header.id,
+            name,
+            json,
+        })
+    }
+
+    /// The arguments after the name, each as the JSON text it arrived as.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::InvalidJson`] when [`Packet::decode`] would refuse the JSON: its syntax,
+    /// and what `serde_json` refuses in a [`Value`] (a number out of range, a lone surrogate
+    /// escape, nesting deeper than 128).
+    pub fn args(&self) -> Result<Vec<&'a RawValue>, DecodeError> {
+        // `RawValue` only skips over values, more leniently than `Value` reads them: the
+        // first pass reads every value as `Value` does, keeping nothing.
+        serde_json::from_str::<AnyJson>(self.json).map_err(|_| DecodeError::InvalidJson)?;
+        let mut args = serde_json::from_str::<Vec<&'a RawValue>>(self.json)
+            .map_err(|_| DecodeError::InvalidJson)?;
+        if args.is_empty() {
+            return Err(DecodeError::InvalidPayload);
+        }
+        args.remove(0);
+        Ok(args)
+    }
+}
+
+/// Any JSON value, read as serde_json reads a [`Value`] (the same checks, the same depth
+/// limit) but kept nowhere: strings are only borrowed or unescaped into serde_json's scratch.
+struct AnyJson;
+
+impl<'de> Deserialize<'de> for AnyJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AnyJson, D::Error> {
+        deserializer.deserialize_any(AnyJson)
+    }
+}
+
+impl<'de> Visitor<'de> for AnyJson {
+    type Value = AnyJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_unit<E>(self) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyJson, A::Error> {
+        while seq.next_element::<AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyJson, A::Error> {
+        while map.next_key::<AnyJson>()?.is_some() {
+            map.next_value::<AnyJson>()?;
+        }
+        Ok(AnyJson)
     }
 }
 
@@ -978,6 +1171,70 @@ mod tests {
                 "{message}"
             );
             assert!(!message.ends_with('.'));
+        }
+    }
+
+    /// The text path accepts exactly what `decode` accepts, and its arguments are the
+    /// decoded ones, as text.
+    #[test]
+    fn event_heads_accept_what_decode_accepts() {
+        let deep = format!(r#"2["publish",{}{}]"#, "[".repeat(200), "]".repeat(200));
+        let inputs = [
+            r#"2["publish",{"topic":"t","data":"x"}]"#,
+            r#"2/chat,12["publish",{"data":{"b":1,"a":[1.0,-0,1e5,"\u00e9\n"]}}]"#,
+            r#"2[ "publish" , {"data": [ 1 , 2 ] } ]"#,
+            r#"2["publish"]"#,
+            r#"2["publish",1e999]"#,
+            r#"2["publish","\ud800"]"#,
+            r#"2["publish",{"a":1,}]"#,
+            r#"2["publish",{"a":1}]x"#,
+            r#"2["publish",{"a":1}"#,
+            "2[\"publish\",\"a\u{1}b\"]",
+            r#"2["pub\u006cish",1]"#,
+            r#"2["disconnect",1]"#,
+            r#"2[7,1]"#,
+            r#"2{"publish":1}"#,
+            r#"2/chat,["publish",1]"#,
+            r#"21-["publish",1]"#,
+            r#"3["publish",1]"#,
+            deep.as_str(),
+        ];
+        for input in inputs {
+            let decoded = decode(input);
+            let Some(head) = EventHead::peek(input) else {
+                // Anything not taken is left to `decode`; the plain cases must be taken.
+                assert!(
+                    !input.starts_with(r#"2["publish","#) && !input.starts_with("2/chat,12"),
+                    "{input}"
+                );
+                continue;
+            };
+            match (head.args(), decoded) {
+                (Ok(args), Ok(packet)) => {
+                    assert_eq!(head.namespace, packet.namespace, "{input}");
+                    assert_eq!(head.id, packet.id, "{input}");
+                    assert_eq!(Some(head.name), packet.event_name(), "{input}");
+                    let values: Vec<Value> = args
+                        .iter()
+                        .map(|a| serde_json::from_str(a.get()).unwrap())
+                        .collect();
+                    let data = packet.data.unwrap();
+                    assert_eq!(values.as_slice(), &data.as_array().unwrap()[1..], "{input}");
+                }
+                (Err(_), Err(_)) => {}
+                (text, decoded) => panic!("{input}: text path {text:?}, decode {decoded:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_json_ack_frame_is_the_encoded_ack() {
+        for (namespace, id, arg) in [("/", 0, "null"), ("/a", u64::MAX, r#"{"k":[1,"x"]}"#)] {
+            let value: Value = serde_json::from_str(arg).unwrap();
+            assert_eq!(
+                Packet::json_ack_frame(namespace, id, arg),
+                Packet::ack(namespace, id, vec![value], 0).to_frame()
+            );
         }
     }
 }

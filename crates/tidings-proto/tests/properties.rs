@@ -282,6 +282,27 @@ proptest! {
         let _ = tidings_proto::eio3::decode_payload(&input);
     }
 
+    /// An event read as text (`EventHead`) agrees with `decode`: same name, namespace and id,
+    /// arguments whose text decodes to the decoded arguments.
+    #[test]
+    fn event_heads_agree_with_decode(args in prop::collection::vec(json(), 0..4), id in proptest::option::of(any::<u64>()), name in "[a-z]{1,8}") {
+        let packet = Packet::event("/n", &name, args.clone(), id, 0);
+        let encoded = packet.encode();
+        let head = packet::EventHead::peek(&encoded);
+        let head = head.ok_or_else(|| TestCaseError::fail(format!("not taken: {encoded}")))?;
+        prop_assert_eq!((head.namespace, head.id, head.name), ("/n", id, name.as_str()));
+        let raw = head.args().map_err(|e| TestCaseError::fail(format!("{e}: {encoded}")))?;
+        let values: Vec<Value> = raw.iter().map(|a| serde_json::from_str(a.get()).unwrap_or(Value::Null)).collect();
+        prop_assert_eq!(values, args);
+    }
+
+    #[test]
+    fn event_heads_accept_what_decode_accepts(input in packetish()) {
+        if let Some(head) = packet::EventHead::peek(&input) {
+            prop_assert_eq!(head.args().is_ok(), Packet::decode(&input).is_ok(), "{}", input);
+        }
+    }
+
     #[test]
     fn decoders_never_panic(input in any::<String>()) {
         if let Ok(packet) = Packet::decode(&input) {

@@ -472,7 +472,7 @@ async fn topic_info(queues: &Queues, caller: &Caller, topic: &str) -> ApiResult 
 }
 
 async fn publish_message(queues: &Queues, publish: Publish, identity: Option<&str>) -> ApiResult {
-    let mut answer = publish.apply(queues, identity).await?;
+    let mut answer = publish.apply(queues, identity).await?.to_value();
     if let Some(map) = answer.as_object_mut() {
         map.shift_remove("ok");
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tidings_core::store::{StartFrom, SubscriptionName, Topic};
 use tidings_core::{ErrorBody, Room};
 
-use crate::command::{Command, Input};
+use crate::command::{Builtin, Command, Input};
 
 /// The built-in events whose first argument [`parse`] reads.
 pub const EVENTS: &[&str] = crate::command::NAMES;
@@ -98,4 +98,24 @@ pub fn parse(event: &str, identity: &str, payload: &Value) -> Result<Request, Er
         identity: Some(identity),
     };
     Command::parse(event, input).map(Request::from)
+}
+
+/// [`parse`] of a payload given as the JSON text it arrived as: for `publish`, the socket's
+/// text path ([`crate::command::Publish::from_json`], `data` never decoded); for the other
+/// built-ins, `payload` decoded and [`parse`].
+///
+/// # Errors
+///
+/// As [`parse`].
+pub fn parse_json(
+    event: &str,
+    identity: &str,
+    payload: &serde_json::value::RawValue,
+) -> Result<Request, ErrorBody> {
+    if event == crate::command::Publish::NAME {
+        return crate::command::Publish::from_json(payload, &[], Some(identity))
+            .map(|p| Request::from(Command::Publish(p)));
+    }
+    let payload = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
+    parse(event, identity, &payload)
 }

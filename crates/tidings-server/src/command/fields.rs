@@ -30,11 +30,24 @@ pub(crate) fn optional_name<'a>(
 ) -> Result<Option<&'a str>, ErrorBody> {
     match payload.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_NAME_LEN => Ok(Some(s)),
-        Some(_) => Err(bad_request(format!(
-            "`{field}` must be a non-empty string of at most {MAX_NAME_LEN} bytes"
-        ))),
+        Some(Value::String(s)) => name(field, s).map(Some),
+        Some(_) => Err(not_a_name(field)),
     }
+}
+
+/// The string `s` of name field `field` (see [`optional_name`]).
+pub(crate) fn name<'a>(field: &str, s: &'a str) -> Result<&'a str, ErrorBody> {
+    if !s.is_empty() && s.len() <= MAX_NAME_LEN {
+        Ok(s)
+    } else {
+        Err(not_a_name(field))
+    }
+}
+
+fn not_a_name(field: &str) -> ErrorBody {
+    bad_request(format!(
+        "`{field}` must be a non-empty string of at most {MAX_NAME_LEN} bytes"
+    ))
 }
 
 /// A required name field (see [`optional_name`]).
@@ -50,7 +63,12 @@ pub(crate) fn room(payload: &Value) -> Result<Room, ErrorBody> {
 /// The name of an event a client asks the server to emit (`publish`, `broadcast`): a name
 /// (see [`optional_name`]) that is not one of Socket.IO's reserved event names.
 pub(crate) fn event_name(payload: &Value) -> Result<String, ErrorBody> {
-    let event = required_name(payload, "event")?;
+    event_name_of(required_name(payload, "event")?)
+}
+
+/// [`event_name`] of the string `event`.
+pub(crate) fn event_name_of(event: &str) -> Result<String, ErrorBody> {
+    let event = name("event", event)?;
     if crate::io::is_reserved_event(event) {
         return Err(bad_request(format!("`{event}` is a reserved event name")));
     }

@@ -16,7 +16,8 @@
 //! The order of a request is always: parse (`bad_request`), then authorize (`forbidden`),
 //! then apply. Room built-ins run inline, in arrival order, so that a `join` followed by a
 //! `broadcast` from the same client always sees the join; queue built-ins wait for the store,
-//! each in a task of its own.
+//! concurrently, among the socket's pending work (one driver task per socket:
+//! `Socket::run_pending`), and answer in any order.
 
 mod broadcast;
 pub mod fields;
@@ -39,16 +40,28 @@ pub use self::history::{DEFAULT_HISTORY, History, MAX_HISTORY};
 pub(crate) use self::history::{message_data, messages};
 pub use self::join::Join;
 pub use self::leave::Leave;
-pub use self::publish::Publish;
+pub use self::publish::{Publish, Published};
 pub use self::subscribe::Subscribe;
 pub use self::unsubscribe::Unsubscribe;
 
 use crate::auth::{Action, Principal, forbidden};
-use crate::io::{AckSender, Event, Socket};
+use crate::io::{AckSender, EmitError, Event, Socket};
 use crate::queue::Queues;
 
 /// The answer of a built-in: the ack's value, or the error it is refused with.
 pub type Answer = Result<Value, ErrorBody>;
+
+/// What a built-in acknowledges with when it succeeds.
+pub(crate) trait AckAnswer {
+    /// Sends the acknowledgement.
+    fn send(self, ack: AckSender) -> Result<(), EmitError>;
+}
+
+impl AckAnswer for Value {
+    fn send(self, ack: AckSender) -> Result<(), EmitError> {
+        ack.send_value(self)
+    }
+}
 
 /// Which part of the server offers a built-in; each can be switched off on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +229,45 @@ pub(crate) fn run(socket: Socket, event: Event, queues: Option<Arc<Queues>>) {
         attachments,
         identity: socket.identity(),
     };
-    let command = Command::parse(&name, input).and_then(|command| {
+    let command = Command::parse(&name, input);
+    run_parsed(socket, name, command, ack, queues);
+}
+
+/// Runs the `publish` whose first argument is `payload`, JSON text checked by the packet
+/// decoder (None: the event had no argument), read by [`Publish::from_json`]: the socket's
+/// fast path, where `data` is stored as the text it arrived as.
+pub(crate) fn run_publish_json(
+    socket: Socket,
+    payload: Option<&serde_json::value::RawValue>,
+    ack: Option<AckSender>,
+    queues: Arc<Queues>,
+) {
+    let identity = socket.identity();
+    let command = match payload {
+        Some(payload) => Publish::from_json(payload, &[], identity),
+        None => Publish::parse(Input {
+            payload: Value::Null,
+            attachments: Vec::new(),
+            identity,
+        }),
+    };
+    run_parsed(
+        socket,
+        Publish::NAME.to_owned(),
+        command.map(Command::Publish),
+        ack,
+        Some(queues),
+    );
+}
+
+fn run_parsed(
+    socket: Socket,
+    name: String,
+    command: Result<Command, ErrorBody>,
+    ack: Option<AckSender>,
+    queues: Option<Arc<Queues>>,
+) {
+    let command = command.and_then(|command| {
         match socket.principal() {
             Some(principal) => command.required_access().check(&principal),
             // No verified principal: development mode, everything is allowed.
@@ -226,7 +277,7 @@ pub(crate) fn run(socket: Socket, event: Event, queues: Option<Arc<Queues>>) {
     });
     let command = match command {
         Ok(command) => command,
-        Err(e) => return respond(&socket, &name, ack, Err(e)),
+        Err(e) => return respond::<Value>(&socket, &name, ack, Err(e)),
     };
     match command {
         Command::Join(c) => respond(&socket, &name, ack, c.apply(&socket)),
@@ -246,9 +297,10 @@ pub(crate) fn run(socket: Socket, event: Event, queues: Option<Arc<Queues>>) {
             // JSON only.
             let Some(queues) = queues else {
                 let e = ErrorBody::new(ErrorCode::Internal, "durable queues are not enabled");
-                return respond(&socket, &name, ack, Err(e));
+                return respond::<Value>(&socket, &name, ack, Err(e));
             };
-            tokio::spawn(async move {
+            let driven = socket.clone();
+            driven.run_pending(Box::pin(async move {
                 match c.apply(&queues).await {
                     Ok((value, attachments)) => {
                         let Some(ack) = ack else { return };
@@ -256,15 +308,17 @@ pub(crate) fn run(socket: Socket, event: Event, queues: Option<Arc<Queues>>) {
                             tracing::debug!(sid = %socket.id(), event = %name, error = %e, "could not acknowledge");
                         }
                     }
-                    Err(e) => respond(&socket, &name, ack, Err(e)),
+                    Err(e) => respond::<Value>(&socket, &name, ack, Err(e)),
                 }
-            });
+            }));
         }
     }
 }
 
-/// Applies a queue built-in in a task of its own (it waits for the store) and answers it.
-fn in_task<F, Fut>(
+/// Applies a queue built-in (it waits for the store) among the socket's pending work
+/// ([`Socket::run_pending`]: one task per socket drives all its store requests, not a task
+/// each) and answers it.
+fn in_task<F, Fut, R>(
     socket: Socket,
     name: String,
     ack: Option<AckSender>,
@@ -272,25 +326,32 @@ fn in_task<F, Fut>(
     apply: F,
 ) where
     F: FnOnce(Arc<Queues>, Socket) -> Fut + Send + 'static,
-    Fut: Future<Output = Answer> + Send,
+    Fut: Future<Output = Result<R, ErrorBody>> + Send + 'static,
+    R: AckAnswer,
 {
     let Some(queues) = queues else {
         let e = ErrorBody::new(ErrorCode::Internal, "durable queues are not enabled");
-        return respond(&socket, &name, ack, Err(e));
+        return respond::<Value>(&socket, &name, ack, Err(e));
     };
-    tokio::spawn(async move {
+    let driven = socket.clone();
+    driven.run_pending(Box::pin(async move {
         let answer = apply(queues, socket.clone()).await;
         respond(&socket, &name, ack, answer);
-    });
+    }));
 }
 
-fn respond(socket: &Socket, event: &str, ack: Option<AckSender>, answer: Answer) {
+fn respond<R: AckAnswer>(
+    socket: &Socket,
+    event: &str,
+    ack: Option<AckSender>,
+    answer: Result<R, ErrorBody>,
+) {
     if let Err(e) = &answer {
         tracing::debug!(sid = %socket.id(), event, code = %e.code, message = %e.message, "built-in event refused");
     }
     let Some(ack) = ack else { return };
     let sent = match answer {
-        Ok(value) => ack.send_value(value),
+        Ok(answer) => answer.send(ack),
         Err(e) => ack.send_error(e),
     };
     if let Err(e) = sent {
@@ -398,7 +459,8 @@ mod tests {
         let Command::Publish(p) = Command::parse("publish", input).unwrap() else {
             panic!("not a publish")
         };
-        assert_eq!(p.data, json!({ "b": [placeholder(0), placeholder(1)] }));
+        let data: Value = serde_json::from_str(&p.data).unwrap();
+        assert_eq!(data, json!({ "b": [placeholder(0), placeholder(1)] }));
         assert_eq!(
             p.attachments,
             [Bytes::from_static(b"two"), Bytes::from_static(b"one")]
@@ -415,7 +477,7 @@ mod tests {
             json!({ "event": "e", "data": [{ "_binary": "AQI=" }, "x"] }),
         )
         .unwrap();
-        assert_eq!(p.data, json!([{ "_placeholder": true, "num": 0 }, "x"]));
+        assert_eq!(p.data, r#"[{"_placeholder":true,"num":0},"x"]"#);
         assert_eq!(p.attachments, [Bytes::from_static(&[1, 2])]);
         for data in [
             json!({ "_binary": "not base64!" }),
@@ -424,6 +486,105 @@ mod tests {
             let e = Publish::from_body(topic.clone(), json!({ "event": "e", "data": data }))
                 .unwrap_err();
             assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
+        }
+    }
+
+    /// The socket's text path ([`Publish::from_json`]) reads a payload as the decoded path
+    /// does: the same request or the same refusal; `data` kept as the text it arrived as,
+    /// equal in meaning to the decoded data.
+    #[test]
+    fn publish_from_json_agrees_with_the_decoded_path() {
+        let placeholder = r#"{"_placeholder":true,"num":0}"#;
+        let payloads = [
+            r#"{"topic":"t","event":"e","data":"x"}"#.to_owned(),
+            r#"{"topic":"t","event":"e"}"#.to_owned(),
+            r#"{ "event" : "e", "topic": "t", "key": "k1", "data" : {"z":1,"a":[1.0, -0, 1e3, "\u00e9\"", null, true, {}]} }"#.to_owned(),
+            r#"{"topic":"t","event":"e","data":1,"data":{"last":"wins"}}"#.to_owned(),
+            r#"{"topic":"t","topic":"u","event":"e","data":[]}"#.to_owned(),
+            r#"{"topic":"t","event":"e","x":{"deep":[[[[1]]]]},"data":null}"#.to_owned(),
+            format!(r#"{{"topic":"t","event":"e","data":{}1{}}}"#, "[".repeat(100), "]".repeat(100)),
+            // Refusals: each the decoded path's.
+            r#""t""#.to_owned(),
+            r#"[1]"#.to_owned(),
+            r#"null"#.to_owned(),
+            r#"{"event":"e","data":1}"#.to_owned(),
+            r#"{"topic":"","event":"e"}"#.to_owned(),
+            r#"{"topic":7,"event":"e"}"#.to_owned(),
+            r#"{"topic":"t"}"#.to_owned(),
+            r#"{"topic":"t","event":"disconnect"}"#.to_owned(),
+            r#"{"topic":"t","event":"e","key":""}"#.to_owned(),
+            r#"{"topic":"t","event":"e","key":5}"#.to_owned(),
+            format!(r#"{{"topic":"t","event":"{}"}}"#, "e".repeat(MAX_NAME_LEN + 1)),
+            format!(r#"{{"topic":"t","event":"e","data":{placeholder}}}"#),
+        ];
+        for text in &payloads {
+            let raw = serde_json::value::RawValue::from_string(text.clone()).unwrap();
+            let value: Value = serde_json::from_str(text).unwrap();
+            let from_json = Publish::from_json(&raw, &[], Some("d-7"));
+            let decoded = match parse("publish", value) {
+                Ok(Command::Publish(p)) => Ok(p),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            };
+            match (from_json, decoded) {
+                (Ok(fast), Ok(slow)) => {
+                    assert_eq!(
+                        (&fast.topic, &fast.event, &fast.key, &fast.attachments),
+                        (&slow.topic, &slow.event, &slow.key, &slow.attachments),
+                        "{text}"
+                    );
+                    let fast_data: Value = serde_json::from_str(&fast.data).unwrap();
+                    let slow_data: Value = serde_json::from_str(&slow.data).unwrap();
+                    assert_eq!(fast_data, slow_data, "{text}");
+                }
+                (Err(fast), Err(slow)) => assert_eq!(fast, slow, "{text}"),
+                (fast, slow) => panic!("{text}: text path {fast:?}, decoded {slow:?}"),
+            }
+        }
+        // The common case stores the data exactly as sent.
+        let raw = serde_json::value::RawValue::from_string(
+            r#"{"topic":"t","event":"e","data":{"b": 1.50, "a": "\u00e9"}}"#.to_owned(),
+        )
+        .unwrap();
+        let p = Publish::from_json(&raw, &[], Some("d-7")).unwrap();
+        assert_eq!(p.data, r#"{"b": 1.50, "a": "\u00e9"}"#);
+    }
+
+    /// With attachments the text path renumbers what `data` references, as the decoded path.
+    #[test]
+    fn publish_from_json_keeps_the_binary_of_its_data() {
+        let raw = serde_json::value::RawValue::from_string(
+            r#"{"topic":"t","event":"e","other":{"_placeholder":true,"num":0},"data":{"b":[{"_placeholder":true,"num":2},{"_placeholder":true,"num":1}]}}"#.to_owned(),
+        )
+        .unwrap();
+        let attachments = [
+            Bytes::from_static(b"zero"),
+            Bytes::from_static(b"one"),
+            Bytes::from_static(b"two"),
+        ];
+        let p = Publish::from_json(&raw, &attachments, Some("d-7")).unwrap();
+        assert_eq!(
+            p.data,
+            r#"{"b":[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]}"#
+        );
+        assert_eq!(
+            p.attachments,
+            [Bytes::from_static(b"two"), Bytes::from_static(b"one")]
+        );
+    }
+
+    /// The ack text of a publish is its value's text.
+    #[test]
+    fn published_json_is_its_value() {
+        for duplicate in [false, true] {
+            let published = Published {
+                id: tidings_core::store::MessageId::new(),
+                offset: u64::MAX,
+                duplicate,
+            };
+            let text: Value = serde_json::from_str(&published.to_json()).unwrap();
+            assert_eq!(text, published.to_value());
+            assert_eq!(published.to_json(), published.to_value().to_string());
         }
     }
 }

@@ -145,6 +145,20 @@ impl AckSender {
         self.send_args(vec![value], Vec::new())
     }
 
+    /// Acknowledges with one argument given as JSON text (one valid JSON value): with the
+    /// default parser it is written into the ack as is, with no [`Value`] built or
+    /// serialized; the msgpack parser needs the value, so it is parsed there.
+    pub(crate) fn send_json(self, json: &str) -> Result<(), EmitError> {
+        match self.parser {
+            Parser::Default => {
+                let frame = Packet::json_ack_frame(&self.namespace, self.id, json);
+                self.session.send(frame)?;
+                Ok(())
+            }
+            _ => self.send_value(serde_json::from_str(json)?),
+        }
+    }
+
     /// Acknowledges with `{ok:false, error:{code, message}}`, the shape of every built-in
     /// event's failure.
     pub fn send_error(self, error: ErrorBody) -> Result<(), EmitError> {

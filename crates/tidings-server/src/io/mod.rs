@@ -4,6 +4,7 @@
 mod client;
 mod event;
 mod namespace;
+mod pending;
 mod socket;
 mod v2;
 

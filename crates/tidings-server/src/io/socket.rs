@@ -21,6 +21,7 @@ use tidings_proto::engine::Frame;
 
 use super::event::{AckError, AckReply, AckSender, EmitError, Event, event_frames};
 use super::namespace::{BoxFuture, BroadcastOperator, Namespace};
+use super::pending::Pending;
 use crate::engine::{CloseReason, Handshake, SendError, Session};
 use crate::recovery;
 
@@ -140,6 +141,8 @@ pub(crate) struct SocketInner {
     holding: AtomicBool,
     held: Mutex<Vec<(Option<Offset>, Vec<Frame>)>>,
     limits: SocketLimits,
+    /// The built-ins waiting for the store, driven by one task ([`super::pending`]).
+    pending: Pending,
 }
 
 /// How a socket starts with respect to Connection State Recovery.
@@ -215,6 +218,7 @@ impl Socket {
                 holding: AtomicBool::new(recovered),
                 held: Mutex::new(Vec::new()),
                 limits,
+                pending: Pending::default(),
             }),
         }
     }
@@ -703,6 +707,13 @@ impl Socket {
             .close(crate::engine::CloseReason::ForcedClose);
     }
 
+    /// Runs `work` (a built-in waiting for the store) among the socket's pending work: one
+    /// task per socket polls all of it ([`super::pending`]); after the socket left, in a task
+    /// of its own.
+    pub(crate) fn run_pending(&self, work: BoxFuture<()>) {
+        self.inner.pending.run(work);
+    }
+
     /// Removes the socket, telling the client when the server decided it.
     pub(crate) fn disconnect_with(&self, reason: DisconnectReason) {
         if reason == DisconnectReason::ServerNamespaceDisconnect {
@@ -749,6 +760,7 @@ impl Socket {
             rooms.drain().collect()
         };
         self.inner.ns.remove_socket(self.id(), &rooms);
+        self.inner.pending.close();
         // Dropping the senders fails every pending emit_with_ack with `Disconnected`.
         self.inner.acks.lock().clear();
         if let Some(on_leave) = self.inner.on_leave.lock().take() {
