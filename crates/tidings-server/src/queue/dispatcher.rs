@@ -19,7 +19,13 @@
 //! together with its next claim, in one
 //! [`Store::settle_and_claim`](tidings_core::store::Store::settle_and_claim). Under load a turn
 //! settles dozens of deliveries and claims as many new ones: one journal record by default,
-//! one script call on Redis.
+//! one script call on Redis. Under load — the window of `max_in_flight` deliveries full — an
+//! answer alone does not start a turn until three quarters of the window are answered (or
+//! none is left outstanding): on Redis every turn is a script call and an fsync whatever its
+//! size, and turns started at the first answer of each burst settled about half a window
+//! each (BENCHMARKS.md). No timer is involved and nothing waits when the queue is not busy: a
+//! publish, a new consumer, the due timer or an ack deadline start a turn at once, and a
+//! window that is not full takes a turn per answer as before.
 //!
 //! Guarantees: at least once (an entry is in flight in the store until its answer is settled;
 //! a crash or a stop before that only causes a redelivery); an ack timeout requeues; never
@@ -334,21 +340,59 @@ impl Dispatcher {
         }
     }
 
+    /// [`Dispatcher::wait`], then what ended it recorded: an answer, and in `by_answer`
+    /// whether that is all it was. Returns true when stopped.
+    async fn sleep(
+        &self,
+        queues: &Queues,
+        d: &mut Deliveries,
+        retry: Option<Duration>,
+        by_answer: &mut bool,
+    ) -> bool {
+        match self.wait(d, retry).await {
+            Woken::Stopped => return true,
+            Woken::Answer(answer) => {
+                self.record_answer(queues, d, answer);
+                *by_answer = true;
+            }
+            Woken::Nudged => *by_answer = false,
+        }
+        false
+    }
+
     async fn deliver_until_stopped(self: &Arc<Self>, queues: &Arc<Queues>, d: &mut Deliveries) {
         let config = queues.config();
         let mut retry = None;
+        // Whether the last wait ended with an answer (rather than a nudge: see `Woken`).
+        let mut by_answer = false;
         loop {
             if let Some(pause) = retry.take() {
-                match self.wait(d, Some(pause)).await {
-                    Woken::Stopped => return,
-                    Woken::Answer(answer) => self.record_answer(queues, d, answer),
-                    Woken::Nudged => {}
+                if self.sleep(queues, d, Some(pause), &mut by_answer).await {
+                    return;
                 }
+                by_answer = false;
             }
             if self.stop.is_cancelled() {
                 return;
             }
             self.collect_answers(queues, d);
+            // Under load, a turn waits for most of the window's answers, so that each turn
+            // settles and claims many (on Redis a turn is a script call and an fsync, whatever
+            // its size). Only when the window is full, and only for answers: a publish, a new
+            // consumer, the due timer or an ack deadline start a turn at once, and so does the
+            // last outstanding answer. No timer: what it waits for is answered, ends with a
+            // disconnect, or reaches its ack deadline.
+            let full = d.awaiting.len() + d.answered.len() >= config.max_in_flight;
+            if by_answer
+                && full
+                && !d.awaiting.is_empty()
+                && d.answered.len() * 4 < config.max_in_flight * 3
+            {
+                if self.sleep(queues, d, None, &mut by_answer).await {
+                    return;
+                }
+                continue;
+            }
             // The answers since the last turn are settled with this turn's claim, in one store
             // operation (`Store::settle_and_claim`) — or alone when there is nothing to claim.
             let batch = std::mem::take(&mut d.answered);
@@ -359,10 +403,8 @@ impl Dispatcher {
                     self.count_settled(queues, &batch, settled);
                     continue;
                 }
-                match self.wait(d, None).await {
-                    Woken::Stopped => return,
-                    Woken::Answer(answer) => self.record_answer(queues, d, answer),
-                    Woken::Nudged => {}
+                if self.sleep(queues, d, None, &mut by_answer).await {
+                    return;
                 }
                 continue;
             }
@@ -408,10 +450,8 @@ impl Dispatcher {
             queues.due_timer().reschedule(self, next_due);
             if claimed.claimed.is_empty() {
                 // Nothing to hand out now: sleep until woken.
-                match self.wait(d, None).await {
-                    Woken::Stopped => return,
-                    Woken::Answer(answer) => self.record_answer(queues, d, answer),
-                    Woken::Nudged => {}
+                if self.sleep(queues, d, None, &mut by_answer).await {
+                    return;
                 }
                 continue;
             }
