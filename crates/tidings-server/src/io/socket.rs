@@ -496,15 +496,17 @@ impl Socket {
         })
     }
 
-    /// [`Socket::send_with_ack`] of an event whose arguments are JSON text already: `args` is
-    /// written as it is after the event name (`42<id>["event",<args>]`), so it must be JSON
-    /// values separated by commas. Spares the delivery engine a `Value` of every stored
-    /// message (parsed from text, then written back). `None` when the socket speaks the
-    /// msgpack parser: the caller uses [`Socket::send_with_ack`].
+    /// [`Socket::send_with_ack`] of an event whose arguments are JSON text already:
+    /// `write_args` appends them to the packet after the event name (`42<id>["event",<args>]`,
+    /// about `args_len` bytes), so it must write JSON values separated by commas. The packet is
+    /// written in one buffer: no `Value` of the arguments (the delivery engine's stored data
+    /// would be parsed only to be written back). `None` when the socket speaks the msgpack
+    /// parser: the caller uses [`Socket::send_with_ack`].
     pub(crate) fn send_text_with_ack(
         &self,
         event: &str,
-        args: &str,
+        args_len: usize,
+        write_args: impl FnOnce(&mut Vec<u8>),
     ) -> Option<Result<PendingAck, AckError>> {
         let ns = &self.inner.ns;
         if ns.inner.parser != tidings_proto::parser::Parser::Default {
@@ -515,7 +517,7 @@ impl Socket {
         }
         let id = ns.next_ack_id();
         let name = ns.name();
-        let mut text = Vec::with_capacity(name.len() + event.len() + args.len() + 32);
+        let mut text = Vec::with_capacity(name.len() + event.len() + args_len + 32);
         text.extend_from_slice(b"42");
         if !name.is_empty() && name != "/" {
             text.extend_from_slice(name.as_bytes());
@@ -526,7 +528,7 @@ impl Socket {
         text.push(b'[');
         let _ = serde_json::to_writer(&mut text, event);
         text.push(b',');
-        text.extend_from_slice(args.as_bytes());
+        write_args(&mut text);
         text.push(b']');
         let frame = Frame::Text(Bytes::from(text));
         Some(self.send_frame_with_ack(id, frame))

@@ -34,8 +34,8 @@
 //! are sent from this one task).
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::future::Future;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -560,22 +560,25 @@ impl Dispatcher {
             } else {
                 "null"
             };
-            let mut args = String::with_capacity(data.len() + 160);
-            args.push_str(data);
-            args.push(',');
-            args.push_str(&self.meta_topic);
-            let _ = write!(
-                args,
-                ",\"id\":\"{}\",\"offset\":{}",
-                message.id, message.offset
-            );
-            args.push_str(&self.meta_group);
-            let _ = write!(
-                args,
-                ",\"attempt\":{},\"publishedAt\":{}}}",
-                claimed.attempt, message.published_at
-            );
-            if let Some(sent) = socket.send_text_with_ack(&message.event, &args) {
+            let write_args = |args: &mut Vec<u8>| {
+                // Writing into a `Vec` cannot fail.
+                args.extend_from_slice(data.as_bytes());
+                args.push(b',');
+                args.extend_from_slice(self.meta_topic.as_bytes());
+                let _ = write!(
+                    args,
+                    ",\"id\":\"{}\",\"offset\":{}",
+                    message.id, message.offset
+                );
+                args.extend_from_slice(self.meta_group.as_bytes());
+                let _ = write!(
+                    args,
+                    ",\"attempt\":{},\"publishedAt\":{}}}",
+                    claimed.attempt, message.published_at
+                );
+            };
+            let len = data.len() + self.meta_topic.len() + self.meta_group.len() + 120;
+            if let Some(sent) = socket.send_text_with_ack(&message.event, len, write_args) {
                 return sent;
             }
         }
