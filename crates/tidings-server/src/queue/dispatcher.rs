@@ -23,9 +23,10 @@
 //! answer alone does not start a turn until three quarters of the window are answered (or
 //! none is left outstanding): on Redis every turn is a script call and an fsync whatever its
 //! size, and turns started at the first answer of each burst settled about half a window
-//! each (BENCHMARKS.md). No timer is involved and nothing waits when the queue is not busy: a
-//! publish, a new consumer, the due timer or an ack deadline start a turn at once, and a
-//! window that is not full takes a turn per answer as before.
+//! each (redis-server's CPU per drained message fell by a third with this rule). No timer is
+//! involved and nothing waits when the queue is not busy: a publish, a new consumer, the due
+//! timer or an ack deadline start a turn at once, and a window that is not full takes a turn
+//! per answer as before.
 //!
 //! Guarantees: at least once (an entry is in flight in the store until its answer is settled;
 //! a crash or a stop before that only causes a redelivery); an ack timeout requeues; never
