@@ -23,8 +23,8 @@
 //! answer alone does not start a turn until three quarters of the window are answered (or
 //! none is left outstanding): on Redis every turn is a script call and an fsync whatever its
 //! size, and turns started at the first answer of each burst settled about half a window
-//! each (redis-server's CPU per drained message fell by a third with this rule). No timer is
-//! involved and nothing waits when the queue is not busy: a publish, a new consumer, the due
+//! each (a Redis-mode drain measured 53 messages per script call before this rule, 94 with
+//! it, `max_in_flight` 100). No timer is involved and nothing waits when the queue is not busy: a publish, a new consumer, the due
 //! timer or an ack deadline start a turn at once, and a window that is not full takes a turn
 //! per answer as before.
 //!
