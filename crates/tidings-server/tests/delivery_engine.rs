@@ -1,7 +1,8 @@
 //! The delivery engine's own promises, seen from the store and from a real client (the Rust
 //! client against the interop app with queues on SQLite): connected subscribers with nothing
 //! to receive cost no store operation, a requeued delivery comes back when its backoff ends,
-//! not at some later poll, and under load a turn waits for most of the window's answers.
+//! not at some later poll, and under load slow deliveries do not hold the answered ones'
+//! slots.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod queue_support;
@@ -123,12 +124,12 @@ async fn a_requeued_delivery_returns_when_its_backoff_ends() {
     );
 }
 
-/// Under load (the window of `max_in_flight` deliveries full) a dispatcher's turn waits for
-/// three quarters of the window's answers, so that each turn settles and claims many: half
-/// the window acknowledged makes no store operation and refills nothing; three quarters make
-/// one turn, which refills the window in offset order.
+/// Under load (the window of `max_in_flight` deliveries full) a turn waits a little for more
+/// answers, but deliveries a consumer works on for long do not hold the answered ones' slots:
+/// with half the window unanswered (for longer than the ack timeout would allow to wait), the
+/// other half acknowledged is refilled at once, in offset order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_load_a_turn_waits_for_most_of_the_window() {
+async fn under_load_slow_deliveries_do_not_hold_the_answered_slots() {
     let server = queue_support::start(Profile::Long).await;
     let window = server.config.max_in_flight;
     let publisher = consumer(&server, "batch-publisher").await;
@@ -144,33 +145,21 @@ async fn under_load_a_turn_waits_for_most_of_the_window() {
     until_quiet(&server, Duration::from_millis(200)).await;
     let before = server.claims();
 
-    for delivery in held.drain(..window / 2) {
+    // Every other delivery acknowledged; the rest stay with the consumer (the ack timeout is
+    // 20 s, and `within` gives the refill 10 s).
+    let (slow, fast): (Vec<_>, Vec<_>) =
+        held.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for (_, delivery) in fast {
         delivery.ack().await.unwrap();
     }
-    // (An absence: observed for a while, as the idle test does.)
-    let early = tokio::time::timeout(Duration::from_millis(400), sub.recv()).await;
-    assert!(
-        early.is_err(),
-        "a delivery before most of the window was answered"
-    );
-    assert_eq!(
-        server.claims(),
-        before,
-        "a turn for half the window's answers"
-    );
-
-    for delivery in held.drain(..window / 4) {
-        delivery.ack().await.unwrap();
-    }
-    let refill = window * 3 / 4;
-    for i in 0..refill {
+    for i in 0..window / 2 {
         let delivery = within("refill", sub.recv()).await.unwrap();
         assert_eq!(delivery.meta.offset, (window + i + 1) as u64);
         assert_eq!(delivery.meta.attempt, 1);
-        held.push(delivery);
+        delivery.ack().await.unwrap();
     }
-    assert_eq!(server.claims() - before, 1, "one turn settled and refilled");
-    for delivery in held {
+    assert!(server.claims() > before);
+    for (_, delivery) in slow {
         delivery.ack().await.unwrap();
     }
 }

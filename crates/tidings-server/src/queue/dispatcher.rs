@@ -20,13 +20,16 @@
 //! [`Store::settle_and_claim`](tidings_core::store::Store::settle_and_claim). Under load a turn
 //! settles dozens of deliveries and claims as many new ones: one journal record by default,
 //! one script call on Redis. Under load — the window of `max_in_flight` deliveries full — an
-//! answer alone does not start a turn until three quarters of the window are answered (or
-//! none is left outstanding): on Redis every turn is a script call and an fsync whatever its
-//! size, and turns started at the first answer of each burst settled about half a window
-//! each (a Redis-mode drain measured 53 messages per script call before this rule, 94 with
-//! it, `max_in_flight` 100). No timer is involved and nothing waits when the queue is not busy: a publish, a new consumer, the due
-//! timer or an ack deadline start a turn at once, and a window that is not full takes a turn
-//! per answer as before.
+//! answer alone does not start a turn until three quarters of the window are answered, none
+//! is left outstanding, or as long as the last turn took (at most [`MAX_DEFER`]) has passed
+//! since the first answer it would settle: on Redis every turn is a script call and an fsync
+//! whatever its size, and turns started at the first answer of each burst settled about half
+//! a window each (a Redis-mode drain measured 53 messages per script call before this rule,
+//! 94 with the threshold alone, `max_in_flight` 100). The time bound is what keeps deliveries
+//! that a consumer works on for long from holding the answered ones' slots (a pure count
+//! would wait for them up to their ack timeout). Nothing waits when the queue is not busy: a
+//! publish, a new consumer, the due timer or an ack deadline start a turn at once, and a
+//! window that is not full takes a turn per answer as before.
 //!
 //! Guarantees: at least once (an entry is in flight in the store until its answer is settled;
 //! a crash or a stop before that only causes a redelivery); an ack timeout requeues; never
@@ -62,6 +65,9 @@ use super::due::Scheduled;
 use crate::io::{AckError, AckReply, PendingAck, Socket};
 use crate::metrics::TopicCounters;
 use tidings_core::clock::{millis, now_millis};
+
+/// The longest a turn under load waits for more answers (see the module docs).
+const MAX_DEFER: Duration = Duration::from_millis(20);
 
 /// How long a dispatcher waits before retrying after a store error.
 const STORE_RETRY: Duration = Duration::from_millis(500);
@@ -366,6 +372,9 @@ impl Dispatcher {
         let mut retry = None;
         // Whether the last wait ended with an answer (rather than a nudge: see `Woken`).
         let mut by_answer = false;
+        // How long the last `settle_and_claim` took, and since when a turn is deferred.
+        let mut last_turn = Duration::ZERO;
+        let mut deferred_since: Option<Instant> = None;
         loop {
             if let Some(pause) = retry.take() {
                 if self.sleep(queues, d, Some(pause), &mut by_answer).await {
@@ -379,21 +388,31 @@ impl Dispatcher {
             self.collect_answers(queues, d);
             // Under load, a turn waits for most of the window's answers, so that each turn
             // settles and claims many (on Redis a turn is a script call and an fsync, whatever
-            // its size). Only when the window is full, and only for answers: a publish, a new
+            // its size). Only when the window is full, only for answers (a publish, a new
             // consumer, the due timer or an ack deadline start a turn at once, and so does the
-            // last outstanding answer. No timer: what it waits for is answered, ends with a
-            // disconnect, or reaches its ack deadline.
+            // last outstanding answer), and at most as long as the last turn took (capped at
+            // MAX_DEFER) after the first answer it would settle: deliveries a consumer works on
+            // for long must not keep the slots of the answered ones empty.
             let full = d.awaiting.len() + d.answered.len() >= config.max_in_flight;
             if by_answer
                 && full
                 && !d.awaiting.is_empty()
                 && d.answered.len() * 4 < config.max_in_flight * 3
             {
-                if self.sleep(queues, d, None, &mut by_answer).await {
-                    return;
+                let since = *deferred_since.get_or_insert_with(Instant::now);
+                let until = since + last_turn.min(MAX_DEFER);
+                let now = Instant::now();
+                if now < until {
+                    if self
+                        .sleep(queues, d, Some(until - now), &mut by_answer)
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
             }
+            deferred_since = None;
             // The answers since the last turn are settled with this turn's claim, in one store
             // operation (`Store::settle_and_claim`) — or alone when there is nothing to claim.
             let batch = std::mem::take(&mut d.answered);
@@ -417,10 +436,12 @@ impl Dispatcher {
                 max_deliveries: config.max_deliveries,
             };
             queues.claims.incr();
+            let started = Instant::now();
             let turn = queues
                 .store()
                 .settle_and_claim(&self.topic, &self.sub, &batch, opts)
                 .await;
+            last_turn = started.elapsed();
             let claimed = match turn {
                 Ok((settled, claimed)) => {
                     if !batch.is_empty() {
