@@ -137,6 +137,10 @@ struct RunArgs {
     /// hard limit minus 500: the server process is bound by it too).
     #[arg(long)]
     idle_max: Option<usize>,
+    /// The backlog of the drain scenario, in messages (default 1,000,000; 5,000 with
+    /// `--quick`): a smaller one keeps an A/B run of the drain short.
+    #[arg(long)]
+    drain_messages: Option<u64>,
 }
 
 /// What every scenario needs.
@@ -275,7 +279,7 @@ fn plan(args: &RunArgs) -> Plan {
             publish_secs: 1.0,
             fanout_subs: 10,
             fanout_pubs: 16,
-            drain: 5_000,
+            drain: args.drain_messages.unwrap_or(5_000),
             drain_reps: 1,
         }
     } else {
@@ -312,7 +316,7 @@ fn plan(args: &RunArgs) -> Plan {
             publish_secs: 4.0,
             fanout_subs: 100,
             fanout_pubs: 64,
-            drain: 1_000_000,
+            drain: args.drain_messages.unwrap_or(1_000_000),
             drain_reps: 1,
         }
     }

@@ -1,7 +1,8 @@
 //! The delivery engine's own promises, seen from the store and from a real client (the Rust
 //! client against the interop app with queues on SQLite): connected subscribers with nothing
-//! to receive cost no store operation, and a requeued delivery comes back when its backoff
-//! ends, not at some later poll.
+//! to receive cost no store operation, a requeued delivery comes back when its backoff ends,
+//! not at some later poll, and under load slow deliveries do not hold the answered ones'
+//! slots.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod queue_support;
@@ -121,4 +122,44 @@ async fn a_requeued_delivery_returns_when_its_backoff_ends() {
         *best <= Duration::from_millis(100),
         "redelivered {late:?} after the backoff ended"
     );
+}
+
+/// Under load (the window of `max_in_flight` deliveries full) a turn waits a little for more
+/// answers, but deliveries a consumer works on for long do not hold the answered ones' slots:
+/// with half the window unanswered (for longer than the ack timeout would allow to wait), the
+/// other half acknowledged is refilled at once, in offset order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_slow_deliveries_do_not_hold_the_answered_slots() {
+    let server = queue_support::start(Profile::Long).await;
+    let window = server.config.max_in_flight;
+    let publisher = consumer(&server, "batch-publisher").await;
+    for i in 0..window * 2 {
+        publisher.publish("batch", "job", &i).await.unwrap();
+    }
+    let client = consumer(&server, "batcher").await;
+    let mut sub = subscribe(&client, "batch").await;
+    let mut held = Vec::new();
+    for _ in 0..window {
+        held.push(within("delivery", sub.recv()).await.unwrap());
+    }
+    until_quiet(&server, Duration::from_millis(200)).await;
+    let before = server.claims();
+
+    // Every other delivery acknowledged; the rest stay with the consumer (the ack timeout is
+    // 20 s, and `within` gives the refill 10 s).
+    let (slow, fast): (Vec<_>, Vec<_>) =
+        held.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for (_, delivery) in fast {
+        delivery.ack().await.unwrap();
+    }
+    for i in 0..window / 2 {
+        let delivery = within("refill", sub.recv()).await.unwrap();
+        assert_eq!(delivery.meta.offset, (window + i + 1) as u64);
+        assert_eq!(delivery.meta.attempt, 1);
+        delivery.ack().await.unwrap();
+    }
+    assert!(server.claims() > before);
+    for (_, delivery) in slow {
+        delivery.ack().await.unwrap();
+    }
 }

@@ -18,6 +18,12 @@
 //! checkpoints into v2 files as soon as it replayed anything (and new segments are always
 //! v2), so an older tidings refuses the directory afterwards as "written by a newer tidings".
 //!
+//! A record kind added within a version: a dispatcher's turn as one record (`SETTLE_CLAIM`,
+//! 2026-12-06, `op.rs`) where it was a `SETTLE` and a `CLAIM` record before. Older journals
+//! replay as they are (their two records give the same state). No version bump: a v2 build
+//! cannot misread the new record — it stops at it ("record N does not replay … a record of
+//! unknown kind 13", naming the file) and changes nothing, like any file it cannot read.
+//!
 //! Every record has a log sequence number (lsn): 1 for the first, +1 each, never reused. A
 //! snapshot holds the state after record `lsn`; at open, records up to it are skipped.
 //!

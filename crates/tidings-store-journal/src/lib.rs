@@ -35,6 +35,8 @@
 //!     the next fsync (the next publish's, or the clean close). A crash may lose the last ones:
 //!     then the entries they settled are pending again, so the crash causes a **redelivery**,
 //!     never a loss. Nothing is skipped either: a lost claim's cursor move is lost with it;
+//!   - a dispatcher's turn ([`Store::settle_and_claim`]) is one operation under one hold of
+//!     the lock and one record: the settle of its answered deliveries and its next claim;
 //!   - a claim never hands out a message whose publish is not durable yet (it waits for the
 //!     newest durable-wanted record to be written), so a crash cannot make a subscriber see an
 //!     offset that the restarted store then reuses for another message. `history` waits the
@@ -260,6 +262,57 @@ impl Shared {
             Wait::Durable | Wait::Publishes => g.last_durable_lsn,
         };
         Ok((value, g.wait_for(target)))
+    }
+
+    /// [`Store::settle_and_claim`]: the settle and the claim under one hold of the lock, and
+    /// one record for both — the kind of record chosen by what changed (`SETTLE_CLAIM`,
+    /// `SETTLE` or `CLAIM`; none when nothing did), so that replaying it gives the state this
+    /// call made. The answer waits as a claim's does: for nothing, unless it hands out a
+    /// message whose publish is not durable yet.
+    fn settle_and_claim(
+        &self,
+        topic: &Topic,
+        sub: &SubscriptionName,
+        batch: &[Settle],
+        opts: ClaimOptions,
+    ) -> Result<((Vec<bool>, ClaimResult), Written), StoreError> {
+        let mut guard = self.inner.lock();
+        let g = &mut *guard;
+        if let Some(e) = &g.failed {
+            return Err(e.clone());
+        }
+        // An unknown subscription fails here, before anything changed.
+        let settled = g.machine.settle(topic, sub, batch)?;
+        let settle_changed = settled.iter().any(|&a| a);
+        let claimed = g.machine.claim(topic, sub, opts);
+        let claim_changed = claimed
+            .as_ref()
+            .is_ok_and(|c| !c.claimed.is_empty() || !c.dead_lettered.is_empty());
+        let op = match (settle_changed, claim_changed) {
+            (true, true) => Some(Op::SettleClaim {
+                topic,
+                sub,
+                batch,
+                opts,
+            }),
+            // The claim failed or changed nothing: the settle alone is what happened.
+            (true, false) => Some(Op::Settle { topic, sub, batch }),
+            (false, true) => Some(Op::Claim { topic, sub, opts }),
+            (false, false) => None,
+        };
+        if let Some(op) = op {
+            let lsn = g.next_lsn;
+            format::push_record(&mut g.buf, lsn, |buf| op.encode(buf));
+            g.next_lsn += 1;
+            self.work.notify_one();
+        }
+        let claimed = claimed?;
+        let target = if claimed.claimed.is_empty() {
+            0
+        } else {
+            g.last_durable_lsn
+        };
+        Ok(((settled, claimed), g.wait_for(target)))
     }
 
     /// Reads the state. `after_publishes`: the answer waits until every publish logged
@@ -763,6 +816,16 @@ impl Store for JournalStore {
             },
         );
         answer(result)
+    }
+
+    fn settle_and_claim<'a>(
+        &'a self,
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+        opts: ClaimOptions,
+    ) -> StoreFuture<'a, (Vec<bool>, ClaimResult)> {
+        answer(self.shared.settle_and_claim(topic, sub, batch, opts))
     }
 
     fn release_in_flight(&self, now: Millis) -> StoreFuture<'_, u64> {

@@ -28,6 +28,11 @@ const SETTLE: u8 = 11;
 /// An append of a message with binary attachments (format v2): as [`APPEND`], with the
 /// attachments after `data`. A message without binary is still written as [`APPEND`].
 const APPEND_BINARY: u8 = 12;
+/// A dispatcher's turn, [`Store::settle_and_claim`](tidings_core::store::Store::settle_and_claim):
+/// as [`SETTLE`] then [`CLAIM`] of one subscription, in one record (2026-12-06, still format
+/// v2: see `format.rs`). Journals of before have the two records instead, which replay to
+/// the same state.
+const SETTLE_CLAIM: u8 = 13;
 
 /// One change, borrowing its arguments.
 #[derive(Debug)]
@@ -74,6 +79,12 @@ pub(crate) enum Op<'a> {
         topic: &'a Topic,
         sub: &'a SubscriptionName,
         batch: &'a [Settle],
+    },
+    SettleClaim {
+        topic: &'a Topic,
+        sub: &'a SubscriptionName,
+        batch: &'a [Settle],
+        opts: ClaimOptions,
     },
     ReleaseInFlight {
         now: Millis,
@@ -163,10 +174,7 @@ impl Op<'_> {
                 e.u8(CLAIM);
                 e.topic(topic);
                 e.subscription(sub);
-                e.u64(opts.now);
-                e.u64(opts.max as u64);
-                e.u64(opts.ack_timeout);
-                e.u32(opts.max_deliveries);
+                encode_claim_options(&mut e, opts);
             }
             Op::Ack { topic, sub, offset } => {
                 e.u8(ACK);
@@ -190,20 +198,19 @@ impl Op<'_> {
                 e.u8(SETTLE);
                 e.topic(topic);
                 e.subscription(sub);
-                e.count(batch.len());
-                for s in batch {
-                    match *s {
-                        Settle::Ack(offset) => {
-                            e.u8(0);
-                            e.u64(offset);
-                        }
-                        Settle::Requeue { offset, not_before } => {
-                            e.u8(1);
-                            e.u64(offset);
-                            e.u64(not_before);
-                        }
-                    }
-                }
+                encode_settles(&mut e, batch);
+            }
+            Op::SettleClaim {
+                topic,
+                sub,
+                batch,
+                opts,
+            } => {
+                e.u8(SETTLE_CLAIM);
+                e.topic(topic);
+                e.subscription(sub);
+                encode_settles(&mut e, batch);
+                encode_claim_options(&mut e, opts);
             }
             Op::ReleaseInFlight { now } => {
                 e.u8(RELEASE_IN_FLIGHT);
@@ -231,6 +238,54 @@ impl Op<'_> {
             }
         }
     }
+}
+
+fn encode_claim_options(e: &mut Encoder<'_>, opts: ClaimOptions) {
+    e.u64(opts.now);
+    e.u64(opts.max as u64);
+    e.u64(opts.ack_timeout);
+    e.u32(opts.max_deliveries);
+}
+
+fn decode_claim_options(d: &mut Decoder<'_>) -> Result<ClaimOptions, DecodeError> {
+    Ok(ClaimOptions {
+        now: d.u64()?,
+        max: usize::try_from(d.u64()?).unwrap_or(usize::MAX),
+        ack_timeout: d.u64()?,
+        max_deliveries: d.u32()?,
+    })
+}
+
+fn encode_settles(e: &mut Encoder<'_>, batch: &[Settle]) {
+    e.count(batch.len());
+    for s in batch {
+        match *s {
+            Settle::Ack(offset) => {
+                e.u8(0);
+                e.u64(offset);
+            }
+            Settle::Requeue { offset, not_before } => {
+                e.u8(1);
+                e.u64(offset);
+                e.u64(not_before);
+            }
+        }
+    }
+}
+
+fn decode_settles(d: &mut Decoder<'_>) -> Result<Vec<Settle>, DecodeError> {
+    let mut batch = Vec::new();
+    for _ in 0..d.count()? {
+        batch.push(match d.u8()? {
+            0 => Settle::Ack(d.u64()?),
+            1 => Settle::Requeue {
+                offset: d.u64()?,
+                not_before: d.u64()?,
+            },
+            b => return Err(d.error(format!("a settlement of kind {b}"))),
+        });
+    }
+    Ok(batch)
 }
 
 /// A record could not be replayed.
@@ -326,12 +381,7 @@ pub(crate) fn replay(payload: &[u8], m: &mut Machine) -> Result<(), ReplayError>
         CLAIM => {
             let topic = d.topic()?;
             let sub = d.subscription()?;
-            let opts = ClaimOptions {
-                now: d.u64()?,
-                max: usize::try_from(d.u64()?).unwrap_or(usize::MAX),
-                ack_timeout: d.u64()?,
-                max_deliveries: d.u32()?,
-            };
+            let opts = decode_claim_options(&mut d)?;
             m.claim(&topic, &sub, opts).map_err(refused)?;
         }
         ACK => {
@@ -348,18 +398,16 @@ pub(crate) fn replay(payload: &[u8], m: &mut Machine) -> Result<(), ReplayError>
         SETTLE => {
             let topic = d.topic()?;
             let sub = d.subscription()?;
-            let mut batch = Vec::new();
-            for _ in 0..d.count()? {
-                batch.push(match d.u8()? {
-                    0 => Settle::Ack(d.u64()?),
-                    1 => Settle::Requeue {
-                        offset: d.u64()?,
-                        not_before: d.u64()?,
-                    },
-                    b => return Err(d.error(format!("a settlement of kind {b}")).into()),
-                });
-            }
+            let batch = decode_settles(&mut d)?;
             m.settle(&topic, &sub, &batch).map_err(refused)?;
+        }
+        SETTLE_CLAIM => {
+            let topic = d.topic()?;
+            let sub = d.subscription()?;
+            let batch = decode_settles(&mut d)?;
+            let opts = decode_claim_options(&mut d)?;
+            m.settle(&topic, &sub, &batch).map_err(refused)?;
+            m.claim(&topic, &sub, opts).map_err(refused)?;
         }
         RELEASE_IN_FLIGHT => {
             m.release_in_flight(d.u64()?);

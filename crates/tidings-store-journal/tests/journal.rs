@@ -52,7 +52,8 @@ async fn visible(store: &impl Store) -> String {
 }
 
 /// A workload touching every kind of record: publishes with keys, subscriptions, members,
-/// claims that hand out and dead-letter, acks, requeues, retention, a dead-letter requeue.
+/// claims that hand out and dead-letter, acks, requeues, settles alone and with a claim
+/// (a dispatcher's turn), retention, a dead-letter requeue.
 async fn workload(store: &impl Store, rounds: u64) {
     let t = Topic::new("orders.eu").unwrap();
     let group = SubscriptionName::group("packers").unwrap();
@@ -89,7 +90,15 @@ async fn workload(store: &impl Store, rounds: u64) {
                         .map(|c| Settle::Ack(c.message.offset)),
                 )
                 .collect();
-            store.settle(&t, &group, &batch).await.unwrap();
+            if n % 2 == 0 {
+                store.settle(&t, &group, &batch).await.unwrap();
+            } else {
+                // A dispatcher's turn: the settle and the next claim in one record.
+                store
+                    .settle_and_claim(&t, &group, &batch, opts)
+                    .await
+                    .unwrap();
+            }
             continue;
         }
         for (i, c) in claimed.claimed.iter().enumerate() {
@@ -570,5 +579,167 @@ fn a_failed_checkpoint_keeps_the_journal_serving_and_its_segments() {
         fs::remove_dir(dir.path().join("snapshot.tmp")).unwrap();
         let store = JournalStore::open(dir.path(), config(4 << 10)).unwrap();
         assert_eq!(visible(&store).await, before);
+    });
+}
+
+fn turn_opts(now: u64, max: usize) -> ClaimOptions {
+    ClaimOptions {
+        now,
+        max,
+        ack_timeout: 1_000,
+        max_deliveries: 5,
+    }
+}
+
+/// The queue state of `auditor` on `orders.eu` that the ids of messages do not change: the
+/// topic's counts and every subscription's, then (offset, attempt) of a claim of everything
+/// due at 10,000 — which also shows each entry's due time and attempt count.
+async fn queue_state(store: &JournalStore) -> String {
+    let t = Topic::new("orders.eu").unwrap();
+    let auditor = SubscriptionName::identity("auditor").unwrap();
+    let info = store.topic_info(&t).await.unwrap().unwrap();
+    let claimed = store
+        .claim(&t, &auditor, turn_opts(10_000, 100))
+        .await
+        .unwrap();
+    let claimed: Vec<(u64, u32)> = claimed
+        .claimed
+        .iter()
+        .map(|c| (c.message.offset, c.attempt))
+        .collect();
+    format!("{info:?}\n{claimed:?}")
+}
+
+/// The turns of `tests/fixtures/journal-v2-separate/make_fixture.rs.txt`, on `store`.
+async fn fixture_turns(store: &JournalStore) {
+    let t = Topic::new("orders.eu").unwrap();
+    let auditor = SubscriptionName::identity("auditor").unwrap();
+    store
+        .subscribe(&t, &auditor, StartFrom::Earliest)
+        .await
+        .unwrap();
+    for n in 1..=6 {
+        let m = NewMessage {
+            event: "order".to_owned(),
+            data: format!("{{\"n\":{n}}}"),
+            attachments: Vec::new(),
+            key: None,
+            published_at: 1_000 + n,
+        };
+        store.append(&t, m, 60_000).await.unwrap();
+    }
+    let (_, c) = store
+        .settle_and_claim(&t, &auditor, &[], turn_opts(2_000, 3))
+        .await
+        .unwrap();
+    assert_eq!(c.claimed.len(), 3);
+    let batch = [
+        Settle::Ack(1),
+        Settle::Requeue {
+            offset: 2,
+            not_before: 2_500,
+        },
+    ];
+    let (flags, c) = store
+        .settle_and_claim(&t, &auditor, &batch, turn_opts(2_100, 2))
+        .await
+        .unwrap();
+    assert_eq!(flags, [true, true]);
+    let offsets: Vec<u64> = c.claimed.iter().map(|c| c.message.offset).collect();
+    assert_eq!(offsets, [4, 5]);
+}
+
+/// A dispatcher's turn (`settle_and_claim`) is one record — of the kind of what changed, none
+/// when nothing did — and the journal as a kill -9 leaves it (every record written to the
+/// OS, copied while the writer is still) replays to the state the live store has.
+#[test]
+fn a_turn_is_one_record_and_replays_after_a_crash_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let t = Topic::new("orders.eu").unwrap();
+    let auditor = SubscriptionName::identity("auditor").unwrap();
+    let live = block_on(async {
+        let store = JournalStore::open(dir.path(), config(1 << 30)).unwrap();
+        fixture_turns(&store).await;
+        // subscribe + 6 appends + a claim alone + the turn that settled and claimed.
+        assert_eq!(store.lsn(), 9);
+        // Nothing to settle that is pending, nothing to claim: no record.
+        let (flags, c) = store
+            .settle_and_claim(&t, &auditor, &[Settle::Ack(99)], turn_opts(2_200, 0))
+            .await
+            .unwrap();
+        assert_eq!((flags, c.claimed.len()), (vec![false], 0));
+        assert_eq!(store.lsn(), 9);
+        // A settle with nothing to claim: one record.
+        let (flags, _) = store
+            .settle_and_claim(&t, &auditor, &[Settle::Ack(3)], turn_opts(2_200, 0))
+            .await
+            .unwrap();
+        assert_eq!(flags, [true]);
+        assert_eq!(store.lsn(), 10);
+        // An unknown subscription fails and logs nothing.
+        let nobody = SubscriptionName::identity("nobody").unwrap();
+        assert!(matches!(
+            store
+                .settle_and_claim(&t, &nobody, &[Settle::Ack(1)], turn_opts(2_200, 1))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.lsn(), 10);
+        // One more turn that settles and claims, then the crash.
+        let (_, c) = store
+            .settle_and_claim(&t, &auditor, &[Settle::Ack(4)], turn_opts(2_600, 5))
+            .await
+            .unwrap();
+        let offsets: Vec<u64> = c.claimed.iter().map(|c| c.message.offset).collect();
+        assert_eq!(offsets, [2, 6]);
+        assert_eq!(store.lsn(), 11);
+        store.wait_until_written().unwrap();
+        store.with_files_still(|d| {
+            for entry in fs::read_dir(d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().is_some_and(|n| n != "LOCK") {
+                    fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        });
+        let state = queue_state(&store).await;
+        drop(store);
+        state
+    });
+    assert!(live.contains("cursor: 7"), "{live}");
+    block_on(async {
+        let store = JournalStore::open(copy.path(), config(1 << 30)).unwrap();
+        assert_eq!(queue_state(&store).await, live);
+    });
+}
+
+/// A journal written before a turn was one record (`tests/fixtures/journal-v2-separate`: a
+/// turn as a SETTLE record then a CLAIM record, with `make_fixture.rs.txt` beside it) opens,
+/// to the state the same turns make now.
+#[test]
+fn a_journal_with_a_turn_as_two_records_opens_to_the_same_state() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v2-separate");
+    let old = tempfile::tempdir().unwrap();
+    fs::copy(
+        src.join("wal-00000000000000000001.log"),
+        old.path().join("wal-00000000000000000001.log"),
+    )
+    .unwrap();
+    let now = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = JournalStore::open(now.path(), config(1 << 30)).unwrap();
+        fixture_turns(&store).await;
+        let expected = queue_state(&store).await;
+        let store = JournalStore::open(old.path(), config(1 << 30)).unwrap();
+        // The two records of the second turn are there (10 records, where now it is 9).
+        assert_eq!(store.lsn(), 10);
+        assert_eq!(queue_state(&store).await, expected);
+        let history = store
+            .history(&Topic::new("orders.eu").unwrap(), 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 6);
+        assert_eq!(history[5].data, r#"{"n":6}"#);
     });
 }

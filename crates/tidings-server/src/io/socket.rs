@@ -47,6 +47,16 @@ impl PendingAck {
     }
 }
 
+impl PendingAck {
+    /// The ack id and the receiver of the answer, for a caller that waits for many answers
+    /// itself (the delivery engine: one task per queue, not one per delivery). The receiver
+    /// fails when the socket disconnects; the caller that stops waiting forgets the id
+    /// ([`Socket::forget_ack`]), as [`PendingAck::wait`] does on its timeout.
+    pub(crate) fn into_parts(self) -> (u64, oneshot::Receiver<AckReply>) {
+        (self.id, self.rx)
+    }
+}
+
 /// Joining a room failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -480,6 +490,57 @@ impl Socket {
         )?;
         let rx = self.register_ack(id)?;
         if let Err(e) = self.inner.session.send_all(&frames) {
+            self.forget_ack(id);
+            return Err(AckError::Send(e));
+        }
+        Ok(PendingAck {
+            socket: self.clone(),
+            id,
+            rx,
+        })
+    }
+
+    /// [`Socket::send_with_ack`] of an event whose arguments are JSON text already:
+    /// `write_args` appends them to the packet after the event name (`42<id>["event",<args>]`,
+    /// about `args_len` bytes), so it must write JSON values separated by commas. The packet is
+    /// written in one buffer: no `Value` of the arguments (the delivery engine's stored data
+    /// would be parsed only to be written back). `None` when the socket speaks the msgpack
+    /// parser: the caller uses [`Socket::send_with_ack`].
+    pub(crate) fn send_text_with_ack(
+        &self,
+        event: &str,
+        args_len: usize,
+        write_args: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<Result<PendingAck, AckError>> {
+        let ns = &self.inner.ns;
+        if ns.inner.parser != tidings_proto::parser::Parser::Default {
+            return None;
+        }
+        if super::event::is_reserved_event(event) {
+            return Some(Err(AckError::ReservedName(event.to_owned())));
+        }
+        let id = ns.next_ack_id();
+        let name = ns.name();
+        let mut text = Vec::with_capacity(name.len() + event.len() + args_len + 32);
+        text.extend_from_slice(b"42");
+        if !name.is_empty() && name != "/" {
+            text.extend_from_slice(name.as_bytes());
+            text.push(b',');
+        }
+        // Writing into a `Vec` cannot fail.
+        let _ = std::io::Write::write_fmt(&mut text, format_args!("{id}"));
+        text.push(b'[');
+        let _ = serde_json::to_writer(&mut text, event);
+        text.push(b',');
+        write_args(&mut text);
+        text.push(b']');
+        let frame = Frame::Text(Bytes::from(text));
+        Some(self.send_frame_with_ack(id, frame))
+    }
+
+    fn send_frame_with_ack(&self, id: u64, frame: Frame) -> Result<PendingAck, AckError> {
+        let rx = self.register_ack(id)?;
+        if let Err(e) = self.inner.session.send(frame) {
             self.forget_ack(id);
             return Err(AckError::Send(e));
         }
