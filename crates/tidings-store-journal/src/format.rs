@@ -1,4 +1,5 @@
-//! The files of a journal directory and their on-disk format (version 2; version 1 is read).
+//! The files of a journal directory and their on-disk format (version 3; versions 1 and 2 are
+//! read).
 //!
 //! ```text
 //! LOCK                         held (flock) by the process that has the directory open
@@ -18,11 +19,12 @@
 //! checkpoints into v2 files as soon as it replayed anything (and new segments are always
 //! v2), so an older tidings refuses the directory afterwards as "written by a newer tidings".
 //!
-//! A record kind added within a version: a dispatcher's turn as one record (`SETTLE_CLAIM`,
-//! 2026-12-06, `op.rs`) where it was a `SETTLE` and a `CLAIM` record before. Older journals
-//! replay as they are (their two records give the same state). No version bump: a v2 build
-//! cannot misread the new record — it stops at it ("record N does not replay … a record of
-//! unknown kind 13", naming the file) and changes nothing, like any file it cannot read.
+//! **v3** (2026-12-06, evening) adds one more record kind: a dispatcher's turn as one record
+//! (`SETTLE_CLAIM`, `op.rs`) where it was a `SETTLE` and a `CLAIM` record before. Nothing else
+//! changed: v2 segments replay as they are (their two records give the same state) and a v2
+//! snapshot body is a v3 one. The version is bumped so that an older build refuses a
+//! directory that may hold the new record with the clear "written by a newer tidings" (new
+//! segments are always v3) instead of stopping at a record kind it does not know.
 //!
 //! Every record has a log sequence number (lsn): 1 for the first, +1 each, never reused. A
 //! snapshot holds the state after record `lsn`; at open, records up to it are skipped.
@@ -45,7 +47,7 @@ use tidings_core::store::StoreError;
 use tidings_store_memory::Capture;
 
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"TDNGWAL\0";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TDNGSNAP";
@@ -255,7 +257,7 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreErro
 /// A snapshot read at open.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
-    /// Its format version (1 or 2: how its body is encoded).
+    /// Its format version (1, 2 or 3: how its body is encoded; 2 and 3 alike).
     pub(crate) version: u32,
     /// The state is as of this record.
     pub(crate) lsn: u64,

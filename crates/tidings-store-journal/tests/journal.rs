@@ -11,7 +11,7 @@ use tidings_core::store::{
     ClaimOptions, NewMessage, Retention, Settle, StartFrom, Store, StoreError, SubscriptionName,
     Topic,
 };
-use tidings_store_journal::{JournalConfig, JournalStore};
+use tidings_store_journal::{FORMAT_VERSION, JournalConfig, JournalStore};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -465,11 +465,11 @@ fn a_v1_journal_opens_and_moves_to_v2_with_attachments() {
         let r = store.append(&t, binary.clone(), 0).await.unwrap();
         assert_eq!(r.offset, 6);
     });
-    // Replayed records made open checkpoint: the directory is v2 now, so an older tidings
-    // refuses it as newer rather than misreading it.
-    assert_eq!(version_of(&dir.path().join("snapshot")), 2);
+    // Replayed records made open checkpoint: the directory is in this build's format now,
+    // so an older tidings refuses it as newer rather than misreading it.
+    assert_eq!(version_of(&dir.path().join("snapshot")), FORMAT_VERSION);
     for wal in wal_files(dir.path()) {
-        assert_eq!(version_of(&wal), 2, "{}", wal.display());
+        assert_eq!(version_of(&wal), FORMAT_VERSION, "{}", wal.display());
     }
     block_on(async {
         let store = JournalStore::open(dir.path(), JournalConfig::default()).unwrap();
@@ -504,7 +504,7 @@ fn a_v1_journal_opens_and_moves_to_v2_with_attachments() {
 /// A v1 directory whose snapshot is all there is (no record after it) opens too, and a
 /// snapshot or segment claiming a version past this build's is refused untouched.
 #[test]
-fn a_v1_snapshot_alone_opens_and_a_v3_file_is_refused() {
+fn a_v1_snapshot_alone_opens_and_a_newer_file_is_refused() {
     let dir = v1_fixture();
     fs::remove_file(dir.path().join("wal-00000000000000000007.log")).unwrap();
     let t = Topic::new("orders.eu").unwrap();
@@ -514,10 +514,14 @@ fn a_v1_snapshot_alone_opens_and_a_v3_file_is_refused() {
     });
     let snapshot = dir.path().join("snapshot");
     let mut bytes = fs::read(&snapshot).unwrap();
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let newer = FORMAT_VERSION + 1;
+    bytes[8..12].copy_from_slice(&newer.to_le_bytes());
     fs::write(&snapshot, &bytes).unwrap();
     let err = retained(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("newer tidings") && err.contains("v3"), "{err}");
+    assert!(
+        err.contains("newer tidings") && err.contains(&format!("v{newer}")),
+        "{err}"
+    );
     assert_eq!(fs::read(&snapshot).unwrap(), bytes);
 }
 
@@ -742,4 +746,12 @@ fn a_journal_with_a_turn_as_two_records_opens_to_the_same_state() {
         assert_eq!(history.len(), 6);
         assert_eq!(history[5].data, r#"{"n":6}"#);
     });
+    // The fixture is v2; open checkpointed what it replayed (its segment is gone), so the
+    // directory is v3 now and a v2 build (which does not know a turn as one record) refuses
+    // it as newer.
+    assert_eq!(version_of(&src.join("wal-00000000000000000001.log")), 2);
+    assert_eq!(version_of(&old.path().join("snapshot")), FORMAT_VERSION);
+    for wal in wal_files(old.path()) {
+        assert_eq!(version_of(&wal), FORMAT_VERSION, "{}", wal.display());
+    }
 }

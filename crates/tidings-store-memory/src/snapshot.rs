@@ -22,8 +22,8 @@ pub type SnapshotError = DecodeError;
 pub enum SnapshotFormat {
     /// Journal format v1: messages without binary attachments.
     V1,
-    /// Journal format v2 (what [`Machine::encode`] writes): every message followed by its
-    /// attachments (a count, then each length-prefixed).
+    /// Journal formats v2 and v3 (what [`Machine::encode`] writes): every message followed by
+    /// its attachments (a count, then each length-prefixed).
     V2,
 }
 
