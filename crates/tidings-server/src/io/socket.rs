@@ -488,16 +488,7 @@ impl Socket {
             attachments,
             Some(id),
         )?;
-        let rx = self.register_ack(id)?;
-        if let Err(e) = self.inner.session.send_all(&frames) {
-            self.forget_ack(id);
-            return Err(AckError::Send(e));
-        }
-        Ok(PendingAck {
-            socket: self.clone(),
-            id,
-            rx,
-        })
+        self.send_frames_with_ack(id, &frames)
     }
 
     /// [`Socket::send_with_ack`] of an event whose arguments are JSON text already:
@@ -535,12 +526,14 @@ impl Socket {
         write_args(&mut text);
         text.push(b']');
         let frame = Frame::Text(Bytes::from(text));
-        Some(self.send_frame_with_ack(id, frame))
+        Some(self.send_frames_with_ack(id, &[frame]))
     }
 
-    fn send_frame_with_ack(&self, id: u64, frame: Frame) -> Result<PendingAck, AckError> {
+    /// Registers the ack `id` and queues the packet's `frames`; forgets the ack if they cannot
+    /// be queued.
+    fn send_frames_with_ack(&self, id: u64, frames: &[Frame]) -> Result<PendingAck, AckError> {
         let rx = self.register_ack(id)?;
-        if let Err(e) = self.inner.session.send(frame) {
+        if let Err(e) = self.inner.session.send_all(frames) {
             self.forget_ack(id);
             return Err(AckError::Send(e));
         }
