@@ -445,13 +445,15 @@ impl<'a> Header<'a> {
 /// ```
 /// use tidings_proto::packet::EventHead;
 ///
-/// let head = EventHead::peek(r#"2/chat,7["publish",{"data":[1, 2.5]}]"#).unwrap();
+/// let head = EventHead::peek(r#"2/chat,7["publish",{"data":[1, 2.5]}]"#);
+/// let head = head.ok_or("a text EVENT is peeked")?;
 /// assert_eq!((head.namespace, head.id, head.name), ("/chat", Some(7), "publish"));
 /// let args = head.args()?;
 /// assert_eq!(args[0].get(), r#"{"data":[1, 2.5]}"#);
-/// assert!(EventHead::peek(r#"2["publish",1e999]"#).unwrap().args().is_err());
+/// let too_big = EventHead::peek(r#"2["publish",1e999]"#).ok_or("peeked")?;
+/// assert!(too_big.args().is_err());
 /// assert!(EventHead::peek(r#"51-["publish",{"_placeholder":true,"num":0}]"#).is_none());
-/// # Ok::<(), tidings_proto::packet::DecodeError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventHead<'a> {
