@@ -39,6 +39,9 @@ fn config() -> JournalConfig {
         durability: Durability::Os,
         // Tiny, so that inputs cross checkpoints (snapshot, new segment, old ones removed).
         checkpoint_bytes: 512,
+        // Small, so that crash copies end in zeros written ahead of the records, and cuts
+        // land in them, in records before them, and past them.
+        write_ahead_bytes: 192,
         ..JournalConfig::default()
     }
 }
@@ -71,6 +74,10 @@ fn kept_end(segment: &[u8], must_keep: u64) -> usize {
     let mut pos = SEGMENT_HEADER;
     let mut end = SEGMENT_HEADER.min(segment.len());
     while pos + RECORD_HEADER <= segment.len() {
+        // Zeros written ahead of the records: no record has a length of 0.
+        if little_u32(&segment[pos..]) == 0 {
+            break;
+        }
         let next = pos + RECORD_HEADER + little_u32(&segment[pos..]);
         if next > segment.len() || little_u64(&segment[pos + 8..]) > must_keep {
             break;

@@ -14,7 +14,6 @@
 //! run at 7888d31).
 
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,12 +25,13 @@ use tidings_store_memory::Capture;
 use tracing::{error, info};
 
 use crate::format;
+use crate::segment::SegmentWriter;
 use crate::{Durability, Shared};
 
 pub(crate) struct Flusher {
     pub(crate) shared: Arc<Shared>,
     /// The segment records are appended to.
-    pub(crate) segment: File,
+    pub(crate) segment: SegmentWriter,
     /// Bytes written to segments since the last snapshot.
     pub(crate) since_checkpoint: u64,
     /// The size of the last snapshot: a checkpoint waits until the journal has grown at least
@@ -91,8 +91,9 @@ impl Flusher {
                 }
             }
         }
-        // A clean close: whatever was written without an fsync (acks, claims) is made durable.
-        if let Err(e) = self.segment.sync_data() {
+        // A clean close: whatever was written without an fsync (acks, claims) is made durable,
+        // and the segment ends at its last record.
+        if let Err(e) = self.segment.finish() {
             error!(dir = %self.shared.dir.display(), error = %e, "journal: the last fsync at close failed");
         }
     }
@@ -131,7 +132,7 @@ impl Flusher {
         let started = Instant::now();
         if !batch.is_empty() {
             self.segment
-                .write_all(batch)
+                .append(batch)
                 .map_err(|e| format::io_error(dir, "write the journal in", &e))?;
             counters.writes.fetch_add(1, Ordering::Relaxed);
         }
@@ -200,14 +201,15 @@ impl Flusher {
             (capture, g.next_lsn - 1, std::mem::take(&mut g.buf))
         };
         let locked = started.elapsed();
-        // The records logged before the capture belong to the old segment, which is fsynced
-        // whatever the durability: only the last segment may have a torn tail at open, so a
-        // segment is whole on disk before the next one starts.
+        // The records logged before the capture belong to the old segment, which is cut to
+        // its records and fsynced whatever the durability: only the last segment may have a
+        // torn tail or zeros at open, so a segment is whole on disk before the next one
+        // starts.
         let shared = Arc::clone(&self.shared);
         let result = self.write(&tail, false).and_then(|()| {
             shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.segment
-                .sync_data()
+                .finish()
                 .map_err(|e| format::io_error(&shared.dir, "fsync the journal in", &e))
         });
         if !self.settle(lsn, result) {
@@ -216,7 +218,10 @@ impl Flusher {
         // From here the flusher writes the records after `lsn` to the new segment (its
         // directory entry is fsynced before anything in it is confirmed) while the snapshot
         // of the state as of `lsn` is written beside it.
-        self.segment = format::create_segment(&self.shared.dir, lsn + 1)?;
+        self.segment = SegmentWriter::new(
+            format::create_segment(&self.shared.dir, lsn + 1)?,
+            self.shared.config.write_ahead_bytes,
+        );
         self.since_checkpoint = 0;
         let thread = std::thread::Builder::new()
             .name("tidings-checkpoint".to_owned())

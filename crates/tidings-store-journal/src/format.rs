@@ -31,9 +31,12 @@
 //!
 //! # What a crash can leave, and what open does with it
 //! - **A torn tail** — the last segment ends inside a record, or its last record's checksum
-//!   fails, or it ends in zeros (a write that the OS had not finished): the tail is cut back to
-//!   the last whole record, with a warning naming the file and the bytes cut. No record was
-//!   confirmed from there: a confirmation waits for the write (and its fsync) of its record.
+//!   fails (at the file's end or before zeros): the tail is cut back to the last whole record,
+//!   with a warning naming the file and the bytes cut. No record was confirmed from there: a
+//!   confirmation waits for the write (and its fsync) of its record.
+//! - **Zeros after the last record** of the last segment — written ahead of the records by the
+//!   flusher (`segment.rs`: an fsync that need not change the file's size is cheaper), or a
+//!   write the OS had not finished: cut, with an info line.
 //! - **Anything else** — a bad checksum with whole records after it, a gap in the lsns, a bad
 //!   file header, a segment that is not the last ending early, a snapshot whose checksum fails:
 //!   open refuses with [`StoreError::Corrupt`] naming the file and the byte, and changes nothing.
@@ -150,8 +153,12 @@ pub(crate) struct Segment {
     pub(crate) bytes: Vec<u8>,
     /// (lsn, payload range in `bytes`) of every whole record, in order.
     pub(crate) records: Vec<(u64, std::ops::Range<usize>)>,
-    /// Bytes past the last whole record (a torn tail), 0 for a clean segment.
+    /// Bytes past the last whole record (a torn tail, or zeros), 0 for a clean segment.
     pub(crate) torn: usize,
+    /// Whether those bytes hold (part of) a record, not only zeros: a write a crash
+    /// interrupted, worth a warning. Zeros alone are what the flusher writes ahead of its
+    /// records (`segment.rs`).
+    pub(crate) torn_record: bool,
 }
 
 /// Reads and checks a segment. Only the last segment may have a torn tail (`may_be_torn`).
@@ -168,6 +175,7 @@ pub(crate) fn read_segment(path: &Path, may_be_torn: bool) -> Result<Segment, St
             bytes,
             records: Vec::new(),
             torn,
+            torn_record: torn > 0,
         });
     }
     check_magic_and_version(path, &bytes, SEGMENT_MAGIC, "journal segment")?;
@@ -189,27 +197,34 @@ pub(crate) fn read_segment(path: &Path, may_be_torn: bool) -> Result<Segment, St
         }
     };
     let mut torn = 0;
+    let mut torn_record = false;
     let mut expected = first_lsn;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         if rest.iter().all(|&b| b == 0) {
+            // Written ahead (`segment.rs`), or a write the OS had not finished.
             torn = torn_or(pos, "zeros")?;
             break;
         }
         if rest.len() < RECORD_HEADER_LEN {
             torn = torn_or(pos, "a partial record header")?;
+            torn_record = true;
             break;
         }
         let len = le_u32(rest) as usize;
         let end = RECORD_HEADER_LEN + len;
         if end > rest.len() {
             torn = torn_or(pos, "a record longer than the file")?;
+            torn_record = true;
             break;
         }
         let crc = crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), &rest[8..end]);
         if crc != le_u32(&rest[4..]) {
-            if end == rest.len() {
+            // The last record, at the file's end or before the zeros written ahead of the
+            // records (`segment.rs`): the write a crash interrupted.
+            if rest[end..].iter().all(|&b| b == 0) {
                 torn = torn_or(pos, "a last record with a bad checksum")?;
+                torn_record = true;
                 break;
             }
             return Err(corrupt(
@@ -236,6 +251,7 @@ pub(crate) fn read_segment(path: &Path, may_be_torn: bool) -> Result<Segment, St
         bytes,
         records,
         torn,
+        torn_record,
     })
 }
 

@@ -240,6 +240,112 @@ fn a_zero_filled_tail_is_cut_too() {
     assert_eq!(retained(dir.path()).unwrap(), 5);
 }
 
+/// Where a segment's records end: the segment header is 24 bytes, each record a payload
+/// length (u32, never 0), a crc (u32), an lsn (u64) and the payload.
+fn records_end(segment: &[u8]) -> usize {
+    let mut end = 24;
+    while end + 4 <= segment.len() {
+        let len = u32::from_le_bytes(segment[end..end + 4].try_into().unwrap());
+        if len == 0 {
+            break;
+        }
+        end += 16 + len as usize;
+    }
+    end
+}
+
+/// The journal's files as a crash after `n` confirmed appends leaves them (copied while the
+/// writer touches nothing, the store still open), with the copy's last segment: the records,
+/// then the zeros the flusher writes ahead of them.
+fn journal_as_a_crash_leaves_it(n: u64) -> (tempfile::TempDir, PathBuf, usize) {
+    let copy = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        write_ahead_bytes: 64 << 10,
+        ..JournalConfig::default()
+    };
+    block_on(async {
+        let store = JournalStore::open(dir.path(), config).unwrap();
+        let t = Topic::new("t").unwrap();
+        for i in 0..n {
+            store.append(&t, msg(i), 0).await.unwrap();
+        }
+        store.with_files_still(|from| {
+            for entry in fs::read_dir(from).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().unwrap() != "LOCK" {
+                    fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        });
+    });
+    let wal = wal_files(copy.path()).pop().unwrap();
+    let bytes = fs::read(&wal).unwrap();
+    let end = records_end(&bytes);
+    assert!(
+        bytes.len() >= end + (32 << 10),
+        "no zeros written ahead of the records: {} bytes, records up to {end}",
+        bytes.len()
+    );
+    (copy, wal, end)
+}
+
+/// A crash leaves zeros after the records (written ahead: an fsync then need not write the
+/// file's size); open reads every record, cuts the zeros, and the next open finds it clean.
+#[test]
+fn a_crash_leaves_zeros_written_ahead_and_open_keeps_every_record() {
+    let (dir, wal, end) = journal_as_a_crash_leaves_it(10);
+    assert!(end > 10 * 200, "{end}");
+    assert_eq!(retained(dir.path()).unwrap(), 10);
+    // That open cut the zeros, checkpointed the segment away and closed cleanly.
+    assert!(!wal.exists());
+    for w in wal_files(dir.path()) {
+        let bytes = fs::read(&w).unwrap();
+        assert_eq!(records_end(&bytes), bytes.len(), "{w:?} ends in zeros");
+    }
+    assert_eq!(retained(dir.path()).unwrap(), 10);
+}
+
+/// A crash inside the last write leaves a torn record before the zeros: it is cut like any
+/// torn tail, and every record before it is kept.
+#[test]
+fn a_torn_record_before_the_zeros_is_cut() {
+    let (dir, wal, end) = journal_as_a_crash_leaves_it(10);
+    let mut bytes = fs::read(&wal).unwrap();
+    // Zero the last 100 bytes of the last record: its checksum fails, zeros follow.
+    bytes[end - 100..end].fill(0);
+    fs::write(&wal, &bytes).unwrap();
+    assert_eq!(retained(dir.path()).unwrap(), 9);
+}
+
+/// The zeros do not hide damage: a flipped byte with whole records after it still refuses.
+#[test]
+fn a_flipped_byte_before_whole_records_and_zeros_refuses_to_open() {
+    let (dir, wal, end) = journal_as_a_crash_leaves_it(10);
+    let mut bytes = fs::read(&wal).unwrap();
+    bytes[end - 5 * 260] ^= 0x40;
+    fs::write(&wal, &bytes).unwrap();
+    let err = retained(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(text) if text.contains("checksum")),
+        "{err}"
+    );
+}
+
+/// A clean close leaves the segment ending at its last record, with no zeros.
+#[test]
+fn a_clean_close_cuts_the_zeros_written_ahead() {
+    let dir = crashed_journal(10);
+    let wal = wal_files(dir.path()).pop().unwrap();
+    let bytes = fs::read(&wal).unwrap();
+    assert!(bytes.len() > 10 * 200, "{} bytes", bytes.len());
+    assert_eq!(
+        records_end(&bytes),
+        bytes.len(),
+        "the segment ends in zeros"
+    );
+}
+
 fn flip_byte(path: &Path, at_from_end: u64) {
     let mut bytes = fs::read(path).unwrap();
     let i = bytes.len() - at_from_end as usize;
