@@ -13,6 +13,9 @@
 //!   tasks were; the events rate limit and the store's own limits bound what a client can
 //!   queue), so a slow store does not block the socket's other packets;
 //! - requests complete in any order (each answers its own ack id);
+//! - a request that panics ends alone, as its task would have: the driver catches the panic,
+//!   logs it and goes on with the others (none is known to be reachable; a bug in one
+//!   request must not leave a socket's other publishes unanswered);
 //! - nothing outlives the socket for long: [`Pending::close`] (the socket left) drops the
 //!   sender, the driver finishes what it holds (each request ends with the store's answer
 //!   or error, as a task would) and exits. A request queued after the close runs in a task
@@ -21,8 +24,10 @@
 //!   first request, so a socket that never publishes costs no task.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::task::Poll;
 
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -84,13 +89,22 @@ fn drive(mut rx: mpsc::UnboundedReceiver<BoxFuture<()>>) -> impl Future<Output =
     std::future::poll_fn(move |cx| {
         while open {
             match rx.poll_recv(cx) {
-                Poll::Ready(Some(work)) => running.push(work),
+                Poll::Ready(Some(work)) => running.push(AssertUnwindSafe(work).catch_unwind()),
                 Poll::Ready(None) => open = false,
                 Poll::Pending => break,
             }
         }
         // `Ready(None)`: nothing left running; `Pending`: the rest wake this task.
-        while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+        while let Poll::Ready(Some(done)) = running.poll_next_unpin(cx) {
+            if let Err(panic) = done {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "a socket's request panicked; its other requests go on");
+            }
+        }
         if !open && running.is_empty() {
             Poll::Ready(())
         } else {
@@ -151,6 +165,37 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), rx)
             .await
             .expect("a request after the close did not run")
+            .unwrap();
+    }
+
+    /// A request that panics ends alone: the requests beside it, before and after it, are
+    /// answered.
+    #[tokio::test]
+    async fn a_panicking_request_ends_alone() {
+        let pending = Pending::default();
+        let (release, held) = oneshot::channel::<()>();
+        let (before_tx, before_rx) = oneshot::channel();
+        pending.run(Box::pin(async move {
+            let _ = held.await;
+            let _ = before_tx.send(());
+        }));
+        pending.run(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("a bug in one request");
+        }));
+        let (after_tx, after_rx) = oneshot::channel();
+        pending.run(Box::pin(async move {
+            tokio::task::yield_now().await;
+            let _ = after_tx.send(());
+        }));
+        tokio::time::timeout(Duration::from_secs(5), after_rx)
+            .await
+            .expect("the request after the panic was not run")
+            .unwrap();
+        let _ = release.send(());
+        tokio::time::timeout(Duration::from_secs(5), before_rx)
+            .await
+            .expect("the request before the panic was dropped")
             .unwrap();
     }
 
