@@ -560,6 +560,9 @@ pub async fn drain(
             redis_conn = Some(conn);
         }
     }
+    // The memory the backlog takes where it is kept: the server's for the embedded store,
+    // redis-server's for Redis (tidings --redis keeps it in a Redis the bench does not watch).
+    let empty = Usage::of(target.pid())?;
     let fill = publish_run(
         ctx,
         &target,
@@ -579,6 +582,8 @@ pub async fn drain(
     }
     let pb = bar(ctx, count, &format!("drain {}", peer.name()));
     let before = Usage::of(target.pid())?;
+    let retained_bytes_per_msg =
+        (before.rss_kib.saturating_sub(empty.rss_kib) * 1024) as f64 / count as f64;
     let start = Instant::now();
     let (acked, distinct) = match &target {
         Target::Tidings(s) => {
@@ -601,11 +606,14 @@ pub async fn drain(
         .set("completeness", distinct as f64 / count as f64)
         .set("acked", acked as f64)
         .set("msgs_per_s", distinct as f64 / secs)
-        .set("fill_msgs_per_s", fill.confirmed as f64 / fill.secs)
-        .set(
-            "cpu_s_per_m",
-            (after.cpu_secs - before.cpu_secs) / distinct.max(1) as f64 * 1e6,
-        );
+        .set("fill_msgs_per_s", fill.confirmed as f64 / fill.secs);
+    if peer != Peer::RedisMode {
+        rec.set("rss_bytes_per_msg", retained_bytes_per_msg);
+    }
+    rec.set(
+        "cpu_s_per_m",
+        (after.cpu_secs - before.cpu_secs) / distinct.max(1) as f64 * 1e6,
+    );
     ctx.say(format!(
         "  drain      {:<14} {distinct}/{count} acked  {:>9.0} msg/s (filled at {:.0} msg/s)",
         peer.name(),

@@ -228,12 +228,12 @@ pub fn tables(aggs: &[Agg]) -> String {
     let rows = in_scenario(aggs, "drain");
     if !rows.is_empty() {
         out.push_str("#### Backlog drain (one subscriber, ack per message)\n\n");
-        out.push_str("| backlog | peer | acked msg/s | distinct / expected | fill msg/s (64 publishers) | server CPU s per M msgs | reps |\n");
-        out.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+        out.push_str("| backlog | peer | acked msg/s | distinct / expected | fill msg/s (64 publishers) | server CPU s per M msgs | RSS growth per retained message (bytes) | reps |\n");
+        out.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for a in rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} / {} | {} | {} | {} |",
+                "| {} | {} | {} | {} / {} | {} | {} | {} | {} |",
                 a.step,
                 a.peer.name(),
                 num(a.get("msgs_per_s"), 0),
@@ -241,6 +241,7 @@ pub fn tables(aggs: &[Agg]) -> String {
                 num(a.get("expected"), 0),
                 num(a.get("fill_msgs_per_s"), 0),
                 num(a.get("cpu_s_per_m"), 2),
+                num(a.get("rss_bytes_per_msg"), 0),
                 a.reps
             );
         }
