@@ -49,6 +49,8 @@ struct PublishRun {
     hist: hdrhistogram::Histogram<u64>,
     /// CPU seconds of processes other than the server and the generator meanwhile.
     other_cpu: f64,
+    /// The embedded store's fsyncs meanwhile (tidings with its journal only).
+    fsyncs: Option<f64>,
 }
 
 /// `publishers` concurrent publishers into `topic`, each sending `depth` publishes at once and
@@ -89,6 +91,10 @@ async fn publish_run(
             ),
         });
     }
+    let fsyncs_before = match target {
+        Target::Tidings(s) => crate::server::store_fsyncs(s.addr).await,
+        Target::Redis(_) => None,
+    };
     let before = Usage::of(target.pid())?;
     let gen_before = Usage::of(std::process::id())?;
     let busy_before = machine_busy_secs();
@@ -167,7 +173,14 @@ async fn publish_run(
     let other_cpu =
         (machine_busy_secs() - busy_before - (after.cpu_secs - before.cpu_secs) - gen_cpu).max(0.0);
     pb.finish_and_clear();
+    let fsyncs = match (target, fsyncs_before) {
+        (Target::Tidings(s), Some(before)) => crate::server::store_fsyncs(s.addr)
+            .await
+            .map(|after| after - before),
+        _ => None,
+    };
     Ok(PublishRun {
+        fsyncs,
         other_cpu,
         confirmed: confirmed.load(Ordering::SeqCst),
         failed: failed.load(Ordering::SeqCst),
@@ -315,6 +328,9 @@ fn fill(rec: &mut Record, run: &PublishRun) {
         )
         .set("other_cpu_s", run.other_cpu)
         .set_latency(&run.hist);
+    if let Some(fsyncs) = run.fsyncs.filter(|&f| f > 0.0) {
+        rec.set("per_fsync", run.confirmed as f64 / fsyncs);
+    }
 }
 
 fn println_rec(ctx: &Ctx, rec: &Record) -> Result<()> {

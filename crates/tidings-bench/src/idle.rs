@@ -87,21 +87,8 @@ async fn open(
 /// The delivery engine's claims so far, from tidings' `GET /v1/stats`; None from a server that
 /// does not count them (a tidings before 2026-12-06, measured for comparison).
 async fn store_claims(addr: SocketAddr) -> Result<Option<f64>> {
-    use tokio::io::AsyncWriteExt;
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /v1/stats HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .await?;
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .map_err(|_| anyhow!("GET /v1/stats timed out"))??;
-    let answer = String::from_utf8_lossy(&answer);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .ok_or_else(|| anyhow!("GET /v1/stats: no body"))?;
-    let stats: serde_json::Value = serde_json::from_str(body).context("GET /v1/stats")?;
+    let body = crate::server::http_get(addr, "/v1/stats").await?;
+    let stats: serde_json::Value = serde_json::from_str(&body).context("GET /v1/stats")?;
     Ok(stats.get("storeClaims").and_then(serde_json::Value::as_f64))
 }
 

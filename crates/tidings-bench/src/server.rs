@@ -183,6 +183,36 @@ impl ServerProc {
 }
 
 /// `listening on http://127.0.0.1:PORT/socket.io/` → (address, path).
+/// The body of `GET path` from tidings' HTTP API at `addr` (HTTP/1.0, no client library: the
+/// bench reads two counters with it).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .map_err(|_| anyhow!("GET {path} timed out"))??;
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| anyhow!("GET {path}: no body"))
+}
+
+/// The embedded store's fsyncs so far (`tidings_store_fsync_seconds_count` in `/metrics`);
+/// None when the server does not count them (Redis mode, or a failed scrape: the figure is a
+/// diagnostic, never worth failing a run for).
+pub async fn store_fsyncs(addr: SocketAddr) -> Option<f64> {
+    let metrics = http_get(addr, "/metrics").await.ok()?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tidings_store_fsync_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn parse_listening(line: &str) -> Result<(SocketAddr, String)> {
     let url = line
         .split_whitespace()
