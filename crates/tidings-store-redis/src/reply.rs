@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use redis::Value;
-use tidings_core::store::{MessageId, StoreError, StoredMessage, SubscriptionName, Topic};
+use tidings_core::store::{Claimed, MessageId, StoreError, StoredMessage, SubscriptionName, Topic};
 
 pub(crate) fn corrupt(what: &str, v: &Value) -> StoreError {
     let mut shown = format!("{v:?}");
@@ -64,10 +64,6 @@ pub(crate) fn score(v: &Value, what: &str) -> Result<u64, StoreError> {
     }
 }
 
-pub(crate) fn u32_of(v: &Value, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(u64_of(v, what)?).map_err(|_| corrupt(what, v))
-}
-
 pub(crate) fn flag(v: &Value, what: &str) -> Result<bool, StoreError> {
     Ok(u64_of(v, what)? != 0)
 }
@@ -92,6 +88,73 @@ pub(crate) fn sub(v: &Value) -> Result<SubscriptionName, StoreError> {
     let key = string(v, "subscription key")?;
     SubscriptionName::from_key(&key)
         .map_err(|e| StoreError::Corrupt(format!("bad subscription key in redis: {e}")))
+}
+
+/// The settle flags of a batch of `n` entries: a string of `0` (not pending) and `1`.
+pub(crate) fn flags(v: &Value, n: usize, what: &str) -> Result<Vec<bool>, StoreError> {
+    let text = bytes_of(v, what)?;
+    if text.len() != n {
+        return Err(corrupt(what, v));
+    }
+    text.iter()
+        .map(|b| match b {
+            b'0' => Ok(false),
+            b'1' => Ok(true),
+            _ => Err(corrupt(what, v)),
+        })
+        .collect()
+}
+
+/// The bytes of a bulk string reply.
+pub(crate) fn bytes_of<'v>(v: &'v Value, what: &str) -> Result<&'v [u8], StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.as_bytes()),
+        other => Err(corrupt(what, other)),
+    }
+}
+
+/// A claimed entry as the script writes it (`claimed_entry` in `store.lua`): `<offset>
+/// <attempt> <id> <published_at> <#event> <#bin> <event><data><bin>` — one string per entry,
+/// which costs Redis and the reply parser less than an array of six values.
+pub(crate) fn claimed(v: &Value) -> Result<Claimed, StoreError> {
+    const WHAT: &str = "claimed entry";
+    let bad = || corrupt(WHAT, v);
+    let raw = bytes_of(v, WHAT)?;
+    let mut parts = raw.splitn(7, |b| *b == b' ');
+    let mut field = || -> Result<&str, StoreError> {
+        parts
+            .next()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .ok_or_else(bad)
+    };
+    let offset: u64 = field()?.parse().map_err(|_| bad())?;
+    let attempt: u32 = field()?.parse().map_err(|_| bad())?;
+    let id = id_from_hex(field()?)?;
+    let published_at: u64 = field()?.parse().map_err(|_| bad())?;
+    let event_len: usize = field()?.parse().map_err(|_| bad())?;
+    let bin_len: usize = field()?.parse().map_err(|_| bad())?;
+    let rest = parts.next().ok_or_else(bad)?;
+    let data_end = rest.len().checked_sub(bin_len).ok_or_else(bad)?;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad());
+    let event = text(rest.get(..event_len).ok_or_else(bad)?)?;
+    let data = text(rest.get(event_len..data_end).ok_or_else(bad)?)?;
+    let attachments = if bin_len == 0 {
+        Vec::new()
+    } else {
+        decode_bin(std::str::from_utf8(&rest[data_end..]).map_err(|_| bad())?)?
+    };
+    Ok(Claimed {
+        message: StoredMessage {
+            offset,
+            id,
+            event,
+            data,
+            attachments,
+            published_at,
+        },
+        attempt,
+    })
 }
 
 /// `{offset, id, event, data, published_at[, bin]}`.
@@ -217,6 +280,50 @@ mod tests {
         assert_eq!(r.attachments, attachments);
         assert!(dead_record("2 20 42 000000000000000000000000000000ff 1:9 e[1]").is_err());
         assert!(decode_bin("3 !!").is_err());
+    }
+
+    #[test]
+    fn claimed_entries_split_on_the_lengths() {
+        let id = "000000000000000000000000000000ff";
+        let v = Value::BulkString(format!("7 2 {id} 42 3 0 év t{{\"a\": 1}}").into_bytes());
+        let c = claimed(&v).unwrap();
+        assert_eq!(
+            (c.message.offset, c.attempt, c.message.published_at),
+            (7, 2, 42)
+        );
+        assert_eq!(c.message.id, MessageId(255));
+        assert_eq!(
+            (c.message.event.as_str(), c.message.data.as_str()),
+            ("év", " t{\"a\": 1}")
+        );
+        assert!(c.message.attachments.is_empty());
+        let bin = encode_bin(&[Bytes::from_static(&[0, 255, 1])]);
+        let v = Value::BulkString(format!("1 1 {id} 5 1 {} e[1]{bin}", bin.len()).into_bytes());
+        let c = claimed(&v).unwrap();
+        assert_eq!(
+            (c.message.event.as_str(), c.message.data.as_str()),
+            ("e", "[1]")
+        );
+        assert_eq!(
+            c.message.attachments,
+            vec![Bytes::from_static(&[0, 255, 1])]
+        );
+        for bad in [
+            format!("1 1 {id} 5 9 0 short"),
+            format!("1 1 {id} 5 1 99 e[1]"),
+            format!("1 x {id} 5 1 0 e"),
+            "1 1".to_owned(),
+        ] {
+            assert!(claimed(&Value::BulkString(bad.into_bytes())).is_err());
+        }
+    }
+
+    #[test]
+    fn flags_are_a_string_of_digits() {
+        let v = Value::BulkString(b"101".to_vec());
+        assert_eq!(flags(&v, 3, "t").unwrap(), [true, false, true]);
+        assert!(flags(&v, 2, "t").is_err());
+        assert!(flags(&Value::BulkString(b"1x".to_vec()), 2, "t").is_err());
     }
 
     #[test]
