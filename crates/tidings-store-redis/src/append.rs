@@ -234,8 +234,9 @@ impl RedisStore {
     }
 }
 
-/// One line of `append_batch`'s reply: `<offset> <id> <duplicate>`, or `!<reason>` when the
-/// message's topic has a key of the wrong type.
+/// One line of `append_batch`'s reply: `<offset> <id> <duplicate>` (the offset as its stream
+/// id `<offset>-0` for a new message), or `!<reason>` when the message's topic has a key of
+/// the wrong type.
 fn appended(line: &[u8], topic: &str) -> Result<Appended, StoreError> {
     const WHAT: &str = "append";
     let bad = || {
@@ -255,7 +256,11 @@ fn appended(line: &[u8], topic: &str) -> Result<Appended, StoreError> {
         return Err(bad());
     };
     Ok(Appended {
-        offset: offset.parse().map_err(|_| bad())?,
+        offset: offset
+            .strip_suffix("-0")
+            .unwrap_or(offset)
+            .parse()
+            .map_err(|_| bad())?,
         id: reply::id_from_hex(id)?,
         duplicate: match duplicate {
             "0" => false,
@@ -298,11 +303,13 @@ mod tests {
         let id = "000000000000000000000000000000ff";
         let a = appended(format!("12 {id} 1").as_bytes(), "t").unwrap();
         assert_eq!((a.offset, a.id.0, a.duplicate), (12, 255, true));
+        let a = appended(format!("13-0 {id} 0").as_bytes(), "t").unwrap();
+        assert_eq!((a.offset, a.duplicate), (13, false));
         assert!(matches!(
             appended(b"!WRONGTYPE x", "t"),
             Err(StoreError::Corrupt(m)) if m == "topic t: WRONGTYPE x"
         ));
-        for bad in ["12", "12 ff 2", "x ff 0", "1 ff 0 extra", ""] {
+        for bad in ["12", "12 ff 2", "x ff 0", "1-1 ff 0", "1 ff 0 extra", ""] {
             assert!(appended(bad.as_bytes(), "t").is_err(), "{bad}");
         }
     }

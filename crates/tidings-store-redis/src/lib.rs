@@ -423,16 +423,16 @@ fn claim_result(
     r: &[Value],
 ) -> Result<ClaimResult, StoreError> {
     const WHAT: &str = "claim";
-    let mut result = ClaimResult::default();
-    for c in array(at(r, 0, WHAT)?, WHAT)? {
-        result.claimed.push(reply::claimed(c)?);
-    }
-    for o in array(at(r, 1, WHAT)?, WHAT)? {
-        result.dead_lettered.push(u64_of(o, WHAT)?);
-    }
-    result.next_due = match r.get(2) {
-        None | Some(redis::Value::Nil) => None,
-        Some(v) => Some(reply::score(v, WHAT)?),
+    let result = ClaimResult {
+        claimed: reply::claimed(array(at(r, 0, WHAT)?, WHAT)?)?,
+        dead_lettered: array(at(r, 1, WHAT)?, WHAT)?
+            .iter()
+            .map(|o| u64_of(o, WHAT))
+            .collect::<Result<_, _>>()?,
+        next_due: match r.get(2) {
+            None | Some(redis::Value::Nil) => None,
+            Some(v) => Some(reply::score(v, WHAT)?),
+        },
     };
     if !result.dead_lettered.is_empty() {
         warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");

@@ -114,47 +114,53 @@ pub(crate) fn bytes_of<'v>(v: &'v Value, what: &str) -> Result<&'v [u8], StoreEr
     }
 }
 
-/// A claimed entry as the script writes it (`claimed_entry` in `store.lua`): `<offset>
-/// <attempt> <id> <published_at> <#event> <#bin> <event><data><bin>` — one string per entry,
-/// which costs Redis and the reply parser less than an array of six values.
-pub(crate) fn claimed(v: &Value) -> Result<Claimed, StoreError> {
+/// The claimed entries as the script writes them (`push_claimed` in `store.lua`), a flat
+/// array: per entry a head `<offset>[-0] <attempt> <id> <published_at> <has bin: 0|1>
+/// <event>`, its data, and its `bin` field when it has one — no array per entry (which costs
+/// Redis and the reply parser more), and the data as the stream read gave it to the script.
+pub(crate) fn claimed(items: &[Value]) -> Result<Vec<Claimed>, StoreError> {
     const WHAT: &str = "claimed entry";
-    let bad = || corrupt(WHAT, v);
-    let raw = bytes_of(v, WHAT)?;
-    let mut parts = raw.splitn(7, |b| *b == b' ');
-    let mut field = || -> Result<&str, StoreError> {
-        parts
-            .next()
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .ok_or_else(bad)
-    };
-    let offset: u64 = field()?.parse().map_err(|_| bad())?;
-    let attempt: u32 = field()?.parse().map_err(|_| bad())?;
-    let id = id_from_hex(field()?)?;
-    let published_at: u64 = field()?.parse().map_err(|_| bad())?;
-    let event_len: usize = field()?.parse().map_err(|_| bad())?;
-    let bin_len: usize = field()?.parse().map_err(|_| bad())?;
-    let rest = parts.next().ok_or_else(bad)?;
-    let data_end = rest.len().checked_sub(bin_len).ok_or_else(bad)?;
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad());
-    let event = text(rest.get(..event_len).ok_or_else(bad)?)?;
-    let data = text(rest.get(event_len..data_end).ok_or_else(bad)?)?;
-    let attachments = if bin_len == 0 {
-        Vec::new()
-    } else {
-        decode_bin(std::str::from_utf8(&rest[data_end..]).map_err(|_| bad())?)?
-    };
-    Ok(Claimed {
-        message: StoredMessage {
-            offset,
-            id,
-            event,
-            data,
-            attachments,
-            published_at,
-        },
-        attempt,
-    })
+    let mut out = Vec::new();
+    let mut items = items.iter();
+    while let Some(head_value) = items.next() {
+        let bad = || corrupt(WHAT, head_value);
+        let head = std::str::from_utf8(bytes_of(head_value, WHAT)?).map_err(|_| bad())?;
+        let mut parts = head.splitn(6, ' ');
+        let mut field = || parts.next().ok_or_else(bad);
+        let offset_text = field()?;
+        let offset: u64 = offset_text
+            .strip_suffix("-0")
+            .unwrap_or(offset_text)
+            .parse()
+            .map_err(|_| bad())?;
+        let attempt: u32 = field()?.parse().map_err(|_| bad())?;
+        let id = id_from_hex(field()?)?;
+        let published_at: u64 = field()?.parse().map_err(|_| bad())?;
+        let has_bin = match field()? {
+            "0" => false,
+            "1" => true,
+            _ => return Err(bad()),
+        };
+        let event = field()?.to_owned();
+        let data = string(items.next().ok_or_else(bad)?, WHAT)?;
+        let attachments = if has_bin {
+            decode_bin(&string(items.next().ok_or_else(bad)?, WHAT)?)?
+        } else {
+            Vec::new()
+        };
+        out.push(Claimed {
+            message: StoredMessage {
+                offset,
+                id,
+                event,
+                data,
+                attachments,
+                published_at,
+            },
+            attempt,
+        });
+    }
+    Ok(out)
 }
 
 /// `{offset, id, event, data, published_at[, bin]}`.
@@ -283,38 +289,36 @@ mod tests {
     }
 
     #[test]
-    fn claimed_entries_split_on_the_lengths() {
+    fn claimed_entries_are_a_head_the_data_and_maybe_the_attachments() {
         let id = "000000000000000000000000000000ff";
-        let v = Value::BulkString(format!("7 2 {id} 42 3 0 év t{{\"a\": 1}}").into_bytes());
-        let c = claimed(&v).unwrap();
-        assert_eq!(
-            (c.message.offset, c.attempt, c.message.published_at),
-            (7, 2, 42)
-        );
-        assert_eq!(c.message.id, MessageId(255));
-        assert_eq!(
-            (c.message.event.as_str(), c.message.data.as_str()),
-            ("év", " t{\"a\": 1}")
-        );
-        assert!(c.message.attachments.is_empty());
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let bin = encode_bin(&[Bytes::from_static(&[0, 255, 1])]);
-        let v = Value::BulkString(format!("1 1 {id} 5 1 {} e[1]{bin}", bin.len()).into_bytes());
-        let c = claimed(&v).unwrap();
-        assert_eq!(
-            (c.message.event.as_str(), c.message.data.as_str()),
-            ("e", "[1]")
-        );
-        assert_eq!(
-            c.message.attachments,
-            vec![Bytes::from_static(&[0, 255, 1])]
-        );
+        let items = [
+            bulk(&format!("7-0 1 {id} 42 0 év t")),
+            bulk("{\"a\": 1}"),
+            bulk(&format!("8 2 {id} 43 1 e")),
+            bulk("[1]"),
+            bulk(&bin),
+        ];
+        let c = claimed(&items).unwrap();
+        assert_eq!(c.len(), 2);
+        let m = &c[0].message;
+        assert_eq!((m.offset, c[0].attempt, m.published_at), (7, 1, 42));
+        assert_eq!(m.id, MessageId(255));
+        assert_eq!((m.event.as_str(), m.data.as_str()), ("év t", "{\"a\": 1}"));
+        assert!(m.attachments.is_empty());
+        let m = &c[1].message;
+        assert_eq!((m.offset, c[1].attempt, m.event.as_str()), (8, 2, "e"));
+        assert_eq!(m.attachments, vec![Bytes::from_static(&[0, 255, 1])]);
+        assert!(claimed(&[]).unwrap().is_empty());
         for bad in [
-            format!("1 1 {id} 5 9 0 short"),
-            format!("1 1 {id} 5 1 99 e[1]"),
-            format!("1 x {id} 5 1 0 e"),
-            "1 1".to_owned(),
+            vec![bulk(&format!("1 1 {id} 5 0 e"))],
+            vec![bulk(&format!("1 1 {id} 5 1 e")), bulk("[1]")],
+            vec![bulk(&format!("1 x {id} 5 0 e")), bulk("[1]")],
+            vec![bulk(&format!("1 1 {id} 5 2 e")), bulk("[1]")],
+            vec![bulk("1 1"), bulk("[1]")],
         ] {
-            assert!(claimed(&Value::BulkString(bad.into_bytes())).is_err());
+            assert!(claimed(&bad).is_err(), "{bad:?}");
         }
     }
 

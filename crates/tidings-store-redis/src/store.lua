@@ -295,16 +295,20 @@ local function sub_info(k, s, head, g)
     tonumber(redis.call('HGET', k.gaps, s) or 0), g.cursor}
 end
 
--- Settles pending entries (offsets, numbers): out of the group's PEL and of `wait`.
-local function settle_all(k, sk, s, offsets)
+-- Settles pending entries (`offsets`: decimal strings): out of the group's PEL and of `wait`.
+local function settle_strs(k, sk, s, offsets)
   if #offsets == 0 then return end
-  local ids, strs = {}, {}
-  for i, o in ipairs(offsets) do
-    ids[i] = sid(o)
-    strs[i] = str(o)
-  end
+  local ids = {}
+  for i, o in ipairs(offsets) do ids[i] = o .. '-0' end
   variadic({'XACK', k.log, s}, ids)
-  if redis.call('EXISTS', sk.wait) == 1 then variadic({'ZREM', sk.wait}, strs) end
+  if redis.call('EXISTS', sk.wait) == 1 then variadic({'ZREM', sk.wait}, offsets) end
+end
+
+-- settle_strs of offsets given as numbers.
+local function settle_all(k, sk, s, offsets)
+  local strs = {}
+  for i, o in ipairs(offsets) do strs[i] = str(o) end
+  settle_strs(k, sk, s, strs)
 end
 
 local function bury(sk, o, f, attempts, now)
@@ -389,23 +393,26 @@ end
 -- goes at the end, here and in APPEND_FIELDS of append.rs.)
 local APPEND_FIELDS = 8
 
--- One message of append_batch into topic state `t` (its keys, head and bytes so far).
+-- One message of append_batch into topic state `t` (its keys, head and bytes so far); returns
+-- its line of the reply.
 local function append_one(t, id, ev, data, at, key, window, bin)
   local dup = duplicate(t.k, key, at, window)
-  if dup then return dup end
+  if dup then return dup[2] .. ' ' .. dup[3] .. ' 1' end
   local off = t.head + 1
+  local entry = sid(off)
   if bin ~= '' then
-    redis.call('XADD', t.k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at, 'bin', bin)
+    redis.call('XADD', t.k.log, entry, 'id', id, 'ev', ev, 'data', data, 'at', at, 'bin', bin)
   else
-    redis.call('XADD', t.k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at)
+    redis.call('XADD', t.k.log, entry, 'id', id, 'ev', ev, 'data', data, 'at', at)
   end
   t.head = off
   t.bytes = t.bytes + #data + bin_bytes(bin)
   if key ~= '' then
-    redis.call('HSET', t.k.keys, key, off .. ' ' .. id .. ' ' .. at)
+    redis.call('HSET', t.k.keys, key, str(off) .. ' ' .. id .. ' ' .. at)
     redis.call('ZADD', t.k.keyat, at, key)
   end
-  return {'ok', off, id, 0}
+  -- The stream id as the offset: formatting the number again would cost a sprintf.
+  return entry .. ' ' .. id .. ' 0'
 end
 
 -- Many appends, of any topics, in one script (the store's group commit): ARGV[4..] holds
@@ -413,7 +420,7 @@ end
 -- order given; a key repeated within the batch is a duplicate of its first message. Per
 -- topic, once: the topic is created if new and its head read; at the end its head and bytes
 -- move by what was appended. Per message: one XADD (plus the key's HSET and ZADD). Replies
--- {'ok', lines}: one line per message, '<offset> <id> <duplicate>', or '!<reason>' (a key of
+-- {'ok', lines}: one line per message, '<offset>[-0] <id> <duplicate>', or '!<reason>' (a key of
 -- that topic has the wrong type; the other topics' messages are not affected) — one string
 -- rather than an array per message, which costs Redis and the reply parser less.
 function ops.append_batch(args)
@@ -445,7 +452,7 @@ function ops.append_batch(args)
       local ok, r = pcall(append_one, t, args[i + 1], args[i + 2], args[i + 3], args[i + 4],
         args[i + 5], args[i + 6], args[i + 7])
       if ok then
-        out[#out + 1] = str(r[2]) .. ' ' .. r[3] .. ' ' .. r[4]
+        out[#out + 1] = r
       else
         out[#out + 1] = '!' .. only_wrongtype(r)
       end
@@ -584,13 +591,27 @@ function ops.members()
   return {'ok', out}
 end
 
--- A claimed message as one string (the Rust side splits it, cheaper than nested arrays):
--- '<offset> <attempt> <id> <published_at> <#event> <#bin> <event><data><bin>' (#bin is 0
--- without attachments).
-local function claimed_entry(o, attempt, f)
-  local bin = f['bin'] or ''
-  return str(o) .. ' ' .. str(attempt) .. ' ' .. f['id'] .. ' ' .. f['at'] .. ' ' .. #f['ev'] ..
-    ' ' .. #bin .. ' ' .. f['ev'] .. f['data'] .. bin
+-- A claimed message as the reply carries it, appended to `out`: a head
+-- '<offset>[-0] <attempt> <id> <published_at> <has bin: 0|1> <event>', then the data, then the
+-- `bin` field if it has one. The data is the very string the stream read returned (a new
+-- string costs Redis's Lua a hash over every byte); the head is built by concatenation only
+-- (a number formatted costs a sprintf), so new messages pass their stream id as the offset.
+local function push_claimed(out, offset, attempt, id, at, ev, data, bin)
+  out[#out + 1] = offset .. ' ' .. attempt .. ' ' .. id .. ' ' .. at .. (bin and ' 1 ' or ' 0 ') .. ev
+  out[#out + 1] = data
+  if bin then out[#out + 1] = bin end
+end
+
+-- push_claimed of a stream entry's fields `raw`: read in place when they are in the order
+-- append writes them (id, ev, data, at[, bin]), without a table per entry.
+local function push_entry(out, offset, attempt, raw)
+  if raw[1] == 'id' and raw[3] == 'ev' and raw[5] == 'data' and raw[7] == 'at' and
+    (raw[9] == nil or raw[9] == 'bin') then
+    push_claimed(out, offset, attempt, raw[2], raw[8], raw[4], raw[6], raw[10])
+  else
+    local f = fields(raw)
+    push_claimed(out, offset, attempt, f['id'], f['at'], f['ev'], f['data'], f['bin'])
+  end
 end
 
 -- Hands out up to `max` entries of subscription `s` (see Store::claim). The due entries
@@ -600,10 +621,10 @@ end
 -- rare. A due entry not handed out (max reached) stays as it was: in flight under a run of its
 -- own with the old deadline, or waiting. Then new messages with one XREADGROUP (which makes
 -- their PEL entries, delivery counter 1) and one run for all of them. Replies {'ok', claimed,
--- dead, first due time or false}, claimed as claimed_entry strings.
+-- dead, first due time or false}, claimed as push_claimed writes it.
 local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
   local max, maxdel = tonumber(max_s), tonumber(maxdel_s)
-  local claimed, dead = {}, {}
+  local claimed, dead, n_claimed = {}, {}, 0
 
   -- {offset, delivery count or false (waiting: read from the PEL), deadline of its run}
   local due = {}
@@ -629,9 +650,9 @@ local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
   table.sort(due, by_offset)
 
   local runs, unwait, settled = {}, {}, {}
-  for n, d in ipairs(due) do
+  for _, d in ipairs(due) do
     local o, count = d[1], d[2]
-    if #claimed >= max then
+    if n_claimed >= max then
       -- Not handed out: an entry of an expired run keeps its deadline in a run of its own.
       if count then
         runs[#runs + 1] = d[3]
@@ -663,7 +684,8 @@ local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
           if not d[3] then unwait[#unwait + 1] = str(o) end
           runs[#runs + 1] = deadline
           runs[#runs + 1] = run_member(o, o, attempt)
-          claimed[#claimed + 1] = claimed_entry(o, attempt, f)
+          push_claimed(claimed, str(o), str(attempt), f['id'], f['at'], f['ev'], f['data'], f['bin'])
+          n_claimed = n_claimed + 1
         end
       end
     end
@@ -671,7 +693,7 @@ local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
   settle_all(k, sk, s, settled)
   if #unwait > 0 then variadic({'ZREM', sk.wait}, unwait) end
 
-  local want = max - #claimed
+  local want = max - n_claimed
   local count = want
   if want > 0 and (maxdel == 0 or want > 1e9) then
     -- Never more than what is there: COUNT must stay an integer Redis can parse (a Lua
@@ -694,9 +716,8 @@ local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
           table.insert(dead, o)
         end
       elseif #entries > 0 then
-        for _, e in ipairs(entries) do
-          claimed[#claimed + 1] = claimed_entry(offset_of(e[1]), 1, fields(e[2]))
-        end
+        for _, e in ipairs(entries) do push_entry(claimed, e[1], '1', e[2]) end
+        n_claimed = n_claimed + #entries
         -- New messages follow the cursor: their offsets are consecutive.
         runs[#runs + 1] = deadline
         runs[#runs + 1] = run_member(offset_of(entries[1][1]), offset_of(entries[#entries][1]), 1)
@@ -714,16 +735,16 @@ function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
   return claim(k, sub_state(k, s), s, now_s, max_s, deadline, maxdel_s)
 end
 
--- Whether each of `offsets` (numbers) is pending (in the group's PEL), as a set: one
--- XPENDING per cluster of nearby offsets (at most PEL_GAP apart), which returns the PEL
--- entries of its range — in a drain, the batch's own entries and few others.
+-- Which of `offsets` (numbers) are pending (in the group's PEL), as a set of stream ids
+-- ('<offset>-0'): one XPENDING per cluster of nearby offsets (at most PEL_GAP apart), which
+-- returns the PEL entries of its range — in a drain, the batch's own entries and few others.
 local PEL_GAP = 16
 -- Offsets from 2^53 on are never pending (no head gets there) and not exact as Lua numbers.
 local MAX_OFFSET = 9007199254740992
 local function pending_of(k, s, offsets)
   local sorted = {}
   for _, o in ipairs(offsets) do
-    if o and o >= 1 and o < MAX_OFFSET then sorted[#sorted + 1] = o end
+    if o >= 1 and o < MAX_OFFSET then sorted[#sorted + 1] = o end
   end
   table.sort(sorted)
   local set = {}
@@ -731,9 +752,9 @@ local function pending_of(k, s, offsets)
   while i <= #sorted do
     local j = i
     while j < #sorted and sorted[j + 1] - sorted[j] <= PEL_GAP do j = j + 1 end
-    for _, p in ipairs(pel_range(k, s, sorted[i], sorted[j], sorted[j] - sorted[i] + 1)) do
-      set[p[1]] = true
-    end
+    local r = redis.call('XPENDING', k.log, s, sid(sorted[i]), sid(sorted[j]),
+      sorted[j] - sorted[i] + 1)
+    for _, p in ipairs(r) do set[p[1]] = true end
     i = j + 1
   end
   return set
@@ -746,15 +767,20 @@ end
 -- and nothing follows an ack) is then written with one variadic command per key: XACK (and
 -- ZREM from `wait`, if it exists) for the acks, ZADD to `wait` for the requeues. The runs are
 -- left alone: an acked entry is no longer pending, a requeued one waits, and neither is in
--- flight under its run any more.
+-- flight under its run any more. Offsets stay the strings Rust sent (decimal, canonical):
+-- formatting numbers costs Redis's Lua a sprintf each.
 local function settle_batch(k, sk, s, args, from)
-  local offsets = {}
-  for i = from, #args, 3 do offsets[#offsets + 1] = tonumber(args[i + 1]) or -1 end
-  local pel = pending_of(k, s, offsets)
+  local offsets, nums = {}, {}
+  for i = from, #args, 3 do
+    local o = args[i + 1]
+    offsets[#offsets + 1] = o
+    nums[#nums + 1] = tonumber(o) or -1
+  end
+  local pel = pending_of(k, s, nums)
   local pending, requeue_at, flags = {}, {}, {}
   local acked, requeued = {}, {}
   for n, o in ipairs(offsets) do
-    if pending[o] == nil then pending[o] = pel[o] == true end
+    if pending[o] == nil then pending[o] = pel[o .. '-0'] == true end
     if pending[o] then
       flags[n] = '1'
       local i = from + (n - 1) * 3
@@ -770,12 +796,12 @@ local function settle_batch(k, sk, s, args, from)
       flags[n] = '0'
     end
   end
-  settle_all(k, sk, s, acked)
+  settle_strs(k, sk, s, acked)
   local wait_at = {}
   for _, o in ipairs(requeued) do
     if requeue_at[o] ~= nil then
       wait_at[#wait_at + 1] = requeue_at[o]
-      wait_at[#wait_at + 1] = str(o)
+      wait_at[#wait_at + 1] = o
     end
   end
   variadic({'ZADD', sk.wait}, wait_at)
