@@ -130,10 +130,15 @@
 //!   nearby offsets) and applies its acks with one `XACK` (and a `ZREM` from `wait` when it
 //!   exists), its requeues with one `ZADD` to `wait`. Redeliveries of due entries are
 //!   handled one by one (each needs its message and attempt count, and gets a run of its own).
-//! - **Compact replies.** A claimed message comes back as one string (`<offset> <attempt>
-//!   <id> <published_at> <#event> <#bin> <event><data><bin>`), an append batch's answers as
-//!   one string of lines, a settle's flags as one string of `0`/`1`: one value for Redis to
-//!   write and the client to parse instead of an array of arrays.
+//! - **Compact replies, and no work per byte in Lua.** A claimed message comes back as a
+//!   short head (`<offset> <attempt> <id> <published_at> <has bin> <event>`) followed by its
+//!   data (and its `bin` field), in one flat array; an append batch's answers as one string
+//!   of lines; a settle's flags as one string of `0`/`1` — one or two values per message for
+//!   Redis to write and the client to parse instead of an array of arrays. Redis's Lua hashes
+//!   every byte of every string it creates and formats numbers with `sprintf`, so the scripts
+//!   pass the data string the stream read returned through unchanged, keep offsets as the
+//!   strings they arrived as, and answer with stream ids (`<offset>-0`) rather than
+//!   formatting numbers (the Rust side accepts both).
 //! - **A dispatcher's turn is one script.** [`Store::settle_and_claim`] settles the answered
 //!   deliveries and claims the next ones in one `settle_claim` call: one round trip per turn.
 //!
