@@ -92,9 +92,9 @@
 //!
 //! # Upgrading from the legacy layout
 //!
-//! Until 2026-12-07 every pending entry also had its due time in `P{T}:s:S:due` (a sorted
-//! set), its attempt count in `P{T}:s:S:att` (a hash) and, when in flight, its offset in
-//! `P{T}:s:S:flight` (a set); each ack or claim then rewrote three small collections, which
+//! Up to f42b85b (2026-12-06) every pending entry also had its due time in `P{T}:s:S:due`
+//! (a sorted set), its attempt count in `P{T}:s:S:att` (a hash) and, when in flight, its
+//! offset in `P{T}:s:S:flight` (a set); each ack or claim then rewrote three small collections, which
 //! Redis keeps as lists scanned end to end (most of redis-server's CPU in a drain, see
 //! BENCHMARKS.md). Keys written that way are still read: the first operation of the current
 //! scripts that touches such a subscription migrates it, atomically in the same script —

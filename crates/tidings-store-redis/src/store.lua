@@ -42,9 +42,9 @@
 -- of new messages writes one run, an ack is one XACK, whatever the window: no per-entry
 -- state outside the PEL unless an entry waits.
 --
--- Legacy layout (written before 2026-12-07): ZSET due (every pending entry, score its due
--- time), HASH att (attempt counts), SET flight (in flight). migrate() turns it into the layout
--- above on the first touch of the subscription, in the same script.
+-- Legacy layout (written up to f42b85b, 2026-12-06): ZSET due (every pending entry, score
+-- its due time), HASH att (attempt counts), SET flight (in flight). migrate() turns it into
+-- the layout above on the first touch of the subscription, in the same script.
 
 local OP = ARGV[1]
 local P = ARGV[2]
@@ -160,7 +160,9 @@ local function run_of(member)
   return tonumber(from), tonumber(to), tonumber(count)
 end
 
-local function run_member(from, to, count) return str(from) .. ' ' .. str(to) .. ' ' .. str(count) end
+local function run_member(from, to, count)
+  return str(from) .. ' ' .. str(to) .. ' ' .. str(count)
+end
 
 -- The PEL entries of `s` with offsets from..to: {{offset, delivery count}...}, at most `count`.
 local function pel_range(k, s, from, to, count)
@@ -315,7 +317,8 @@ local function bury(sk, o, f, attempts, now)
   local ev = f['ev']
   local head = str(attempts) .. ' ' .. now .. ' ' .. f['at'] .. ' ' .. f['id'] .. ' ' .. #ev
   if f['bin'] then
-    redis.call('HSET', sk.dead, str(o), head .. ':' .. #f['data'] .. ' ' .. ev .. f['data'] .. f['bin'])
+    redis.call('HSET', sk.dead, str(o),
+      head .. ':' .. #f['data'] .. ' ' .. ev .. f['data'] .. f['bin'])
   else
     redis.call('HSET', sk.dead, str(o), head .. ' ' .. ev .. f['data'])
   end
@@ -597,7 +600,8 @@ end
 -- string costs Redis's Lua a hash over every byte); the head is built by concatenation only
 -- (a number formatted costs a sprintf), so new messages pass their stream id as the offset.
 local function push_claimed(out, offset, attempt, id, at, ev, data, bin)
-  out[#out + 1] = offset .. ' ' .. attempt .. ' ' .. id .. ' ' .. at .. (bin and ' 1 ' or ' 0 ') .. ev
+  out[#out + 1] = offset .. ' ' .. attempt .. ' ' .. id .. ' ' .. at ..
+    (bin and ' 1 ' or ' 0 ') .. ev
   out[#out + 1] = data
   if bin then out[#out + 1] = bin end
 end
@@ -684,7 +688,8 @@ local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
           if not d[3] then unwait[#unwait + 1] = str(o) end
           runs[#runs + 1] = deadline
           runs[#runs + 1] = run_member(o, o, attempt)
-          push_claimed(claimed, str(o), str(attempt), f['id'], f['at'], f['ev'], f['data'], f['bin'])
+          push_claimed(claimed, str(o), str(attempt), f['id'], f['at'], f['ev'], f['data'],
+            f['bin'])
           n_claimed = n_claimed + 1
         end
       end
