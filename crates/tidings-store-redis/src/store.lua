@@ -633,27 +633,25 @@ local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
   -- {offset, delivery count or false (waiting: read from the PEL), deadline of its run}
   local due = {}
   local expired = redis.call('ZRANGEBYSCORE', sk.runs, '-inf', now_s, 'WITHSCORES')
-  if #expired > 0 then
-    local members = {}
-    for i = 1, #expired, 2 do
-      local from, to, count = run_of(expired[i])
-      if not from then error('tidings: malformed run ' .. expired[i] .. ' in ' .. sk.runs) end
-      for _, e in ipairs(run_entries(k, sk, s, from, to, count, to - from + 1)) do
-        due[#due + 1] = {e[1], count, expired[i + 1]}
-      end
-      members[#members + 1] = expired[i]
+  local expired_runs = {}
+  for i = 1, #expired, 2 do
+    local from, to, count = run_of(expired[i])
+    if not from then error('tidings: malformed run ' .. expired[i] .. ' in ' .. sk.runs) end
+    for _, e in ipairs(run_entries(k, sk, s, from, to, count, to - from + 1)) do
+      due[#due + 1] = {e[1], count, expired[i + 1]}
     end
-    variadic({'ZREM', sk.runs}, members)
+    expired_runs[#expired_runs + 1] = expired[i]
   end
-  local has_wait = redis.call('EXISTS', sk.wait) == 1
-  if has_wait then
+  if redis.call('EXISTS', sk.wait) == 1 then
     for _, o in ipairs(redis.call('ZRANGEBYSCORE', sk.wait, '-inf', now_s)) do
       due[#due + 1] = {tonumber(o), false}
     end
   end
   table.sort(due, by_offset)
 
-  local runs, unwait, settled = {}, {}, {}
+  -- What to do with each due entry, decided with reads only: a message missing from the
+  -- stream fails the claim before anything is written.
+  local runs, unwait, settled, burials, redelivered = {}, {}, {}, {}, {}
   for _, d in ipairs(due) do
     local o, count = d[1], d[2]
     if n_claimed >= max then
@@ -679,12 +677,11 @@ local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
         end
         if count >= maxdel then
           settled[#settled + 1] = o
-          bury(sk, o, f, count, now_s)
+          burials[#burials + 1] = {o, f, count}
           table.insert(dead, o)
         else
           local attempt = count + 1
-          -- The PEL's delivery counter is the attempt count.
-          redis.call('XCLAIM', k.log, s, CONSUMER, 0, sid(o), 'RETRYCOUNT', attempt, 'JUSTID')
+          redelivered[#redelivered + 1] = {o, attempt}
           if not d[3] then unwait[#unwait + 1] = str(o) end
           runs[#runs + 1] = deadline
           runs[#runs + 1] = run_member(o, o, attempt)
@@ -695,8 +692,14 @@ local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
       end
     end
   end
+  variadic({'ZREM', sk.runs}, expired_runs)
+  for _, b in ipairs(burials) do bury(sk, b[1], b[2], b[3], now_s) end
+  for _, r in ipairs(redelivered) do
+    -- The PEL's delivery counter is the attempt count.
+    redis.call('XCLAIM', k.log, s, CONSUMER, 0, sid(r[1]), 'RETRYCOUNT', r[2], 'JUSTID')
+  end
   settle_all(k, sk, s, settled)
-  if #unwait > 0 then variadic({'ZREM', sk.wait}, unwait) end
+  variadic({'ZREM', sk.wait}, unwait)
 
   local want = max - n_claimed
   local count = want

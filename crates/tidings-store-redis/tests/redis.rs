@@ -466,3 +466,64 @@ fn a_requeued_dead_letter_leaves_the_runs_that_covered_it() {
         assert_eq!((s.pending, s.in_flight, s.dead), (1, 1, 2), "{s:?}");
     });
 }
+
+/// A pending entry whose message was deleted behind the store's back (`XDEL`) fails the claim
+/// as corrupt before the claim writes anything: the other due entry is not handed out, no
+/// run is dropped, and the next claim reports the same instead of leaving entries stranded.
+#[test]
+fn a_pending_entry_without_its_message_fails_the_claim_before_any_write() {
+    let h = store_with(|_| {});
+    let store = &h.store;
+    let prefix = store.config().prefix.clone();
+    let t = Topic::new("t").unwrap();
+    let sub = SubscriptionName::identity("a").unwrap();
+    let client = redis::Client::open(store.config().url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    block_on(async {
+        store
+            .subscribe(&t, &sub, StartFrom::Earliest)
+            .await
+            .unwrap();
+        for i in 0..2 {
+            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
+        }
+        assert_eq!(
+            store
+                .claim(&t, &sub, opts(0, 10))
+                .await
+                .unwrap()
+                .claimed
+                .len(),
+            2
+        );
+        // Synchronous: the store's connection lives on this runtime, one block_on for all.
+        let deleted: u64 = redis::cmd("XDEL")
+            .arg(format!("{prefix}{{t}}:log"))
+            .arg("2-0")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(deleted, 1);
+        for _ in 0..2 {
+            let r = store.claim(&t, &sub, opts(1_000, 10)).await;
+            assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+        }
+        let info = store.topic_info(&t).await.unwrap().unwrap();
+        let s = &info.subscriptions[0];
+        assert_eq!((s.pending, s.in_flight), (2, 2), "{s:?}");
+        // Offset 1 was not handed out again by the failed claims: still its first delivery.
+        let detail: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(format!("{prefix}{{t}}:log"))
+            .arg("id:a")
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .query(&mut conn)
+            .unwrap();
+        let counts: Vec<(&str, u64)> = detail.iter().map(|d| (d.0.as_str(), d.3)).collect();
+        assert_eq!(counts, [("1-0", 1), ("2-0", 1)]);
+        assert!(store.ack(&t, &sub, 2).await.unwrap());
+        let r = store.claim(&t, &sub, opts(1_000, 10)).await.unwrap();
+        assert_eq!(r.claimed[0].message.offset, 1);
+        assert_eq!(r.claimed[0].attempt, 2);
+    });
+}
