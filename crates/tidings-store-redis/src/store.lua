@@ -745,7 +745,7 @@ end
 
 -- Which of `offsets` (numbers) are pending (in the group's PEL), as a set of stream ids
 -- ('<offset>-0'): one XPENDING per cluster of nearby offsets (at most PEL_GAP apart), which
--- returns the PEL entries of its range — in a drain, the batch's own entries and few others.
+-- returns the PEL entries of its range.
 local PEL_GAP = 16
 -- Offsets from 2^53 on are never pending (no head gets there) and not exact as Lua numbers.
 local MAX_OFFSET = 9007199254740992
@@ -770,41 +770,54 @@ end
 
 -- Applies ARGV[from..] as (kind, offset, not_before) triples of subscription `s`, in order:
 -- 'a' acks, 'r' requeues until not_before. Returns one flag per entry (1: it was pending), as
--- ack and requeue one by one would, as a string of '0' and '1'. Pending means in the PEL,
--- checked for the batch with pending_of; the outcome of each offset (its last answer wins,
--- and nothing follows an ack) is then written with one variadic command per key: XACK (and
--- ZREM from `wait`, if it exists) for the acks, ZADD to `wait` for the requeues. The runs are
--- left alone: an acked entry is no longer pending, a requeued one waits, and neither is in
--- flight under its run any more. Offsets stay the strings Rust sent (decimal, canonical):
--- formatting numbers costs Redis's Lua a sprintf each.
+-- ack and requeue one by one would, as a string of '0' and '1'; the last answer of an offset
+-- wins, and nothing follows an ack. An ack is an XACK of its own, whose answer (1 or 0) is
+-- its flag: measured cheaper than reading the batch's PEL range into Lua first (BENCHMARKS.md).
+-- Only offsets whose first answer is a requeue are checked with pending_of; the requeues
+-- that stand are then one ZADD to `wait`, and the acks leave `wait` with one ZREM (if it
+-- exists). The runs are left alone: an acked entry is no longer pending, a requeued one
+-- waits, and neither is in flight under its run any more. Offsets stay the strings Rust sent
+-- (decimal, canonical): formatting numbers costs Redis's Lua a sprintf each.
 local function settle_batch(k, sk, s, args, from)
-  local offsets, nums = {}, {}
+  local first_kind, requeue_first = {}, {}
   for i = from, #args, 3 do
     local o = args[i + 1]
-    offsets[#offsets + 1] = o
-    nums[#nums + 1] = tonumber(o) or -1
-  end
-  local pel = pending_of(k, s, nums)
-  local pending, requeue_at, flags = {}, {}, {}
-  local acked, requeued = {}, {}
-  for n, o in ipairs(offsets) do
-    if pending[o] == nil then pending[o] = pel[o .. '-0'] == true end
-    if pending[o] then
-      flags[n] = '1'
-      local i = from + (n - 1) * 3
-      if args[i] == 'a' then
-        pending[o] = false
-        requeue_at[o] = nil
-        acked[#acked + 1] = o
-      else
-        if requeue_at[o] == nil then requeued[#requeued + 1] = o end
-        requeue_at[o] = args[i + 2]
-      end
-    else
-      flags[n] = '0'
+    if first_kind[o] == nil then
+      first_kind[o] = args[i]
+      if args[i] ~= 'a' then requeue_first[#requeue_first + 1] = tonumber(o) or -1 end
     end
   end
-  settle_strs(k, sk, s, acked)
+  local pel = pending_of(k, s, requeue_first)
+  local pending, requeue_at, flags = {}, {}, {}
+  local acked, requeued = {}, {}
+  local n = 0
+  for i = from, #args, 3 do
+    n = n + 1
+    local kind, o = args[i], args[i + 1]
+    local is_pending = pending[o]
+    if is_pending == nil then is_pending = kind == 'a' or pel[o .. '-0'] == true end
+    if kind == 'a' then
+      -- An offset first answered by this ack learns here whether it was pending.
+      if is_pending and redis.call('XACK', k.log, s, o .. '-0') == 1 then
+        flags[n] = '1'
+        acked[#acked + 1] = o
+      else
+        flags[n] = '0'
+      end
+      pending[o] = false
+      requeue_at[o] = nil
+    else
+      if is_pending then
+        flags[n] = '1'
+        if requeue_at[o] == nil then requeued[#requeued + 1] = o end
+        requeue_at[o] = args[i + 2]
+      else
+        flags[n] = '0'
+      end
+      pending[o] = is_pending
+    end
+  end
+  if #acked > 0 and redis.call('EXISTS', sk.wait) == 1 then variadic({'ZREM', sk.wait}, acked) end
   local wait_at = {}
   for _, o in ipairs(requeued) do
     if requeue_at[o] ~= nil then
