@@ -32,12 +32,11 @@
 
 use std::collections::VecDeque;
 
-use redis::Value;
 use tidings_core::store::{Appended, Millis, NewMessage, StoreError, Topic};
 use tokio::sync::oneshot;
 
 use crate::RedisStore;
-use crate::reply::{self, at, flag, string, u64_of};
+use crate::reply::{self, at};
 
 /// Script arguments per message of an `append_batch` call (`APPEND_FIELDS` in `store.lua`).
 pub(crate) const APPEND_FIELDS: usize = 8;
@@ -221,23 +220,54 @@ impl RedisStore {
             push_message(&mut args, q, n);
         }
         let reply = self.invoke("append_batch", "", args, true).await?;
-        let answers = crate::status(WHAT, "(batch)", reply)?;
-        if answers.len() != batch.len() {
-            return Err(reply::corrupt(WHAT, &Value::Array(answers)));
+        let r = crate::status(WHAT, "(batch)", reply)?;
+        let lines = reply::bytes_of(at(&r, 0, WHAT)?, WHAT)?;
+        let lines: Vec<&[u8]> = lines.split(|b| *b == b'\n').collect();
+        if lines.len() != batch.len() {
+            return Err(reply::corrupt(WHAT, &r[0]));
         }
-        Ok(answers
+        Ok(lines
             .into_iter()
             .zip(batch)
-            .map(|(answer, q)| {
-                let r = crate::status(WHAT, q.topic.as_str(), answer)?;
-                Ok(Appended {
-                    offset: u64_of(at(&r, 0, WHAT)?, WHAT)?,
-                    id: reply::id_from_hex(&string(at(&r, 1, WHAT)?, WHAT)?)?,
-                    duplicate: flag(at(&r, 2, WHAT)?, WHAT)?,
-                })
-            })
+            .map(|(line, q)| appended(line, q.topic.as_str()))
             .collect())
     }
+}
+
+/// One line of `append_batch`'s reply: `<offset> <id> <duplicate>` (the offset as its stream
+/// id `<offset>-0` for a new message), or `!<reason>` when the message's topic has a key of
+/// the wrong type.
+fn appended(line: &[u8], topic: &str) -> Result<Appended, StoreError> {
+    const WHAT: &str = "append";
+    let bad = || {
+        StoreError::Corrupt(format!(
+            "unexpected reply from redis for {WHAT}: {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(120)])
+        ))
+    };
+    let text = std::str::from_utf8(line).map_err(|_| bad())?;
+    if let Some(reason) = text.strip_prefix('!') {
+        return Err(StoreError::Corrupt(format!("topic {topic}: {reason}")));
+    }
+    let mut parts = text.split(' ');
+    let (Some(offset), Some(id), Some(duplicate), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    Ok(Appended {
+        offset: offset
+            .strip_suffix("-0")
+            .unwrap_or(offset)
+            .parse()
+            .map_err(|_| bad())?,
+        id: reply::id_from_hex(id)?,
+        duplicate: match duplicate {
+            "0" => false,
+            "1" => true,
+            _ => return Err(bad()),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -266,5 +296,21 @@ mod tests {
         push_message(&mut args, &q, &encoded);
         assert_eq!(args, ["t", "00", "e", "{}", "5", "", "9", ""]);
         assert_eq!(args.len(), APPEND_FIELDS);
+    }
+
+    #[test]
+    fn reply_lines_are_offset_id_duplicate_or_a_reason() {
+        let id = "000000000000000000000000000000ff";
+        let a = appended(format!("12 {id} 1").as_bytes(), "t").unwrap();
+        assert_eq!((a.offset, a.id.0, a.duplicate), (12, 255, true));
+        let a = appended(format!("13-0 {id} 0").as_bytes(), "t").unwrap();
+        assert_eq!((a.offset, a.duplicate), (13, false));
+        assert!(matches!(
+            appended(b"!WRONGTYPE x", "t"),
+            Err(StoreError::Corrupt(m)) if m == "topic t: WRONGTYPE x"
+        ));
+        for bad in ["12", "12 ff 2", "x ff 0", "1-1 ff 0", "1 ff 0 extra", ""] {
+            assert!(appended(bad.as_bytes(), "t").is_err(), "{bad}");
+        }
     }
 }

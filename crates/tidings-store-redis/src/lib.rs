@@ -33,17 +33,26 @@
 //!   (`id:<identity>` or `group:<name>`). Its last-delivered id is the cursor − 1: a claim of
 //!   new messages is an `XREADGROUP … >` (which advances it), retention moves it past removed
 //!   messages with `XGROUP SETID`. Its pending entries list (PEL) holds exactly the pending
-//!   entries: ack and dead-lettering `XACK`, a redelivery `XCLAIM`s the entry with
-//!   `RETRYCOUNT` set to the attempt, `requeue_dead` puts it back with `XCLAIM … FORCE`. So
+//!   entries, and the PEL's delivery counter *is* the attempt count: `XREADGROUP` sets it to
+//!   1, a redelivery `XCLAIM`s the entry with `RETRYCOUNT` set to the attempt, `requeue_dead`
+//!   puts it back with `XCLAIM … FORCE` and a count of 0; ack and dead-lettering `XACK`. So
 //!   `XINFO GROUPS` and `XPENDING` show an operator the real queues.
-//! - **What streams do not have** is kept next to the group, in the same scripts: the due time
-//!   of every pending entry (its ack deadline when in flight, its `not_before` when waiting)
-//!   in a sorted set, the attempt counts in a hash (the PEL's delivery counter mirrors them),
-//!   the in-flight offsets in a set, dead letters (with a copy of the message, which outlives
-//!   retention) and the gap counters in hashes. The trait's clock is the `now` its callers
-//!   pass, not Redis's: deadlines and backoffs are compared with it, never with the PEL's idle
-//!   times, and `XAUTOCLAIM` is not needed — a delivery stranded on a dead node is due at its
-//!   deadline, and the next claim of any node hands it out (with its attempt count + 1).
+//! - **What streams do not have** is kept next to the group, in the same scripts, and only
+//!   where an entry departs from the common case. An entry *waits* (requeued with a
+//!   `not_before`, released, or back from the dead letters) if it is in the `wait` sorted set,
+//!   scored by `not_before`; any other pending entry is *in flight*, and its ack deadline is
+//!   that of the claim that handed it out: each claim records one *run* per range of offsets it
+//!   handed out with the same delivery count (all of its new messages are one run), scored by
+//!   the deadline, in the `runs` sorted set. An entry belongs to the run that covers its offset
+//!   with its delivery count (a count only grows, except at `requeue_dead`, which cuts the
+//!   entry out of the runs covering it). Runs are dropped lazily: when their deadline passes,
+//!   or when a claim finds that the earliest one no longer holds an entry in flight. Dead
+//!   letters (with a copy of the message, which outlives retention) and the gap counters are
+//!   hashes. The trait's clock is the `now` its callers pass, not Redis's: deadlines and
+//!   backoffs are compared with it, never with the PEL's idle times (an `XCLAIM … TIME` cannot
+//!   be set ahead of Redis's clock, and every claim would pay one per entry), and `XAUTOCLAIM`
+//!   is not needed — a delivery stranded on a dead node is due at its deadline, and the next
+//!   claim of any node hands it out (with its attempt count + 1).
 //! - **Retention** runs in [`Store::enforce_retention`], as the trait requires (it must report
 //!   the unsettled offsets each subscription loses): it walks the stream from its oldest entry,
 //!   then `XTRIM MINID` at the first message that stays. Appends never trim (an `XADD MAXLEN`
@@ -69,9 +78,8 @@
 //! | `P{T}:gaps` | hash | subscription key → unsettled messages lost to retention |
 //! | `P{T}:keys` | hash | idempotency key → `<offset> <id> <seen_at>` |
 //! | `P{T}:keyat` | sorted set | idempotency key, scored by `seen_at` |
-//! | `P{T}:s:S:due` | sorted set | pending offsets, scored by due time (ms) |
-//! | `P{T}:s:S:att` | hash | pending offset → deliveries made |
-//! | `P{T}:s:S:flight` | set | pending offsets in flight (the others wait) |
+//! | `P{T}:s:S:wait` | sorted set | pending offsets that wait, scored by `not_before` (ms); the other pending entries (those of the group's PEL) are in flight |
+//! | `P{T}:s:S:runs` | sorted set | `<from> <to> <count>`: the offsets `from..=to` handed out by one claim, delivered `count` times (the PEL's delivery counter), scored by their ack deadline (ms) |
 //! | `P{T}:s:S:dead` | hash | offset → `<attempts> <dead_at> <published_at> <id> <event bytes> <event><data>`, with attachments `… <event bytes>:<data bytes> <event><data><bin>` |
 //! | `P{T}:s:S:members` | set | identities that are members of a group subscription |
 //!
@@ -82,11 +90,26 @@
 //! compared in Lua as doubles: times in milliseconds since the epoch and offsets are exact
 //! (below 2^53).
 //!
+//! # Upgrading from the legacy layout
+//!
+//! Up to f42b85b (2026-12-06) every pending entry also had its due time in `P{T}:s:S:due`
+//! (a sorted set), its attempt count in `P{T}:s:S:att` (a hash) and, when in flight, its
+//! offset in `P{T}:s:S:flight` (a set); each ack or claim then rewrote three small collections, which
+//! Redis keeps as lists scanned end to end (most of redis-server's CPU in a drain, see
+//! BENCHMARKS.md). Keys written that way are still read: the first operation of the current
+//! scripts that touches such a subscription migrates it, atomically in the same script —
+//! an in-flight entry becomes a run of its own with its deadline, a waiting one a member of
+//! `wait`, the PEL's delivery counter is set from `att`, and the three keys are deleted. A
+//! subscription with nothing pending has none of those keys and needs nothing. Stop every
+//! `tidings` of the older version before starting the new one on the same Redis: an older
+//! process does not see the new keys (its acks of entries handed out by a newer process
+//! answer "not pending" and leave them to be redelivered; nothing is lost, but deliveries
+//! repeat).
+//!
 //! # Batching
 //!
 //! The store applies the ideas of the embedded journal (group commit, batched settlement)
-//! where Redis allows them; the key layout above is the same as before them, so keys written
-//! by earlier versions are read as they are (and the other way round).
+//! where Redis allows them.
 //!
 //! - **Appends: one script call per batch.** Concurrent appends of a store — of any topics —
 //!   queue up while a batch is in flight and go together in the next `append_batch` call (at
@@ -101,12 +124,22 @@
 //!   answer was lost: a retry may duplicate, never lose); a key of the wrong type under one
 //!   topic fails only that topic's appends, as [`StoreError::Corrupt`]. `append_bounded`
 //!   stays one script per call (it must see every queue's depth at its own append).
-//! - **Claims and settles: one command per key per batch.** A claim reads new messages with
-//!   one `XREADGROUP` and records them with one variadic `HSET` (attempts), `ZADD` (deadlines)
-//!   and `SADD` (in flight); a settle checks the whole batch with one `ZMSCORE` and applies
-//!   its acks with one `ZREM`, `HDEL`, `SREM` and `XACK`, its requeues with one `ZADD` and
-//!   `SREM`. Redeliveries of due entries are still handled one by one (each needs its message
-//!   and attempt count).
+//! - **Claims and settles: a few commands per batch, none per entry.** A claim reads new
+//!   messages with one `XREADGROUP` and records them as one run (one `ZADD`); a settle acks
+//!   each entry with an `XACK` of its own, whose answer (1 or 0) says whether it was pending
+//!   (cheaper for Redis than reading the batch's PEL range into Lua, measured), removes the
+//!   acked ones from `wait` with one `ZREM` when it exists, checks the entries it requeues
+//!   with one `XPENDING` over their range and makes them wait with one `ZADD`. Redeliveries of due entries are
+//!   handled one by one (each needs its message and attempt count, and gets a run of its own).
+//! - **Compact replies, and no work per byte in Lua.** A claimed message comes back as a
+//!   short head (`<offset> <attempt> <id> <published_at> <has bin> <event>`) followed by its
+//!   data (and its `bin` field), in one flat array; an append batch's answers as one string
+//!   of lines; a settle's flags as one string of `0`/`1` — one or two values per message for
+//!   Redis to write and the client to parse instead of an array of arrays. Redis's Lua hashes
+//!   every byte of every string it creates and formats numbers with `sprintf`, so the scripts
+//!   pass the data string the stream read returned through unchanged, keep offsets as the
+//!   strings they arrived as, and answer with stream ids (`<offset>-0`) rather than
+//!   formatting numbers (the Rust side accepts both).
 //! - **A dispatcher's turn is one script.** [`Store::settle_and_claim`] settles the answered
 //!   deliveries and claims the next ones in one `settle_claim` call: one round trip per turn.
 //!
@@ -164,14 +197,14 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Value};
 use tidings_core::store::{
-    Appended, BoundedAppend, ClaimOptions, ClaimResult, Claimed, DeadLetter, Gap, MessageId,
-    Millis, NewMessage, Offset, QueueBound, Retention, Settle, StartFrom, Store, StoreError,
-    StoreFuture, StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
+    Appended, BoundedAppend, ClaimOptions, ClaimResult, DeadLetter, Gap, MessageId, Millis,
+    NewMessage, Offset, QueueBound, Retention, Settle, StartFrom, Store, StoreError, StoreFuture,
+    StoredMessage, SubscriptionInfo, SubscriptionName, Topic, TopicInfo,
 };
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
-use reply::{array, at, flag, string, u32_of, u64_of};
+use reply::{array, at, flag, string, u64_of};
 
 /// The Lua script of every operation; see the key layout in the crate docs.
 const SCRIPT: &str = include_str!("store.lua");
@@ -396,20 +429,16 @@ fn claim_result(
     r: &[Value],
 ) -> Result<ClaimResult, StoreError> {
     const WHAT: &str = "claim";
-    let mut result = ClaimResult::default();
-    for c in array(at(r, 0, WHAT)?, WHAT)? {
-        let c = array(c, WHAT)?;
-        result.claimed.push(Claimed {
-            message: reply::message(at(c, 0, WHAT)?)?,
-            attempt: u32_of(at(c, 1, WHAT)?, WHAT)?,
-        });
-    }
-    for o in array(at(r, 1, WHAT)?, WHAT)? {
-        result.dead_lettered.push(u64_of(o, WHAT)?);
-    }
-    result.next_due = match r.get(2) {
-        None | Some(redis::Value::Nil) => None,
-        Some(v) => Some(reply::score(v, WHAT)?),
+    let result = ClaimResult {
+        claimed: reply::claimed(array(at(r, 0, WHAT)?, WHAT)?)?,
+        dead_lettered: array(at(r, 1, WHAT)?, WHAT)?
+            .iter()
+            .map(|o| u64_of(o, WHAT))
+            .collect::<Result<_, _>>()?,
+        next_due: match r.get(2) {
+            None | Some(redis::Value::Nil) => None,
+            Some(v) => Some(reply::score(v, WHAT)?),
+        },
     };
     if !result.dead_lettered.is_empty() {
         warn!(topic = %topic, sub = %sub, offsets = ?result.dead_lettered, "dead-lettered");
@@ -673,14 +702,7 @@ impl RedisStore {
             .run(WHAT, topic.as_str(), args, true)
             .await
             .map_err(|e| Self::not_found_as_sub(e, topic, sub))?;
-        let flags = array(at(&r, 0, WHAT)?, WHAT)?;
-        if flags.len() != batch.len() {
-            return Err(reply::corrupt(WHAT, at(&r, 0, WHAT)?));
-        }
-        let settled = flags
-            .iter()
-            .map(|f| flag(f, WHAT))
-            .collect::<Result<Vec<_>, _>>()?;
+        let settled = reply::flags(at(&r, 0, WHAT)?, batch.len(), WHAT)?;
         Ok((
             settled,
             claim_result(topic, sub, r.get(1..).unwrap_or_default())?,
@@ -1023,10 +1045,7 @@ impl Store for RedisStore {
                 .run("settle", topic.as_str(), args, true)
                 .await
                 .map_err(|e| Self::not_found_as_sub(e, topic, sub))?;
-            if r.len() != batch.len() {
-                return Err(reply::corrupt("settle", &Value::Array(r)));
-            }
-            r.iter().map(|f| flag(f, "settle")).collect()
+            reply::flags(at(&r, 0, "settle")?, batch.len(), "settle")
         })
     }
 

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use redis::Value;
-use tidings_core::store::{MessageId, StoreError, StoredMessage, SubscriptionName, Topic};
+use tidings_core::store::{Claimed, MessageId, StoreError, StoredMessage, SubscriptionName, Topic};
 
 pub(crate) fn corrupt(what: &str, v: &Value) -> StoreError {
     let mut shown = format!("{v:?}");
@@ -64,10 +64,6 @@ pub(crate) fn score(v: &Value, what: &str) -> Result<u64, StoreError> {
     }
 }
 
-pub(crate) fn u32_of(v: &Value, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(u64_of(v, what)?).map_err(|_| corrupt(what, v))
-}
-
 pub(crate) fn flag(v: &Value, what: &str) -> Result<bool, StoreError> {
     Ok(u64_of(v, what)? != 0)
 }
@@ -92,6 +88,79 @@ pub(crate) fn sub(v: &Value) -> Result<SubscriptionName, StoreError> {
     let key = string(v, "subscription key")?;
     SubscriptionName::from_key(&key)
         .map_err(|e| StoreError::Corrupt(format!("bad subscription key in redis: {e}")))
+}
+
+/// The settle flags of a batch of `n` entries: a string of `0` (not pending) and `1`.
+pub(crate) fn flags(v: &Value, n: usize, what: &str) -> Result<Vec<bool>, StoreError> {
+    let text = bytes_of(v, what)?;
+    if text.len() != n {
+        return Err(corrupt(what, v));
+    }
+    text.iter()
+        .map(|b| match b {
+            b'0' => Ok(false),
+            b'1' => Ok(true),
+            _ => Err(corrupt(what, v)),
+        })
+        .collect()
+}
+
+/// The bytes of a bulk string reply.
+pub(crate) fn bytes_of<'v>(v: &'v Value, what: &str) -> Result<&'v [u8], StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.as_bytes()),
+        other => Err(corrupt(what, other)),
+    }
+}
+
+/// The claimed entries as the script writes them (`push_claimed` in `store.lua`), a flat
+/// array: per entry a head `<offset>[-0] <attempt> <id> <published_at> <has bin: 0|1>
+/// <event>`, its data, and its `bin` field when it has one — no array per entry (which costs
+/// Redis and the reply parser more), and the data as the stream read gave it to the script.
+pub(crate) fn claimed(items: &[Value]) -> Result<Vec<Claimed>, StoreError> {
+    const WHAT: &str = "claimed entry";
+    let mut out = Vec::new();
+    let mut items = items.iter();
+    while let Some(head_value) = items.next() {
+        let bad = || corrupt(WHAT, head_value);
+        let head = std::str::from_utf8(bytes_of(head_value, WHAT)?).map_err(|_| bad())?;
+        let mut parts = head.splitn(6, ' ');
+        let mut field = || parts.next().ok_or_else(bad);
+        let offset_text = field()?;
+        let offset: u64 = offset_text
+            .strip_suffix("-0")
+            .unwrap_or(offset_text)
+            .parse()
+            .map_err(|_| bad())?;
+        let attempt: u32 = field()?.parse().map_err(|_| bad())?;
+        let id = id_from_hex(field()?)?;
+        let published_at: u64 = field()?.parse().map_err(|_| bad())?;
+        let has_bin = match field()? {
+            "0" => false,
+            "1" => true,
+            _ => return Err(bad()),
+        };
+        let event = field()?.to_owned();
+        let data = string(items.next().ok_or_else(bad)?, WHAT)?;
+        let attachments = if has_bin {
+            decode_bin(&string(items.next().ok_or_else(bad)?, WHAT)?)?
+        } else {
+            Vec::new()
+        };
+        out.push(Claimed {
+            message: StoredMessage {
+                offset,
+                id,
+                event,
+                data,
+                attachments,
+                published_at,
+            },
+            attempt,
+        });
+    }
+    Ok(out)
 }
 
 /// `{offset, id, event, data, published_at[, bin]}`.
@@ -217,6 +286,48 @@ mod tests {
         assert_eq!(r.attachments, attachments);
         assert!(dead_record("2 20 42 000000000000000000000000000000ff 1:9 e[1]").is_err());
         assert!(decode_bin("3 !!").is_err());
+    }
+
+    #[test]
+    fn claimed_entries_are_a_head_the_data_and_maybe_the_attachments() {
+        let id = "000000000000000000000000000000ff";
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let bin = encode_bin(&[Bytes::from_static(&[0, 255, 1])]);
+        let items = [
+            bulk(&format!("7-0 1 {id} 42 0 év t")),
+            bulk("{\"a\": 1}"),
+            bulk(&format!("8 2 {id} 43 1 e")),
+            bulk("[1]"),
+            bulk(&bin),
+        ];
+        let c = claimed(&items).unwrap();
+        assert_eq!(c.len(), 2);
+        let m = &c[0].message;
+        assert_eq!((m.offset, c[0].attempt, m.published_at), (7, 1, 42));
+        assert_eq!(m.id, MessageId(255));
+        assert_eq!((m.event.as_str(), m.data.as_str()), ("év t", "{\"a\": 1}"));
+        assert!(m.attachments.is_empty());
+        let m = &c[1].message;
+        assert_eq!((m.offset, c[1].attempt, m.event.as_str()), (8, 2, "e"));
+        assert_eq!(m.attachments, vec![Bytes::from_static(&[0, 255, 1])]);
+        assert!(claimed(&[]).unwrap().is_empty());
+        for bad in [
+            vec![bulk(&format!("1 1 {id} 5 0 e"))],
+            vec![bulk(&format!("1 1 {id} 5 1 e")), bulk("[1]")],
+            vec![bulk(&format!("1 x {id} 5 0 e")), bulk("[1]")],
+            vec![bulk(&format!("1 1 {id} 5 2 e")), bulk("[1]")],
+            vec![bulk("1 1"), bulk("[1]")],
+        ] {
+            assert!(claimed(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn flags_are_a_string_of_digits() {
+        let v = Value::BulkString(b"101".to_vec());
+        assert_eq!(flags(&v, 3, "t").unwrap(), [true, false, true]);
+        assert!(flags(&v, 2, "t").is_err());
+        assert!(flags(&Value::BulkString(b"1x".to_vec()), 2, "t").is_err());
     }
 
     #[test]

@@ -23,12 +23,28 @@
 --   B..':gaps'               HASH subscription key -> gaps
 --   B..':keys'               HASH idempotency key -> '<offset> <id> <seen_at>'
 --   B..':keyat'              ZSET idempotency key, score seen_at
---   B..':s:'..S..':due'      ZSET pending offset, score due time (deadline or not_before)
---   B..':s:'..S..':att'      HASH pending offset -> deliveries made
---   B..':s:'..S..':flight'   SET pending offsets that are in flight (the others wait)
+--   B..':s:'..S..':wait'    ZSET waiting offset, score not_before (requeued, released, or
+--                            back from the dead letters); members are also in the PEL
+--   B..':s:'..S..':runs'     ZSET deliveries in flight: member '<from> <to> <count>' (the
+--                            offsets from..to handed out by one claim, each then delivered
+--                            `count` times), score their ack deadline
 --   B..':s:'..S..':dead'     HASH offset -> '<attempts> <dead_at> <published_at> <id> <#event> <event><data>'
 --                            or, with attachments, '... <#event>:<#data> <event><data><bin>'
 --   B..':s:'..S..':members'  SET identities (group subscriptions)
+--
+-- The pending entries of a subscription are its group's PEL, and an entry's attempt count is
+-- the PEL's delivery counter (XREADGROUP sets it to 1, a redelivery's XCLAIM to the attempt,
+-- requeue_dead's to 0). An entry is waiting if it is in `wait`; otherwise it is in flight,
+-- and its deadline is the score of the run that holds it: the run covering its offset whose
+-- count equals its delivery counter (an entry's counter only grows, except at requeue_dead,
+-- which splits the runs covering the entry). Runs are dropped lazily: at their deadline, or
+-- when a claim finds the earliest one holding no entry still in flight under it. So a claim
+-- of new messages writes one run, an ack is one XACK, whatever the window: no per-entry
+-- state outside the PEL unless an entry waits.
+--
+-- Legacy layout (written up to f42b85b, 2026-12-06): ZSET due (every pending entry, score
+-- its due time), HASH att (attempt counts), SET flight (in flight). migrate() turns it into
+-- the layout above on the first touch of the subscription, in the same script.
 
 local OP = ARGV[1]
 local P = ARGV[2]
@@ -45,12 +61,17 @@ end
 
 local function sub_keys(k, s)
   return {
-    due = k.sub(s, 'due'), att = k.sub(s, 'att'), flight = k.sub(s, 'flight'),
+    wait = k.sub(s, 'wait'), runs = k.sub(s, 'runs'),
     dead = k.sub(s, 'dead'), members = k.sub(s, 'members'),
+    -- The legacy layout's keys (see migrate).
+    due = k.sub(s, 'due'), att = k.sub(s, 'att'), flight = k.sub(s, 'flight'),
   }
 end
 
-local function sid(offset) return tostring(offset) .. '-0' end
+-- '%d' rather than tostring: tostring writes 1e+14 for large offsets.
+local function sid(offset) return string.format('%d-0', offset) end
+
+local function str(n) return string.format('%d', n) end
 
 local function offset_of(id) return tonumber(string.match(id, '^(%d+)')) end
 
@@ -74,96 +95,6 @@ local function fields(raw)
   local f = {}
   for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
   return f
-end
-
--- A message as returned to Rust: offset, id, event, data, published_at[, bin].
-local function message(offset, f)
-  return {offset, f['id'], f['ev'], f['data'], f['at'], f['bin']}
-end
-
--- The attachment bytes a `bin` field counts (0 without one).
-local function bin_bytes(bin)
-  if not bin or bin == '' then return 0 end
-  return tonumber(string.match(bin, '^(%d+) ')) or 0
-end
-
-local function read_message(k, offset)
-  local r = redis.call('XRANGE', k.log, sid(offset), sid(offset))
-  if #r == 0 then return nil end
-  return fields(r[1][2])
-end
-
--- subscription key -> cursor, from the consumer groups' last-delivered ids.
-local function cursors(k)
-  local out = {}
-  if redis.call('EXISTS', k.log) == 0 then return out end
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', k.log)) do
-    local f = fields(g)
-    out[f['name']] = offset_of(f['last-delivered-id']) + 1
-  end
-  return out
-end
-
-local function sub_info(k, s, head, cursor)
-  local sk = sub_keys(k, s)
-  local pending = redis.call('ZCARD', sk.due) + (head + 1 - cursor)
-  return {s, pending, redis.call('SCARD', sk.flight), redis.call('HLEN', sk.dead),
-    tonumber(redis.call('HGET', k.gaps, s) or 0), cursor}
-end
-
-local function is_sub(k, s) return redis.call('SISMEMBER', k.subs, s) == 1 end
-
-local function numeric(a, b) return tonumber(a) < tonumber(b) end
-
--- Settles a pending entry: out of the extra state and out of the group's PEL.
-local function settle(k, sk, s, o)
-  redis.call('ZREM', sk.due, o)
-  redis.call('HDEL', sk.att, o)
-  redis.call('SREM', sk.flight, o)
-  redis.call('XACK', k.log, s, sid(o))
-end
-
-local function bury(sk, o, f, attempts, now)
-  local ev = f['ev']
-  local head = attempts .. ' ' .. now .. ' ' .. f['at'] .. ' ' .. f['id'] .. ' ' .. #ev
-  if f['bin'] then
-    redis.call('HSET', sk.dead, o, head .. ':' .. #f['data'] .. ' ' .. ev .. f['data'] .. f['bin'])
-  else
-    redis.call('HSET', sk.dead, o, head .. ' ' .. ev .. f['data'])
-  end
-end
-
-local ops = {}
-
--- The reply of a duplicate append, if `key` was seen within the window; nil otherwise.
-local function duplicate(k, key, at, window)
-  if key == '' then return nil end
-  local rec = redis.call('HGET', k.keys, key)
-  if not rec then return nil end
-  local off, first_id, seen = string.match(rec, '^(%S+) (%S+) (%S+)$')
-  local age = tonumber(at) - tonumber(seen)
-  if age < 0 then age = 0 end
-  if age <= tonumber(window) then return {'ok', tonumber(off), first_id, 1} end
-  return nil
-end
-
--- Every subscription of the topic with its queue depth (pending + never delivered), by key.
-local function depths(k)
-  local head = meta(k)
-  local cur = cursors(k)
-  local subs = redis.call('SMEMBERS', k.subs)
-  table.sort(subs)
-  local out = {}
-  for _, s in ipairs(subs) do
-    table.insert(out, {s, redis.call('ZCARD', k.sub(s, 'due')) + (head + 1 - cur[s]), cur[s]})
-  end
-  return out
-end
-
--- Appends ascending runs of offsets: push(runs, from, to) merges with the last if adjacent.
-local function push_run(runs, from, to)
-  local last = runs[#runs]
-  if last and last[2] + 1 == from then last[2] = to else table.insert(runs, {from, to}) end
 end
 
 -- Most values one variadic command gets (unpack is bounded by the Lua stack); even, so that
@@ -190,6 +121,242 @@ local function scores_of(key, members)
   return out
 end
 
+-- A message as returned to Rust: offset, id, event, data, published_at[, bin].
+local function message(offset, f)
+  return {offset, f['id'], f['ev'], f['data'], f['at'], f['bin']}
+end
+
+-- The attachment bytes a `bin` field counts (0 without one).
+local function bin_bytes(bin)
+  if not bin or bin == '' then return 0 end
+  return tonumber(string.match(bin, '^(%d+) ')) or 0
+end
+
+local function read_message(k, offset)
+  local r = redis.call('XRANGE', k.log, sid(offset), sid(offset))
+  if #r == 0 then return nil end
+  return fields(r[1][2])
+end
+
+-- subscription key -> {cursor, pel}: the cursor from the consumer group's last-delivered id,
+-- pel the number of entries in its PEL (every pending entry).
+local function groups(k)
+  local out = {}
+  if redis.call('EXISTS', k.log) == 0 then return out end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', k.log)) do
+    local f = fields(g)
+    out[f['name']] = {cursor = offset_of(f['last-delivered-id']) + 1, pel = tonumber(f['pending'])}
+  end
+  return out
+end
+
+local function is_sub(k, s) return redis.call('SISMEMBER', k.subs, s) == 1 end
+
+local function by_offset(a, b) return a[1] < b[1] end
+
+-- A run's member: from, to, count.
+local function run_of(member)
+  local from, to, count = string.match(member, '^(%d+) (%d+) (%d+)$')
+  return tonumber(from), tonumber(to), tonumber(count)
+end
+
+local function run_member(from, to, count)
+  return str(from) .. ' ' .. str(to) .. ' ' .. str(count)
+end
+
+-- The PEL entries of `s` with offsets from..to: {{offset, delivery count}...}, at most `count`.
+local function pel_range(k, s, from, to, count)
+  local out = {}
+  for _, p in ipairs(redis.call('XPENDING', k.log, s, sid(from), sid(to), count)) do
+    out[#out + 1] = {offset_of(p[1]), tonumber(p[4])}
+  end
+  return out
+end
+
+-- The subset of `offsets` (numbers) that wait (are members of `wait`), as a set.
+local function waiting_of(sk, offsets)
+  local set = {}
+  if #offsets == 0 or redis.call('EXISTS', sk.wait) == 0 then return set end
+  local strs = {}
+  for i, o in ipairs(offsets) do strs[i] = str(o) end
+  for i, score in ipairs(scores_of(sk.wait, strs)) do
+    if score then set[offsets[i]] = true end
+  end
+  return set
+end
+
+-- The entries in flight under run (from, to, count): {{offset, count}...}, in offset order;
+-- `limit` bounds how many PEL entries are read.
+local function run_entries(k, sk, s, from, to, count, limit)
+  local cands = {}
+  for _, p in ipairs(pel_range(k, s, from, to, limit)) do
+    if p[2] == count then cands[#cands + 1] = p[1] end
+  end
+  local waiting = waiting_of(sk, cands)
+  local out = {}
+  for _, o in ipairs(cands) do
+    if not waiting[o] then out[#out + 1] = {o, count} end
+  end
+  return out
+end
+
+-- Whether any entry is still in flight under the run: the lowest pending entry of its range
+-- first (the usual answer), the whole range only when that one is not.
+local function run_is_live(k, sk, s, from, to, count)
+  local first = pel_range(k, s, from, to, 1)
+  if #first == 0 then return false end
+  if first[1][2] == count and not waiting_of(sk, {first[1][1]})[first[1][1]] then return true end
+  return #run_entries(k, sk, s, from, to, count, to - from + 1) > 0
+end
+
+-- Most runs one claim looks at for the next due time; past it, it reports the earliest run's
+-- deadline, which may be early (a claim then finds nothing due and looks further).
+local MAX_RUN_SCAN = 64
+
+-- The earliest due time of what is pending (false: nothing is), as a string: the earliest
+-- run still holding an entry in flight (the runs before it are dropped) or waiting entry.
+local function next_due(k, sk, s)
+  local run_due = false
+  for _ = 1, MAX_RUN_SCAN do
+    local first = redis.call('ZRANGE', sk.runs, 0, 0, 'WITHSCORES')
+    if #first == 0 then break end
+    local from, to, count = run_of(first[1])
+    if not from then error('tidings: malformed run ' .. first[1] .. ' in ' .. sk.runs) end
+    if run_is_live(k, sk, s, from, to, count) then
+      run_due = first[2]
+      break
+    end
+    redis.call('ZREM', sk.runs, first[1])
+  end
+  if run_due == false then
+    -- Nothing live found: none left, or stopped by MAX_RUN_SCAN (then the earliest run left,
+    -- possibly early).
+    local first = redis.call('ZRANGE', sk.runs, 0, 0, 'WITHSCORES')
+    if #first > 0 then run_due = first[2] end
+  end
+  local w = redis.call('ZRANGE', sk.wait, 0, 0, 'WITHSCORES')
+  local wait_due = w[2] or false
+  if run_due and wait_due then
+    if tonumber(wait_due) < tonumber(run_due) then return wait_due end
+    return run_due
+  end
+  return run_due or wait_due
+end
+
+-- Removes every run covering offset `o`, keeping the rest of their ranges (requeue_dead resets
+-- the entry's delivery counter, so an older run of the same count must not claim it again).
+local function split_runs(sk, o)
+  local runs = redis.call('ZRANGE', sk.runs, 0, -1, 'WITHSCORES')
+  for i = 1, #runs, 2 do
+    local from, to, count = run_of(runs[i])
+    if from and from <= o and o <= to then
+      redis.call('ZREM', sk.runs, runs[i])
+      if from < o then redis.call('ZADD', sk.runs, runs[i + 1], run_member(from, o - 1, count)) end
+      if o < to then redis.call('ZADD', sk.runs, runs[i + 1], run_member(o + 1, to, count)) end
+    end
+  end
+end
+
+-- Turns a subscription kept in the legacy layout (due, att, flight; see the top of the file)
+-- into the current one: an entry in flight becomes a run of its own, due at its deadline, a
+-- waiting one a member of `wait`; the PEL's delivery counter is set to the attempt count (the
+-- legacy scripts kept them equal; XCLAIM also drops an entry no longer in the PEL). One EXISTS
+-- when there is nothing to migrate.
+local function migrate(k, sk, s)
+  if redis.call('EXISTS', sk.due, sk.att, sk.flight) == 0 then return end
+  local flight = {}
+  for _, o in ipairs(redis.call('SMEMBERS', sk.flight)) do flight[tonumber(o)] = true end
+  local att = fields(redis.call('HGETALL', sk.att))
+  local due = redis.call('ZRANGE', sk.due, 0, -1, 'WITHSCORES')
+  for i = 1, #due, 2 do
+    local o, at = tonumber(due[i]), due[i + 1]
+    local n = tonumber(att[due[i]] or 0) or 0
+    local r = redis.call('XCLAIM', k.log, s, CONSUMER, 0, sid(o), 'RETRYCOUNT', n, 'JUSTID')
+    if #r > 0 then
+      if flight[o] then
+        redis.call('ZADD', sk.runs, at, run_member(o, o, n))
+      else
+        redis.call('ZADD', sk.wait, at, str(o))
+      end
+    end
+  end
+  redis.call('DEL', sk.due, sk.att, sk.flight)
+end
+
+-- The keys of subscription `s`, its state migrated if it was in the legacy layout.
+local function sub_state(k, s)
+  local sk = sub_keys(k, s)
+  migrate(k, sk, s)
+  return sk
+end
+
+local function sub_info(k, s, head, g)
+  local sk = sub_state(k, s)
+  local waiting = redis.call('ZCARD', sk.wait)
+  return {s, g.pel + (head + 1 - g.cursor), g.pel - waiting, redis.call('HLEN', sk.dead),
+    tonumber(redis.call('HGET', k.gaps, s) or 0), g.cursor}
+end
+
+-- Settles pending entries (`offsets`: decimal strings): out of the group's PEL and of `wait`.
+local function settle_strs(k, sk, s, offsets)
+  if #offsets == 0 then return end
+  local ids = {}
+  for i, o in ipairs(offsets) do ids[i] = o .. '-0' end
+  variadic({'XACK', k.log, s}, ids)
+  if redis.call('EXISTS', sk.wait) == 1 then variadic({'ZREM', sk.wait}, offsets) end
+end
+
+-- settle_strs of offsets given as numbers.
+local function settle_all(k, sk, s, offsets)
+  local strs = {}
+  for i, o in ipairs(offsets) do strs[i] = str(o) end
+  settle_strs(k, sk, s, strs)
+end
+
+local function bury(sk, o, f, attempts, now)
+  local ev = f['ev']
+  local head = str(attempts) .. ' ' .. now .. ' ' .. f['at'] .. ' ' .. f['id'] .. ' ' .. #ev
+  if f['bin'] then
+    redis.call('HSET', sk.dead, str(o),
+      head .. ':' .. #f['data'] .. ' ' .. ev .. f['data'] .. f['bin'])
+  else
+    redis.call('HSET', sk.dead, str(o), head .. ' ' .. ev .. f['data'])
+  end
+end
+
+local ops = {}
+
+-- The reply of a duplicate append, if `key` was seen within the window; nil otherwise.
+local function duplicate(k, key, at, window)
+  if key == '' then return nil end
+  local rec = redis.call('HGET', k.keys, key)
+  if not rec then return nil end
+  local off, first_id, seen = string.match(rec, '^(%S+) (%S+) (%S+)$')
+  local age = tonumber(at) - tonumber(seen)
+  if age < 0 then age = 0 end
+  if age <= tonumber(window) then return {'ok', tonumber(off), first_id, 1} end
+  return nil
+end
+
+-- Every subscription of the topic with its queue depth (pending + never delivered), by key.
+local function depths(k)
+  local head = meta(k)
+  local g = groups(k)
+  local subs = redis.call('SMEMBERS', k.subs)
+  table.sort(subs)
+  local out = {}
+  for _, s in ipairs(subs) do
+    table.insert(out, {s, g[s].pel + (head + 1 - g[s].cursor), g[s].cursor, g[s].pel})
+  end
+  return out
+end
+
+-- Appends ascending runs of offsets: push(runs, from, to) merges with the last if adjacent.
+local function push_run(runs, from, to)
+  local last = runs[#runs]
+  if last and last[2] + 1 == from then last[2] = to else table.insert(runs, {from, to}) end
+end
+
 -- The text of an error raised by redis.call (a table in Redis 7, a string before).
 local function err_text(e)
   if type(e) == 'table' then return tostring(e.err or e[1]) end
@@ -201,7 +368,7 @@ end
 local function only_wrongtype(e)
   local text = err_text(e)
   if not string.find(text, 'WRONGTYPE', 1, true) then error(e) end
-  return text
+  return (string.gsub(text, '\n', ' '))
 end
 
 -- topic, id, event, data, published_at, key ('' for none), dedup_window, bin ('' for none)
@@ -229,23 +396,26 @@ end
 -- goes at the end, here and in APPEND_FIELDS of append.rs.)
 local APPEND_FIELDS = 8
 
--- One message of append_batch into topic state `t` (its keys, head and bytes so far).
+-- One message of append_batch into topic state `t` (its keys, head and bytes so far); returns
+-- its line of the reply.
 local function append_one(t, id, ev, data, at, key, window, bin)
   local dup = duplicate(t.k, key, at, window)
-  if dup then return dup end
+  if dup then return dup[2] .. ' ' .. dup[3] .. ' 1' end
   local off = t.head + 1
+  local entry = sid(off)
   if bin ~= '' then
-    redis.call('XADD', t.k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at, 'bin', bin)
+    redis.call('XADD', t.k.log, entry, 'id', id, 'ev', ev, 'data', data, 'at', at, 'bin', bin)
   else
-    redis.call('XADD', t.k.log, sid(off), 'id', id, 'ev', ev, 'data', data, 'at', at)
+    redis.call('XADD', t.k.log, entry, 'id', id, 'ev', ev, 'data', data, 'at', at)
   end
   t.head = off
   t.bytes = t.bytes + #data + bin_bytes(bin)
   if key ~= '' then
-    redis.call('HSET', t.k.keys, key, off .. ' ' .. id .. ' ' .. at)
+    redis.call('HSET', t.k.keys, key, str(off) .. ' ' .. id .. ' ' .. at)
     redis.call('ZADD', t.k.keyat, at, key)
   end
-  return {'ok', off, id, 0}
+  -- The stream id as the offset: formatting the number again would cost a sprintf.
+  return entry .. ' ' .. id .. ' 0'
 end
 
 -- Many appends, of any topics, in one script (the store's group commit): ARGV[4..] holds
@@ -253,10 +423,11 @@ end
 -- order given; a key repeated within the batch is a duplicate of its first message. Per
 -- topic, once: the topic is created if new and its head read; at the end its head and bytes
 -- move by what was appended. Per message: one XADD (plus the key's HSET and ZADD). Replies
--- one entry per message: {'ok', offset, id, duplicate} or {'corrupt', reason} (a key of that
--- topic has the wrong type; the other topics' messages are not affected).
+-- {'ok', lines}: one line per message, '<offset>[-0] <id> <duplicate>', or '!<reason>' (a key of
+-- that topic has the wrong type; the other topics' messages are not affected) — one string
+-- rather than an array per message, which costs Redis and the reply parser less.
 function ops.append_batch(args)
-  local topics, order, out = {}, {}, {'ok'}
+  local topics, order, out = {}, {}, {}
   for i = 4, #args, APPEND_FIELDS do
     local name = args[i]
     local t = topics[name]
@@ -279,11 +450,15 @@ function ops.append_batch(args)
       order[#order + 1] = name
     end
     if t.err then
-      out[#out + 1] = {'corrupt', t.err}
+      out[#out + 1] = '!' .. t.err
     else
       local ok, r = pcall(append_one, t, args[i + 1], args[i + 2], args[i + 3], args[i + 4],
         args[i + 5], args[i + 6], args[i + 7])
-      if ok then out[#out + 1] = r else out[#out + 1] = {'corrupt', only_wrongtype(r)} end
+      if ok then
+        out[#out + 1] = r
+      else
+        out[#out + 1] = '!' .. only_wrongtype(r)
+      end
     end
   end
   for _, name in ipairs(order) do
@@ -293,7 +468,7 @@ function ops.append_batch(args)
       redis.call('HINCRBY', t.k.meta, 'bytes', t.bytes)
     end
   end
-  return out
+  return {'ok', table.concat(out, '\n')}
 end
 
 -- topic, id, event, data, published_at, key, dedup_window, max_depth, overflow ('reject' |
@@ -318,20 +493,21 @@ function ops.append_bounded(topic, id, ev, data, at, key, window, max_s, overflo
   local dropped = {}
   if overflow == 'drop-oldest' and r[4] == 0 then
     for _, d in ipairs(depths(k)) do
-      local s, excess, cursor = d[1], d[2] - max, d[3]
+      local s, excess, cursor, pel = d[1], d[2] - max, d[3], d[4]
       if excess > 0 then
-        local sk = sub_keys(k, s)
-        -- Pending entries are all below the cursor: they are the oldest.
-        local pending = redis.call('ZRANGE', sk.due, 0, -1)
-        table.sort(pending, numeric)
-        local runs, n = {}, 0
-        for _, o in ipairs(pending) do
-          if n >= excess then break end
-          settle(k, sk, s, o)
-          push_run(runs, tonumber(o), tonumber(o))
-          n = n + 1
+        local sk = sub_state(k, s)
+        -- Pending entries are all below the cursor: they are the oldest. The PEL is in
+        -- offset order.
+        local runs, lost = {}, {}
+        if pel > 0 then
+          for _, p in ipairs(redis.call('XPENDING', k.log, s, '-', '+', math.min(excess, pel))) do
+            local o = offset_of(p[1])
+            lost[#lost + 1] = o
+            push_run(runs, o, o)
+          end
         end
-        local skip = excess - n
+        settle_all(k, sk, s, lost)
+        local skip = excess - #lost
         if skip > 0 then
           push_run(runs, cursor, cursor + skip - 1)
           redis.call('XGROUP', 'SETID', k.log, s, sid(cursor + skip - 1))
@@ -350,7 +526,7 @@ function ops.subscribe(topic, s, mode, from)
   local k = K(topic)
   local head, first = meta(k)
   if exists(k) and is_sub(k, s) then
-    return {'ok', sub_info(k, s, head, cursors(k)[s])}
+    return {'ok', sub_info(k, s, head, groups(k)[s])}
   end
   local cursor
   if mode == 'new' then
@@ -367,7 +543,7 @@ function ops.subscribe(topic, s, mode, from)
   create_topic(k, topic)
   redis.call('XGROUP', 'CREATE', k.log, s, sid(cursor - 1), 'MKSTREAM')
   redis.call('SADD', k.subs, s)
-  return {'ok', sub_info(k, s, head, cursor)}
+  return {'ok', sub_info(k, s, head, {cursor = cursor, pel = 0})}
 end
 
 function ops.unsubscribe(topic, s)
@@ -375,7 +551,7 @@ function ops.unsubscribe(topic, s)
   if not (exists(k) and is_sub(k, s)) then return {'ok', 0} end
   local sk = sub_keys(k, s)
   redis.call('XGROUP', 'DESTROY', k.log, s)
-  redis.call('DEL', sk.due, sk.att, sk.flight, sk.dead, sk.members)
+  redis.call('DEL', sk.wait, sk.runs, sk.dead, sk.members, sk.due, sk.att, sk.flight)
   redis.call('HDEL', k.gaps, s)
   redis.call('SREM', k.subs, s)
   return {'ok', 1}
@@ -418,171 +594,261 @@ function ops.members()
   return {'ok', out}
 end
 
--- Hands out up to `max` entries of subscription `s` (see Store::claim): the due pending
--- entries first (each read, counted and re-timed on its own: redeliveries are rare), then new
--- messages with one XREADGROUP, whose state is written with one variadic HSET, ZADD and SADD
--- for the whole batch. Replies {'ok', claimed, dead, first due time or false}.
-local function claim(k, s, now_s, max_s, deadline, maxdel_s)
-  local sk = sub_keys(k, s)
-  local max, maxdel = tonumber(max_s), tonumber(maxdel_s)
-  local claimed, dead = {}, {}
+-- A claimed message as the reply carries it, appended to `out`: a head
+-- '<offset>[-0] <attempt> <id> <published_at> <has bin: 0|1> <event>', then the data, then the
+-- `bin` field if it has one. The data is the very string the stream read returned (a new
+-- string costs Redis's Lua a hash over every byte); the head is built by concatenation only
+-- (a number formatted costs a sprintf), so new messages pass their stream id as the offset.
+local function push_claimed(out, offset, attempt, id, at, ev, data, bin)
+  out[#out + 1] = offset .. ' ' .. attempt .. ' ' .. id .. ' ' .. at ..
+    (bin and ' 1 ' or ' 0 ') .. ev
+  out[#out + 1] = data
+  if bin then out[#out + 1] = bin end
+end
 
-  local due = redis.call('ZRANGEBYSCORE', sk.due, '-inf', now_s)
-  table.sort(due, numeric)
-  for _, o in ipairs(due) do
-    if #claimed >= max then break end
-    local f = read_message(k, o)
-    if not f then
-      return {'corrupt', 'offset ' .. o .. ' is pending for ' .. s .. ' but not retained'}
+-- push_claimed of a stream entry's fields `raw`: read in place when they are in the order
+-- append writes them (id, ev, data, at[, bin]), without a table per entry.
+local function push_entry(out, offset, attempt, raw)
+  if raw[1] == 'id' and raw[3] == 'ev' and raw[5] == 'data' and raw[7] == 'at' and
+    (raw[9] == nil or raw[9] == 'bin') then
+    push_claimed(out, offset, attempt, raw[2], raw[8], raw[4], raw[6], raw[10])
+  else
+    local f = fields(raw)
+    push_claimed(out, offset, attempt, f['id'], f['at'], f['ev'], f['data'], f['bin'])
+  end
+end
+
+-- Hands out up to `max` entries of subscription `s` (see Store::claim). The due entries
+-- first, in offset order: those in flight under a run past its deadline, and those waiting
+-- until now or earlier; each is read, dead-lettered or redelivered on its own (XCLAIM sets the
+-- PEL's delivery counter to the new attempt) and gets a run of its own — redeliveries are
+-- rare. A due entry not handed out (max reached) stays as it was: in flight under a run of its
+-- own with the old deadline, or waiting. Then new messages with one XREADGROUP (which makes
+-- their PEL entries, delivery counter 1) and one run for all of them. Replies {'ok', claimed,
+-- dead, first due time or false}, claimed as push_claimed writes it.
+local function claim(k, sk, s, now_s, max_s, deadline, maxdel_s)
+  local max, maxdel = tonumber(max_s), tonumber(maxdel_s)
+  local claimed, dead, n_claimed = {}, {}, 0
+
+  -- {offset, delivery count or false (waiting: read from the PEL), deadline of its run}
+  local due = {}
+  local expired = redis.call('ZRANGEBYSCORE', sk.runs, '-inf', now_s, 'WITHSCORES')
+  local expired_runs = {}
+  for i = 1, #expired, 2 do
+    local from, to, count = run_of(expired[i])
+    if not from then error('tidings: malformed run ' .. expired[i] .. ' in ' .. sk.runs) end
+    for _, e in ipairs(run_entries(k, sk, s, from, to, count, to - from + 1)) do
+      due[#due + 1] = {e[1], count, expired[i + 1]}
     end
-    local attempt = tonumber(redis.call('HGET', sk.att, o) or 0)
-    if attempt >= maxdel then
-      settle(k, sk, s, o)
-      bury(sk, o, f, attempt, now_s)
-      table.insert(dead, tonumber(o))
-    else
-      attempt = attempt + 1
-      redis.call('HSET', sk.att, o, attempt)
-      redis.call('ZADD', sk.due, deadline, o)
-      redis.call('SADD', sk.flight, o)
-      -- Mirror the delivery in the group's PEL (delivery count and time).
-      redis.call('XCLAIM', k.log, s, CONSUMER, 0, sid(o), 'RETRYCOUNT', attempt, 'JUSTID')
-      table.insert(claimed, {message(tonumber(o), f), attempt})
+    expired_runs[#expired_runs + 1] = expired[i]
+  end
+  if redis.call('EXISTS', sk.wait) == 1 then
+    for _, o in ipairs(redis.call('ZRANGEBYSCORE', sk.wait, '-inf', now_s)) do
+      due[#due + 1] = {tonumber(o), false}
     end
   end
+  table.sort(due, by_offset)
 
-  local want = max - #claimed
+  -- What to do with each due entry, decided with reads only: a message missing from the
+  -- stream fails the claim before anything is written.
+  local runs, unwait, settled, burials, redelivered = {}, {}, {}, {}, {}
+  for _, d in ipairs(due) do
+    local o, count = d[1], d[2]
+    if n_claimed >= max then
+      -- Not handed out: an entry of an expired run keeps its deadline in a run of its own.
+      if count then
+        runs[#runs + 1] = d[3]
+        runs[#runs + 1] = run_member(o, o, count)
+      end
+    else
+      if not count then
+        local p = pel_range(k, s, o, o, 1)
+        if #p == 0 then
+          -- Waiting but no longer pending (settled outside these scripts): nothing to hand out.
+          unwait[#unwait + 1] = str(o)
+        else
+          count = p[1][2]
+        end
+      end
+      if count then
+        local f = read_message(k, o)
+        if not f then
+          return {'corrupt', 'offset ' .. o .. ' is pending for ' .. s .. ' but not retained'}
+        end
+        if count >= maxdel then
+          settled[#settled + 1] = o
+          burials[#burials + 1] = {o, f, count}
+          table.insert(dead, o)
+        else
+          local attempt = count + 1
+          redelivered[#redelivered + 1] = {o, attempt}
+          if not d[3] then unwait[#unwait + 1] = str(o) end
+          runs[#runs + 1] = deadline
+          runs[#runs + 1] = run_member(o, o, attempt)
+          push_claimed(claimed, str(o), str(attempt), f['id'], f['at'], f['ev'], f['data'],
+            f['bin'])
+          n_claimed = n_claimed + 1
+        end
+      end
+    end
+  end
+  variadic({'ZREM', sk.runs}, expired_runs)
+  for _, b in ipairs(burials) do bury(sk, b[1], b[2], b[3], now_s) end
+  for _, r in ipairs(redelivered) do
+    -- The PEL's delivery counter is the attempt count.
+    redis.call('XCLAIM', k.log, s, CONSUMER, 0, sid(r[1]), 'RETRYCOUNT', r[2], 'JUSTID')
+  end
+  settle_all(k, sk, s, settled)
+  variadic({'ZREM', sk.wait}, unwait)
+
+  local want = max - n_claimed
   local count = want
   if want > 0 and (maxdel == 0 or want > 1e9) then
     -- Never more than what is there: COUNT must stay an integer Redis can parse (a Lua
     -- number that large would be written in exponent form). With no deliveries allowed,
     -- everything left goes to the dead letters.
     local head = meta(k)
-    local cursor = cursors(k)[s]
+    local cursor = groups(k)[s].cursor
     count = math.max(0, head - cursor + 1)
     if maxdel ~= 0 then count = math.min(want, count) end
   end
   if count > 0 then
     local r = redis.call('XREADGROUP', 'GROUP', s, CONSUMER, 'COUNT', count, 'STREAMS', k.log, '>')
     if r then
-      local att, due_at, flight = {}, {}, {}
-      for _, e in ipairs(r[1][2]) do
-        local o = offset_of(e[1])
-        local f = fields(e[2])
-        if maxdel == 0 then
+      local entries = r[1][2]
+      if maxdel == 0 then
+        for _, e in ipairs(entries) do
+          local o = offset_of(e[1])
           redis.call('XACK', k.log, s, e[1])
-          bury(sk, tostring(o), f, 0, now_s)
+          bury(sk, o, fields(e[2]), 0, now_s)
           table.insert(dead, o)
-        else
-          att[#att + 1] = o
-          att[#att + 1] = 1
-          due_at[#due_at + 1] = deadline
-          due_at[#due_at + 1] = o
-          flight[#flight + 1] = o
-          table.insert(claimed, {message(o, f), 1})
         end
+      elseif #entries > 0 then
+        for _, e in ipairs(entries) do push_entry(claimed, e[1], '1', e[2]) end
+        n_claimed = n_claimed + #entries
+        -- New messages follow the cursor: their offsets are consecutive.
+        runs[#runs + 1] = deadline
+        runs[#runs + 1] = run_member(offset_of(entries[1][1]), offset_of(entries[#entries][1]), 1)
       end
-      variadic({'HSET', sk.att}, att)
-      variadic({'ZADD', sk.due}, due_at)
-      variadic({'SADD', sk.flight}, flight)
     end
   end
-  -- The earliest due time of what stays pending (false: nothing is), as a string: Redis
-  -- turns Lua numbers into integers, scores are kept exact as strings.
-  local first = redis.call('ZRANGE', sk.due, 0, 0, 'WITHSCORES')
-  return {'ok', claimed, dead, first[2] or false}
+  variadic({'ZADD', sk.runs}, runs)
+  return {'ok', claimed, dead, next_due(k, sk, s)}
 end
 
 -- topic, sub, now, max, deadline (now + ack_timeout), max_deliveries
 function ops.claim(topic, s, now_s, max_s, deadline, maxdel_s)
   local k = K(topic)
   if not is_sub(k, s) then return {'notfound', 'no such subscription'} end
-  return claim(k, s, now_s, max_s, deadline, maxdel_s)
+  return claim(k, sub_state(k, s), s, now_s, max_s, deadline, maxdel_s)
 end
 
-function ops.ack(topic, s, o)
-  local k = K(topic)
-  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
-  local sk = sub_keys(k, s)
-  if redis.call('ZSCORE', sk.due, o) then
-    settle(k, sk, s, o)
-    return {'ok', 1}
+-- Which of `offsets` (numbers) are pending (in the group's PEL), as a set of stream ids
+-- ('<offset>-0'): one XPENDING per cluster of nearby offsets (at most PEL_GAP apart), which
+-- returns the PEL entries of its range.
+local PEL_GAP = 16
+-- Offsets from 2^53 on are never pending (no head gets there) and not exact as Lua numbers.
+local MAX_OFFSET = 9007199254740992
+local function pending_of(k, s, offsets)
+  local sorted = {}
+  for _, o in ipairs(offsets) do
+    if o >= 1 and o < MAX_OFFSET then sorted[#sorted + 1] = o end
   end
-  return {'ok', 0}
-end
-
-function ops.requeue(topic, s, o, not_before)
-  local k = K(topic)
-  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
-  local sk = sub_keys(k, s)
-  if redis.call('ZSCORE', sk.due, o) then
-    redis.call('ZADD', sk.due, not_before, o)
-    redis.call('SREM', sk.flight, o)
-    return {'ok', 1}
+  table.sort(sorted)
+  local set = {}
+  local i = 1
+  while i <= #sorted do
+    local j = i
+    while j < #sorted and sorted[j + 1] - sorted[j] <= PEL_GAP do j = j + 1 end
+    local r = redis.call('XPENDING', k.log, s, sid(sorted[i]), sid(sorted[j]),
+      sorted[j] - sorted[i] + 1)
+    for _, p in ipairs(r) do set[p[1]] = true end
+    i = j + 1
   end
-  return {'ok', 0}
+  return set
 end
 
 -- Applies ARGV[from..] as (kind, offset, not_before) triples of subscription `s`, in order:
 -- 'a' acks, 'r' requeues until not_before. Returns one flag per entry (1: it was pending), as
--- ack and requeue one by one would. The pending check is one ZMSCORE for the batch; the
--- outcome of each offset (its last answer wins, and nothing follows an ack) is then written
--- with one variadic command per key: ZREM, HDEL, SREM and XACK for the acks, ZADD and SREM
--- for the requeues.
-local function settle_batch(k, s, args, from)
-  local sk = sub_keys(k, s)
-  local offsets = {}
-  for i = from, #args, 3 do offsets[#offsets + 1] = args[i + 1] end
-  local scores = scores_of(sk.due, offsets)
+-- ack and requeue one by one would, as a string of '0' and '1'; the last answer of an offset
+-- wins, and nothing follows an ack. An ack is an XACK of its own, whose answer (1 or 0) is
+-- its flag: measured cheaper than reading the batch's PEL range into Lua first (BENCHMARKS.md).
+-- Only offsets whose first answer is a requeue are checked with pending_of; the requeues
+-- that stand are then one ZADD to `wait`, and the acks leave `wait` with one ZREM (if it
+-- exists). The runs are left alone: an acked entry is no longer pending, a requeued one
+-- waits, and neither is in flight under its run any more. Offsets stay the strings Rust sent
+-- (decimal, canonical): formatting numbers costs Redis's Lua a sprintf each.
+local function settle_batch(k, sk, s, args, from)
+  local first_kind, requeue_first = {}, {}
+  for i = from, #args, 3 do
+    local o = args[i + 1]
+    if first_kind[o] == nil then
+      first_kind[o] = args[i]
+      if args[i] ~= 'a' then requeue_first[#requeue_first + 1] = tonumber(o) or -1 end
+    end
+  end
+  local pel = pending_of(k, s, requeue_first)
   local pending, requeue_at, flags = {}, {}, {}
   local acked, requeued = {}, {}
-  for n, o in ipairs(offsets) do
-    if pending[o] == nil then pending[o] = scores[n] ~= false and scores[n] ~= nil end
-    if pending[o] then
-      flags[n] = 1
-      local i = from + (n - 1) * 3
-      if args[i] == 'a' then
-        pending[o] = false
-        requeue_at[o] = nil
+  local n = 0
+  for i = from, #args, 3 do
+    n = n + 1
+    local kind, o = args[i], args[i + 1]
+    local is_pending = pending[o]
+    if is_pending == nil then is_pending = kind == 'a' or pel[o .. '-0'] == true end
+    if kind == 'a' then
+      -- An offset first answered by this ack learns here whether it was pending.
+      if is_pending and redis.call('XACK', k.log, s, o .. '-0') == 1 then
+        flags[n] = '1'
         acked[#acked + 1] = o
       else
+        flags[n] = '0'
+      end
+      pending[o] = false
+      requeue_at[o] = nil
+    else
+      if is_pending then
+        flags[n] = '1'
         if requeue_at[o] == nil then requeued[#requeued + 1] = o end
         requeue_at[o] = args[i + 2]
+      else
+        flags[n] = '0'
       end
-    else
-      flags[n] = 0
+      pending[o] = is_pending
     end
   end
-  if #acked > 0 then
-    local ids = {}
-    for n, o in ipairs(acked) do ids[n] = sid(o) end
-    variadic({'ZREM', sk.due}, acked)
-    variadic({'HDEL', sk.att}, acked)
-    variadic({'SREM', sk.flight}, acked)
-    variadic({'XACK', k.log, s}, ids)
-  end
-  local due_at, waiting = {}, {}
+  if #acked > 0 and redis.call('EXISTS', sk.wait) == 1 then variadic({'ZREM', sk.wait}, acked) end
+  local wait_at = {}
   for _, o in ipairs(requeued) do
     if requeue_at[o] ~= nil then
-      due_at[#due_at + 1] = requeue_at[o]
-      due_at[#due_at + 1] = o
-      waiting[#waiting + 1] = o
+      wait_at[#wait_at + 1] = requeue_at[o]
+      wait_at[#wait_at + 1] = o
     end
   end
-  if #waiting > 0 then
-    variadic({'ZADD', sk.due}, due_at)
-    variadic({'SREM', sk.flight}, waiting)
-  end
-  return flags
+  variadic({'ZADD', sk.wait}, wait_at)
+  return table.concat(flags)
 end
 
--- sub, then (kind, offset, not_before) per entry (ARGV[5..]): see settle_batch.
+-- sub, offset: one ack.
+function ops.ack(topic, s, o)
+  local k = K(topic)
+  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
+  return {'ok', settle_batch(k, sub_state(k, s), s, {'a', o, '0'}, 1)}
+end
+
+-- sub, offset, not_before: one requeue.
+function ops.requeue(topic, s, o, not_before)
+  local k = K(topic)
+  if not (exists(k) and is_sub(k, s)) then return {'notfound', 'no such subscription'} end
+  return {'ok', settle_batch(k, sub_state(k, s), s, {'r', o, not_before}, 1)}
+end
+
+-- sub, then (kind, offset, not_before) per entry (ARGV[5..]): see settle_batch. Replies
+-- {'ok', flags}.
 function ops.settle(args)
   local k, s = K(args[3]), args[4]
   if not is_sub(k, s) then return {'notfound', 'no such subscription'} end
-  local out = settle_batch(k, s, args, 5)
-  table.insert(out, 1, 'ok')
-  return out
+  return {'ok', settle_batch(k, sub_state(k, s), s, args, 5)}
 end
 
 -- sub, now, max, deadline, max_deliveries, then (kind, offset, not_before) per entry
@@ -591,8 +857,9 @@ end
 function ops.settle_claim(args)
   local k, s = K(args[3]), args[4]
   if not is_sub(k, s) then return {'notfound', 'no such subscription'} end
-  local flags = settle_batch(k, s, args, 9)
-  local r = claim(k, s, args[5], args[6], args[7], args[8])
+  local sk = sub_state(k, s)
+  local flags = settle_batch(k, sk, s, args, 9)
+  local r = claim(k, sk, s, args[5], args[6], args[7], args[8])
   if r[1] ~= 'ok' then return r end
   return {'ok', flags, r[2], r[3], r[4]}
 end
@@ -602,13 +869,26 @@ function ops.release_in_flight(_, now)
   local released = 0
   for _, t in ipairs(redis.call('SMEMBERS', P .. 'topics')) do
     local k = K(t)
+    local g = groups(k)
     for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
-      local sk = sub_keys(k, s)
-      for _, o in ipairs(redis.call('SMEMBERS', sk.flight)) do
-        redis.call('ZADD', sk.due, now, o)
-        released = released + 1
+      local sk = sub_state(k, s)
+      if g[s] and g[s].pel > 0 then
+        local offsets = {}
+        for _, p in ipairs(redis.call('XPENDING', k.log, s, '-', '+', g[s].pel)) do
+          offsets[#offsets + 1] = offset_of(p[1])
+        end
+        local waiting = waiting_of(sk, offsets)
+        local wait_at = {}
+        for _, o in ipairs(offsets) do
+          if not waiting[o] then
+            wait_at[#wait_at + 1] = now
+            wait_at[#wait_at + 1] = str(o)
+          end
+        end
+        variadic({'ZADD', sk.wait}, wait_at)
+        released = released + #wait_at / 2
       end
-      redis.call('DEL', sk.flight)
+      redis.call('DEL', sk.runs)
     end
   end
   return {'ok', released}
@@ -633,18 +913,17 @@ function ops.requeue_dead(topic, id, now)
   local _, first = meta(k)
   local found = 0
   for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
-    local sk = sub_keys(k, s)
+    local sk = sub_state(k, s)
     local d = redis.call('HGETALL', sk.dead)
     for i = 1, #d, 2 do
-      local o = d[i]
+      local o = tonumber(d[i])
       local dead_id = string.match(d[i + 1], '^%S+ %S+ %S+ (%S+) ')
-      if dead_id == id and tonumber(o) >= first then
-        redis.call('HDEL', sk.dead, o)
-        redis.call('ZADD', sk.due, now, o)
-        redis.call('HSET', sk.att, o, 0)
-        redis.call('SREM', sk.flight, o)
-        -- Back into the group's PEL, with no delivery made.
+      if dead_id == id and o >= first then
+        redis.call('HDEL', sk.dead, d[i])
+        -- Back into the group's PEL, with no delivery made, waiting until now.
         redis.call('XCLAIM', k.log, s, CONSUMER, 0, sid(o), 'RETRYCOUNT', 0, 'FORCE', 'JUSTID')
+        redis.call('ZADD', sk.wait, now, str(o))
+        split_runs(sk, o)
         found = 1
       end
     end
@@ -667,10 +946,10 @@ function ops.topic_info(topic)
   local k = K(topic)
   if not exists(k) then return {'ok', false} end
   local head, first, bytes = meta(k)
-  local cur = cursors(k)
+  local g = groups(k)
   local subs = {}
   for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
-    table.insert(subs, sub_info(k, s, head, cur[s]))
+    table.insert(subs, sub_info(k, s, head, g[s]))
   end
   return {'ok', {head, first, head + 1 - first, bytes, subs}}
 end
@@ -683,14 +962,14 @@ function ops.oldest_unsettled(topic)
   local out = {}
   if not exists(k) then return {'ok', out} end
   local head, first = meta(k)
-  local cur = cursors(k)
+  local g = groups(k)
   for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
     local offset = nil
     local p = redis.call('XPENDING', k.log, s)
     if tonumber(p[1]) > 0 then
       offset = offset_of(p[2])
-    elseif cur[s] and cur[s] <= head then
-      offset = math.max(cur[s], first)
+    elseif g[s] and g[s].cursor <= head then
+      offset = math.max(g[s].cursor, first)
     end
     if offset then
       local f = read_message(k, offset)
@@ -730,26 +1009,22 @@ function ops.enforce_retention(topic, max_age_s, max_messages_s, max_bytes_s, no
   end
 
   local gaps = {}
-  local cur = cursors(k)
+  local g = groups(k)
   for _, s in ipairs(redis.call('SMEMBERS', k.subs)) do
-    local sk = sub_keys(k, s)
-    local lost = {}
-    for _, o in ipairs(redis.call('ZRANGE', sk.due, 0, -1)) do
-      if tonumber(o) < first then table.insert(lost, o) end
+    local sk = sub_state(k, s)
+    -- The pending entries below `first` lost their messages: the head of the PEL.
+    local lost, runs = {}, {}
+    if g[s].pel > 0 and first > 1 then
+      for _, p in ipairs(redis.call('XPENDING', k.log, s, '-', sid(first - 1), g[s].pel)) do
+        local o = offset_of(p[1])
+        lost[#lost + 1] = o
+        push_run(runs, o, o)
+      end
     end
-    table.sort(lost, numeric)
-    local runs = {}
-    local function push(from, to)
-      local last = runs[#runs]
-      if last and last[2] + 1 == from then last[2] = to else table.insert(runs, {from, to}) end
-    end
-    for _, o in ipairs(lost) do
-      settle(k, sk, s, o)
-      push(tonumber(o), tonumber(o))
-    end
-    local cursor = cur[s]
+    settle_all(k, sk, s, lost)
+    local cursor = g[s].cursor
     if cursor < first then
-      push(cursor, first - 1)
+      push_run(runs, cursor, first - 1)
       redis.call('XGROUP', 'SETID', k.log, s, sid(first - 1))
     end
     local n = 0

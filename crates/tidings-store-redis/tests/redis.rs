@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{RedisServer, have_redis_server, random_prefix, store_with};
 use tidings_core::store::{
-    ClaimOptions, NewMessage, StartFrom, Store, StoreError, SubscriptionName, Topic,
+    ClaimOptions, NewMessage, Settle, StartFrom, Store, StoreError, SubscriptionName, Topic,
 };
 use tidings_store_redis::{RedisConfig, RedisStore};
 use tidings_store_tests::block_on;
@@ -358,5 +358,172 @@ fn huge_limits_are_accepted() {
             .await
             .unwrap();
         assert!(gaps.is_empty());
+    });
+}
+
+/// The keys a drain leaves behind: an ack removes nothing but the PEL entry, and the runs of
+/// settled claims are dropped by the next claim, so a subscription that keeps up holds at
+/// most the run of what is in flight — and nothing at all once it is idle.
+#[test]
+fn a_drain_leaves_no_per_entry_state() {
+    let h = store_with(|_| {});
+    let store = &h.store;
+    let prefix = store.config().prefix.clone();
+    let t = Topic::new("t").unwrap();
+    let sub = SubscriptionName::identity("a").unwrap();
+    let client = redis::Client::open(store.config().url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let key = |what: &str| format!("{prefix}{{t}}:s:id:a:{what}");
+    let mut card =
+        |what: &str| -> u64 { redis::cmd("ZCARD").arg(key(what)).query(&mut conn).unwrap() };
+    block_on(async {
+        store
+            .subscribe(&t, &sub, StartFrom::Earliest)
+            .await
+            .unwrap();
+        for i in 0..50 {
+            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
+        }
+        let mut batch = Vec::new();
+        let mut seen = 0;
+        for turn in 0..6 {
+            let (flags, r) = store
+                .settle_and_claim(&t, &sub, &batch, opts(turn, 10))
+                .await
+                .unwrap();
+            assert!(flags.iter().all(|f| *f), "every ack was pending");
+            seen += r.claimed.len();
+            batch = r
+                .claimed
+                .iter()
+                .map(|c| Settle::Ack(c.message.offset))
+                .collect();
+        }
+        assert_eq!(seen, 50);
+    });
+    assert_eq!(
+        (card("runs"), card("wait")),
+        (0, 0),
+        "nothing pending, nothing kept"
+    );
+    for legacy in ["due", "att", "flight"] {
+        assert_eq!(card(legacy), 0);
+    }
+}
+
+/// `requeue_dead` resets an entry's delivery counter, so an older run of the same count that
+/// covers it must not claim it: here the run of the first claim (deadline 1,000) covers offset
+/// 2, which is back from the dead letters and in flight until 10,003 under a run of its own.
+#[test]
+fn a_requeued_dead_letter_leaves_the_runs_that_covered_it() {
+    let h = store_with(|_| {});
+    let store = &h.store;
+    let t = Topic::new("t").unwrap();
+    let sub = SubscriptionName::identity("a").unwrap();
+    let o = |now, ack_timeout| ClaimOptions {
+        now,
+        max: 10,
+        ack_timeout,
+        max_deliveries: 1,
+    };
+    block_on(async {
+        store
+            .subscribe(&t, &sub, StartFrom::Earliest)
+            .await
+            .unwrap();
+        for i in 0..3 {
+            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
+        }
+        assert_eq!(
+            store
+                .claim(&t, &sub, o(0, 1_000))
+                .await
+                .unwrap()
+                .claimed
+                .len(),
+            3
+        );
+        assert!(store.requeue(&t, &sub, 2, 0).await.unwrap());
+        let r = store.claim(&t, &sub, o(1, 1_000)).await.unwrap();
+        assert_eq!(r.dead_lettered, [2]);
+        let id = store.dead_letters(&t).await.unwrap()[0].message.id;
+        assert!(store.requeue_dead(&t, id, 2).await.unwrap());
+        let r = store.claim(&t, &sub, o(3, 10_000)).await.unwrap();
+        let claimed: Vec<(u64, u32)> = r
+            .claimed
+            .iter()
+            .map(|c| (c.message.offset, c.attempt))
+            .collect();
+        assert_eq!((claimed, r.next_due), (vec![(2, 1)], Some(1_000)));
+        // At 1,000 offsets 1 and 3 are due (and dead, max_deliveries 1); 2 is not.
+        let r = store.claim(&t, &sub, o(1_000, 10_000)).await.unwrap();
+        assert_eq!(
+            (r.dead_lettered.as_slice(), r.next_due),
+            (&[1, 3][..], Some(10_003))
+        );
+        let info = store.topic_info(&t).await.unwrap().unwrap();
+        let s = &info.subscriptions[0];
+        assert_eq!((s.pending, s.in_flight, s.dead), (1, 1, 2), "{s:?}");
+    });
+}
+
+/// A pending entry whose message was deleted behind the store's back (`XDEL`) fails the claim
+/// as corrupt before the claim writes anything: the other due entry is not handed out, no
+/// run is dropped, and the next claim reports the same instead of leaving entries stranded.
+#[test]
+fn a_pending_entry_without_its_message_fails_the_claim_before_any_write() {
+    let h = store_with(|_| {});
+    let store = &h.store;
+    let prefix = store.config().prefix.clone();
+    let t = Topic::new("t").unwrap();
+    let sub = SubscriptionName::identity("a").unwrap();
+    let client = redis::Client::open(store.config().url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    block_on(async {
+        store
+            .subscribe(&t, &sub, StartFrom::Earliest)
+            .await
+            .unwrap();
+        for i in 0..2 {
+            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
+        }
+        assert_eq!(
+            store
+                .claim(&t, &sub, opts(0, 10))
+                .await
+                .unwrap()
+                .claimed
+                .len(),
+            2
+        );
+        // Synchronous: the store's connection lives on this runtime, one block_on for all.
+        let deleted: u64 = redis::cmd("XDEL")
+            .arg(format!("{prefix}{{t}}:log"))
+            .arg("2-0")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(deleted, 1);
+        for _ in 0..2 {
+            let r = store.claim(&t, &sub, opts(1_000, 10)).await;
+            assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+        }
+        let info = store.topic_info(&t).await.unwrap().unwrap();
+        let s = &info.subscriptions[0];
+        assert_eq!((s.pending, s.in_flight), (2, 2), "{s:?}");
+        // Offset 1 was not handed out again by the failed claims: still its first delivery.
+        let detail: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(format!("{prefix}{{t}}:log"))
+            .arg("id:a")
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .query(&mut conn)
+            .unwrap();
+        let counts: Vec<(&str, u64)> = detail.iter().map(|d| (d.0.as_str(), d.3)).collect();
+        assert_eq!(counts, [("1-0", 1), ("2-0", 1)]);
+        assert!(store.ack(&t, &sub, 2).await.unwrap());
+        let r = store.claim(&t, &sub, opts(1_000, 10)).await.unwrap();
+        assert_eq!(r.claimed[0].message.offset, 1);
+        assert_eq!(r.claimed[0].attempt, 2);
     });
 }
