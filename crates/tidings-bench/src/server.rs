@@ -90,6 +90,17 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts `peer` on 127.0.0.1 with a free port and waits for its `listening on` line.
     pub async fn start(peer: Peer, programs: &Programs, tag: &str) -> Result<ServerProc> {
+        ServerProc::start_configured(peer, programs, tag, None).await
+    }
+
+    /// [`ServerProc::start`], and tidings with its embedded store gets `config` (TOML) as its
+    /// `--config` file.
+    pub async fn start_configured(
+        peer: Peer,
+        programs: &Programs,
+        tag: &str,
+        config: Option<&str>,
+    ) -> Result<ServerProc> {
         let mut data = None;
         let mut redis = None;
         let mut cmd = match peer {
@@ -111,6 +122,11 @@ impl ServerProc {
                 cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
                     .arg(dir.path())
                     .env("RUST_LOG", "warn");
+                if let Some(config) = config {
+                    let path = programs.log_dir.join(format!("{tag}.toml"));
+                    std::fs::write(&path, config).context("server config file")?;
+                    cmd.arg("--config").arg(path);
+                }
                 data = Some(dir);
                 cmd
             }
