@@ -46,6 +46,9 @@ _checks = 0
 # The number of checks the scenario declares it runs at least (``run``'s ``checks``).
 _declared = 0
 _clients = []
+# The last step the scenario began (a check, a call, a connect, a leave), for the watchdog's
+# message: a wait that never completes names where it hung.
+_last_step = "start"
 _lock = threading.Lock()
 
 
@@ -76,7 +79,8 @@ _uncounted = threading.local()
 
 def check(name, cond, expected, actual):
     """Counts one check; fails with expected/actual unless ``cond`` holds."""
-    global _checks
+    global _checks, _last_step
+    _last_step = name
     if not getattr(_uncounted, "active", False):
         with _lock:
             _checks += 1
@@ -112,7 +116,8 @@ def watchdog(seconds=20.0):
     limit = int(ms) / 1000.0 if ms else seconds
 
     def expire():
-        fail("watchdog", f"scenario still running after {limit:g} s (a wait above never completed)")
+        fail("watchdog", f"scenario still running after {limit:g} s (a wait above never completed; "
+             f"the last step begun: {_last_step!r})")
 
     timer = threading.Timer(limit, expire)
     timer.daemon = True
@@ -209,6 +214,8 @@ def connect(name, namespace="/", auth=None, listen=(), transports=None):
 
     Returns ``(sio, inbox, welcome)``; ``listen`` names events to queue from the start.
     """
+    global _last_step
+    _last_step = f"{name}: connect"
     sio = client()
     inbox = Inbox(sio, namespace).listen("welcome")
     for event in listen:
@@ -239,6 +246,8 @@ def fail_on_disconnect(sio, namespace="/"):
 
 def call(name, sio, event, data=None, namespace="/", timeout=WAIT_S):
     """Emits with an ack and returns the ack (one value, or a tuple for several arguments)."""
+    global _last_step
+    _last_step = f"{name}: call {event!r}"
     try:
         return sio.call(event, data, namespace=namespace, timeout=timeout)
     except socketio.exceptions.TimeoutError:
@@ -289,6 +298,8 @@ def leave(sio):
     counts ``task_done`` per sent packet, so waiting for ``queue.join()`` first (bounded by the
     engine's request timeout) leaves the write loop idle in ``queue.get``.
     """
+    global _last_step
+    _last_step = f"leave (disconnect of {sio.get_sid()!r})"
     if sio.eio.state == "connected":
         idle = threading.Thread(target=sio.eio.queue.join, daemon=True)
         idle.start()
