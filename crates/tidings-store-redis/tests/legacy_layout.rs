@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::store_with;
+use common::store_and_direct_connection;
 use redis::Value;
 use tidings_core::store::{ClaimOptions, ClaimResult, Settle, Store, SubscriptionName, Topic};
 use tidings_store_tests::block_on;
@@ -46,11 +46,9 @@ fn claimed(r: &ClaimResult) -> Vec<(u64, u32)> {
 
 #[test]
 fn a_subscription_in_the_legacy_layout_is_migrated_on_first_touch() {
-    let h = store_with(|_| {});
+    let (h, prefix, mut conn) = store_and_direct_connection();
     let store = &h.store;
-    let prefix = store.config().prefix.clone();
-    let client = redis::Client::open(store.config().url.as_str()).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut run = |op: &str, args: &[&str]| legacy(&mut conn, &prefix, op, "jobs", args);
     let t = Topic::new("jobs").unwrap();
     let sub = SubscriptionName::identity("a").unwrap();
 
@@ -60,42 +58,12 @@ fn a_subscription_in_the_legacy_layout_is_migrated_on_first_touch() {
     for i in 1..=6 {
         let id = format!("{i:032x}");
         let data = format!("[{i}]");
-        legacy(
-            &mut conn,
-            &prefix,
-            "append",
-            "jobs",
-            &[&id, "e", &data, "5", "", "0", ""],
-        );
+        run("append", &[&id, "e", &data, "5", "", "0", ""]);
     }
-    legacy(
-        &mut conn,
-        &prefix,
-        "subscribe",
-        "jobs",
-        &["id:a", "earliest", "0"],
-    );
-    legacy(
-        &mut conn,
-        &prefix,
-        "claim",
-        "jobs",
-        &["id:a", "1000", "3", "1500", "5"],
-    );
-    legacy(
-        &mut conn,
-        &prefix,
-        "requeue",
-        "jobs",
-        &["id:a", "2", "2000"],
-    );
-    legacy(
-        &mut conn,
-        &prefix,
-        "claim",
-        "jobs",
-        &["id:a", "1600", "1", "2100", "5"],
-    );
+    run("subscribe", &["id:a", "earliest", "0"]);
+    run("claim", &["id:a", "1000", "3", "1500", "5"]);
+    run("requeue", &["id:a", "2", "2000"]);
+    run("claim", &["id:a", "1600", "1", "2100", "5"]);
     let sub_key = |what: &str| format!("{prefix}{{jobs}}:s:id:a:{what}");
     let legacy_keys = [sub_key("due"), sub_key("att"), sub_key("flight")];
     let present: u64 = redis::cmd("EXISTS")
@@ -135,43 +103,17 @@ fn a_subscription_in_the_legacy_layout_is_migrated_on_first_touch() {
 /// dead letters with that count, and `requeue_dead` brings it back with none.
 #[test]
 fn legacy_attempt_counts_reach_the_dead_letters() {
-    let h = store_with(|_| {});
+    let (h, prefix, mut conn) = store_and_direct_connection();
     let store = &h.store;
-    let prefix = store.config().prefix.clone();
-    let client = redis::Client::open(store.config().url.as_str()).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut run = |op: &str, args: &[&str]| legacy(&mut conn, &prefix, op, "jobs", args);
     let t = Topic::new("jobs").unwrap();
     let sub = SubscriptionName::identity("a").unwrap();
     let id = format!("{:032x}", 7);
-    legacy(
-        &mut conn,
-        &prefix,
-        "append",
-        "jobs",
-        &[&id, "e", "[1]", "5", "", "0", ""],
-    );
-    legacy(
-        &mut conn,
-        &prefix,
-        "subscribe",
-        "jobs",
-        &["id:a", "earliest", "0"],
-    );
+    run("append", &[&id, "e", "[1]", "5", "", "0", ""]);
+    run("subscribe", &["id:a", "earliest", "0"]);
     // Two deliveries in the legacy layout, the second still in flight.
-    legacy(
-        &mut conn,
-        &prefix,
-        "claim",
-        "jobs",
-        &["id:a", "0", "1", "100", "3"],
-    );
-    legacy(
-        &mut conn,
-        &prefix,
-        "claim",
-        "jobs",
-        &["id:a", "100", "1", "200", "3"],
-    );
+    run("claim", &["id:a", "0", "1", "100", "3"]);
+    run("claim", &["id:a", "100", "1", "200", "3"]);
     block_on(async {
         let opts = |now| ClaimOptions {
             max_deliveries: 3,

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, have_redis_server, random_prefix, store_with};
+use common::{
+    RedisServer, have_redis_server, random_prefix, store_and_direct_connection, store_with,
+};
 use tidings_core::store::{
     ClaimOptions, NewMessage, Settle, StartFrom, Store, StoreError, SubscriptionName, Topic,
 };
@@ -30,6 +32,44 @@ fn opts(now: u64, max: usize) -> ClaimOptions {
         ack_timeout: 1_000,
         max_deliveries: 5,
     }
+}
+
+/// Subscribes `sub` to `t` from the earliest message, then appends `n` messages ("0", "1", …).
+async fn subscribed_with(store: &RedisStore, t: &Topic, sub: &SubscriptionName, n: usize) {
+    store.subscribe(t, sub, StartFrom::Earliest).await.unwrap();
+    for i in 0..n {
+        store.append(t, msg(&format!("{i}")), 0).await.unwrap();
+    }
+}
+
+/// How many entries a claim hands out.
+async fn claimed_count(
+    store: &RedisStore,
+    t: &Topic,
+    sub: &SubscriptionName,
+    o: ClaimOptions,
+) -> usize {
+    store.claim(t, sub, o).await.unwrap().claimed.len()
+}
+
+/// Checks each pending entry of `group` in the stream `log` and its delivery count, as Redis's
+/// extended `XPENDING` reports them (the first 10).
+fn assert_delivery_counts(
+    conn: &mut redis::Connection,
+    log: &str,
+    group: &str,
+    expected: &[(&str, u64)],
+) {
+    let detail: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(log)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query(conn)
+        .unwrap();
+    let counts: Vec<(&str, u64)> = detail.iter().map(|d| (d.0.as_str(), d.3)).collect();
+    assert_eq!(counts, expected, "delivery counts of {group} in {log}");
 }
 
 fn private_store(server: &RedisServer, tune: impl FnOnce(&mut RedisConfig)) -> RedisStore {
@@ -195,15 +235,7 @@ fn shared_store_does_not_release_in_flight() {
             .await
             .unwrap();
         store.append(&t, msg("1"), 0).await.unwrap();
-        assert_eq!(
-            store
-                .claim(&t, &sub, opts(0, 1))
-                .await
-                .unwrap()
-                .claimed
-                .len(),
-            1
-        );
+        assert_eq!(claimed_count(store, &t, &sub, opts(0, 1)).await, 1);
         assert_eq!(store.release_in_flight(5).await.unwrap(), 0);
         assert!(
             store
@@ -281,16 +313,7 @@ fn topics_are_streams_and_subscriptions_consumer_groups() {
         (2, "2-0", "3-0")
     );
     // Extended form: the delivery counts mirror the attempts (offset 2 was redelivered).
-    let detail: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(&log)
-        .arg("id:driver-7")
-        .arg("-")
-        .arg("+")
-        .arg(10)
-        .query(&mut conn)
-        .unwrap();
-    let counts: Vec<(&str, u64)> = detail.iter().map(|d| (d.0.as_str(), d.3)).collect();
-    assert_eq!(counts, [("2-0", 2), ("3-0", 1)]);
+    assert_delivery_counts(&mut conn, &log, "id:driver-7", &[("2-0", 2), ("3-0", 1)]);
     let topics: Vec<String> = redis::cmd("SMEMBERS")
         .arg(format!("{prefix}topics"))
         .query(&mut conn)
@@ -322,13 +345,7 @@ fn huge_limits_are_accepted() {
     let t = Topic::new("t").unwrap();
     let sub = SubscriptionName::identity("a").unwrap();
     block_on(async {
-        store
-            .subscribe(&t, &sub, StartFrom::Earliest)
-            .await
-            .unwrap();
-        for i in 0..3 {
-            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
-        }
+        subscribed_with(store, &t, &sub, 3).await;
         let r = store
             .claim(
                 &t,
@@ -366,24 +383,15 @@ fn huge_limits_are_accepted() {
 /// most the run of what is in flight — and nothing at all once it is idle.
 #[test]
 fn a_drain_leaves_no_per_entry_state() {
-    let h = store_with(|_| {});
+    let (h, prefix, mut conn) = store_and_direct_connection();
     let store = &h.store;
-    let prefix = store.config().prefix.clone();
     let t = Topic::new("t").unwrap();
     let sub = SubscriptionName::identity("a").unwrap();
-    let client = redis::Client::open(store.config().url.as_str()).unwrap();
-    let mut conn = client.get_connection().unwrap();
     let key = |what: &str| format!("{prefix}{{t}}:s:id:a:{what}");
     let mut card =
         |what: &str| -> u64 { redis::cmd("ZCARD").arg(key(what)).query(&mut conn).unwrap() };
     block_on(async {
-        store
-            .subscribe(&t, &sub, StartFrom::Earliest)
-            .await
-            .unwrap();
-        for i in 0..50 {
-            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
-        }
+        subscribed_with(store, &t, &sub, 50).await;
         let mut batch = Vec::new();
         let mut seen = 0;
         for turn in 0..6 {
@@ -427,22 +435,8 @@ fn a_requeued_dead_letter_leaves_the_runs_that_covered_it() {
         max_deliveries: 1,
     };
     block_on(async {
-        store
-            .subscribe(&t, &sub, StartFrom::Earliest)
-            .await
-            .unwrap();
-        for i in 0..3 {
-            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
-        }
-        assert_eq!(
-            store
-                .claim(&t, &sub, o(0, 1_000))
-                .await
-                .unwrap()
-                .claimed
-                .len(),
-            3
-        );
+        subscribed_with(store, &t, &sub, 3).await;
+        assert_eq!(claimed_count(store, &t, &sub, o(0, 1_000)).await, 3);
         assert!(store.requeue(&t, &sub, 2, 0).await.unwrap());
         let r = store.claim(&t, &sub, o(1, 1_000)).await.unwrap();
         assert_eq!(r.dead_lettered, [2]);
@@ -472,30 +466,13 @@ fn a_requeued_dead_letter_leaves_the_runs_that_covered_it() {
 /// run is dropped, and the next claim reports the same instead of leaving entries stranded.
 #[test]
 fn a_pending_entry_without_its_message_fails_the_claim_before_any_write() {
-    let h = store_with(|_| {});
+    let (h, prefix, mut conn) = store_and_direct_connection();
     let store = &h.store;
-    let prefix = store.config().prefix.clone();
     let t = Topic::new("t").unwrap();
     let sub = SubscriptionName::identity("a").unwrap();
-    let client = redis::Client::open(store.config().url.as_str()).unwrap();
-    let mut conn = client.get_connection().unwrap();
     block_on(async {
-        store
-            .subscribe(&t, &sub, StartFrom::Earliest)
-            .await
-            .unwrap();
-        for i in 0..2 {
-            store.append(&t, msg(&format!("{i}")), 0).await.unwrap();
-        }
-        assert_eq!(
-            store
-                .claim(&t, &sub, opts(0, 10))
-                .await
-                .unwrap()
-                .claimed
-                .len(),
-            2
-        );
+        subscribed_with(store, &t, &sub, 2).await;
+        assert_eq!(claimed_count(store, &t, &sub, opts(0, 10)).await, 2);
         // Synchronous: the store's connection lives on this runtime, one block_on for all.
         let deleted: u64 = redis::cmd("XDEL")
             .arg(format!("{prefix}{{t}}:log"))
@@ -511,16 +488,8 @@ fn a_pending_entry_without_its_message_fails_the_claim_before_any_write() {
         let s = &info.subscriptions[0];
         assert_eq!((s.pending, s.in_flight), (2, 2), "{s:?}");
         // Offset 1 was not handed out again by the failed claims: still its first delivery.
-        let detail: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(format!("{prefix}{{t}}:log"))
-            .arg("id:a")
-            .arg("-")
-            .arg("+")
-            .arg(10)
-            .query(&mut conn)
-            .unwrap();
-        let counts: Vec<(&str, u64)> = detail.iter().map(|d| (d.0.as_str(), d.3)).collect();
-        assert_eq!(counts, [("1-0", 1), ("2-0", 1)]);
+        let log = format!("{prefix}{{t}}:log");
+        assert_delivery_counts(&mut conn, &log, "id:a", &[("1-0", 1), ("2-0", 1)]);
         assert!(store.ack(&t, &sub, 2).await.unwrap());
         let r = store.claim(&t, &sub, opts(1_000, 10)).await.unwrap();
         assert_eq!(r.claimed[0].message.offset, 1);

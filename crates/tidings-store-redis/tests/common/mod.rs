@@ -89,6 +89,17 @@ pub fn store_with(tune: impl FnOnce(&mut RedisConfig)) -> WithGuard<RedisStore, 
     WithGuard { store, guard }
 }
 
+/// A store on a fresh prefix (default configuration), with that prefix and a connection of
+/// its own to the same Redis: for tests that look at, or write, the keys behind the store.
+pub fn store_and_direct_connection() -> (WithGuard<RedisStore, Guard>, String, redis::Connection) {
+    let h = store_with(|_| {});
+    let prefix = h.store.config().prefix.clone();
+    let conn = redis::Client::open(h.store.config().url.as_str())
+        .and_then(|client| client.get_connection())
+        .expect("a connection to the test Redis");
+    (h, prefix, conn)
+}
+
 /// A store for the conformance suite: a single server process, so `release_in_flight`
 /// releases (see the crate docs on shared stores).
 pub fn conformance_store() -> WithGuard<RedisStore, Guard> {
